@@ -1,0 +1,526 @@
+//! Sessions and seats.
+//!
+//! A [`Session`] is an app's open handle to the runtime for one publisher: it loads the
+//! publisher's software containers on this machine and checks their licenses against the
+//! publisher key the app compiled in. [`Session::acquire`] picks a license (dongle, then
+//! software container, then network, as the sources allow), checks it (features, expiry,
+//! clock, VM policy) and takes a seat in its [`SeatPool`]. A [`Seat`] encrypts and decrypts
+//! with its product's key: in the container (direct mode) or in the app with a per-message
+//! key the container derives (derived mode).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use ed25519_dalek::VerifyingKey;
+
+use super::seats::{SeatGuard, SeatPool};
+use crate::cipher::{self, Header, Mode};
+use crate::container::engine::{InstallReport, UseQuery};
+use crate::container::software::list_for_vendor;
+use crate::container::{ContainerKind, SoftwareContainer};
+use crate::host::HostIdentity;
+use crate::license::{CountingUnit, License};
+use crate::util::{SharedClock, SystemClock};
+use crate::{Error, Result};
+
+/// License sources, as a bit mask.
+pub mod sources {
+    /// A USB dongle on this machine.
+    pub const DONGLE: u32 = 1;
+    /// A software container on this machine.
+    pub const SOFTWARE: u32 = 2;
+    /// A license server on the network.
+    pub const NETWORK: u32 = 4;
+    /// All of them.
+    pub const ALL: u32 = DONGLE | SOFTWARE | NETWORK;
+}
+
+/// How a session is opened.
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    /// The publisher.
+    pub vendor_id: u32,
+    /// The publisher's public key, compiled into the app.
+    pub publisher_key: VerifyingKey,
+    /// Allowed sources ([`sources`] bits); 0 means all.
+    pub sources: u32,
+    /// License servers (`host[:port]`), for the network source.
+    pub servers: Vec<String>,
+    /// How long any one operation may wait.
+    pub timeout: Duration,
+}
+
+impl SessionOptions {
+    /// Options for `vendor_id` with all sources and a 5-second timeout.
+    pub fn new(vendor_id: u32, publisher_key: VerifyingKey) -> SessionOptions {
+        SessionOptions {
+            vendor_id,
+            publisher_key,
+            sources: sources::ALL,
+            servers: Vec::new(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Where and on what the runtime runs: its state directory, the host identity and the clock.
+/// [`Environment::detect`] reads the real ones; tests build their own to simulate other
+/// machines (the C ABI never lets an app choose).
+#[derive(Clone, Debug)]
+pub struct Environment {
+    /// The runtime's state directory (`TESSERA_HOME`).
+    pub home: PathBuf,
+    /// This machine.
+    pub host: HostIdentity,
+    /// The clock.
+    pub clock: SharedClock,
+}
+
+/// The state directory: `TESSERA_HOME`, else `/var/lib/tessera` for root, else
+/// `$XDG_STATE_HOME/tessera` (or `~/.local/state/tessera`).
+pub fn default_home() -> PathBuf {
+    if let Some(h) = std::env::var_os("TESSERA_HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(h);
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/tessera");
+    }
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(x).join("tessera");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    home.join(".local/state/tessera")
+}
+
+impl Environment {
+    /// This machine, the default state directory and the system clock.
+    pub fn detect() -> Environment {
+        Environment {
+            home: default_home(),
+            host: HostIdentity::detect(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// Where a seat's license came from (`TESSERA_SOURCE_*` in the C API).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A dongle.
+    Dongle,
+    /// A software container.
+    Software,
+    /// A license server.
+    Network,
+}
+
+struct Loaded {
+    container: RwLock<SoftwareContainer>,
+    serial: String,
+    kind: ContainerKind,
+    /// Licenses that verify against the session's publisher key.
+    verified: Vec<usize>,
+}
+
+struct Inner {
+    opts: SessionOptions,
+    env: Environment,
+    containers: RwLock<Vec<Arc<Loaded>>>,
+    /// Why containers of this publisher failed to open, reported when nothing else fits.
+    load_errors: Mutex<Vec<Error>>,
+    pools: Mutex<HashMap<[u8; 16], Arc<SeatPool>>>,
+}
+
+/// An open session.
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("vendor_id", &self.inner.opts.vendor_id)
+            .field("home", &self.inner.env.home)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Only persist the clock's high-water mark when it moved this far, to keep opens cheap.
+const HIGH_WATER_PERSIST_STEP: u64 = 300;
+
+fn load_one(env: &Environment, opts: &SessionOptions, path: &std::path::Path) -> Result<Loaded> {
+    let mut c = SoftwareContainer::load(path, &env.host.fingerprint)?;
+    if c.engine.state().vendor_id != opts.vendor_id {
+        return Err(Error::WrongVendor {
+            expected: opts.vendor_id,
+            found: c.engine.state().vendor_id,
+        });
+    }
+    let now = env.clock.now();
+    let persisted = c.engine.state().clock_high_water;
+    c.engine.observe_clock(now);
+    if now > persisted.saturating_add(HIGH_WATER_PERSIST_STEP) {
+        // Best effort: a read-only home still lets the app run.
+        let _ = c.update(&env.host.fingerprint, |e| {
+            e.observe_clock(now);
+            Ok(())
+        });
+    }
+    let verified = c
+        .engine
+        .verified_licenses(&opts.publisher_key, opts.vendor_id);
+    Ok(Loaded {
+        serial: c.engine.serial().to_string(),
+        kind: c.engine.state().kind,
+        container: RwLock::new(c),
+        verified,
+    })
+}
+
+fn poisoned() -> Error {
+    Error::Internal("a lock was poisoned by a panic".into())
+}
+
+impl Session {
+    /// Opens a session on this machine.
+    pub fn open(opts: SessionOptions) -> Result<Session> {
+        Self::open_in(opts, Environment::detect())
+    }
+
+    /// Opens a session in a given environment (tests simulate machines with this).
+    pub fn open_in(mut opts: SessionOptions, env: Environment) -> Result<Session> {
+        if opts.sources == 0 {
+            opts.sources = sources::ALL;
+        }
+        if opts.sources & !sources::ALL != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "unknown source bits {:#x}",
+                opts.sources
+            )));
+        }
+        if opts.timeout.is_zero() {
+            opts.timeout = Duration::from_secs(5);
+        }
+        let s = Session {
+            inner: Arc::new(Inner {
+                opts,
+                env,
+                containers: RwLock::new(Vec::new()),
+                load_errors: Mutex::new(Vec::new()),
+                pools: Mutex::new(HashMap::new()),
+            }),
+        };
+        s.reload()?;
+        Ok(s)
+    }
+
+    /// Re-reads the software containers of the session's publisher.
+    pub fn reload(&self) -> Result<()> {
+        let i = &self.inner;
+        let mut loaded = Vec::new();
+        let mut errors = Vec::new();
+        if i.opts.sources & sources::SOFTWARE != 0 {
+            for p in list_for_vendor(&i.env.home, i.opts.vendor_id) {
+                match load_one(&i.env, &i.opts, &p) {
+                    Ok(l) => loaded.push(Arc::new(l)),
+                    Err(e) => errors.push(e),
+                }
+            }
+        }
+        *i.containers.write().map_err(|_| poisoned())? = loaded;
+        *i.load_errors.lock().map_err(|_| poisoned())? = errors;
+        Ok(())
+    }
+
+    /// The session's environment.
+    pub fn environment(&self) -> &Environment {
+        &self.inner.env
+    }
+
+    /// The session's options.
+    pub fn options(&self) -> &SessionOptions {
+        &self.inner.opts
+    }
+
+    fn identity(&self, unit: CountingUnit) -> String {
+        match unit {
+            CountingUnit::Station => "station".to_string(),
+            CountingUnit::Session => format!("session:{}", self.inner.env.host.session.id),
+            CountingUnit::Process => format!("process:{}", std::process::id()),
+            CountingUnit::Handle => format!("handle:{}", hex::encode(crate::util::random::<12>())),
+        }
+    }
+
+    fn pool(&self, lic: &License) -> Result<Arc<SeatPool>> {
+        let mut pools = self.inner.pools.lock().map_err(|_| poisoned())?;
+        if let Some(p) = pools.get(&lic.license_id)
+            && p.quantity() == lic.quantity.min(super::seats::MAX_LOCAL_SLOTS)
+        {
+            return Ok(p.clone());
+        }
+        let p = Arc::new(SeatPool::open(
+            &self.inner.env.home,
+            &lic.id_hex(),
+            lic.quantity,
+            self.inner.opts.timeout,
+        )?);
+        pools.insert(lic.license_id, p.clone());
+        Ok(p)
+    }
+
+    /// Acquires a seat of `product_code` with at least the `features` bits.
+    pub fn acquire(&self, product_code: u32, features: u32, exclusive: bool) -> Result<Seat> {
+        let i = &self.inner;
+        let mut best: Option<Error> = None;
+        let mut consider = |e: Error| {
+            if best
+                .as_ref()
+                .is_none_or(|b| e.specificity() > b.specificity())
+            {
+                best = Some(e);
+            }
+        };
+        let allowed = i.opts.sources;
+        if allowed & sources::SOFTWARE != 0 {
+            let now = i.env.clock.now();
+            let query = UseQuery {
+                features,
+                now,
+                machine: i.env.host.machine.clone(),
+            };
+            let containers = i.containers.read().map_err(|_| poisoned())?.clone();
+            for c in containers {
+                let mut sc = c.container.write().map_err(|_| poisoned())?;
+                sc.engine.observe_clock(now);
+                for &idx in &c.verified {
+                    let lic = sc.engine.licenses()[idx].clone();
+                    if lic.product_code != product_code {
+                        continue;
+                    }
+                    if let Err(e) = sc.engine.check_use(idx, &query) {
+                        consider(e);
+                        continue;
+                    }
+                    if exclusive && !lic.exclusive_allowed {
+                        consider(Error::ExclusiveDenied(
+                            "the license does not allow exclusive use".into(),
+                        ));
+                        continue;
+                    }
+                    let pool = self.pool(&lic)?;
+                    match pool.acquire(&self.identity(lic.counting_unit), exclusive) {
+                        Ok(guard) => {
+                            return Ok(Seat {
+                                session: self.clone(),
+                                container: c.clone(),
+                                index: idx,
+                                license: lic,
+                                pool,
+                                guard,
+                                source: SourceKind::Software,
+                                exclusive,
+                            });
+                        }
+                        Err(e) => consider(e),
+                    }
+                }
+            }
+            for e in i.load_errors.lock().map_err(|_| poisoned())?.iter() {
+                consider(clone_verdict(e));
+            }
+        }
+        Err(best.unwrap_or_else(|| {
+            let mut where_ = Vec::new();
+            if allowed & sources::DONGLE != 0 {
+                where_.push("no dongle of this publisher is connected");
+            }
+            if allowed & sources::SOFTWARE != 0 {
+                where_.push("no software container of this publisher holds it");
+            }
+            if allowed & sources::NETWORK != 0 {
+                where_.push("no license server is configured");
+            }
+            Error::NoLicense(format!(
+                "vendor {} product {product_code}: {}",
+                i.opts.vendor_id,
+                where_.join("; ")
+            ))
+        }))
+    }
+
+    /// Writes an activation request for this machine (see [`super::request_activation`]).
+    pub fn activation_request(&self) -> Result<Vec<u8>> {
+        let (_, req) = super::request_activation(&self.inner.env, self.inner.opts.vendor_id)?;
+        Ok(req)
+    }
+
+    /// Installs an activation, trusting only the session's publisher key, and reloads.
+    pub fn activation_install(&self, bytes: &[u8]) -> Result<InstallReport> {
+        let (_, r) = super::install_activation(
+            &self.inner.env,
+            bytes,
+            Some(&self.inner.opts.publisher_key),
+        )?;
+        self.reload()?;
+        Ok(r)
+    }
+}
+
+/// A copy of a load error for reporting (I/O errors lose their source chain).
+fn clone_verdict(e: &Error) -> Error {
+    match e {
+        Error::BindingMismatch(s) => Error::BindingMismatch(s.clone()),
+        Error::Tampered(s) => Error::Tampered(s.clone()),
+        Error::UnknownVersion {
+            what,
+            found,
+            supported,
+        } => Error::UnknownVersion {
+            what,
+            found: *found,
+            supported: *supported,
+        },
+        Error::Malformed { what, detail } => Error::Malformed {
+            what,
+            detail: detail.clone(),
+        },
+        other => Error::NoLicense(other.to_string()),
+    }
+}
+
+/// What a seat is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeatInfo {
+    /// The publisher.
+    pub vendor_id: u32,
+    /// The product.
+    pub product_code: u32,
+    /// Licensed feature bits.
+    pub features: u32,
+    /// License quantity.
+    pub quantity: u32,
+    /// Seats of the license in use now, on this machine (this one included).
+    pub in_use: u32,
+    /// Expiry, or `None` when perpetual.
+    pub expiry: Option<u64>,
+    /// Where the license is.
+    pub source: SourceKind,
+    /// What one seat covers.
+    pub counting_unit: CountingUnit,
+    /// The serial of the container holding the license.
+    pub container_serial: String,
+    /// The container kind.
+    pub container_kind: ContainerKind,
+    /// Whether this seat is held exclusively.
+    pub exclusive: bool,
+}
+
+/// A held seat. Dropping it releases the seat.
+pub struct Seat {
+    session: Session,
+    container: Arc<Loaded>,
+    index: usize,
+    license: License,
+    pool: Arc<SeatPool>,
+    guard: SeatGuard,
+    source: SourceKind,
+    exclusive: bool,
+}
+
+impl std::fmt::Debug for Seat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Seat")
+            .field("product_code", &self.license.product_code)
+            .field("container", &self.container.serial)
+            .field("slot", &self.guard.slot())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Seat {
+    /// The license behind the seat.
+    pub fn license(&self) -> &License {
+        &self.license
+    }
+
+    /// What the seat is.
+    pub fn info(&self) -> Result<SeatInfo> {
+        Ok(SeatInfo {
+            vendor_id: self.license.vendor_id,
+            product_code: self.license.product_code,
+            features: self.license.features,
+            quantity: self.license.quantity,
+            in_use: self.pool.in_use()?,
+            expiry: self.license.expiry,
+            source: self.source,
+            counting_unit: self.license.counting_unit,
+            container_serial: self.container.serial.clone(),
+            container_kind: self.container.kind,
+            exclusive: self.exclusive,
+        })
+    }
+
+    fn check(&self) -> Result<()> {
+        let env = &self.session.inner.env;
+        let now = env.clock.now();
+        if let Some(expiry) = self.license.expiry
+            && now >= expiry
+        {
+            return Err(Error::Expired { expiry });
+        }
+        Ok(())
+    }
+
+    /// Encrypts `plaintext` into `out` in `mode`; returns the bytes written. `out` must hold
+    /// [`cipher::ciphertext_len`] bytes.
+    pub fn encrypt(&self, mode: Mode, plaintext: &[u8], out: &mut [u8]) -> Result<usize> {
+        let need = cipher::ciphertext_len(plaintext.len());
+        if out.len() < need {
+            return Err(Error::BufferTooSmall { needed: need });
+        }
+        self.check()?;
+        let c = self.container.container.read().map_err(|_| poisoned())?;
+        match mode {
+            Mode::Direct => c.engine.encrypt_direct(self.index, plaintext, out),
+            Mode::Derived => {
+                let header = Header::new(
+                    Mode::Derived,
+                    self.license.vendor_id,
+                    self.license.product_code,
+                );
+                let key = c.engine.message_key(self.index, &header)?;
+                drop(c);
+                cipher::seal_with_key(&key, &header, plaintext, out)
+            }
+        }
+    }
+
+    /// Decrypts `ct` into `out`; returns the plaintext length. Direct-mode ciphertext is
+    /// decrypted in the container, derived-mode ciphertext in the app.
+    pub fn decrypt(&self, ct: &[u8], out: &mut [u8]) -> Result<usize> {
+        let header = Header::parse(ct)?;
+        let need = cipher::plaintext_len(ct.len());
+        if out.len() < need {
+            return Err(Error::BufferTooSmall { needed: need });
+        }
+        self.check()?;
+        let c = self.container.container.read().map_err(|_| poisoned())?;
+        match header.mode {
+            Mode::Direct => c.engine.decrypt_direct(self.index, ct, out),
+            Mode::Derived => {
+                let key = c.engine.message_key(self.index, &header)?;
+                drop(c);
+                cipher::open_with_key(&key, &header, ct, out)
+            }
+        }
+    }
+
+    /// Releases the seat (same as dropping it).
+    pub fn release(self) {}
+}

@@ -1,0 +1,451 @@
+//! The container engine: the pure state machine every container runs.
+//!
+//! It verifies and holds licenses and their product secrets, derives message keys,
+//! encrypts in direct mode, signs, and keeps the clock's high-water mark. It does no I/O:
+//! the software container, the virtual dongle and real dongle firmware wrap the same code
+//! with their own storage and transport, and pass the time in.
+
+use std::fmt;
+
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use x25519_dalek::{PublicKey as XPublicKey, StaticSecret};
+use zeroize::{Zeroize, Zeroizing};
+
+use super::activation::{Activation, ActivationRequest, ContainerCertificate};
+use crate::cipher::{self, Header, Key, Mode};
+use crate::host::{Fingerprint, MachineKind};
+use crate::license::{Binding, Envelope, Kind, License, SignedLicense, VmPolicy, envelope};
+use crate::{Error, Result};
+
+/// How far the clock may run behind the high-water mark before time-limited licenses are
+/// refused (covers NTP corrections and time-zone mistakes, not a week-long rollback).
+pub const CLOCK_TOLERANCE_SECS: u64 = 3600;
+/// The engine state format version.
+pub const STATE_VERSION: u16 = 1;
+
+/// What kind of container runs the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContainerKind {
+    /// A file bound to one machine.
+    Software,
+    /// A USB dongle.
+    Dongle,
+}
+
+impl fmt::Display for ContainerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ContainerKind::Software => "software container",
+            ContainerKind::Dongle => "dongle",
+        })
+    }
+}
+
+/// A license as stored in the engine: the signed bytes and the unsealed product secret.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct StoredLicense {
+    /// The signed license.
+    pub bytes: Vec<u8>,
+    /// The product secret.
+    pub secret: [u8; 32],
+}
+
+impl Drop for StoredLicense {
+    fn drop(&mut self) {
+        self.secret.zeroize();
+    }
+}
+
+/// Everything a container must persist. Serialized with postcard by the container that
+/// stores it; holds secrets, so it is only ever written sealed.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct EngineState {
+    /// State format version.
+    pub version: u16,
+    /// The container serial.
+    pub serial: String,
+    /// The container kind.
+    pub kind: ContainerKind,
+    /// The publisher this container serves.
+    pub vendor_id: u32,
+    /// Seed of the container's Ed25519 key.
+    pub sign_seed: [u8; 32],
+    /// The container's X25519 secret.
+    pub seal_secret: [u8; 32],
+    /// The publisher key pinned at the first activation.
+    pub publisher_key: Option<[u8; 32]>,
+    /// The publisher's certificate for this container.
+    pub certificate: Option<Vec<u8>>,
+    /// Installed licenses.
+    pub licenses: Vec<StoredLicense>,
+    /// The latest time this container has seen.
+    pub clock_high_water: u64,
+    /// When the container was made.
+    pub created_at: u64,
+}
+
+impl Drop for EngineState {
+    fn drop(&mut self) {
+        self.sign_seed.zeroize();
+        self.seal_secret.zeroize();
+    }
+}
+
+/// What an app wants to use a license for.
+#[derive(Clone, Debug)]
+pub struct UseQuery {
+    /// Feature bits required.
+    pub features: u32,
+    /// The time now.
+    pub now: u64,
+    /// The machine the app runs on.
+    pub machine: MachineKind,
+}
+
+/// What an installed activation changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InstallReport {
+    /// Licenses new to the container.
+    pub added: usize,
+    /// Licenses that replaced one with the same id.
+    pub replaced: usize,
+}
+
+/// The engine.
+pub struct Engine {
+    state: EngineState,
+    signing: SigningKey,
+    seal: StaticSecret,
+    /// Decoded licenses, in the same order as `state.licenses`.
+    licenses: Vec<License>,
+    rollback: bool,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("serial", &self.state.serial)
+            .field("kind", &self.state.kind)
+            .field("licenses", &self.licenses.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A new container serial: a prefix and 12 random hex digits in groups of four.
+pub fn new_serial(kind: ContainerKind) -> String {
+    let h = hex::encode_upper(crate::util::random::<6>());
+    let prefix = match kind {
+        ContainerKind::Software => "SW",
+        ContainerKind::Dongle => "DG",
+    };
+    format!("{prefix}-{}-{}-{}", &h[..4], &h[4..8], &h[8..])
+}
+
+impl Engine {
+    /// A fresh container with new keys and no licenses.
+    pub fn create(kind: ContainerKind, vendor_id: u32, now: u64) -> Engine {
+        let state = EngineState {
+            version: STATE_VERSION,
+            serial: new_serial(kind),
+            kind,
+            vendor_id,
+            sign_seed: crate::util::random(),
+            seal_secret: crate::util::random(),
+            publisher_key: None,
+            certificate: None,
+            licenses: Vec::new(),
+            clock_high_water: now,
+            created_at: now,
+        };
+        // A fresh state has no licenses to decode, so this cannot fail.
+        Engine::from_state(state).unwrap_or_else(|_| unreachable!())
+    }
+
+    /// Rebuilds an engine from its persisted state.
+    pub fn from_state(state: EngineState) -> Result<Engine> {
+        if state.version != STATE_VERSION {
+            return Err(Error::UnknownVersion {
+                what: "container state",
+                found: state.version,
+                supported: STATE_VERSION,
+            });
+        }
+        let licenses = state
+            .licenses
+            .iter()
+            .map(|l| SignedLicense::parse_unverified(&l.bytes))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Engine {
+            signing: SigningKey::from_bytes(&state.sign_seed),
+            seal: StaticSecret::from(state.seal_secret),
+            licenses,
+            rollback: false,
+            state,
+        })
+    }
+
+    /// The persisted state.
+    pub fn state(&self) -> &EngineState {
+        &self.state
+    }
+
+    /// The container serial.
+    pub fn serial(&self) -> &str {
+        &self.state.serial
+    }
+
+    /// The container's Ed25519 public key.
+    pub fn sign_key(&self) -> VerifyingKey {
+        self.signing.verifying_key()
+    }
+
+    /// The container's X25519 public key.
+    pub fn seal_key(&self) -> [u8; 32] {
+        XPublicKey::from(&self.seal).to_bytes()
+    }
+
+    /// Signs `msg` with the container key.
+    pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
+        self.signing.sign(msg).to_bytes()
+    }
+
+    /// The installed licenses (decoded, signatures not re-checked).
+    pub fn licenses(&self) -> &[License] {
+        &self.licenses
+    }
+
+    /// Indexes of the licenses that verify against `publisher` and belong to `vendor_id`.
+    pub fn verified_licenses(&self, publisher: &VerifyingKey, vendor_id: u32) -> Vec<usize> {
+        self.state
+            .licenses
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| {
+                SignedLicense::verify(&l.bytes, publisher)
+                    .map(|s| s.license.vendor_id == vendor_id)
+                    .unwrap_or(false)
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Tells the engine the time. Advances the high-water mark; a time more than
+    /// [`CLOCK_TOLERANCE_SECS`] behind it marks the clock as rolled back (time-limited
+    /// licenses are refused until the clock catches up). Returns whether the mark moved.
+    pub fn observe_clock(&mut self, now: u64) -> bool {
+        if now.saturating_add(CLOCK_TOLERANCE_SECS) < self.state.clock_high_water {
+            self.rollback = true;
+            return false;
+        }
+        self.rollback = false;
+        if now > self.state.clock_high_water {
+            self.state.clock_high_water = now;
+            return true;
+        }
+        false
+    }
+
+    /// Checks that license `index` may be used for `query`.
+    pub fn check_use(&self, index: usize, query: &UseQuery) -> Result<&License> {
+        let lic = self
+            .licenses
+            .get(index)
+            .ok_or_else(|| Error::Internal(format!("no license at index {index}")))?;
+        if query.features & !lic.features != 0 {
+            return Err(Error::FeatureMissing {
+                requested: query.features,
+                licensed: lic.features,
+            });
+        }
+        if let Some(expiry) = lic.expiry {
+            if self.rollback
+                || query.now.saturating_add(CLOCK_TOLERANCE_SECS) < self.state.clock_high_water
+            {
+                return Err(Error::ClockRollback {
+                    now: query.now,
+                    high_water: self.state.clock_high_water,
+                });
+            }
+            if query.now >= expiry {
+                return Err(Error::Expired { expiry });
+            }
+        }
+        if lic.vm_policy == VmPolicy::Deny
+            && let MachineKind::Virtual(h) = &query.machine
+        {
+            return Err(Error::VmDenied(format!("virtual machine ({h})")));
+        }
+        Ok(lic)
+    }
+
+    fn secret(&self, index: usize) -> Result<&[u8; 32]> {
+        self.state
+            .licenses
+            .get(index)
+            .map(|l| &l.secret)
+            .ok_or_else(|| Error::Internal(format!("no license at index {index}")))
+    }
+
+    /// The per-message key for a derived-mode header, under license `index`'s product secret.
+    /// The caller has checked the license with [`Engine::check_use`].
+    pub fn message_key(&self, index: usize, header: &Header) -> Result<Key> {
+        let lic = self
+            .licenses
+            .get(index)
+            .ok_or_else(|| Error::Internal(format!("no license at index {index}")))?;
+        if header.vendor_id != lic.vendor_id || header.product_code != lic.product_code {
+            return Err(Error::NoLicense(format!(
+                "ciphertext is for vendor {} product {}, the seat holds vendor {} product {}",
+                header.vendor_id, header.product_code, lic.vendor_id, lic.product_code
+            )));
+        }
+        Ok(cipher::message_key(self.secret(index)?, header))
+    }
+
+    /// Encrypts inside the container (direct mode) into `out`; returns the bytes written.
+    pub fn encrypt_direct(&self, index: usize, plaintext: &[u8], out: &mut [u8]) -> Result<usize> {
+        let lic = self
+            .licenses
+            .get(index)
+            .ok_or_else(|| Error::Internal(format!("no license at index {index}")))?;
+        let header = Header::new(Mode::Direct, lic.vendor_id, lic.product_code);
+        let key = self.message_key(index, &header)?;
+        cipher::seal_with_key(&key, &header, plaintext, out)
+    }
+
+    /// Decrypts inside the container (any mode) into `out`; returns the plaintext length.
+    pub fn decrypt_direct(&self, index: usize, ct: &[u8], out: &mut [u8]) -> Result<usize> {
+        let header = Header::parse(ct)?;
+        let key = self.message_key(index, &header)?;
+        cipher::open_with_key(&key, &header, ct, out)
+    }
+
+    /// Writes an activation request for this container, signed with its own key.
+    pub fn activation_request(
+        &self,
+        fingerprint: &Fingerprint,
+        machine: MachineKind,
+        hostname: &str,
+        now: u64,
+    ) -> Result<Vec<u8>> {
+        let req = ActivationRequest {
+            vendor_id: self.state.vendor_id,
+            serial: self.state.serial.clone(),
+            kind: self.state.kind,
+            sign_key: self.sign_key().to_bytes(),
+            seal_key: self.seal_key(),
+            fingerprint: fingerprint.digests(self.state.serial.as_bytes()),
+            machine,
+            hostname: hostname.to_string(),
+            created_at: now,
+        };
+        envelope::sign(Kind::ActivationRequest, &req, &self.signing)
+    }
+
+    /// Installs an activation. `publisher` is the key the caller trusts (the app's); when
+    /// `None`, the key pinned at the first activation is used, or, for the very first, the
+    /// key the activation names. Keeps the licenses already installed (a license with the
+    /// same id is replaced). All or nothing: on error the engine is unchanged.
+    pub fn install_activation(
+        &mut self,
+        bytes: &[u8],
+        publisher: Option<&VerifyingKey>,
+        now: u64,
+    ) -> Result<InstallReport> {
+        let env = Envelope::parse(Kind::Activation, bytes)?;
+        let act: Activation = env.decode()?;
+        let named = VerifyingKey::from_bytes(&act.publisher_key)
+            .map_err(|_| Error::BadSignature("activation names an invalid publisher key".into()))?;
+        let pinned = self
+            .state
+            .publisher_key
+            .map(|k| VerifyingKey::from_bytes(&k))
+            .transpose()
+            .map_err(|_| Error::Internal("pinned publisher key is invalid".into()))?;
+        let trusted = publisher.copied().or(pinned).unwrap_or(named);
+        if let Some(p) = pinned
+            && p != trusted
+        {
+            return Err(Error::BadSignature(
+                "this container was activated by another publisher key".into(),
+            ));
+        }
+        env.verify(&trusted)?;
+        if act.vendor_id != self.state.vendor_id {
+            return Err(Error::WrongVendor {
+                expected: self.state.vendor_id,
+                found: act.vendor_id,
+            });
+        }
+        if act.serial != self.state.serial || act.sign_key != self.sign_key().to_bytes() {
+            return Err(Error::BindingMismatch(format!(
+                "activation is for container {}, this is {}",
+                act.serial, self.state.serial
+            )));
+        }
+        let cert: ContainerCertificate =
+            Envelope::open(Kind::Certificate, &act.certificate, &trusted)?;
+        if cert.serial != self.state.serial
+            || cert.sign_key != self.sign_key().to_bytes()
+            || cert.seal_key != self.seal_key()
+        {
+            return Err(Error::BindingMismatch(
+                "certificate names another container's keys".into(),
+            ));
+        }
+        let mut licenses = self.state.licenses.clone();
+        let mut decoded = self.licenses.clone();
+        let mut report = InstallReport::default();
+        for lb in &act.licenses {
+            let s = SignedLicense::verify(lb, &trusted)?;
+            s.check_vendor(self.state.vendor_id)?;
+            let Binding::Container { serial, key } = &s.license.binding;
+            if *serial != self.state.serial || *key != self.sign_key().to_bytes() {
+                return Err(Error::BindingMismatch(format!(
+                    "license {} is bound to container {serial}",
+                    s.license.id_hex()
+                )));
+            }
+            let sealed = act
+                .secrets
+                .iter()
+                .find(|x| {
+                    x.vendor_id == s.license.vendor_id && x.product_code == s.license.product_code
+                })
+                .ok_or_else(|| {
+                    Error::malformed(
+                        "activation",
+                        format!("no product secret for product {}", s.license.product_code),
+                    )
+                })?;
+            let secret: Zeroizing<[u8; 32]> =
+                cipher::open_secret(&self.seal, self.state.serial.as_bytes(), sealed)?;
+            let stored = StoredLicense {
+                bytes: lb.clone(),
+                secret: *secret,
+            };
+            match decoded
+                .iter()
+                .position(|l| l.license_id == s.license.license_id)
+            {
+                Some(i) => {
+                    licenses[i] = stored;
+                    decoded[i] = s.license;
+                    report.replaced += 1;
+                }
+                None => {
+                    licenses.push(stored);
+                    decoded.push(s.license);
+                    report.added += 1;
+                }
+            }
+        }
+        self.state.licenses = licenses;
+        self.licenses = decoded;
+        self.state.publisher_key = Some(trusted.to_bytes());
+        self.state.certificate = Some(act.certificate.clone());
+        self.observe_clock(now);
+        Ok(report)
+    }
+}

@@ -1,0 +1,577 @@
+//! The exported functions and the types they exchange.
+
+use std::ffi::{CStr, c_char};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use ed25519_dalek::VerifyingKey;
+
+use super::handles::Table;
+use super::status::{self, tessera_status};
+use super::{boundary, boundary_value, check_ptr, input, last_error_ptr, output};
+use crate::cipher::{self, Mode};
+use crate::client::{Seat, Session, SessionOptions, SourceKind, sources};
+use crate::container::ContainerKind;
+use crate::{Error, Result};
+
+/// The ABI version. It changes only when an existing signature, struct prefix or constant
+/// changes incompatibly; bindings refuse a library whose `tessera_abi_version()` differs.
+pub const TESSERA_ABI_VERSION: u32 = 1;
+
+/// A session: the app's open handle to the runtime. 0 is never a valid handle.
+pub type tessera_session = u64;
+/// A held seat. 0 is never a valid handle.
+pub type tessera_seat = u64;
+
+/// Source bit: a USB dongle on this machine.
+pub const TESSERA_SOURCE_DONGLE: u32 = sources::DONGLE;
+/// Source bit: a software container on this machine.
+pub const TESSERA_SOURCE_SOFTWARE: u32 = sources::SOFTWARE;
+/// Source bit: a license server on the network.
+pub const TESSERA_SOURCE_NETWORK: u32 = sources::NETWORK;
+/// All sources (also what 0 means).
+pub const TESSERA_SOURCE_ALL: u32 = sources::ALL;
+
+/// `tessera_acquire` flag: take the license exclusively (no other seat may be held, and
+/// none can be taken while this one is held). The license must allow it.
+pub const TESSERA_ACQUIRE_EXCLUSIVE: u32 = 1;
+
+/// `tessera_encrypt` flag: derived mode (the default): the container derives a per-message
+/// key and the app encrypts at memory speed.
+pub const TESSERA_CRYPT_DERIVED: u32 = 0;
+/// `tessera_encrypt` flag: direct mode: the data is encrypted inside the container.
+pub const TESSERA_CRYPT_DIRECT: u32 = 1;
+/// Bytes a ciphertext adds to its plaintext.
+pub const TESSERA_CIPHERTEXT_OVERHEAD: usize = cipher::OVERHEAD;
+/// Length of a publisher public key (Ed25519).
+pub const TESSERA_PUBLISHER_KEY_LEN: usize = 32;
+/// Size of `tessera_seat_info.container_serial`, NUL included.
+pub const TESSERA_SERIAL_MAX: usize = 64;
+
+/// Counting unit: one machine, physical or virtual.
+pub const TESSERA_UNIT_STATION: u32 = 1;
+/// Counting unit: one login or terminal-server session.
+pub const TESSERA_UNIT_SESSION: u32 = 2;
+/// Counting unit: one process.
+pub const TESSERA_UNIT_PROCESS: u32 = 3;
+/// Counting unit: each acquire.
+pub const TESSERA_UNIT_HANDLE: u32 = 4;
+
+/// Container kind: a software container.
+pub const TESSERA_CONTAINER_SOFTWARE: u32 = 1;
+/// Container kind: a dongle.
+pub const TESSERA_CONTAINER_DONGLE: u32 = 2;
+
+/// Options for `tessera_open`. Initialize with `tessera_open_options_init`, then set
+/// `vendor_id` and `publisher_key`. The struct only ever grows at the end; `struct_size`
+/// tells the library which version the app was compiled against.
+#[repr(C)]
+#[derive(Debug)]
+pub struct tessera_open_options {
+    /// `sizeof(tessera_open_options)`, set by `tessera_open_options_init`.
+    pub struct_size: u32,
+    /// The publisher's vendor id.
+    pub vendor_id: u32,
+    /// The publisher's Ed25519 public key (`TESSERA_PUBLISHER_KEY_LEN` bytes), compiled into
+    /// the app. Borrowed for the duration of `tessera_open` only.
+    pub publisher_key: *const u8,
+    /// Length of `publisher_key`; must be `TESSERA_PUBLISHER_KEY_LEN`.
+    pub publisher_key_len: usize,
+    /// Allowed license sources, `TESSERA_SOURCE_*` bits; 0 means all.
+    pub sources: u32,
+    /// How long any one operation may wait, in milliseconds; 0 means the default (5000).
+    pub timeout_ms: u32,
+    /// License servers, comma-separated `host[:port]`, NUL-terminated; NULL means the
+    /// `TESSERA_SERVERS` environment variable. Borrowed for the duration of `tessera_open`.
+    pub servers: *const c_char,
+}
+
+/// What `tessera_seat_info` reports. Set `struct_size` to `sizeof(tessera_seat_info)`
+/// before the call; the library fills in at most that many bytes.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct tessera_seat_info {
+    /// `sizeof(tessera_seat_info)`, set by the caller.
+    pub struct_size: u32,
+    /// The publisher.
+    pub vendor_id: u32,
+    /// The product.
+    pub product_code: u32,
+    /// Feature bits the license grants.
+    pub features: u32,
+    /// The license quantity.
+    pub quantity: u32,
+    /// Seats of the license in use now (this one included).
+    pub seats_in_use: u32,
+    /// Expiry in seconds since the Unix epoch; 0 when the license is perpetual.
+    pub expiry: u64,
+    /// Where the license is: one `TESSERA_SOURCE_*` bit.
+    pub source: u32,
+    /// What one seat covers: `TESSERA_UNIT_*`.
+    pub counting_unit: u32,
+    /// The container kind: `TESSERA_CONTAINER_*`.
+    pub container_kind: u32,
+    /// `TESSERA_ACQUIRE_EXCLUSIVE` when the seat is held exclusively.
+    pub flags: u32,
+    /// The container serial, NUL-terminated.
+    pub container_serial: [c_char; TESSERA_SERIAL_MAX],
+}
+
+struct SessionEntry {
+    session: Session,
+    /// An activation request made by a size query, handed out by the next call.
+    pending_request: Mutex<Option<Vec<u8>>>,
+}
+
+struct SeatEntry {
+    seat: Seat,
+    session: tessera_session,
+}
+
+static SESSIONS: LazyLock<Table<SessionEntry>> = LazyLock::new(|| Table::new(0x53, "session"));
+static SEATS: LazyLock<Table<SeatEntry>> = LazyLock::new(|| Table::new(0x54, "seat"));
+
+/// Writes `v` through `p` (checked non-NULL by the caller).
+fn put<T>(p: *mut T, v: T) {
+    // SAFETY: every caller has checked `p` for NULL; the C caller promises it is writable.
+    unsafe { p.write(v) }
+}
+
+/// Writes bytes into a caller buffer with the size-query convention.
+fn emit(data: &[u8], out: *mut u8, cap: usize, out_len: *mut usize) -> Result<()> {
+    check_ptr!(out_len, "out_len");
+    // SAFETY: the C caller promises `out` has `cap` writable bytes.
+    let buf = unsafe { output(out, cap, "out")? };
+    if buf.len() < data.len() {
+        put(out_len, data.len());
+        return Err(Error::BufferTooSmall { needed: data.len() });
+    }
+    buf[..data.len()].copy_from_slice(data);
+    put(out_len, data.len());
+    Ok(())
+}
+
+/// Fills `options` with the defaults: `struct_size`, all sources, a 5-second timeout, and
+/// zero/NULL for the rest. Returns `TESSERA_E_INVALID_ARGUMENT` when `options` is NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn tessera_open_options_init(options: *mut tessera_open_options) -> tessera_status {
+    boundary(|| {
+        check_ptr!(options, "options");
+        put(
+            options,
+            tessera_open_options {
+                struct_size: size_of::<tessera_open_options>() as u32,
+                vendor_id: 0,
+                publisher_key: std::ptr::null(),
+                publisher_key_len: 0,
+                sources: TESSERA_SOURCE_ALL,
+                timeout_ms: 5000,
+                servers: std::ptr::null(),
+            },
+        );
+        Ok(())
+    })
+}
+
+/// The options an app passed, read according to its `struct_size`.
+fn read_options(options: *const tessera_open_options) -> Result<SessionOptions> {
+    check_ptr!(options, "options");
+    // SAFETY: non-NULL; the caller promises at least `struct_size` readable bytes, and we
+    // read `struct_size` first.
+    let size = unsafe { std::ptr::addr_of!((*options).struct_size).read_unaligned() } as usize;
+    let ours = size_of::<tessera_open_options>();
+    let minimum =
+        std::mem::offset_of!(tessera_open_options, publisher_key_len) + size_of::<usize>();
+    if size < minimum {
+        return Err(Error::InvalidArgument(format!(
+            "options.struct_size {size} is too small (call tessera_open_options_init)"
+        )));
+    }
+    if size > ours {
+        if size > 4096 {
+            return Err(Error::InvalidArgument(format!(
+                "options.struct_size {size} is implausible"
+            )));
+        }
+        // SAFETY: the caller says the struct has `size` bytes.
+        let tail =
+            unsafe { std::slice::from_raw_parts((options as *const u8).add(ours), size - ours) };
+        if tail.iter().any(|b| *b != 0) {
+            return Err(Error::Unsupported(
+                "options set fields this library version does not know".into(),
+            ));
+        }
+    }
+    let mut o = tessera_open_options {
+        struct_size: 0,
+        vendor_id: 0,
+        publisher_key: std::ptr::null(),
+        publisher_key_len: 0,
+        sources: 0,
+        timeout_ms: 0,
+        servers: std::ptr::null(),
+    };
+    // SAFETY: copies min(size, ours) bytes of the caller's struct into ours (same layout
+    // prefix); fields beyond the caller's size keep their zero defaults.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            options as *const u8,
+            &mut o as *mut _ as *mut u8,
+            size.min(ours),
+        );
+    }
+    if o.vendor_id == 0 {
+        return Err(Error::InvalidArgument("options.vendor_id is 0".into()));
+    }
+    // SAFETY: the caller promises publisher_key points to publisher_key_len bytes.
+    let key = unsafe {
+        input(
+            o.publisher_key,
+            o.publisher_key_len,
+            "options.publisher_key",
+        )?
+    };
+    let key: [u8; 32] = key.try_into().map_err(|_| {
+        Error::InvalidArgument(format!(
+            "options.publisher_key must be {TESSERA_PUBLISHER_KEY_LEN} bytes, not {}",
+            o.publisher_key_len
+        ))
+    })?;
+    let publisher_key = VerifyingKey::from_bytes(&key).map_err(|_| {
+        Error::InvalidArgument("options.publisher_key is not an Ed25519 public key".into())
+    })?;
+    if o.sources & !TESSERA_SOURCE_ALL != 0 {
+        return Err(Error::InvalidArgument(format!(
+            "options.sources has unknown bits {:#x}",
+            o.sources
+        )));
+    }
+    let servers = if o.servers.is_null() {
+        std::env::var("TESSERA_SERVERS").unwrap_or_default()
+    } else {
+        // SAFETY: the caller promises a NUL-terminated string.
+        unsafe { CStr::from_ptr(o.servers) }
+            .to_str()
+            .map_err(|_| Error::InvalidArgument("options.servers is not UTF-8".into()))?
+            .to_string()
+    };
+    let mut opts = SessionOptions::new(o.vendor_id, publisher_key);
+    opts.sources = if o.sources == 0 {
+        TESSERA_SOURCE_ALL
+    } else {
+        o.sources
+    };
+    opts.servers = servers
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    if o.timeout_ms != 0 {
+        opts.timeout = Duration::from_millis(o.timeout_ms as u64);
+    }
+    Ok(opts)
+}
+
+/// Opens a session for the publisher in `options` and writes its handle to `*session`.
+/// Finds the publisher's software containers on this machine; opening succeeds even when
+/// there is no license yet (so the app can offer activation), and `tessera_acquire` then
+/// says why there is none. Close with `tessera_close`. Thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn tessera_open(
+    options: *const tessera_open_options,
+    session: *mut tessera_session,
+) -> tessera_status {
+    boundary(|| {
+        check_ptr!(session, "session");
+        let opts = read_options(options)?;
+        let s = Session::open(opts)?;
+        let h = SESSIONS.insert(Arc::new(SessionEntry {
+            session: s,
+            pending_request: Mutex::new(None),
+        }))?;
+        put(session, h);
+        Ok(())
+    })
+}
+
+/// Closes a session and releases every seat it still holds. The handle is invalid after.
+/// Closing a closed or unknown handle returns `TESSERA_E_INVALID_HANDLE` and does nothing.
+#[unsafe(no_mangle)]
+pub extern "C" fn tessera_close(session: tessera_session) -> tessera_status {
+    boundary(|| {
+        SESSIONS.remove(session)?;
+        drop(SEATS.remove_where(|e| e.session == session));
+        Ok(())
+    })
+}
+
+/// Acquires a seat of `product_code` whose license grants at least the `features` bits,
+/// and writes its handle to `*seat`. `flags`: 0 or `TESSERA_ACQUIRE_EXCLUSIVE`. Looks in
+/// the sources the session allows (dongle, then software container, then network). On
+/// failure the status says why (`TESSERA_E_NO_LICENSE`, `_NO_SEAT`, `_EXPIRED`, ...) and
+/// `*seat` is untouched. Release with `tessera_release`. Thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn tessera_acquire(
+    session: tessera_session,
+    product_code: u32,
+    features: u32,
+    flags: u32,
+    seat: *mut tessera_seat,
+) -> tessera_status {
+    boundary(|| {
+        check_ptr!(seat, "seat");
+        if flags & !TESSERA_ACQUIRE_EXCLUSIVE != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "unknown acquire flags {flags:#x}"
+            )));
+        }
+        let s = SESSIONS.get(session)?;
+        let st = s.session.acquire(
+            product_code,
+            features,
+            flags & TESSERA_ACQUIRE_EXCLUSIVE != 0,
+        )?;
+        let h = SEATS.insert(Arc::new(SeatEntry { seat: st, session }))?;
+        put(seat, h);
+        Ok(())
+    })
+}
+
+/// Releases a seat. The handle is invalid after; releasing again returns
+/// `TESSERA_E_INVALID_HANDLE` and does nothing else.
+#[unsafe(no_mangle)]
+pub extern "C" fn tessera_release(seat: tessera_seat) -> tessera_status {
+    boundary(|| {
+        SEATS.remove(seat)?;
+        Ok(())
+    })
+}
+
+/// Describes a seat. Set `info->struct_size = sizeof(tessera_seat_info)` first; at most
+/// that many bytes are written, and only on success.
+#[unsafe(no_mangle)]
+pub extern "C" fn tessera_seat_info(
+    seat: tessera_seat,
+    info: *mut tessera_seat_info,
+) -> tessera_status {
+    boundary(|| {
+        check_ptr!(info, "info");
+        // SAFETY: non-NULL; the caller promises a writable struct of `struct_size` bytes.
+        let size = unsafe { std::ptr::addr_of!((*info).struct_size).read_unaligned() } as usize;
+        if size < 8 {
+            return Err(Error::InvalidArgument(format!(
+                "info.struct_size {size} is too small (set it to sizeof(tessera_seat_info))"
+            )));
+        }
+        let e = SEATS.get(seat)?;
+        let i = e.seat.info()?;
+        let mut out = tessera_seat_info {
+            struct_size: size.min(size_of::<tessera_seat_info>()) as u32,
+            vendor_id: i.vendor_id,
+            product_code: i.product_code,
+            features: i.features,
+            quantity: i.quantity,
+            seats_in_use: i.in_use,
+            expiry: i.expiry.unwrap_or(0),
+            source: match i.source {
+                SourceKind::Dongle => TESSERA_SOURCE_DONGLE,
+                SourceKind::Software => TESSERA_SOURCE_SOFTWARE,
+                SourceKind::Network => TESSERA_SOURCE_NETWORK,
+            },
+            counting_unit: i.counting_unit.code(),
+            container_kind: match i.container_kind {
+                ContainerKind::Software => TESSERA_CONTAINER_SOFTWARE,
+                ContainerKind::Dongle => TESSERA_CONTAINER_DONGLE,
+            },
+            flags: if i.exclusive {
+                TESSERA_ACQUIRE_EXCLUSIVE
+            } else {
+                0
+            },
+            container_serial: [0; TESSERA_SERIAL_MAX],
+        };
+        for (d, s) in out
+            .container_serial
+            .iter_mut()
+            .zip(i.container_serial.bytes().take(TESSERA_SERIAL_MAX - 1))
+        {
+            *d = s as c_char;
+        }
+        let n = size.min(size_of::<tessera_seat_info>());
+        // SAFETY: `info` has at least `n` writable bytes (the caller's struct_size).
+        unsafe { std::ptr::copy_nonoverlapping(&out as *const _ as *const u8, info as *mut u8, n) };
+        Ok(())
+    })
+}
+
+/// Encrypts `input_len` bytes at `input` with the seat's product key into `out`.
+/// `flags`: `TESSERA_CRYPT_DERIVED` (0) or `TESSERA_CRYPT_DIRECT`. The ciphertext is
+/// `input_len + TESSERA_CIPHERTEXT_OVERHEAD` bytes, self-describing, and decrypts on any
+/// machine licensed for the product. Size query: pass `out = NULL, out_cap = 0`; the call
+/// returns `TESSERA_E_BUFFER_TOO_SMALL` and writes the size needed to `*out_len` (as it does
+/// whenever `out_cap` is too small). `input` may be NULL when `input_len` is 0. Thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn tessera_encrypt(
+    seat: tessera_seat,
+    flags: u32,
+    input: *const u8,
+    input_len: usize,
+    out: *mut u8,
+    out_cap: usize,
+    out_len: *mut usize,
+) -> tessera_status {
+    boundary(|| {
+        check_ptr!(out_len, "out_len");
+        let mode = match flags {
+            TESSERA_CRYPT_DERIVED => Mode::Derived,
+            TESSERA_CRYPT_DIRECT => Mode::Direct,
+            f => {
+                return Err(Error::InvalidArgument(format!(
+                    "unknown encrypt flags {f:#x}"
+                )));
+            }
+        };
+        // SAFETY: the C caller promises the buffers are as large as they say.
+        let (inp, buf) = unsafe {
+            (
+                super::input(input, input_len, "input")?,
+                output(out, out_cap, "out")?,
+            )
+        };
+        let need = cipher::ciphertext_len(inp.len());
+        if buf.len() < need {
+            put(out_len, need);
+            return Err(Error::BufferTooSmall { needed: need });
+        }
+        let e = SEATS.get(seat)?;
+        let n = e.seat.encrypt(mode, inp, buf)?;
+        put(out_len, n);
+        Ok(())
+    })
+}
+
+/// Decrypts a Tessera ciphertext with the seat's product key into `out` (in the container
+/// for direct-mode ciphertext, in the app for derived mode). `flags` must be 0. The
+/// plaintext is `input_len - TESSERA_CIPHERTEXT_OVERHEAD` bytes; size query as for
+/// `tessera_encrypt`. Any modification of the ciphertext gives `TESSERA_E_TAMPERED`, and
+/// nothing is written to `out`'s first bytes that could be mistaken for plaintext.
+#[unsafe(no_mangle)]
+pub extern "C" fn tessera_decrypt(
+    seat: tessera_seat,
+    flags: u32,
+    input: *const u8,
+    input_len: usize,
+    out: *mut u8,
+    out_cap: usize,
+    out_len: *mut usize,
+) -> tessera_status {
+    boundary(|| {
+        check_ptr!(out_len, "out_len");
+        if flags != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "unknown decrypt flags {flags:#x}"
+            )));
+        }
+        // SAFETY: the C caller promises the buffers are as large as they say.
+        let (inp, buf) = unsafe {
+            (
+                super::input(input, input_len, "input")?,
+                output(out, out_cap, "out")?,
+            )
+        };
+        cipher::Header::parse(inp)?;
+        let need = cipher::plaintext_len(inp.len());
+        if buf.len() < need {
+            put(out_len, need);
+            return Err(Error::BufferTooSmall { needed: need });
+        }
+        let e = SEATS.get(seat)?;
+        let n = e.seat.decrypt(inp, buf)?;
+        put(out_len, n);
+        Ok(())
+    })
+}
+
+/// Writes an offline activation request for this machine into `out` (step one of offline
+/// activation: send it to the publisher, who answers with an activation file). Makes the
+/// publisher's software container on this machine if there is none, else reuses it, so an
+/// activation adds licenses to those it already holds. Size query as for `tessera_encrypt`;
+/// the request made by a size query is the one the next call returns.
+#[unsafe(no_mangle)]
+pub extern "C" fn tessera_activation_request(
+    session: tessera_session,
+    out: *mut u8,
+    out_cap: usize,
+    out_len: *mut usize,
+) -> tessera_status {
+    boundary(|| {
+        check_ptr!(out_len, "out_len");
+        let e = SESSIONS.get(session)?;
+        let mut pending = e
+            .pending_request
+            .lock()
+            .map_err(|_| Error::Internal("session lock poisoned".into()))?;
+        let req = match pending.take() {
+            Some(r) => r,
+            None => e.session.activation_request()?,
+        };
+        let r = emit(&req, out, out_cap, out_len);
+        if r.is_err() {
+            *pending = Some(req);
+        }
+        r
+    })
+}
+
+/// Installs an activation (step two) into this machine's software container, checking it
+/// against the publisher key the session was opened with. Licenses already in the container
+/// are kept. On any failure the container is unchanged. Thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn tessera_activation_install(
+    session: tessera_session,
+    activation: *const u8,
+    activation_len: usize,
+) -> tessera_status {
+    boundary(|| {
+        // SAFETY: the C caller promises `activation` has `activation_len` readable bytes.
+        let data = unsafe { input(activation, activation_len, "activation")? };
+        let e = SESSIONS.get(session)?;
+        e.session.activation_install(data)?;
+        Ok(())
+    })
+}
+
+/// A static, NUL-terminated description of a status ("no seat available"). Never NULL; an
+/// unknown number gives "unknown status". Thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn tessera_status_str(status: i32) -> *const c_char {
+    boundary_value(c"unknown status".as_ptr(), || {
+        match status::from_code(status as i64) {
+            Some(s) => status::describe_ptr(s),
+            None => c"unknown status".as_ptr(),
+        }
+    })
+}
+
+/// The detail of the most recent failed call on this thread, NUL-terminated; "" when none
+/// failed yet. Owned by the library and valid until the next call on this thread. Never NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn tessera_last_error() -> *const c_char {
+    boundary_value(c"".as_ptr(), last_error_ptr)
+}
+
+/// The library version ("0.1.0"), a static NUL-terminated string. Never NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn tessera_version() -> *const c_char {
+    static V: LazyLock<std::ffi::CString> =
+        LazyLock::new(|| std::ffi::CString::new(crate::VERSION).unwrap_or_default());
+    boundary_value(c"".as_ptr(), || V.as_ptr())
+}
+
+/// The ABI version (`TESSERA_ABI_VERSION` of the header the library was built with).
+/// Bindings compare it with their own and refuse to run on a mismatch.
+#[unsafe(no_mangle)]
+pub extern "C" fn tessera_abi_version() -> u32 {
+    TESSERA_ABI_VERSION
+}

@@ -1,0 +1,22 @@
+//! Tessera: a licensing runtime for software publishers.
+//!
+//! A protected application opens a [`client::Session`], acquires a [`client::Seat`] of a
+//! product from a container that holds its license, encrypts and decrypts its data with the
+//! product's key, and releases the seat. `src/ffi/` exposes the same through a C ABI
+//! (`include/tessera.h`); the binaries in `src/bin/` are the end user's (`tessera`) and the
+//! publisher's (`tessera-vendor`) command lines. See `DESIGN.md` for the map of the layers.
+
+pub mod cipher;
+pub mod client;
+pub mod container;
+pub mod error;
+pub mod ffi;
+pub mod host;
+pub mod license;
+pub mod publisher;
+pub mod util;
+
+pub use error::{Error, Result};
+
+/// The library version (from `Cargo.toml`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,273 @@
+//! The license model.
+
+use std::fmt;
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+use super::envelope::{self, Envelope, Kind};
+use crate::util::format_time;
+use crate::{Error, Result};
+
+/// What one seat covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CountingUnit {
+    /// One machine, physical or virtual: every process on it shares one seat.
+    Station,
+    /// One login or terminal-server session.
+    Session,
+    /// One process.
+    Process,
+    /// Each acquire.
+    Handle,
+}
+
+impl CountingUnit {
+    /// Parses `station`, `session`, `process` or `handle`.
+    pub fn parse(s: &str) -> Option<CountingUnit> {
+        match s.to_ascii_lowercase().as_str() {
+            "station" => Some(CountingUnit::Station),
+            "session" => Some(CountingUnit::Session),
+            "process" => Some(CountingUnit::Process),
+            "handle" => Some(CountingUnit::Handle),
+            _ => None,
+        }
+    }
+
+    /// The stable number used in the C API (`TESSERA_UNIT_*`).
+    pub fn code(self) -> u32 {
+        match self {
+            CountingUnit::Station => 1,
+            CountingUnit::Session => 2,
+            CountingUnit::Process => 3,
+            CountingUnit::Handle => 4,
+        }
+    }
+}
+
+impl fmt::Display for CountingUnit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CountingUnit::Station => "station",
+            CountingUnit::Session => "session",
+            CountingUnit::Process => "process",
+            CountingUnit::Handle => "handle",
+        })
+    }
+}
+
+/// Whether a license may be used on a virtual machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VmPolicy {
+    /// Virtual machines are allowed (each counts as a machine of its own).
+    Allow,
+    /// Virtual machines are refused.
+    Deny,
+}
+
+impl fmt::Display for VmPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            VmPolicy::Allow => "allowed",
+            VmPolicy::Deny => "denied",
+        })
+    }
+}
+
+/// What a license is bound to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Binding {
+    /// Usable only in the container with this serial and signing key.
+    Container {
+        /// The container serial.
+        serial: String,
+        /// The container's Ed25519 public key.
+        key: [u8; 32],
+    },
+}
+
+impl fmt::Display for Binding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Binding::Container { serial, key } => {
+                write!(f, "container {serial} (key {})", &hex::encode(key)[..16])
+            }
+        }
+    }
+}
+
+/// A license: a publisher's statement of what a container may grant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct License {
+    /// Unique id, chosen by the publisher's tool.
+    pub license_id: [u8; 16],
+    /// The publisher.
+    pub vendor_id: u32,
+    /// The product.
+    pub product_code: u32,
+    /// A name for people.
+    pub product_name: String,
+    /// Feature bits granted.
+    pub features: u32,
+    /// How many seats.
+    pub quantity: u32,
+    /// What one seat covers.
+    pub counting_unit: CountingUnit,
+    /// Whether an app may take the license exclusively.
+    pub exclusive_allowed: bool,
+    /// When it was issued (Unix seconds).
+    pub issued_at: u64,
+    /// When it stops (Unix seconds), or `None` for a perpetual license.
+    pub expiry: Option<u64>,
+    /// Whether virtual machines are allowed.
+    pub vm_policy: VmPolicy,
+    /// What it is bound to.
+    pub binding: Binding,
+}
+
+impl License {
+    /// Signs the license with the publisher's key.
+    pub fn sign(&self, key: &SigningKey) -> Result<SignedLicense> {
+        let bytes = envelope::sign(Kind::License, self, key)?;
+        Ok(SignedLicense {
+            license: self.clone(),
+            bytes,
+        })
+    }
+
+    /// Whether the license has a time limit.
+    pub fn is_time_limited(&self) -> bool {
+        self.expiry.is_some()
+    }
+
+    /// The license id in hex.
+    pub fn id_hex(&self) -> String {
+        hex::encode(self.license_id)
+    }
+}
+
+impl fmt::Display for License {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "license {}", self.id_hex())?;
+        writeln!(
+            f,
+            "  product:     {} (vendor {}, product {})",
+            self.product_name, self.vendor_id, self.product_code
+        )?;
+        writeln!(f, "  features:    {:#010x}", self.features)?;
+        writeln!(
+            f,
+            "  quantity:    {} per {}{}",
+            self.quantity,
+            self.counting_unit,
+            if self.exclusive_allowed {
+                ", exclusive use allowed"
+            } else {
+                ""
+            }
+        )?;
+        writeln!(f, "  issued:      {}", format_time(self.issued_at))?;
+        match self.expiry {
+            Some(t) => writeln!(f, "  expires:     {}", format_time(t))?,
+            None => writeln!(f, "  expires:     never")?,
+        }
+        writeln!(f, "  VMs:         {}", self.vm_policy)?;
+        write!(f, "  bound to:    {}", self.binding)
+    }
+}
+
+/// A license together with its signed encoding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedLicense {
+    /// The decoded license.
+    pub license: License,
+    /// The signed envelope it came in.
+    pub bytes: Vec<u8>,
+}
+
+impl SignedLicense {
+    /// Parses and verifies a signed license against the publisher key.
+    pub fn verify(bytes: &[u8], publisher: &VerifyingKey) -> Result<SignedLicense> {
+        let license: License = Envelope::open(Kind::License, bytes, publisher)?;
+        Ok(SignedLicense {
+            license,
+            bytes: bytes.to_vec(),
+        })
+    }
+
+    /// Parses a signed license without checking its signature (for display only).
+    pub fn parse_unverified(bytes: &[u8]) -> Result<License> {
+        Envelope::parse(Kind::License, bytes)?.decode()
+    }
+
+    /// Checks that the license belongs to `vendor_id`.
+    pub fn check_vendor(&self, vendor_id: u32) -> Result<()> {
+        if self.license.vendor_id != vendor_id {
+            return Err(Error::WrongVendor {
+                expected: vendor_id,
+                found: self.license.vendor_id,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> License {
+        License {
+            license_id: [9; 16],
+            vendor_id: 42,
+            product_code: 7,
+            product_name: "Sample".into(),
+            features: 0b1011,
+            quantity: 3,
+            counting_unit: CountingUnit::Process,
+            exclusive_allowed: true,
+            issued_at: 1_700_000_000,
+            expiry: Some(1_900_000_000),
+            vm_policy: VmPolicy::Deny,
+            binding: Binding::Container {
+                serial: "SW-1".into(),
+                key: [1; 32],
+            },
+        }
+    }
+
+    #[test]
+    fn signed_license_round_trips_and_checks_signature_and_vendor() {
+        let k = SigningKey::from_bytes(&[5; 32]);
+        let s = sample().sign(&k).unwrap();
+        let back = SignedLicense::verify(&s.bytes, &k.verifying_key()).unwrap();
+        assert_eq!(back.license, sample());
+        assert!(back.check_vendor(42).is_ok());
+        assert!(matches!(
+            back.check_vendor(43),
+            Err(Error::WrongVendor {
+                expected: 43,
+                found: 42
+            })
+        ));
+        let other = SigningKey::from_bytes(&[6; 32]);
+        assert!(matches!(
+            SignedLicense::verify(&s.bytes, &other.verifying_key()),
+            Err(Error::BadSignature(_))
+        ));
+        assert!(sample().to_string().contains("3 per process"));
+    }
+
+    #[test]
+    fn counting_units_parse() {
+        for u in [
+            CountingUnit::Station,
+            CountingUnit::Session,
+            CountingUnit::Process,
+            CountingUnit::Handle,
+        ] {
+            assert_eq!(CountingUnit::parse(&u.to_string()), Some(u));
+        }
+        assert_eq!(CountingUnit::parse("seat"), None);
+    }
+}

@@ -1,0 +1,328 @@
+//! The publisher's side: the publisher key file, product secrets, and turning an activation
+//! request into a signed activation. Used by `tessera-vendor`; the runtime never holds a
+//! publisher's private key.
+//!
+//! Product secrets are derived from a master secret in the key file with HKDF-SHA256, one per
+//! product code, so the key file is all a publisher must back up.
+
+use std::fs;
+use std::path::Path;
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use hkdf::Hkdf;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use crate::cipher::{self, Key};
+use crate::container::{Activation, ActivationRequest, ContainerCertificate};
+use crate::license::{Binding, CountingUnit, Envelope, Kind, License, VmPolicy, envelope};
+use crate::{Error, Result};
+
+const KEY_MAGIC: [u8; 4] = *b"TSPk";
+const KEY_VERSION: u16 = 1;
+
+/// The vendor id of the built-in demo publisher.
+pub const DEMO_VENDOR_ID: u32 = 0x7E55;
+/// The product code the demo uses.
+pub const DEMO_PRODUCT_CODE: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct KeyFile {
+    vendor_id: u32,
+    name: String,
+    seed: [u8; 32],
+    master: [u8; 32],
+}
+
+/// A publisher's private key material.
+pub struct PublisherKey {
+    /// The publisher's vendor id.
+    pub vendor_id: u32,
+    /// The publisher's name.
+    pub name: String,
+    signing: SigningKey,
+    master: Zeroizing<[u8; 32]>,
+}
+
+impl std::fmt::Debug for PublisherKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublisherKey")
+            .field("vendor_id", &self.vendor_id)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the publisher grants in one license.
+#[derive(Clone, Debug)]
+pub struct LicenseSpec {
+    /// The product.
+    pub product_code: u32,
+    /// A name for people.
+    pub product_name: String,
+    /// Feature bits.
+    pub features: u32,
+    /// Seats.
+    pub quantity: u32,
+    /// What one seat covers.
+    pub counting_unit: CountingUnit,
+    /// Whether exclusive use is allowed.
+    pub exclusive_allowed: bool,
+    /// Expiry (Unix seconds), or perpetual.
+    pub expiry: Option<u64>,
+    /// VM policy.
+    pub vm_policy: VmPolicy,
+}
+
+impl PublisherKey {
+    /// A new random publisher key.
+    pub fn generate(vendor_id: u32, name: &str) -> PublisherKey {
+        PublisherKey {
+            vendor_id,
+            name: name.to_string(),
+            signing: SigningKey::from_bytes(&crate::util::random()),
+            master: Zeroizing::new(crate::util::random()),
+        }
+    }
+
+    /// The built-in demo publisher. Its private key is public knowledge: it exists so that
+    /// `make demo` and the examples run out of the box, and protects nothing.
+    pub fn demo() -> PublisherKey {
+        use sha2::Digest;
+        let seed: [u8; 32] = Sha256::digest(b"tessera demo publisher signing key").into();
+        let master: [u8; 32] = Sha256::digest(b"tessera demo publisher master secret").into();
+        PublisherKey {
+            vendor_id: DEMO_VENDOR_ID,
+            name: "Tessera Demo Publisher (insecure, for examples only)".into(),
+            signing: SigningKey::from_bytes(&seed),
+            master: Zeroizing::new(master),
+        }
+    }
+
+    /// The public key apps compile in.
+    pub fn public_key(&self) -> VerifyingKey {
+        self.signing.verifying_key()
+    }
+
+    /// The signing key.
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.signing
+    }
+
+    /// The secret of `product_code`.
+    pub fn product_secret(&self, product_code: u32) -> Key {
+        let hk = Hkdf::<Sha256>::new(Some(&self.vendor_id.to_le_bytes()), self.master.as_ref());
+        let mut info = b"tessera v1 product secret".to_vec();
+        info.extend_from_slice(&product_code.to_le_bytes());
+        let mut k = Zeroizing::new([0u8; 32]);
+        let _ = hk.expand(&info, k.as_mut());
+        k
+    }
+
+    /// The key file bytes (private: write with mode 0600).
+    pub fn to_bytes(&self) -> Result<Zeroizing<Vec<u8>>> {
+        let kf = KeyFile {
+            vendor_id: self.vendor_id,
+            name: self.name.clone(),
+            seed: self.signing.to_bytes(),
+            master: *self.master,
+        };
+        let mut out = KEY_MAGIC.to_vec();
+        out.extend_from_slice(&KEY_VERSION.to_le_bytes());
+        postcard::to_io(&kf, &mut out).map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(Zeroizing::new(out))
+    }
+
+    /// Parses a key file.
+    pub fn from_bytes(bytes: &[u8]) -> Result<PublisherKey> {
+        let what = "publisher key file";
+        if bytes.len() < 6 || bytes[..4] != KEY_MAGIC {
+            return Err(Error::malformed(what, "not a Tessera publisher key file"));
+        }
+        let v = u16::from_le_bytes([bytes[4], bytes[5]]);
+        if v != KEY_VERSION {
+            return Err(Error::UnknownVersion {
+                what,
+                found: v,
+                supported: KEY_VERSION,
+            });
+        }
+        let kf: KeyFile =
+            postcard::from_bytes(&bytes[6..]).map_err(|e| Error::malformed(what, e.to_string()))?;
+        Ok(PublisherKey {
+            vendor_id: kf.vendor_id,
+            name: kf.name.clone(),
+            signing: SigningKey::from_bytes(&kf.seed),
+            master: Zeroizing::new(kf.master),
+        })
+    }
+
+    /// Reads a key file.
+    pub fn load(path: &Path) -> Result<PublisherKey> {
+        let b = Zeroizing::new(fs::read(path).map_err(|e| Error::io(path, e))?);
+        Self::from_bytes(&b)
+    }
+
+    /// Writes the key file with mode 0600, atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        crate::util::write_atomic(path, &self.to_bytes()?, 0o600)
+    }
+
+    /// The public key file text: `tessera-publisher <vendor_id> <hex key>`.
+    pub fn public_key_text(&self) -> String {
+        format!(
+            "tessera-publisher {} {}\n",
+            self.vendor_id,
+            hex::encode(self.public_key().to_bytes())
+        )
+    }
+
+    /// Certifies the container named in `req`.
+    pub fn certify(&self, req: &ActivationRequest, now: u64) -> Result<Vec<u8>> {
+        let cert = ContainerCertificate {
+            vendor_id: self.vendor_id,
+            serial: req.serial.clone(),
+            kind: req.kind,
+            sign_key: req.sign_key,
+            seal_key: req.seal_key,
+            issued_at: now,
+            expiry: None,
+        };
+        envelope::sign(Kind::Certificate, &cert, &self.signing)
+    }
+
+    /// A signed license bound to the container of `req`.
+    pub fn issue(&self, req: &ActivationRequest, spec: &LicenseSpec, now: u64) -> Result<Vec<u8>> {
+        let lic = License {
+            license_id: crate::util::random(),
+            vendor_id: self.vendor_id,
+            product_code: spec.product_code,
+            product_name: spec.product_name.clone(),
+            features: spec.features,
+            quantity: spec.quantity,
+            counting_unit: spec.counting_unit,
+            exclusive_allowed: spec.exclusive_allowed,
+            issued_at: now,
+            expiry: spec.expiry,
+            vm_policy: spec.vm_policy,
+            binding: Binding::Container {
+                serial: req.serial.clone(),
+                key: req.sign_key,
+            },
+        };
+        Ok(lic.sign(&self.signing)?.bytes)
+    }
+
+    /// Verifies an activation request (its self-signature and vendor) and decodes it.
+    pub fn read_request(&self, bytes: &[u8]) -> Result<ActivationRequest> {
+        let env = Envelope::parse(Kind::ActivationRequest, bytes)?;
+        let req: ActivationRequest = env.decode()?;
+        let key = VerifyingKey::from_bytes(&req.sign_key)
+            .map_err(|_| Error::BadSignature("request names an invalid container key".into()))?;
+        env.verify(&key)?;
+        if req.vendor_id != self.vendor_id {
+            return Err(Error::WrongVendor {
+                expected: self.vendor_id,
+                found: req.vendor_id,
+            });
+        }
+        Ok(req)
+    }
+
+    /// Turns an activation request into a signed activation carrying `specs`.
+    pub fn activate(&self, request: &[u8], specs: &[LicenseSpec], now: u64) -> Result<Vec<u8>> {
+        if specs.is_empty() {
+            return Err(Error::InvalidArgument(
+                "an activation needs at least one license".into(),
+            ));
+        }
+        let req = self.read_request(request)?;
+        let mut licenses = Vec::new();
+        let mut secrets: Vec<cipher::SealedSecret> = Vec::new();
+        for spec in specs {
+            if spec.quantity == 0 {
+                return Err(Error::InvalidArgument(
+                    "license quantity must be at least 1".into(),
+                ));
+            }
+            licenses.push(self.issue(&req, spec, now)?);
+            if !secrets.iter().any(|s| s.product_code == spec.product_code) {
+                secrets.push(cipher::seal_secret(
+                    &req.seal_key,
+                    self.vendor_id,
+                    spec.product_code,
+                    req.serial.as_bytes(),
+                    &self.product_secret(spec.product_code),
+                )?);
+            }
+        }
+        let act = Activation {
+            vendor_id: self.vendor_id,
+            publisher_key: self.public_key().to_bytes(),
+            serial: req.serial.clone(),
+            sign_key: req.sign_key,
+            certificate: self.certify(&req, now)?,
+            licenses,
+            secrets,
+            issued_at: now,
+        };
+        envelope::sign(Kind::Activation, &act, &self.signing)
+    }
+}
+
+/// Parses a public key file (`tessera-publisher <vendor_id> <hex>`) or bare hex.
+pub fn parse_public_key(text: &str) -> Result<(Option<u32>, VerifyingKey)> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let (vendor, hexkey) = match words.as_slice() {
+        ["tessera-publisher", v, k] => (
+            Some(
+                v.parse::<u32>()
+                    .map_err(|_| Error::malformed("public key file", "bad vendor id"))?,
+            ),
+            *k,
+        ),
+        [k] => (None, *k),
+        _ => {
+            return Err(Error::malformed(
+                "public key file",
+                "expected `tessera-publisher <vendor> <hex>`",
+            ));
+        }
+    };
+    let bytes: [u8; 32] = hex::decode(hexkey)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| Error::malformed("public key file", "key is not 64 hex digits"))?;
+    let key = VerifyingKey::from_bytes(&bytes)
+        .map_err(|_| Error::malformed("public key file", "not an Ed25519 key"))?;
+    Ok((vendor, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_file_round_trips_and_rejects_garbage() {
+        let k = PublisherKey::generate(5, "Acme");
+        let b = k.to_bytes().unwrap();
+        let back = PublisherKey::from_bytes(&b).unwrap();
+        assert_eq!(back.public_key(), k.public_key());
+        assert_eq!(*back.product_secret(3), *k.product_secret(3));
+        assert_ne!(*k.product_secret(3), *k.product_secret(4));
+        assert!(PublisherKey::from_bytes(b"nope").is_err());
+        assert!(PublisherKey::from_bytes(&b[..b.len() - 3]).is_err());
+        let (v, pk) = parse_public_key(&k.public_key_text()).unwrap();
+        assert_eq!((v, pk), (Some(5), k.public_key()));
+        assert!(parse_public_key("tessera-publisher x y").is_err());
+    }
+
+    #[test]
+    fn demo_key_is_stable() {
+        assert_eq!(
+            PublisherKey::demo().public_key(),
+            PublisherKey::demo().public_key()
+        );
+    }
+}
