@@ -1,1 +1,598 @@
-fn main() {}
+//! `tessera-vendor`: the publisher's tool. Makes the publisher key, answers activation
+//! requests with signed activations, shows what is in any Tessera file, and encrypts and
+//! decrypts files with a product's key.
+//!
+//! Thin by design: every step is a call into the `tessera` library; this file parses
+//! arguments and prints.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+use ed25519_dalek::VerifyingKey;
+
+use tessera::cipher::{self, Header, Mode};
+use tessera::container::{Activation, ActivationRequest, ContainerCertificate, SoftwareContainer};
+use tessera::host::Fingerprint;
+use tessera::license::{CountingUnit, Envelope, Kind, License, VmPolicy};
+use tessera::publisher::{self, DEMO_VENDOR_ID, LicenseSpec, PublisherKey};
+use tessera::util::{self, format_time};
+
+/// The publisher's tool: keys, activations, file inspection and file encryption.
+#[derive(Parser, Debug)]
+#[command(name = "tessera-vendor", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Make a publisher key file (private, mode 0600) and its public key file beside it.
+    Keygen(KeygenArgs),
+    /// First activation: answer a customer's activation request with a signed activation
+    /// (container certificate, license, sealed product secret).
+    Activate(IssueArgs),
+    /// Add a license to an already-activated container: answer a new activation request
+    /// from it. The result is the same kind of document as `activate`; installing it keeps
+    /// the licenses the container already holds.
+    Issue(IssueArgs),
+    /// Say what a Tessera file is and what it holds (license, activation request,
+    /// activation, certificate, software container, ciphertext, publisher key). With
+    /// --publisher-key, also check signatures; exits 1 when one does not verify.
+    Inspect(InspectArgs),
+    /// Encrypt a file with a product's key (any machine licensed for the product decrypts it).
+    EncryptFile(EncryptArgs),
+    /// Decrypt a Tessera ciphertext with the product key it names.
+    DecryptFile(DecryptArgs),
+}
+
+#[derive(Args, Debug)]
+struct KeygenArgs {
+    /// The publisher's vendor id (decimal or 0x hex).
+    #[arg(long, value_parser = parse_u32, required_unless_present = "demo", conflicts_with = "demo")]
+    vendor_id: Option<u32>,
+    /// The publisher's name.
+    #[arg(long, required_unless_present = "demo", conflicts_with = "demo")]
+    name: Option<String>,
+    /// Write the built-in demo key instead. It is public knowledge and protects nothing.
+    #[arg(long)]
+    demo: bool,
+    /// The private key file to write; the public key goes beside it with extension `.pub`.
+    #[arg(long)]
+    out: PathBuf,
+    /// Overwrite an existing key file.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args, Debug)]
+struct IssueArgs {
+    /// The publisher key file.
+    #[arg(long)]
+    key: PathBuf,
+    /// The activation request the customer sent.
+    #[arg(long)]
+    request: PathBuf,
+    /// Where to write the activation.
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    spec: SpecArgs,
+}
+
+/// One license.
+#[derive(Args, Debug)]
+struct SpecArgs {
+    /// The product code (decimal or 0x hex).
+    #[arg(long, value_parser = parse_u32)]
+    product: u32,
+    /// The product name shown to people (default "Product N").
+    #[arg(long)]
+    name: Option<String>,
+    /// Feature bits (decimal or 0x hex).
+    #[arg(long, value_parser = parse_u32, default_value = "0xFFFFFFFF")]
+    features: u32,
+    /// Number of seats.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), default_value_t = 1)]
+    quantity: u32,
+    /// What one seat covers: station, session, process or handle.
+    #[arg(long, value_parser = parse_unit, default_value = "station")]
+    unit: CountingUnit,
+    /// Allow an app to take the license exclusively.
+    #[arg(long)]
+    exclusive: bool,
+    /// Expiry date (YYYY-MM-DD, midnight UTC). Default: perpetual.
+    #[arg(long, conflicts_with = "days")]
+    expires: Option<String>,
+    /// Expire this many days from now. Default: perpetual.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=36_500))]
+    days: Option<u64>,
+    /// Refuse use on virtual machines.
+    #[arg(long)]
+    deny_vm: bool,
+}
+
+#[derive(Args, Debug)]
+struct InspectArgs {
+    /// The file to inspect.
+    file: PathBuf,
+    /// The publisher's public key file (`tessera-publisher <vendor> <hex>`): check signatures.
+    #[arg(long)]
+    publisher_key: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct EncryptArgs {
+    /// The publisher key file.
+    #[arg(long)]
+    key: PathBuf,
+    /// The product whose key encrypts (decimal or 0x hex).
+    #[arg(long, value_parser = parse_u32)]
+    product: u32,
+    /// Mark the ciphertext as made in direct mode (default: derived mode).
+    #[arg(long)]
+    direct: bool,
+    /// The plaintext file.
+    input: PathBuf,
+    /// The ciphertext file to write.
+    output: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct DecryptArgs {
+    /// The publisher key file.
+    #[arg(long)]
+    key: PathBuf,
+    /// The ciphertext file.
+    input: PathBuf,
+    /// The plaintext file to write.
+    output: PathBuf,
+}
+
+fn parse_u32(s: &str) -> std::result::Result<u32, String> {
+    let s = s.trim();
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u32::from_str_radix(&h.replace('_', ""), 16),
+        None => s.replace('_', "").parse::<u32>(),
+    };
+    r.map_err(|_| format!("`{s}` is not a 32-bit number (decimal or 0x hex)"))
+}
+
+fn parse_unit(s: &str) -> std::result::Result<CountingUnit, String> {
+    CountingUnit::parse(s)
+        .ok_or_else(|| format!("`{s}` is not a counting unit (station, session, process, handle)"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tessera-vendor: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Keygen(a) => keygen(a),
+        Command::Activate(a) | Command::Issue(a) => activate(a),
+        Command::Inspect(a) => inspect(a),
+        Command::EncryptFile(a) => encrypt_file(a),
+        Command::DecryptFile(a) => decrypt_file(a),
+    }
+}
+
+/// Writes `data` atomically. The path is made absolute first, so a bare file name writes
+/// into the current directory.
+fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    let abs = std::path::absolute(path)
+        .with_context(|| format!("cannot resolve the path {}", path.display()))?;
+    util::write_atomic(&abs, data, mode).with_context(|| format!("writing {}", path.display()))
+}
+
+fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
+    fs::read(path).with_context(|| format!("reading the {what} {}", path.display()))
+}
+
+fn load_key(path: &Path) -> Result<PublisherKey> {
+    PublisherKey::load(path)
+        .with_context(|| format!("loading the publisher key {}", path.display()))
+}
+
+fn load_public_key(path: &Path) -> Result<(Option<u32>, VerifyingKey)> {
+    let bytes = read_file(path, "public key file")?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow!("{} is not a text public key file", path.display()))?;
+    publisher::parse_public_key(&text).with_context(|| format!("reading {}", path.display()))
+}
+
+/// The public key file beside `key_path`: same name with extension `.pub`.
+fn public_key_path(key_path: &Path) -> PathBuf {
+    let p = key_path.with_extension("pub");
+    if p == key_path {
+        let mut s = key_path.as_os_str().to_owned();
+        s.push(".pub");
+        PathBuf::from(s)
+    } else {
+        p
+    }
+}
+
+fn c_array(key: &[u8; 32]) -> String {
+    let mut s = String::from("static const uint8_t PUBLISHER_KEY[32] = {\n");
+    for chunk in key.chunks(8) {
+        let line: Vec<String> = chunk.iter().map(|b| format!("0x{b:02x}")).collect();
+        s.push_str("    ");
+        s.push_str(&line.join(", "));
+        s.push_str(",\n");
+    }
+    s.push_str("};");
+    s
+}
+
+fn keygen(a: KeygenArgs) -> Result<()> {
+    if a.out.exists() && !a.force {
+        bail!(
+            "{} already exists; refusing to overwrite a publisher key (use --force)",
+            a.out.display()
+        );
+    }
+    let key = if a.demo {
+        eprintln!(
+            "tessera-vendor: WARNING: the demo publisher key is PUBLIC and INSECURE. Anyone can \
+             issue licenses with it. Use it for examples only, never in a product."
+        );
+        PublisherKey::demo()
+    } else {
+        let vendor = a.vendor_id.context("--vendor-id is required")?;
+        let name = a.name.context("--name is required")?;
+        PublisherKey::generate(vendor, &name)
+    };
+    let abs = std::path::absolute(&a.out)
+        .with_context(|| format!("cannot resolve the path {}", a.out.display()))?;
+    key.save(&abs)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    let pub_path = public_key_path(&a.out);
+    write_file(&pub_path, key.public_key_text().as_bytes(), 0o644)?;
+    println!(
+        "publisher key of vendor {} ({}) written to {} (mode 0600: keep it secret, back it up)",
+        key.vendor_id,
+        key.name,
+        a.out.display()
+    );
+    println!("public key written to {}", pub_path.display());
+    if key.vendor_id == DEMO_VENDOR_ID && a.demo {
+        println!("WARNING: this is the demo key; it is public and protects nothing");
+    }
+    println!();
+    println!(
+        "/* Embed in the protected app: the publisher public key of vendor {}. */",
+        key.vendor_id
+    );
+    println!("{}", c_array(&key.public_key().to_bytes()));
+    Ok(())
+}
+
+fn spec_from(s: &SpecArgs, now: u64) -> Result<LicenseSpec> {
+    let expiry = match (&s.expires, s.days) {
+        (Some(d), _) => {
+            let t = util::parse_date(d)
+                .ok_or_else(|| anyhow!("--expires `{d}` is not a date (YYYY-MM-DD)"))?;
+            if t <= now {
+                bail!("--expires {d} is in the past");
+            }
+            Some(t)
+        }
+        (None, Some(days)) => Some(now + days * 86_400),
+        (None, None) => None,
+    };
+    Ok(LicenseSpec {
+        product_code: s.product,
+        product_name: s
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("Product {}", s.product)),
+        features: s.features,
+        quantity: s.quantity,
+        counting_unit: s.unit,
+        exclusive_allowed: s.exclusive,
+        expiry,
+        vm_policy: if s.deny_vm {
+            VmPolicy::Deny
+        } else {
+            VmPolicy::Allow
+        },
+    })
+}
+
+fn activate(a: IssueArgs) -> Result<()> {
+    let key = load_key(&a.key)?;
+    let request = read_file(&a.request, "activation request")?;
+    let req = key
+        .read_request(&request)
+        .with_context(|| format!("reading the activation request {}", a.request.display()))?;
+    let now = util::now();
+    let spec = spec_from(&a.spec, now)?;
+    let act = key
+        .activate(&request, &[spec], now)
+        .context("making the activation")?;
+    write_file(&a.out, &act, 0o644)?;
+    println!(
+        "activation for container {} (host {}) of vendor {} written to {}",
+        req.serial,
+        if req.hostname.is_empty() {
+            "unknown"
+        } else {
+            &req.hostname
+        },
+        key.vendor_id,
+        a.out.display()
+    );
+    let doc: Activation = Envelope::parse(Kind::Activation, &act)?.decode()?;
+    for lb in &doc.licenses {
+        let lic: License = Envelope::parse(Kind::License, lb)?.decode()?;
+        println!("{lic}");
+    }
+    Ok(())
+}
+
+/// Prints a signature verdict and remembers a failure.
+struct Verdicts {
+    failed: usize,
+}
+
+impl Verdicts {
+    fn report(&mut self, what: &str, ok: bool) {
+        if ok {
+            println!("  signature:   valid ({what})");
+        } else {
+            self.failed += 1;
+            println!("  signature:   INVALID ({what})");
+        }
+    }
+}
+
+fn inspect(a: InspectArgs) -> Result<()> {
+    let bytes = read_file(&a.file, "file")?;
+    let pk = a
+        .publisher_key
+        .as_deref()
+        .map(load_public_key)
+        .transpose()?;
+    let key = pk.as_ref().map(|(_, k)| k);
+    let mut v = Verdicts { failed: 0 };
+    let name = a.file.display();
+    if let Some(kind) = Kind::sniff(&bytes) {
+        let env = Envelope::parse(kind, &bytes).with_context(|| format!("reading {name}"))?;
+        println!("{name}: {}", kind.name());
+        match kind {
+            Kind::License => {
+                let lic: License = env.decode().with_context(|| format!("reading {name}"))?;
+                println!("{lic}");
+                if let Some(k) = key {
+                    v.report("license, publisher key", env.verify(k).is_ok());
+                }
+            }
+            Kind::ActivationRequest => {
+                let req: ActivationRequest =
+                    env.decode().with_context(|| format!("reading {name}"))?;
+                println!("{req}");
+                let ok =
+                    VerifyingKey::from_bytes(&req.sign_key).is_ok_and(|ck| env.verify(&ck).is_ok());
+                v.report("self-signed by the container key", ok);
+            }
+            Kind::Activation => {
+                let act: Activation = env.decode().with_context(|| format!("reading {name}"))?;
+                print_activation(&act, key, &mut v);
+                if let Some(k) = key {
+                    v.report("activation, publisher key", env.verify(k).is_ok());
+                }
+            }
+            Kind::Certificate => {
+                let cert: ContainerCertificate =
+                    env.decode().with_context(|| format!("reading {name}"))?;
+                print_certificate(&cert);
+                if let Some(k) = key {
+                    v.report("certificate, publisher key", env.verify(k).is_ok());
+                }
+            }
+        }
+    } else if bytes.starts_with(b"TSSC") {
+        println!("{name}: software container");
+        println!(
+            "  sealed to the machine it was activated on; {} bytes",
+            bytes.len()
+        );
+        match SoftwareContainer::load(&a.file, &Fingerprint::collect()) {
+            Ok(c) => {
+                let st = c.engine.state();
+                println!("  opens on this machine");
+                println!("  container:   {} ({})", st.serial, st.kind);
+                println!("  vendor:      {}", st.vendor_id);
+                println!("  created:     {}", format_time(st.created_at));
+                println!("  clock high-water: {}", format_time(st.clock_high_water));
+                println!("  licenses:    {}", c.engine.licenses().len());
+                for lic in c.engine.licenses() {
+                    println!("{lic}");
+                }
+                if let Some(k) = key {
+                    let good = c.engine.verified_licenses(k, st.vendor_id).len();
+                    let all = c.engine.licenses().len();
+                    v.report(
+                        &format!("{good} of {all} licenses verify against the publisher key"),
+                        good == all,
+                    );
+                }
+            }
+            // Another machine's container is a normal sight for the publisher's tool; a
+            // damaged file is an error.
+            Err(e @ tessera::Error::BindingMismatch(_)) => println!("  does not open here: {e}"),
+            Err(e) => return Err(e).with_context(|| format!("reading {name}")),
+        }
+    } else if bytes.starts_with(&cipher::MAGIC) {
+        let h = Header::parse(&bytes).with_context(|| format!("reading {name}"))?;
+        println!("{name}: ciphertext");
+        println!(
+            "  mode:        {}",
+            match h.mode {
+                Mode::Direct => "direct",
+                Mode::Derived => "derived",
+            }
+        );
+        println!("  vendor:      {}", h.vendor_id);
+        println!("  product:     {}", h.product_code);
+        println!(
+            "  length:      {} bytes ({} bytes of plaintext)",
+            bytes.len(),
+            cipher::plaintext_len(bytes.len())
+        );
+    } else if bytes.starts_with(b"TSPk") {
+        let k = PublisherKey::from_bytes(&bytes).with_context(|| format!("reading {name}"))?;
+        println!("{name}: publisher key (PRIVATE: keep it secret)");
+        println!("  vendor:      {}", k.vendor_id);
+        println!("  name:        {}", k.name);
+        println!("  public key:  {}", hex::encode(k.public_key().to_bytes()));
+        if k.vendor_id == DEMO_VENDOR_ID && k.public_key() == PublisherKey::demo().public_key() {
+            println!("  WARNING: this is the public demo key; it protects nothing");
+        }
+        if let Some(pk) = key {
+            v.report("public key file matches this key", *pk == k.public_key());
+        }
+    } else if bytes.starts_with(b"tessera-publisher") {
+        let text = String::from_utf8_lossy(&bytes);
+        let (vendor, k) =
+            publisher::parse_public_key(&text).with_context(|| format!("reading {name}"))?;
+        println!("{name}: publisher public key");
+        if let Some(vendor) = vendor {
+            println!("  vendor:      {vendor}");
+        }
+        println!("  public key:  {}", hex::encode(k.to_bytes()));
+    } else {
+        bail!(
+            "{name} is not a Tessera file (unknown magic {})",
+            hex::encode(&bytes[..bytes.len().min(4)])
+        );
+    }
+    if v.failed > 0 {
+        bail!(
+            "{} signature check(s) failed: {name} is not signed by the given publisher key",
+            v.failed
+        );
+    }
+    Ok(())
+}
+
+fn print_certificate(cert: &ContainerCertificate) {
+    println!("  vendor:      {}", cert.vendor_id);
+    println!("  container:   {} ({})", cert.serial, cert.kind);
+    println!("  sign key:    {}", hex::encode(cert.sign_key));
+    println!("  seal key:    {}", hex::encode(cert.seal_key));
+    println!("  issued:      {}", format_time(cert.issued_at));
+    match cert.expiry {
+        Some(t) => println!("  expires:     {}", format_time(t)),
+        None => println!("  expires:     never"),
+    }
+}
+
+fn print_activation(act: &Activation, key: Option<&VerifyingKey>, v: &mut Verdicts) {
+    println!("  vendor:      {}", act.vendor_id);
+    println!("  publisher key: {}", hex::encode(act.publisher_key));
+    println!("  container:   {}", act.serial);
+    println!("  issued:      {}", format_time(act.issued_at));
+    match Envelope::parse(Kind::Certificate, &act.certificate) {
+        Ok(env) => {
+            match env.decode::<ContainerCertificate>() {
+                Ok(c) => println!(
+                    "  certificate: container {} ({}), issued {}",
+                    c.serial,
+                    c.kind,
+                    format_time(c.issued_at)
+                ),
+                Err(e) => println!("  certificate: unreadable: {e}"),
+            }
+            if let Some(k) = key {
+                v.report("certificate, publisher key", env.verify(k).is_ok());
+            }
+        }
+        Err(e) => {
+            println!("  certificate: unreadable: {e}");
+            if key.is_some() {
+                v.report("certificate, publisher key", false);
+            }
+        }
+    }
+    println!("  licenses:    {}", act.licenses.len());
+    for lb in &act.licenses {
+        match Envelope::parse(Kind::License, lb) {
+            Ok(env) => {
+                match env.decode::<License>() {
+                    Ok(l) => println!("{l}"),
+                    Err(e) => println!("license: unreadable: {e}"),
+                }
+                if let Some(k) = key {
+                    v.report("license, publisher key", env.verify(k).is_ok());
+                }
+            }
+            Err(e) => {
+                println!("license: unreadable: {e}");
+                if key.is_some() {
+                    v.report("license, publisher key", false);
+                }
+            }
+        }
+    }
+    println!("  sealed product secrets: {}", act.secrets.len());
+}
+
+fn encrypt_file(a: EncryptArgs) -> Result<()> {
+    let key = load_key(&a.key)?;
+    let data = read_file(&a.input, "plaintext")?;
+    let mode = if a.direct {
+        Mode::Direct
+    } else {
+        Mode::Derived
+    };
+    let header = Header::new(mode, key.vendor_id, a.product);
+    let ct =
+        cipher::encrypt(&key.product_secret(a.product), &header, &data).context("encrypting")?;
+    write_file(&a.output, &ct, 0o644)?;
+    println!(
+        "encrypted {} bytes for vendor {} product {} into {} ({} bytes)",
+        data.len(),
+        key.vendor_id,
+        a.product,
+        a.output.display(),
+        ct.len()
+    );
+    Ok(())
+}
+
+fn decrypt_file(a: DecryptArgs) -> Result<()> {
+    let key = load_key(&a.key)?;
+    let ct = read_file(&a.input, "ciphertext")?;
+    let header = Header::parse(&ct).with_context(|| format!("reading {}", a.input.display()))?;
+    if header.vendor_id != key.vendor_id {
+        bail!(
+            "{} is encrypted for vendor {}, but {} is the key of vendor {}",
+            a.input.display(),
+            header.vendor_id,
+            a.key.display(),
+            key.vendor_id
+        );
+    }
+    let pt = cipher::decrypt(&key.product_secret(header.product_code), &ct)
+        .with_context(|| format!("decrypting {}", a.input.display()))?;
+    write_file(&a.output, &pt, 0o644)?;
+    println!(
+        "decrypted {} bytes of product {} into {}",
+        pt.len(),
+        header.product_code,
+        a.output.display()
+    );
+    Ok(())
+}

@@ -10,7 +10,7 @@ use super::handles::Table;
 use super::status::{self, tessera_status};
 use super::{boundary, boundary_value, check_ptr, input, last_error_ptr, output};
 use crate::cipher::{self, Mode};
-use crate::client::{Seat, Session, SessionOptions, SourceKind, sources};
+use crate::client::{Seat, Session, SessionOptions, SourceKind};
 use crate::container::ContainerKind;
 use crate::{Error, Result};
 
@@ -24,13 +24,13 @@ pub type tessera_session = u64;
 pub type tessera_seat = u64;
 
 /// Source bit: a USB dongle on this machine.
-pub const TESSERA_SOURCE_DONGLE: u32 = sources::DONGLE;
+pub const TESSERA_SOURCE_DONGLE: u32 = 1;
 /// Source bit: a software container on this machine.
-pub const TESSERA_SOURCE_SOFTWARE: u32 = sources::SOFTWARE;
+pub const TESSERA_SOURCE_SOFTWARE: u32 = 2;
 /// Source bit: a license server on the network.
-pub const TESSERA_SOURCE_NETWORK: u32 = sources::NETWORK;
+pub const TESSERA_SOURCE_NETWORK: u32 = 4;
 /// All sources (also what 0 means).
-pub const TESSERA_SOURCE_ALL: u32 = sources::ALL;
+pub const TESSERA_SOURCE_ALL: u32 = 7;
 
 /// `tessera_acquire` flag: take the license exclusively (no other seat may be held, and
 /// none can be taken while this one is held). The license must allow it.
@@ -42,10 +42,10 @@ pub const TESSERA_CRYPT_DERIVED: u32 = 0;
 /// `tessera_encrypt` flag: direct mode: the data is encrypted inside the container.
 pub const TESSERA_CRYPT_DIRECT: u32 = 1;
 /// Bytes a ciphertext adds to its plaintext.
-pub const TESSERA_CIPHERTEXT_OVERHEAD: usize = cipher::OVERHEAD;
+pub const TESSERA_CIPHERTEXT_OVERHEAD: usize = 56;
 /// Length of a publisher public key (Ed25519).
 pub const TESSERA_PUBLISHER_KEY_LEN: usize = 32;
-/// Size of `tessera_seat_info.container_serial`, NUL included.
+/// Size of `tessera_seat_details.container_serial`, NUL included.
 pub const TESSERA_SERIAL_MAX: usize = 64;
 
 /// Counting unit: one machine, physical or virtual.
@@ -86,12 +86,12 @@ pub struct tessera_open_options {
     pub servers: *const c_char,
 }
 
-/// What `tessera_seat_info` reports. Set `struct_size` to `sizeof(tessera_seat_info)`
+/// What `tessera_seat_info` reports (a struct named apart from the function, as C requires). Set `struct_size` to `sizeof(tessera_seat_details)`
 /// before the call; the library fills in at most that many bytes.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
-pub struct tessera_seat_info {
-    /// `sizeof(tessera_seat_info)`, set by the caller.
+pub struct tessera_seat_details {
+    /// `sizeof(tessera_seat_details)`, set by the caller.
     pub struct_size: u32,
     /// The publisher.
     pub vendor_id: u32,
@@ -348,12 +348,12 @@ pub extern "C" fn tessera_release(seat: tessera_seat) -> tessera_status {
     })
 }
 
-/// Describes a seat. Set `info->struct_size = sizeof(tessera_seat_info)` first; at most
+/// Describes a seat. Set `info->struct_size = sizeof(tessera_seat_details)` first; at most
 /// that many bytes are written, and only on success.
 #[unsafe(no_mangle)]
 pub extern "C" fn tessera_seat_info(
     seat: tessera_seat,
-    info: *mut tessera_seat_info,
+    info: *mut tessera_seat_details,
 ) -> tessera_status {
     boundary(|| {
         check_ptr!(info, "info");
@@ -361,13 +361,13 @@ pub extern "C" fn tessera_seat_info(
         let size = unsafe { std::ptr::addr_of!((*info).struct_size).read_unaligned() } as usize;
         if size < 8 {
             return Err(Error::InvalidArgument(format!(
-                "info.struct_size {size} is too small (set it to sizeof(tessera_seat_info))"
+                "info.struct_size {size} is too small (set it to sizeof(tessera_seat_details))"
             )));
         }
         let e = SEATS.get(seat)?;
         let i = e.seat.info()?;
-        let mut out = tessera_seat_info {
-            struct_size: size.min(size_of::<tessera_seat_info>()) as u32,
+        let mut out = tessera_seat_details {
+            struct_size: size.min(size_of::<tessera_seat_details>()) as u32,
             vendor_id: i.vendor_id,
             product_code: i.product_code,
             features: i.features,
@@ -398,7 +398,7 @@ pub extern "C" fn tessera_seat_info(
         {
             *d = s as c_char;
         }
-        let n = size.min(size_of::<tessera_seat_info>());
+        let n = size.min(size_of::<tessera_seat_details>());
         // SAFETY: `info` has at least `n` writable bytes (the caller's struct_size).
         unsafe { std::ptr::copy_nonoverlapping(&out as *const _ as *const u8, info as *mut u8, n) };
         Ok(())
@@ -574,4 +574,24 @@ pub extern "C" fn tessera_version() -> *const c_char {
 #[unsafe(no_mangle)]
 pub extern "C" fn tessera_abi_version() -> u32 {
     TESSERA_ABI_VERSION
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::sources;
+    use crate::license::CountingUnit;
+
+    #[test]
+    fn header_constants_match_the_library() {
+        assert_eq!(TESSERA_SOURCE_DONGLE, sources::DONGLE);
+        assert_eq!(TESSERA_SOURCE_SOFTWARE, sources::SOFTWARE);
+        assert_eq!(TESSERA_SOURCE_NETWORK, sources::NETWORK);
+        assert_eq!(TESSERA_SOURCE_ALL, sources::ALL);
+        assert_eq!(TESSERA_CIPHERTEXT_OVERHEAD, cipher::OVERHEAD);
+        assert_eq!(TESSERA_UNIT_STATION, CountingUnit::Station.code());
+        assert_eq!(TESSERA_UNIT_SESSION, CountingUnit::Session.code());
+        assert_eq!(TESSERA_UNIT_PROCESS, CountingUnit::Process.code());
+        assert_eq!(TESSERA_UNIT_HANDLE, CountingUnit::Handle.code());
+    }
 }

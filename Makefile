@@ -1,0 +1,59 @@
+# Tessera: the two set-up commands are `make demo` and `make test`.
+PREFIX  ?= /usr/local
+LIBDIR  ?= $(PREFIX)/lib
+INCDIR  ?= $(PREFIX)/include
+CARGO   ?= cargo
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+MAJOR   := $(firstword $(subst ., ,$(VERSION)))
+REL     := target/release
+
+.PHONY: all build demo test deps lint bench header install clean
+
+all: build
+
+## build: the library (cdylib, staticlib, rlib) and the binaries, optimized
+build:
+	$(CARGO) build --release --all-targets --quiet
+	ln -sf libtessera.so $(REL)/libtessera.so.$(MAJOR)
+
+## demo: a demo publisher, a software container in a temporary TESSERA_HOME, and the C
+## quickstart acquiring a seat, encrypting, decrypting, releasing
+demo: deps build
+	scripts/demo.sh $(REL)
+
+## deps: installs what the build and the tests need and is missing (apt-get)
+deps:
+	scripts/install-deps.sh
+
+## test: every test suite, after installing what is missing
+test: deps lint
+	$(CARGO) build --all-targets
+	$(CARGO) test --all-targets
+	$(CARGO) test --doc
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets --quiet -- -D warnings
+
+## bench: criterion benches (figures go to docs/BENCHMARKS.md by hand, with the machine)
+bench: deps
+	$(CARGO) bench --bench runtime
+
+## header: regenerates include/tessera.h with the pinned cbindgen
+header:
+	TESSERA_BLESS_HEADER=1 $(CARGO) test --quiet --test header header_is_fresh
+
+## install: library, header and pkg-config file under PREFIX
+install: build
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(LIBDIR)/pkgconfig
+	install -m 0755 $(REL)/libtessera.so $(DESTDIR)$(LIBDIR)/libtessera.so.$(VERSION)
+	ln -sf libtessera.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libtessera.so.$(MAJOR)
+	ln -sf libtessera.so.$(MAJOR) $(DESTDIR)$(LIBDIR)/libtessera.so
+	install -m 0644 $(REL)/libtessera.a $(DESTDIR)$(LIBDIR)/libtessera.a
+	install -m 0644 include/tessera.h $(DESTDIR)$(INCDIR)/tessera.h
+	sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCDIR@|$(INCDIR)|; s|@VERSION@|$(VERSION)|' \
+	    tessera.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/tessera.pc
+	@echo "installed libtessera $(VERSION) under $(DESTDIR)$(PREFIX)"
+
+clean:
+	$(CARGO) clean

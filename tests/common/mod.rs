@@ -1,0 +1,72 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The crate root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// target/<profile>, where this test binary's profile puts the library and binaries.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
+}
+
+/// The freshly built libtessera.so. `cargo test` builds the rlib only, so this runs
+/// `cargo build --lib` once per test binary (a no-op when it is up to date).
+pub fn cdylib() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = profile_dir();
+            let mut cmd = Command::new(env!("CARGO"));
+            cmd.args(["build", "--lib", "--quiet"]).current_dir(root());
+            if dir.file_name().is_some_and(|n| n == "release") {
+                cmd.arg("--release");
+            }
+            let st = cmd.status().expect("cargo build --lib");
+            assert!(st.success(), "building libtessera.so failed");
+            dir.join("libtessera.so")
+        })
+        .clone()
+}
+
+use tessera::client::{Environment, install_activation, request_activation};
+use tessera::license::{CountingUnit, VmPolicy};
+use tessera::publisher::{LicenseSpec, PublisherKey};
+
+/// A license spec with the usual defaults: all features, perpetual, VMs allowed.
+pub fn spec(product_code: u32, quantity: u32, unit: CountingUnit) -> LicenseSpec {
+    LicenseSpec {
+        product_code,
+        product_name: format!("Product {product_code}"),
+        features: 0xFF,
+        quantity,
+        counting_unit: unit,
+        exclusive_allowed: false,
+        expiry: None,
+        vm_policy: VmPolicy::Allow,
+    }
+}
+
+/// The environment of this machine with its state in `home`.
+pub fn env_in(home: &Path) -> Environment {
+    Environment {
+        home: home.to_path_buf(),
+        ..Environment::detect()
+    }
+}
+
+/// Activates `specs` for `key`'s vendor in `env` (request, publisher answer, install).
+pub fn activate(env: &Environment, key: &PublisherKey, specs: &[LicenseSpec]) -> String {
+    let (serial, req) = request_activation(env, key.vendor_id).expect("activation request");
+    let act = key
+        .activate(&req, specs, tessera::util::now())
+        .expect("publisher activates");
+    install_activation(env, &act, Some(&key.public_key())).expect("install");
+    serial
+}
