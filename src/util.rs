@@ -63,9 +63,10 @@ pub fn random<const N: usize>() -> [u8; N] {
 /// rename over the target, fsync of the directory. A crash at any point leaves the old file
 /// or the new one, never a mix. `mode` is the new file's permission bits.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| Error::InvalidArgument(format!("{} has no directory", path.display())))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     let name = path
         .file_name()
         .ok_or_else(|| Error::InvalidArgument(format!("{} has no file name", path.display())))?;

@@ -77,10 +77,13 @@ fn open_rw(path: &Path) -> Result<File> {
         .map_err(|e| Error::io(path, e))
 }
 
+/// Bytes of the identity record at the start of a slot file. Written in place, never
+/// truncated: truncating makes ext4 flush the file on close, a disk write per seat.
+const IDENTITY_LEN: usize = 128;
+
 struct Files {
     claim: File,
     exclusive: File,
-    slots: Vec<File>,
 }
 
 /// The seat slots of one license on this machine.
@@ -105,6 +108,7 @@ impl std::fmt::Debug for SeatPool {
 pub struct SeatGuard {
     slot: u32,
     _slot_file: File,
+    _identity: Option<File>,
     _exclusive: Option<File>,
 }
 
@@ -124,6 +128,11 @@ impl Drop for ClaimHeld<'_> {
     }
 }
 
+/// Whether holders of `identity` share a slot (every identity but a handle's).
+fn shareable(identity: &str) -> bool {
+    !identity.starts_with("handle:")
+}
+
 impl SeatPool {
     /// The pool for license `license_id_hex` with `quantity` seats under `home`. Waits at most
     /// `timeout` for another process's claim to finish.
@@ -141,7 +150,6 @@ impl SeatPool {
         let files = Files {
             claim: open_rw(&dir.join("claim"))?,
             exclusive: open_rw(&dir.join("exclusive"))?,
-            slots: Vec::new(),
         };
         Ok(SeatPool {
             dir,
@@ -155,12 +163,10 @@ impl SeatPool {
         self.dir.join(format!("slot-{i:04}"))
     }
 
-    fn ensure_slots(&self, files: &mut Files) -> Result<()> {
-        while (files.slots.len() as u32) < self.quantity {
-            let i = files.slots.len() as u32;
-            files.slots.push(open_rw(&self.slot_path(i))?);
-        }
-        Ok(())
+    fn identity_path(&self, identity: &str) -> PathBuf {
+        use sha2::{Digest, Sha256};
+        let d = Sha256::digest(identity.as_bytes());
+        self.dir.join(format!("ident-{}", hex::encode(&d[..12])))
     }
 
     fn claim<'a>(&self, claim: &'a File) -> Result<ClaimHeld<'a>> {
@@ -182,23 +188,29 @@ impl SeatPool {
         }
     }
 
-    fn read_identity(f: &mut File) -> String {
-        let mut s = String::new();
-        let _ = f
-            .seek(SeekFrom::Start(0))
-            .and_then(|_| f.take(512).read_to_string(&mut s));
-        s
+    fn write_record(f: &mut File, text: &str) -> std::io::Result<()> {
+        let mut rec = [0u8; IDENTITY_LEN];
+        let n = text.len().min(IDENTITY_LEN);
+        rec[..n].copy_from_slice(&text.as_bytes()[..n]);
+        f.seek(SeekFrom::Start(0))?;
+        f.write_all(&rec)
     }
 
-    /// Takes a seat for `identity`. Holders of the same identity share a slot; `exclusive`
-    /// demands that no other seat be held and blocks all others while held.
+    fn read_record(f: &mut File) -> String {
+        let mut rec = [0u8; IDENTITY_LEN];
+        let _ = f.seek(SeekFrom::Start(0)).and_then(|_| f.read(&mut rec));
+        let end = rec.iter().position(|b| *b == 0).unwrap_or(IDENTITY_LEN);
+        String::from_utf8_lossy(&rec[..end]).into_owned()
+    }
+
+    /// Takes a seat for `identity`. Holders of the same identity (`station`, `session:..`,
+    /// `process:..`) share a slot; a `handle:..` identity always takes a slot of its own.
+    /// `exclusive` demands that no other seat be held and blocks all others while held.
     pub fn acquire(&self, identity: &str, exclusive: bool) -> Result<SeatGuard> {
-        let mut files = self
+        let files = self
             .files
             .lock()
             .map_err(|_| Error::Internal("seat pool lock poisoned".into()))?;
-        self.ensure_slots(&mut files)?;
-        let files = &mut *files;
         let _claim = self.claim(&files.claim)?;
         let io = |e| Error::io(&self.dir, e);
         if is_locked(&files.exclusive, libc::F_RDLCK).map_err(io)? {
@@ -206,80 +218,108 @@ impl SeatPool {
                 "another process holds this license exclusively".into(),
             ));
         }
-        let mut free = None;
-        let mut held = 0u32;
-        for (i, f) in files.slots.iter_mut().enumerate() {
-            if is_locked(f, libc::F_WRLCK).map_err(io)? {
-                held += 1;
-                if !exclusive && Self::read_identity(f) == identity {
-                    return self.take(i as u32, false, None);
+        if exclusive {
+            let held = self.count_held()?;
+            if held > 0 {
+                return Err(Error::ExclusiveDenied(format!(
+                    "{held} other seat(s) of this license are in use"
+                )));
+            }
+        }
+        // A shareable identity that already holds a slot joins it: its identity file is
+        // read-locked by the holders and names the slot.
+        let mut ident = None;
+        if shareable(identity) && !exclusive {
+            let mut f = open_rw(&self.identity_path(identity))?;
+            if is_locked(&f, libc::F_WRLCK).map_err(io)? {
+                let slot: u32 = Self::read_record(&mut f).parse().unwrap_or(u32::MAX);
+                if slot < self.quantity {
+                    let path = self.slot_path(slot);
+                    let mut sf = open_rw(&path)?;
+                    if is_locked(&sf, libc::F_WRLCK).map_err(io)?
+                        && Self::read_record(&mut sf) == identity
+                        && try_lock(&sf, libc::F_RDLCK).map_err(io)?
+                        && try_lock(&f, libc::F_RDLCK).map_err(io)?
+                    {
+                        return Ok(SeatGuard {
+                            slot,
+                            _slot_file: sf,
+                            _identity: Some(f),
+                            _exclusive: None,
+                        });
+                    }
                 }
-            } else if free.is_none() {
-                free = Some(i);
             }
+            ident = Some(f);
         }
-        if exclusive && held > 0 {
-            return Err(Error::ExclusiveDenied(format!(
-                "{held} other seat(s) of this license are in use"
-            )));
-        }
-        let Some(i) = free else {
-            return Err(Error::NoSeat {
-                quantity: self.quantity,
+        // Otherwise: the first free slot.
+        for i in 0..self.quantity {
+            let path = self.slot_path(i);
+            let mut sf = open_rw(&path)?;
+            if is_locked(&sf, libc::F_WRLCK).map_err(io)? {
+                continue;
+            }
+            Self::write_record(&mut sf, identity).map_err(io)?;
+            let excl = if exclusive {
+                let x = open_rw(&self.dir.join("exclusive"))?;
+                if !try_lock(&x, libc::F_WRLCK).map_err(io)? {
+                    return Err(Error::ExclusiveDenied(
+                        "another exclusive holder appeared".into(),
+                    ));
+                }
+                Some(x)
+            } else {
+                None
+            };
+            let ltype = if exclusive {
+                libc::F_WRLCK
+            } else {
+                libc::F_RDLCK
+            };
+            if !try_lock(&sf, ltype).map_err(io)? {
+                return Err(Error::Internal(format!(
+                    "slot {i} was taken under the claim lock"
+                )));
+            }
+            if let Some(f) = ident.as_mut() {
+                Self::write_record(f, &i.to_string()).map_err(io)?;
+                if !try_lock(f, libc::F_RDLCK).map_err(io)? {
+                    return Err(Error::Internal(
+                        "identity file was taken under the claim lock".into(),
+                    ));
+                }
+            }
+            return Ok(SeatGuard {
+                slot: i,
+                _slot_file: sf,
+                _identity: ident,
+                _exclusive: excl,
             });
-        };
-        let f = &mut files.slots[i];
-        f.set_len(0).map_err(io)?;
-        f.seek(SeekFrom::Start(0)).map_err(io)?;
-        f.write_all(identity.as_bytes()).map_err(io)?;
-        let excl = if exclusive {
-            let x = open_rw(&self.dir.join("exclusive"))?;
-            if !try_lock(&x, libc::F_WRLCK).map_err(io)? {
-                return Err(Error::ExclusiveDenied(
-                    "another exclusive holder appeared".into(),
-                ));
-            }
-            Some(x)
-        } else {
-            None
-        };
-        self.take(i as u32, exclusive, excl)
-    }
-
-    fn take(&self, slot: u32, exclusive: bool, excl: Option<File>) -> Result<SeatGuard> {
-        let path = self.slot_path(slot);
-        let f = open_rw(&path)?;
-        let ltype = if exclusive {
-            libc::F_WRLCK
-        } else {
-            libc::F_RDLCK
-        };
-        if !try_lock(&f, ltype).map_err(|e| Error::io(&path, e))? {
-            return Err(Error::Internal(format!(
-                "slot {slot} was taken under the claim lock"
-            )));
         }
-        Ok(SeatGuard {
-            slot,
-            _slot_file: f,
-            _exclusive: excl,
+        Err(Error::NoSeat {
+            quantity: self.quantity,
         })
     }
 
-    /// How many slots are held right now, by any process.
-    pub fn in_use(&self) -> Result<u32> {
-        let mut files = self
-            .files
-            .lock()
-            .map_err(|_| Error::Internal("seat pool lock poisoned".into()))?;
-        self.ensure_slots(&mut files)?;
+    fn count_held(&self) -> Result<u32> {
         let mut n = 0;
-        for f in &files.slots {
-            if is_locked(f, libc::F_WRLCK).map_err(|e| Error::io(&self.dir, e))? {
+        for i in 0..self.quantity {
+            let path = self.slot_path(i);
+            let f = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(&path, e)),
+            };
+            if is_locked(&f, libc::F_WRLCK).map_err(|e| Error::io(&path, e))? {
                 n += 1;
             }
         }
         Ok(n)
+    }
+
+    /// How many slots are held right now, by any process.
+    pub fn in_use(&self) -> Result<u32> {
+        self.count_held()
     }
 
     /// The number of seats.

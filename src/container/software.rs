@@ -326,7 +326,24 @@ impl SoftwareContainer {
 
     fn write(&self) -> Result<()> {
         let _lock = WriteLock::take(&self.path)?;
+        self.remove_stale_temporaries();
         write_atomic(&self.path, &self.encode()?, 0o600)
+    }
+
+    /// Removes temporary files that a writer killed mid-write left behind. Called under the
+    /// write lock, so no live writer owns one.
+    fn remove_stale_temporaries(&self) {
+        let (Some(dir), Some(name)) = (self.path.parent(), self.path.file_name()) else {
+            return;
+        };
+        let prefix = format!(".{}.tmp.", name.to_string_lossy());
+        if let Ok(rd) = fs::read_dir(dir) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
     }
 
     /// Re-reads the container from its file under the write lock, applies `change` to the
@@ -340,6 +357,7 @@ impl SoftwareContainer {
         let _lock = WriteLock::take(&self.path)?;
         let mut fresh = Self::load(&self.path, fingerprint)?;
         let r = change(&mut fresh.engine)?;
+        fresh.remove_stale_temporaries();
         write_atomic(&self.path, &fresh.encode()?, 0o600)?;
         *self = fresh;
         Ok(r)

@@ -78,6 +78,14 @@ pub struct Envelope {
     pub signature: [u8; SIG],
 }
 
+fn article(noun: &str) -> &'static str {
+    if noun.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
+}
+
 fn signed_message(kind: Kind, body: &[u8]) -> Vec<u8> {
     let mut m = Vec::with_capacity(16 + 6 + body.len());
     m.extend_from_slice(b"tessera-envelope");
@@ -111,7 +119,12 @@ impl Envelope {
         }
         if bytes[..4] != kind.magic() {
             let detail = match Kind::sniff(bytes) {
-                Some(other) => format!("this is a {}, not a {what}", other.name()),
+                Some(other) => format!(
+                    "this is {} {}, not {} {what}",
+                    article(other.name()),
+                    other.name(),
+                    article(what)
+                ),
                 None => "not a Tessera document (bad magic)".to_string(),
             };
             return Err(Error::malformed(what, detail));

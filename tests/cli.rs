@@ -1,0 +1,808 @@
+//! The command-line tools run as processes: `tessera-vendor` (keys, activation, inspection,
+//! file encryption) and `tessera` (info, activation, list), each with `TESSERA_HOME` in a
+//! temporary directory.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use tessera::client::seats::SeatPool;
+use tessera::container::{Activation, SoftwareContainer};
+use tessera::host::HostIdentity;
+use tessera::license::{Envelope, Kind, License};
+
+const VENDOR: &str = "4242";
+
+/// A working directory with its own `TESSERA_HOME`.
+struct Sandbox {
+    dir: tempfile::TempDir,
+    home: PathBuf,
+}
+
+/// What a run gave back.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    fn ok(self) -> Run {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "expected success\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// Asserts a clean failure: exit code 1, a message with the tool's prefix, no panic.
+    fn fails(self, tool: &str) -> Run {
+        assert_eq!(
+            self.code,
+            Some(1),
+            "expected exit code 1\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        assert!(
+            self.stderr.starts_with(&format!("{tool}: error: ")),
+            "stderr: {}",
+            self.stderr
+        );
+        assert!(!self.stderr.contains("panicked"), "stderr: {}", self.stderr);
+        assert!(
+            !self.stderr.contains("RUST_BACKTRACE"),
+            "stderr: {}",
+            self.stderr
+        );
+        self
+    }
+}
+
+impl Sandbox {
+    fn new() -> Sandbox {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        Sandbox { dir, home }
+    }
+
+    /// A second home in the same directory (another TESSERA_HOME on this machine).
+    fn with_home(&self, name: &str) -> Sandbox {
+        Sandbox {
+            dir: tempfile::tempdir_in(self.dir.path()).unwrap(),
+            home: self.dir.path().join(name),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn run(&self, exe: &str, args: &[&str]) -> Run {
+        let out = Command::new(exe)
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("TESSERA_HOME", &self.home)
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .unwrap();
+        Run::from(out)
+    }
+
+    fn vendor(&self, args: &[&str]) -> Run {
+        self.run(env!("CARGO_BIN_EXE_tessera-vendor"), args)
+    }
+
+    fn tessera(&self, args: &[&str]) -> Run {
+        self.run(env!("CARGO_BIN_EXE_tessera"), args)
+    }
+
+    /// `keygen` into `publisher.key` / `publisher.pub`.
+    fn keygen(&self) -> (PathBuf, PathBuf) {
+        let key = self.path("publisher.key");
+        self.vendor(&[
+            "keygen",
+            "--vendor-id",
+            VENDOR,
+            "--name",
+            "Acme",
+            "--out",
+            key.to_str().unwrap(),
+        ])
+        .ok();
+        (key, self.path("publisher.pub"))
+    }
+
+    /// Request, activate with `extra` license flags, install. Returns the container serial
+    /// and the activation file.
+    fn activate(&self, key: &Path, product: &str, extra: &[&str], tag: &str) -> (String, PathBuf) {
+        let req = self.path(&format!("req-{tag}.bin"));
+        let act = self.path(&format!("act-{tag}.bin"));
+        let r = self
+            .tessera(&[
+                "activate",
+                "request",
+                "--vendor-id",
+                VENDOR,
+                "--out",
+                req.to_str().unwrap(),
+            ])
+            .ok();
+        let serial = field(&r.stdout, "container:");
+        assert!(serial.starts_with("SW-"), "{}", r.stdout);
+        let mut args = vec![
+            "activate",
+            "--key",
+            key.to_str().unwrap(),
+            "--request",
+            req.to_str().unwrap(),
+            "--out",
+            act.to_str().unwrap(),
+            "--product",
+            product,
+        ];
+        args.extend_from_slice(extra);
+        let r = self.vendor(&args).ok();
+        assert!(r.stdout.contains(&serial), "{}", r.stdout);
+        let r = self
+            .tessera(&["activate", "install", act.to_str().unwrap()])
+            .ok();
+        assert_eq!(field(&r.stdout, "container:"), serial);
+        (serial, act)
+    }
+}
+
+/// The value after `label` on the first line that starts with it.
+fn field(text: &str, label: &str) -> String {
+    text.lines()
+        .find_map(|l| l.trim_start().strip_prefix(label))
+        .unwrap_or_else(|| panic!("no `{label}` in:\n{text}"))
+        .trim()
+        .to_string()
+}
+
+fn activation_of(path: &Path) -> Activation {
+    Envelope::parse(Kind::Activation, &fs::read(path).unwrap())
+        .unwrap()
+        .decode()
+        .unwrap()
+}
+
+#[test]
+fn keygen_writes_a_private_key_and_refuses_to_overwrite_it() {
+    let sb = Sandbox::new();
+    let (key, public) = sb.keygen();
+    let mode = fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "key file mode {mode:o}");
+    let before = fs::read(&key).unwrap();
+    let pub_before = fs::read_to_string(&public).unwrap();
+    assert!(
+        pub_before.starts_with("tessera-publisher 4242 "),
+        "{pub_before}"
+    );
+
+    let again = sb
+        .vendor(&[
+            "keygen",
+            "--vendor-id",
+            "1",
+            "--name",
+            "Other",
+            "--out",
+            key.to_str().unwrap(),
+        ])
+        .fails("tessera-vendor");
+    assert!(again.stderr.contains("--force"), "{}", again.stderr);
+    assert_eq!(fs::read(&key).unwrap(), before, "the key was not touched");
+
+    let forced = sb
+        .vendor(&[
+            "keygen",
+            "--vendor-id",
+            "1",
+            "--name",
+            "Other",
+            "--out",
+            key.to_str().unwrap(),
+            "--force",
+        ])
+        .ok();
+    assert!(
+        forced
+            .stdout
+            .contains("static const uint8_t PUBLISHER_KEY[32] = {"),
+        "{}",
+        forced.stdout
+    );
+    assert_ne!(fs::read(&key).unwrap(), before);
+    assert!(
+        fs::read_to_string(&public)
+            .unwrap()
+            .starts_with("tessera-publisher 1 ")
+    );
+
+    // A bare file name (no directory part) in the current directory works too.
+    let demo = sb.vendor(&["keygen", "--demo", "--out", "demo.key"]).ok();
+    assert!(demo.stderr.contains("INSECURE"), "{}", demo.stderr);
+    assert!(sb.path("demo.key").exists() && sb.path("demo.pub").exists());
+    let mode = fs::metadata(sb.path("demo.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn full_flow_lists_the_product_and_a_second_activation_keeps_the_first() {
+    let sb = Sandbox::new();
+    let (key, public) = sb.keygen();
+    let (serial, act1) = sb.activate(
+        &key,
+        "7",
+        &[
+            "--name",
+            "Frobnicator",
+            "--quantity",
+            "3",
+            "--unit",
+            "process",
+        ],
+        "1",
+    );
+
+    let list = sb.tessera(&["list"]).ok();
+    assert_eq!(field(&list.stdout, "serial:"), serial);
+    assert_eq!(field(&list.stdout, "vendor:"), VENDOR);
+    assert!(
+        list.stdout.contains("Frobnicator (vendor 4242, product 7)"),
+        "{}",
+        list.stdout
+    );
+    assert!(list.stdout.contains("3 per process"), "{}", list.stdout);
+    assert!(
+        list.stdout.contains("in use:      0 of 3"),
+        "{}",
+        list.stdout
+    );
+
+    // A seat held by this process shows in the list.
+    let lic1: License = Envelope::parse(Kind::License, &activation_of(&act1).licenses[0])
+        .unwrap()
+        .decode()
+        .unwrap();
+    let pool = SeatPool::open(&sb.home, &lic1.id_hex(), 3, Duration::from_secs(2)).unwrap();
+    let seat = pool.acquire("handle:test", false).unwrap();
+    let list = sb.tessera(&["list"]).ok();
+    assert!(
+        list.stdout.contains("in use:      1 of 3"),
+        "{}",
+        list.stdout
+    );
+    drop(seat);
+
+    // A second activation of another product, installed with the publisher key file: the
+    // same container, both licenses.
+    let req2 = sb.path("req-2.bin");
+    let r = sb
+        .tessera(&[
+            "activate",
+            "request",
+            "--vendor-id",
+            VENDOR,
+            "--out",
+            req2.to_str().unwrap(),
+        ])
+        .ok();
+    assert_eq!(
+        field(&r.stdout, "container:"),
+        serial,
+        "the container is reused"
+    );
+    let act2 = sb.path("act-2.bin");
+    sb.vendor(&[
+        "issue",
+        "--key",
+        key.to_str().unwrap(),
+        "--request",
+        req2.to_str().unwrap(),
+        "--out",
+        act2.to_str().unwrap(),
+        "--product",
+        "0x10",
+        "--expires",
+        "2099-01-01",
+        "--deny-vm",
+    ])
+    .ok();
+    let r = sb
+        .tessera(&[
+            "activate",
+            "install",
+            act2.to_str().unwrap(),
+            "--publisher-key",
+            public.to_str().unwrap(),
+        ])
+        .ok();
+    assert_eq!(field(&r.stdout, "licenses:"), "1 added, 0 replaced");
+
+    let list = sb.tessera(&["list", "--vendor-id", VENDOR]).ok();
+    assert_eq!(field(&list.stdout, "licenses:"), "2");
+    assert!(
+        list.stdout.contains("(vendor 4242, product 7)"),
+        "{}",
+        list.stdout
+    );
+    assert!(
+        list.stdout.contains("Product 16 (vendor 4242, product 16)"),
+        "{}",
+        list.stdout
+    );
+    assert!(
+        list.stdout.contains("2099-01-01 00:00:00 UTC"),
+        "{}",
+        list.stdout
+    );
+    assert!(
+        list.stdout.contains("VMs:         denied"),
+        "{}",
+        list.stdout
+    );
+
+    // Installing the same activation again replaces, not adds.
+    let r = sb
+        .tessera(&["activate", "install", act2.to_str().unwrap()])
+        .ok();
+    assert_eq!(field(&r.stdout, "licenses:"), "0 added, 1 replaced");
+
+    // Another vendor's filter shows nothing.
+    let other = sb.tessera(&["list", "--vendor-id", "1"]).ok();
+    assert!(
+        other.stdout.contains("no software containers"),
+        "{}",
+        other.stdout
+    );
+}
+
+#[test]
+fn a_default_request_file_lands_in_the_current_directory() {
+    let sb = Sandbox::new();
+    let r = sb
+        .tessera(&["activate", "request", "--vendor-id", VENDOR])
+        .ok();
+    assert_eq!(field(&r.stdout, "request:"), "tessera-4242-request.bin");
+    assert!(sb.path("tessera-4242-request.bin").is_file());
+}
+
+#[test]
+fn inspect_names_every_kind_and_checks_signatures() {
+    let sb = Sandbox::new();
+    let (key, public) = sb.keygen();
+    let (serial, act) = sb.activate(&key, "3", &[], "1");
+    let doc = activation_of(&act);
+    fs::write(sb.path("license.bin"), &doc.licenses[0]).unwrap();
+    fs::write(sb.path("cert.bin"), &doc.certificate).unwrap();
+    fs::write(sb.path("plain.txt"), b"hello").unwrap();
+    sb.vendor(&[
+        "encrypt-file",
+        "--key",
+        key.to_str().unwrap(),
+        "--product",
+        "3",
+        "plain.txt",
+        "ct.bin",
+    ])
+    .ok();
+    let container = tessera::container::software::list(&sb.home)
+        .pop()
+        .expect("a container file");
+
+    let cases: Vec<(PathBuf, &str)> = vec![
+        (sb.path("license.bin"), "license"),
+        (sb.path("req-1.bin"), "activation request"),
+        (act.clone(), "activation"),
+        (sb.path("cert.bin"), "container certificate"),
+        (container.clone(), "software container"),
+        (sb.path("ct.bin"), "ciphertext"),
+        (key.clone(), "publisher key (PRIVATE: keep it secret)"),
+        (public.clone(), "publisher public key"),
+    ];
+    for (path, kind) in &cases {
+        let r = sb
+            .vendor(&[
+                "inspect",
+                path.to_str().unwrap(),
+                "--publisher-key",
+                public.to_str().unwrap(),
+            ])
+            .ok();
+        let first = r.stdout.lines().next().unwrap_or_default();
+        assert_eq!(first, format!("{}: {kind}", path.display()), "{}", r.stdout);
+        assert!(!r.stdout.contains("INVALID"), "{}", r.stdout);
+    }
+
+    let r = sb.vendor(&["inspect", act.to_str().unwrap()]).ok();
+    assert!(r.stdout.contains(&serial), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("sealed product secrets: 1"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("(vendor 4242, product 3)"),
+        "{}",
+        r.stdout
+    );
+    let r = sb
+        .vendor(&[
+            "inspect",
+            act.to_str().unwrap(),
+            "--publisher-key",
+            public.to_str().unwrap(),
+        ])
+        .ok();
+    assert!(r.stdout.contains("signature:   valid"), "{}", r.stdout);
+    let r = sb.vendor(&["inspect", container.to_str().unwrap()]).ok();
+    assert!(r.stdout.contains("opens on this machine"), "{}", r.stdout);
+    assert!(r.stdout.contains(&serial), "{}", r.stdout);
+    assert!(r.stdout.contains("clock high-water"), "{}", r.stdout);
+    let r = sb.vendor(&["inspect", "ct.bin"]).ok();
+    assert_eq!(field(&r.stdout, "mode:"), "derived");
+    assert_eq!(field(&r.stdout, "product:"), "3");
+
+    // Another publisher's key: every signature is INVALID, and the exit code says so.
+    let other = sb.path("other.key");
+    sb.vendor(&[
+        "keygen",
+        "--vendor-id",
+        VENDOR,
+        "--name",
+        "Impostor",
+        "--out",
+        other.to_str().unwrap(),
+    ])
+    .ok();
+    for path in [act.as_path(), &sb.path("license.bin"), &sb.path("cert.bin")] {
+        let r = sb
+            .vendor(&[
+                "inspect",
+                path.to_str().unwrap(),
+                "--publisher-key",
+                sb.path("other.pub").to_str().unwrap(),
+            ])
+            .fails("tessera-vendor");
+        assert!(r.stdout.contains("signature:   INVALID"), "{}", r.stdout);
+        assert!(!r.stdout.contains("signature:   valid"), "{}", r.stdout);
+    }
+}
+
+#[test]
+fn encrypt_and_decrypt_round_trip_and_a_flipped_byte_is_tampered() {
+    let sb = Sandbox::new();
+    let (key, _) = sb.keygen();
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    fs::write(sb.path("in.dat"), &data).unwrap();
+    for (mode, flag) in [("derived", None), ("direct", Some("--direct"))] {
+        let mut args = vec![
+            "encrypt-file",
+            "--key",
+            key.to_str().unwrap(),
+            "--product",
+            "9",
+            "in.dat",
+            "ct.bin",
+        ];
+        if let Some(f) = flag {
+            args.insert(1, f);
+        }
+        sb.vendor(&args).ok();
+        let ct = fs::read(sb.path("ct.bin")).unwrap();
+        assert_eq!(ct.len(), data.len() + tessera::cipher::OVERHEAD);
+        assert_ne!(
+            &ct[40..40 + data.len()],
+            &data[..],
+            "the body is not plaintext"
+        );
+        let r = sb.vendor(&["inspect", "ct.bin"]).ok();
+        assert_eq!(field(&r.stdout, "mode:"), mode);
+        sb.vendor(&[
+            "decrypt-file",
+            "--key",
+            key.to_str().unwrap(),
+            "ct.bin",
+            "out.dat",
+        ])
+        .ok();
+        assert_eq!(fs::read(sb.path("out.dat")).unwrap(), data);
+        fs::remove_file(sb.path("out.dat")).unwrap();
+
+        for at in [0usize, 5, 20, 100, ct.len() - 1] {
+            let mut bad = ct.clone();
+            bad[at] ^= 0x01;
+            fs::write(sb.path("bad.bin"), &bad).unwrap();
+            let r = sb
+                .vendor(&[
+                    "decrypt-file",
+                    "--key",
+                    key.to_str().unwrap(),
+                    "bad.bin",
+                    "out.dat",
+                ])
+                .fails("tessera-vendor");
+            assert!(r.stderr.contains("tampered"), "byte {at}: {}", r.stderr);
+            assert!(!sb.path("out.dat").exists(), "nothing written on failure");
+        }
+    }
+
+    // Another publisher's key cannot decrypt.
+    let other = sb.path("other.key");
+    sb.vendor(&[
+        "keygen",
+        "--vendor-id",
+        "77",
+        "--name",
+        "B",
+        "--out",
+        other.to_str().unwrap(),
+    ])
+    .ok();
+    let r = sb
+        .vendor(&[
+            "decrypt-file",
+            "--key",
+            other.to_str().unwrap(),
+            "ct.bin",
+            "out.dat",
+        ])
+        .fails("tessera-vendor");
+    assert!(r.stderr.contains("vendor 4242"), "{}", r.stderr);
+}
+
+#[test]
+fn bad_inputs_fail_cleanly() {
+    let sb = Sandbox::new();
+    let (key, _) = sb.keygen();
+    let (_, act) = sb.activate(&key, "1", &[], "1");
+    let act_bytes = fs::read(&act).unwrap();
+    let req_bytes = fs::read(sb.path("req-1.bin")).unwrap();
+    let ct_ok = {
+        fs::write(sb.path("p"), b"x").unwrap();
+        sb.vendor(&[
+            "encrypt-file",
+            "--key",
+            "publisher.key",
+            "--product",
+            "1",
+            "p",
+            "ct",
+        ])
+        .ok();
+        fs::read(sb.path("ct")).unwrap()
+    };
+    let container = tessera::container::software::list(&sb.home).pop().unwrap();
+    let container_bytes = fs::read(&container).unwrap();
+    let key_bytes = fs::read(&key).unwrap();
+
+    let bad: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", Vec::new()),
+        ("garbage", (0..300u32).map(|i| (i * 7 + 3) as u8).collect()),
+        ("act-truncated", act_bytes[..act_bytes.len() / 2].to_vec()),
+        ("act-header-only", act_bytes[..7].to_vec()),
+        ("req-truncated", req_bytes[..req_bytes.len() - 1].to_vec()),
+        ("ct-truncated", ct_ok[..20].to_vec()),
+        (
+            "container-truncated",
+            container_bytes[..container_bytes.len() - 9].to_vec(),
+        ),
+        ("key-truncated", key_bytes[..10].to_vec()),
+        ("magic-only", b"TSAc".to_vec()),
+    ];
+    for (name, bytes) in &bad {
+        let p = sb.path(name);
+        fs::write(&p, bytes).unwrap();
+        let p = p.to_str().unwrap();
+        sb.vendor(&["inspect", p]).fails("tessera-vendor");
+        sb.tessera(&["activate", "install", p]).fails("tessera");
+        sb.vendor(&[
+            "activate",
+            "--key",
+            "publisher.key",
+            "--request",
+            p,
+            "--out",
+            "x.bin",
+            "--product",
+            "1",
+        ])
+        .fails("tessera-vendor");
+        sb.vendor(&["decrypt-file", "--key", "publisher.key", p, "y.bin"])
+            .fails("tessera-vendor");
+        sb.vendor(&[
+            "activate",
+            "--key",
+            p,
+            "--request",
+            "req-1.bin",
+            "--out",
+            "x.bin",
+            "--product",
+            "1",
+        ])
+        .fails("tessera-vendor");
+        assert!(
+            !sb.path("x.bin").exists() && !sb.path("y.bin").exists(),
+            "{name}"
+        );
+    }
+
+    // Wrong kinds say what they are.
+    let r = sb
+        .tessera(&["activate", "install", "req-1.bin"])
+        .fails("tessera");
+    assert!(
+        r.stderr.contains("this is an activation request")
+            || r.stderr.contains("this is a activation request"),
+        "{}",
+        r.stderr
+    );
+    let r = sb
+        .vendor(&[
+            "activate",
+            "--key",
+            "publisher.key",
+            "--request",
+            act.to_str().unwrap(),
+            "--out",
+            "x.bin",
+            "--product",
+            "1",
+        ])
+        .fails("tessera-vendor");
+    assert!(
+        r.stderr.contains("not an activation request")
+            || r.stderr.contains("not a activation request"),
+        "{}",
+        r.stderr
+    );
+    let r = sb
+        .vendor(&["inspect", "missing.bin"])
+        .fails("tessera-vendor");
+    assert!(r.stderr.contains("missing.bin"), "{}", r.stderr);
+    let r = sb.vendor(&["inspect", "garbage"]).fails("tessera-vendor");
+    assert!(r.stderr.contains("not a Tessera file"), "{}", r.stderr);
+    let r = sb
+        .vendor(&[
+            "activate",
+            "--key",
+            "publisher.key",
+            "--request",
+            "req-1.bin",
+            "--out",
+            "x.bin",
+            "--product",
+            "1",
+            "--expires",
+            "someday",
+        ])
+        .fails("tessera-vendor");
+    assert!(r.stderr.contains("someday"), "{}", r.stderr);
+
+    // Usage errors are clap's: exit code 2.
+    let r = sb.vendor(&["activate", "--key", "publisher.key"]);
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    let r = sb.vendor(&[
+        "activate",
+        "--key",
+        "k",
+        "--request",
+        "r",
+        "--out",
+        "o",
+        "--product",
+        "1",
+        "--unit",
+        "seat",
+    ]);
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    let r = sb.vendor(&[
+        "activate",
+        "--key",
+        "k",
+        "--request",
+        "r",
+        "--out",
+        "o",
+        "--product",
+        "1",
+        "--quantity",
+        "0",
+    ]);
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+
+    // Nothing above disturbed the installed license.
+    let list = sb.tessera(&["list"]).ok();
+    assert_eq!(field(&list.stdout, "licenses:"), "1");
+}
+
+#[test]
+fn an_activation_for_another_home_is_refused_and_changes_nothing() {
+    let a = Sandbox::new();
+    let (key, _) = a.keygen();
+    let (serial_a, _) = a.activate(&key, "1", &["--name", "First"], "a");
+    let container = tessera::container::software::list(&a.home).pop().unwrap();
+    let before = fs::read(&container).unwrap();
+
+    let b = a.with_home("home-b");
+    let (serial_b, act_b) = b.activate(&key, "2", &["--name", "Second"], "b");
+    assert_ne!(serial_a, serial_b);
+
+    let r = a
+        .tessera(&["activate", "install", act_b.to_str().unwrap()])
+        .fails("tessera");
+    assert!(r.stderr.contains(&serial_b), "{}", r.stderr);
+    assert!(r.stderr.contains("binding mismatch"), "{}", r.stderr);
+    assert_eq!(
+        fs::read(&container).unwrap(),
+        before,
+        "container file untouched"
+    );
+
+    let list = a.tessera(&["list"]).ok();
+    assert_eq!(field(&list.stdout, "serial:"), serial_a);
+    assert_eq!(field(&list.stdout, "licenses:"), "1");
+    assert!(
+        list.stdout.contains("First (vendor 4242, product 1)"),
+        "{}",
+        list.stdout
+    );
+    assert!(!list.stdout.contains("Second"), "{}", list.stdout);
+}
+
+#[test]
+fn a_container_of_another_machine_is_listed_as_such() {
+    let sb = Sandbox::new();
+    let other = HostIdentity::simulated("someone-else");
+    let c = SoftwareContainer::create(&sb.home, 4242, &other.fingerprint, tessera::util::now())
+        .unwrap();
+    let list = sb.tessera(&["list"]).ok();
+    assert!(
+        list.stdout.contains(&c.path().display().to_string()),
+        "{}",
+        list.stdout
+    );
+    assert!(
+        list.stdout.contains("bound to another machine"),
+        "{}",
+        list.stdout
+    );
+    let r = sb.vendor(&["inspect", c.path().to_str().unwrap()]).ok();
+    assert!(r.stdout.contains("does not open here"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("bound to another machine"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn info_shows_the_machine_home_and_version() {
+    let sb = Sandbox::new();
+    let r = sb.tessera(&["info"]).ok();
+    assert!(r.stdout.contains("machine:"), "{}", r.stdout);
+    assert!(r.stdout.contains("fingerprint:"), "{}", r.stdout);
+    assert_eq!(field(&r.stdout, "home:"), sb.home.display().to_string());
+    assert_eq!(field(&r.stdout, "version:"), tessera::VERSION);
+}
