@@ -1,0 +1,127 @@
+/*
+ * conformance.c: the C API as a C compiler sees it. Bad arguments, handles and buffers
+ * from real C, with pthreads, built with -Werror and run under AddressSanitizer by
+ * tests/quickstart.rs. Needs TESSERA_HOME with the demo publisher's product 1 activated.
+ * Exits 0 when every check passes; prints each failed check.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tessera.h"
+
+static const uint8_t DEMO_KEY[TESSERA_PUBLISHER_KEY_LEN] = {
+    0x3b, 0x9a, 0x9c, 0x54, 0x9e, 0xc7, 0x59, 0xd5, 0x34, 0x40, 0x96, 0xd0, 0xea, 0xa5, 0xe7, 0xe7,
+    0xfe, 0x34, 0x97, 0x5e, 0x17, 0x7c, 0x58, 0x6e, 0x78, 0xbd, 0xb7, 0x0b, 0xc2, 0x72, 0x9b, 0x18,
+};
+
+static int failures = 0, checks = 0;
+
+#define EXPECT(cond)                                                                   \
+    do {                                                                               \
+        checks++;                                                                      \
+        if (!(cond)) {                                                                 \
+            failures++;                                                                \
+            printf("FAILED %s:%d: %s (last error: %s)\n", __FILE__, __LINE__, #cond,   \
+                   tessera_last_error());                                              \
+        }                                                                              \
+    } while (0)
+
+static tessera_session open_demo(void) {
+    tessera_open_options o;
+    tessera_session s = 0;
+    EXPECT(tessera_open_options_init(&o) == TESSERA_OK);
+    o.vendor_id = 0x7E55;
+    o.publisher_key = DEMO_KEY;
+    o.publisher_key_len = sizeof DEMO_KEY;
+    EXPECT(tessera_open(&o, &s) == TESSERA_OK);
+    return s;
+}
+
+static void *worker(void *arg) {
+    tessera_session s = *(tessera_session *)arg;
+    uint8_t msg[300], ct[300 + TESSERA_CIPHERTEXT_OVERHEAD], pt[sizeof ct];
+    for (int i = 0; i < 50; i++) {
+        tessera_seat seat = 0;
+        size_t n = 0, m = 0;
+        memset(msg, i, sizeof msg);
+        EXPECT(tessera_acquire(s, 1, 0, 0, &seat) == TESSERA_OK);
+        EXPECT(tessera_encrypt(seat, (uint32_t)(i & 1), msg, sizeof msg, ct, sizeof ct, &n) == TESSERA_OK);
+        EXPECT(tessera_decrypt(seat, 0, ct, n, pt, sizeof pt, &m) == TESSERA_OK);
+        EXPECT(m == sizeof msg && memcmp(pt, msg, m) == 0);
+        EXPECT(tessera_release(seat) == TESSERA_OK);
+    }
+    return NULL;
+}
+
+int main(void) {
+    tessera_open_options o;
+    tessera_session s = 0;
+    tessera_seat seat = 0, other = 0;
+    size_t n = 0;
+    uint8_t buf[256];
+
+    /* Versions and strings. */
+    EXPECT(tessera_abi_version() == TESSERA_ABI_VERSION);
+    EXPECT(strcmp(tessera_version(), TESSERA_VERSION_STRING) == 0);
+    EXPECT(strcmp(tessera_status_str(TESSERA_OK), "ok") == 0);
+    EXPECT(strcmp(tessera_status_str(12345), "unknown status") == 0);
+    EXPECT(tessera_last_error() != NULL);
+
+    /* NULLs and bad options. */
+    EXPECT(tessera_open_options_init(NULL) == TESSERA_E_INVALID_ARGUMENT);
+    EXPECT(tessera_open(NULL, &s) == TESSERA_E_INVALID_ARGUMENT);
+    EXPECT(tessera_open_options_init(&o) == TESSERA_OK);
+    EXPECT(o.struct_size == sizeof o);
+    EXPECT(tessera_open(&o, &s) == TESSERA_E_INVALID_ARGUMENT); /* vendor 0, no key */
+    o.vendor_id = 0x7E55;
+    o.publisher_key = DEMO_KEY;
+    o.publisher_key_len = 31;
+    EXPECT(tessera_open(&o, &s) == TESSERA_E_INVALID_ARGUMENT);
+    EXPECT(s == 0);
+
+    s = open_demo();
+    EXPECT(tessera_acquire(s, 1, 0, 0, NULL) == TESSERA_E_INVALID_ARGUMENT);
+    EXPECT(tessera_acquire(s, 424242, 0, 0, &seat) == TESSERA_E_NO_LICENSE);
+    EXPECT(tessera_acquire(s, 1, 0x100, 0, &seat) == TESSERA_E_FEATURE_MISSING);
+    EXPECT(tessera_acquire(s, 1, 0, 0, &seat) == TESSERA_OK);
+
+    /* Buffers: size query, too small, garbage ciphertext. */
+    EXPECT(tessera_encrypt(seat, TESSERA_CRYPT_DERIVED, (const uint8_t *)"abc", 3, NULL, 0, &n) == TESSERA_E_BUFFER_TOO_SMALL);
+    EXPECT(n == 3 + TESSERA_CIPHERTEXT_OVERHEAD);
+    EXPECT(tessera_encrypt(seat, TESSERA_CRYPT_DIRECT, (const uint8_t *)"abc", 3, buf, 10, &n) == TESSERA_E_BUFFER_TOO_SMALL);
+    EXPECT(tessera_encrypt(seat, 99, (const uint8_t *)"abc", 3, buf, sizeof buf, &n) == TESSERA_E_INVALID_ARGUMENT);
+    EXPECT(tessera_encrypt(seat, 0, NULL, 0, buf, sizeof buf, &n) == TESSERA_OK && n == TESSERA_CIPHERTEXT_OVERHEAD);
+    memset(buf, 0xA5, sizeof buf);
+    EXPECT(tessera_decrypt(seat, 0, buf, sizeof buf, buf, sizeof buf, &n) == TESSERA_E_TAMPERED);
+    EXPECT(tessera_decrypt(seat, 0, buf, 3, buf, sizeof buf, &n) == TESSERA_E_TAMPERED);
+
+    /* Handles: forged, released, wrong kind. */
+    EXPECT(tessera_release(0) == TESSERA_E_INVALID_HANDLE);
+    EXPECT(tessera_release(seat + 1) == TESSERA_E_INVALID_HANDLE);
+    EXPECT(tessera_close(seat) == TESSERA_E_INVALID_HANDLE);
+    EXPECT(tessera_acquire(seat, 1, 0, 0, &other) == TESSERA_E_INVALID_HANDLE);
+    tessera_seat_details info;
+    memset(&info, 0, sizeof info);
+    EXPECT(tessera_seat_info(seat, &info) == TESSERA_E_INVALID_ARGUMENT); /* struct_size 0 */
+    info.struct_size = sizeof info;
+    EXPECT(tessera_seat_info(seat, &info) == TESSERA_OK && info.product_code == 1);
+    EXPECT(tessera_release(seat) == TESSERA_OK);
+    EXPECT(tessera_release(seat) == TESSERA_E_INVALID_HANDLE);
+    EXPECT(tessera_seat_info(seat, &info) == TESSERA_E_INVALID_HANDLE);
+
+    /* Threads sharing one session. */
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) pthread_create(&t[i], NULL, worker, &s);
+    for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
+
+    /* Close releases held seats. */
+    EXPECT(tessera_acquire(s, 1, 0, 0, &seat) == TESSERA_OK);
+    EXPECT(tessera_close(s) == TESSERA_OK);
+    EXPECT(tessera_release(seat) == TESSERA_E_INVALID_HANDLE);
+    EXPECT(tessera_close(s) == TESSERA_E_INVALID_HANDLE);
+
+    printf("%d checks, %d failed\n", checks, failures);
+    return failures == 0 ? 0 : 1;
+}

@@ -1,0 +1,125 @@
+//! The C examples and the C conformance test, compiled with the system C compiler
+//! (-Werror, and under AddressSanitizer) against the built libtessera.so, and run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tessera::license::CountingUnit;
+use tessera::publisher::{DEMO_PRODUCT_CODE, PublisherKey};
+
+mod common;
+use common::{activate, cdylib, env_in, root, spec};
+
+/// A lib directory with libtessera.so and its soname link.
+fn libdir(dir: &Path) -> PathBuf {
+    let lib = dir.join("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    std::fs::copy(cdylib(), lib.join("libtessera.so")).unwrap();
+    std::os::unix::fs::symlink("libtessera.so", lib.join("libtessera.so.0")).unwrap();
+    lib
+}
+
+fn compile(src: &str, out: &Path, lib: &Path, extra: &[&str]) {
+    let st = Command::new("cc")
+        .args([
+            "-std=c11",
+            "-Wall",
+            "-Wextra",
+            "-Wpedantic",
+            "-Werror",
+            "-g",
+        ])
+        .args(extra)
+        .arg("-I")
+        .arg(root().join("include"))
+        .arg(root().join(src))
+        .arg("-o")
+        .arg(out)
+        .arg(format!("-L{}", lib.display()))
+        .arg("-ltessera")
+        .arg("-lpthread")
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .output()
+        .expect("cc");
+    assert!(
+        st.status.success(),
+        "compiling {src} failed:\n{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+}
+
+fn demo_home(dir: &Path) -> PathBuf {
+    let home = dir.join("home");
+    let mut s = spec(DEMO_PRODUCT_CODE, 2, CountingUnit::Process);
+    s.features = 0xFF;
+    activate(&env_in(&home), &PublisherKey::demo(), &[s]);
+    home
+}
+
+fn run(exe: &Path, home: &Path) -> Output {
+    Command::new(exe)
+        .env("TESSERA_HOME", home)
+        .env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+        .output()
+        .expect("run")
+}
+
+#[test]
+fn quickstart_runs_end_to_end_on_an_activated_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = libdir(dir.path());
+    let exe = dir.path().join("quickstart");
+    compile("examples/c/quickstart.c", &exe, &lib, &[]);
+    let home = demo_home(dir.path());
+    let out = run(&exe, &home);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "quickstart failed:\n{text}");
+    for line in [
+        "acquire product 1            ok",
+        "round trip matches: \"Hello from a protected app\"",
+        "round trip matches: \"Keys never leave the container\"",
+        "flipped bit detected: yes",
+        "release again -> invalid handle",
+        "quickstart: all steps succeeded",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn quickstart_says_why_when_there_is_no_license() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = libdir(dir.path());
+    let exe = dir.path().join("quickstart");
+    compile("examples/c/quickstart.c", &exe, &lib, &[]);
+    let out = run(&exe, &dir.path().join("empty-home"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("FAILED: no license (100)"), "{text}");
+}
+
+#[test]
+fn c_conformance_passes_under_address_sanitizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = libdir(dir.path());
+    let home = demo_home(dir.path());
+    for (name, flags) in [
+        ("plain", vec![]),
+        (
+            "asan",
+            vec!["-fsanitize=address", "-fno-omit-frame-pointer"],
+        ),
+    ] {
+        let exe = dir.path().join(format!("conformance-{name}"));
+        compile("tests/c/conformance.c", &exe, &lib, &flags);
+        let out = run(&exe, &home);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "conformance ({name}) failed:\n{text}\n{err}"
+        );
+        assert!(text.contains(", 0 failed"), "{text}");
+        assert!(!err.contains("AddressSanitizer"), "{err}");
+    }
+}
