@@ -13,7 +13,7 @@ all: build
 
 ## build: the library (cdylib, staticlib, rlib) and the binaries, optimized
 build:
-	$(CARGO) build --release --all-targets --quiet
+	$(CARGO) build --release --quiet
 	ln -sf libtessera.so $(REL)/libtessera.so.$(MAJOR)
 
 ## demo: a demo publisher, a software container in a temporary TESSERA_HOME, and the C
@@ -28,8 +28,7 @@ deps:
 ## test: every test suite, after installing what is missing
 test: deps lint
 	$(CARGO) build --all-targets
-	$(CARGO) test --all-targets
-	$(CARGO) test --doc
+	$(CARGO) test
 
 lint:
 	$(CARGO) fmt --check

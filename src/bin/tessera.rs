@@ -8,7 +8,6 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use clap::{Args, Parser, Subcommand};
@@ -198,8 +197,7 @@ fn list(a: ListArgs) -> Result<()> {
         println!("licenses:     {}", lics.len());
         for lic in lics {
             println!("{lic}");
-            let seats = SeatPool::open(home, &lic.id_hex(), lic.quantity, Duration::from_secs(2))
-                .and_then(|pool| pool.in_use());
+            let seats = SeatPool::count_in_use(home, &lic.id_hex(), lic.quantity);
             match seats {
                 Ok(n) => println!("  in use:      {n} of {}", lic.quantity),
                 Err(e) => println!("  in use:      unknown ({e})"),

@@ -128,6 +128,23 @@ impl Drop for ClaimHeld<'_> {
     }
 }
 
+/// How many of the first `quantity` slot files in `dir` are locked by anyone.
+fn count_held_in(dir: &Path, quantity: u32) -> Result<u32> {
+    let mut n = 0;
+    for i in 0..quantity {
+        let path = dir.join(format!("slot-{i:04}"));
+        let f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        if is_locked(&f, libc::F_WRLCK).map_err(|e| Error::io(&path, e))? {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 /// Whether holders of `identity` share a slot (every identity but a handle's).
 fn shareable(identity: &str) -> bool {
     !identity.starts_with("handle:")
@@ -302,24 +319,25 @@ impl SeatPool {
     }
 
     fn count_held(&self) -> Result<u32> {
-        let mut n = 0;
-        for i in 0..self.quantity {
-            let path = self.slot_path(i);
-            let f = match File::open(&path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::io(&path, e)),
-            };
-            if is_locked(&f, libc::F_WRLCK).map_err(|e| Error::io(&path, e))? {
-                n += 1;
-            }
-        }
-        Ok(n)
+        count_held_in(&self.dir, self.quantity)
     }
 
     /// How many slots are held right now, by any process.
     pub fn in_use(&self) -> Result<u32> {
         self.count_held()
+    }
+
+    /// How many seats of license `license_id_hex` are held under `home`, without creating
+    /// anything (for listings): 0 when no seat was ever taken.
+    pub fn count_in_use(home: &Path, license_id_hex: &str, quantity: u32) -> Result<u32> {
+        if license_id_hex.is_empty() || !license_id_hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::InvalidArgument("license id must be hex".into()));
+        }
+        let dir = home.join("seats").join(license_id_hex);
+        if !dir.is_dir() {
+            return Ok(0);
+        }
+        count_held_in(&dir, quantity.min(MAX_LOCAL_SLOTS))
     }
 
     /// The number of seats.

@@ -98,11 +98,15 @@ pub fn default_home() -> PathBuf {
 }
 
 impl Environment {
-    /// This machine, the default state directory and the system clock.
+    /// This machine, the default state directory and the system clock. The host identity
+    /// is read once per process (it does not change while a process runs; reading the
+    /// traits is most of the cost of opening a session).
     pub fn detect() -> Environment {
+        static HOST: std::sync::LazyLock<HostIdentity> =
+            std::sync::LazyLock::new(HostIdentity::detect);
         Environment {
             home: default_home(),
-            host: HostIdentity::detect(),
+            host: HOST.clone(),
             clock: Arc::new(SystemClock),
         }
     }
