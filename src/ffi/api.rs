@@ -151,6 +151,34 @@ fn emit(data: &[u8], out: *mut u8, cap: usize, out_len: *mut usize) -> Result<()
     Ok(())
 }
 
+/// The shape encrypt and decrypt share: check the buffers, answer a size query (the size
+/// `need` gives for the input) with `TESSERA_E_BUFFER_TOO_SMALL`, then run `op` on the seat.
+fn crypt(
+    seat: tessera_seat,
+    (input, input_len): (*const u8, usize),
+    (out, out_cap, out_len): (*mut u8, usize, *mut usize),
+    need: impl FnOnce(&[u8]) -> Result<usize>,
+    op: impl FnOnce(&Seat, &[u8], &mut [u8]) -> Result<usize>,
+) -> Result<()> {
+    check_ptr!(out_len, "out_len");
+    // SAFETY: the C caller promises the buffers are as large as they say.
+    let (inp, buf) = unsafe {
+        (
+            super::input(input, input_len, "input")?,
+            output(out, out_cap, "out")?,
+        )
+    };
+    let need = need(inp)?;
+    if buf.len() < need {
+        put(out_len, need);
+        return Err(Error::BufferTooSmall { needed: need });
+    }
+    let e = SEATS.get(seat)?;
+    let n = op(&e.seat, inp, buf)?;
+    put(out_len, n);
+    Ok(())
+}
+
 /// Fills `options` with the defaults: `struct_size`, all sources, a 5-second timeout, and
 /// zero/NULL for the rest. Returns `TESSERA_E_INVALID_ARGUMENT` when `options` is NULL.
 #[unsafe(no_mangle)]
@@ -432,22 +460,13 @@ pub extern "C" fn tessera_encrypt(
                 )));
             }
         };
-        // SAFETY: the C caller promises the buffers are as large as they say.
-        let (inp, buf) = unsafe {
-            (
-                super::input(input, input_len, "input")?,
-                output(out, out_cap, "out")?,
-            )
-        };
-        let need = cipher::ciphertext_len(inp.len());
-        if buf.len() < need {
-            put(out_len, need);
-            return Err(Error::BufferTooSmall { needed: need });
-        }
-        let e = SEATS.get(seat)?;
-        let n = e.seat.encrypt(mode, inp, buf)?;
-        put(out_len, n);
-        Ok(())
+        crypt(
+            seat,
+            (input, input_len),
+            (out, out_cap, out_len),
+            |inp| Ok(cipher::ciphertext_len(inp.len())),
+            |st, inp, buf| st.encrypt(mode, inp, buf),
+        )
     })
 }
 
@@ -473,23 +492,16 @@ pub extern "C" fn tessera_decrypt(
                 "unknown decrypt flags {flags:#x}"
             )));
         }
-        // SAFETY: the C caller promises the buffers are as large as they say.
-        let (inp, buf) = unsafe {
-            (
-                super::input(input, input_len, "input")?,
-                output(out, out_cap, "out")?,
-            )
-        };
-        cipher::Header::parse(inp)?;
-        let need = cipher::plaintext_len(inp.len());
-        if buf.len() < need {
-            put(out_len, need);
-            return Err(Error::BufferTooSmall { needed: need });
-        }
-        let e = SEATS.get(seat)?;
-        let n = e.seat.decrypt(inp, buf)?;
-        put(out_len, n);
-        Ok(())
+        crypt(
+            seat,
+            (input, input_len),
+            (out, out_cap, out_len),
+            |inp| {
+                cipher::Header::parse(inp)?;
+                Ok(cipher::plaintext_len(inp.len()))
+            },
+            |st, inp, buf| st.decrypt(inp, buf),
+        )
     })
 }
 
