@@ -6,9 +6,11 @@
 //! (`include/tessera.h`); the binaries in `src/bin/` are the end user's (`tessera`) and the
 //! publisher's (`tessera-vendor`) command lines. See `DESIGN.md` for the map of the layers.
 
+pub mod channel;
 pub mod cipher;
 pub mod client;
 pub mod container;
+pub mod dongle;
 pub mod error;
 pub mod ffi;
 pub mod host;

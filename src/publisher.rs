@@ -186,6 +186,7 @@ impl PublisherKey {
             kind: req.kind,
             sign_key: req.sign_key,
             seal_key: req.seal_key,
+            noise_key: req.noise_key,
             issued_at: now,
             expiry: None,
         };

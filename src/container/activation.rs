@@ -24,6 +24,8 @@ pub struct ActivationRequest {
     pub sign_key: [u8; 32],
     /// The container's X25519 public key (product secrets are sealed to it).
     pub seal_key: [u8; 32],
+    /// The container's X25519 Noise static key (a dongle's secure channel authenticates it).
+    pub noise_key: [u8; 32],
     /// Digests of the machine's fingerprint traits (salted with the serial), for the
     /// publisher's records.
     pub fingerprint: Vec<(TraitKind, [u8; 32])>,
@@ -60,6 +62,8 @@ pub struct ContainerCertificate {
     pub sign_key: [u8; 32],
     /// The container's X25519 public key.
     pub seal_key: [u8; 32],
+    /// The container's X25519 Noise static key: the key a dongle proves in its channel.
+    pub noise_key: [u8; 32],
     /// When it was issued.
     pub issued_at: u64,
     /// When it stops being valid, if ever.

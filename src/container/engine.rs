@@ -73,6 +73,8 @@ pub struct EngineState {
     pub sign_seed: [u8; 32],
     /// The container's X25519 secret.
     pub seal_secret: [u8; 32],
+    /// The container's X25519 Noise static secret (secure channel of a dongle).
+    pub noise_secret: [u8; 32],
     /// The publisher key pinned at the first activation.
     pub publisher_key: Option<[u8; 32]>,
     /// The publisher's certificate for this container.
@@ -89,6 +91,7 @@ impl Drop for EngineState {
     fn drop(&mut self) {
         self.sign_seed.zeroize();
         self.seal_secret.zeroize();
+        self.noise_secret.zeroize();
     }
 }
 
@@ -152,6 +155,7 @@ impl Engine {
             vendor_id,
             sign_seed: crate::util::random(),
             seal_secret: crate::util::random(),
+            noise_secret: crate::util::random(),
             publisher_key: None,
             certificate: None,
             licenses: Vec::new(),
@@ -203,6 +207,21 @@ impl Engine {
     /// The container's X25519 public key.
     pub fn seal_key(&self) -> [u8; 32] {
         XPublicKey::from(&self.seal).to_bytes()
+    }
+
+    /// The container's Noise static secret (the secure channel of a dongle).
+    pub fn noise_secret(&self) -> &[u8; 32] {
+        &self.state.noise_secret
+    }
+
+    /// The container's Noise static public key.
+    pub fn noise_key(&self) -> [u8; 32] {
+        XPublicKey::from(&StaticSecret::from(self.state.noise_secret)).to_bytes()
+    }
+
+    /// The publisher certificate installed with the first activation, if any.
+    pub fn certificate(&self) -> Option<&[u8]> {
+        self.state.certificate.as_deref()
     }
 
     /// Signs `msg` with the container key.
@@ -335,6 +354,7 @@ impl Engine {
             kind: self.state.kind,
             sign_key: self.sign_key().to_bytes(),
             seal_key: self.seal_key(),
+            noise_key: self.noise_key(),
             fingerprint: fingerprint.digests(self.state.serial.as_bytes()),
             machine,
             hostname: hostname.to_string(),
@@ -389,6 +409,7 @@ impl Engine {
         if cert.serial != self.state.serial
             || cert.sign_key != self.sign_key().to_bytes()
             || cert.seal_key != self.seal_key()
+            || cert.noise_key != self.noise_key()
         {
             return Err(Error::BindingMismatch(
                 "certificate names another container's keys".into(),

@@ -1,0 +1,5 @@
+//! Dongles: the framing of messages over 64-byte reports and the transports that carry
+//! them (HID through hidapi or the virtual dongle's report socket, mass storage through a
+//! marker file, raw USB through rusb). See `docs/DONGLES.md`.
+
+pub mod framing;
