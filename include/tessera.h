@@ -104,6 +104,26 @@
 #define TESSERA_UNIT_HANDLE 4
 
 /**
+ * Transport: none (not a dongle).
+ */
+#define TESSERA_TRANSPORT_NONE 0
+
+/**
+ * Transport: a dongle in HID mode.
+ */
+#define TESSERA_TRANSPORT_HID 1
+
+/**
+ * Transport: a dongle in mass-storage mode.
+ */
+#define TESSERA_TRANSPORT_MSD 2
+
+/**
+ * Transport: a dongle on raw USB bulk endpoints.
+ */
+#define TESSERA_TRANSPORT_USB 3
+
+/**
  * Container kind: a software container.
  */
 #define TESSERA_CONTAINER_SOFTWARE 1
@@ -316,6 +336,11 @@ typedef struct tessera_seat_details {
    * The container serial, NUL-terminated.
    */
   char container_serial[TESSERA_SERIAL_MAX];
+  /**
+   * How a dongle is attached: `TESSERA_TRANSPORT_*` (`TESSERA_TRANSPORT_NONE` for a
+   * software container).
+   */
+  uint32_t transport;
 } tessera_seat_details;
 
 #ifdef __cplusplus

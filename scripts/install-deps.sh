@@ -11,6 +11,7 @@ have make || need+=(make)
 have nm || need+=(binutils)
 have readelf || need+=(binutils)
 have pkg-config || need+=(pkg-config)
+have fusermount3 || need+=(fuse3)   # the virtual dongle's mass-storage volume
 
 if ((${#need[@]})); then
     echo "install-deps: installing ${need[*]}"

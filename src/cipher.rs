@@ -91,6 +91,19 @@ impl Header {
         h
     }
 
+    /// Parses a bare 40-byte header (no ciphertext after it).
+    pub fn parse_header(h: &[u8]) -> Result<Header> {
+        if h.len() != HEADER_LEN {
+            return Err(Error::InvalidArgument(format!(
+                "a header is {HEADER_LEN} bytes, not {}",
+                h.len()
+            )));
+        }
+        let mut padded = [0u8; OVERHEAD];
+        padded[..HEADER_LEN].copy_from_slice(h);
+        Header::parse(&padded)
+    }
+
     /// Parses the header of a ciphertext. A wrong magic, unknown version or mode, nonzero
     /// reserved bytes or a ciphertext shorter than header plus tag is `Tampered` (or
     /// `UnknownVersion`), never a panic.

@@ -73,6 +73,9 @@ pub enum Error {
         /// The container's high-water mark.
         high_water: u64,
     },
+    /// The dongle is used by several hosts at once and refuses license operations.
+    #[error("dongle shared: {0}")]
+    DongleShared(String),
     /// A signature does not verify against the publisher key.
     #[error("bad signature: {0}")]
     BadSignature(String),
@@ -151,7 +154,7 @@ impl Error {
             Error::Malformed { .. } | Error::UnknownVersion { .. } => 4,
             Error::BindingMismatch(_) | Error::Tampered(_) => 5,
             Error::VmDenied(_) | Error::Expired { .. } | Error::ClockRollback { .. } => 6,
-            Error::ExclusiveDenied(_) | Error::NoSeat { .. } => 7,
+            Error::ExclusiveDenied(_) | Error::NoSeat { .. } | Error::DongleShared(_) => 7,
             _ => 8,
         }
     }

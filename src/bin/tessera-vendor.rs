@@ -47,6 +47,24 @@ enum Command {
     EncryptFile(EncryptArgs),
     /// Decrypt a Tessera ciphertext with the product key it names.
     DecryptFile(DecryptArgs),
+    /// Program a dongle: certify it for this publisher and write a license (and its sealed
+    /// product secret) into it over its secure channel. Licenses it holds are kept.
+    Program(ProgramArgs),
+}
+
+#[derive(Args, Debug)]
+struct ProgramArgs {
+    /// The publisher key file.
+    #[arg(long)]
+    key: PathBuf,
+    /// The dongle: its serial, report socket or volume mount point (default: the only one attached).
+    #[arg(long)]
+    dongle: Option<String>,
+    /// How long to wait for the dongle, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    timeout_ms: u64,
+    #[command(flatten)]
+    spec: SpecArgs,
 }
 
 #[derive(Args, Debug)]
@@ -184,6 +202,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Inspect(a) => inspect(a),
         Command::EncryptFile(a) => encrypt_file(a),
         Command::DecryptFile(a) => decrypt_file(a),
+        Command::Program(a) => program(a),
     }
 }
 
@@ -593,6 +612,22 @@ fn decrypt_file(a: DecryptArgs) -> Result<()> {
         pt.len(),
         header.product_code,
         a.output.display()
+    );
+    Ok(())
+}
+
+fn program(a: ProgramArgs) -> Result<()> {
+    let key = load_key(&a.key)?;
+    let spec = spec_from(&a.spec, util::now())?;
+    let timeout = std::time::Duration::from_millis(a.timeout_ms);
+    let mut conn = tessera::dongle::program::find(a.dongle.as_deref(), timeout)
+        .context("finding the dongle")?;
+    let mode = conn.mode();
+    let done = tessera::dongle::program::program(&key, &mut conn, &[spec])
+        .context("programming the dongle")?;
+    println!(
+        "dongle {} ({mode}) programmed for vendor {}: {} license(s) added, {} replaced",
+        done.serial, key.vendor_id, done.added, done.replaced
     );
     Ok(())
 }

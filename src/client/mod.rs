@@ -2,6 +2,8 @@
 //! activation, and local seat counting across processes ([`seats`]).
 
 mod activation;
+pub mod dongles;
+pub mod hostkey;
 pub mod seats;
 mod session;
 

@@ -15,11 +15,14 @@ use std::time::Duration;
 
 use ed25519_dalek::VerifyingKey;
 
+use super::dongles::{Dongle, DongleContext, unexpected};
 use super::seats::{SeatGuard, SeatPool};
 use crate::cipher::{self, Header, Mode};
 use crate::container::engine::{InstallReport, UseQuery};
+use crate::container::protocol::{Request, Response};
 use crate::container::software::list_for_vendor;
 use crate::container::{ContainerKind, SoftwareContainer};
+use crate::dongle::client::DongleMode;
 use crate::host::HostIdentity;
 use crate::license::{CountingUnit, License};
 use crate::util::{SharedClock, SystemClock};
@@ -138,6 +141,10 @@ struct Inner {
     /// Why containers of this publisher failed to open, reported when nothing else fits.
     load_errors: Mutex<Vec<Error>>,
     pools: Mutex<HashMap<[u8; 16], Arc<SeatPool>>>,
+    dongles: RwLock<Vec<Arc<Dongle>>>,
+    /// Why dongles failed to connect (another publisher's, a forged certificate, ...).
+    dongle_errors: Mutex<Vec<Error>>,
+    last_discovery: Mutex<Option<std::time::Instant>>,
 }
 
 /// An open session.
@@ -218,9 +225,13 @@ impl Session {
                 containers: RwLock::new(Vec::new()),
                 load_errors: Mutex::new(Vec::new()),
                 pools: Mutex::new(HashMap::new()),
+                dongles: RwLock::new(Vec::new()),
+                dongle_errors: Mutex::new(Vec::new()),
+                last_discovery: Mutex::new(Some(std::time::Instant::now())),
             }),
         };
         s.reload()?;
+        s.rediscover_dongles()?;
         Ok(s)
     }
 
@@ -240,6 +251,119 @@ impl Session {
         *i.containers.write().map_err(|_| poisoned())? = loaded;
         *i.load_errors.lock().map_err(|_| poisoned())? = errors;
         Ok(())
+    }
+
+    /// Looks for dongles again (at open, and when an acquire finds nothing in the ones known).
+    pub fn rediscover_dongles(&self) -> Result<()> {
+        let i = &self.inner;
+        if i.opts.sources & sources::DONGLE == 0 {
+            return Ok(());
+        }
+        let (found, mut errors) = match super::hostkey::load_or_create(&i.env.home) {
+            Ok(host_secret) => Dongle::discover_all(&DongleContext {
+                host_secret,
+                host: i.env.host.clone(),
+                publisher: i.opts.publisher_key,
+                vendor_id: i.opts.vendor_id,
+                timeout: i.opts.timeout,
+            }),
+            Err(e) => (Vec::new(), vec![e]),
+        };
+        let mut dongles = i.dongles.write().map_err(|_| poisoned())?;
+        for d in found {
+            if !dongles.iter().any(|k| k.serial == d.serial) {
+                dongles.push(Arc::new(d));
+            }
+        }
+        let mut e = i.dongle_errors.lock().map_err(|_| poisoned())?;
+        e.clear();
+        e.append(&mut errors);
+        Ok(())
+    }
+
+    /// Whether enough time passed since the last look for new dongles (at most one look
+    /// every two seconds, so acquires of software licenses stay cheap).
+    fn rediscovery_due(&self) -> bool {
+        let Ok(mut last) = self.inner.last_discovery.lock() else {
+            return false;
+        };
+        let due = last.is_none_or(|t| t.elapsed() >= Duration::from_secs(2));
+        if due {
+            *last = Some(std::time::Instant::now());
+        }
+        due
+    }
+
+    /// The dongles this session knows.
+    pub fn dongles(&self) -> Vec<Arc<Dongle>> {
+        self.inner
+            .dongles
+            .read()
+            .map(|d| d.clone())
+            .unwrap_or_default()
+    }
+
+    /// Tries the dongles for a seat; `None` when none holds the product.
+    fn acquire_from_dongles(
+        &self,
+        product_code: u32,
+        features: u32,
+        exclusive: bool,
+        consider: &mut dyn FnMut(Error),
+    ) -> Result<Option<Seat>> {
+        let i = &self.inner;
+        let now = i.env.clock.now();
+        for d in self.dongles() {
+            match d.is_shared() {
+                Ok(false) => {}
+                Ok(true) => {
+                    consider(Error::DongleShared(format!(
+                        "dongle {} is used by more than one host and is locked out",
+                        d.serial
+                    )));
+                    continue;
+                }
+                Err(e) => {
+                    consider(e);
+                    continue;
+                }
+            }
+            let lics = match d.licenses() {
+                Ok(l) => l,
+                Err(e) => {
+                    consider(e);
+                    continue;
+                }
+            };
+            for lic in lics.into_iter().filter(|l| l.product_code == product_code) {
+                if let Err(e) = check_license(&lic, features, now, &i.env.host.machine) {
+                    consider(e);
+                    continue;
+                }
+                if exclusive && !lic.exclusive_allowed {
+                    consider(Error::ExclusiveDenied(
+                        "the license does not allow exclusive use".into(),
+                    ));
+                    continue;
+                }
+                let pool = self.pool(&lic)?;
+                match pool.acquire(&self.identity(lic.counting_unit), exclusive) {
+                    Ok(guard) => {
+                        return Ok(Some(Seat {
+                            session: self.clone(),
+                            backing: Backing::Dongle(d.clone()),
+                            license: lic,
+                            pool,
+                            guard,
+                            source: SourceKind::Dongle,
+                            exclusive,
+                        }));
+                    }
+                    Err(e) => consider(e),
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// The session's environment.
@@ -291,6 +415,25 @@ impl Session {
             }
         };
         let allowed = i.opts.sources;
+        if allowed & sources::DONGLE != 0 {
+            if let Some(seat) =
+                self.acquire_from_dongles(product_code, features, exclusive, &mut consider)?
+            {
+                return Ok(seat);
+            }
+            if self.rediscovery_due() {
+                // Nothing known holds it: a dongle may have been plugged in since.
+                self.rediscover_dongles()?;
+                if let Some(seat) =
+                    self.acquire_from_dongles(product_code, features, exclusive, &mut consider)?
+                {
+                    return Ok(seat);
+                }
+            }
+            for e in i.dongle_errors.lock().map_err(|_| poisoned())?.iter() {
+                consider(clone_verdict(e));
+            }
+        }
         if allowed & sources::SOFTWARE != 0 {
             let now = i.env.clock.now();
             let query = UseQuery {
@@ -322,8 +465,7 @@ impl Session {
                         Ok(guard) => {
                             return Ok(Seat {
                                 session: self.clone(),
-                                container: c.clone(),
-                                index: idx,
+                                backing: Backing::Software(c.clone(), idx),
                                 license: lic,
                                 pool,
                                 guard,
@@ -381,6 +523,14 @@ fn clone_verdict(e: &Error) -> Error {
     match e {
         Error::BindingMismatch(s) => Error::BindingMismatch(s.clone()),
         Error::Tampered(s) => Error::Tampered(s.clone()),
+        Error::DongleShared(s) => Error::DongleShared(s.clone()),
+        Error::BadSignature(s) => Error::BadSignature(s.clone()),
+        Error::Timeout(s) => Error::Timeout(s.clone()),
+        Error::Expired { expiry } => Error::Expired { expiry: *expiry },
+        Error::WrongVendor { expected, found } => Error::WrongVendor {
+            expected: *expected,
+            found: *found,
+        },
         Error::UnknownVersion {
             what,
             found,
@@ -423,13 +573,49 @@ pub struct SeatInfo {
     pub container_kind: ContainerKind,
     /// Whether this seat is held exclusively.
     pub exclusive: bool,
+    /// How the dongle is attached, for a dongle license.
+    pub dongle_mode: Option<DongleMode>,
+}
+
+/// Where a seat's license is.
+enum Backing {
+    /// A software container and the license's index in it.
+    Software(Arc<Loaded>, usize),
+    /// A dongle.
+    Dongle(Arc<Dongle>),
+}
+
+/// Features, expiry and VM policy of a license the runtime reads from a dongle (the dongle
+/// enforces its own clock on every key operation).
+fn check_license(
+    lic: &License,
+    features: u32,
+    now: u64,
+    machine: &crate::host::MachineKind,
+) -> Result<()> {
+    if features & !lic.features != 0 {
+        return Err(Error::FeatureMissing {
+            requested: features,
+            licensed: lic.features,
+        });
+    }
+    if let Some(expiry) = lic.expiry
+        && now >= expiry
+    {
+        return Err(Error::Expired { expiry });
+    }
+    if lic.vm_policy == crate::license::VmPolicy::Deny
+        && let crate::host::MachineKind::Virtual(h) = machine
+    {
+        return Err(Error::VmDenied(format!("virtual machine ({h})")));
+    }
+    Ok(())
 }
 
 /// A held seat. Dropping it releases the seat.
 pub struct Seat {
     session: Session,
-    container: Arc<Loaded>,
-    index: usize,
+    backing: Backing,
     license: License,
     pool: Arc<SeatPool>,
     guard: SeatGuard,
@@ -441,7 +627,7 @@ impl std::fmt::Debug for Seat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Seat")
             .field("product_code", &self.license.product_code)
-            .field("container", &self.container.serial)
+            .field("container", &self.container_serial())
             .field("slot", &self.guard.slot())
             .finish_non_exhaustive()
     }
@@ -464,8 +650,15 @@ impl Seat {
             expiry: self.license.expiry,
             source: self.source,
             counting_unit: self.license.counting_unit,
-            container_serial: self.container.serial.clone(),
-            container_kind: self.container.kind,
+            container_serial: self.container_serial(),
+            container_kind: match &self.backing {
+                Backing::Software(c, _) => c.kind,
+                Backing::Dongle(_) => ContainerKind::Dongle,
+            },
+            dongle_mode: match &self.backing {
+                Backing::Software(..) => None,
+                Backing::Dongle(d) => Some(d.mode),
+            },
             exclusive: self.exclusive,
         })
     }
@@ -489,16 +682,20 @@ impl Seat {
             return Err(Error::BufferTooSmall { needed: need });
         }
         self.check()?;
-        let c = self.container.container.read().map_err(|_| poisoned())?;
+        let c = match &self.backing {
+            Backing::Dongle(d) => return self.dongle_encrypt(d, mode, plaintext, out),
+            Backing::Software(c, _) => c.container.read().map_err(|_| poisoned())?,
+        };
+        let index = self.software_index();
         match mode {
-            Mode::Direct => c.engine.encrypt_direct(self.index, plaintext, out),
+            Mode::Direct => c.engine.encrypt_direct(index, plaintext, out),
             Mode::Derived => {
                 let header = Header::new(
                     Mode::Derived,
                     self.license.vendor_id,
                     self.license.product_code,
                 );
-                let key = c.engine.message_key(self.index, &header)?;
+                let key = c.engine.message_key(index, &header)?;
                 drop(c);
                 cipher::seal_with_key(&key, &header, plaintext, out)
             }
@@ -514,14 +711,108 @@ impl Seat {
             return Err(Error::BufferTooSmall { needed: need });
         }
         self.check()?;
-        let c = self.container.container.read().map_err(|_| poisoned())?;
+        let c = match &self.backing {
+            Backing::Dongle(d) => return self.dongle_decrypt(d, &header, ct, out),
+            Backing::Software(c, _) => c.container.read().map_err(|_| poisoned())?,
+        };
+        let index = self.software_index();
         match header.mode {
-            Mode::Direct => c.engine.decrypt_direct(self.index, ct, out),
+            Mode::Direct => c.engine.decrypt_direct(index, ct, out),
             Mode::Derived => {
-                let key = c.engine.message_key(self.index, &header)?;
+                let key = c.engine.message_key(index, &header)?;
                 drop(c);
                 cipher::open_with_key(&key, &header, ct, out)
             }
+        }
+    }
+
+    fn software_index(&self) -> usize {
+        match &self.backing {
+            Backing::Software(_, i) => *i,
+            Backing::Dongle(_) => usize::MAX,
+        }
+    }
+
+    fn container_serial(&self) -> String {
+        match &self.backing {
+            Backing::Software(c, _) => c.serial.clone(),
+            Backing::Dongle(d) => d.serial.clone(),
+        }
+    }
+
+    fn dongle_key(&self, d: &Dongle, header: &Header) -> Result<cipher::Key> {
+        match d.call(&Request::DeriveKey {
+            license_id: self.license.license_id,
+            header: header.encode().to_vec(),
+        })? {
+            Response::Key(k) => Ok(zeroize::Zeroizing::new(k)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    fn dongle_encrypt(
+        &self,
+        d: &Dongle,
+        mode: Mode,
+        plaintext: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize> {
+        match mode {
+            Mode::Derived => {
+                let header = Header::new(
+                    Mode::Derived,
+                    self.license.vendor_id,
+                    self.license.product_code,
+                );
+                let key = self.dongle_key(d, &header)?;
+                cipher::seal_with_key(&key, &header, plaintext, out)
+            }
+            Mode::Direct => match d.call(&Request::Encrypt {
+                license_id: self.license.license_id,
+                plaintext: plaintext.to_vec(),
+            })? {
+                Response::Data(ct) if ct.len() <= out.len() => {
+                    out[..ct.len()].copy_from_slice(&ct);
+                    Ok(ct.len())
+                }
+                other => Err(unexpected(&other)),
+            },
+        }
+    }
+
+    fn dongle_decrypt(
+        &self,
+        d: &Dongle,
+        header: &Header,
+        ct: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize> {
+        if header.vendor_id != self.license.vendor_id
+            || header.product_code != self.license.product_code
+        {
+            return Err(Error::NoLicense(format!(
+                "ciphertext is for vendor {} product {}, the seat holds vendor {} product {}",
+                header.vendor_id,
+                header.product_code,
+                self.license.vendor_id,
+                self.license.product_code
+            )));
+        }
+        match header.mode {
+            Mode::Derived => {
+                let key = self.dongle_key(d, header)?;
+                cipher::open_with_key(&key, header, ct, out)
+            }
+            Mode::Direct => match d.call(&Request::Decrypt {
+                license_id: self.license.license_id,
+                ciphertext: ct.to_vec(),
+            })? {
+                Response::Data(pt) if pt.len() <= out.len() => {
+                    out[..pt.len()].copy_from_slice(&pt);
+                    Ok(pt.len())
+                }
+                other => Err(unexpected(&other)),
+            },
         }
     }
 

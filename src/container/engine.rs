@@ -13,6 +13,8 @@ use x25519_dalek::{PublicKey as XPublicKey, StaticSecret};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::activation::{Activation, ActivationRequest, ContainerCertificate};
+use super::hosts::{HostTracker, SharePolicy};
+use super::protocol::{Request, Response, error_response};
 use crate::cipher::{self, Header, Key, Mode};
 use crate::host::{Fingerprint, MachineKind};
 use crate::license::{Binding, Envelope, Kind, License, SignedLicense, VmPolicy, envelope};
@@ -123,6 +125,20 @@ pub struct Engine {
     /// Decoded licenses, in the same order as `state.licenses`.
     licenses: Vec<License>,
     rollback: bool,
+    hosts: HostTracker,
+}
+
+/// Who asks, and when: what a container needs besides the request itself.
+#[derive(Clone, Debug)]
+pub struct RequestContext {
+    /// Wall-clock time, seconds since the Unix epoch.
+    pub now: u64,
+    /// A monotonic clock in milliseconds (for the host window).
+    pub now_ms: u64,
+    /// The host's channel key, when the request came over a secure channel.
+    pub host: Option<[u8; 32]>,
+    /// The kind of machine the host says it is.
+    pub machine: MachineKind,
 }
 
 impl fmt::Debug for Engine {
@@ -185,7 +201,193 @@ impl Engine {
             seal: StaticSecret::from(state.seal_secret),
             licenses,
             rollback: false,
+            hosts: HostTracker::new(SharePolicy::default()),
             state,
+        })
+    }
+
+    /// Sets the exclusive-mode policy (window and cooldown).
+    pub fn set_share_policy(&mut self, policy: SharePolicy) {
+        self.hosts = HostTracker::new(policy);
+    }
+
+    /// Records that `host` opened a channel or spoke at `now_ms`.
+    pub fn observe_host(&mut self, host: [u8; 32], now_ms: u64) {
+        self.hosts.observe(host, now_ms);
+    }
+
+    /// Whether the container is locked out as shared at `now_ms`.
+    pub fn is_shared(&self, now_ms: u64) -> bool {
+        self.hosts.is_shared(now_ms)
+    }
+
+    /// The index of the license with `license_id`.
+    pub fn index_of(&self, license_id: &[u8; 16]) -> Option<usize> {
+        self.licenses
+            .iter()
+            .position(|l| l.license_id == *license_id)
+    }
+
+    /// Answers a protocol request. License operations are refused while the container is
+    /// shared by several hosts; a request that changes the state (`Program`, a clock that
+    /// moved) returns `true` in the second place so the caller persists it.
+    pub fn handle(&mut self, req: Request, ctx: &RequestContext) -> (Response, bool) {
+        // Every host that uses the container counts; the publisher's tool programming it
+        // (activation request, program) does not, so a freshly programmed dongle is not
+        // locked out by the programming station.
+        let programming = matches!(req, Request::ActivationRequest | Request::Program { .. });
+        if let Some(h) = ctx.host
+            && !programming
+        {
+            self.hosts.observe(h, ctx.now_ms);
+        }
+        let moved = self.observe_clock(ctx.now);
+        match self.answer(req, ctx) {
+            Ok((r, changed)) => (r, changed || moved),
+            Err(e) => (error_response(&e), moved),
+        }
+    }
+
+    fn licensed(&self, license_id: &[u8; 16], ctx: &RequestContext) -> Result<usize> {
+        if self.hosts.is_shared(ctx.now_ms) {
+            return Err(Error::DongleShared(format!(
+                "{} is used by more than one host; it serves licenses again once one host has had it alone for {} s",
+                self.state.serial,
+                self.hosts.policy().window_ms / 1000
+            )));
+        }
+        let i = self.index_of(license_id).ok_or_else(|| {
+            Error::NoLicense(format!(
+                "{} holds no license {}",
+                self.state.serial,
+                hex::encode(license_id)
+            ))
+        })?;
+        self.check_use(
+            i,
+            &UseQuery {
+                features: 0,
+                now: ctx.now,
+                machine: ctx.machine.clone(),
+            },
+        )?;
+        Ok(i)
+    }
+
+    fn answer(&mut self, req: Request, ctx: &RequestContext) -> Result<(Response, bool)> {
+        let shared = self.hosts.is_shared(ctx.now_ms);
+        let refuse_shared = || {
+            Error::DongleShared(format!(
+                "{} is used by more than one host",
+                self.state.serial
+            ))
+        };
+        Ok(match req {
+            Request::Identify => (
+                Response::Identity {
+                    serial: self.state.serial.clone(),
+                    kind: self.state.kind,
+                    vendor_id: self.state.vendor_id,
+                    sign_key: self.sign_key().to_bytes(),
+                    certificate: self.state.certificate.clone(),
+                    clock_high_water: self.state.clock_high_water,
+                    shared,
+                },
+                false,
+            ),
+            Request::ListLicenses => {
+                if shared {
+                    return Err(refuse_shared());
+                }
+                (
+                    Response::Licenses(
+                        self.state
+                            .licenses
+                            .iter()
+                            .map(|l| l.bytes.clone())
+                            .collect(),
+                    ),
+                    false,
+                )
+            }
+            Request::SeatTicket {
+                license_id,
+                challenge,
+            } => {
+                self.licensed(&license_id, ctx)?;
+                let mut m = b"tessera seat ticket v1".to_vec();
+                m.extend_from_slice(&license_id);
+                m.extend_from_slice(&challenge);
+                m.extend_from_slice(&ctx.host.unwrap_or([0; 32]));
+                m.extend_from_slice(&ctx.now.to_le_bytes());
+                (
+                    Response::Ticket {
+                        signature: self.sign(&m).to_vec(),
+                        now: ctx.now,
+                    },
+                    false,
+                )
+            }
+            Request::DeriveKey { license_id, header } => {
+                let i = self.licensed(&license_id, ctx)?;
+                let h = cipher::Header::parse_header(&header)?;
+                if h.mode != Mode::Derived {
+                    return Err(Error::InvalidArgument(
+                        "derived keys are only for derived-mode headers".into(),
+                    ));
+                }
+                (Response::Key(*self.message_key(i, &h)?), false)
+            }
+            Request::Encrypt {
+                license_id,
+                plaintext,
+            } => {
+                let i = self.licensed(&license_id, ctx)?;
+                let mut out = vec![0u8; cipher::ciphertext_len(plaintext.len())];
+                let n = self.encrypt_direct(i, &plaintext, &mut out)?;
+                out.truncate(n);
+                (Response::Data(out), false)
+            }
+            Request::Decrypt {
+                license_id,
+                ciphertext,
+            } => {
+                let i = self.licensed(&license_id, ctx)?;
+                let mut out = vec![0u8; cipher::plaintext_len(ciphertext.len())];
+                let n = self.decrypt_direct(i, &ciphertext, &mut out)?;
+                out.truncate(n);
+                (Response::Data(out), false)
+            }
+            Request::ActivationRequest => {
+                let req = self.activation_request(
+                    &Fingerprint::default(),
+                    ctx.machine.clone(),
+                    "dongle",
+                    ctx.now,
+                )?;
+                (Response::ActivationRequest(req), false)
+            }
+            Request::Program { activation } => {
+                let r = self.install_activation(&activation, None, ctx.now)?;
+                (
+                    Response::Programmed {
+                        added: r.added as u32,
+                        replaced: r.replaced as u32,
+                    },
+                    true,
+                )
+            }
+            Request::Clock { now } => {
+                let rollback =
+                    now.saturating_add(CLOCK_TOLERANCE_SECS) < self.state.clock_high_water;
+                (
+                    Response::Clock {
+                        high_water: self.state.clock_high_water,
+                        rollback,
+                    },
+                    false,
+                )
+            }
         })
     }
 
@@ -392,9 +594,15 @@ impl Engine {
             ));
         }
         env.verify(&trusted)?;
-        if act.vendor_id != self.state.vendor_id {
+        // A blank dongle takes the vendor of the publisher that programs it first.
+        let vendor_id = if self.state.vendor_id == 0 && self.state.kind == ContainerKind::Dongle {
+            act.vendor_id
+        } else {
+            self.state.vendor_id
+        };
+        if act.vendor_id != vendor_id {
             return Err(Error::WrongVendor {
-                expected: self.state.vendor_id,
+                expected: vendor_id,
                 found: act.vendor_id,
             });
         }
@@ -420,7 +628,7 @@ impl Engine {
         let mut report = InstallReport::default();
         for lb in &act.licenses {
             let s = SignedLicense::verify(lb, &trusted)?;
-            s.check_vendor(self.state.vendor_id)?;
+            s.check_vendor(vendor_id)?;
             let Binding::Container { serial, key } = &s.license.binding;
             if *serial != self.state.serial || *key != self.sign_key().to_bytes() {
                 return Err(Error::BindingMismatch(format!(
@@ -462,6 +670,7 @@ impl Engine {
                 }
             }
         }
+        self.state.vendor_id = vendor_id;
         self.state.licenses = licenses;
         self.licenses = decoded;
         self.state.publisher_key = Some(trusted.to_bytes());

@@ -6,6 +6,8 @@
 
 pub mod activation;
 pub mod engine;
+pub mod hosts;
+pub mod protocol;
 pub mod software;
 
 pub use activation::{Activation, ActivationRequest, ContainerCertificate};

@@ -12,6 +12,7 @@ use super::{boundary, boundary_value, check_ptr, input, last_error_ptr, output};
 use crate::cipher::{self, Mode};
 use crate::client::{Seat, Session, SessionOptions, SourceKind};
 use crate::container::ContainerKind;
+use crate::dongle::client::DongleMode;
 use crate::{Error, Result};
 
 /// The ABI version. It changes only when an existing signature, struct prefix or constant
@@ -56,6 +57,15 @@ pub const TESSERA_UNIT_SESSION: u32 = 2;
 pub const TESSERA_UNIT_PROCESS: u32 = 3;
 /// Counting unit: each acquire.
 pub const TESSERA_UNIT_HANDLE: u32 = 4;
+
+/// Transport: none (not a dongle).
+pub const TESSERA_TRANSPORT_NONE: u32 = 0;
+/// Transport: a dongle in HID mode.
+pub const TESSERA_TRANSPORT_HID: u32 = 1;
+/// Transport: a dongle in mass-storage mode.
+pub const TESSERA_TRANSPORT_MSD: u32 = 2;
+/// Transport: a dongle on raw USB bulk endpoints.
+pub const TESSERA_TRANSPORT_USB: u32 = 3;
 
 /// Container kind: a software container.
 pub const TESSERA_CONTAINER_SOFTWARE: u32 = 1;
@@ -115,6 +125,9 @@ pub struct tessera_seat_details {
     pub flags: u32,
     /// The container serial, NUL-terminated.
     pub container_serial: [c_char; TESSERA_SERIAL_MAX],
+    /// How a dongle is attached: `TESSERA_TRANSPORT_*` (`TESSERA_TRANSPORT_NONE` for a
+    /// software container).
+    pub transport: u32,
 }
 
 struct SessionEntry {
@@ -418,6 +431,12 @@ pub extern "C" fn tessera_seat_info(
                 0
             },
             container_serial: [0; TESSERA_SERIAL_MAX],
+            transport: match i.dongle_mode {
+                None => TESSERA_TRANSPORT_NONE,
+                Some(DongleMode::Hid) => TESSERA_TRANSPORT_HID,
+                Some(DongleMode::Msd) => TESSERA_TRANSPORT_MSD,
+                Some(DongleMode::Usb) => TESSERA_TRANSPORT_USB,
+            },
         };
         for (d, s) in out
             .container_serial

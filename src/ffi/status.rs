@@ -78,6 +78,7 @@ pub fn from_error(e: &Error) -> tessera_status {
         Error::Tampered(_) => TESSERA_E_TAMPERED,
         Error::ClockRollback { .. } => TESSERA_E_CLOCK_ROLLBACK,
         Error::BadSignature(_) => TESSERA_E_BAD_SIGNATURE,
+        Error::DongleShared(_) => TESSERA_E_DONGLE_SHARED,
         Error::WrongVendor { .. } => TESSERA_E_WRONG_VENDOR,
         Error::UnknownVersion { .. } => TESSERA_E_UNKNOWN_VERSION,
         Error::Malformed { .. } => TESSERA_E_MALFORMED,

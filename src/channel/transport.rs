@@ -1,0 +1,137 @@
+//! An established channel: counter-numbered frames sealed with snow's stateless transport.
+
+use snow::StatelessTransportState;
+
+use super::{FRAME_OVERHEAD, MAX_FRAME, MAX_PLAINTEXT};
+use crate::{Error, Result};
+
+const FRAME: &str = "channel frame";
+
+/// One end of an established channel. Frames are `counter u64 LE | ciphertext`; each
+/// direction has its own key and its own counter, which starts at 0 and strictly increases.
+pub struct Channel {
+    transport: StatelessTransportState,
+    /// The counter of the next frame [`Channel::seal`] makes.
+    next_send: u64,
+    /// The counter of the last frame [`Channel::open`] accepted.
+    last_received: Option<u64>,
+    remote_static: [u8; 32],
+    handshake_hash: [u8; 32],
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("remote_static", &hex::encode(self.remote_static))
+            .field("next_send", &self.next_send)
+            .field("last_received", &self.last_received)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Channel {
+    pub(super) fn new(
+        transport: StatelessTransportState,
+        remote_static: [u8; 32],
+        handshake_hash: [u8; 32],
+    ) -> Channel {
+        Channel {
+            transport,
+            next_send: 0,
+            last_received: None,
+            remote_static,
+            handshake_hash,
+        }
+    }
+
+    /// Encrypts a message into a frame: `counter u64 LE | ciphertext`. The plaintext may be
+    /// at most [`MAX_PLAINTEXT`] bytes, so the frame fits [`MAX_FRAME`].
+    pub fn seal(&mut self, plaintext: &[u8]) -> Result<Vec<u8>> {
+        if plaintext.len() > MAX_PLAINTEXT {
+            return Err(Error::InvalidArgument(format!(
+                "a channel message of {} bytes is larger than {MAX_PLAINTEXT}",
+                plaintext.len()
+            )));
+        }
+        let counter = self.next_send;
+        // 2^64-1 is reserved by Noise; a channel never lives that long.
+        if counter == u64::MAX {
+            return Err(Error::Internal(
+                "channel counter exhausted: open a new channel".into(),
+            ));
+        }
+        let mut frame = vec![0u8; FRAME_OVERHEAD + plaintext.len()];
+        frame[..8].copy_from_slice(&counter.to_le_bytes());
+        let n = self
+            .transport
+            .write_message(counter, plaintext, &mut frame[8..])
+            .map_err(|e| Error::Internal(format!("sealing channel frame {counter}: {e}")))?;
+        frame.truncate(8 + n);
+        self.next_send = counter + 1;
+        Ok(frame)
+    }
+
+    /// Decrypts a frame from the peer. Rejects a frame that is truncated (shorter than
+    /// [`FRAME_OVERHEAD`]) or larger than [`MAX_FRAME`] (`Malformed`), whose counter is not
+    /// above the last accepted one (`Tampered`, a replay), or that fails authentication
+    /// (`Tampered`). A rejected frame changes nothing.
+    pub fn open(&mut self, frame: &[u8]) -> Result<Vec<u8>> {
+        if frame.len() < FRAME_OVERHEAD {
+            return Err(Error::malformed(
+                FRAME,
+                format!(
+                    "truncated: {} bytes, at least {FRAME_OVERHEAD} needed",
+                    frame.len()
+                ),
+            ));
+        }
+        if frame.len() > MAX_FRAME {
+            return Err(Error::malformed(
+                FRAME,
+                format!("{} bytes is larger than {MAX_FRAME}", frame.len()),
+            ));
+        }
+        let mut counter_bytes = [0u8; 8];
+        counter_bytes.copy_from_slice(&frame[..8]);
+        let counter = u64::from_le_bytes(counter_bytes);
+        if let Some(last) = self.last_received
+            && counter <= last
+        {
+            return Err(Error::Tampered(format!(
+                "replayed or reordered channel frame: counter {counter} is not above the last \
+                 accepted {last}"
+            )));
+        }
+        if counter == u64::MAX {
+            return Err(Error::Tampered(
+                "channel frame with the reserved counter 2^64-1".into(),
+            ));
+        }
+        let ciphertext = &frame[8..];
+        let mut plaintext = vec![0u8; ciphertext.len() - 16];
+        let n = self
+            .transport
+            .read_message(counter, ciphertext, &mut plaintext)
+            .map_err(|_| {
+                Error::Tampered(format!(
+                    "channel frame {counter} failed authentication (modified, or not from this \
+                     channel's peer)"
+                ))
+            })?;
+        plaintext.truncate(n);
+        self.last_received = Some(counter);
+        Ok(plaintext)
+    }
+
+    /// The peer's static public key (for a dongle: the host's identity; for the runtime: the
+    /// device key its certificate names).
+    pub fn remote_static(&self) -> [u8; 32] {
+        self.remote_static
+    }
+
+    /// The Noise handshake hash: the same on both ends, unique to this channel (channel
+    /// binding).
+    pub fn handshake_hash(&self) -> [u8; 32] {
+        self.handshake_hash
+    }
+}

@@ -1,0 +1,222 @@
+//! The container protocol: the requests a container answers and its responses, the same for
+//! a dongle and a software container. Encoded with postcard behind a version number; over a
+//! dongle they travel inside the secure channel (`src/channel/`).
+
+use serde::{Deserialize, Serialize};
+
+use super::engine::ContainerKind;
+use crate::{Error, Result};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// What the runtime (or the publisher's tool) asks a container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Who are you: serial, kind, certificate, clock, shared or exclusive.
+    Identify,
+    /// The signed licenses the container holds.
+    ListLicenses,
+    /// A signature by the container key over a seat request, proving to a license server
+    /// that the container holding the license takes part.
+    SeatTicket {
+        /// The license.
+        license_id: [u8; 16],
+        /// The server's challenge.
+        challenge: [u8; 32],
+    },
+    /// A derived-mode message key for a ciphertext header.
+    DeriveKey {
+        /// The license whose product secret keys it.
+        license_id: [u8; 16],
+        /// The 40-byte ciphertext header.
+        header: Vec<u8>,
+    },
+    /// Direct mode: encrypt inside the container.
+    Encrypt {
+        /// The license whose product secret keys it.
+        license_id: [u8; 16],
+        /// The plaintext.
+        plaintext: Vec<u8>,
+    },
+    /// Direct mode: decrypt inside the container.
+    Decrypt {
+        /// The license whose product secret keys it.
+        license_id: [u8; 16],
+        /// The ciphertext.
+        ciphertext: Vec<u8>,
+    },
+    /// An activation request for the container (the publisher's tool programs with it).
+    ActivationRequest,
+    /// Installs an activation (certificate, licenses, sealed secrets).
+    Program {
+        /// The signed activation.
+        activation: Vec<u8>,
+    },
+    /// Tells the container the time; it answers with its high-water mark.
+    Clock {
+        /// Seconds since the Unix epoch.
+        now: u64,
+    },
+}
+
+/// What a container answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Answer to `Identify`.
+    Identity {
+        /// Serial.
+        serial: String,
+        /// Kind.
+        kind: ContainerKind,
+        /// The publisher it serves.
+        vendor_id: u32,
+        /// Its Ed25519 public key.
+        sign_key: [u8; 32],
+        /// Its publisher certificate, if programmed.
+        certificate: Option<Vec<u8>>,
+        /// Its clock high-water mark.
+        clock_high_water: u64,
+        /// Whether it is locked out as shared by several hosts.
+        shared: bool,
+    },
+    /// Answer to `ListLicenses`: signed licenses.
+    Licenses(Vec<Vec<u8>>),
+    /// Answer to `SeatTicket`.
+    Ticket {
+        /// Ed25519 signature by the container key.
+        signature: Vec<u8>,
+        /// The container's time.
+        now: u64,
+    },
+    /// Answer to `DeriveKey`.
+    Key([u8; 32]),
+    /// Answer to `Encrypt` / `Decrypt`.
+    Data(Vec<u8>),
+    /// Answer to `ActivationRequest`.
+    ActivationRequest(Vec<u8>),
+    /// Answer to `Program`.
+    Programmed {
+        /// Licenses added.
+        added: u32,
+        /// Licenses replaced.
+        replaced: u32,
+    },
+    /// Answer to `Clock`.
+    Clock {
+        /// The high-water mark.
+        high_water: u64,
+        /// Whether the clock given is behind it beyond the tolerance.
+        rollback: bool,
+    },
+    /// The request failed: a `tessera_status` number and a message.
+    Error {
+        /// The status number.
+        status: u32,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Encodes a request with the protocol version in front.
+pub fn encode_request(r: &Request) -> Result<Vec<u8>> {
+    postcard::to_stdvec(&(PROTOCOL_VERSION, r))
+        .map_err(|e| Error::Internal(format!("encoding request: {e}")))
+}
+
+/// Decodes a request; an unknown version or malformed bytes give a clear error.
+pub fn decode_request(b: &[u8]) -> Result<Request> {
+    decode(b, "container request")
+}
+
+/// Encodes a response with the protocol version in front.
+pub fn encode_response(r: &Response) -> Result<Vec<u8>> {
+    postcard::to_stdvec(&(PROTOCOL_VERSION, r))
+        .map_err(|e| Error::Internal(format!("encoding response: {e}")))
+}
+
+/// Decodes a response.
+pub fn decode_response(b: &[u8]) -> Result<Response> {
+    decode(b, "container response")
+}
+
+fn decode<T: serde::de::DeserializeOwned>(b: &[u8], what: &'static str) -> Result<T> {
+    let (version, rest): (u16, &[u8]) =
+        postcard::take_from_bytes(b).map_err(|e| Error::malformed(what, e.to_string()))?;
+    if version != PROTOCOL_VERSION {
+        return Err(Error::UnknownVersion {
+            what,
+            found: version,
+            supported: PROTOCOL_VERSION,
+        });
+    }
+    let (v, tail) =
+        postcard::take_from_bytes::<T>(rest).map_err(|e| Error::malformed(what, e.to_string()))?;
+    if !tail.is_empty() {
+        return Err(Error::malformed(what, "trailing bytes"));
+    }
+    Ok(v)
+}
+
+/// The response for an error: its status number and message.
+pub fn error_response(e: &Error) -> Response {
+    Response::Error {
+        status: crate::ffi::status::from_error(e) as u32,
+        message: e.to_string(),
+    }
+}
+
+/// The error a response carries, rebuilt on the runtime's side with the same status.
+pub fn response_error(status: u32, message: String) -> Error {
+    use crate::ffi::tessera_status::*;
+    match crate::ffi::status::from_code(status as i64) {
+        Some(TESSERA_E_NO_LICENSE) => Error::NoLicense(message),
+        Some(TESSERA_E_EXPIRED) => Error::Expired { expiry: 0 },
+        Some(TESSERA_E_DONGLE_SHARED) => Error::DongleShared(message),
+        Some(TESSERA_E_BINDING_MISMATCH) => Error::BindingMismatch(message),
+        Some(TESSERA_E_TAMPERED) => Error::Tampered(message),
+        Some(TESSERA_E_CLOCK_ROLLBACK) => Error::ClockRollback {
+            now: 0,
+            high_water: 0,
+        },
+        Some(TESSERA_E_BAD_SIGNATURE) => Error::BadSignature(message),
+        Some(TESSERA_E_WRONG_VENDOR) => Error::NoLicense(message),
+        Some(TESSERA_E_INVALID_ARGUMENT) => Error::InvalidArgument(message),
+        Some(TESSERA_E_UNKNOWN_VERSION) => Error::malformed("container response", message),
+        Some(TESSERA_E_MALFORMED) => Error::malformed("container request", message),
+        _ => Error::Internal(format!("container error {status}: {message}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_other_versions_and_garbage() {
+        let r = Request::Encrypt {
+            license_id: [1; 16],
+            plaintext: vec![1, 2, 3],
+        };
+        assert_eq!(decode_request(&encode_request(&r).unwrap()).unwrap(), r);
+        let mut b = encode_request(&r).unwrap();
+        b[0] = 9;
+        assert!(matches!(
+            decode_request(&b),
+            Err(Error::UnknownVersion { found: 9, .. })
+        ));
+        assert!(decode_request(&[]).is_err());
+        assert!(decode_request(&[1, 200, 7]).is_err());
+        let mut long = encode_request(&Request::Identify).unwrap();
+        long.push(0);
+        assert!(decode_request(&long).is_err());
+        let e = error_response(&Error::DongleShared("x".into()));
+        let Response::Error { status, message } = e else {
+            panic!()
+        };
+        assert!(matches!(
+            response_error(status, message),
+            Error::DongleShared(_)
+        ));
+    }
+}

@@ -1,0 +1,415 @@
+//! Dongles end to end: the virtual dongle (`tessera-dongle`) as a separate process, in HID
+//! mode over its report socket and in mass-storage mode over a FUSE volume; programming by
+//! the publisher's tool; every runtime call on a dongle license; exclusive-mode lockout with
+//! two host identities; unplug and replug; restart; kill -9 while programming.
+//!
+//! The tests share the process-wide dongle directory and the machine's mount table, so they
+//! run one at a time (a global lock).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tessera::Error;
+use tessera::cipher::Mode;
+use tessera::client::{Environment, Session, SessionOptions, SourceKind, sources};
+use tessera::dongle::client::DongleMode;
+use tessera::host::{HostIdentity, Hypervisor, MachineKind};
+use tessera::license::CountingUnit;
+use tessera::publisher::PublisherKey;
+use tessera::util::SystemClock;
+
+mod common;
+use common::spec;
+
+const VENDOR: u32 = 0xD0;
+
+fn serial_lock() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn bin(name: &str) -> PathBuf {
+    common::profile_dir().join(name)
+}
+
+/// Builds the binaries once (cargo test builds them too, but be sure of the dongle).
+fn binaries() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let st = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "--bin", "tessera-dongle"])
+            .current_dir(common::root())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    });
+}
+
+/// A running virtual dongle; stopped (and its volume unmounted) on drop.
+struct VirtualDongle {
+    child: Option<Child>,
+    state: PathBuf,
+    socket: Option<PathBuf>,
+    mount: Option<PathBuf>,
+    window_ms: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Transport {
+    Hid,
+    Msd,
+}
+
+impl VirtualDongle {
+    fn create(dir: &Path) -> PathBuf {
+        binaries();
+        let state = dir.join("dongle.state");
+        let out = Command::new(bin("tessera-dongle"))
+            .args(["create", "--state"])
+            .arg(&state)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        state
+    }
+
+    fn start(state: &Path, dir: &Path, t: Transport, window_ms: u64) -> VirtualDongle {
+        let mut d = VirtualDongle {
+            child: None,
+            state: state.to_path_buf(),
+            socket: (t == Transport::Hid).then(|| dir.join("dongles").join("d.hid")),
+            mount: (t == Transport::Msd).then(|| dir.join("volume")),
+            window_ms,
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(bin("tessera-dongle"));
+        cmd.args(["serve", "--state"])
+            .arg(&self.state)
+            .args([
+                "--share-window-ms",
+                &self.window_ms.to_string(),
+                "--cooldown-ms",
+                "60000",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(s) = &self.socket {
+            std::fs::create_dir_all(s.parent().unwrap()).unwrap();
+            cmd.arg("--socket").arg(s);
+        }
+        if let Some(m) = &self.mount {
+            std::fs::create_dir_all(m).unwrap();
+            cmd.arg("--msd").arg(m);
+        }
+        self.child = Some(cmd.spawn().unwrap());
+        let ready = |d: &VirtualDongle| match (&d.socket, &d.mount) {
+            (Some(s), _) => s.exists(),
+            (_, Some(m)) => m.join("TESSERA.ID").exists(),
+            _ => false,
+        };
+        let start = Instant::now();
+        while !ready(self) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "virtual dongle did not come up"
+            );
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(st)) = c.try_wait()
+            {
+                panic!("virtual dongle exited: {st}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Unplug: SIGTERM and wait (the volume is unmounted, the socket removed).
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: sending a signal to our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(5) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.unmount();
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.unmount();
+    }
+
+    fn unmount(&self) {
+        if let Some(m) = &self.mount {
+            let _ = Command::new("fusermount3")
+                .args(["-u", "-q"])
+                .arg(m)
+                .stderr(Stdio::null())
+                .status();
+        }
+        if let Some(s) = &self.socket {
+            let _ = std::fs::remove_file(s);
+        }
+    }
+}
+
+impl Drop for VirtualDongle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn set_dongle_dir(dir: &Path) {
+    // SAFETY: the dongle tests run one at a time under serial_lock.
+    unsafe { std::env::set_var("TESSERA_DONGLE_DIR", dir.join("dongles")) };
+}
+
+fn env(home: &Path, name: &str) -> Environment {
+    Environment {
+        home: home.to_path_buf(),
+        host: HostIdentity::simulated(name),
+        clock: Arc::new(SystemClock),
+    }
+}
+
+fn session(env: &Environment, key: &PublisherKey) -> Session {
+    let mut o = SessionOptions::new(VENDOR, key.public_key());
+    o.sources = sources::DONGLE;
+    o.timeout = Duration::from_secs(2);
+    Session::open_in(o, env.clone()).unwrap()
+}
+
+fn program(key: &PublisherKey, specs: &[tessera::publisher::LicenseSpec]) -> String {
+    let mut c =
+        tessera::dongle::program::find(None, Duration::from_secs(5)).expect("one dongle attached");
+    let done = tessera::dongle::program::program(key, &mut c, specs).expect("programming");
+    done.serial
+}
+
+fn every_call_works_on_a_dongle_license(t: Transport) {
+    let _l = serial_lock();
+    let dir = tempfile::tempdir().unwrap();
+    set_dongle_dir(dir.path());
+    let state = VirtualDongle::create(dir.path());
+    let _d = VirtualDongle::start(&state, dir.path(), t, 10_000);
+    let key = PublisherKey::generate(VENDOR, "dongle tests");
+    let serial = program(&key, &[spec(1, 2, CountingUnit::Process)]);
+    assert!(serial.starts_with("DG-"));
+
+    let e = env(&dir.path().join("home"), "host A");
+    let s = session(&e, &key);
+    let seat = s.acquire(1, 0x1, false).expect("seat from the dongle");
+    let info = seat.info().unwrap();
+    assert_eq!(info.source, SourceKind::Dongle);
+    assert_eq!(info.container_serial, serial);
+    assert_eq!(
+        info.dongle_mode,
+        Some(if t == Transport::Hid {
+            DongleMode::Hid
+        } else {
+            DongleMode::Msd
+        })
+    );
+    assert_eq!(info.in_use, 1);
+    for mode in [Mode::Derived, Mode::Direct] {
+        for len in [0usize, 10, 3000] {
+            let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut ct = vec![0u8; len + 56];
+            let n = seat.encrypt(mode, &data, &mut ct).unwrap();
+            let mut pt = vec![0u8; len];
+            assert_eq!(seat.decrypt(&ct[..n], &mut pt).unwrap(), len);
+            assert_eq!(pt, data);
+            // Portable: the publisher's tool decrypts what the dongle encrypted.
+            assert_eq!(
+                tessera::cipher::decrypt(&key.product_secret(1), &ct[..n]).unwrap(),
+                data
+            );
+            let mut bad = ct[..n].to_vec();
+            bad[n / 2] ^= 1;
+            assert!(seat.decrypt(&bad, &mut pt).is_err());
+        }
+    }
+    assert!(matches!(s.acquire(2, 0, false), Err(Error::NoLicense(_))));
+    assert!(matches!(
+        s.acquire(1, 0x100, false),
+        Err(Error::FeatureMissing { .. })
+    ));
+    // Another publisher's app finds nothing it trusts on this dongle.
+    let stranger = PublisherKey::generate(VENDOR, "stranger");
+    let s2 = session(&e, &stranger);
+    assert!(s2.acquire(1, 0, false).is_err());
+}
+
+#[test]
+fn every_call_works_on_a_dongle_license_in_hid_mode() {
+    every_call_works_on_a_dongle_license(Transport::Hid);
+}
+
+#[test]
+fn every_call_works_on_a_dongle_license_in_msd_mode() {
+    every_call_works_on_a_dongle_license(Transport::Msd);
+}
+
+fn a_dongle_used_by_two_hosts_is_locked_out(t: Transport) {
+    let _l = serial_lock();
+    let dir = tempfile::tempdir().unwrap();
+    set_dongle_dir(dir.path());
+    let state = VirtualDongle::create(dir.path());
+    let window = 1500;
+    let _d = VirtualDongle::start(&state, dir.path(), t, window);
+    let key = PublisherKey::generate(VENDOR, "dongle tests");
+    program(&key, &[spec(1, 5, CountingUnit::Handle)]);
+    std::thread::sleep(Duration::from_millis(window + 200)); // the programmer's host ages out
+
+    // Two runtimes with different host identities (their own homes, so their own host keys).
+    let a = env(&dir.path().join("home-a"), "host A");
+    let b = env(&dir.path().join("home-b"), "host B");
+    let sa = session(&a, &key);
+    let seat_a = sa.acquire(1, 0, false).expect("A alone is served");
+    let mut buf = vec![0u8; 100];
+    assert!(seat_a.encrypt(Mode::Derived, b"hello", &mut buf).is_ok());
+    let sb = session(&b, &key);
+    let eb = sb.acquire(1, 0, false).unwrap_err();
+    assert!(matches!(eb, Error::DongleShared(_)), "B: {eb}");
+    let ea = seat_a
+        .encrypt(Mode::Derived, b"hello", &mut buf)
+        .unwrap_err();
+    assert!(
+        matches!(ea, Error::DongleShared(_)),
+        "A is refused too: {ea}"
+    );
+    assert_eq!(
+        tessera::ffi::status::from_error(&ea),
+        tessera::ffi::tessera_status::TESSERA_E_DONGLE_SHARED
+    );
+    drop(sb);
+    // B is gone: once A has been alone for a whole window, it is served again.
+    std::thread::sleep(Duration::from_millis(window * 2 + 300));
+    assert!(seat_a.encrypt(Mode::Derived, b"hello", &mut buf).is_ok());
+    // A VM guest keeps off a shared dongle.
+    let mut vm = env(&dir.path().join("home-vm"), "guest");
+    vm.host.machine = MachineKind::Virtual(Hypervisor::Kvm);
+    let svm = session(&vm, &key);
+    let e = svm.acquire(1, 0, false).unwrap_err();
+    assert!(matches!(e, Error::DongleShared(_)), "{e}");
+}
+
+#[test]
+fn a_dongle_used_by_two_hosts_is_locked_out_in_hid_mode() {
+    a_dongle_used_by_two_hosts_is_locked_out(Transport::Hid);
+}
+
+#[test]
+fn a_dongle_used_by_two_hosts_is_locked_out_in_msd_mode() {
+    a_dongle_used_by_two_hosts_is_locked_out(Transport::Msd);
+}
+
+fn unplug_and_replug_mid_session(t: Transport) {
+    let _l = serial_lock();
+    let dir = tempfile::tempdir().unwrap();
+    set_dongle_dir(dir.path());
+    let state = VirtualDongle::create(dir.path());
+    let mut d = VirtualDongle::start(&state, dir.path(), t, 10_000);
+    let key = PublisherKey::generate(VENDOR, "dongle tests");
+    program(&key, &[spec(1, 1, CountingUnit::Process)]);
+    let e = env(&dir.path().join("home"), "host A");
+    let s = session(&e, &key);
+    let seat = s.acquire(1, 0, false).unwrap();
+    let mut buf = vec![0u8; 200];
+    assert!(seat.encrypt(Mode::Direct, b"before", &mut buf).is_ok());
+    d.stop();
+    let start = Instant::now();
+    let err = seat
+        .encrypt(Mode::Direct, b"unplugged", &mut buf)
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Io { .. } | Error::Timeout(_)),
+        "a clear status while unplugged: {err}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(6),
+        "nothing hangs past its timeout"
+    );
+    d.spawn();
+    // Restarted: the licenses are still there, and the next call reconnects.
+    let n = seat
+        .encrypt(Mode::Direct, b"after replug", &mut buf)
+        .expect("reconnected");
+    let mut pt = vec![0u8; 200];
+    let m = seat.decrypt(&buf[..n], &mut pt).unwrap();
+    assert_eq!(&pt[..m], b"after replug");
+    assert_eq!(seat.info().unwrap().in_use, 1, "no seat leaked");
+}
+
+#[test]
+fn unplug_and_replug_mid_session_in_hid_mode() {
+    unplug_and_replug_mid_session(Transport::Hid);
+}
+
+#[test]
+fn unplug_and_replug_mid_session_in_msd_mode() {
+    unplug_and_replug_mid_session(Transport::Msd);
+}
+
+#[test]
+fn kill_9_while_programming_leaves_old_or_new_licenses() {
+    let _l = serial_lock();
+    let dir = tempfile::tempdir().unwrap();
+    set_dongle_dir(dir.path());
+    let state = VirtualDongle::create(dir.path());
+    let mut d = VirtualDongle::start(&state, dir.path(), Transport::Hid, 10_000);
+    let key = PublisherKey::generate(VENDOR, "dongle tests");
+    program(&key, &[spec(1, 1, CountingUnit::Handle)]);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for round in 0..6u64 {
+        // Program more licenses in a loop while the dongle is killed under it.
+        let k = PublisherKey::from_bytes(&key.to_bytes().unwrap()).unwrap();
+        let stop2 = stop.clone();
+        let programmer = std::thread::spawn(move || {
+            let mut product = 100 + round as u32 * 1000;
+            while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Ok(mut c) = tessera::dongle::program::find(None, Duration::from_millis(500))
+                {
+                    let _ = tessera::dongle::program::program(
+                        &k,
+                        &mut c,
+                        &[spec(product, 1, CountingUnit::Handle)],
+                    );
+                    product += 1;
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(200 + round * 53));
+        d.kill9();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        programmer.join().unwrap();
+        stop.store(false, std::sync::atomic::Ordering::SeqCst);
+        let engine = tessera::dongle::device::load_state(&state).expect("the state file is whole");
+        assert!(
+            engine.licenses().iter().any(|l| l.product_code == 1),
+            "round {round}: the first license survives"
+        );
+        d.spawn();
+    }
+    let e = env(&dir.path().join("home"), "host A");
+    assert!(session(&e, &key).acquire(1, 0, false).is_ok());
+}
