@@ -413,3 +413,185 @@ fn kill_9_while_programming_leaves_old_or_new_licenses() {
     let e = env(&dir.path().join("home"), "host A");
     assert!(session(&e, &key).acquire(1, 0, false).is_ok());
 }
+
+#[test]
+fn the_c_quickstart_runs_on_a_dongle_license() {
+    let _l = serial_lock();
+    let dir = tempfile::tempdir().unwrap();
+    set_dongle_dir(dir.path());
+    let state = VirtualDongle::create(dir.path());
+    let _d = VirtualDongle::start(&state, dir.path(), Transport::Msd, 10_000);
+    let demo = PublisherKey::demo();
+    let mut s = spec(
+        tessera::publisher::DEMO_PRODUCT_CODE,
+        2,
+        CountingUnit::Process,
+    );
+    s.features = 0xFF;
+    program(&demo, &[s]);
+    // Build the quickstart against the cdylib and run it with an empty TESSERA_HOME: the
+    // only license is in the dongle.
+    let lib = dir.path().join("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    std::fs::copy(common::cdylib(), lib.join("libtessera.so")).unwrap();
+    std::os::unix::fs::symlink("libtessera.so", lib.join("libtessera.so.0")).unwrap();
+    let exe = dir.path().join("quickstart");
+    let cc = Command::new("cc")
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-I"])
+        .arg(common::root().join("include"))
+        .arg(common::root().join("examples/c/quickstart.c"))
+        .arg("-o")
+        .arg(&exe)
+        .arg(format!("-L{}", lib.display()))
+        .arg("-ltessera")
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .output()
+        .unwrap();
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let out = Command::new(&exe)
+        .env("TESSERA_HOME", dir.path().join("empty-home"))
+        .env("TESSERA_DONGLE_DIR", dir.path().join("dongles"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("dongle, mass-storage mode"), "{text}");
+    assert!(text.contains("quickstart: all steps succeeded"), "{text}");
+}
+
+#[test]
+fn recorded_frames_replayed_to_a_real_dongle_and_back_are_rejected() {
+    use tessera::channel::{ClientHandshake, HostHello, Trust};
+    use tessera::container::protocol::{self, Request};
+    use tessera::dongle::framing::{self, cmd};
+    use tessera::dongle::socket::SocketDevice;
+
+    let _l = serial_lock();
+    let dir = tempfile::tempdir().unwrap();
+    set_dongle_dir(dir.path());
+    let state = VirtualDongle::create(dir.path());
+    let d = VirtualDongle::start(&state, dir.path(), Transport::Hid, 10_000);
+    let key = PublisherKey::generate(VENDOR, "dongle tests");
+    program(&key, &[spec(1, 1, CountingUnit::Handle)]);
+
+    let t = Duration::from_secs(2);
+    let mut dev = SocketDevice::open(d.socket.as_ref().unwrap()).unwrap();
+    let cid = framing::allocate_channel(&mut dev, t).unwrap();
+    let mut hs = ClientHandshake::new(
+        &[7u8; 32],
+        HostHello::new(MachineKind::Physical, "replayer"),
+    )
+    .unwrap();
+    let m1 = hs.message1().unwrap();
+    let m2 = framing::transact(&mut dev, cid, cmd::HANDSHAKE, &m1, t).unwrap();
+    let trust = Trust::Publisher {
+        key: &key.public_key(),
+        vendor_id: VENDOR,
+        now: tessera::util::now(),
+    };
+    let m3 = hs.message3(&m2.payload, trust).unwrap();
+    framing::transact(&mut dev, cid, cmd::HANDSHAKE, &m3, t).unwrap();
+    let (mut channel, _, _) = hs.finish().unwrap();
+
+    // A real exchange, recorded.
+    let request = channel
+        .seal(&protocol::encode_request(&Request::Identify).unwrap())
+        .unwrap();
+    let answer = framing::transact(&mut dev, cid, cmd::MSG, &request, t).unwrap();
+    assert_eq!(answer.cmd, cmd::MSG);
+    assert!(channel.open(&answer.payload).is_ok());
+    // The request replayed to the dongle: refused.
+    let replay = framing::transact(&mut dev, cid, cmd::MSG, &request, t);
+    assert!(
+        !matches!(&replay, Ok(m) if m.cmd == cmd::MSG),
+        "the dongle answered a replayed request: {replay:?}"
+    );
+    // The answer replayed to the runtime: refused.
+    assert!(channel.open(&answer.payload).is_err());
+    // A replayed handshake: message 3 of the old handshake does not open a new channel.
+    let mut dev2 = SocketDevice::open(d.socket.as_ref().unwrap()).unwrap();
+    let cid2 = framing::allocate_channel(&mut dev2, t).unwrap();
+    framing::transact(&mut dev2, cid2, cmd::HANDSHAKE, &m1, t).unwrap();
+    let r = framing::transact(&mut dev2, cid2, cmd::HANDSHAKE, &m3, t);
+    assert!(
+        !matches!(&r, Ok(m) if m.cmd == cmd::HANDSHAKE),
+        "a replayed handshake opened a channel: {r:?}"
+    );
+    // The channel still works for fresh frames.
+    let fresh = channel
+        .seal(&protocol::encode_request(&Request::Identify).unwrap())
+        .unwrap();
+    let ok = framing::transact(&mut dev, cid, cmd::MSG, &fresh, t).unwrap();
+    assert!(channel.open(&ok.payload).is_ok());
+}
+
+/// A dongle that answers INIT but then goes silent in the middle of a message.
+struct Mute {
+    framing: tessera::dongle::framing::DeviceFraming,
+}
+
+impl tessera::dongle::framing::ReportSink for Mute {
+    fn handle_report(
+        &mut self,
+        report: &tessera::dongle::framing::Report,
+        now: Instant,
+    ) -> Vec<tessera::dongle::framing::Report> {
+        let mut out = self.framing.handle(report, now, &mut |m| Some(m));
+        if out.len() > 1 {
+            out.truncate(1); // the first fragment of an answer, then nothing
+        }
+        out
+    }
+}
+
+#[test]
+fn a_dongle_that_stops_answering_mid_message_times_out_cleanly() {
+    use tessera::dongle::framing::{self, cmd};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mute.hid");
+    let sink: Arc<Mutex<dyn tessera::dongle::framing::ReportSink>> = Arc::new(Mutex::new(Mute {
+        framing: framing::DeviceFraming::new(),
+    }));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = {
+        let (p, s, st) = (path.clone(), sink.clone(), stop.clone());
+        std::thread::spawn(move || tessera::dongle::socket::serve(&p, s, st))
+    };
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(start.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut dev = tessera::dongle::socket::SocketDevice::open(&path).unwrap();
+    let t = Duration::from_millis(400);
+    let cid = framing::allocate_channel(&mut dev, t).unwrap();
+    let start = Instant::now();
+    let r = framing::transact(&mut dev, cid, cmd::PING, &[0xAB; 300], t);
+    assert!(r.is_err(), "half an answer is not an answer");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "no hang beyond the timeout"
+    );
+    // The whole runtime path (handshake) fails the same way, within its timeout.
+    let start = Instant::now();
+    let key = PublisherKey::generate(VENDOR, "k");
+    let e = tessera::dongle::client::Connection::connect(
+        &tessera::dongle::client::Endpoint::Socket(path.clone()),
+        &[3u8; 32],
+        tessera::channel::HostHello::new(MachineKind::Physical, "h"),
+        tessera::channel::Trust::Publisher {
+            key: &key.public_key(),
+            vendor_id: VENDOR,
+            now: tessera::util::now(),
+        },
+        t,
+    );
+    assert!(e.is_err());
+    assert!(start.elapsed() < Duration::from_secs(3));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    server.join().unwrap().unwrap();
+}

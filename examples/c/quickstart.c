@@ -98,7 +98,7 @@ int main(void) {
     opts.vendor_id = DEMO_VENDOR_ID;
     opts.publisher_key = PUBLISHER_KEY;
     opts.publisher_key_len = sizeof PUBLISHER_KEY;
-    opts.sources = TESSERA_SOURCE_SOFTWARE;
+    /* opts.sources stays TESSERA_SOURCE_ALL: a dongle first, then a software container. */
     if (!check("open", tessera_open(&opts, &session))) return 1;
 
     if (!check("acquire product 1", tessera_acquire(session, DEMO_PRODUCT_CODE, 0x1, 0, &seat))) {
@@ -114,7 +114,10 @@ int main(void) {
         printf("  product %u of vendor %#x, features %#x\n", info.product_code, info.vendor_id, info.features);
         printf("  %u of %u seat(s) in use, counted per %s\n", info.seats_in_use, info.quantity, unit_name(info.counting_unit));
         printf("  container %s (%s), expires %s\n", info.container_serial,
-               info.container_kind == TESSERA_CONTAINER_SOFTWARE ? "software container" : "dongle",
+               info.container_kind == TESSERA_CONTAINER_SOFTWARE ? "software container"
+               : info.transport == TESSERA_TRANSPORT_HID       ? "dongle, HID mode"
+               : info.transport == TESSERA_TRANSPORT_MSD       ? "dongle, mass-storage mode"
+                                                                 : "dongle, USB",
                info.expiry ? "at a set time" : "never");
     }
 

@@ -173,6 +173,8 @@ fn list(a: ListArgs) -> Result<()> {
         Some(v) => software::list_for_vendor(home, v),
         None => software::list(home),
     };
+    list_dongles(&env, a.vendor_id);
+    println!();
     if paths.is_empty() {
         println!("no software containers under {}", home.display());
         return Ok(());
@@ -205,4 +207,79 @@ fn list(a: ListArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The dongles attached to this machine, as they describe themselves (nothing is trusted:
+/// an app checks the certificate against its own publisher key).
+fn list_dongles(env: &Environment, vendor: Option<u32>) {
+    use tessera::channel::{HostHello, Trust};
+    use tessera::container::protocol::{Request, Response};
+    use tessera::dongle::client::{Connection, discover};
+    use tessera::license::SignedLicense;
+
+    let endpoints = discover();
+    if endpoints.is_empty() {
+        println!("no dongles attached");
+        return;
+    }
+    // This machine's own host key, so that listing does not make the dongle look shared.
+    let host_secret = match client::hostkey::load_or_create(&env.home) {
+        Ok(k) => k,
+        Err(e) => {
+            println!("dongles:      cannot read the host key: {e}");
+            return;
+        }
+    };
+    for ep in endpoints {
+        let hello = HostHello::new(env.host.machine.clone(), env.host.hostname.clone());
+        let timeout = std::time::Duration::from_secs(3);
+        let mut c = match Connection::connect(&ep, &host_secret, hello, Trust::FirstUse, timeout) {
+            Ok(c) => c,
+            Err(e) => {
+                println!("dongle at {ep:?}: does not answer: {e}");
+                continue;
+            }
+        };
+        if vendor.is_some_and(|v| v != c.vendor_id) {
+            continue;
+        }
+        println!("dongle:       {} ({} mode)", c.serial, c.mode());
+        println!(
+            "vendor:       {}",
+            if c.vendor_id == 0 {
+                "none (blank)".to_string()
+            } else {
+                c.vendor_id.to_string()
+            }
+        );
+        if let Ok(Response::Identity {
+            shared,
+            clock_high_water,
+            ..
+        }) = c.call(&Request::Identify)
+        {
+            println!(
+                "exclusive:    {}",
+                if shared {
+                    "NO: used by several hosts, locked out"
+                } else {
+                    "yes"
+                }
+            );
+            println!("clock high-water: {}", format_time(clock_high_water));
+        }
+        match c.call(&Request::ListLicenses) {
+            Ok(Response::Licenses(list)) => {
+                println!("licenses:     {}", list.len());
+                for b in list {
+                    match SignedLicense::parse_unverified(&b) {
+                        Ok(l) => println!("{l}"),
+                        Err(e) => println!("  unreadable license: {e}"),
+                    }
+                }
+            }
+            Ok(_) => println!("licenses:     unexpected answer"),
+            Err(e) => println!("licenses:     {e}"),
+        }
+    }
 }
