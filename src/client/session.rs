@@ -303,6 +303,32 @@ impl Session {
             .unwrap_or_default()
     }
 
+    /// Takes a local seat of `lic` (checked already) in its seat pool.
+    fn take_seat(
+        &self,
+        lic: License,
+        backing: Backing,
+        source: SourceKind,
+        exclusive: bool,
+    ) -> Result<Seat> {
+        if exclusive && !lic.exclusive_allowed {
+            return Err(Error::ExclusiveDenied(
+                "the license does not allow exclusive use".into(),
+            ));
+        }
+        let pool = self.pool(&lic)?;
+        let guard = pool.acquire(&self.identity(lic.counting_unit), exclusive)?;
+        Ok(Seat {
+            session: self.clone(),
+            backing,
+            license: lic,
+            pool,
+            guard,
+            source,
+            exclusive,
+        })
+    }
+
     /// Tries the dongles for a seat; `None` when none holds the product.
     fn acquire_from_dongles(
         &self,
@@ -340,25 +366,13 @@ impl Session {
                     consider(e);
                     continue;
                 }
-                if exclusive && !lic.exclusive_allowed {
-                    consider(Error::ExclusiveDenied(
-                        "the license does not allow exclusive use".into(),
-                    ));
-                    continue;
-                }
-                let pool = self.pool(&lic)?;
-                match pool.acquire(&self.identity(lic.counting_unit), exclusive) {
-                    Ok(guard) => {
-                        return Ok(Some(Seat {
-                            session: self.clone(),
-                            backing: Backing::Dongle(d.clone()),
-                            license: lic,
-                            pool,
-                            guard,
-                            source: SourceKind::Dongle,
-                            exclusive,
-                        }));
-                    }
+                match self.take_seat(
+                    lic,
+                    Backing::Dongle(d.clone()),
+                    SourceKind::Dongle,
+                    exclusive,
+                ) {
+                    Ok(seat) => return Ok(Some(seat)),
                     Err(e) => consider(e),
                 }
             }
@@ -454,25 +468,13 @@ impl Session {
                         consider(e);
                         continue;
                     }
-                    if exclusive && !lic.exclusive_allowed {
-                        consider(Error::ExclusiveDenied(
-                            "the license does not allow exclusive use".into(),
-                        ));
-                        continue;
-                    }
-                    let pool = self.pool(&lic)?;
-                    match pool.acquire(&self.identity(lic.counting_unit), exclusive) {
-                        Ok(guard) => {
-                            return Ok(Seat {
-                                session: self.clone(),
-                                backing: Backing::Software(c.clone(), idx),
-                                license: lic,
-                                pool,
-                                guard,
-                                source: SourceKind::Software,
-                                exclusive,
-                            });
-                        }
+                    match self.take_seat(
+                        lic,
+                        Backing::Software(c.clone(), idx),
+                        SourceKind::Software,
+                        exclusive,
+                    ) {
+                        Ok(seat) => return Ok(seat),
                         Err(e) => consider(e),
                     }
                 }
