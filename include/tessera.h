@@ -180,7 +180,7 @@ typedef enum tessera_status {
   /**
    * The license does not allow virtual machines, and this is one.
    */
-  TESSERA_E_VM_DENIED = 104,
+  TESSERA_E_VM_NOT_ALLOWED = 104,
   /**
    * Exclusive use refused, or another process holds the license exclusively.
    */

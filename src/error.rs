@@ -52,7 +52,7 @@ pub enum Error {
     },
     /// The license forbids virtual machines and this is one.
     #[error("license does not allow virtual machines, and this is a {0}")]
-    VmDenied(String),
+    VmNotAllowed(String),
     /// An exclusive seat was refused (not allowed by the license, or others hold seats), or an
     /// exclusive holder blocks this acquire.
     #[error("exclusive use refused: {0}")]
@@ -153,7 +153,7 @@ impl Error {
             Error::FeatureMissing { .. } => 3,
             Error::Malformed { .. } | Error::UnknownVersion { .. } => 4,
             Error::BindingMismatch(_) | Error::Tampered(_) => 5,
-            Error::VmDenied(_) | Error::Expired { .. } | Error::ClockRollback { .. } => 6,
+            Error::VmNotAllowed(_) | Error::Expired { .. } | Error::ClockRollback { .. } => 6,
             Error::ExclusiveDenied(_) | Error::NoSeat { .. } | Error::DongleShared(_) => 7,
             _ => 8,
         }

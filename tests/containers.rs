@@ -117,7 +117,7 @@ fn vm_policy_deny_refuses_virtual_machines() {
     };
     activate(&vm, &key, &[deny, spec(2, 1, CountingUnit::Station)]);
     let e = session(&vm, &key).acquire(1, 0, false).unwrap_err();
-    assert!(matches!(e, Error::VmDenied(_)), "{e}");
+    assert!(matches!(e, Error::VmNotAllowed(_)), "{e}");
     assert!(session(&vm, &key).acquire(2, 0, false).is_ok());
     let mut physical = vm.clone();
     physical.host.machine = MachineKind::Physical;

@@ -609,7 +609,7 @@ fn check_license(
     if lic.vm_policy == crate::license::VmPolicy::Deny
         && let crate::host::MachineKind::Virtual(h) = machine
     {
-        return Err(Error::VmDenied(format!("virtual machine ({h})")));
+        return Err(Error::VmNotAllowed(format!("virtual machine ({h})")));
     }
     Ok(())
 }

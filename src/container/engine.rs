@@ -495,7 +495,7 @@ impl Engine {
         if lic.vm_policy == VmPolicy::Deny
             && let MachineKind::Virtual(h) = &query.machine
         {
-            return Err(Error::VmDenied(format!("virtual machine ({h})")));
+            return Err(Error::VmNotAllowed(format!("virtual machine ({h})")));
         }
         Ok(lic)
     }

@@ -31,7 +31,7 @@ pub enum tessera_status {
     /// The license lacks requested feature bits.
     TESSERA_E_FEATURE_MISSING = 103,
     /// The license does not allow virtual machines, and this is one.
-    TESSERA_E_VM_DENIED = 104,
+    TESSERA_E_VM_NOT_ALLOWED = 104,
     /// Exclusive use refused, or another process holds the license exclusively.
     TESSERA_E_EXCLUSIVE_DENIED = 105,
     /// A container or activation is bound to another machine or container.
@@ -72,7 +72,7 @@ pub fn from_error(e: &Error) -> tessera_status {
         Error::NoSeat { .. } => TESSERA_E_NO_SEAT,
         Error::Expired { .. } => TESSERA_E_EXPIRED,
         Error::FeatureMissing { .. } => TESSERA_E_FEATURE_MISSING,
-        Error::VmDenied(_) => TESSERA_E_VM_DENIED,
+        Error::VmNotAllowed(_) => TESSERA_E_VM_NOT_ALLOWED,
         Error::ExclusiveDenied(_) => TESSERA_E_EXCLUSIVE_DENIED,
         Error::BindingMismatch(_) => TESSERA_E_BINDING_MISMATCH,
         Error::Tampered(_) => TESSERA_E_TAMPERED,
@@ -101,7 +101,7 @@ pub(crate) fn describe(s: tessera_status) -> &'static CStr {
         TESSERA_E_NO_SEAT => c"no seat available",
         TESSERA_E_EXPIRED => c"license expired",
         TESSERA_E_FEATURE_MISSING => c"feature not licensed",
-        TESSERA_E_VM_DENIED => c"virtual machines not allowed",
+        TESSERA_E_VM_NOT_ALLOWED => c"virtual machines not allowed",
         TESSERA_E_EXCLUSIVE_DENIED => c"exclusive use refused",
         TESSERA_E_BINDING_MISMATCH => c"bound to another machine or container",
         TESSERA_E_TAMPERED => c"tampered",
@@ -131,7 +131,7 @@ pub const ALL: [tessera_status; 23] = {
         TESSERA_E_NO_SEAT,
         TESSERA_E_EXPIRED,
         TESSERA_E_FEATURE_MISSING,
-        TESSERA_E_VM_DENIED,
+        TESSERA_E_VM_NOT_ALLOWED,
         TESSERA_E_EXCLUSIVE_DENIED,
         TESSERA_E_BINDING_MISMATCH,
         TESSERA_E_TAMPERED,
