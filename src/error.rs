@@ -76,6 +76,10 @@ pub enum Error {
     /// The dongle is used by several hosts at once and refuses license operations.
     #[error("dongle shared: {0}")]
     DongleShared(String),
+    /// A network seat's lease could not be kept (the server was lost past the grace period,
+    /// or it no longer knows the seat).
+    #[error("lease lost: {0}")]
+    LeaseLost(String),
     /// A signature does not verify against the publisher key.
     #[error("bad signature: {0}")]
     BadSignature(String),
@@ -154,7 +158,7 @@ impl Error {
             Error::Malformed { .. } | Error::UnknownVersion { .. } => 4,
             Error::BindingMismatch(_) | Error::Tampered(_) => 5,
             Error::VmNotAllowed(_) | Error::Expired { .. } | Error::ClockRollback { .. } => 6,
-            Error::ExclusiveDenied(_) | Error::NoSeat { .. } | Error::DongleShared(_) => 7,
+            Error::ExclusiveDenied(_) | Error::NoSeat { .. } | Error::DongleShared(_) | Error::LeaseLost(_) => 7,
             _ => 8,
         }
     }

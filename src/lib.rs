@@ -15,6 +15,7 @@ pub mod error;
 pub mod ffi;
 pub mod host;
 pub mod license;
+pub mod net;
 pub mod publisher;
 pub mod util;
 

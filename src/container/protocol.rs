@@ -173,6 +173,15 @@ pub fn response_error(status: u32, message: String) -> Error {
         Some(TESSERA_E_NO_LICENSE) => Error::NoLicense(message),
         Some(TESSERA_E_EXPIRED) => Error::Expired { expiry: 0 },
         Some(TESSERA_E_DONGLE_SHARED) => Error::DongleShared(message),
+        Some(TESSERA_E_LEASE_LOST) => Error::LeaseLost(message),
+        Some(TESSERA_E_NO_SEAT) => Error::NoSeat { quantity: 0 },
+        Some(TESSERA_E_FEATURE_MISSING) => Error::FeatureMissing {
+            requested: 0,
+            licensed: 0,
+        },
+        Some(TESSERA_E_VM_NOT_ALLOWED) => Error::VmNotAllowed(message),
+        Some(TESSERA_E_EXCLUSIVE_DENIED) => Error::ExclusiveDenied(message),
+        Some(TESSERA_E_TIMEOUT) => Error::Timeout(message),
         Some(TESSERA_E_BINDING_MISMATCH) => Error::BindingMismatch(message),
         Some(TESSERA_E_TAMPERED) => Error::Tampered(message),
         Some(TESSERA_E_CLOCK_ROLLBACK) => Error::ClockRollback {

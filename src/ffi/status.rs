@@ -50,6 +50,9 @@ pub enum tessera_status {
     TESSERA_E_MALFORMED = 112,
     /// A dongle is used by more than one host at once and is locked out.
     TESSERA_E_DONGLE_SHARED = 113,
+    /// A network seat's lease could not be kept: the server was lost beyond the grace
+    /// period, or no longer knows the seat. Acquire again.
+    TESSERA_E_LEASE_LOST = 114,
     /// An I/O operation failed (file, device, network).
     TESSERA_E_IO = 200,
     /// An operation did not finish within its timeout.
@@ -79,6 +82,7 @@ pub fn from_error(e: &Error) -> tessera_status {
         Error::ClockRollback { .. } => TESSERA_E_CLOCK_ROLLBACK,
         Error::BadSignature(_) => TESSERA_E_BAD_SIGNATURE,
         Error::DongleShared(_) => TESSERA_E_DONGLE_SHARED,
+        Error::LeaseLost(_) => TESSERA_E_LEASE_LOST,
         Error::WrongVendor { .. } => TESSERA_E_WRONG_VENDOR,
         Error::UnknownVersion { .. } => TESSERA_E_UNKNOWN_VERSION,
         Error::Malformed { .. } => TESSERA_E_MALFORMED,
@@ -111,6 +115,7 @@ pub(crate) fn describe(s: tessera_status) -> &'static CStr {
         TESSERA_E_UNKNOWN_VERSION => c"unknown format version",
         TESSERA_E_MALFORMED => c"malformed data",
         TESSERA_E_DONGLE_SHARED => c"dongle shared by several hosts",
+        TESSERA_E_LEASE_LOST => c"lease lost",
         TESSERA_E_IO => c"i/o error",
         TESSERA_E_TIMEOUT => c"timed out",
         TESSERA_E_INTERNAL => c"internal error",
@@ -119,7 +124,7 @@ pub(crate) fn describe(s: tessera_status) -> &'static CStr {
 }
 
 /// Every status, for tests and bindings.
-pub const ALL: [tessera_status; 23] = {
+pub const ALL: [tessera_status; 24] = {
     use tessera_status::*;
     [
         TESSERA_OK,
@@ -141,6 +146,7 @@ pub const ALL: [tessera_status; 23] = {
         TESSERA_E_UNKNOWN_VERSION,
         TESSERA_E_MALFORMED,
         TESSERA_E_DONGLE_SHARED,
+        TESSERA_E_LEASE_LOST,
         TESSERA_E_IO,
         TESSERA_E_TIMEOUT,
         TESSERA_E_INTERNAL,

@@ -30,6 +30,8 @@ pub enum Kind {
     Activation,
     /// A container certificate, signed by the publisher.
     Certificate,
+    /// A container's delegation of its licenses to a license server's key.
+    Delegation,
 }
 
 impl Kind {
@@ -40,6 +42,7 @@ impl Kind {
             Kind::ActivationRequest => *b"TSRq",
             Kind::Activation => *b"TSAc",
             Kind::Certificate => *b"TSCe",
+            Kind::Delegation => *b"TSDl",
         }
     }
 
@@ -50,6 +53,7 @@ impl Kind {
             Kind::ActivationRequest => "activation request",
             Kind::Activation => "activation",
             Kind::Certificate => "container certificate",
+            Kind::Delegation => "delegation",
         }
     }
 
@@ -61,6 +65,7 @@ impl Kind {
             Kind::ActivationRequest,
             Kind::Activation,
             Kind::Certificate,
+            Kind::Delegation,
         ]
         .into_iter()
         .find(|k| k.magic() == m)

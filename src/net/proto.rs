@@ -1,0 +1,418 @@
+//! The wire protocol between a runtime and `tessera-server`: frames, hellos, delegations,
+//! requests and responses. Shared by the client (`src/net/`) and the server (`src/server/`).
+
+use std::io::{Read, Write};
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+use crate::container::ContainerCertificate;
+use crate::host::MachineKind;
+use crate::license::envelope::{self, Envelope, Kind};
+use crate::{Error, Result};
+
+/// The default TCP (license protocol) and UDP (discovery) port.
+pub const DEFAULT_PORT: u16 = 22630;
+/// The wire protocol version.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// The largest frame either side accepts.
+pub const MAX_FRAME: usize = 65_536;
+/// A discovery probe starts with these bytes; the answer with `DISCOVERY_ANSWER`.
+pub const DISCOVERY_PROBE: &[u8; 16] = b"TESSERA-DISCOVER";
+/// The start of a discovery answer, followed by postcard `DiscoveryAnswer`.
+pub const DISCOVERY_ANSWER: &[u8; 16] = b"TESSERA-SERVER-1";
+
+/// What a client says about itself in the handshake.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostInfo {
+    /// Physical or virtual.
+    pub machine: MachineKind,
+    /// Host name.
+    pub hostname: String,
+    /// Digest of the machine's fingerprint traits: one per physical or virtual machine.
+    pub station: [u8; 32],
+    /// The login / terminal-server session id.
+    pub session: String,
+    /// The process id.
+    pub pid: u32,
+}
+
+/// Noise msg 3 payload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientHello {
+    /// Protocol version.
+    pub version: u16,
+    /// The client.
+    pub host: HostInfo,
+}
+
+/// A container's delegation of its licenses to a server key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delegation {
+    /// The publisher.
+    pub vendor_id: u32,
+    /// The container serial.
+    pub serial: String,
+    /// The container's Ed25519 key (the signer).
+    pub container_key: [u8; 32],
+    /// The server's Noise static key.
+    pub server_key: [u8; 32],
+    /// Issued (Unix seconds).
+    pub issued_at: u64,
+    /// Expires (Unix seconds).
+    pub expiry: u64,
+}
+
+/// A certificate and the delegation its container signed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DelegationBundle {
+    /// The publisher-signed container certificate.
+    pub certificate: Vec<u8>,
+    /// The container-signed delegation (envelope kind `Delegation`).
+    pub delegation: Vec<u8>,
+}
+
+/// Noise msg 2 payload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerHello {
+    /// Protocol version.
+    pub version: u16,
+    /// The server's name (for `tessera_seat_info` and logs).
+    pub name: String,
+    /// One bundle per hosted container.
+    pub delegations: Vec<DelegationBundle>,
+}
+
+/// Signs a delegation with the container's key.
+pub fn sign_delegation(d: &Delegation, container_key: &SigningKey) -> Result<Vec<u8>> {
+    envelope::sign(Kind::Delegation, d, container_key)
+}
+
+/// Checks a server's hello against the app's publisher key: at least one bundle must chain
+/// publisher → certificate → delegation → `server_key` (the key the server proved), unexpired
+/// at `now`. Returns the serials of the containers the server may speak for.
+pub fn verify_server(
+    hello: &ServerHello,
+    publisher: &VerifyingKey,
+    vendor_id: u32,
+    server_key: &[u8; 32],
+    now: u64,
+) -> Result<Vec<String>> {
+    let mut ok = Vec::new();
+    let mut why = None;
+    for b in &hello.delegations {
+        match verify_bundle(b, publisher, vendor_id, server_key, now) {
+            Ok(serial) => ok.push(serial),
+            Err(e) => why = Some(e),
+        }
+    }
+    if ok.is_empty() {
+        return Err(Error::Tampered(format!(
+            "server {} holds no delegation from a container of this publisher{}",
+            hello.name,
+            why.map(|e| format!(" ({e})")).unwrap_or_default()
+        )));
+    }
+    Ok(ok)
+}
+
+fn verify_bundle(
+    b: &DelegationBundle,
+    publisher: &VerifyingKey,
+    vendor_id: u32,
+    server_key: &[u8; 32],
+    now: u64,
+) -> Result<String> {
+    let cert: ContainerCertificate = Envelope::open(Kind::Certificate, &b.certificate, publisher)?;
+    if cert.vendor_id != vendor_id {
+        return Err(Error::WrongVendor {
+            expected: vendor_id,
+            found: cert.vendor_id,
+        });
+    }
+    let ck = VerifyingKey::from_bytes(&cert.sign_key)
+        .map_err(|_| Error::BadSignature("certificate names an invalid container key".into()))?;
+    let d: Delegation = Envelope::open(Kind::Delegation, &b.delegation, &ck)?;
+    if d.serial != cert.serial || d.container_key != cert.sign_key || d.vendor_id != vendor_id {
+        return Err(Error::BindingMismatch("delegation and certificate name different containers".into()));
+    }
+    if d.server_key != *server_key {
+        return Err(Error::BindingMismatch("delegation is for another server key".into()));
+    }
+    if now >= d.expiry {
+        return Err(Error::Expired { expiry: d.expiry });
+    }
+    Ok(d.serial)
+}
+
+/// What a client asks a server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NetRequest {
+    /// A seat of a product; idempotent for the same `seat_id`.
+    Acquire {
+        /// Chosen by the client, kept across reconnects.
+        seat_id: [u8; 16],
+        /// The publisher.
+        vendor_id: u32,
+        /// The product.
+        product_code: u32,
+        /// Feature bits needed.
+        features: u32,
+        /// Exclusive use.
+        exclusive: bool,
+    },
+    /// Renews the leases of these seats.
+    Renew {
+        /// The seats.
+        seat_ids: Vec<[u8; 16]>,
+    },
+    /// Releases a seat.
+    Release {
+        /// The seat.
+        seat_id: [u8; 16],
+    },
+    /// A derived-mode message key for a 40-byte header, from the seat's container.
+    DeriveKey {
+        /// The seat.
+        seat_id: [u8; 16],
+        /// The ciphertext header.
+        header: Vec<u8>,
+    },
+    /// Direct-mode encryption in the seat's container.
+    Encrypt {
+        /// The seat.
+        seat_id: [u8; 16],
+        /// The plaintext.
+        plaintext: Vec<u8>,
+    },
+    /// Direct-mode decryption in the seat's container.
+    Decrypt {
+        /// The seat.
+        seat_id: [u8; 16],
+        /// The ciphertext.
+        ciphertext: Vec<u8>,
+    },
+    /// Seats in use of the seat's license.
+    SeatInfo {
+        /// The seat.
+        seat_id: [u8; 16],
+    },
+    /// Liveness.
+    Ping,
+}
+
+/// A granted seat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeatGrant {
+    /// The seat.
+    pub seat_id: [u8; 16],
+    /// The publisher-signed license it is a seat of.
+    pub license: Vec<u8>,
+    /// The serial of the container holding it.
+    pub container_serial: String,
+    /// Lease length in milliseconds.
+    pub lease_ms: u64,
+    /// How often to renew, in milliseconds.
+    pub renew_ms: u64,
+    /// Seats of the license in use (distinct unit keys).
+    pub in_use: u32,
+}
+
+/// What a server answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NetResponse {
+    /// A seat.
+    Granted(SeatGrant),
+    /// Renewed; `lost` are seats the server no longer has.
+    Renewed {
+        /// Seats the server does not know (expired or released).
+        lost: Vec<[u8; 16]>,
+        /// New lease length.
+        lease_ms: u64,
+    },
+    /// Released.
+    Released,
+    /// A message key.
+    Key([u8; 32]),
+    /// Encrypted or decrypted bytes.
+    Data(Vec<u8>),
+    /// Seat counts.
+    Info {
+        /// Seats in use.
+        in_use: u32,
+        /// License quantity.
+        quantity: u32,
+    },
+    /// Liveness.
+    Pong,
+    /// Failure: a `tessera_status` number and a message.
+    Error {
+        /// Status number.
+        status: u32,
+        /// Message.
+        message: String,
+    },
+}
+
+/// What a server says to a discovery probe.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscoveryAnswer {
+    /// The server's name.
+    pub name: String,
+    /// The TCP port of the license protocol.
+    pub port: u16,
+    /// Vendors whose licenses it hosts.
+    pub vendors: Vec<u32>,
+}
+
+/// Encodes a message with the protocol version in front.
+pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    postcard::to_stdvec(&(PROTOCOL_VERSION, v)).map_err(|e| Error::Internal(format!("encoding: {e}")))
+}
+
+/// Decodes a message, checking the version and that nothing trails.
+pub fn decode<T: serde::de::DeserializeOwned>(b: &[u8], what: &'static str) -> Result<T> {
+    let (version, rest): (u16, &[u8]) =
+        postcard::take_from_bytes(b).map_err(|e| Error::malformed(what, e.to_string()))?;
+    if version != PROTOCOL_VERSION {
+        return Err(Error::UnknownVersion {
+            what,
+            found: version,
+            supported: PROTOCOL_VERSION,
+        });
+    }
+    let (v, tail) = postcard::take_from_bytes::<T>(rest).map_err(|e| Error::malformed(what, e.to_string()))?;
+    if !tail.is_empty() {
+        return Err(Error::malformed(what, "trailing bytes"));
+    }
+    Ok(v)
+}
+
+/// Writes one frame (blocking).
+pub fn write_frame(w: &mut impl Write, payload: &[u8]) -> Result<()> {
+    if payload.len() > MAX_FRAME {
+        return Err(Error::InvalidArgument(format!("frame of {} bytes is too large", payload.len())));
+    }
+    let mut buf = Vec::with_capacity(4 + payload.len());
+    buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    buf.extend_from_slice(payload);
+    w.write_all(&buf).map_err(|e| Error::io("server connection", e))
+}
+
+/// Reads one frame (blocking); a length over `MAX_FRAME` is refused before anything is
+/// allocated.
+pub fn read_frame(r: &mut impl Read) -> Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).map_err(map_read_error)?;
+    let n = u32::from_be_bytes(len) as usize;
+    if n > MAX_FRAME {
+        return Err(Error::malformed("frame", format!("length {n} exceeds {MAX_FRAME}")));
+    }
+    let mut buf = vec![0u8; n];
+    r.read_exact(&mut buf).map_err(map_read_error)?;
+    Ok(buf)
+}
+
+fn map_read_error(e: std::io::Error) -> Error {
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            Error::Timeout("the server did not answer in time".into())
+        }
+        _ => Error::io("server connection", e),
+    }
+}
+
+/// The error a response carries, rebuilt on the client with the same status.
+pub fn response_error(status: u32, message: String) -> Error {
+    crate::container::protocol::response_error(status, message)
+}
+
+/// The error response for an error.
+pub fn error_response(e: &Error) -> NetResponse {
+    NetResponse::Error {
+        status: crate::ffi::status::from_error(e) as u32,
+        message: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_refuse_huge_lengths() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, b"hello").unwrap();
+        assert_eq!(read_frame(&mut buf.as_slice()).unwrap(), b"hello");
+        let huge = [0xFF, 0xFF, 0xFF, 0xF0, 1, 2, 3];
+        assert!(matches!(read_frame(&mut huge.as_slice()), Err(Error::Malformed { .. })));
+        assert!(read_frame(&mut [0u8, 0, 0, 9, 1].as_slice()).is_err(), "truncated");
+        assert!(write_frame(&mut Vec::new(), &vec![0; MAX_FRAME + 1]).is_err());
+    }
+
+    #[test]
+    fn messages_round_trip_and_check_versions() {
+        let r = NetRequest::Renew {
+            seat_ids: vec![[1; 16], [2; 16]],
+        };
+        assert_eq!(decode::<NetRequest>(&encode(&r).unwrap(), "request").unwrap(), r);
+        let mut b = encode(&r).unwrap();
+        b[0] = 7;
+        assert!(matches!(
+            decode::<NetRequest>(&b, "request"),
+            Err(Error::UnknownVersion { found: 7, .. })
+        ));
+        assert!(decode::<NetRequest>(&[1, 0, 99, 99], "request").is_err());
+    }
+
+    #[test]
+    fn a_delegation_must_chain_to_the_publisher_and_name_the_server() {
+        use crate::container::ContainerKind;
+        let publisher = SigningKey::from_bytes(&[1; 32]);
+        let container = SigningKey::from_bytes(&[2; 32]);
+        let cert = ContainerCertificate {
+            vendor_id: 5,
+            serial: "SW-1".into(),
+            kind: ContainerKind::Software,
+            sign_key: container.verifying_key().to_bytes(),
+            seal_key: [0; 32],
+            noise_key: [0; 32],
+            issued_at: 0,
+            expiry: None,
+        };
+        let certificate = envelope::sign(Kind::Certificate, &cert, &publisher).unwrap();
+        let d = Delegation {
+            vendor_id: 5,
+            serial: "SW-1".into(),
+            container_key: cert.sign_key,
+            server_key: [9; 32],
+            issued_at: 0,
+            expiry: 2_000,
+        };
+        let hello = |delegation| ServerHello {
+            version: 1,
+            name: "s".into(),
+            delegations: vec![DelegationBundle {
+                certificate: certificate.clone(),
+                delegation,
+            }],
+        };
+        let good = hello(sign_delegation(&d, &container).unwrap());
+        let pk = publisher.verifying_key();
+        assert_eq!(verify_server(&good, &pk, 5, &[9; 32], 1_000).unwrap(), vec!["SW-1"]);
+        let tampered = |r: Result<Vec<String>>| matches!(r, Err(Error::Tampered(_)));
+        assert!(tampered(verify_server(&good, &pk, 5, &[8; 32], 1_000)), "another server key");
+        assert!(tampered(verify_server(&good, &pk, 5, &[9; 32], 3_000)), "expired");
+        assert!(tampered(verify_server(&good, &pk, 6, &[9; 32], 1_000)), "another vendor");
+        let other = SigningKey::from_bytes(&[3; 32]).verifying_key();
+        assert!(tampered(verify_server(&good, &other, 5, &[9; 32], 1_000)), "another publisher");
+        let forged = hello(sign_delegation(&d, &SigningKey::from_bytes(&[4; 32])).unwrap());
+        assert!(tampered(verify_server(&forged, &pk, 5, &[9; 32], 1_000)), "forged delegation");
+        let empty = ServerHello {
+            version: 1,
+            name: "s".into(),
+            delegations: vec![],
+        };
+        assert!(tampered(verify_server(&empty, &pk, 5, &[9; 32], 1_000)));
+    }
+}
