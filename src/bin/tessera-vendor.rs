@@ -412,6 +412,17 @@ fn inspect(a: InspectArgs) -> Result<()> {
                     v.report("activation, publisher key", env.verify(k).is_ok());
                 }
             }
+            Kind::Delegation => {
+                let d: tessera::net::proto::Delegation =
+                    env.decode().with_context(|| format!("reading {name}"))?;
+                println!("  vendor:      {}", d.vendor_id);
+                println!("  container:   {} (key {})", d.serial, hex_prefix(&d.container_key));
+                println!("  server key:  {}", hex_prefix(&d.server_key));
+                println!("  issued:      {}", format_time(d.issued_at));
+                println!("  expires:     {}", format_time(d.expiry));
+                let ok = VerifyingKey::from_bytes(&d.container_key).is_ok_and(|ck| env.verify(&ck).is_ok());
+                v.report("signed by the container key", ok);
+            }
             Kind::Certificate => {
                 let cert: ContainerCertificate =
                     env.decode().with_context(|| format!("reading {name}"))?;
@@ -630,4 +641,8 @@ fn program(a: ProgramArgs) -> Result<()> {
         done.serial, key.vendor_id, done.added, done.replaced
     );
     Ok(())
+}
+
+fn hex_prefix(k: &[u8; 32]) -> String {
+    k.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
