@@ -158,7 +158,10 @@ impl Error {
             Error::Malformed { .. } | Error::UnknownVersion { .. } => 4,
             Error::BindingMismatch(_) | Error::Tampered(_) => 5,
             Error::VmNotAllowed(_) | Error::Expired { .. } | Error::ClockRollback { .. } => 6,
-            Error::ExclusiveDenied(_) | Error::NoSeat { .. } | Error::DongleShared(_) | Error::LeaseLost(_) => 7,
+            Error::ExclusiveDenied(_)
+            | Error::NoSeat { .. }
+            | Error::DongleShared(_)
+            | Error::LeaseLost(_) => 7,
             _ => 8,
         }
     }

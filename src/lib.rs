@@ -17,6 +17,8 @@ pub mod host;
 pub mod license;
 pub mod net;
 pub mod publisher;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod util;
 
 pub use error::{Error, Result};

@@ -416,11 +416,16 @@ fn inspect(a: InspectArgs) -> Result<()> {
                 let d: tessera::net::proto::Delegation =
                     env.decode().with_context(|| format!("reading {name}"))?;
                 println!("  vendor:      {}", d.vendor_id);
-                println!("  container:   {} (key {})", d.serial, hex_prefix(&d.container_key));
+                println!(
+                    "  container:   {} (key {})",
+                    d.serial,
+                    hex_prefix(&d.container_key)
+                );
                 println!("  server key:  {}", hex_prefix(&d.server_key));
                 println!("  issued:      {}", format_time(d.issued_at));
                 println!("  expires:     {}", format_time(d.expiry));
-                let ok = VerifyingKey::from_bytes(&d.container_key).is_ok_and(|ck| env.verify(&ck).is_ok());
+                let ok = VerifyingKey::from_bytes(&d.container_key)
+                    .is_ok_and(|ck| env.verify(&ck).is_ok());
                 v.report("signed by the container key", ok);
             }
             Kind::Certificate => {

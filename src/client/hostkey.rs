@@ -11,7 +11,13 @@ use crate::{Error, Result};
 
 /// Loads the host key from `home`, making it the first time.
 pub fn load_or_create(home: &Path) -> Result<Zeroizing<[u8; 32]>> {
-    let path = home.join("host.key");
+    load_or_create_at(&home.join("host.key"))
+}
+
+/// Loads the X25519 secret in the file `path`, making it (mode 0600) the first time.
+pub fn load_or_create_at(path: &Path) -> Result<Zeroizing<[u8; 32]>> {
+    let path = path.to_path_buf();
+    let home = path.parent().unwrap_or(Path::new("."));
     match std::fs::read(&path) {
         Ok(b) => {
             let b = Zeroizing::new(b);

@@ -377,6 +377,19 @@ impl Engine {
                     true,
                 )
             }
+            Request::Delegate { server_key, expiry } => {
+                if shared {
+                    return Err(refuse_shared());
+                }
+                let (delegation, certificate) = self.delegate(server_key, ctx.now, expiry)?;
+                (
+                    Response::Delegation {
+                        delegation,
+                        certificate,
+                    },
+                    false,
+                )
+            }
             Request::Clock { now } => {
                 let rollback =
                     now.saturating_add(CLOCK_TOLERANCE_SECS) < self.state.clock_high_water;
@@ -389,6 +402,35 @@ impl Engine {
                 )
             }
         })
+    }
+
+    /// Signs a delegation of this container's licenses to the license server whose Noise
+    /// static key is `server_key`, valid until `expiry`. Returns it with the container's
+    /// certificate; a container that was never activated has none to chain to.
+    pub fn delegate(
+        &self,
+        server_key: [u8; 32],
+        now: u64,
+        expiry: u64,
+    ) -> Result<(Vec<u8>, Vec<u8>)> {
+        let certificate = self.state.certificate.clone().ok_or_else(|| {
+            Error::NoLicense(format!(
+                "{} has no publisher certificate to delegate",
+                self.state.serial
+            ))
+        })?;
+        let d = crate::net::proto::Delegation {
+            vendor_id: self.state.vendor_id,
+            serial: self.state.serial.clone(),
+            container_key: self.sign_key().to_bytes(),
+            server_key,
+            issued_at: now,
+            expiry,
+        };
+        Ok((
+            crate::net::proto::sign_delegation(&d, &self.signing)?,
+            certificate,
+        ))
     }
 
     /// The persisted state.

@@ -53,6 +53,13 @@ pub enum Request {
         /// The signed activation.
         activation: Vec<u8>,
     },
+    /// Signs a delegation of the container's licenses to a license server's key.
+    Delegate {
+        /// The server's Noise static key.
+        server_key: [u8; 32],
+        /// When the delegation ends (Unix seconds).
+        expiry: u64,
+    },
     /// Tells the container the time; it answers with its high-water mark.
     Clock {
         /// Seconds since the Unix epoch.
@@ -101,6 +108,13 @@ pub enum Response {
         added: u32,
         /// Licenses replaced.
         replaced: u32,
+    },
+    /// Answer to `Delegate`: the signed delegation and the container's certificate.
+    Delegation {
+        /// The container-signed delegation.
+        delegation: Vec<u8>,
+        /// The publisher-signed container certificate.
+        certificate: Vec<u8>,
     },
     /// Answer to `Clock`.
     Clock {

@@ -134,10 +134,14 @@ fn verify_bundle(
         .map_err(|_| Error::BadSignature("certificate names an invalid container key".into()))?;
     let d: Delegation = Envelope::open(Kind::Delegation, &b.delegation, &ck)?;
     if d.serial != cert.serial || d.container_key != cert.sign_key || d.vendor_id != vendor_id {
-        return Err(Error::BindingMismatch("delegation and certificate name different containers".into()));
+        return Err(Error::BindingMismatch(
+            "delegation and certificate name different containers".into(),
+        ));
     }
     if d.server_key != *server_key {
-        return Err(Error::BindingMismatch("delegation is for another server key".into()));
+        return Err(Error::BindingMismatch(
+            "delegation is for another server key".into(),
+        ));
     }
     if now >= d.expiry {
         return Err(Error::Expired { expiry: d.expiry });
@@ -267,7 +271,8 @@ pub struct DiscoveryAnswer {
 
 /// Encodes a message with the protocol version in front.
 pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
-    postcard::to_stdvec(&(PROTOCOL_VERSION, v)).map_err(|e| Error::Internal(format!("encoding: {e}")))
+    postcard::to_stdvec(&(PROTOCOL_VERSION, v))
+        .map_err(|e| Error::Internal(format!("encoding: {e}")))
 }
 
 /// Decodes a message, checking the version and that nothing trails.
@@ -281,7 +286,8 @@ pub fn decode<T: serde::de::DeserializeOwned>(b: &[u8], what: &'static str) -> R
             supported: PROTOCOL_VERSION,
         });
     }
-    let (v, tail) = postcard::take_from_bytes::<T>(rest).map_err(|e| Error::malformed(what, e.to_string()))?;
+    let (v, tail) =
+        postcard::take_from_bytes::<T>(rest).map_err(|e| Error::malformed(what, e.to_string()))?;
     if !tail.is_empty() {
         return Err(Error::malformed(what, "trailing bytes"));
     }
@@ -291,12 +297,16 @@ pub fn decode<T: serde::de::DeserializeOwned>(b: &[u8], what: &'static str) -> R
 /// Writes one frame (blocking).
 pub fn write_frame(w: &mut impl Write, payload: &[u8]) -> Result<()> {
     if payload.len() > MAX_FRAME {
-        return Err(Error::InvalidArgument(format!("frame of {} bytes is too large", payload.len())));
+        return Err(Error::InvalidArgument(format!(
+            "frame of {} bytes is too large",
+            payload.len()
+        )));
     }
     let mut buf = Vec::with_capacity(4 + payload.len());
     buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
     buf.extend_from_slice(payload);
-    w.write_all(&buf).map_err(|e| Error::io("server connection", e))
+    w.write_all(&buf)
+        .map_err(|e| Error::io("server connection", e))
 }
 
 /// Reads one frame (blocking); a length over `MAX_FRAME` is refused before anything is
@@ -306,7 +316,10 @@ pub fn read_frame(r: &mut impl Read) -> Result<Vec<u8>> {
     r.read_exact(&mut len).map_err(map_read_error)?;
     let n = u32::from_be_bytes(len) as usize;
     if n > MAX_FRAME {
-        return Err(Error::malformed("frame", format!("length {n} exceeds {MAX_FRAME}")));
+        return Err(Error::malformed(
+            "frame",
+            format!("length {n} exceeds {MAX_FRAME}"),
+        ));
     }
     let mut buf = vec![0u8; n];
     r.read_exact(&mut buf).map_err(map_read_error)?;
@@ -345,8 +358,14 @@ mod tests {
         write_frame(&mut buf, b"hello").unwrap();
         assert_eq!(read_frame(&mut buf.as_slice()).unwrap(), b"hello");
         let huge = [0xFF, 0xFF, 0xFF, 0xF0, 1, 2, 3];
-        assert!(matches!(read_frame(&mut huge.as_slice()), Err(Error::Malformed { .. })));
-        assert!(read_frame(&mut [0u8, 0, 0, 9, 1].as_slice()).is_err(), "truncated");
+        assert!(matches!(
+            read_frame(&mut huge.as_slice()),
+            Err(Error::Malformed { .. })
+        ));
+        assert!(
+            read_frame(&mut [0u8, 0, 0, 9, 1].as_slice()).is_err(),
+            "truncated"
+        );
         assert!(write_frame(&mut Vec::new(), &vec![0; MAX_FRAME + 1]).is_err());
     }
 
@@ -355,7 +374,10 @@ mod tests {
         let r = NetRequest::Renew {
             seat_ids: vec![[1; 16], [2; 16]],
         };
-        assert_eq!(decode::<NetRequest>(&encode(&r).unwrap(), "request").unwrap(), r);
+        assert_eq!(
+            decode::<NetRequest>(&encode(&r).unwrap(), "request").unwrap(),
+            r
+        );
         let mut b = encode(&r).unwrap();
         b[0] = 7;
         assert!(matches!(
@@ -399,15 +421,33 @@ mod tests {
         };
         let good = hello(sign_delegation(&d, &container).unwrap());
         let pk = publisher.verifying_key();
-        assert_eq!(verify_server(&good, &pk, 5, &[9; 32], 1_000).unwrap(), vec!["SW-1"]);
+        assert_eq!(
+            verify_server(&good, &pk, 5, &[9; 32], 1_000).unwrap(),
+            vec!["SW-1"]
+        );
         let tampered = |r: Result<Vec<String>>| matches!(r, Err(Error::Tampered(_)));
-        assert!(tampered(verify_server(&good, &pk, 5, &[8; 32], 1_000)), "another server key");
-        assert!(tampered(verify_server(&good, &pk, 5, &[9; 32], 3_000)), "expired");
-        assert!(tampered(verify_server(&good, &pk, 6, &[9; 32], 1_000)), "another vendor");
+        assert!(
+            tampered(verify_server(&good, &pk, 5, &[8; 32], 1_000)),
+            "another server key"
+        );
+        assert!(
+            tampered(verify_server(&good, &pk, 5, &[9; 32], 3_000)),
+            "expired"
+        );
+        assert!(
+            tampered(verify_server(&good, &pk, 6, &[9; 32], 1_000)),
+            "another vendor"
+        );
         let other = SigningKey::from_bytes(&[3; 32]).verifying_key();
-        assert!(tampered(verify_server(&good, &other, 5, &[9; 32], 1_000)), "another publisher");
+        assert!(
+            tampered(verify_server(&good, &other, 5, &[9; 32], 1_000)),
+            "another publisher"
+        );
         let forged = hello(sign_delegation(&d, &SigningKey::from_bytes(&[4; 32])).unwrap());
-        assert!(tampered(verify_server(&forged, &pk, 5, &[9; 32], 1_000)), "forged delegation");
+        assert!(
+            tampered(verify_server(&forged, &pk, 5, &[9; 32], 1_000)),
+            "forged delegation"
+        );
         let empty = ServerHello {
             version: 1,
             name: "s".into(),

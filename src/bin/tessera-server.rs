@@ -1,0 +1,135 @@
+//! tessera-server: the license server. Hosts the software containers activated for this
+//! machine and the dongles attached to it, and counts seats for clients on the network.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use tessera::server::config::ServerConfig;
+use tessera::server::daemon::{Server, run};
+
+#[derive(Parser)]
+#[command(name = "tessera-server", version, about = "The Tessera license server")]
+struct Cli {
+    /// A TOML configuration file; flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The server's name.
+    #[arg(long)]
+    name: Option<String>,
+    /// An address for the license protocol (repeatable; default [::]:22630).
+    #[arg(long)]
+    listen: Vec<SocketAddr>,
+    /// Where the server keeps its key and seat table.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// The TESSERA_HOME whose software containers to host.
+    #[arg(long)]
+    home: Option<PathBuf>,
+    /// Lease length in milliseconds.
+    #[arg(long)]
+    lease_ms: Option<u64>,
+    /// Renewal interval in milliseconds.
+    #[arg(long)]
+    renew_ms: Option<u64>,
+    /// Most connections at once.
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Do not answer discovery broadcasts.
+    #[arg(long)]
+    no_discovery: bool,
+    /// Do not host attached dongles.
+    #[arg(long)]
+    no_dongles: bool,
+    /// Log format: text or json.
+    #[arg(long)]
+    log_format: Option<String>,
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("tessera-server: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    let mut c = match &cli.config {
+        Some(p) => {
+            ServerConfig::from_file(p).with_context(|| format!("reading {}", p.display()))?
+        }
+        None => ServerConfig::default(),
+    };
+    if let Some(v) = cli.name {
+        c.name = v;
+    }
+    if !cli.listen.is_empty() {
+        c.listen = cli.listen;
+    }
+    if let Some(v) = cli.state_dir {
+        c.state_dir = v;
+    }
+    if let Some(v) = cli.home {
+        c.home = v;
+    }
+    if let Some(v) = cli.lease_ms {
+        c.lease_ms = v;
+    }
+    if let Some(v) = cli.renew_ms {
+        c.renew_ms = v;
+    }
+    if let Some(v) = cli.max_connections {
+        c.max_connections = v;
+    }
+    if let Some(v) = cli.log_format {
+        c.log_format = v;
+    }
+    c.discovery &= !cli.no_discovery;
+    c.dongles &= !cli.no_dongles;
+    c.check()?;
+
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
+        .unwrap_or_else(|_| "info".into());
+    if c.log_format == "json" {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        let server = Server::open(c)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let shutdown = async {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+            let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+        };
+        let announce = tokio::spawn(async move {
+            if let Ok(addrs) = rx.await {
+                for a in addrs {
+                    println!("listening on {a}");
+                }
+            }
+        });
+        run(server, shutdown, Some(tx)).await?;
+        let _ = announce.await;
+        Ok::<_, anyhow::Error>(())
+    })
+}

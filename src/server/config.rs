@@ -1,0 +1,119 @@
+//! The server's configuration: a TOML file, overridden by command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::net::proto::DEFAULT_PORT;
+use crate::{Error, Result};
+
+/// Everything `tessera-server` can be told.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The server's name, shown to clients (`tessera_seat_info`) and in logs.
+    pub name: String,
+    /// TCP addresses for the license protocol (`[::]:22630` listens on IPv6 and IPv4).
+    pub listen: Vec<SocketAddr>,
+    /// Whether to answer discovery broadcasts on UDP (same port as the first listener).
+    pub discovery: bool,
+    /// Where the server keeps its key and seat table.
+    pub state_dir: PathBuf,
+    /// The `TESSERA_HOME` whose software containers (activated for this machine) it hosts.
+    pub home: PathBuf,
+    /// Whether to host the dongles attached to this machine.
+    pub dongles: bool,
+    /// Lease length in milliseconds.
+    pub lease_ms: u64,
+    /// How often clients renew, in milliseconds (`lease_ms` must be at least 3 times this).
+    pub renew_ms: u64,
+    /// Most connections at once; more are refused.
+    pub max_connections: usize,
+    /// Seconds a client may take for the handshake; a connection idle longer than three
+    /// leases is closed.
+    pub handshake_timeout_ms: u64,
+    /// How long delegations the hosted containers sign for this server last, in days.
+    pub delegation_days: u64,
+    /// `text` or `json` logs.
+    pub log_format: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            name: crate::host::hostname(),
+            listen: vec![SocketAddr::from(([0u16; 8], DEFAULT_PORT))],
+            discovery: true,
+            state_dir: PathBuf::from("/var/lib/tessera-server"),
+            home: crate::client::default_home(),
+            dongles: true,
+            lease_ms: 90_000,
+            renew_ms: 30_000,
+            max_connections: 20_000,
+            handshake_timeout_ms: 5_000,
+            delegation_days: 7,
+            log_format: "text".into(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Reads a TOML file (missing keys take their defaults; unknown keys are an error).
+    pub fn from_file(path: &Path) -> Result<ServerConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_toml(&text)
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<ServerConfig> {
+        let c: ServerConfig = toml::from_str(text)
+            .map_err(|e| Error::malformed("server configuration", e.to_string()))?;
+        c.check()?;
+        Ok(c)
+    }
+
+    /// Checks the values make sense together.
+    pub fn check(&self) -> Result<()> {
+        if self.listen.is_empty() {
+            return Err(Error::InvalidArgument(
+                "listen: at least one address".into(),
+            ));
+        }
+        if self.renew_ms == 0 || self.lease_ms < 3 * self.renew_ms {
+            return Err(Error::InvalidArgument(format!(
+                "lease_ms ({}) must be at least three renewal intervals (renew_ms {})",
+                self.lease_ms, self.renew_ms
+            )));
+        }
+        if self.max_connections == 0 {
+            return Err(Error::InvalidArgument(
+                "max_connections must be at least 1".into(),
+            ));
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(Error::InvalidArgument("log_format is text or json".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_with_defaults_and_checks() {
+        let c = ServerConfig::from_toml(
+            "name = \"s1\"\nlease_ms = 9000\nrenew_ms = 3000\nlisten = [\"127.0.0.1:5000\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.name, "s1");
+        assert_eq!(c.listen, vec!["127.0.0.1:5000".parse().unwrap()]);
+        assert!(c.discovery);
+        assert!(ServerConfig::from_toml("lease_ms = 1000\nrenew_ms = 1000\n").is_err());
+        assert!(ServerConfig::from_toml("bogus = 1\n").is_err());
+        assert!(ServerConfig::from_toml("listen = []\n").is_err());
+        assert!(ServerConfig::from_toml("name = ").is_err());
+    }
+}

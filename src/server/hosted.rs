@@ -1,0 +1,224 @@
+//! The containers a license server hosts: the software containers activated for the server
+//! machine and the dongles attached to it, reached through the same code the client uses.
+//! Each signs a delegation for the server's key, which clients check.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::container::engine::RequestContext;
+use crate::container::protocol::{Request, Response};
+use crate::container::software;
+use crate::container::{Engine, SoftwareContainer};
+use crate::dongle::client::{Connection, discover};
+use crate::host::HostIdentity;
+use crate::license::{License, SignedLicense};
+use crate::net::proto::DelegationBundle;
+use crate::{Error, Result};
+
+enum Backend {
+    Software(Mutex<Engine>),
+    Dongle(Mutex<Connection>),
+}
+
+/// One hosted container.
+pub struct HostedContainer {
+    /// The serial.
+    pub serial: String,
+    /// The publisher.
+    pub vendor_id: u32,
+    /// Its licenses (decoded; signed by the publisher, checked by clients).
+    pub licenses: Vec<License>,
+    /// The signed license bytes, in the same order.
+    pub license_bytes: Vec<Vec<u8>>,
+    /// Its delegation to this server and its certificate.
+    pub bundle: DelegationBundle,
+    backend: Backend,
+    epoch: Instant,
+}
+
+impl std::fmt::Debug for HostedContainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostedContainer")
+            .field("serial", &self.serial)
+            .field("vendor_id", &self.vendor_id)
+            .field("licenses", &self.licenses.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HostedContainer {
+    /// Sends a container request (derive key, direct encrypt/decrypt) to the container.
+    pub fn call(&self, req: Request) -> Result<Response> {
+        let r = match &self.backend {
+            Backend::Software(e) => {
+                let mut e = e
+                    .lock()
+                    .map_err(|_| Error::Internal("container lock poisoned".into()))?;
+                let ctx = RequestContext {
+                    now: crate::util::now(),
+                    now_ms: self.epoch.elapsed().as_millis() as u64,
+                    host: None,
+                    machine: crate::host::MachineKind::Physical,
+                };
+                e.handle(req, &ctx).0
+            }
+            Backend::Dongle(c) => c
+                .lock()
+                .map_err(|_| Error::Internal("dongle lock poisoned".into()))?
+                .call(&req)?,
+        };
+        match r {
+            Response::Error { status, message } => {
+                Err(crate::container::protocol::response_error(status, message))
+            }
+            other => Ok(other),
+        }
+    }
+}
+
+/// What a server hosts.
+#[derive(Debug, Default)]
+pub struct Hosted {
+    /// The containers.
+    pub containers: Vec<HostedContainer>,
+    /// Why containers could not be hosted (reported in the log).
+    pub problems: Vec<String>,
+}
+
+fn licenses_of(engine: &Engine) -> (Vec<License>, Vec<Vec<u8>>) {
+    let bytes: Vec<Vec<u8>> = engine
+        .state()
+        .licenses
+        .iter()
+        .map(|l| l.bytes.clone())
+        .collect();
+    (engine.licenses().to_vec(), bytes)
+}
+
+impl Hosted {
+    /// Loads the software containers under `home` (activated for this machine) and, when
+    /// `dongles`, the dongles attached; each delegates to `server_key` until `expiry`.
+    pub fn load(
+        home: &Path,
+        host: &HostIdentity,
+        host_secret: &[u8; 32],
+        server_key: [u8; 32],
+        expiry: u64,
+        dongles: bool,
+    ) -> Hosted {
+        let mut h = Hosted::default();
+        let now = crate::util::now();
+        for p in software::list(home) {
+            match SoftwareContainer::load(&p, &host.fingerprint) {
+                Ok(c) => {
+                    let engine = c.engine;
+                    match engine.delegate(server_key, now, expiry) {
+                        Ok((delegation, certificate)) => {
+                            let (licenses, license_bytes) = licenses_of(&engine);
+                            h.containers.push(HostedContainer {
+                                serial: engine.serial().to_string(),
+                                vendor_id: engine.state().vendor_id,
+                                licenses,
+                                license_bytes,
+                                bundle: DelegationBundle {
+                                    certificate,
+                                    delegation,
+                                },
+                                backend: Backend::Software(Mutex::new(engine)),
+                                epoch: Instant::now(),
+                            });
+                        }
+                        Err(e) => h.problems.push(format!("{}: {e}", p.display())),
+                    }
+                }
+                Err(e) => h.problems.push(format!("{}: {e}", p.display())),
+            }
+        }
+        if dongles {
+            for ep in discover() {
+                let hello =
+                    crate::channel::HostHello::new(host.machine.clone(), host.hostname.clone());
+                let timeout = std::time::Duration::from_secs(3);
+                let conn = Connection::connect(
+                    &ep,
+                    host_secret,
+                    hello,
+                    crate::channel::Trust::FirstUse,
+                    timeout,
+                );
+                match conn.and_then(|c| Self::dongle(c, server_key, expiry)) {
+                    Ok(hc) => h.containers.push(hc),
+                    Err(e) => h.problems.push(format!("dongle at {ep:?}: {e}")),
+                }
+            }
+        }
+        h
+    }
+
+    fn dongle(mut c: Connection, server_key: [u8; 32], expiry: u64) -> Result<HostedContainer> {
+        let (delegation, certificate) = match c.call(&Request::Delegate { server_key, expiry })? {
+            Response::Delegation {
+                delegation,
+                certificate,
+            } => (delegation, certificate),
+            other => return Err(Error::malformed("dongle answer", format!("{other:?}"))),
+        };
+        let list = match c.call(&Request::ListLicenses)? {
+            Response::Licenses(l) => l,
+            other => return Err(Error::malformed("dongle answer", format!("{other:?}"))),
+        };
+        let mut licenses = Vec::new();
+        for b in &list {
+            licenses.push(SignedLicense::parse_unverified(b)?);
+        }
+        Ok(HostedContainer {
+            serial: c.serial.clone(),
+            vendor_id: c.vendor_id,
+            licenses,
+            license_bytes: list,
+            bundle: DelegationBundle {
+                certificate,
+                delegation,
+            },
+            backend: Backend::Dongle(Mutex::new(c)),
+            epoch: Instant::now(),
+        })
+    }
+
+    /// The delegation bundles for the server hello.
+    pub fn bundles(&self) -> Vec<DelegationBundle> {
+        self.containers.iter().map(|c| c.bundle.clone()).collect()
+    }
+
+    /// The vendors hosted.
+    pub fn vendors(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.containers.iter().map(|c| c.vendor_id).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// The licenses of `(vendor, product)`: (container index, license index).
+    pub fn find(&self, vendor_id: u32, product_code: u32) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        for (ci, c) in self.containers.iter().enumerate() {
+            for (li, l) in c.licenses.iter().enumerate() {
+                if l.vendor_id == vendor_id && l.product_code == product_code {
+                    out.push((ci, li));
+                }
+            }
+        }
+        out
+    }
+
+    /// The container and license index holding `license_id`.
+    pub fn by_license_id(&self, license_id: &[u8; 16]) -> Option<(usize, usize)> {
+        for (ci, c) in self.containers.iter().enumerate() {
+            if let Some(li) = c.licenses.iter().position(|l| l.license_id == *license_id) {
+                return Some((ci, li));
+            }
+        }
+        None
+    }
+}

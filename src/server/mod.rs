@@ -1,0 +1,10 @@
+//! The license server (`tessera-server`): its configuration, the daemon, the containers it
+//! hosts, the seat table that counts seats by unit and keeps
+//! their leases ([`seats`]), and its durable, group-committed store ([`store`]). See
+//! `docs/SERVER.md`.
+
+pub mod config;
+pub mod daemon;
+pub mod hosted;
+pub mod seats;
+pub mod store;
