@@ -6,6 +6,8 @@ CARGO   ?= cargo
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 MAJOR   := $(firstword $(subst ., ,$(VERSION)))
 REL     := target/release
+# No discovery broadcasts onto the real network from tests (see .cargo/config.toml).
+export TESSERA_DISCOVERY := off
 
 .PHONY: all build demo test deps lint bench header install clean
 

@@ -79,7 +79,7 @@
 #define TESSERA_PUBLISHER_KEY_LEN 32
 
 /**
- * Size of `tessera_seat_details.container_serial`, NUL included.
+ * Size of `tessera_seat_details.container_serial` and `.server`, NUL included.
  */
 #define TESSERA_SERIAL_MAX 64
 
@@ -218,6 +218,11 @@ typedef enum tessera_status {
    */
   TESSERA_E_DONGLE_SHARED = 113,
   /**
+   * A network seat's lease could not be kept: the server was lost beyond the grace
+   * period, or no longer knows the seat. Acquire again.
+   */
+  TESSERA_E_LEASE_LOST = 114,
+  /**
    * An I/O operation failed (file, device, network).
    */
   TESSERA_E_IO = 200,
@@ -341,6 +346,10 @@ typedef struct tessera_seat_details {
    * software container).
    */
   uint32_t transport;
+  /**
+   * The license server's name, NUL-terminated, for a network seat; "" otherwise.
+   */
+  char server[TESSERA_SERIAL_MAX];
 } tessera_seat_details;
 
 #ifdef __cplusplus

@@ -624,3 +624,10 @@ fn many_threads_share_sessions_and_seats() {
     assert_eq!(tessera_release(shared), TESSERA_OK);
     assert_eq!(tessera_close(s), TESSERA_OK);
 }
+
+#[test]
+fn test_runs_do_not_broadcast_discovery_probes() {
+    // .cargo/config.toml (and the Makefile) turn discovery off for test runs: a session
+    // that finds no local license must not send broadcasts onto the real network.
+    assert!(!tessera::net::discovery::discovery_enabled());
+}

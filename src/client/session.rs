@@ -25,6 +25,8 @@ use crate::container::{ContainerKind, SoftwareContainer};
 use crate::dongle::client::DongleMode;
 use crate::host::HostIdentity;
 use crate::license::{CountingUnit, License};
+use crate::net::lease::NetSeats;
+use crate::net::proto::{NetRequest, NetResponse};
 use crate::util::{SharedClock, SystemClock};
 use crate::{Error, Result};
 
@@ -145,6 +147,8 @@ struct Inner {
     /// Why dongles failed to connect (another publisher's, a forged certificate, ...).
     dongle_errors: Mutex<Vec<Error>>,
     last_discovery: Mutex<Option<std::time::Instant>>,
+    /// Seats on license servers, made on the first network acquire.
+    net: Mutex<Option<Arc<NetSeats>>>,
 }
 
 /// An open session.
@@ -228,6 +232,7 @@ impl Session {
                 dongles: RwLock::new(Vec::new()),
                 dongle_errors: Mutex::new(Vec::new()),
                 last_discovery: Mutex::new(Some(std::time::Instant::now())),
+                net: Mutex::new(None),
             }),
         };
         s.reload()?;
@@ -322,11 +327,101 @@ impl Session {
             session: self.clone(),
             backing,
             license: lic,
-            pool,
-            guard,
+            local: Some((pool, guard)),
             source,
             exclusive,
         })
+    }
+
+    /// The session's server seats: the servers from the options (or `TESSERA_SERVERS`), else
+    /// those that answer a discovery broadcast. `None` when there is no server.
+    fn net_seats(&self) -> Result<Option<Arc<NetSeats>>> {
+        let i = &self.inner;
+        let mut net = i.net.lock().map_err(|_| poisoned())?;
+        if let Some(n) = net.as_ref() {
+            return Ok(Some(n.clone()));
+        }
+        let mut servers = i.opts.servers.clone();
+        if servers.is_empty() {
+            let wait = i.opts.timeout.min(Duration::from_millis(500));
+            servers = crate::net::discovery::discover(wait, crate::net::proto::DEFAULT_PORT)
+                .into_iter()
+                .map(|(addr, _)| addr.to_string())
+                .collect();
+        }
+        if servers.is_empty() {
+            return Ok(None);
+        }
+        let host_secret = super::hostkey::load_or_create(&i.env.home)?;
+        let h = &i.env.host;
+        let client = crate::net::proto::ClientHello {
+            version: crate::net::proto::PROTOCOL_VERSION,
+            host: crate::net::proto::HostInfo {
+                machine: h.machine.clone(),
+                hostname: h.hostname.clone(),
+                station: station_id(&h.fingerprint),
+                session: h.session.id.clone(),
+                pid: std::process::id(),
+            },
+        };
+        let n = Arc::new(NetSeats::new(
+            servers,
+            &host_secret,
+            client,
+            i.opts.publisher_key,
+            i.opts.vendor_id,
+            i.opts.timeout,
+        ));
+        *net = Some(n.clone());
+        Ok(Some(n))
+    }
+
+    /// Tries the license servers for a seat.
+    fn acquire_from_network(
+        &self,
+        product_code: u32,
+        features: u32,
+        exclusive: bool,
+    ) -> Result<Option<Seat>> {
+        let Some(net) = self.net_seats()? else {
+            return Ok(None);
+        };
+        let i = &self.inner;
+        let (seat_id, grant) = net.acquire(i.opts.vendor_id, product_code, features, exclusive)?;
+        // The server proves its license with the publisher's signature, not its word.
+        let lic = match crate::license::SignedLicense::verify(&grant.license, &i.opts.publisher_key)
+        {
+            Ok(s)
+                if s.license.vendor_id == i.opts.vendor_id
+                    && s.license.product_code == product_code =>
+            {
+                s.license
+            }
+            _ => {
+                let _ = net.release(seat_id);
+                return Err(Error::Tampered(
+                    "the server granted a seat of a license the publisher did not sign".into(),
+                ));
+            }
+        };
+        let container_kind = if grant.container_serial.starts_with("DG-") {
+            ContainerKind::Dongle
+        } else {
+            ContainerKind::Software
+        };
+        Ok(Some(Seat {
+            session: self.clone(),
+            backing: Backing::Network {
+                net,
+                seat_id,
+                container_serial: grant.container_serial,
+                container_kind,
+            },
+            license: lic,
+            local: None,
+            source: SourceKind::Network,
+            exclusive,
+        }))
     }
 
     /// Tries the dongles for a seat; `None` when none holds the product.
@@ -483,6 +578,13 @@ impl Session {
                 consider(clone_verdict(e));
             }
         }
+        if allowed & sources::NETWORK != 0 {
+            match self.acquire_from_network(product_code, features, exclusive) {
+                Ok(Some(seat)) => return Ok(seat),
+                Ok(None) => {}
+                Err(e) => consider(e),
+            }
+        }
         Err(best.unwrap_or_else(|| {
             let mut where_ = Vec::new();
             if allowed & sources::DONGLE != 0 {
@@ -577,6 +679,8 @@ pub struct SeatInfo {
     pub exclusive: bool,
     /// How the dongle is attached, for a dongle license.
     pub dongle_mode: Option<DongleMode>,
+    /// The license server's name, for a network seat.
+    pub server: Option<String>,
 }
 
 /// Where a seat's license is.
@@ -585,6 +689,28 @@ enum Backing {
     Software(Arc<Loaded>, usize),
     /// A dongle.
     Dongle(Arc<Dongle>),
+    /// A seat on a license server.
+    Network {
+        /// The session's server seats.
+        net: Arc<NetSeats>,
+        /// The seat id.
+        seat_id: [u8; 16],
+        /// The serial of the server's container.
+        container_serial: String,
+        /// Its kind (a server hosts both).
+        container_kind: ContainerKind,
+    },
+}
+
+/// One id per physical or virtual machine: a digest of its fingerprint traits.
+pub fn station_id(fp: &crate::host::Fingerprint) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"tessera station v1");
+    for (_, d) in fp.digests(b"station") {
+        h.update(d);
+    }
+    h.finalize().into()
 }
 
 /// Features, expiry and VM policy of a license the runtime reads from a dongle (the dongle
@@ -619,8 +745,8 @@ pub struct Seat {
     session: Session,
     backing: Backing,
     license: License,
-    pool: Arc<SeatPool>,
-    guard: SeatGuard,
+    /// The local seat slot (dongle and software-container licenses).
+    local: Option<(Arc<SeatPool>, SeatGuard)>,
     source: SourceKind,
     exclusive: bool,
 }
@@ -630,9 +756,96 @@ impl std::fmt::Debug for Seat {
         f.debug_struct("Seat")
             .field("product_code", &self.license.product_code)
             .field("container", &self.container_serial())
-            .field("slot", &self.guard.slot())
+            .field("source", &self.source)
             .finish_non_exhaustive()
     }
+}
+
+/// A container reached over a link (a dongle, or a server's container): where a seat's
+/// keys come from when the container is not in this process.
+trait RemoteContainer {
+    fn derive_key(&self, header: &Header) -> Result<cipher::Key>;
+    fn encrypt(&self, plaintext: &[u8]) -> Result<Vec<u8>>;
+    fn decrypt(&self, ciphertext: &[u8]) -> Result<Vec<u8>>;
+}
+
+struct DongleLicense<'a>(&'a Dongle, [u8; 16]);
+
+impl RemoteContainer for DongleLicense<'_> {
+    fn derive_key(&self, header: &Header) -> Result<cipher::Key> {
+        match self.0.call(&Request::DeriveKey {
+            license_id: self.1,
+            header: header.encode().to_vec(),
+        })? {
+            Response::Key(k) => Ok(zeroize::Zeroizing::new(k)),
+            other => Err(unexpected(&other)),
+        }
+    }
+    fn encrypt(&self, plaintext: &[u8]) -> Result<Vec<u8>> {
+        match self.0.call(&Request::Encrypt {
+            license_id: self.1,
+            plaintext: plaintext.to_vec(),
+        })? {
+            Response::Data(d) => Ok(d),
+            other => Err(unexpected(&other)),
+        }
+    }
+    fn decrypt(&self, ciphertext: &[u8]) -> Result<Vec<u8>> {
+        match self.0.call(&Request::Decrypt {
+            license_id: self.1,
+            ciphertext: ciphertext.to_vec(),
+        })? {
+            Response::Data(d) => Ok(d),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+struct ServerSeat<'a>(&'a NetSeats, [u8; 16]);
+
+fn unexpected_net(r: &NetResponse) -> Error {
+    Error::malformed("server answer", format!("unexpected answer {r:?}"))
+}
+
+impl RemoteContainer for ServerSeat<'_> {
+    fn derive_key(&self, header: &Header) -> Result<cipher::Key> {
+        let req = NetRequest::DeriveKey {
+            seat_id: self.1,
+            header: header.encode().to_vec(),
+        };
+        match self.0.call_for_seat(self.1, req)? {
+            NetResponse::Key(k) => Ok(zeroize::Zeroizing::new(k)),
+            other => Err(unexpected_net(&other)),
+        }
+    }
+    fn encrypt(&self, plaintext: &[u8]) -> Result<Vec<u8>> {
+        let req = NetRequest::Encrypt {
+            seat_id: self.1,
+            plaintext: plaintext.to_vec(),
+        };
+        match self.0.call_for_seat(self.1, req)? {
+            NetResponse::Data(d) => Ok(d),
+            other => Err(unexpected_net(&other)),
+        }
+    }
+    fn decrypt(&self, ciphertext: &[u8]) -> Result<Vec<u8>> {
+        let req = NetRequest::Decrypt {
+            seat_id: self.1,
+            ciphertext: ciphertext.to_vec(),
+        };
+        match self.0.call_for_seat(self.1, req)? {
+            NetResponse::Data(d) => Ok(d),
+            other => Err(unexpected_net(&other)),
+        }
+    }
+}
+
+fn copy_out(data: Vec<u8>, out: &mut [u8]) -> Result<usize> {
+    if data.len() > out.len() {
+        return Err(Error::BufferTooSmall { needed: data.len() });
+    }
+    out[..data.len()].copy_from_slice(&data);
+    Ok(data.len())
 }
 
 impl Seat {
@@ -643,12 +856,22 @@ impl Seat {
 
     /// What the seat is.
     pub fn info(&self) -> Result<SeatInfo> {
+        let (in_use, server) = match (&self.local, &self.backing) {
+            (Some((pool, _)), _) => (pool.in_use()?, None),
+            (None, Backing::Network { net, seat_id, .. }) => {
+                match net.call_for_seat(*seat_id, NetRequest::SeatInfo { seat_id: *seat_id })? {
+                    NetResponse::Info { in_use, .. } => (in_use, net.server_name()),
+                    other => return Err(unexpected_net(&other)),
+                }
+            }
+            (None, _) => (0, None),
+        };
         Ok(SeatInfo {
             vendor_id: self.license.vendor_id,
             product_code: self.license.product_code,
             features: self.license.features,
             quantity: self.license.quantity,
-            in_use: self.pool.in_use()?,
+            in_use,
             expiry: self.license.expiry,
             source: self.source,
             counting_unit: self.license.counting_unit,
@@ -656,12 +879,14 @@ impl Seat {
             container_kind: match &self.backing {
                 Backing::Software(c, _) => c.kind,
                 Backing::Dongle(_) => ContainerKind::Dongle,
+                Backing::Network { container_kind, .. } => *container_kind,
             },
             dongle_mode: match &self.backing {
-                Backing::Software(..) => None,
                 Backing::Dongle(d) => Some(d.mode),
+                _ => None,
             },
             exclusive: self.exclusive,
+            server,
         })
     }
 
@@ -676,6 +901,14 @@ impl Seat {
         Ok(())
     }
 
+    fn remote(&self) -> Option<Box<dyn RemoteContainer + '_>> {
+        match &self.backing {
+            Backing::Software(..) => None,
+            Backing::Dongle(d) => Some(Box::new(DongleLicense(d, self.license.license_id))),
+            Backing::Network { net, seat_id, .. } => Some(Box::new(ServerSeat(net, *seat_id))),
+        }
+    }
+
     /// Encrypts `plaintext` into `out` in `mode`; returns the bytes written. `out` must hold
     /// [`cipher::ciphertext_len`] bytes.
     pub fn encrypt(&self, mode: Mode, plaintext: &[u8], out: &mut [u8]) -> Result<usize> {
@@ -684,20 +917,24 @@ impl Seat {
             return Err(Error::BufferTooSmall { needed: need });
         }
         self.check()?;
-        let c = match &self.backing {
-            Backing::Dongle(d) => return self.dongle_encrypt(d, mode, plaintext, out),
-            Backing::Software(c, _) => c.container.read().map_err(|_| poisoned())?,
+        let header = Header::new(mode, self.license.vendor_id, self.license.product_code);
+        if let Some(r) = self.remote() {
+            return match mode {
+                Mode::Derived => {
+                    let key = r.derive_key(&header)?;
+                    cipher::seal_with_key(&key, &header, plaintext, out)
+                }
+                Mode::Direct => copy_out(r.encrypt(plaintext)?, out),
+            };
+        }
+        let Backing::Software(c, index) = &self.backing else {
+            return Err(Error::Internal("seat without a container".into()));
         };
-        let index = self.software_index();
+        let c = c.container.read().map_err(|_| poisoned())?;
         match mode {
-            Mode::Direct => c.engine.encrypt_direct(index, plaintext, out),
+            Mode::Direct => c.engine.encrypt_direct(*index, plaintext, out),
             Mode::Derived => {
-                let header = Header::new(
-                    Mode::Derived,
-                    self.license.vendor_id,
-                    self.license.product_code,
-                );
-                let key = c.engine.message_key(index, &header)?;
+                let key = c.engine.message_key(*index, &header)?;
                 drop(c);
                 cipher::seal_with_key(&key, &header, plaintext, out)
             }
@@ -713,82 +950,6 @@ impl Seat {
             return Err(Error::BufferTooSmall { needed: need });
         }
         self.check()?;
-        let c = match &self.backing {
-            Backing::Dongle(d) => return self.dongle_decrypt(d, &header, ct, out),
-            Backing::Software(c, _) => c.container.read().map_err(|_| poisoned())?,
-        };
-        let index = self.software_index();
-        match header.mode {
-            Mode::Direct => c.engine.decrypt_direct(index, ct, out),
-            Mode::Derived => {
-                let key = c.engine.message_key(index, &header)?;
-                drop(c);
-                cipher::open_with_key(&key, &header, ct, out)
-            }
-        }
-    }
-
-    fn software_index(&self) -> usize {
-        match &self.backing {
-            Backing::Software(_, i) => *i,
-            Backing::Dongle(_) => usize::MAX,
-        }
-    }
-
-    fn container_serial(&self) -> String {
-        match &self.backing {
-            Backing::Software(c, _) => c.serial.clone(),
-            Backing::Dongle(d) => d.serial.clone(),
-        }
-    }
-
-    fn dongle_key(&self, d: &Dongle, header: &Header) -> Result<cipher::Key> {
-        match d.call(&Request::DeriveKey {
-            license_id: self.license.license_id,
-            header: header.encode().to_vec(),
-        })? {
-            Response::Key(k) => Ok(zeroize::Zeroizing::new(k)),
-            other => Err(unexpected(&other)),
-        }
-    }
-
-    fn dongle_encrypt(
-        &self,
-        d: &Dongle,
-        mode: Mode,
-        plaintext: &[u8],
-        out: &mut [u8],
-    ) -> Result<usize> {
-        match mode {
-            Mode::Derived => {
-                let header = Header::new(
-                    Mode::Derived,
-                    self.license.vendor_id,
-                    self.license.product_code,
-                );
-                let key = self.dongle_key(d, &header)?;
-                cipher::seal_with_key(&key, &header, plaintext, out)
-            }
-            Mode::Direct => match d.call(&Request::Encrypt {
-                license_id: self.license.license_id,
-                plaintext: plaintext.to_vec(),
-            })? {
-                Response::Data(ct) if ct.len() <= out.len() => {
-                    out[..ct.len()].copy_from_slice(&ct);
-                    Ok(ct.len())
-                }
-                other => Err(unexpected(&other)),
-            },
-        }
-    }
-
-    fn dongle_decrypt(
-        &self,
-        d: &Dongle,
-        header: &Header,
-        ct: &[u8],
-        out: &mut [u8],
-    ) -> Result<usize> {
         if header.vendor_id != self.license.vendor_id
             || header.product_code != self.license.product_code
         {
@@ -800,24 +961,48 @@ impl Seat {
                 self.license.product_code
             )));
         }
-        match header.mode {
-            Mode::Derived => {
-                let key = self.dongle_key(d, header)?;
-                cipher::open_with_key(&key, header, ct, out)
-            }
-            Mode::Direct => match d.call(&Request::Decrypt {
-                license_id: self.license.license_id,
-                ciphertext: ct.to_vec(),
-            })? {
-                Response::Data(pt) if pt.len() <= out.len() => {
-                    out[..pt.len()].copy_from_slice(&pt);
-                    Ok(pt.len())
+        if let Some(r) = self.remote() {
+            return match header.mode {
+                Mode::Derived => {
+                    let key = r.derive_key(&header)?;
+                    cipher::open_with_key(&key, &header, ct, out)
                 }
-                other => Err(unexpected(&other)),
-            },
+                Mode::Direct => copy_out(r.decrypt(ct)?, out),
+            };
+        }
+        let Backing::Software(c, index) = &self.backing else {
+            return Err(Error::Internal("seat without a container".into()));
+        };
+        let c = c.container.read().map_err(|_| poisoned())?;
+        match header.mode {
+            Mode::Direct => c.engine.decrypt_direct(*index, ct, out),
+            Mode::Derived => {
+                let key = c.engine.message_key(*index, &header)?;
+                drop(c);
+                cipher::open_with_key(&key, &header, ct, out)
+            }
+        }
+    }
+
+    fn container_serial(&self) -> String {
+        match &self.backing {
+            Backing::Software(c, _) => c.serial.clone(),
+            Backing::Dongle(d) => d.serial.clone(),
+            Backing::Network {
+                container_serial, ..
+            } => container_serial.clone(),
         }
     }
 
     /// Releases the seat (same as dropping it).
     pub fn release(self) {}
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        if let Backing::Network { net, seat_id, .. } = &self.backing {
+            // Best effort: a server out of reach frees the seat when its lease runs out.
+            let _ = net.release(*seat_id);
+        }
+    }
 }

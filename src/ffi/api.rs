@@ -46,7 +46,7 @@ pub const TESSERA_CRYPT_DIRECT: u32 = 1;
 pub const TESSERA_CIPHERTEXT_OVERHEAD: usize = 56;
 /// Length of a publisher public key (Ed25519).
 pub const TESSERA_PUBLISHER_KEY_LEN: usize = 32;
-/// Size of `tessera_seat_details.container_serial`, NUL included.
+/// Size of `tessera_seat_details.container_serial` and `.server`, NUL included.
 pub const TESSERA_SERIAL_MAX: usize = 64;
 
 /// Counting unit: one machine, physical or virtual.
@@ -128,6 +128,8 @@ pub struct tessera_seat_details {
     /// How a dongle is attached: `TESSERA_TRANSPORT_*` (`TESSERA_TRANSPORT_NONE` for a
     /// software container).
     pub transport: u32,
+    /// The license server's name, NUL-terminated, for a network seat; "" otherwise.
+    pub server: [c_char; TESSERA_SERIAL_MAX],
 }
 
 struct SessionEntry {
@@ -431,6 +433,7 @@ pub extern "C" fn tessera_seat_info(
                 0
             },
             container_serial: [0; TESSERA_SERIAL_MAX],
+            server: [0; TESSERA_SERIAL_MAX],
             transport: match i.dongle_mode {
                 None => TESSERA_TRANSPORT_NONE,
                 Some(DongleMode::Hid) => TESSERA_TRANSPORT_HID,
@@ -443,6 +446,14 @@ pub extern "C" fn tessera_seat_info(
             .iter_mut()
             .zip(i.container_serial.bytes().take(TESSERA_SERIAL_MAX - 1))
         {
+            *d = s as c_char;
+        }
+        for (d, s) in out.server.iter_mut().zip(
+            i.server
+                .unwrap_or_default()
+                .bytes()
+                .take(TESSERA_SERIAL_MAX - 1),
+        ) {
             *d = s as c_char;
         }
         let n = size.min(size_of::<tessera_seat_details>());

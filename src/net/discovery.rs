@@ -38,6 +38,9 @@ pub fn parse_answer(packet: &[u8]) -> Option<DiscoveryAnswer> {
 /// to the broadcast address of every IPv4 interface that has one (loopback excluded), at the
 /// discovery `port`. Each server once, as (its address and license port, its answer).
 pub fn discover(timeout: Duration, port: u16) -> Vec<(SocketAddr, DiscoveryAnswer)> {
+    if !discovery_enabled() {
+        return Vec::new();
+    }
     let mut targets = vec![SocketAddr::from((Ipv4Addr::BROADCAST, port))];
     for b in interface_broadcasts() {
         let a = SocketAddr::from((b, port));
@@ -46,6 +49,19 @@ pub fn discover(timeout: Duration, port: u16) -> Vec<(SocketAddr, DiscoveryAnswe
         }
     }
     discover_at(&targets, timeout)
+}
+
+/// Whether broadcast discovery may run: `TESSERA_DISCOVERY=off` (or `0`, `no`) turns it off,
+/// for sites that forbid broadcasts and for test runs that must not send traffic beyond
+/// the machine.
+pub fn discovery_enabled() -> bool {
+    !matches!(
+        std::env::var("TESSERA_DISCOVERY")
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
+        Ok("off" | "0" | "no" | "false")
+    )
 }
 
 /// Probes the given IPv4 addresses (unicast or broadcast) and collects answers until

@@ -1,0 +1,433 @@
+//! The license server on loopback: `tessera-server` as a real process, clients as sessions
+//! (threads) and processes. Counting by unit, encryption over the network, leases, a server
+//! killed with SIGKILL and restarted, a client that dies, a server that cannot prove its
+//! delegation, and hostile connections.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use tessera::Error;
+use tessera::cipher::Mode;
+use tessera::client::{Environment, Session, SessionOptions, SourceKind, sources};
+use tessera::host::HostIdentity;
+use tessera::license::CountingUnit;
+use tessera::publisher::{LicenseSpec, PublisherKey};
+use tessera::util::SystemClock;
+
+mod common;
+use common::spec;
+
+const VENDOR: u32 = 0x5E;
+const LEASE_MS: u64 = 1500;
+const RENEW_MS: u64 = 300;
+
+fn bin(name: &str) -> PathBuf {
+    common::profile_dir().join(name)
+}
+
+fn build_server() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let st = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "--bin", "tessera-server"])
+            .current_dir(common::root())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    });
+}
+
+/// A running `tessera-server`; killed on drop.
+struct ServerProc {
+    child: Option<Child>,
+    addr: String,
+    state: PathBuf,
+    home: PathBuf,
+    port: u16,
+}
+
+impl ServerProc {
+    fn start(state: &Path, home: &Path, port: u16) -> ServerProc {
+        build_server();
+        let mut child = Command::new(bin("tessera-server"))
+            .args(["--name", "test-server", "--no-discovery", "--no-dongles"])
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--state-dir")
+            .arg(state)
+            .arg("--home")
+            .arg(home)
+            .args([
+                "--lease-ms",
+                &LEASE_MS.to_string(),
+                "--renew-ms",
+                &RENEW_MS.to_string(),
+            ])
+            .env("TESSERA_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        out.read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("server said {line:?}"))
+            .to_string();
+        let port = addr.rsplit(':').next().unwrap().parse().unwrap();
+        // Keep draining stdout so the server never blocks on it.
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            let _ = out.read_to_string(&mut sink);
+        });
+        ServerProc {
+            child: Some(child),
+            addr,
+            state: state.to_path_buf(),
+            home: home.to_path_buf(),
+            port,
+        }
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn restart(&mut self) {
+        self.kill9();
+        *self = ServerProc::start(&self.state.clone(), &self.home.clone(), self.port);
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    key: PublisherKey,
+    server: ServerProc,
+}
+
+fn fixture(specs: &[LicenseSpec]) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let key = PublisherKey::generate(VENDOR, "server tests");
+    let home = dir.path().join("server-home");
+    common::activate(&common::env_in(&home), &key, specs);
+    let server = ServerProc::start(&dir.path().join("server-state"), &home, 0);
+    Fixture { dir, key, server }
+}
+
+fn client_env(f: &Fixture, name: &str) -> Environment {
+    Environment {
+        home: f.dir.path().join(format!("client-{name}")),
+        host: HostIdentity::simulated(name),
+        clock: Arc::new(SystemClock),
+    }
+}
+
+fn session(f: &Fixture, name: &str) -> Session {
+    let mut o = SessionOptions::new(VENDOR, f.key.public_key());
+    o.sources = sources::NETWORK;
+    o.servers = vec![f.server.addr.clone()];
+    o.timeout = Duration::from_secs(2);
+    Session::open_in(o, client_env(f, name)).unwrap()
+}
+
+#[test]
+fn a_seat_over_the_network_encrypts_decrypts_and_names_the_server() {
+    let f = fixture(&[spec(1, 5, CountingUnit::Handle)]);
+    let s = session(&f, "host-a");
+    let seat = s.acquire(1, 0x3, false).expect("a network seat");
+    let info = seat.info().unwrap();
+    assert_eq!(info.source, SourceKind::Network);
+    assert_eq!(info.server.as_deref(), Some("test-server"));
+    assert!(info.container_serial.starts_with("SW-"));
+    assert_eq!(info.in_use, 1);
+    for mode in [Mode::Derived, Mode::Direct] {
+        let data = vec![7u8; 1000];
+        let mut ct = vec![0u8; 1056];
+        let n = seat.encrypt(mode, &data, &mut ct).unwrap();
+        let mut pt = vec![0u8; 1000];
+        assert_eq!(seat.decrypt(&ct[..n], &mut pt).unwrap(), 1000);
+        assert_eq!(pt, data);
+        assert_eq!(
+            tessera::cipher::decrypt(&f.key.product_secret(1), &ct[..n]).unwrap(),
+            data
+        );
+    }
+    assert!(matches!(s.acquire(9, 0, false), Err(Error::NoLicense(_))));
+    assert!(matches!(
+        s.acquire(1, 0x100, false),
+        Err(Error::FeatureMissing { .. })
+    ));
+    drop(seat);
+    let again = s.acquire(1, 0, false).unwrap();
+    assert_eq!(
+        again.info().unwrap().in_use,
+        1,
+        "the released seat was returned"
+    );
+}
+
+#[test]
+fn stations_sessions_and_vms_are_counted_by_the_license_unit() {
+    let deny_vm = LicenseSpec {
+        vm_policy: tessera::license::VmPolicy::Deny,
+        ..spec(3, 5, CountingUnit::Station)
+    };
+    let f = fixture(&[spec(1, 2, CountingUnit::Station), deny_vm]);
+    // Host A twice (two sessions of one machine) is one station.
+    let a1 = session(&f, "host-a");
+    let a2 = session(&f, "host-a");
+    let s_a1 = a1.acquire(1, 0, false).unwrap();
+    let s_a2 = a2.acquire(1, 0, false).unwrap();
+    assert_eq!(s_a2.info().unwrap().in_use, 1);
+    let b = session(&f, "host-b");
+    let s_b = b.acquire(1, 0, false).unwrap();
+    assert_eq!(s_b.info().unwrap().in_use, 2);
+    let c = session(&f, "host-c");
+    assert!(matches!(c.acquire(1, 0, false), Err(Error::NoSeat { .. })));
+    drop((s_a1, s_a2));
+    assert!(
+        c.acquire(1, 0, false).is_ok(),
+        "host A's station is free again"
+    );
+    drop(s_b);
+    // A license that denies VMs refuses a VM guest, and serves a physical machine.
+    let mut vm_env = client_env(&f, "guest");
+    vm_env.host.machine = tessera::host::MachineKind::Virtual(tessera::host::Hypervisor::Kvm);
+    let mut o = SessionOptions::new(VENDOR, f.key.public_key());
+    o.sources = sources::NETWORK;
+    o.servers = vec![f.server.addr.clone()];
+    let vm = Session::open_in(o, vm_env).unwrap();
+    assert!(matches!(
+        vm.acquire(3, 0, false),
+        Err(Error::VmNotAllowed(_))
+    ));
+    assert!(session(&f, "host-d").acquire(3, 0, false).is_ok());
+}
+
+#[test]
+fn a_server_killed_with_sigkill_honours_its_leases_after_restart_and_clients_reattach() {
+    let mut f = fixture(&[spec(1, 1, CountingUnit::Handle)]);
+    let a = session(&f, "host-a");
+    let seat = a.acquire(1, 0, false).unwrap();
+    f.server.restart();
+    // The restarted server still counts A's seat: no over-grant to B.
+    let b = session(&f, "host-b");
+    assert!(matches!(b.acquire(1, 0, false), Err(Error::NoSeat { .. })));
+    // A carries on: its lease keeper re-attaches the same seat.
+    let mut buf = vec![0u8; 100];
+    let start = Instant::now();
+    loop {
+        match seat.encrypt(Mode::Derived, b"after restart", &mut buf) {
+            Ok(_) => break,
+            Err(e) => assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "A never re-attached: {e}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        seat.info().unwrap().in_use,
+        1,
+        "re-attached, not counted twice"
+    );
+    drop(seat);
+    assert!(b.acquire(1, 0, false).is_ok());
+}
+
+/// Child mode: acquire a network seat and hold it until killed.
+#[test]
+fn child_network_holder() {
+    let Ok(addr) = std::env::var("TESSERA_TEST_SERVER") else {
+        return;
+    };
+    let key = PublisherKey::from_bytes(
+        &std::fs::read(std::env::var("TESSERA_TEST_KEY").unwrap()).unwrap(),
+    )
+    .unwrap();
+    let mut o = SessionOptions::new(VENDOR, key.public_key());
+    o.sources = sources::NETWORK;
+    o.servers = vec![addr];
+    let env = Environment {
+        home: PathBuf::from(std::env::var("TESSERA_TEST_HOME").unwrap()),
+        host: HostIdentity::simulated("child"),
+        clock: Arc::new(SystemClock),
+    };
+    let s = Session::open_in(o, env).unwrap();
+    let seat = s.acquire(1, 0, false);
+    println!("SEAT {}", if seat.is_ok() { "ok" } else { "refused" });
+    std::io::stdout().flush().unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn a_client_that_dies_loses_its_seat_when_the_lease_runs_out() {
+    let f = fixture(&[spec(1, 1, CountingUnit::Handle)]);
+    let keyfile = f.dir.path().join("key");
+    f.key.save(&keyfile).unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_network_holder",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("TESSERA_TEST_SERVER", &f.server.addr)
+        .env("TESSERA_TEST_KEY", &keyfile)
+        .env("TESSERA_TEST_HOME", f.dir.path().join("child-home"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut r = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("SEAT") {
+        line.clear();
+        assert!(r.read_line(&mut line).unwrap() > 0, "child ended early");
+    }
+    assert!(line.contains("SEAT ok"), "{line}");
+    let b = session(&f, "host-b");
+    assert!(matches!(b.acquire(1, 0, false), Err(Error::NoSeat { .. })));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed = Instant::now();
+    let start = Instant::now();
+    loop {
+        if b.acquire(1, 0, false).is_ok() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_millis(LEASE_MS * 4),
+            "the dead client's seat never came back"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        killed.elapsed() >= Duration::from_millis(LEASE_MS / 2),
+        "the seat came back before its lease could run out"
+    );
+}
+
+#[test]
+fn a_server_without_a_delegation_from_the_publisher_is_refused() {
+    // The server hosts a container activated by an impostor with the same vendor id.
+    let impostor = PublisherKey::generate(VENDOR, "impostor");
+    let f = fixture(&[spec(1, 5, CountingUnit::Handle)]);
+    let other = Fixture {
+        key: impostor,
+        server: {
+            let home = f.dir.path().join("impostor-home");
+            let k = PublisherKey::generate(VENDOR, "impostor");
+            common::activate(
+                &common::env_in(&home),
+                &k,
+                &[spec(1, 5, CountingUnit::Handle)],
+            );
+            ServerProc::start(&f.dir.path().join("impostor-state"), &home, 0)
+        },
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let mut o = SessionOptions::new(VENDOR, f.key.public_key());
+    o.sources = sources::NETWORK;
+    o.servers = vec![other.server.addr.clone()];
+    let s = Session::open_in(o, client_env(&f, "host-a")).unwrap();
+    let e = s.acquire(1, 0, false).unwrap_err();
+    assert!(matches!(e, Error::Tampered(_)), "{e}");
+    assert_eq!(
+        tessera::ffi::status::from_error(&e),
+        tessera::ffi::tessera_status::TESSERA_E_TAMPERED
+    );
+}
+
+#[test]
+fn hostile_connections_do_not_stop_the_server_serving_others() {
+    let mut f = fixture(&[spec(1, 5, CountingUnit::Handle)]);
+    let addr = f.server.addr.clone();
+    // Garbage, a length near 4 GiB, a truncated frame, half-open connections, a flood.
+    let mut held = Vec::new();
+    for payload in [
+        b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+        vec![0xFF, 0xFF, 0xFF, 0xFE, 1, 2, 3],
+        vec![0, 0, 0, 50, 1, 2],
+        vec![0, 0, 0, 0],
+    ] {
+        let mut c = TcpStream::connect(&addr).unwrap();
+        let _ = c.write_all(&payload);
+        held.push(c);
+    }
+    for _ in 0..300 {
+        if let Ok(c) = TcpStream::connect(&addr) {
+            held.push(c);
+        }
+    }
+    let s = session(&f, "host-a");
+    let seat = s
+        .acquire(1, 0, false)
+        .expect("a well-behaved client is still served");
+    let mut buf = vec![0u8; 100];
+    assert!(seat.encrypt(Mode::Derived, b"x", &mut buf).is_ok());
+    drop(held);
+    assert!(f.server.alive());
+}
+
+#[test]
+fn hundreds_of_clients_racing_never_exceed_the_quantity() {
+    let f = fixture(&[spec(1, 10, CountingUnit::Handle)]);
+    let f = Arc::new(f);
+    let holding = Arc::new(AtomicU32::new(0));
+    let peak = Arc::new(AtomicU32::new(0));
+    let granted = Arc::new(AtomicU32::new(0));
+    let threads: Vec<_> = (0..200)
+        .map(|i| {
+            let (f, holding, peak, granted) =
+                (f.clone(), holding.clone(), peak.clone(), granted.clone());
+            std::thread::spawn(move || {
+                let s = session(&f, &format!("racer-{}", i % 50));
+                for _ in 0..3 {
+                    if let Ok(seat) = s.acquire(1, 0, false) {
+                        let now = holding.fetch_add(1, Ordering::SeqCst) + 1;
+                        peak.fetch_max(now, Ordering::SeqCst);
+                        granted.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(5));
+                        holding.fetch_sub(1, Ordering::SeqCst);
+                        drop(seat);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(
+        peak.load(Ordering::SeqCst) <= 10,
+        "peak {}",
+        peak.load(Ordering::SeqCst)
+    );
+    assert!(
+        granted.load(Ordering::SeqCst) >= 10,
+        "the license was used at all"
+    );
+}
