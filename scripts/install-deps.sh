@@ -12,6 +12,7 @@ have nm || need+=(binutils)
 have readelf || need+=(binutils)
 have pkg-config || need+=(pkg-config)
 have fusermount3 || need+=(fuse3)   # the virtual dongle's mass-storage volume
+have ip || need+=(iproute2)         # network namespaces for the license-server tests
 
 if ((${#need[@]})); then
     echo "install-deps: installing ${need[*]}"

@@ -54,8 +54,24 @@ fn main() {
     }
 }
 
+/// Raises the open-file soft limit to the hard limit: every client is a socket.
+fn raise_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid, initialized struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
+    raise_file_limit();
     let mut c = match &cli.config {
         Some(p) => {
             ServerConfig::from_file(p).with_context(|| format!("reading {}", p.display()))?
