@@ -434,7 +434,10 @@ fn hundreds_of_clients_racing_never_exceed_the_quantity() {
 
 #[test]
 fn the_example_configuration_parses() {
-    let c = tessera::server::config::ServerConfig::from_file(&common::root().join("systemd/server.toml")).unwrap();
+    let c = tessera::server::config::ServerConfig::from_file(
+        &common::root().join("systemd/server.toml"),
+    )
+    .unwrap();
     assert_eq!(c.name, "license-server-1");
     assert_eq!(c.lease_ms, 90_000);
     assert!(c.lease_ms >= 3 * c.renew_ms);
