@@ -260,7 +260,7 @@ impl Server {
                         .renew(&seat_ids, client, now_ms(), self.config.lease_ms);
                 if !changes.is_empty() {
                     // Renewals need not wait for the disk: a lost renewal only shortens a lease.
-                    drop(self.committer.submit(changes));
+                    self.committer.submit_lazy(changes);
                 }
                 Ok(NetResponse::Renewed {
                     lost,
@@ -334,7 +334,7 @@ impl Server {
         };
         if !changes.is_empty() {
             debug!(expired = changes.len(), "leases ran out");
-            drop(self.committer.submit(changes));
+            self.committer.submit_lazy(changes);
         }
     }
 }
@@ -374,7 +374,7 @@ fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket> {
     Ok(s.into())
 }
 
-async fn read_frame(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+async fn read_frame(s: &mut (impl AsyncReadExt + Unpin)) -> std::io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     s.read_exact(&mut len).await?;
     let n = u32::from_be_bytes(len) as usize;
@@ -389,7 +389,7 @@ async fn read_frame(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-async fn write_frame(s: &mut TcpStream, payload: &[u8]) -> std::io::Result<()> {
+async fn write_frame(s: &mut (impl AsyncWriteExt + Unpin), payload: &[u8]) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(4 + payload.len());
     buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
     buf.extend_from_slice(payload);
@@ -398,21 +398,25 @@ async fn write_frame(s: &mut TcpStream, payload: &[u8]) -> std::io::Result<()> {
 
 async fn handshake(
     server: &Server,
-    s: &mut TcpStream,
+    rd: &mut (impl AsyncReadExt + Unpin),
+    wr: &mut (impl AsyncWriteExt + Unpin),
 ) -> Result<(NetChannel, [u8; 32], ClientHello)> {
     let io = |e: std::io::Error| Error::io("client connection", e);
     let mut hs = ServerHandshake::new(&server.static_secret, &server.hello)?;
-    let m1 = read_frame(s).await.map_err(io)?;
+    let m1 = read_frame(rd).await.map_err(io)?;
     let m2 = hs.read_message1(&m1)?;
-    write_frame(s, &m2).await.map_err(io)?;
-    let m3 = read_frame(s).await.map_err(io)?;
+    write_frame(wr, &m2).await.map_err(io)?;
+    let m3 = read_frame(rd).await.map_err(io)?;
     hs.read_message3(&m3)
 }
 
-async fn serve_connection(server: Arc<Server>, mut s: TcpStream, peer: SocketAddr) {
+async fn serve_connection(server: Arc<Server>, s: TcpStream, peer: SocketAddr) {
     let hs_timeout = Duration::from_millis(server.config.handshake_timeout_ms);
+    // Buffered reads: one receive call per request, not one per length and body.
+    let (rd, mut wr) = s.into_split();
+    let mut rd = tokio::io::BufReader::with_capacity(8192, rd);
     let (mut channel, client, hello) =
-        match tokio::time::timeout(hs_timeout, handshake(&server, &mut s)).await {
+        match tokio::time::timeout(hs_timeout, handshake(&server, &mut rd, &mut wr)).await {
             Ok(Ok(x)) => x,
             Ok(Err(e)) => {
                 server.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -428,7 +432,7 @@ async fn serve_connection(server: Arc<Server>, mut s: TcpStream, peer: SocketAdd
     debug!(%peer, host = %hello.host.hostname, "client connected");
     let idle = Duration::from_millis(server.config.lease_ms.saturating_mul(3));
     loop {
-        let frame = match tokio::time::timeout(idle, read_frame(&mut s)).await {
+        let frame = match tokio::time::timeout(idle, read_frame(&mut rd)).await {
             Ok(Ok(f)) => f,
             Ok(Err(e)) => {
                 if e.kind() != std::io::ErrorKind::UnexpectedEof {
@@ -465,7 +469,7 @@ async fn serve_connection(server: Arc<Server>, mut s: TcpStream, peer: SocketAdd
                 return;
             }
         };
-        if write_frame(&mut s, &out).await.is_err() {
+        if write_frame(&mut wr, &out).await.is_err() {
             return;
         }
     }

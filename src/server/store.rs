@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
-use super::seats::{Change, SeatRow};
+use super::seats::{Change, SeatId, SeatRow};
 use crate::{Error, Result};
 
 /// Where the seat table lives.
@@ -162,8 +162,12 @@ impl SeatStore for SqliteStore {
 /// What the committer thread is asked to do.
 struct Job {
     changes: Vec<Change>,
-    done: oneshot::Sender<Result<(), String>>,
+    /// `None` for a lazy submission (written within `LAZY_FLUSH`, nobody waits).
+    done: Option<oneshot::Sender<Result<(), String>>>,
 }
+
+/// How long lazy changes (lease renewals, expiries) may wait before they are written.
+pub const LAZY_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Group commit: a thread owns the store; submitters get a [`CommitWaiter`]; all changes
 /// pending when the thread wakes go into one transaction (one fsync for many grants).
@@ -200,9 +204,24 @@ impl GroupCommitter {
         let (done, rx) = oneshot::channel();
         if let Some(jobs) = &self.jobs {
             // If the thread is gone the job (and its sender) is dropped: the waiter reports it.
-            let _ = jobs.send(Job { changes, done });
+            let _ = jobs.send(Job {
+                changes,
+                done: Some(done),
+            });
         }
         CommitWaiter { rx }
+    }
+
+    /// Queues changes nobody waits for (lease renewals, expiries): they are coalesced per
+    /// seat and written with the next durable batch, or within [`LAZY_FLUSH`]. Losing them
+    /// in a crash only shortens leases.
+    pub fn submit_lazy(&self, changes: Vec<Change>) {
+        if let Some(jobs) = &self.jobs {
+            let _ = jobs.send(Job {
+                changes,
+                done: None,
+            });
+        }
     }
 
     /// How many transactions the store has been asked to commit so far.
@@ -226,38 +245,92 @@ impl Drop for GroupCommitter {
     }
 }
 
+fn change_key(c: &Change) -> SeatId {
+    match c {
+        Change::Upsert(r) => r.seat_id,
+        Change::Delete(id) => *id,
+    }
+}
+
 fn run(mut store: Box<dyn SeatStore>, jobs: mpsc::Receiver<Job>, transactions: &AtomicU64) {
-    while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        batch.extend(jobs.try_iter());
-        let changes: Vec<Change> = batch
-            .iter()
-            .flat_map(|j| j.changes.iter().cloned())
-            .collect();
-        if changes.is_empty() {
-            for j in batch {
-                let _ = j.done.send(Ok(()));
+    use std::collections::HashMap;
+    use std::time::Instant;
+    // Lazy changes, the latest per seat, and when the oldest of them arrived.
+    let mut lazy: HashMap<SeatId, Change> = HashMap::new();
+    let mut lazy_since: Option<Instant> = None;
+    loop {
+        let first = match lazy_since {
+            None => match jobs.recv() {
+                Ok(j) => Some(j),
+                Err(_) => break,
+            },
+            Some(t) => match jobs.recv_timeout(LAZY_FLUSH.saturating_sub(t.elapsed())) {
+                Ok(j) => Some(j),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            },
+        };
+        let mut batch: Vec<Job> = Vec::new();
+        for j in first.into_iter().chain(jobs.try_iter()) {
+            if j.done.is_none() {
+                for c in j.changes {
+                    lazy.insert(change_key(&c), c);
+                }
+                lazy_since.get_or_insert_with(Instant::now);
+            } else {
+                batch.push(j);
             }
+        }
+        let due = lazy_since.is_some_and(|t| t.elapsed() >= LAZY_FLUSH);
+        if batch.is_empty() && !due {
             continue;
         }
-        transactions.fetch_add(1, Ordering::Relaxed);
-        match store.commit(&changes) {
-            Ok(()) => {
-                for j in batch {
-                    let _ = j.done.send(Ok(()));
-                }
+        // Lazy changes were submitted before the durable ones in this batch: write them first.
+        let mut changes: Vec<Change> = lazy.drain().map(|(_, c)| c).collect();
+        lazy_since = None;
+        changes.extend(batch.iter().flat_map(|j| j.changes.iter().cloned()));
+        commit_batch(store.as_mut(), changes, batch, transactions);
+    }
+    if !lazy.is_empty() {
+        let changes: Vec<Change> = lazy.drain().map(|(_, c)| c).collect();
+        commit_batch(store.as_mut(), changes, Vec::new(), transactions);
+    }
+}
+
+fn commit_batch(
+    store: &mut dyn SeatStore,
+    changes: Vec<Change>,
+    batch: Vec<Job>,
+    transactions: &AtomicU64,
+) {
+    let reply = |j: Job, r: Result<(), String>| {
+        if let Some(d) = j.done {
+            let _ = d.send(r);
+        }
+    };
+    if changes.is_empty() {
+        for j in batch {
+            reply(j, Ok(()));
+        }
+        return;
+    }
+    transactions.fetch_add(1, Ordering::Relaxed);
+    match store.commit(&changes) {
+        Ok(()) => {
+            for j in batch {
+                reply(j, Ok(()));
             }
-            Err(e) if batch.len() == 1 => {
-                for j in batch {
-                    let _ = j.done.send(Err(e.to_string()));
-                }
+        }
+        Err(e) if batch.len() <= 1 => {
+            for j in batch {
+                reply(j, Err(e.to_string()));
             }
-            Err(_) => {
-                for j in batch {
-                    transactions.fetch_add(1, Ordering::Relaxed);
-                    let r = store.commit(&j.changes).map_err(|e| e.to_string());
-                    let _ = j.done.send(r);
-                }
+        }
+        Err(_) => {
+            for j in batch {
+                transactions.fetch_add(1, Ordering::Relaxed);
+                let r = store.commit(&j.changes).map_err(|e| e.to_string());
+                reply(j, r);
             }
         }
     }
@@ -314,6 +387,40 @@ mod tests {
     fn sorted(mut rows: Vec<SeatRow>) -> Vec<SeatRow> {
         rows.sort_by_key(|r| r.seat_id);
         rows
+    }
+
+    #[test]
+    fn lazy_changes_are_coalesced_and_written_in_order_with_durable_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seats.db");
+        let c = GroupCommitter::start(Box::new(SqliteStore::open(&path).unwrap()));
+        c.submit(vec![
+            Change::Upsert(row(1, 100)),
+            Change::Upsert(row(2, 100)),
+        ])
+        .wait()
+        .unwrap();
+        // Renewals, coalesced per seat: only the last one is written.
+        for e in 101..=150 {
+            c.submit_lazy(vec![Change::Upsert(row(1, e))]);
+        }
+        let before = c.transactions();
+        // A durable change after the lazy ones carries them along, in order.
+        c.submit(vec![Change::Delete(row(2, 0).seat_id)])
+            .wait()
+            .unwrap();
+        assert_eq!(c.transactions(), before + 1, "one transaction for both");
+        let mut s = SqliteStore::open(&path).unwrap();
+        let rows = s.load().unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].expires_ms, 150);
+        // Lazy changes alone are written within LAZY_FLUSH.
+        c.submit_lazy(vec![Change::Upsert(row(1, 999))]);
+        std::thread::sleep(LAZY_FLUSH + std::time::Duration::from_millis(300));
+        assert_eq!(s.load().unwrap()[0].expires_ms, 999);
+        c.submit_lazy(vec![Change::Delete(row(1, 0).seat_id)]);
+        drop(c); // shutdown flushes lazy changes too
+        assert!(s.load().unwrap().is_empty());
     }
 
     #[test]
