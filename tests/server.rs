@@ -27,19 +27,14 @@ const LEASE_MS: u64 = 1500;
 const RENEW_MS: u64 = 300;
 
 fn bin(name: &str) -> PathBuf {
-    common::profile_dir().join(name)
-}
-
-fn build_server() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let st = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--bin", "tessera-server"])
-            .current_dir(common::root())
-            .status()
-            .unwrap();
-        assert!(st.success());
-    });
+    // Cargo builds the binaries for integration tests with the tests' own features.
+    match name {
+        "tessera" => PathBuf::from(env!("CARGO_BIN_EXE_tessera")),
+        "tessera-vendor" => PathBuf::from(env!("CARGO_BIN_EXE_tessera-vendor")),
+        "tessera-server" => PathBuf::from(env!("CARGO_BIN_EXE_tessera-server")),
+        "tessera-dongle" => PathBuf::from(env!("CARGO_BIN_EXE_tessera-dongle")),
+        other => panic!("no binary {other}"),
+    }
 }
 
 /// A running `tessera-server`; killed on drop.
@@ -53,7 +48,6 @@ struct ServerProc {
 
 impl ServerProc {
     fn start(state: &Path, home: &Path, port: u16) -> ServerProc {
-        build_server();
         let mut child = Command::new(bin("tessera-server"))
             .args(["--name", "test-server", "--no-discovery", "--no-dongles"])
             .arg("--listen")

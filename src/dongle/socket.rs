@@ -296,10 +296,29 @@ fn remove_stale(path: &Path) -> Result<()> {
     }
 }
 
-/// Binds and listens at `path` (non-blocking).
+/// Binds and listens at `path` (non-blocking). The socket is bound under a temporary name
+/// and renamed into place once it listens, so a client never finds a socket that refuses it.
 fn listen(path: &Path) -> Result<OwnedFd> {
-    let (addr, len) = sockaddr(path)?;
+    sockaddr(path)?;
     remove_stale(path)?;
+    let tmp = path.with_file_name(format!(
+        ".{}.{}.binding",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    let fd = listen_at(&tmp)?;
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(path, e));
+    }
+    Ok(fd)
+}
+
+fn listen_at(path: &Path) -> Result<OwnedFd> {
+    let (addr, len) = sockaddr(path)?;
     let fd = seqpacket_socket(path)?;
     // SAFETY: addr is a valid sockaddr_un of length len; fd is ours.
     let rc = unsafe {

@@ -501,11 +501,12 @@ impl NetSeats {
         }
     }
 
-    /// `LeaseLost` (without marking the seat lost) while the seat waits to be re-attached.
+    /// A transient `Timeout` (the seat is not lost) while the seat waits to be re-attached
+    /// within its grace period: an app that re-acquires only on `LEASE_LOST` keeps it.
     fn check_attached(&self, seat_id: &[u8; 16]) -> Result<()> {
         match lock(&self.inner.seats).get(seat_id) {
-            Some(s) if !s.attached => Err(Error::LeaseLost(format!(
-                "seat {} is not re-attached to a license server yet{}",
+            Some(s) if !s.attached => Err(Error::Timeout(format!(
+                "seat {} is not re-attached to a license server yet; still within its grace period{}",
                 hex::encode(seat_id),
                 s.last_error
                     .as_deref()
