@@ -42,6 +42,10 @@ struct Cli {
     /// Do not host attached dongles.
     #[arg(long)]
     no_dongles: bool,
+    /// Do not sync each seat-table commit to the disk (grants survive a killed process,
+    /// not a power loss).
+    #[arg(long)]
+    no_fsync: bool,
     /// Log format: text or json.
     #[arg(long)]
     log_format: Option<String>,
@@ -104,6 +108,7 @@ fn real_main() -> Result<()> {
     }
     c.discovery &= !cli.no_discovery;
     c.dongles &= !cli.no_dongles;
+    c.fsync &= !cli.no_fsync;
     c.check()?;
 
     let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")

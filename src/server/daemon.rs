@@ -94,7 +94,12 @@ impl Server {
         for c in &hosted.containers {
             info!(serial = %c.serial, vendor = c.vendor_id, licenses = c.licenses.len(), "hosting container");
         }
-        let mut store = SqliteStore::open(&config.state_dir.join("seats.db"))?;
+        let durability = if config.fsync {
+            super::store::Durability::PowerLoss
+        } else {
+            super::store::Durability::ProcessCrash
+        };
+        let mut store = SqliteStore::open_with(&config.state_dir.join("seats.db"), durability)?;
         let rows = super::store::SeatStore::load(&mut store)?;
         let mut table = SeatTable::new();
         let n = rows.len();

@@ -46,15 +46,32 @@ const DELETE: &str = "DELETE FROM seats WHERE seat_id = ?1";
 const SELECT: &str =
     "SELECT seat_id, license_id, unit_key, client, exclusive, expires_ms FROM seats";
 
-/// The seat table in an SQLite file (WAL, `synchronous=FULL`).
+/// What a committed grant must survive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// A power loss or OS crash: every commit is synced to the disk (`synchronous=FULL`).
+    PowerLoss,
+    /// A killed server process (SIGKILL): commits are in the WAL in the OS's cache before
+    /// they are answered, but not synced (`synchronous=NORMAL`); a power loss may lose the
+    /// last ones, and their clients re-attach (idempotent acquire, never over the quantity).
+    ProcessCrash,
+}
+
+/// The seat table in a SQLite file (WAL).
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
 }
 
 impl SqliteStore {
-    /// Opens (or creates) the seat table at `path`.
+    /// Opens (or creates) the seat table at `path`, syncing every commit to the disk
+    /// (survives a power loss as well as a killed process).
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, Durability::PowerLoss)
+    }
+
+    /// Opens the seat table with the durability asked for.
+    pub fn open_with(path: &Path, durability: Durability) -> Result<Self> {
         let err = db_error(path);
         let conn = Connection::open(path).map_err(&err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
@@ -68,7 +85,11 @@ impl SqliteStore {
                 io::Error::other(format!("journal_mode is {mode}, not WAL")),
             ));
         }
-        conn.pragma_update(None, "synchronous", "FULL")
+        let sync = match durability {
+            Durability::PowerLoss => "FULL",
+            Durability::ProcessCrash => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", sync)
             .map_err(&err)?;
         conn.execute_batch(SCHEMA).map_err(&err)?;
         conn.set_prepared_statement_cache_capacity(8);
