@@ -590,3 +590,77 @@ fn a_dongle_that_stops_answering_mid_message_times_out_cleanly() {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     server.join().unwrap().unwrap();
 }
+
+#[test]
+fn a_license_server_hosts_the_dongle_attached_to_it() {
+    use std::io::BufRead;
+    let _l = serial_lock();
+    let dir = tempfile::tempdir().unwrap();
+    set_dongle_dir(dir.path());
+    let state = VirtualDongle::create(dir.path());
+    let _d = VirtualDongle::start(&state, dir.path(), Transport::Hid, 10_000);
+    let key = PublisherKey::generate(VENDOR, "dongle tests");
+    let serial = program(&key, &[spec(1, 2, CountingUnit::Handle)]);
+    // The server finds the dongle through the same discovery the client uses.
+    let mut server = Command::new(env!("CARGO_BIN_EXE_tessera-server"))
+        .args([
+            "--name",
+            "dongle-server",
+            "--no-discovery",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--state-dir")
+        .arg(dir.path().join("server-state"))
+        .arg("--home")
+        .arg(dir.path().join("server-home"))
+        .env("TESSERA_DONGLE_DIR", dir.path().join("dongles"))
+        .env("TESSERA_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut line = String::new();
+    std::io::BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _server = Kill(server);
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("server address")
+        .to_string();
+    // A client elsewhere (its own home, no dongle source) gets a seat of the dongle's license.
+    let mut o = SessionOptions::new(VENDOR, key.public_key());
+    o.sources = sources::NETWORK;
+    o.servers = vec![addr];
+    let s = Session::open_in(o, env(&dir.path().join("client-home"), "remote host")).unwrap();
+    let seat = s
+        .acquire(1, 0, false)
+        .expect("a seat from the server's dongle");
+    let info = seat.info().unwrap();
+    assert_eq!(info.source, SourceKind::Network);
+    assert_eq!(info.container_serial, serial);
+    assert_eq!(
+        info.container_kind,
+        tessera::container::ContainerKind::Dongle
+    );
+    assert_eq!(info.server.as_deref(), Some("dongle-server"));
+    for mode in [Mode::Derived, Mode::Direct] {
+        let mut ct = vec![0u8; 100];
+        let n = seat
+            .encrypt(mode, b"through the server's dongle", &mut ct)
+            .unwrap();
+        assert_eq!(
+            tessera::cipher::decrypt(&key.product_secret(1), &ct[..n]).unwrap(),
+            b"through the server's dongle"
+        );
+    }
+}

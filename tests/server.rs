@@ -436,3 +436,34 @@ fn the_example_configuration_parses() {
     assert_eq!(c.lease_ms, 90_000);
     assert!(c.lease_ms >= 3 * c.renew_ms);
 }
+
+#[test]
+fn sigterm_shuts_the_server_down_gracefully_and_keeps_its_seats() {
+    let mut f = fixture(&[spec(1, 1, CountingUnit::Handle)]);
+    let a = session(&f, "host-a");
+    let seat = a.acquire(1, 0, false).unwrap();
+    let mut child = f.server.child.take().unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the server did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "graceful exit, not a crash: {status}");
+    // Restarted on its state: the seat is still counted.
+    f.server = ServerProc::start(
+        &f.server.state.clone(),
+        &f.server.home.clone(),
+        f.server.port,
+    );
+    let b = session(&f, "host-b");
+    assert!(matches!(b.acquire(1, 0, false), Err(Error::NoSeat { .. })));
+    drop(seat);
+}
