@@ -182,7 +182,10 @@ impl Fixture {
     }
 
     fn license_id(&self, conn: &mut Connection) -> [u8; 16] {
-        let Response::Licenses(licenses) = conn.call(&Request::ListLicenses).expect("list") else {
+        let Response::Licenses { licenses, .. } = conn
+            .call(&Request::ListLicenses { offset: 0 })
+            .expect("list")
+        else {
             panic!("ListLicenses: unexpected answer");
         };
         assert_eq!(licenses.len(), 1);

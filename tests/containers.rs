@@ -255,3 +255,43 @@ fn kill_9_in_the_middle_of_writes_leaves_a_whole_container() {
         "at most the temp file of the killed write is left: {stray:?}"
     );
 }
+
+#[test]
+fn a_container_with_many_licenses_lists_them_page_by_page_within_a_channel_frame() {
+    use tessera::container::engine::RequestContext;
+    use tessera::container::protocol::{Request, encode_response};
+    use tessera::container::{ContainerKind, Engine};
+    let now = tessera::util::now();
+    let key = PublisherKey::generate(VENDOR, "t");
+    let mut engine = Engine::create(ContainerKind::Dongle, 0, now);
+    let req = engine
+        .activation_request(
+            &tessera::host::Fingerprint::default(),
+            MachineKind::Physical,
+            "h",
+            now,
+        )
+        .unwrap();
+    let specs: Vec<LicenseSpec> = (1..=80).map(|p| spec(p, 1, CountingUnit::Handle)).collect();
+    let act = key.activate(&req, &specs, now).unwrap();
+    engine.install_activation(&act, None, now).unwrap();
+    let ctx = RequestContext {
+        now,
+        now_ms: 0,
+        host: None,
+        machine: MachineKind::Physical,
+    };
+    let (first, _) = engine.handle(Request::ListLicenses { offset: 0 }, &ctx);
+    assert!(
+        encode_response(&first).unwrap().len() <= tessera::channel::MAX_PLAINTEXT,
+        "one page fits one channel frame"
+    );
+    let mut pages = 0;
+    let all = tessera::dongle::client::list_all_licenses(|r| {
+        pages += 1;
+        Ok(engine.handle(r.clone(), &ctx).0)
+    })
+    .unwrap();
+    assert_eq!(all.len(), 80);
+    assert!(pages > 1, "80 licenses do not fit one page");
+}

@@ -268,8 +268,8 @@ fn list_dongles(env: &Environment, vendor: Option<u32>) {
             );
             println!("clock high-water: {}", format_time(clock_high_water));
         }
-        match c.call(&Request::ListLicenses) {
-            Ok(Response::Licenses(list)) => {
+        match tessera::dongle::client::list_all_licenses(|r| c.call(r)) {
+            Ok(list) => {
                 println!("licenses:     {}", list.len());
                 for b in list {
                     match SignedLicense::parse_unverified(&b) {
@@ -278,7 +278,6 @@ fn list_dongles(env: &Environment, vendor: Option<u32>) {
                     }
                 }
             }
-            Ok(_) => println!("licenses:     unexpected answer"),
             Err(e) => println!("licenses:     {e}"),
         }
     }

@@ -163,15 +163,13 @@ impl Dongle {
 
     /// The dongle's licenses of the session's publisher that verify against its key.
     pub fn licenses(&self) -> Result<Vec<License>> {
-        match self.call(&Request::ListLicenses)? {
-            Response::Licenses(list) => Ok(list
-                .iter()
-                .filter_map(|b| SignedLicense::verify(b, &self.ctx.publisher).ok())
-                .filter(|s| s.license.vendor_id == self.ctx.vendor_id)
-                .map(|s| s.license)
-                .collect()),
-            other => Err(unexpected(&other)),
-        }
+        let list = crate::dongle::client::list_all_licenses(|r| self.call(r))?;
+        Ok(list
+            .iter()
+            .filter_map(|b| SignedLicense::verify(b, &self.ctx.publisher).ok())
+            .filter(|s| s.license.vendor_id == self.ctx.vendor_id)
+            .map(|s| s.license)
+            .collect())
     }
 }
 

@@ -23,6 +23,8 @@ use crate::{Error, Result};
 /// How far the clock may run behind the high-water mark before time-limited licenses are
 /// refused (covers NTP corrections and time-zone mistakes, not a week-long rollback).
 pub const CLOCK_TOLERANCE_SECS: u64 = 3600;
+/// The most license bytes one `ListLicenses` answer carries (it must fit a channel frame).
+pub const LIST_PAGE_BYTES: usize = 4096;
 /// The engine state format version.
 pub const STATE_VERSION: u16 = 1;
 
@@ -295,18 +297,26 @@ impl Engine {
                 },
                 false,
             ),
-            Request::ListLicenses => {
+            Request::ListLicenses { offset } => {
                 if shared {
                     return Err(refuse_shared());
                 }
+                // One page at a time: an answer must fit one channel frame.
+                let all = &self.state.licenses;
+                let mut page = Vec::new();
+                let mut bytes = 0;
+                for l in all.iter().skip(offset as usize) {
+                    if !page.is_empty() && bytes + l.bytes.len() + 8 > LIST_PAGE_BYTES {
+                        break;
+                    }
+                    bytes += l.bytes.len() + 8;
+                    page.push(l.bytes.clone());
+                }
                 (
-                    Response::Licenses(
-                        self.state
-                            .licenses
-                            .iter()
-                            .map(|l| l.bytes.clone())
-                            .collect(),
-                    ),
+                    Response::Licenses {
+                        licenses: page,
+                        total: all.len() as u32,
+                    },
                     false,
                 )
             }

@@ -15,8 +15,11 @@ pub const PROTOCOL_VERSION: u16 = 1;
 pub enum Request {
     /// Who are you: serial, kind, certificate, clock, shared or exclusive.
     Identify,
-    /// The signed licenses the container holds.
-    ListLicenses,
+    /// The signed licenses the container holds, one page from `offset` on.
+    ListLicenses {
+        /// Index of the first license wanted.
+        offset: u32,
+    },
     /// A signature by the container key over a seat request, proving to a license server
     /// that the container holding the license takes part.
     SeatTicket {
@@ -87,8 +90,13 @@ pub enum Response {
         /// Whether it is locked out as shared by several hosts.
         shared: bool,
     },
-    /// Answer to `ListLicenses`: signed licenses.
-    Licenses(Vec<Vec<u8>>),
+    /// Answer to `ListLicenses`: a page of signed licenses and how many there are in all.
+    Licenses {
+        /// Signed licenses from the offset asked for.
+        licenses: Vec<Vec<u8>>,
+        /// All licenses the container holds.
+        total: u32,
+    },
     /// Answer to `SeatTicket`.
     Ticket {
         /// Ed25519 signature by the container key.

@@ -172,6 +172,38 @@ impl Connection {
     }
 }
 
+/// Collects every license of a container, page by page, through `call`.
+pub fn list_all_licenses(
+    mut call: impl FnMut(&Request) -> Result<Response>,
+) -> Result<Vec<Vec<u8>>> {
+    let mut all = Vec::new();
+    loop {
+        match call(&Request::ListLicenses {
+            offset: all.len() as u32,
+        })? {
+            Response::Licenses { licenses, total } => {
+                let got = licenses.len();
+                all.extend(licenses);
+                if all.len() >= total as usize {
+                    return Ok(all);
+                }
+                if got == 0 {
+                    return Err(Error::malformed(
+                        "dongle answer",
+                        "an empty page before the last license",
+                    ));
+                }
+            }
+            other => {
+                return Err(Error::malformed(
+                    "dongle answer",
+                    format!("unexpected answer {other:?}"),
+                ));
+            }
+        }
+    }
+}
+
 fn expect_cmd(m: &framing::Message, want: u8) -> Result<()> {
     if m.cmd == want {
         return Ok(());

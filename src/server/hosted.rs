@@ -164,10 +164,7 @@ impl Hosted {
             } => (delegation, certificate),
             other => return Err(Error::malformed("dongle answer", format!("{other:?}"))),
         };
-        let list = match c.call(&Request::ListLicenses)? {
-            Response::Licenses(l) => l,
-            other => return Err(Error::malformed("dongle answer", format!("{other:?}"))),
-        };
+        let list = crate::dongle::client::list_all_licenses(|r| c.call(r))?;
         let mut licenses = Vec::new();
         for b in &list {
             licenses.push(SignedLicense::parse_unverified(b)?);
