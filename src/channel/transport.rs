@@ -2,7 +2,7 @@
 
 use snow::StatelessTransportState;
 
-use super::{FRAME_OVERHEAD, MAX_FRAME, MAX_PLAINTEXT};
+use super::{FRAME_OVERHEAD, MAX_FRAME};
 use crate::{Error, Result};
 
 const FRAME: &str = "channel frame";
@@ -17,6 +17,9 @@ pub struct Channel {
     last_received: Option<u64>,
     remote_static: [u8; 32],
     handshake_hash: [u8; 32],
+    /// The largest frame either end accepts ([`MAX_FRAME`] for a dongle; the license
+    /// server's wire allows larger ones).
+    max_frame: usize,
 }
 
 impl std::fmt::Debug for Channel {
@@ -35,22 +38,39 @@ impl Channel {
         remote_static: [u8; 32],
         handshake_hash: [u8; 32],
     ) -> Channel {
+        Self::with_max_frame(transport, remote_static, handshake_hash, MAX_FRAME)
+    }
+
+    /// A channel whose frames may be up to `max_frame` bytes (the license server's wire).
+    pub(crate) fn with_max_frame(
+        transport: StatelessTransportState,
+        remote_static: [u8; 32],
+        handshake_hash: [u8; 32],
+        max_frame: usize,
+    ) -> Channel {
         Channel {
             transport,
             next_send: 0,
             last_received: None,
             remote_static,
             handshake_hash,
+            max_frame: max_frame.max(FRAME_OVERHEAD + 1),
         }
+    }
+
+    /// The largest plaintext one frame carries.
+    pub fn max_plaintext(&self) -> usize {
+        self.max_frame - FRAME_OVERHEAD
     }
 
     /// Encrypts a message into a frame: `counter u64 LE | ciphertext`. The plaintext may be
     /// at most [`MAX_PLAINTEXT`] bytes, so the frame fits [`MAX_FRAME`].
     pub fn seal(&mut self, plaintext: &[u8]) -> Result<Vec<u8>> {
-        if plaintext.len() > MAX_PLAINTEXT {
+        if plaintext.len() > self.max_plaintext() {
             return Err(Error::InvalidArgument(format!(
-                "a channel message of {} bytes is larger than {MAX_PLAINTEXT}",
-                plaintext.len()
+                "a channel message of {} bytes is larger than {}",
+                plaintext.len(),
+                self.max_plaintext()
             )));
         }
         let counter = self.next_send;
@@ -85,10 +105,10 @@ impl Channel {
                 ),
             ));
         }
-        if frame.len() > MAX_FRAME {
+        if frame.len() > self.max_frame {
             return Err(Error::malformed(
                 FRAME,
-                format!("{} bytes is larger than {MAX_FRAME}", frame.len()),
+                format!("{} bytes is larger than {}", frame.len(), self.max_frame),
             ));
         }
         let mut counter_bytes = [0u8; 8];

@@ -15,18 +15,18 @@ use std::time::Duration;
 use ed25519_dalek::VerifyingKey;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use snow::{HandshakeState, StatelessTransportState};
+use snow::HandshakeState;
 use socket2::{Domain, Protocol, SockAddr, Socket, TcpKeepalive, Type};
 use x25519_dalek::{PublicKey, StaticSecret};
 
 use super::proto::{
     self, ClientHello, DEFAULT_PORT, MAX_FRAME, NetRequest, NetResponse, ServerHello,
 };
+use crate::channel::Channel;
 use crate::channel::NOISE_PARAMS;
 use crate::{Error, Result};
 
 const HANDSHAKE: &str = "server handshake";
-const FRAME: &str = "server channel frame";
 /// The bytes a channel frame adds to its plaintext: the counter (8) and the tag (16).
 pub const FRAME_OVERHEAD: usize = 8 + 16;
 /// The largest plaintext a [`NetChannel`] frame carries, so that the frame fits [`MAX_FRAME`].
@@ -36,92 +36,11 @@ const MAX_NOISE: usize = 65_535;
 
 // --- the channel ----------------------------------------------------------------------------
 
-/// One end of an established server channel. Frames are `counter u64 LE | ciphertext`
-/// (as `crate::channel::Channel`, with frames up to [`MAX_FRAME`]); each direction has its
-/// own key and counter, which starts at 0 and strictly increases, so a replayed or reordered
-/// frame is refused.
-pub struct NetChannel {
-    transport: StatelessTransportState,
-    next_send: u64,
-    last_received: Option<u64>,
-    remote_static: [u8; 32],
-    handshake_hash: [u8; 32],
-}
+/// One end of an established server channel: the same counter-numbered frames as a
+/// dongle's [`Channel`], with frames up to the server wire's [`MAX_FRAME`].
+pub type NetChannel = Channel;
 
-impl std::fmt::Debug for NetChannel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NetChannel")
-            .field("remote_static", &hex::encode(self.remote_static))
-            .field("next_send", &self.next_send)
-            .field("last_received", &self.last_received)
-            .finish_non_exhaustive()
-    }
-}
-
-impl NetChannel {
-    /// Encrypts a message into a frame; at most [`MAX_PLAINTEXT`] bytes.
-    pub fn seal(&mut self, plaintext: &[u8]) -> Result<Vec<u8>> {
-        if plaintext.len() > MAX_PLAINTEXT {
-            return Err(Error::InvalidArgument(format!(
-                "a server message of {} bytes is larger than {MAX_PLAINTEXT}",
-                plaintext.len()
-            )));
-        }
-        let counter = self.next_send;
-        if counter == u64::MAX {
-            return Err(Error::Internal("server channel counter exhausted".into()));
-        }
-        let mut frame = vec![0u8; FRAME_OVERHEAD + plaintext.len()];
-        frame[..8].copy_from_slice(&counter.to_le_bytes());
-        let n = self
-            .transport
-            .write_message(counter, plaintext, &mut frame[8..])
-            .map_err(|e| Error::Internal(format!("sealing server frame {counter}: {e}")))?;
-        frame.truncate(8 + n);
-        self.next_send = counter + 1;
-        Ok(frame)
-    }
-
-    /// Decrypts a frame from the peer: `Malformed` when truncated or too large, `Tampered`
-    /// when replayed, reordered or failing authentication. A rejected frame changes nothing.
-    pub fn open(&mut self, frame: &[u8]) -> Result<Vec<u8>> {
-        if frame.len() < FRAME_OVERHEAD || frame.len() > MAX_FRAME {
-            return Err(Error::malformed(
-                FRAME,
-                format!(
-                    "{} bytes (between {FRAME_OVERHEAD} and {MAX_FRAME} expected)",
-                    frame.len()
-                ),
-            ));
-        }
-        let mut counter_bytes = [0u8; 8];
-        counter_bytes.copy_from_slice(&frame[..8]);
-        let counter = u64::from_le_bytes(counter_bytes);
-        if let Some(last) = self.last_received
-            && counter <= last
-        {
-            return Err(Error::Tampered(format!(
-                "replayed or reordered server frame: counter {counter} is not above {last}"
-            )));
-        }
-        if counter == u64::MAX {
-            return Err(Error::Tampered(
-                "server frame with the reserved counter".into(),
-            ));
-        }
-        let ciphertext = &frame[8..];
-        let mut plaintext = vec![0u8; ciphertext.len() - 16];
-        let n = self
-            .transport
-            .read_message(counter, ciphertext, &mut plaintext)
-            .map_err(|_| {
-                Error::Tampered(format!("server frame {counter} failed authentication"))
-            })?;
-        plaintext.truncate(n);
-        self.last_received = Some(counter);
-        Ok(plaintext)
-    }
-
+impl Channel {
     /// Seals `postcard((PROTOCOL_VERSION, value))`.
     pub fn seal_message<T: Serialize>(&mut self, value: &T) -> Result<Vec<u8>> {
         let plain = proto::encode(value)?;
@@ -136,16 +55,6 @@ impl NetChannel {
     ) -> Result<T> {
         let plain = self.open(frame)?;
         proto::decode(&plain, what)
-    }
-
-    /// The peer's Noise static public key.
-    pub fn remote_static(&self) -> [u8; 32] {
-        self.remote_static
-    }
-
-    /// The Noise handshake hash, the same on both ends (channel binding).
-    pub fn handshake_hash(&self) -> [u8; 32] {
-        self.handshake_hash
     }
 }
 
@@ -241,13 +150,12 @@ fn into_channel(noise: HandshakeState) -> Result<NetChannel> {
     let transport = noise
         .into_stateless_transport_mode()
         .map_err(|e| Error::Internal(format!("{HANDSHAKE}: entering transport mode: {e}")))?;
-    Ok(NetChannel {
+    Ok(Channel::with_max_frame(
         transport,
-        next_send: 0,
-        last_received: None,
         remote_static,
         handshake_hash,
-    })
+        MAX_FRAME,
+    ))
 }
 
 fn out_of_order(what: &str) -> Error {
