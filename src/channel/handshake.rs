@@ -41,7 +41,7 @@ pub enum Trust<'a> {
 
 /// Builds a Noise handshake state for `NOISE_PARAMS` with `secret` as the static key.
 /// `ephemeral` fixes the ephemeral key: only tests do that, to replay a handshake exactly.
-fn noise(
+pub(crate) fn noise(
     secret: &[u8; 32],
     initiator: bool,
     ephemeral: Option<&[u8; 32]>,
@@ -64,7 +64,7 @@ fn noise(
 }
 
 /// Writes the next handshake message with `payload`.
-fn write(noise: &mut HandshakeState, step: &str, payload: &[u8]) -> Result<Vec<u8>> {
+pub(crate) fn write(noise: &mut HandshakeState, step: &str, payload: &[u8]) -> Result<Vec<u8>> {
     let mut message = vec![0u8; MAX_HANDSHAKE];
     let n = noise
         .write_message(payload, &mut message)
@@ -80,7 +80,7 @@ fn write(noise: &mut HandshakeState, step: &str, payload: &[u8]) -> Result<Vec<u
 }
 
 /// Reads the next handshake message, returns its payload.
-fn read(noise: &mut HandshakeState, step: &str, message: &[u8]) -> Result<Vec<u8>> {
+pub(crate) fn read(noise: &mut HandshakeState, step: &str, message: &[u8]) -> Result<Vec<u8>> {
     if message.len() > MAX_HANDSHAKE {
         return Err(Error::malformed(
             HANDSHAKE,
@@ -110,7 +110,7 @@ fn read(noise: &mut HandshakeState, step: &str, message: &[u8]) -> Result<Vec<u8
 
 /// Rejects a low-order X25519 public key: Diffie-Hellman with it gives a known result, so a
 /// peer could complete a handshake without holding any secret.
-fn check_contributory(key: &[u8], whose: &str) -> Result<()> {
+pub(crate) fn check_contributory(key: &[u8], whose: &str) -> Result<()> {
     let bytes: [u8; KEY] = key
         .get(..KEY)
         .and_then(|k| k.try_into().ok())
@@ -129,7 +129,7 @@ fn check_contributory(key: &[u8], whose: &str) -> Result<()> {
 }
 
 /// The peer's static key, once the handshake has revealed it.
-fn remote_static(noise: &HandshakeState) -> Result<[u8; 32]> {
+pub(crate) fn remote_static(noise: &HandshakeState) -> Result<[u8; 32]> {
     let key: [u8; 32] = noise
         .get_remote_static()
         .and_then(|k| k.try_into().ok())
@@ -138,8 +138,13 @@ fn remote_static(noise: &HandshakeState) -> Result<[u8; 32]> {
     Ok(key)
 }
 
-/// Turns a finished handshake into a [`Channel`].
+/// Turns a finished handshake into a [`Channel`] with the dongle frame limit.
 fn into_channel(noise: HandshakeState) -> Result<Channel> {
+    into_channel_with(noise, super::MAX_FRAME)
+}
+
+/// Turns a finished handshake into a [`Channel`] whose frames may be up to `max_frame`.
+pub(crate) fn into_channel_with(noise: HandshakeState, max_frame: usize) -> Result<Channel> {
     let remote = remote_static(&noise)?;
     let hash: [u8; 32] = noise
         .get_handshake_hash()
@@ -148,7 +153,7 @@ fn into_channel(noise: HandshakeState) -> Result<Channel> {
     let transport = noise
         .into_stateless_transport_mode()
         .map_err(|e| Error::Internal(format!("{HANDSHAKE}: entering transport mode: {e}")))?;
-    Ok(Channel::new(transport, remote, hash))
+    Ok(Channel::with_max_frame(transport, remote, hash, max_frame))
 }
 
 fn out_of_order(what: &str) -> Error {

@@ -15,7 +15,7 @@
 //!
 //! Nothing here panics on hostile input: truncated, oversized or garbage messages are errors.
 
-mod handshake;
+pub(crate) mod handshake;
 mod transport;
 
 #[cfg(test)]

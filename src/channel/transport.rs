@@ -2,7 +2,7 @@
 
 use snow::StatelessTransportState;
 
-use super::{FRAME_OVERHEAD, MAX_FRAME};
+use super::FRAME_OVERHEAD;
 use crate::{Error, Result};
 
 const FRAME: &str = "channel frame";
@@ -17,7 +17,7 @@ pub struct Channel {
     last_received: Option<u64>,
     remote_static: [u8; 32],
     handshake_hash: [u8; 32],
-    /// The largest frame either end accepts ([`MAX_FRAME`] for a dongle; the license
+    /// The largest frame either end accepts ([`MAX_FRAME`](super::MAX_FRAME) for a dongle; the license
     /// server's wire allows larger ones).
     max_frame: usize,
 }
@@ -33,14 +33,6 @@ impl std::fmt::Debug for Channel {
 }
 
 impl Channel {
-    pub(super) fn new(
-        transport: StatelessTransportState,
-        remote_static: [u8; 32],
-        handshake_hash: [u8; 32],
-    ) -> Channel {
-        Self::with_max_frame(transport, remote_static, handshake_hash, MAX_FRAME)
-    }
-
     /// A channel whose frames may be up to `max_frame` bytes (the license server's wire).
     pub(crate) fn with_max_frame(
         transport: StatelessTransportState,
@@ -64,7 +56,7 @@ impl Channel {
     }
 
     /// Encrypts a message into a frame: `counter u64 LE | ciphertext`. The plaintext may be
-    /// at most [`MAX_PLAINTEXT`] bytes, so the frame fits [`MAX_FRAME`].
+    /// at most [`MAX_PLAINTEXT`](super::MAX_PLAINTEXT) bytes, so the frame fits [`MAX_FRAME`](super::MAX_FRAME).
     pub fn seal(&mut self, plaintext: &[u8]) -> Result<Vec<u8>> {
         if plaintext.len() > self.max_plaintext() {
             return Err(Error::InvalidArgument(format!(
@@ -92,7 +84,7 @@ impl Channel {
     }
 
     /// Decrypts a frame from the peer. Rejects a frame that is truncated (shorter than
-    /// [`FRAME_OVERHEAD`]) or larger than [`MAX_FRAME`] (`Malformed`), whose counter is not
+    /// [`FRAME_OVERHEAD`]) or larger than [`MAX_FRAME`](super::MAX_FRAME) (`Malformed`), whose counter is not
     /// above the last accepted one (`Tampered`, a replay), or that fails authentication
     /// (`Tampered`). A rejected frame changes nothing.
     pub fn open(&mut self, frame: &[u8]) -> Result<Vec<u8>> {

@@ -17,13 +17,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use snow::HandshakeState;
 use socket2::{Domain, Protocol, SockAddr, Socket, TcpKeepalive, Type};
-use x25519_dalek::{PublicKey, StaticSecret};
 
 use super::proto::{
     self, ClientHello, DEFAULT_PORT, MAX_FRAME, NetRequest, NetResponse, ServerHello,
 };
 use crate::channel::Channel;
-use crate::channel::NOISE_PARAMS;
+use crate::channel::handshake::{self, check_contributory, read, remote_static, write};
 use crate::{Error, Result};
 
 const HANDSHAKE: &str = "server handshake";
@@ -31,8 +30,6 @@ const HANDSHAKE: &str = "server handshake";
 pub const FRAME_OVERHEAD: usize = 8 + 16;
 /// The largest plaintext a [`NetChannel`] frame carries, so that the frame fits [`MAX_FRAME`].
 pub const MAX_PLAINTEXT: usize = MAX_FRAME - FRAME_OVERHEAD;
-/// The largest Noise message.
-const MAX_NOISE: usize = 65_535;
 
 // --- the channel ----------------------------------------------------------------------------
 
@@ -60,102 +57,14 @@ impl Channel {
 
 // --- the handshake --------------------------------------------------------------------------
 
+// The Noise steps are the dongle channel's (src/channel/handshake.rs); only the hellos and
+// the frame limit differ.
 fn noise(secret: &[u8; 32], initiator: bool) -> Result<HandshakeState> {
-    let params = NOISE_PARAMS
-        .parse()
-        .map_err(|e| Error::Internal(format!("Noise parameters {NOISE_PARAMS}: {e}")))?;
-    let builder = snow::Builder::new(params)
-        .local_private_key(secret)
-        .map_err(|e| Error::Internal(format!("Noise static key: {e}")))?;
-    let state = if initiator {
-        builder.build_initiator()
-    } else {
-        builder.build_responder()
-    };
-    state.map_err(|e| Error::Internal(format!("building the Noise handshake: {e}")))
-}
-
-fn write(noise: &mut HandshakeState, step: &str, payload: &[u8]) -> Result<Vec<u8>> {
-    let mut message = vec![0u8; MAX_NOISE];
-    let n = noise
-        .write_message(payload, &mut message)
-        .map_err(|e| match e {
-            snow::Error::Input => Error::InvalidArgument(format!(
-                "{HANDSHAKE} {step}: a payload of {} bytes is too large",
-                payload.len()
-            )),
-            e => Error::Internal(format!("{HANDSHAKE} {step}: {e}")),
-        })?;
-    message.truncate(n);
-    Ok(message)
-}
-
-fn read(noise: &mut HandshakeState, step: &str, message: &[u8]) -> Result<Vec<u8>> {
-    if message.len() > MAX_NOISE {
-        return Err(Error::malformed(
-            HANDSHAKE,
-            format!("{step} of {} bytes is too large", message.len()),
-        ));
-    }
-    let mut payload = vec![0u8; message.len()];
-    let n = noise
-        .read_message(message, &mut payload)
-        .map_err(|e| match e {
-            snow::Error::Input => Error::malformed(
-                HANDSHAKE,
-                format!("{step} is truncated ({} bytes)", message.len()),
-            ),
-            snow::Error::Decrypt => {
-                Error::Tampered(format!("{HANDSHAKE} {step} failed authentication"))
-            }
-            e => Error::malformed(HANDSHAKE, format!("{step}: {e}")),
-        })?;
-    payload.truncate(n);
-    Ok(payload)
-}
-
-/// Rejects a low-order X25519 public key (a peer could finish a handshake with it without
-/// holding any secret).
-fn check_contributory(key: &[u8], whose: &str) -> Result<()> {
-    let bytes: [u8; 32] = key
-        .get(..32)
-        .and_then(|k| k.try_into().ok())
-        .ok_or_else(|| Error::malformed(HANDSHAKE, format!("{whose} is truncated")))?;
-    let probe = StaticSecret::from([0x55u8; 32]);
-    if probe
-        .diffie_hellman(&PublicKey::from(bytes))
-        .was_contributory()
-    {
-        Ok(())
-    } else {
-        Err(Error::Tampered(format!("{whose} is a low-order point")))
-    }
-}
-
-fn remote_static(noise: &HandshakeState) -> Result<[u8; 32]> {
-    let key: [u8; 32] = noise
-        .get_remote_static()
-        .and_then(|k| k.try_into().ok())
-        .ok_or_else(|| Error::Internal(format!("{HANDSHAKE}: no remote static key")))?;
-    check_contributory(&key, "the peer's static key")?;
-    Ok(key)
+    handshake::noise(secret, initiator, None)
 }
 
 fn into_channel(noise: HandshakeState) -> Result<NetChannel> {
-    let remote_static = remote_static(&noise)?;
-    let handshake_hash: [u8; 32] = noise
-        .get_handshake_hash()
-        .try_into()
-        .map_err(|_| Error::Internal(format!("{HANDSHAKE}: handshake hash length")))?;
-    let transport = noise
-        .into_stateless_transport_mode()
-        .map_err(|e| Error::Internal(format!("{HANDSHAKE}: entering transport mode: {e}")))?;
-    Ok(Channel::with_max_frame(
-        transport,
-        remote_static,
-        handshake_hash,
-        MAX_FRAME,
-    ))
+    handshake::into_channel_with(noise, MAX_FRAME)
 }
 
 fn out_of_order(what: &str) -> Error {
@@ -599,7 +508,7 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn public(secret: &[u8; 32]) -> [u8; 32] {
-        PublicKey::from(&StaticSecret::from(*secret)).to_bytes()
+        x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(*secret)).to_bytes()
     }
 
     pub(crate) fn client_hello() -> ClientHello {
