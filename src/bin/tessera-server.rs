@@ -18,7 +18,7 @@ struct Cli {
     /// The server's name.
     #[arg(long)]
     name: Option<String>,
-    /// An address for the license protocol (repeatable; default [::]:22630).
+    /// An address for the license protocol (repeatable; default `[::]:22630`).
     #[arg(long)]
     listen: Vec<SocketAddr>,
     /// Where the server keeps its key and seat table.

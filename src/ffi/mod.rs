@@ -1,7 +1,7 @@
 //! The C ABI: the only `extern "C"` code in the crate.
 //!
 //! Everything here is a thin translation: check the arguments, call [`crate::client`], map
-//! the error to a [`status::tessera_status`]. Every export runs inside [`boundary`], which
+//! the error to a [`status::tessera_status`]. Every export runs inside `boundary`, which
 //! catches panics, and every pointer is checked before use. Sessions and seats are integer
 //! handles from a generational table ([`handles`]). The header `include/tessera.h` is
 //! generated from these files by cbindgen; the doc comments here are its documentation.
