@@ -52,6 +52,7 @@ install: build
 	ln -sf libtessera.so.$(MAJOR) $(DESTDIR)$(LIBDIR)/libtessera.so
 	install -m 0644 $(REL)/libtessera.a $(DESTDIR)$(LIBDIR)/libtessera.a
 	install -m 0644 include/tessera.h $(DESTDIR)$(INCDIR)/tessera.h
+	install -m 0644 include/tessera.hpp $(DESTDIR)$(INCDIR)/tessera.hpp
 	sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCDIR@|$(INCDIR)|; s|@VERSION@|$(VERSION)|' \
 	    tessera.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/tessera.pc
 	@echo "installed libtessera $(VERSION) under $(DESTDIR)$(PREFIX)"

@@ -123,3 +123,51 @@ fn c_conformance_passes_under_address_sanitizer() {
         assert!(!err.contains("AddressSanitizer"), "{err}");
     }
 }
+
+#[test]
+fn cpp_quickstart_with_the_raii_header_runs_under_address_sanitizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = libdir(dir.path());
+    let home = demo_home(dir.path());
+    let exe = dir.path().join("quickstart-cpp");
+    let st = Command::new("c++")
+        .args([
+            "-std=c++17",
+            "-Wall",
+            "-Wextra",
+            "-Wpedantic",
+            "-Werror",
+            "-g",
+            "-fsanitize=address",
+        ])
+        .arg("-I")
+        .arg(root().join("include"))
+        .arg(root().join("examples/cpp/quickstart.cpp"))
+        .arg("-o")
+        .arg(&exe)
+        .arg(format!("-L{}", lib.display()))
+        .arg("-ltessera")
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .output()
+        .expect("c++");
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let out = run(&exe, &home);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("unlicensed product refused: tessera_acquire: no license"),
+        "{text}"
+    );
+    assert!(
+        text.contains("cpp quickstart: all steps succeeded"),
+        "{text}"
+    );
+}
