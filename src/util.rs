@@ -59,6 +59,40 @@ pub fn random<const N: usize>() -> [u8; N] {
     b
 }
 
+/// Encodes `value` with postcard behind a `u16` format version.
+pub fn encode_versioned<T: serde::Serialize>(
+    version: u16,
+    value: &T,
+    what: &'static str,
+) -> Result<Vec<u8>> {
+    postcard::to_stdvec(&(version, value))
+        .map_err(|e| Error::Internal(format!("encoding {what}: {e}")))
+}
+
+/// Decodes what [`encode_versioned`] wrote: another version is `UnknownVersion`, bad or
+/// trailing bytes are `Malformed`.
+pub fn decode_versioned<T: serde::de::DeserializeOwned>(
+    version: u16,
+    b: &[u8],
+    what: &'static str,
+) -> Result<T> {
+    let (found, rest): (u16, &[u8]) =
+        postcard::take_from_bytes(b).map_err(|e| Error::malformed(what, e.to_string()))?;
+    if found != version {
+        return Err(Error::UnknownVersion {
+            what,
+            found,
+            supported: version,
+        });
+    }
+    let (v, tail) =
+        postcard::take_from_bytes::<T>(rest).map_err(|e| Error::malformed(what, e.to_string()))?;
+    if !tail.is_empty() {
+        return Err(Error::malformed(what, "trailing bytes"));
+    }
+    Ok(v)
+}
+
 /// Writes `data` to `path` atomically: a temporary file in the same directory, fsync,
 /// rename over the target, fsync of the directory. A crash at any point leaves the old file
 /// or the new one, never a mix. `mode` is the new file's permission bits.

@@ -30,17 +30,6 @@ fn serial_lock() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn bin(name: &str) -> PathBuf {
-    // Cargo builds the binaries for integration tests with the tests' own features.
-    match name {
-        "tessera" => PathBuf::from(env!("CARGO_BIN_EXE_tessera")),
-        "tessera-vendor" => PathBuf::from(env!("CARGO_BIN_EXE_tessera-vendor")),
-        "tessera-server" => PathBuf::from(env!("CARGO_BIN_EXE_tessera-server")),
-        "tessera-dongle" => PathBuf::from(env!("CARGO_BIN_EXE_tessera-dongle")),
-        other => panic!("no binary {other}"),
-    }
-}
-
 /// A running virtual dongle; stopped (and its volume unmounted) on drop.
 struct VirtualDongle {
     child: Option<Child>,
@@ -59,7 +48,7 @@ enum Transport {
 impl VirtualDongle {
     fn create(dir: &Path) -> PathBuf {
         let state = dir.join("dongle.state");
-        let out = Command::new(bin("tessera-dongle"))
+        let out = Command::new(common::bin("tessera-dongle"))
             .args(["create", "--state"])
             .arg(&state)
             .output()
@@ -85,7 +74,7 @@ impl VirtualDongle {
     }
 
     fn spawn(&mut self) {
-        let mut cmd = Command::new(bin("tessera-dongle"));
+        let mut cmd = Command::new(common::bin("tessera-dongle"));
         cmd.args(["serve", "--state"])
             .arg(&self.state)
             .args([

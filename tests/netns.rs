@@ -60,17 +60,6 @@ fn serial() -> MutexGuard<'static, ()> {
     lock(&SERIAL)
 }
 
-fn bin(name: &str) -> PathBuf {
-    // Cargo builds the binaries for integration tests with the tests' own features.
-    match name {
-        "tessera" => PathBuf::from(env!("CARGO_BIN_EXE_tessera")),
-        "tessera-vendor" => PathBuf::from(env!("CARGO_BIN_EXE_tessera-vendor")),
-        "tessera-server" => PathBuf::from(env!("CARGO_BIN_EXE_tessera-server")),
-        "tessera-dongle" => PathBuf::from(env!("CARGO_BIN_EXE_tessera-dongle")),
-        other => panic!("no binary {other}"),
-    }
-}
-
 /// Runs `ip args...`; panics with its stderr when it fails.
 fn ip(args: &[&str]) {
     let out = Command::new("ip")
@@ -258,7 +247,7 @@ impl Lab {
         let req = self.dir.path().join(format!("{host}.req"));
         let act = self.dir.path().join(format!("{host}.act"));
         let run = |args: &[&std::ffi::OsStr]| {
-            let out = in_ns(ns, &bin("tessera"))
+            let out = in_ns(ns, &common::bin("tessera"))
                 .args(args)
                 .env("TESSERA_HOME", home)
                 .output()
@@ -439,7 +428,7 @@ impl Server {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let mut child = in_ns(&self.ns, &bin("tessera-server"))
+        let mut child = in_ns(&self.ns, &common::bin("tessera-server"))
             .args(&self.args)
             .env("TESSERA_LOG", "info")
             .stdin(Stdio::null())

@@ -26,17 +26,6 @@ const VENDOR: u32 = 0x5E;
 const LEASE_MS: u64 = 1500;
 const RENEW_MS: u64 = 300;
 
-fn bin(name: &str) -> PathBuf {
-    // Cargo builds the binaries for integration tests with the tests' own features.
-    match name {
-        "tessera" => PathBuf::from(env!("CARGO_BIN_EXE_tessera")),
-        "tessera-vendor" => PathBuf::from(env!("CARGO_BIN_EXE_tessera-vendor")),
-        "tessera-server" => PathBuf::from(env!("CARGO_BIN_EXE_tessera-server")),
-        "tessera-dongle" => PathBuf::from(env!("CARGO_BIN_EXE_tessera-dongle")),
-        other => panic!("no binary {other}"),
-    }
-}
-
 /// A running `tessera-server`; killed on drop.
 struct ServerProc {
     child: Option<Child>,
@@ -48,7 +37,7 @@ struct ServerProc {
 
 impl ServerProc {
     fn start(state: &Path, home: &Path, port: u16) -> ServerProc {
-        let mut child = Command::new(bin("tessera-server"))
+        let mut child = Command::new(common::bin("tessera-server"))
             .args(["--name", "test-server", "--no-discovery", "--no-dongles"])
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))

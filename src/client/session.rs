@@ -231,12 +231,12 @@ impl Session {
                 pools: Mutex::new(HashMap::new()),
                 dongles: RwLock::new(Vec::new()),
                 dongle_errors: Mutex::new(Vec::new()),
-                last_discovery: Mutex::new(Some(std::time::Instant::now())),
+                // Dongles are looked for at the first acquire, not at open.
+                last_discovery: Mutex::new(None),
                 net: Mutex::new(None),
             }),
         };
         s.reload()?;
-        s.rediscover_dongles()?;
         Ok(s)
     }
 
@@ -457,7 +457,8 @@ impl Session {
                 }
             };
             for lic in lics.into_iter().filter(|l| l.product_code == product_code) {
-                if let Err(e) = check_license(&lic, features, now, &i.env.host.machine) {
+                // The dongle enforces its own clock on every key operation.
+                if let Err(e) = lic.check(features, now, &i.env.host.machine, None) {
                     consider(e);
                     continue;
                 }
@@ -711,33 +712,6 @@ pub fn station_id(fp: &crate::host::Fingerprint) -> [u8; 32] {
         h.update(d);
     }
     h.finalize().into()
-}
-
-/// Features, expiry and VM policy of a license the runtime reads from a dongle (the dongle
-/// enforces its own clock on every key operation).
-fn check_license(
-    lic: &License,
-    features: u32,
-    now: u64,
-    machine: &crate::host::MachineKind,
-) -> Result<()> {
-    if features & !lic.features != 0 {
-        return Err(Error::FeatureMissing {
-            requested: features,
-            licensed: lic.features,
-        });
-    }
-    if let Some(expiry) = lic.expiry
-        && now >= expiry
-    {
-        return Err(Error::Expired { expiry });
-    }
-    if lic.vm_policy == crate::license::VmPolicy::Deny
-        && let crate::host::MachineKind::Virtual(h) = machine
-    {
-        return Err(Error::VmNotAllowed(format!("virtual machine ({h})")));
-    }
-    Ok(())
 }
 
 /// A held seat. Dropping it releases the seat.

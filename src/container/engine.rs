@@ -17,7 +17,7 @@ use super::hosts::{HostTracker, SharePolicy};
 use super::protocol::{Request, Response, error_response};
 use crate::cipher::{self, Header, Key, Mode};
 use crate::host::{Fingerprint, MachineKind};
-use crate::license::{Binding, Envelope, Kind, License, SignedLicense, VmPolicy, envelope};
+use crate::license::{Binding, Envelope, Kind, License, SignedLicense, envelope};
 use crate::{Error, Result};
 
 /// How far the clock may run behind the high-water mark before time-limited licenses are
@@ -525,30 +525,14 @@ impl Engine {
             .licenses
             .get(index)
             .ok_or_else(|| Error::Internal(format!("no license at index {index}")))?;
-        if query.features & !lic.features != 0 {
-            return Err(Error::FeatureMissing {
-                requested: query.features,
-                licensed: lic.features,
-            });
-        }
-        if let Some(expiry) = lic.expiry {
-            if self.rollback
-                || query.now.saturating_add(CLOCK_TOLERANCE_SECS) < self.state.clock_high_water
-            {
-                return Err(Error::ClockRollback {
-                    now: query.now,
-                    high_water: self.state.clock_high_water,
-                });
-            }
-            if query.now >= expiry {
-                return Err(Error::Expired { expiry });
-            }
-        }
-        if lic.vm_policy == VmPolicy::Deny
-            && let MachineKind::Virtual(h) = &query.machine
-        {
-            return Err(Error::VmNotAllowed(format!("virtual machine ({h})")));
-        }
+        let behind = self.rollback
+            || query.now.saturating_add(CLOCK_TOLERANCE_SECS) < self.state.clock_high_water;
+        lic.check(
+            query.features,
+            query.now,
+            &query.machine,
+            behind.then_some(self.state.clock_high_water),
+        )?;
         Ok(lic)
     }
 

@@ -142,42 +142,22 @@ pub enum Response {
 
 /// Encodes a request with the protocol version in front.
 pub fn encode_request(r: &Request) -> Result<Vec<u8>> {
-    postcard::to_stdvec(&(PROTOCOL_VERSION, r))
-        .map_err(|e| Error::Internal(format!("encoding request: {e}")))
+    crate::util::encode_versioned(PROTOCOL_VERSION, r, "request")
 }
 
 /// Decodes a request; an unknown version or malformed bytes give a clear error.
 pub fn decode_request(b: &[u8]) -> Result<Request> {
-    decode(b, "container request")
+    crate::util::decode_versioned(PROTOCOL_VERSION, b, "container request")
 }
 
 /// Encodes a response with the protocol version in front.
 pub fn encode_response(r: &Response) -> Result<Vec<u8>> {
-    postcard::to_stdvec(&(PROTOCOL_VERSION, r))
-        .map_err(|e| Error::Internal(format!("encoding response: {e}")))
+    crate::util::encode_versioned(PROTOCOL_VERSION, r, "response")
 }
 
 /// Decodes a response.
 pub fn decode_response(b: &[u8]) -> Result<Response> {
-    decode(b, "container response")
-}
-
-fn decode<T: serde::de::DeserializeOwned>(b: &[u8], what: &'static str) -> Result<T> {
-    let (version, rest): (u16, &[u8]) =
-        postcard::take_from_bytes(b).map_err(|e| Error::malformed(what, e.to_string()))?;
-    if version != PROTOCOL_VERSION {
-        return Err(Error::UnknownVersion {
-            what,
-            found: version,
-            supported: PROTOCOL_VERSION,
-        });
-    }
-    let (v, tail) =
-        postcard::take_from_bytes::<T>(rest).map_err(|e| Error::malformed(what, e.to_string()))?;
-    if !tail.is_empty() {
-        return Err(Error::malformed(what, "trailing bytes"));
-    }
-    Ok(v)
+    crate::util::decode_versioned(PROTOCOL_VERSION, b, "container response")
 }
 
 /// The response for an error: its status number and message.

@@ -140,6 +140,36 @@ impl License {
         self.expiry.is_some()
     }
 
+    /// Checks that the license grants `features` at `now` on `machine`: features, then (for
+    /// a time-limited license) the clock — `clock_behind` is the container's high-water mark
+    /// when the clock runs behind it — and the expiry, then the VM policy.
+    pub fn check(
+        &self,
+        features: u32,
+        now: u64,
+        machine: &crate::host::MachineKind,
+        clock_behind: Option<u64>,
+    ) -> Result<()> {
+        if features & !self.features != 0 {
+            return Err(Error::FeatureMissing {
+                requested: features,
+                licensed: self.features,
+            });
+        }
+        if let Some(expiry) = self.expiry {
+            if let Some(high_water) = clock_behind {
+                return Err(Error::ClockRollback { now, high_water });
+            }
+            if now >= expiry {
+                return Err(Error::Expired { expiry });
+            }
+        }
+        if self.vm_policy == VmPolicy::Deny && machine.is_virtual() {
+            return Err(Error::VmNotAllowed(machine.to_string()));
+        }
+        Ok(())
+    }
+
     /// The license id in hex.
     pub fn id_hex(&self) -> String {
         hex::encode(self.license_id)

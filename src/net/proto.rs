@@ -271,27 +271,12 @@ pub struct DiscoveryAnswer {
 
 /// Encodes a message with the protocol version in front.
 pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
-    postcard::to_stdvec(&(PROTOCOL_VERSION, v))
-        .map_err(|e| Error::Internal(format!("encoding: {e}")))
+    crate::util::encode_versioned(PROTOCOL_VERSION, v, "message")
 }
 
 /// Decodes a message, checking the version and that nothing trails.
 pub fn decode<T: serde::de::DeserializeOwned>(b: &[u8], what: &'static str) -> Result<T> {
-    let (version, rest): (u16, &[u8]) =
-        postcard::take_from_bytes(b).map_err(|e| Error::malformed(what, e.to_string()))?;
-    if version != PROTOCOL_VERSION {
-        return Err(Error::UnknownVersion {
-            what,
-            found: version,
-            supported: PROTOCOL_VERSION,
-        });
-    }
-    let (v, tail) =
-        postcard::take_from_bytes::<T>(rest).map_err(|e| Error::malformed(what, e.to_string()))?;
-    if !tail.is_empty() {
-        return Err(Error::malformed(what, "trailing bytes"));
-    }
-    Ok(v)
+    crate::util::decode_versioned(PROTOCOL_VERSION, b, what)
 }
 
 /// Writes one frame (blocking).

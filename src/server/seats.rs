@@ -18,7 +18,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use crate::license::{CountingUnit, License, VmPolicy};
+use crate::license::{CountingUnit, License};
 use crate::net::proto::HostInfo;
 use crate::{Error, Result};
 
@@ -158,20 +158,7 @@ impl SeatTable {
     /// Returns the row, the change to persist and the license's seats in use.
     pub fn acquire(&mut self, spec: &AcquireSpec) -> Result<(SeatRow, Change, u32)> {
         let lic = spec.license;
-        if spec.features & !lic.features != 0 {
-            return Err(Error::FeatureMissing {
-                requested: spec.features,
-                licensed: lic.features,
-            });
-        }
-        if let Some(expiry) = lic.expiry
-            && spec.now_ms / 1000 >= expiry
-        {
-            return Err(Error::Expired { expiry });
-        }
-        if lic.vm_policy == VmPolicy::Deny && spec.host.machine.is_virtual() {
-            return Err(Error::VmNotAllowed(spec.host.machine.to_string()));
-        }
+        lic.check(spec.features, spec.now_ms / 1000, &spec.host.machine, None)?;
         self.prune(spec.now_ms);
 
         let key = unit_key(lic.counting_unit, spec.host, &spec.seat_id);
@@ -429,7 +416,7 @@ mod tests {
 
     use super::*;
     use crate::host::{Hypervisor, MachineKind};
-    use crate::license::Binding;
+    use crate::license::{Binding, VmPolicy};
 
     const LEASE: u64 = 90_000;
     const T0: u64 = 1_800_000_000_000;

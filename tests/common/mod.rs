@@ -16,6 +16,18 @@ pub fn profile_dir() -> PathBuf {
     exe.parent().and_then(Path::parent).unwrap().to_path_buf()
 }
 
+/// A binary of this crate, as cargo built it for the integration tests (with their
+/// features).
+pub fn bin(name: &str) -> PathBuf {
+    PathBuf::from(match name {
+        "tessera" => env!("CARGO_BIN_EXE_tessera"),
+        "tessera-vendor" => env!("CARGO_BIN_EXE_tessera-vendor"),
+        "tessera-server" => env!("CARGO_BIN_EXE_tessera-server"),
+        "tessera-dongle" => env!("CARGO_BIN_EXE_tessera-dongle"),
+        other => panic!("no binary {other}"),
+    })
+}
+
 /// The freshly built libtessera.so. `cargo test` builds the rlib only, so this runs
 /// `cargo build --lib` once per test binary (a no-op when it is up to date).
 pub fn cdylib() -> PathBuf {
