@@ -9,7 +9,7 @@ REL     := target/release
 # No discovery broadcasts onto the real network from tests (see .cargo/config.toml).
 export TESSERA_DISCOVERY := off
 
-.PHONY: all build demo test deps lint bench header install clean
+.PHONY: all build demo test deps lint bench header install install-files clean
 
 all: build
 
@@ -44,17 +44,31 @@ bench: deps
 header:
 	TESSERA_BLESS_HEADER=1 $(CARGO) test --quiet --test header header_is_fresh
 
-## install: library, header and pkg-config file under PREFIX
-install: build
-	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(LIBDIR)/pkgconfig
+## install: library (with its soname links), headers, pkg-config file and CMake package
+## config under PREFIX (DESTDIR for staging). install-files installs what REL holds already.
+CMAKEDIR ?= $(LIBDIR)/cmake/Tessera
+MINOR   := $(word 2,$(subst ., ,$(VERSION)))
+PTR_BYTES := $(shell echo $$(( $$(getconf LONG_BIT) / 8 )))
+# The CMake config finds the library and headers relative to itself (a movable tree).
+LIB_REL := $(shell realpath -m --relative-to=$(CMAKEDIR) $(LIBDIR))
+INC_REL := $(shell realpath -m --relative-to=$(CMAKEDIR) $(INCDIR))
+SUBST   := -e 's|@PREFIX@|$(PREFIX)|g; s|@LIBDIR@|$(LIBDIR)|g; s|@INCDIR@|$(INCDIR)|g' \
+           -e 's|@VERSION@|$(VERSION)|g; s|@MAJOR@|$(MAJOR)|g; s|@MINOR@|$(MINOR)|g' \
+           -e 's|@LIB_REL@|$(LIB_REL)|g; s|@INC_REL@|$(INC_REL)|g; s|@SIZEOF_VOID_P@|$(PTR_BYTES)|g'
+
+install: build install-files
+
+install-files:
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(CMAKEDIR)
 	install -m 0755 $(REL)/libtessera.so $(DESTDIR)$(LIBDIR)/libtessera.so.$(VERSION)
 	ln -sf libtessera.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libtessera.so.$(MAJOR)
 	ln -sf libtessera.so.$(MAJOR) $(DESTDIR)$(LIBDIR)/libtessera.so
 	install -m 0644 $(REL)/libtessera.a $(DESTDIR)$(LIBDIR)/libtessera.a
 	install -m 0644 include/tessera.h $(DESTDIR)$(INCDIR)/tessera.h
 	install -m 0644 include/tessera.hpp $(DESTDIR)$(INCDIR)/tessera.hpp
-	sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCDIR@|$(INCDIR)|; s|@VERSION@|$(VERSION)|' \
-	    tessera.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/tessera.pc
+	sed $(SUBST) tessera.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/tessera.pc
+	sed $(SUBST) cmake/TesseraConfig.cmake.in > $(DESTDIR)$(CMAKEDIR)/TesseraConfig.cmake
+	sed $(SUBST) cmake/TesseraConfigVersion.cmake.in > $(DESTDIR)$(CMAKEDIR)/TesseraConfigVersion.cmake
 	@echo "installed libtessera $(VERSION) under $(DESTDIR)$(PREFIX)"
 
 clean:

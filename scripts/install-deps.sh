@@ -4,6 +4,7 @@
 set -euo pipefail
 
 need=()
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
 have() { command -v "$1" >/dev/null 2>&1; }
 have cc || need+=(gcc)
 have c++ || need+=(g++)
@@ -11,15 +12,28 @@ have make || need+=(make)
 have nm || need+=(binutils)
 have readelf || need+=(binutils)
 have pkg-config || need+=(pkg-config)
+pkg-config --exists libudev 2>/dev/null || need+=(libudev-dev)   # libusb (rusb) and the static library
 have fusermount3 || need+=(fuse3)   # the virtual dongle's mass-storage volume
 have ip || need+=(iproute2)         # network namespaces for the license-server tests
+have cmake || need+=(cmake)         # the install test's find_package(Tessera)
+have mcs || need+=(mono-mcs)        # the C# binding and example
+have mono || need+=(mono-runtime)
+have nunit-console || need+=(nunit-console)
+pkg-config --exists nunit 2>/dev/null || need+=(libnunit-cil-dev)   # nunit.framework.dll for mcs
+have python3 || need+=(python3 python3-venv python3-pip)
 
 if ((${#need[@]})); then
     echo "install-deps: installing ${need[*]}"
-    if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq
     $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+# pytest for the Python binding: pip where Python allows it, else Debian's package.
+if ! python3 -c 'import pytest' >/dev/null 2>&1; then
+    echo "install-deps: installing pytest"
+    python3 -m pip install -q pytest 2>/dev/null \
+        || { DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-pytest; }
 fi
 
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then

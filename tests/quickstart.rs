@@ -8,45 +8,7 @@ use tessera::license::CountingUnit;
 use tessera::publisher::{DEMO_PRODUCT_CODE, PublisherKey};
 
 mod common;
-use common::{activate, cdylib, env_in, root, spec};
-
-/// A lib directory with libtessera.so and its soname link.
-fn libdir(dir: &Path) -> PathBuf {
-    let lib = dir.join("lib");
-    std::fs::create_dir_all(&lib).unwrap();
-    std::fs::copy(cdylib(), lib.join("libtessera.so")).unwrap();
-    std::os::unix::fs::symlink("libtessera.so", lib.join("libtessera.so.0")).unwrap();
-    lib
-}
-
-fn compile(src: &str, out: &Path, lib: &Path, extra: &[&str]) {
-    let st = Command::new("cc")
-        .args([
-            "-std=c11",
-            "-Wall",
-            "-Wextra",
-            "-Wpedantic",
-            "-Werror",
-            "-g",
-        ])
-        .args(extra)
-        .arg("-I")
-        .arg(root().join("include"))
-        .arg(root().join(src))
-        .arg("-o")
-        .arg(out)
-        .arg(format!("-L{}", lib.display()))
-        .arg("-ltessera")
-        .arg("-lpthread")
-        .arg(format!("-Wl,-rpath,{}", lib.display()))
-        .output()
-        .expect("cc");
-    assert!(
-        st.status.success(),
-        "compiling {src} failed:\n{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-}
+use common::{activate, compile, env_in, libdir, spec};
 
 fn demo_home(dir: &Path) -> PathBuf {
     let home = dir.join("home");
@@ -130,30 +92,11 @@ fn cpp_quickstart_with_the_raii_header_runs_under_address_sanitizer() {
     let lib = libdir(dir.path());
     let home = demo_home(dir.path());
     let exe = dir.path().join("quickstart-cpp");
-    let st = Command::new("c++")
-        .args([
-            "-std=c++17",
-            "-Wall",
-            "-Wextra",
-            "-Wpedantic",
-            "-Werror",
-            "-g",
-            "-fsanitize=address",
-        ])
-        .arg("-I")
-        .arg(root().join("include"))
-        .arg(root().join("examples/cpp/quickstart.cpp"))
-        .arg("-o")
-        .arg(&exe)
-        .arg(format!("-L{}", lib.display()))
-        .arg("-ltessera")
-        .arg(format!("-Wl,-rpath,{}", lib.display()))
-        .output()
-        .expect("c++");
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
+    compile(
+        "examples/cpp/quickstart.cpp",
+        &exe,
+        &lib,
+        &["-fsanitize=address"],
     );
     let out = run(&exe, &home);
     let text = String::from_utf8_lossy(&out.stdout);

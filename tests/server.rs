@@ -3,10 +3,10 @@
 //! killed with SIGKILL and restarted, a client that dies, a server that cannot prove its
 //! delegation, and hostile connections.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -20,89 +20,10 @@ use tessera::publisher::{LicenseSpec, PublisherKey};
 use tessera::util::SystemClock;
 
 mod common;
+use common::server::{LEASE_MS, ServerProc};
 use common::spec;
 
 const VENDOR: u32 = 0x5E;
-const LEASE_MS: u64 = 1500;
-const RENEW_MS: u64 = 300;
-
-/// A running `tessera-server`; killed on drop.
-struct ServerProc {
-    child: Option<Child>,
-    addr: String,
-    state: PathBuf,
-    home: PathBuf,
-    port: u16,
-}
-
-impl ServerProc {
-    fn start(state: &Path, home: &Path, port: u16) -> ServerProc {
-        let mut child = Command::new(common::bin("tessera-server"))
-            .args(["--name", "test-server", "--no-discovery", "--no-dongles"])
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--state-dir")
-            .arg(state)
-            .arg("--home")
-            .arg(home)
-            .args([
-                "--lease-ms",
-                &LEASE_MS.to_string(),
-                "--renew-ms",
-                &RENEW_MS.to_string(),
-            ])
-            .env("TESSERA_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        out.read_line(&mut line).unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("server said {line:?}"))
-            .to_string();
-        let port = addr.rsplit(':').next().unwrap().parse().unwrap();
-        // Keep draining stdout so the server never blocks on it.
-        std::thread::spawn(move || {
-            let mut sink = String::new();
-            let _ = out.read_to_string(&mut sink);
-        });
-        ServerProc {
-            child: Some(child),
-            addr,
-            state: state.to_path_buf(),
-            home: home.to_path_buf(),
-            port,
-        }
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn restart(&mut self) {
-        self.kill9();
-        *self = ServerProc::start(&self.state.clone(), &self.home.clone(), self.port);
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
-}
-
-impl Drop for ServerProc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
 
 struct Fixture {
     dir: tempfile::TempDir,

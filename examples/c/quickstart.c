@@ -119,6 +119,8 @@ int main(void) {
                : info.transport == TESSERA_TRANSPORT_MSD       ? "dongle, mass-storage mode"
                                                                  : "dongle, USB",
                info.expiry ? "at a set time" : "never");
+        if (info.source == TESSERA_SOURCE_NETWORK)
+            printf("  served by license server %s\n", info.server);
     }
 
     ok = round_trip(seat, TESSERA_CRYPT_DERIVED, "derived mode", "Hello from a protected app")

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+pub mod server;
+
 /// The crate root.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -81,4 +83,42 @@ pub fn activate(env: &Environment, key: &PublisherKey, specs: &[LicenseSpec]) ->
         .expect("publisher activates");
     install_activation(env, &act, Some(&key.public_key())).expect("install");
     serial
+}
+
+/// A lib directory in `dir` with libtessera.so and its soname link.
+pub fn libdir(dir: &Path) -> PathBuf {
+    let lib = dir.join("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    std::fs::copy(cdylib(), lib.join("libtessera.so")).unwrap();
+    std::os::unix::fs::symlink("libtessera.so", lib.join("libtessera.so.0")).unwrap();
+    lib
+}
+
+/// Compiles a C (`.c`, C11) or C++ (`.cpp`, C++17) source of the repository with warnings
+/// as errors against include/ and the library in `lib`, found at run time through an rpath.
+pub fn compile(src: &str, out: &Path, lib: &Path, extra: &[&str]) {
+    let (compiler, std) = if src.ends_with(".cpp") {
+        ("c++", "-std=c++17")
+    } else {
+        ("cc", "-std=c11")
+    };
+    let st = Command::new(compiler)
+        .args([std, "-Wall", "-Wextra", "-Wpedantic", "-Werror", "-g"])
+        .args(extra)
+        .arg("-I")
+        .arg(root().join("include"))
+        .arg(root().join(src))
+        .arg("-o")
+        .arg(out)
+        .arg(format!("-L{}", lib.display()))
+        .arg("-ltessera")
+        .arg("-lpthread")
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .output()
+        .expect(compiler);
+    assert!(
+        st.status.success(),
+        "compiling {src} failed:\n{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
 }
