@@ -9,7 +9,7 @@ REL     := target/release
 # No discovery broadcasts onto the real network from tests (see .cargo/config.toml).
 export TESSERA_DISCOVERY := off
 
-.PHONY: all build demo test deps lint bench header install install-files clean
+.PHONY: all build demo test test-bindings deps lint bench header install install-files clean
 
 all: build
 
@@ -31,6 +31,12 @@ deps:
 test: deps lint
 	$(CARGO) build --all-targets
 	$(CARGO) test
+	$(MAKE) test-bindings
+
+## test-bindings: the Python (pytest) and C# (NUnit) suites against the debug library
+test-bindings:
+	scripts/test-python.sh target/debug
+	scripts/test-csharp.sh target/debug
 
 lint:
 	$(CARGO) fmt --check

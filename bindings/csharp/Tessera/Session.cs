@@ -1,0 +1,208 @@
+// Session.cs: the app's open handle to the runtime (tessera_open ... tessera_close).
+using System;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Threading;
+
+namespace Tessera
+{
+    /// <summary>What <see cref="Session.Open(SessionOptions)"/> needs (<c>tessera_open_options</c>).</summary>
+    public sealed class SessionOptions
+    {
+        /// <summary>The publisher's vendor id.</summary>
+        public uint VendorId { get; set; }
+
+        /// <summary>The publisher's Ed25519 public key, <see cref="Library.PublisherKeyLength"/> bytes.</summary>
+        public byte[] PublisherKey { get; set; }
+
+        /// <summary>Where licenses may come from; all by default.</summary>
+        public Sources Sources { get; set; }
+
+        /// <summary>How long any one operation may wait; <see cref="TimeSpan.Zero"/> (the
+        /// default) means the library's default (5 seconds).</summary>
+        public TimeSpan Timeout { get; set; }
+
+        /// <summary>License servers, comma-separated <c>host[:port]</c>; null (the default)
+        /// means the TESSERA_SERVERS environment variable.</summary>
+        public string Servers { get; set; }
+
+        /// <summary>Options for a publisher, with every other setting at its default.</summary>
+        public SessionOptions(uint vendorId, byte[] publisherKey)
+        {
+            VendorId = vendorId;
+            PublisherKey = publisherKey;
+            Sources = Sources.All;
+            Timeout = TimeSpan.Zero;
+        }
+    }
+
+    /// <summary>An open session. Dispose (or <see cref="Close"/>) closes it and releases every
+    /// seat it still holds; a session the app forgets is closed by its SafeHandle's finalizer.
+    /// Thread-safe: many threads may acquire from one session. After closing, every member
+    /// but Close/Dispose/IsClosed throws <see cref="ObjectDisposedException"/>.</summary>
+    public sealed class Session : IDisposable
+    {
+        readonly SessionHandle handle;
+        int closed;   // set at Close: the SafeHandle stays open while calls hold it (see Seat)
+
+        Session(SessionHandle handle)
+        {
+            this.handle = handle;
+        }
+
+        /// <summary>Opens a session for the publisher <paramref name="vendorId"/> whose public
+        /// key is <paramref name="publisherKey"/>, looking in every license source.</summary>
+        public static Session Open(uint vendorId, byte[] publisherKey)
+        {
+            return Open(new SessionOptions(vendorId, publisherKey));
+        }
+
+        /// <summary>Opens a session (<c>tessera_open</c>). Succeeds even when there is no license
+        /// yet, so the app can offer activation; <see cref="Acquire"/> then says why there is none.
+        /// Throws <see cref="InvalidArgumentException"/> for a key of the wrong length, a vendor
+        /// id of 0 or unknown source bits.</summary>
+        public static Session Open(SessionOptions options)
+        {
+            if (options == null) throw new ArgumentNullException("options");
+            if (options.PublisherKey == null) throw new ArgumentNullException("options.PublisherKey");
+            if (options.Timeout < TimeSpan.Zero || options.Timeout.TotalMilliseconds > uint.MaxValue)
+                throw new ArgumentOutOfRangeException("options.Timeout", options.Timeout,
+                                                      "must be between 0 and 2^32-1 milliseconds");
+            Library.EnsureLoaded();
+
+            OpenOptionsNative o = Defaults();
+            o.struct_size = (uint)Marshal.SizeOf(typeof(OpenOptionsNative));
+            o.vendor_id = options.VendorId;
+            o.sources = (uint)options.Sources;
+            o.timeout_ms = (uint)Math.Ceiling(options.Timeout.TotalMilliseconds);
+
+            byte[] key = (byte[])options.PublisherKey.Clone();
+            GCHandle pin = GCHandle.Alloc(key, GCHandleType.Pinned);
+            IntPtr servers = IntPtr.Zero;
+            try
+            {
+                if (options.Servers != null)
+                {
+                    byte[] s = Encoding.UTF8.GetBytes(options.Servers + "\0");
+                    servers = Marshal.AllocHGlobal(s.Length);
+                    Marshal.Copy(s, 0, servers, s.Length);
+                }
+                o.publisher_key = key.Length == 0 ? IntPtr.Zero : pin.AddrOfPinnedObject();
+                o.publisher_key_len = (UIntPtr)(uint)key.Length;
+                o.servers = servers;
+
+                SessionHandle h;
+                Status st = NativeMethods.tessera_open(ref o, out h);
+                if (st != Status.Ok)
+                {
+                    try { Errors.ThrowIfError(st, "tessera_open"); }
+                    finally { if (h != null) h.SetHandleAsInvalid(); }
+                }
+                if (h == null || h.IsInvalid)
+                    throw new InternalErrorException(Status.Internal,
+                        "tessera_open: returned OK without a session handle", "", "tessera_open");
+                return new Session(h);
+            }
+            finally
+            {
+                pin.Free();
+                if (servers != IntPtr.Zero) Marshal.FreeHGlobal(servers);
+            }
+        }
+
+        /// <summary>The library's defaults from <c>tessera_open_options_init</c>. It writes the
+        /// struct as the library knows it, which a newer library may have grown, so it writes
+        /// into a buffer larger than any plausible version and this binding keeps its prefix.</summary>
+        static OpenOptionsNative Defaults()
+        {
+            const int room = 4096;
+            IntPtr buf = Marshal.AllocHGlobal(room);
+            try
+            {
+                Marshal.Copy(new byte[room], 0, buf, room);
+                Errors.ThrowIfError(NativeMethods.tessera_open_options_init(buf), "tessera_open_options_init");
+                return (OpenOptionsNative)Marshal.PtrToStructure(buf, typeof(OpenOptionsNative));
+            }
+            finally
+            {
+                Marshal.FreeHGlobal(buf);
+            }
+        }
+
+        /// <summary>The handle (still owned by this session).</summary>
+        public SessionHandle Handle { get { return handle; } }
+
+        /// <summary>Whether the session was closed.</summary>
+        public bool IsClosed { get { return Volatile.Read(ref closed) != 0 || handle.IsClosed; } }
+
+        internal void ThrowIfClosed()
+        {
+            if (IsClosed)
+                throw new ObjectDisposedException("Tessera.Session", "the session was closed");
+        }
+
+        /// <summary>Acquires a seat of <paramref name="productCode"/> whose license grants at
+        /// least the <paramref name="features"/> bits (<c>tessera_acquire</c>). Throws
+        /// <see cref="NoLicenseException"/>, <see cref="NoSeatException"/>,
+        /// <see cref="FeatureMissingException"/>, ... saying why there is none.</summary>
+        public Seat Acquire(uint productCode, uint features = 0, AcquireFlags flags = AcquireFlags.None)
+        {
+            ThrowIfClosed();
+            SeatHandle h;
+            Status st = NativeMethods.tessera_acquire(handle, productCode, features, (uint)flags, out h);
+            if (st != Status.Ok)
+            {
+                try { Errors.ThrowIfError(st, "tessera_acquire"); }
+                finally { if (h != null) h.SetHandleAsInvalid(); }
+            }
+            if (h == null || h.IsInvalid)
+                throw new InternalErrorException(Status.Internal,
+                    "tessera_acquire: returned OK without a seat handle", "", "tessera_acquire");
+            return new Seat(this, h);
+        }
+
+        /// <summary>Step one of offline activation (<c>tessera_activation_request</c>): a request
+        /// for this machine to send to the publisher. Makes the publisher's software container
+        /// here if there is none.</summary>
+        public byte[] ActivationRequest()
+        {
+            ThrowIfClosed();
+            UIntPtr need;
+            Status st = NativeMethods.tessera_activation_request(handle, null, UIntPtr.Zero, out need);
+            if (st == Status.Ok) return new byte[0];
+            if (st != Status.BufferTooSmall) Errors.ThrowIfError(st, "tessera_activation_request");
+            // The request made by the size query is the one the next call returns.
+            byte[] buf = new byte[checked((int)need.ToUInt64())];
+            UIntPtr n;
+            st = NativeMethods.tessera_activation_request(handle, buf, (UIntPtr)(uint)buf.Length, out n);
+            Errors.ThrowIfError(st, "tessera_activation_request");
+            int len = checked((int)n.ToUInt64());
+            if (len != buf.Length) Array.Resize(ref buf, len);
+            return buf;
+        }
+
+        /// <summary>Step two (<c>tessera_activation_install</c>): installs the publisher's answer
+        /// into this machine's software container, checked against this session's publisher
+        /// key. Licenses already there are kept; on failure nothing changes.</summary>
+        public void ActivationInstall(byte[] activation)
+        {
+            if (activation == null) throw new ArgumentNullException("activation");
+            ThrowIfClosed();
+            Status st = NativeMethods.tessera_activation_install(handle, activation, (UIntPtr)(uint)activation.Length);
+            Errors.ThrowIfError(st, "tessera_activation_install");
+        }
+
+        /// <summary>Closes the session (its seats are released). Closing twice is harmless.</summary>
+        public void Close()
+        {
+            Interlocked.Exchange(ref closed, 1);
+            handle.Dispose();
+        }
+
+        /// <summary>Same as <see cref="Close"/>.</summary>
+        public void Dispose()
+        {
+            Close();
+        }
+    }
+}
