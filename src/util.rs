@@ -69,6 +69,19 @@ pub fn encode_versioned<T: serde::Serialize>(
         .map_err(|e| Error::Internal(format!("encoding {what}: {e}")))
 }
 
+/// [`encode_versioned`], appending to `out` (a buffer the caller reuses).
+pub fn encode_versioned_into<T: serde::Serialize>(
+    version: u16,
+    value: &T,
+    what: &'static str,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let buf = std::mem::take(out);
+    *out = postcard::to_extend(&(version, value), buf)
+        .map_err(|e| Error::Internal(format!("encoding {what}: {e}")))?;
+    Ok(())
+}
+
 /// Decodes what [`encode_versioned`] wrote: another version is `UnknownVersion`, bad or
 /// trailing bytes are `Malformed`.
 pub fn decode_versioned<T: serde::de::DeserializeOwned>(

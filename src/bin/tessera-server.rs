@@ -51,6 +51,11 @@ struct Cli {
     log_format: Option<String>,
 }
 
+// mimalloc: every request allocates a few small buffers on whichever tokio worker runs it;
+// glibc malloc's arena locking and consolidation cost about 9% of the server's CPU.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     if let Err(e) = real_main() {
         eprintln!("tessera-server: error: {e:#}");

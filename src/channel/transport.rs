@@ -58,6 +58,14 @@ impl Channel {
     /// Encrypts a message into a frame: `counter u64 LE | ciphertext`. The plaintext may be
     /// at most [`MAX_PLAINTEXT`](super::MAX_PLAINTEXT) bytes, so the frame fits [`MAX_FRAME`](super::MAX_FRAME).
     pub fn seal(&mut self, plaintext: &[u8]) -> Result<Vec<u8>> {
+        let mut frame = Vec::with_capacity(FRAME_OVERHEAD + plaintext.len());
+        self.seal_into(plaintext, &mut frame)?;
+        Ok(frame)
+    }
+
+    /// [`Channel::seal`], appending the frame to `out` (a buffer the caller reuses, and
+    /// which may already hold, say, a length prefix). On error `out` is left as it was.
+    pub fn seal_into(&mut self, plaintext: &[u8], out: &mut Vec<u8>) -> Result<()> {
         if plaintext.len() > self.max_plaintext() {
             return Err(Error::InvalidArgument(format!(
                 "a channel message of {} bytes is larger than {}",
@@ -72,15 +80,25 @@ impl Channel {
                 "channel counter exhausted: open a new channel".into(),
             ));
         }
-        let mut frame = vec![0u8; FRAME_OVERHEAD + plaintext.len()];
-        frame[..8].copy_from_slice(&counter.to_le_bytes());
-        let n = self
+        let start = out.len();
+        out.resize(start + FRAME_OVERHEAD + plaintext.len(), 0);
+        out[start..start + 8].copy_from_slice(&counter.to_le_bytes());
+        match self
             .transport
-            .write_message(counter, plaintext, &mut frame[8..])
-            .map_err(|e| Error::Internal(format!("sealing channel frame {counter}: {e}")))?;
-        frame.truncate(8 + n);
-        self.next_send = counter + 1;
-        Ok(frame)
+            .write_message(counter, plaintext, &mut out[start + 8..])
+        {
+            Ok(n) => {
+                out.truncate(start + 8 + n);
+                self.next_send = counter + 1;
+                Ok(())
+            }
+            Err(e) => {
+                out.truncate(start);
+                Err(Error::Internal(format!(
+                    "sealing channel frame {counter}: {e}"
+                )))
+            }
+        }
     }
 
     /// Decrypts a frame from the peer. Rejects a frame that is truncated (shorter than

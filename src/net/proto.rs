@@ -274,6 +274,11 @@ pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
     crate::util::encode_versioned(PROTOCOL_VERSION, v, "message")
 }
 
+/// [`encode`], appending to `out` (a buffer the caller reuses).
+pub fn encode_into<T: Serialize>(v: &T, out: &mut Vec<u8>) -> Result<()> {
+    crate::util::encode_versioned_into(PROTOCOL_VERSION, v, "message", out)
+}
+
 /// Decodes a message, checking the version and that nothing trails.
 pub fn decode<T: serde::de::DeserializeOwned>(b: &[u8], what: &'static str) -> Result<T> {
     crate::util::decode_versioned(PROTOCOL_VERSION, b, what)

@@ -380,6 +380,16 @@ fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket> {
 }
 
 async fn read_frame(s: &mut (impl AsyncReadExt + Unpin)) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    read_frame_into(s, &mut buf).await?;
+    Ok(buf)
+}
+
+/// Reads one frame into `buf` (a buffer the connection reuses).
+async fn read_frame_into(
+    s: &mut (impl AsyncReadExt + Unpin),
+    buf: &mut Vec<u8>,
+) -> std::io::Result<()> {
     let mut len = [0u8; 4];
     s.read_exact(&mut len).await?;
     let n = u32::from_be_bytes(len) as usize;
@@ -389,9 +399,10 @@ async fn read_frame(s: &mut (impl AsyncReadExt + Unpin)) -> std::io::Result<Vec<
             format!("frame length {n}"),
         ));
     }
-    let mut buf = vec![0u8; n];
-    s.read_exact(&mut buf).await?;
-    Ok(buf)
+    buf.clear();
+    buf.resize(n, 0);
+    s.read_exact(buf).await?;
+    Ok(())
 }
 
 async fn write_frame(s: &mut (impl AsyncWriteExt + Unpin), payload: &[u8]) -> std::io::Result<()> {
@@ -436,9 +447,12 @@ async fn serve_connection(server: Arc<Server>, s: TcpStream, peer: SocketAddr) {
         };
     debug!(%peer, host = %hello.host.hostname, "client connected");
     let idle = Duration::from_millis(server.config.lease_ms.saturating_mul(3));
+    // Buffers reused for every request: the frame read, the encoded answer, and the answer
+    // as it goes on the wire (length prefix and sealed frame).
+    let (mut frame, mut answer, mut wire) = (Vec::new(), Vec::new(), Vec::new());
     loop {
-        let frame = match tokio::time::timeout(idle, read_frame(&mut rd)).await {
-            Ok(Ok(f)) => f,
+        match tokio::time::timeout(idle, read_frame_into(&mut rd, &mut frame)).await {
+            Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 if e.kind() != std::io::ErrorKind::UnexpectedEof {
                     server.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -450,7 +464,7 @@ async fn serve_connection(server: Arc<Server>, s: TcpStream, peer: SocketAddr) {
                 info!(%peer, "idle connection closed");
                 return;
             }
-        };
+        }
         let plain = match channel.open(&frame) {
             Ok(p) => p,
             Err(e) => {
@@ -467,14 +481,18 @@ async fn serve_connection(server: Arc<Server>, s: TcpStream, peer: SocketAddr) {
             Err(e) => proto::error_response(&e),
         };
         server.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let out = match proto::encode(&resp).and_then(|b| channel.seal(&b)) {
-            Ok(o) => o,
-            Err(e) => {
-                warn!(%peer, error = %e, "could not answer");
-                return;
-            }
-        };
-        if write_frame(&mut wr, &out).await.is_err() {
+        answer.clear();
+        wire.clear();
+        wire.extend_from_slice(&[0; 4]);
+        if let Err(e) = proto::encode_into(&resp, &mut answer)
+            .and_then(|()| channel.seal_into(&answer, &mut wire))
+        {
+            warn!(%peer, error = %e, "could not answer");
+            return;
+        }
+        let len = (wire.len() - 4) as u32;
+        wire[..4].copy_from_slice(&len.to_be_bytes());
+        if wr.write_all(&wire).await.is_err() {
             return;
         }
     }
