@@ -91,7 +91,7 @@ impl Fixture {
     fn options(&self) -> tessera_open_options {
         let mut o = std::mem::MaybeUninit::<tessera_open_options>::uninit();
         ok(
-            tessera_open_options_init(o.as_mut_ptr()),
+            tessera_open_options_init(o.as_mut_ptr(), size_of::<tessera_open_options>()),
             "tessera_open_options_init",
         );
         // SAFETY: tessera_open_options_init returned OK, so it wrote every field.

@@ -357,10 +357,15 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * Fills `options` with the defaults: `struct_size`, all sources, a 5-second timeout, and
- * zero/NULL for the rest. Returns `TESSERA_E_INVALID_ARGUMENT` when `options` is NULL.
+ * Fills `options` with the defaults: all sources, a 5-second timeout, zero/NULL for the
+ * rest, and `struct_size = options_size`. Pass `sizeof(tessera_open_options)` of the header
+ * the app was built with: the library writes exactly `options_size` bytes, so an app built
+ * against an older (smaller) or newer (larger) header is never written past its struct.
+ * Returns `TESSERA_E_INVALID_ARGUMENT` when `options` is NULL or `options_size` is smaller
+ * than the first version of the struct or larger than 4096.
  */
-enum tessera_status tessera_open_options_init(struct tessera_open_options *options);
+enum tessera_status tessera_open_options_init(struct tessera_open_options *options,
+                                              size_t options_size);
 
 /**
  * Opens a session for the publisher in `options` and writes its handle to `*session`.
@@ -422,8 +427,11 @@ enum tessera_status tessera_encrypt(tessera_seat seat,
  * Decrypts a Tessera ciphertext with the seat's product key into `out` (in the container
  * for direct-mode ciphertext, in the app for derived mode). `flags` must be 0. The
  * plaintext is `input_len - TESSERA_CIPHERTEXT_OVERHEAD` bytes; size query as for
- * `tessera_encrypt`. Any modification of the ciphertext gives `TESSERA_E_TAMPERED`, and
- * nothing is written to `out`'s first bytes that could be mistaken for plaintext.
+ * `tessera_encrypt`. Any modification of the ciphertext gives `TESSERA_E_TAMPERED`, except
+ * in its clear header, which may then name another format version
+ * (`TESSERA_E_UNKNOWN_VERSION`), publisher (`TESSERA_E_WRONG_VENDOR`) or product
+ * (`TESSERA_E_NO_LICENSE`); in every case nothing is decrypted, and nothing is written to
+ * `out`'s first bytes that could be mistaken for plaintext.
  */
 enum tessera_status tessera_decrypt(tessera_seat seat,
                                     uint32_t flags,

@@ -124,7 +124,7 @@ public:
             uint32_t sources = TESSERA_SOURCE_ALL) {
         check_abi();
         tessera_open_options o;
-        check(tessera_open_options_init(&o), "tessera_open_options_init");
+        check(tessera_open_options_init(&o, sizeof o), "tessera_open_options_init");
         o.vendor_id = vendor_id;
         o.publisher_key = publisher_key;
         o.publisher_key_len = TESSERA_PUBLISHER_KEY_LEN;

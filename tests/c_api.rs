@@ -63,7 +63,10 @@ fn fixture() -> &'static Fixture {
 
 fn options(key: &[u8; 32]) -> tessera_open_options {
     let mut o = std::mem::MaybeUninit::<tessera_open_options>::uninit();
-    assert_eq!(tessera_open_options_init(o.as_mut_ptr()), TESSERA_OK);
+    assert_eq!(
+        tessera_open_options_init(o.as_mut_ptr(), size_of::<tessera_open_options>()),
+        TESSERA_OK
+    );
     // SAFETY: initialized by tessera_open_options_init.
     let mut o = unsafe { o.assume_init() };
     o.vendor_id = VENDOR;
@@ -188,7 +191,7 @@ fn null_pointers_and_bad_options_are_invalid_arguments() {
     let mut seat = 0;
     let mut n = 0usize;
     assert_eq!(
-        tessera_open_options_init(null_mut()),
+        tessera_open_options_init(null_mut(), size_of::<tessera_open_options>()),
         TESSERA_E_INVALID_ARGUMENT
     );
     assert_eq!(tessera_open(null(), &mut s), TESSERA_E_INVALID_ARGUMENT);
@@ -367,7 +370,8 @@ fn buffers_size_queries_and_bad_ciphertext() {
     );
     assert_eq!(n, 1000);
 
-    // Every flipped bit, in both modes, is TAMPERED.
+    // Every flipped bit, in both modes, is refused: TAMPERED, or a header naming another
+    // format version, publisher or product.
     for flags in [0, 1] {
         let ct = encrypt(seat, flags, b"short secret");
         for i in 0..ct.len() * 8 {
@@ -377,6 +381,7 @@ fn buffers_size_queries_and_bad_ciphertext() {
             assert!(
                 e == TESSERA_E_TAMPERED
                     || e == TESSERA_E_UNKNOWN_VERSION
+                    || e == TESSERA_E_WRONG_VENDOR
                     || e == TESSERA_E_NO_LICENSE,
                 "bit {i}: {e:?}"
             );
@@ -630,4 +635,65 @@ fn test_runs_do_not_broadcast_discovery_probes() {
     // .cargo/config.toml (and the Makefile) turn discovery off for test runs: a session
     // that finds no local license must not send broadcasts onto the real network.
     assert!(!tessera::net::discovery::discovery_enabled());
+}
+
+#[test]
+fn a_seat_acquired_while_its_session_closes_never_outlives_it() {
+    // tessera_acquire on one thread, tessera_close on another: whichever wins, no seat handle
+    // may stay valid after both returned (it would hold a seat of a closed session).
+    for round in 0..200u64 {
+        let s = open();
+        let acquirer = std::thread::spawn(move || {
+            let mut seat = 0;
+            let st = tessera_acquire(s, 1, 0, 0, &mut seat);
+            (st, seat)
+        });
+        std::thread::sleep(std::time::Duration::from_micros(round % 7 * 30));
+        assert_eq!(tessera_close(s), TESSERA_OK);
+        let (st, seat) = acquirer.join().unwrap();
+        if st == TESSERA_OK {
+            assert_eq!(
+                tessera_release(seat),
+                TESSERA_E_INVALID_HANDLE,
+                "round {round}: the seat outlived its closed session"
+            );
+        } else {
+            assert_eq!(st, TESSERA_E_INVALID_HANDLE, "round {round}");
+        }
+    }
+}
+
+#[test]
+fn a_released_seat_is_an_invalid_handle_before_anything_else_is_checked() {
+    let s = open();
+    let seat = acquire(s, 3);
+    let ct = encrypt(seat, TESSERA_CRYPT_DERIVED, b"hello");
+    assert_eq!(tessera_release(seat), TESSERA_OK);
+    let mut n = 0usize;
+    // A size query and garbage input on a released seat: the handle is what is wrong.
+    assert_eq!(
+        tessera_encrypt(seat, 0, b"x".as_ptr(), 1, null_mut(), 0, &mut n),
+        TESSERA_E_INVALID_HANDLE
+    );
+    assert_eq!(
+        tessera_decrypt(seat, 0, b"junk".as_ptr(), 4, null_mut(), 0, &mut n),
+        TESSERA_E_INVALID_HANDLE
+    );
+    assert_eq!(decrypt(seat, &ct), Err(TESSERA_E_INVALID_HANDLE));
+    assert_eq!(tessera_close(s), TESSERA_OK);
+}
+
+#[test]
+fn a_ciphertext_of_another_publisher_is_the_wrong_vendor() {
+    let s = open();
+    let seat = acquire(s, 3);
+    let mut ct = encrypt(seat, TESSERA_CRYPT_DERIVED, b"hello");
+    let header = tessera::cipher::Header::parse(&ct).unwrap();
+    assert_eq!(header.vendor_id, VENDOR);
+    // The vendor id sits in the clear header (bytes 8..12, little endian).
+    assert_eq!(ct[8..12], VENDOR.to_le_bytes());
+    ct[8..12].copy_from_slice(&0x7E55u32.to_le_bytes());
+    assert_eq!(decrypt(seat, &ct), Err(TESSERA_E_WRONG_VENDOR));
+    assert_eq!(tessera_release(seat), TESSERA_OK);
+    assert_eq!(tessera_close(s), TESSERA_OK);
 }

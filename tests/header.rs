@@ -69,7 +69,7 @@ fn compile(compiler: &str, std: &str, lang: &str, dir: &Path) {
     let src = dir.join(format!("h.{lang}"));
     std::fs::write(
         &src,
-        "#include \"tessera.h\"\nint main(void) { tessera_open_options o; (void)tessera_open_options_init(&o); return (int)tessera_abi_version() - TESSERA_ABI_VERSION; }\n",
+        "#include \"tessera.h\"\nint main(void) { tessera_open_options o; (void)tessera_open_options_init(&o, sizeof o); return (int)tessera_abi_version() - TESSERA_ABI_VERSION; }\n",
     )
     .unwrap();
     let out = Command::new(compiler)

@@ -110,7 +110,7 @@ int main(int argc, char **argv) {
     int ok = 0;
     long cents = 0;
 
-    if (tessera_open_options_init(&opts) != TESSERA_OK) goto out;
+    if (tessera_open_options_init(&opts, sizeof opts) != TESSERA_OK) goto out;
     opts.vendor_id = DEMO_VENDOR_ID;
     opts.publisher_key = PUBLISHER_KEY;
     opts.publisher_key_len = sizeof PUBLISHER_KEY;

@@ -94,7 +94,7 @@ int main(void) {
         return 1;
     }
 
-    if (!check("open options init", tessera_open_options_init(&opts))) return 1;
+    if (!check("open options init", tessera_open_options_init(&opts, sizeof opts))) return 1;
     opts.vendor_id = DEMO_VENDOR_ID;
     opts.publisher_key = PUBLISHER_KEY;
     opts.publisher_key_len = sizeof PUBLISHER_KEY;

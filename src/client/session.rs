@@ -613,6 +613,16 @@ impl Session {
 
     /// Installs an activation, trusting only the session's publisher key, and reloads.
     pub fn activation_install(&self, bytes: &[u8]) -> Result<InstallReport> {
+        // A session is one publisher's: an activation of another vendor is refused even
+        // when the same key signed it.
+        let act: crate::container::Activation =
+            crate::license::Envelope::parse(crate::license::Kind::Activation, bytes)?.decode()?;
+        if act.vendor_id != self.inner.opts.vendor_id {
+            return Err(Error::WrongVendor {
+                expected: self.inner.opts.vendor_id,
+                found: act.vendor_id,
+            });
+        }
         let (_, r) = super::install_activation(
             &self.inner.env,
             bytes,
@@ -924,9 +934,13 @@ impl Seat {
             return Err(Error::BufferTooSmall { needed: need });
         }
         self.check()?;
-        if header.vendor_id != self.license.vendor_id
-            || header.product_code != self.license.product_code
-        {
+        if header.vendor_id != self.license.vendor_id {
+            return Err(Error::WrongVendor {
+                expected: self.license.vendor_id,
+                found: header.vendor_id,
+            });
+        }
+        if header.product_code != self.license.product_code {
             return Err(Error::NoLicense(format!(
                 "ciphertext is for vendor {} product {}, the seat holds vendor {} product {}",
                 header.vendor_id,

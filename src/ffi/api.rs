@@ -166,7 +166,8 @@ fn emit(data: &[u8], out: *mut u8, cap: usize, out_len: *mut usize) -> Result<()
     Ok(())
 }
 
-/// The shape encrypt and decrypt share: check the buffers, answer a size query (the size
+/// The shape encrypt and decrypt share: check the seat handle first (a released seat is
+/// INVALID_HANDLE whatever else is wrong), then the buffers, answer a size query (the size
 /// `need` gives for the input) with `TESSERA_E_BUFFER_TOO_SMALL`, then run `op` on the seat.
 fn crypt(
     seat: tessera_seat,
@@ -175,6 +176,7 @@ fn crypt(
     need: impl FnOnce(&[u8]) -> Result<usize>,
     op: impl FnOnce(&Seat, &[u8], &mut [u8]) -> Result<usize>,
 ) -> Result<()> {
+    let e = SEATS.get(seat)?;
     check_ptr!(out_len, "out_len");
     // SAFETY: the C caller promises the buffers are as large as they say.
     let (inp, buf) = unsafe {
@@ -188,33 +190,63 @@ fn crypt(
         put(out_len, need);
         return Err(Error::BufferTooSmall { needed: need });
     }
-    let e = SEATS.get(seat)?;
     let n = op(&e.seat, inp, buf)?;
     put(out_len, n);
     Ok(())
 }
 
-/// Fills `options` with the defaults: `struct_size`, all sources, a 5-second timeout, and
-/// zero/NULL for the rest. Returns `TESSERA_E_INVALID_ARGUMENT` when `options` is NULL.
+/// Fills `options` with the defaults: all sources, a 5-second timeout, zero/NULL for the
+/// rest, and `struct_size = options_size`. Pass `sizeof(tessera_open_options)` of the header
+/// the app was built with: the library writes exactly `options_size` bytes, so an app built
+/// against an older (smaller) or newer (larger) header is never written past its struct.
+/// Returns `TESSERA_E_INVALID_ARGUMENT` when `options` is NULL or `options_size` is smaller
+/// than the first version of the struct or larger than 4096.
 #[unsafe(no_mangle)]
-pub extern "C" fn tessera_open_options_init(options: *mut tessera_open_options) -> tessera_status {
+pub extern "C" fn tessera_open_options_init(
+    options: *mut tessera_open_options,
+    options_size: usize,
+) -> tessera_status {
     boundary(|| {
         check_ptr!(options, "options");
-        put(
-            options,
-            tessera_open_options {
-                struct_size: size_of::<tessera_open_options>() as u32,
-                vendor_id: 0,
-                publisher_key: std::ptr::null(),
-                publisher_key_len: 0,
-                sources: TESSERA_SOURCE_ALL,
-                timeout_ms: 5000,
-                servers: std::ptr::null(),
-            },
-        );
+        let ours = size_of::<tessera_open_options>();
+        if !(OPTIONS_V1_SIZE..=OPTIONS_MAX_SIZE).contains(&options_size) {
+            return Err(Error::InvalidArgument(format!(
+                "options_size {options_size} is not a tessera_open_options size \
+                 (pass sizeof(tessera_open_options))"
+            )));
+        }
+        let defaults = tessera_open_options {
+            struct_size: options_size as u32,
+            vendor_id: 0,
+            publisher_key: std::ptr::null(),
+            publisher_key_len: 0,
+            sources: TESSERA_SOURCE_ALL,
+            timeout_ms: 5000,
+            servers: std::ptr::null(),
+        };
+        // SAFETY: non-NULL, and the caller promises `options_size` writable bytes. The
+        // first min(options_size, ours) bytes are our defaults; a larger (newer) struct's
+        // tail is zeroed, which is every newer field's "not set".
+        unsafe {
+            let dst = options as *mut u8;
+            std::ptr::write_bytes(dst, 0, options_size);
+            std::ptr::copy_nonoverlapping(
+                &defaults as *const tessera_open_options as *const u8,
+                dst,
+                options_size.min(ours),
+            );
+        }
         Ok(())
     })
 }
+
+/// The size of the first `tessera_open_options` (ABI 1): every later version starts with it.
+const OPTIONS_V1_SIZE: usize = size_of::<tessera_open_options>();
+// The defaults are copied as bytes: the struct must have no padding (4+4+8+8+4+4+8).
+const _: () = assert!(size_of::<tessera_open_options>() == 40);
+
+/// The largest `struct_size` accepted: anything beyond is a wrong value, not a struct.
+const OPTIONS_MAX_SIZE: usize = 4096;
 
 /// The options an app passed, read according to its `struct_size`.
 fn read_options(options: *const tessera_open_options) -> Result<SessionOptions> {
@@ -231,7 +263,7 @@ fn read_options(options: *const tessera_open_options) -> Result<SessionOptions> 
         )));
     }
     if size > ours {
-        if size > 4096 {
+        if size > OPTIONS_MAX_SIZE {
             return Err(Error::InvalidArgument(format!(
                 "options.struct_size {size} is implausible"
             )));
@@ -376,6 +408,16 @@ pub extern "C" fn tessera_acquire(
             flags & TESSERA_ACQUIRE_EXCLUSIVE != 0,
         )?;
         let h = SEATS.insert(Arc::new(SeatEntry { seat: st, session }))?;
+        // A tessera_close of this session on another thread may have swept its seats
+        // between our SESSIONS.get and the insert. Close removes the session before it
+        // sweeps, so if the session is still there now, the sweep (if any) comes after the
+        // insert and takes this seat with it; if it is gone, the seat must not outlive it.
+        if SESSIONS.get(session).is_err() {
+            drop(SEATS.remove(h));
+            return Err(Error::InvalidHandle(
+                "the session was closed while the seat was being acquired".into(),
+            ));
+        }
         put(seat, h);
         Ok(())
     })
@@ -503,8 +545,11 @@ pub extern "C" fn tessera_encrypt(
 /// Decrypts a Tessera ciphertext with the seat's product key into `out` (in the container
 /// for direct-mode ciphertext, in the app for derived mode). `flags` must be 0. The
 /// plaintext is `input_len - TESSERA_CIPHERTEXT_OVERHEAD` bytes; size query as for
-/// `tessera_encrypt`. Any modification of the ciphertext gives `TESSERA_E_TAMPERED`, and
-/// nothing is written to `out`'s first bytes that could be mistaken for plaintext.
+/// `tessera_encrypt`. Any modification of the ciphertext gives `TESSERA_E_TAMPERED`, except
+/// in its clear header, which may then name another format version
+/// (`TESSERA_E_UNKNOWN_VERSION`), publisher (`TESSERA_E_WRONG_VENDOR`) or product
+/// (`TESSERA_E_NO_LICENSE`); in every case nothing is decrypted, and nothing is written to
+/// `out`'s first bytes that could be mistaken for plaintext.
 #[unsafe(no_mangle)]
 pub extern "C" fn tessera_decrypt(
     seat: tessera_seat,

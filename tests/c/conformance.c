@@ -31,7 +31,7 @@ static int failures = 0, checks = 0;
 static tessera_session open_demo(void) {
     tessera_open_options o;
     tessera_session s = 0;
-    EXPECT(tessera_open_options_init(&o) == TESSERA_OK);
+    EXPECT(tessera_open_options_init(&o, sizeof o) == TESSERA_OK);
     o.vendor_id = 0x7E55;
     o.publisher_key = DEMO_KEY;
     o.publisher_key_len = sizeof DEMO_KEY;
@@ -70,9 +70,23 @@ int main(void) {
     EXPECT(tessera_last_error() != NULL);
 
     /* NULLs and bad options. */
-    EXPECT(tessera_open_options_init(NULL) == TESSERA_E_INVALID_ARGUMENT);
+    EXPECT(tessera_open_options_init(NULL, sizeof o) == TESSERA_E_INVALID_ARGUMENT);
+    EXPECT(tessera_open_options_init(&o, 8) == TESSERA_E_INVALID_ARGUMENT); /* not a struct size */
     EXPECT(tessera_open(NULL, &s) == TESSERA_E_INVALID_ARGUMENT);
-    EXPECT(tessera_open_options_init(&o) == TESSERA_OK);
+    {
+        /* An app built against a newer, larger header: the library writes exactly its
+         * size, zeroing the fields it does not know, and nothing past it. */
+        _Alignas(tessera_open_options) unsigned char bigger[sizeof o + 16 + 8];
+        memset(bigger, 0xAB, sizeof bigger);
+        EXPECT(tessera_open_options_init((tessera_open_options *)bigger, sizeof o + 16) == TESSERA_OK);
+        EXPECT(((tessera_open_options *)bigger)->struct_size == sizeof o + 16);
+        int tail_zero = 1, guard_kept = 1;
+        for (size_t i = sizeof o; i < sizeof o + 16; i++) tail_zero &= bigger[i] == 0;
+        for (size_t i = sizeof o + 16; i < sizeof bigger; i++) guard_kept &= bigger[i] == 0xAB;
+        EXPECT(tail_zero);
+        EXPECT(guard_kept);
+    }
+    EXPECT(tessera_open_options_init(&o, sizeof o) == TESSERA_OK);
     EXPECT(o.struct_size == sizeof o);
     EXPECT(tessera_open(&o, &s) == TESSERA_E_INVALID_ARGUMENT); /* vendor 0, no key */
     o.vendor_id = 0x7E55;

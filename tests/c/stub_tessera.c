@@ -7,7 +7,8 @@
 
 #include "tessera.h"
 
-enum tessera_status tessera_open_options_init(struct tessera_open_options *options) {
+enum tessera_status tessera_open_options_init(struct tessera_open_options *options, size_t options_size) {
+    (void)options_size;
     if (options) {
         memset(options, 0, sizeof *options);
         options->struct_size = sizeof *options;

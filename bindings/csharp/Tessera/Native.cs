@@ -56,7 +56,7 @@ namespace Tessera
         internal const int TESSERA_SERIAL_MAX = 64;
 
         [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
-        internal static extern Status tessera_open_options_init(IntPtr options);
+        internal static extern Status tessera_open_options_init(IntPtr options, UIntPtr options_size);
 
         [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
         internal static extern Status tessera_open(ref OpenOptionsNative options, out SessionHandle session);

@@ -110,17 +110,16 @@ namespace Tessera
             }
         }
 
-        /// <summary>The library's defaults from <c>tessera_open_options_init</c>. It writes the
-        /// struct as the library knows it, which a newer library may have grown, so it writes
-        /// into a buffer larger than any plausible version and this binding keeps its prefix.</summary>
+        /// <summary>The library's defaults from <c>tessera_open_options_init</c>, for the struct
+        /// as this binding declares it (the library writes exactly that many bytes).</summary>
         static OpenOptionsNative Defaults()
         {
-            const int room = 4096;
-            IntPtr buf = Marshal.AllocHGlobal(room);
+            int size = Marshal.SizeOf(typeof(OpenOptionsNative));
+            IntPtr buf = Marshal.AllocHGlobal(size);
             try
             {
-                Marshal.Copy(new byte[room], 0, buf, room);
-                Errors.ThrowIfError(NativeMethods.tessera_open_options_init(buf), "tessera_open_options_init");
+                Errors.ThrowIfError(NativeMethods.tessera_open_options_init(buf, new UIntPtr((uint)size)),
+                                    "tessera_open_options_init");
                 return (OpenOptionsNative)Marshal.PtrToStructure(buf, typeof(OpenOptionsNative));
             }
             finally

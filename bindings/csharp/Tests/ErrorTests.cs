@@ -89,7 +89,9 @@ namespace Tessera.Tests
                         bad[i] ^= 0x80;
                         var e = Assert.Catch<LicensingException>(() => seat.Decrypt(bad), mode + " byte " + i);
                         // Bytes 8..15 name the vendor and product: another product's ciphertext.
-                        Status expected = i >= 8 && i < 16 ? Status.NoLicense : Status.Tampered;
+                        // The clear header: bytes 8..12 name the publisher, 12..16 the product.
+                        Status expected = i >= 8 && i < 12 ? Status.WrongVendor
+                                        : i >= 12 && i < 16 ? Status.NoLicense : Status.Tampered;
                         Assert.AreEqual(expected, e.Status, mode + " byte " + i + ": " + e.Message);
                     }
                     byte[] v = (byte[])ct.Clone();
@@ -233,7 +235,19 @@ namespace Tessera.Tests
         public void RawArgumentChecksAtTheBoundary()
         {
             Library.EnsureLoaded();
-            Assert.AreEqual(Status.InvalidArgument, NativeMethods.tessera_open_options_init(IntPtr.Zero));
+            int size = Marshal.SizeOf(typeof(OpenOptionsNative));
+            Assert.AreEqual(Status.InvalidArgument,
+                            NativeMethods.tessera_open_options_init(IntPtr.Zero, new UIntPtr((uint)size)));
+            IntPtr buf = Marshal.AllocHGlobal(size);
+            try
+            {
+                // A size that is no version of the struct is refused.
+                Assert.AreEqual(Status.InvalidArgument, NativeMethods.tessera_open_options_init(buf, new UIntPtr(8)));
+            }
+            finally
+            {
+                Marshal.FreeHGlobal(buf);
+            }
             var o = new OpenOptionsNative { struct_size = 8, vendor_id = Demo.VendorId };
             SessionHandle h;
             Status st = NativeMethods.tessera_open(ref o, out h);

@@ -220,7 +220,7 @@ def test_raw_c_api_statuses_behind_the_classes() -> None:
     assert lib.tessera_release(0) == Status.INVALID_HANDLE
     assert lib.tessera_release(0xDEAD_BEEF) == Status.INVALID_HANDLE
     assert "not a live seat handle" in _ffi.last_error()
-    assert lib.tessera_open_options_init(None) == Status.INVALID_ARGUMENT
+    assert lib.tessera_open_options_init(None, 40) == Status.INVALID_ARGUMENT
     assert lib.tessera_open(None, None) == Status.INVALID_ARGUMENT
     details = _ffi.new_seat_details()
     assert lib.tessera_seat_info(0, details) == Status.INVALID_HANDLE

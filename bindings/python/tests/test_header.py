@@ -319,11 +319,13 @@ def test_open_options_init_writes_exactly_the_struct_the_binding_knows() -> None
     size = ctypes.sizeof(_ffi.tessera_open_options)
     buf = (ctypes.c_uint8 * (size + 64))(*([0xAA] * (size + 64)))
     opts = ctypes.cast(buf, ctypes.POINTER(_ffi.tessera_open_options))
-    assert _ffi.lib.tessera_open_options_init(opts) == tessera.Status.OK
+    assert _ffi.lib.tessera_open_options_init(opts, size) == tessera.Status.OK
     assert opts.contents.struct_size == size
     assert opts.contents.sources == _ffi.TESSERA_SOURCE_ALL
     assert opts.contents.timeout_ms == 5000
     assert bytes(buf[size:]) == b"\xaa" * 64, "init wrote past the struct this binding knows"
+    # A size that is no version of the struct is refused, and nothing is written.
+    assert _ffi.lib.tessera_open_options_init(opts, 8) == tessera.Status.INVALID_ARGUMENT
     assert _ffi.new_open_options().struct_size == size
     assert _ffi.new_seat_details().struct_size == ctypes.sizeof(_ffi.tessera_seat_details)
 

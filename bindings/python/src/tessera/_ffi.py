@@ -133,7 +133,7 @@ _sizep = POINTER(c_size_t)
 
 #: Every function of the header: name -> (restype, argtypes).
 FUNCTIONS: dict[str, tuple[Any, tuple[Any, ...]]] = {
-    "tessera_open_options_init": (tessera_status, (POINTER(tessera_open_options),)),
+    "tessera_open_options_init": (tessera_status, (POINTER(tessera_open_options), c_size_t)),
     "tessera_open": (
         tessera_status,
         (POINTER(tessera_open_options), POINTER(tessera_session)),

@@ -253,9 +253,8 @@ class Session:
         self._seats: weakref.WeakSet[Seat] = weakref.WeakSet()
         fn = "tessera_open"
         key = _as_bytes("publisher_key", publisher_key)
-        # Filled here rather than by tessera_open_options_init, which writes the library's
-        # sizeof(tessera_open_options) bytes: more than this struct if a newer library of the
-        # same ABI grew it. struct_size tells the library which version this binding knows.
+        # Zero and NULL fields mean the library's defaults (what tessera_open_options_init
+        # writes); struct_size tells the library which version of the struct this binding knows.
         opts = _ffi.new_open_options()
         opts.vendor_id = _u32("vendor_id", vendor_id, fn)
         key_buf = (c_uint8 * len(key)).from_buffer_copy(key)
