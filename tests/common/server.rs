@@ -26,26 +26,29 @@ impl ServerProc {
     }
 
     /// Starts a server with extra arguments (the admin API listens on a free loopback port
-    /// unless they say otherwise).
+    /// unless they say otherwise). With `--config FILE` among them, the server gets only
+    /// these arguments: the file says everything (flags would override it).
     pub fn start_with(state: &Path, home: &Path, port: u16, extra: &[&str]) -> ServerProc {
         let mut cmd = Command::new(super::bin("tessera-server"));
-        if !extra.contains(&"--admin-listen") {
-            cmd.args(["--admin-listen", "127.0.0.1:0"]);
+        if !extra.contains(&"--config") {
+            if !extra.contains(&"--admin-listen") {
+                cmd.args(["--admin-listen", "127.0.0.1:0"]);
+            }
+            cmd.args(["--name", "test-server", "--no-discovery", "--no-dongles"])
+                .arg("--listen")
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("--state-dir")
+                .arg(state)
+                .arg("--home")
+                .arg(home)
+                .args([
+                    "--lease-ms",
+                    &LEASE_MS.to_string(),
+                    "--renew-ms",
+                    &RENEW_MS.to_string(),
+                ]);
         }
         let mut child = cmd
-            .args(["--name", "test-server", "--no-discovery", "--no-dongles"])
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--state-dir")
-            .arg(state)
-            .arg("--home")
-            .arg(home)
-            .args([
-                "--lease-ms",
-                &LEASE_MS.to_string(),
-                "--renew-ms",
-                &RENEW_MS.to_string(),
-            ])
             .args(extra)
             .env("TESSERA_LOG", "warn")
             .stdout(Stdio::piped())
