@@ -60,10 +60,13 @@ function el(tag, attrs, ...children) {
 }
 
 const pad = (n) => String(n).padStart(2, "0");
+// A time: only the clock for today, the date as well otherwise.
 function when(unix) {
   if (unix === null || unix === undefined) return "–";
   const d = new Date(unix * 1000);
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  const time = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  if (d.toDateString() === new Date().toDateString()) return time;
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${time}`;
 }
 function duration(s) {
   const d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60);
