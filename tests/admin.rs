@@ -428,6 +428,8 @@ fn foreign_hosts_and_origins_are_refused() {
         format!("LOCALHOST:{port}"),
         format!("127.0.0.1:{port}"),
         format!("[::1]:{port}"),
+        // An address literal cannot be a rebound name (only a header: nothing is sent there).
+        format!("192.0.2.7:{port}"),
     ] {
         assert_eq!(
             get(admin, "/api/v1/status", &[("Host", &host)]).status,
@@ -463,6 +465,31 @@ fn foreign_hosts_and_origins_are_refused() {
         ("Sec-Fetch-Site", "same-origin"),
     ]);
     assert_eq!(r.status, 200, "{r:?}");
+}
+
+#[test]
+fn a_configured_host_name_is_answered() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let name = format!("licsrv.example.com:{port}");
+    let f = fixture_with(
+        &[spec(1, 5, CountingUnit::Handle)],
+        &["--admin-listen", &listen, "--admin-host", &name],
+    );
+    let admin = &f.server.admin;
+    assert_eq!(admin, &listen);
+    let r = get(admin, "/api/v1/status", &[("Host", &name)]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = get(
+        admin,
+        "/api/v1/status",
+        &[("Host", &name.replace("licsrv", "other"))],
+    );
+    assert_eq!(r.status, 421, "{r:?}");
 }
 
 #[test]

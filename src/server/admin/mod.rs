@@ -6,8 +6,8 @@
 //! The incumbents' admin pages were the way in for license forgery and for attacks triggered
 //! by visiting a web page; every request here passes [`guard`] first:
 //!
-//! - the `Host` header must name this server (the bound address, `localhost`, `127.0.0.1`,
-//!   `[::1]` with the port, or a configured `admin_hosts` entry): no DNS rebinding (421);
+//! - the `Host` header must name this server (`localhost`, an IP address, with the port, or
+//!   a configured `admin_hosts` entry): no DNS rebinding (421);
 //! - an `Origin` (or `Sec-Fetch-Site: cross-site`) from anywhere else is refused (403), and
 //!   no `Access-Control-Allow-*` header is ever sent; `OPTIONS` is not answered (405);
 //! - with an admin token configured, every API request needs `Authorization: Bearer` with it
@@ -79,7 +79,10 @@ impl AdminState {
         if !self.local.ip().is_unspecified() {
             ok.push(self.local.to_string());
         }
-        ok.contains(&host)
+        // An address literal with this port cannot be a rebound DNS name.
+        let literal = host.parse::<SocketAddr>().is_ok_and(|a| a.port() == port);
+        literal
+            || ok.contains(&host)
             || self
                 .server
                 .admin_auth()
