@@ -4,7 +4,7 @@
 //! (`docs/SERVER.md`, Administration).
 //!
 //! The incumbents' admin pages were the way in for license forgery and for attacks triggered
-//! by visiting a web page; every request here passes [`guard`] first:
+//! by visiting a web page; every request here passes `guard` first:
 //!
 //! - the `Host` header must name this server (`localhost`, an IP address, with the port, or
 //!   a configured `admin_hosts` entry): no DNS rebinding (421);
@@ -282,7 +282,7 @@ pub async fn read_body(body: Body) -> Result<axum::body::Bytes, Response> {
         .map_err(|_| too_large())
 }
 
-/// The router, with every route behind [`guard`].
+/// The router, with every route behind `guard`.
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/", get(api::page))
