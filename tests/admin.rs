@@ -32,12 +32,18 @@ struct Fixture {
     server: ServerProc,
 }
 
-fn fixture_with(specs: &[LicenseSpec], extra: &[&str]) -> Fixture {
+fn fixture_opts(specs: &[LicenseSpec], extra: &[&str], token: bool) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let key = PublisherKey::generate(VENDOR, "admin tests");
     let home = dir.path().join("server-home");
     common::activate(&common::env_in(&home), &key, specs);
-    let server = ServerProc::start_with(&dir.path().join("server-state"), &home, 0, extra);
+    let file = dir.path().join("admin-token");
+    let mut args = extra.to_vec();
+    if token {
+        std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
+        args.extend(["--admin-token-file", file.to_str().unwrap()]);
+    }
+    let server = ServerProc::start_with(&dir.path().join("server-state"), &home, 0, &args);
     Fixture {
         dir,
         key,
@@ -46,19 +52,17 @@ fn fixture_with(specs: &[LicenseSpec], extra: &[&str]) -> Fixture {
     }
 }
 
+fn fixture_with(specs: &[LicenseSpec], extra: &[&str]) -> Fixture {
+    fixture_opts(specs, extra, false)
+}
+
 fn fixture(specs: &[LicenseSpec]) -> Fixture {
     fixture_with(specs, &[])
 }
 
 /// A fixture whose server needs the admin token.
 fn token_fixture(specs: &[LicenseSpec]) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("token");
-    std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
-    let f = fixture_with(specs, &["--admin-token-file", file.to_str().unwrap()]);
-    // Keep the token file's directory alive with the fixture.
-    std::mem::forget(dir);
-    f
+    fixture_opts(specs, &[], true)
 }
 
 fn session(f: &Fixture, name: &str) -> Session {
