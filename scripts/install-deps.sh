@@ -21,6 +21,8 @@ have mono || need+=(mono-runtime)
 have nunit-console || need+=(nunit-console)
 pkg-config --exists nunit 2>/dev/null || need+=(libnunit-cil-dev)   # nunit.framework.dll for mcs
 have python3 || need+=(python3 python3-venv python3-pip)
+have chromium || need+=(chromium)           # the admin page test (tests/admin_browser.rs)
+have chromedriver || need+=(chromium-driver)
 
 if ((${#need[@]})); then
     echo "install-deps: installing ${need[*]}"

@@ -6,6 +6,8 @@
 //! (`include/tessera.h`); the binaries in `src/bin/` are the end user's (`tessera`) and the
 //! publisher's (`tessera-vendor`) command lines. See `DESIGN.md` for the map of the layers.
 
+#[cfg(feature = "cli")]
+pub mod admin_client;
 pub mod channel;
 pub mod cipher;
 pub mod client;

@@ -598,6 +598,8 @@ fn a_license_server_hosts_the_dongle_attached_to_it() {
             "--no-discovery",
             "--listen",
             "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
         ])
         .arg("--state-dir")
         .arg(dir.path().join("server-state"))

@@ -292,6 +292,8 @@ impl Lab {
             "--home".into(),
             home.display().to_string(),
             "--no-dongles".into(),
+            // The admin API is tested in tests/admin.rs.
+            "--no-admin".into(),
             "--lease-ms".into(),
             opts.lease_ms.to_string(),
             "--renew-ms".into(),

@@ -6,10 +6,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use tessera::server::config::ServerConfig;
+use tessera::server::config::{AdminToken, ServerConfig};
 use tessera::server::daemon::{Server, run};
 
-#[derive(Parser)]
+#[derive(Parser, Clone)]
 #[command(name = "tessera-server", version, about = "The Tessera license server")]
 struct Cli {
     /// A TOML configuration file; flags override it.
@@ -49,6 +49,20 @@ struct Cli {
     /// Log format: text or json.
     #[arg(long)]
     log_format: Option<String>,
+    /// Where the admin HTTP API and page listen (default `127.0.0.1:22631`; an address
+    /// that is not loopback needs an admin token).
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+    /// A file holding the admin API token (instead of `admin_token` in the configuration;
+    /// a file keeps it out of the process list).
+    #[arg(long)]
+    admin_token_file: Option<PathBuf>,
+    /// A further `Host` header value the admin API answers to (`name:port`; repeatable).
+    #[arg(long)]
+    admin_host: Vec<String>,
+    /// Do not serve the admin API.
+    #[arg(long)]
+    no_admin: bool,
 }
 
 // mimalloc: every request allocates a few small buffers on whichever tokio worker runs it;
@@ -78,15 +92,16 @@ fn raise_file_limit() {
     }
 }
 
-fn real_main() -> Result<()> {
-    let cli = Cli::parse();
-    raise_file_limit();
+/// The configuration: the file (if any) with the command line's overrides. Run again by a
+/// reload, so flags keep winning over the file.
+fn load_config(cli: &Cli) -> Result<ServerConfig> {
     let mut c = match &cli.config {
         Some(p) => {
             ServerConfig::from_file(p).with_context(|| format!("reading {}", p.display()))?
         }
         None => ServerConfig::default(),
     };
+    let cli = cli.clone();
     if let Some(v) = cli.name {
         c.name = v;
     }
@@ -111,10 +126,27 @@ fn real_main() -> Result<()> {
     if let Some(v) = cli.log_format {
         c.log_format = v;
     }
+    if let Some(v) = cli.admin_listen {
+        c.admin_listen = v;
+    }
+    if let Some(p) = &cli.admin_token_file {
+        let text = std::fs::read_to_string(p)
+            .with_context(|| format!("reading the admin token file {}", p.display()))?;
+        c.admin_token = Some(AdminToken::new(&text));
+    }
+    c.admin_hosts.extend(cli.admin_host);
     c.discovery &= !cli.no_discovery;
     c.dongles &= !cli.no_dongles;
     c.fsync &= !cli.no_fsync;
+    c.admin &= !cli.no_admin;
     c.check()?;
+    Ok(c)
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    raise_file_limit();
+    let c = load_config(&cli)?;
 
     let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
         .unwrap_or_else(|_| "info".into());
@@ -137,7 +169,10 @@ fn real_main() -> Result<()> {
         .context("starting the runtime")?;
     rt.block_on(async move {
         let server = Server::open(c)?;
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        server.set_config_source(Box::new(move || {
+            load_config(&cli).map_err(|e| tessera::Error::InvalidArgument(format!("{e:#}")))
+        }));
+        let (tx, rx) = tokio::sync::oneshot::channel::<tessera::server::daemon::Bound>();
         let shutdown = async {
             use tokio::signal::unix::{SignalKind, signal};
             let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -148,9 +183,12 @@ fn real_main() -> Result<()> {
             }
         };
         let announce = tokio::spawn(async move {
-            if let Ok(addrs) = rx.await {
-                for a in addrs {
+            if let Ok(bound) = rx.await {
+                for a in bound.listen {
                     println!("listening on {a}");
+                }
+                if let Some(a) = bound.admin {
+                    println!("admin on {a}");
                 }
             }
         });

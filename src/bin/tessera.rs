@@ -1,6 +1,7 @@
 //! `tessera`: the end user's and admin's command line (in the manner of FlexNet's `lmutil`
-//! and CodeMeter's `cmu`): host info, offline activation of software containers, and the list
-//! of containers on this machine with their licenses and seats in use.
+//! and CodeMeter's `cmu`): host info, offline activation of software containers, the list
+//! of containers on this machine with their licenses and seats in use, and a license
+//! server's administration through its admin API (`tessera admin`).
 //!
 //! Thin by design: every step is a call into the `tessera` library; this file parses
 //! arguments and prints.
@@ -37,6 +38,51 @@ enum Command {
     Activate(ActivateCommand),
     /// List the software containers under TESSERA_HOME with their licenses and seats in use.
     List(ListArgs),
+    /// Administer a license server through its admin API (status, licenses, seats, revoke,
+    /// reload, export usage).
+    Admin(AdminArgs),
+}
+
+#[derive(Args, Debug)]
+struct AdminArgs {
+    /// The admin API of the server.
+    #[arg(long, global = true, default_value = tessera::admin_client::DEFAULT_URL)]
+    server: String,
+    /// The admin token (default: the TESSERA_ADMIN_TOKEN environment variable). Not needed
+    /// on the server's own machine unless the server has one.
+    #[arg(long, global = true)]
+    token: Option<String>,
+    /// Print the API's JSON instead of text (for scripts).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// The server: name, version, uptime, addresses, connections, seats in use.
+    Status,
+    /// The licenses the server offers, with seats in use.
+    Licenses,
+    /// The seats held and who holds them.
+    Seats,
+    /// Take a seat away from its holder (its next call gets TESSERA_E_LEASE_LOST).
+    Revoke {
+        /// The seat id (32 hex digits, as `tessera admin seats` shows it).
+        seat_id: String,
+        /// Why (logged by the server).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Re-read the server's configuration (lease times, admin token, containers).
+    Reload,
+    /// Download the server's usage log, to prove usage to the publisher.
+    ExportUsage {
+        /// Write it here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -101,7 +147,267 @@ fn run(cli: Cli) -> Result<()> {
         Command::Activate(ActivateCommand::Request(a)) => request(a),
         Command::Activate(ActivateCommand::Install(a)) => install(a),
         Command::List(a) => list(a),
+        Command::Admin(a) => admin(a),
     }
+}
+
+/// A string from the server made safe for a terminal (no control characters).
+fn clean(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect()
+}
+
+fn field(v: &serde_json::Value, key: &str) -> String {
+    match v.get(key) {
+        None | Some(serde_json::Value::Null) => "-".into(),
+        Some(serde_json::Value::String(s)) => clean(s),
+        Some(other) => clean(&other.to_string()),
+    }
+}
+
+fn time_field(v: &serde_json::Value, key: &str) -> String {
+    v.get(key)
+        .and_then(serde_json::Value::as_u64)
+        .map_or_else(|| "-".into(), format_time)
+}
+
+/// Prints rows as aligned columns under a header.
+fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut width: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            width[i] = width[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(c);
+            } else {
+                out.push_str(&format!("{c:<w$}  ", w = width[i]));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r.clone());
+    }
+}
+
+fn admin(a: AdminArgs) -> Result<()> {
+    use tessera::admin_client::AdminClient;
+    let token = a
+        .token
+        .or_else(|| std::env::var("TESSERA_ADMIN_TOKEN").ok());
+    let api = AdminClient::new(&a.server, token)?;
+    let print_json = |v: &serde_json::Value| -> Result<()> {
+        println!("{}", serde_json::to_string_pretty(v)?);
+        Ok(())
+    };
+    match a.command {
+        AdminCommand::Status => {
+            let s = api.get("/api/v1/status")?;
+            if a.json {
+                return print_json(&s);
+            }
+            let n = |k: &str| s.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+            println!(
+                "server:       {} (version {})",
+                field(&s, "name"),
+                field(&s, "version")
+            );
+            println!(
+                "up since:     {} ({} s)",
+                time_field(&s, "started_at"),
+                n("uptime_s")
+            );
+            let listen: Vec<String> = s
+                .get("listen")
+                .and_then(serde_json::Value::as_array)
+                .map(|l| l.iter().filter_map(|x| x.as_str()).map(clean).collect())
+                .unwrap_or_default();
+            println!("listening on: {}", listen.join(", "));
+            println!(
+                "admin API:    {} ({})",
+                field(&s, "admin_listen"),
+                field(&s, "auth")
+            );
+            println!(
+                "seats in use: {} of {} ({} seats held)",
+                n("seats_in_use"),
+                n("quantity"),
+                n("seats")
+            );
+            println!(
+                "connections:  {} open, {} since the start",
+                n("connections"),
+                n("connections_total")
+            );
+            println!("requests:     {}", n("requests"));
+            println!(
+                "hosting:      {} container(s), {} license(s)",
+                n("containers"),
+                n("licenses")
+            );
+            println!(
+                "leases:       {} ms, renewed every {} ms",
+                n("lease_ms"),
+                n("renew_ms")
+            );
+        }
+        AdminCommand::Licenses => {
+            let v = api.get("/api/v1/licenses")?;
+            if a.json {
+                return print_json(&v);
+            }
+            let list = v
+                .get("licenses")
+                .and_then(serde_json::Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|l| {
+                    vec![
+                        field(l, "product_name"),
+                        format!("{}:{}", field(l, "vendor_id"), field(l, "product_code")),
+                        format!("{} of {}", field(l, "in_use"), field(l, "quantity")),
+                        field(l, "counting_unit"),
+                        field(l, "features"),
+                        if l.get("expiry").is_some_and(serde_json::Value::is_null) {
+                            "perpetual".into()
+                        } else {
+                            time_field(l, "expiry")
+                        },
+                        field(l, "vm_policy"),
+                        field(l, "container"),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "PRODUCT",
+                    "ID",
+                    "IN USE",
+                    "UNIT",
+                    "FEATURES",
+                    "EXPIRY",
+                    "VMS",
+                    "CONTAINER",
+                ],
+                &rows,
+            );
+        }
+        AdminCommand::Seats => {
+            let v = api.get("/api/v1/seats")?;
+            if a.json {
+                return print_json(&v);
+            }
+            let list = v
+                .get("seats")
+                .and_then(serde_json::Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            if list.is_empty() {
+                println!("no seat is held");
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|s| {
+                    vec![
+                        field(s, "seat_id"),
+                        field(s, "product_name"),
+                        field(s, "host"),
+                        field(s, "user"),
+                        field(s, "session"),
+                        field(s, "machine"),
+                        field(s, "pid"),
+                        time_field(s, "since"),
+                        time_field(s, "lease_expires"),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "SEAT",
+                    "PRODUCT",
+                    "HOST",
+                    "USER",
+                    "SESSION",
+                    "MACHINE",
+                    "PID",
+                    "SINCE",
+                    "LEASE UNTIL",
+                ],
+                &rows,
+            );
+        }
+        AdminCommand::Revoke { seat_id, reason } => {
+            let body = match reason {
+                Some(r) => serde_json::json!({ "reason": r }),
+                None => serde_json::json!({}),
+            };
+            let v = api.post(&format!("/api/v1/seats/{}/revoke", seat_id.trim()), &body)?;
+            if a.json {
+                return print_json(&v);
+            }
+            println!("revoked seat {}", field(&v, "revoked"));
+        }
+        AdminCommand::Reload => {
+            let v = api.post("/api/v1/reload", &serde_json::json!({}))?;
+            if a.json {
+                return print_json(&v);
+            }
+            let list = |k: &str| -> Vec<String> {
+                v.get(k)
+                    .and_then(serde_json::Value::as_array)
+                    .map(|l| l.iter().filter_map(|x| x.as_str()).map(clean).collect())
+                    .unwrap_or_default()
+            };
+            println!("reloaded:     {}", list("applied").join("; "));
+            println!(
+                "hosting:      {} container(s), {} license(s)",
+                field(&v, "containers"),
+                field(&v, "licenses")
+            );
+            let restart = list("restart_needed");
+            if !restart.is_empty() {
+                println!("restart needed for: {}", restart.join(", "));
+            }
+            for p in list("problems") {
+                println!("not hosted:   {p}");
+            }
+        }
+        AdminCommand::ExportUsage { out } => match out {
+            Some(path) => {
+                let tmp = path.with_extension("part");
+                let mut f = fs::File::create(&tmp)
+                    .with_context(|| format!("creating {}", tmp.display()))?;
+                let n = match api.download("/api/v1/usage", &mut f) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        drop(f);
+                        let _ = fs::remove_file(&tmp);
+                        return Err(e.into());
+                    }
+                };
+                f.sync_all()
+                    .with_context(|| format!("writing {}", tmp.display()))?;
+                fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+                eprintln!("usage log: {n} bytes written to {}", path.display());
+            }
+            None => {
+                let stdout = std::io::stdout();
+                let mut lock = stdout.lock();
+                api.download("/api/v1/usage", &mut lock)?;
+            }
+        },
+    }
+    Ok(())
 }
 
 fn info() -> Result<()> {

@@ -8,6 +8,35 @@ use serde::Deserialize;
 use crate::net::proto::DEFAULT_PORT;
 use crate::{Error, Result};
 
+/// The admin HTTP port (`docs/SERVER.md`, Administration).
+pub const ADMIN_PORT: u16 = 22631;
+
+/// The shortest admin token accepted.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// The admin API token: never printed, compared in constant time.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// A token from its text (trailing white space, as a file read gives, is trimmed).
+    pub fn new(text: &str) -> AdminToken {
+        AdminToken(text.trim().to_string())
+    }
+
+    /// The token's bytes, for the constant-time comparison.
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(..)")
+    }
+}
+
 /// Everything `tessera-server` can be told.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
@@ -40,6 +69,17 @@ pub struct ServerConfig {
     /// Sync every commit of the seat table to the disk (survives power loss). `false` keeps
     /// grants safe against a killed server process only, at a fraction of the latency.
     pub fsync: bool,
+    /// Whether to serve the admin HTTP API and page.
+    pub admin: bool,
+    /// Where the admin HTTP API listens (default `127.0.0.1:22631`; loopback unless a token
+    /// is set).
+    pub admin_listen: SocketAddr,
+    /// The admin API token (`Authorization: Bearer …`). Required when `admin_listen` is not
+    /// a loopback address; when set, every admin API request needs it.
+    pub admin_token: Option<AdminToken>,
+    /// Further `Host` header values the admin API answers to (`name:port`), besides the bound
+    /// address, `localhost:PORT`, `127.0.0.1:PORT` and `[::1]:PORT`.
+    pub admin_hosts: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +98,10 @@ impl Default for ServerConfig {
             delegation_days: 7,
             log_format: "text".into(),
             fsync: true,
+            admin: true,
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], ADMIN_PORT)),
+            admin_token: None,
+            admin_hosts: Vec::new(),
         }
     }
 }
@@ -98,6 +142,28 @@ impl ServerConfig {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(Error::InvalidArgument("log_format is text or json".into()));
         }
+        if let Some(t) = &self.admin_token
+            && t.expose().len() < MIN_TOKEN_LEN
+        {
+            return Err(Error::InvalidArgument(format!(
+                "admin_token is too short: at least {MIN_TOKEN_LEN} characters"
+            )));
+        }
+        if self.admin && !self.admin_listen.ip().is_loopback() && self.admin_token.is_none() {
+            return Err(Error::InvalidArgument(format!(
+                "admin_listen {} is not a loopback address: set admin_token (at least \
+                 {MIN_TOKEN_LEN} characters) to serve the admin API beyond this machine, or \
+                 listen on 127.0.0.1 / [::1]",
+                self.admin_listen
+            )));
+        }
+        for h in &self.admin_hosts {
+            if h.is_empty() || !h.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(Error::InvalidArgument(format!(
+                    "admin_hosts: {h:?} is not a host[:port]"
+                )));
+            }
+        }
         Ok(())
     }
 }
@@ -119,5 +185,30 @@ mod tests {
         assert!(ServerConfig::from_toml("bogus = 1\n").is_err());
         assert!(ServerConfig::from_toml("listen = []\n").is_err());
         assert!(ServerConfig::from_toml("name = ").is_err());
+    }
+
+    #[test]
+    fn the_admin_api_beyond_loopback_needs_a_token() {
+        let c = ServerConfig::from_toml("").unwrap();
+        assert!(c.admin);
+        assert_eq!(c.admin_listen, "127.0.0.1:22631".parse().unwrap());
+        assert!(ServerConfig::from_toml("admin_listen = \"[::1]:22631\"\n").is_ok());
+        let e = ServerConfig::from_toml("admin_listen = \"0.0.0.0:22631\"\n").unwrap_err();
+        assert!(e.to_string().contains("admin_token"), "{e}");
+        assert!(
+            ServerConfig::from_toml("admin = false\nadmin_listen = \"0.0.0.0:22631\"\n").is_ok(),
+            "no admin API, no token needed"
+        );
+        let e = ServerConfig::from_toml("admin_token = \"short\"\n").unwrap_err();
+        assert!(e.to_string().contains("too short"), "{e}");
+        let c = ServerConfig::from_toml(
+            "admin_listen = \"0.0.0.0:22631\"\nadmin_token = \"0123456789abcdef-secret\"\n",
+        )
+        .unwrap();
+        assert!(
+            !format!("{c:?}").contains("secret"),
+            "the token never shows in Debug output"
+        );
+        assert!(ServerConfig::from_toml("admin_hosts = [\"a b\"]\n").is_err());
     }
 }

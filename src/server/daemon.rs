@@ -1,12 +1,13 @@
 //! The daemon: tokio listeners set up with socket2 (dual-stack, reuse-address, keepalive,
 //! no-delay), the license protocol inside Noise on TCP, discovery on UDP, the seat table with
-//! its durable store, lease expiry, limits on connections, frames and time, and a graceful
-//! shutdown.
+//! its durable store, lease expiry, limits on connections, frames and time, the admin HTTP
+//! API (`admin/`), the seat history, a configuration reload and a graceful shutdown.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,9 +15,11 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::config::ServerConfig;
+use super::admin::history::{self, Recorder, Usage};
+use super::admin::metrics::{Denials, RequestKind, RequestLatency};
+use super::config::{AdminToken, ServerConfig};
 use super::hosted::Hosted;
-use super::seats::{AcquireSpec, Change, SeatTable};
+use super::seats::{AcquireSpec, Change, SeatId, SeatTable};
 use super::store::{GroupCommitter, SqliteStore};
 use crate::container::protocol::{Request, Response};
 use crate::net::conn::{NetChannel, ServerHandshake};
@@ -25,25 +28,114 @@ use crate::net::proto::{
 };
 use crate::{Error, Result};
 
-/// Counters the admin page and the load tool read.
+/// Counters the admin API, `/metrics` and the load tool read.
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Connections open now.
     pub connections: AtomicUsize,
+    /// Connections accepted since the start.
+    pub accepted: AtomicU64,
     /// Requests answered.
     pub requests: AtomicU64,
     /// Connections refused (limit) or dropped (bad frames, timeouts).
     pub refused: AtomicU64,
+    /// Seats granted (acquires answered with a grant, re-attachments included).
+    pub grants: AtomicU64,
+    /// Renewal requests answered.
+    pub renewals: AtomicU64,
+    /// Seats a renewal reported lost to its client.
+    pub renewals_lost: AtomicU64,
+    /// Releases answered.
+    pub releases: AtomicU64,
+    /// Seats whose lease ran out.
+    pub lease_expiries: AtomicU64,
+    /// Seats an admin revoked.
+    pub revocations: AtomicU64,
+    /// Configuration reloads done.
+    pub reloads: AtomicU64,
+    /// Error answers, by status.
+    pub denials: Denials,
+    /// License-protocol request latency, by kind.
+    pub latency: RequestLatency,
+}
+
+/// Who holds a seat, as its client's hello said (for the admin API; not persisted: after a
+/// restart it fills in again as clients re-attach).
+#[derive(Clone, Debug)]
+pub struct SeatMeta {
+    /// The client's host name.
+    pub hostname: String,
+    /// Its login / terminal-server session id (`uid:<uid>/…`).
+    pub session: String,
+    /// Physical or virtual, and which hypervisor.
+    pub machine: crate::host::MachineKind,
+    /// The client process.
+    pub pid: u32,
+    /// When the seat was first granted (Unix milliseconds).
+    pub since_ms: u64,
+}
+
+/// What the server hosts and announces; replaced as a whole by a reload.
+pub struct Hosting {
+    /// The hosted containers.
+    pub hosted: Hosted,
+    hello: ServerHello,
+}
+
+/// The admin settings a reload may change.
+#[derive(Clone, Debug, Default)]
+pub struct AdminAuth {
+    /// The API token, if any.
+    pub token: Option<AdminToken>,
+    /// Extra `Host` values answered.
+    pub hosts: Vec<String>,
+}
+
+/// Reads the configuration anew for a reload (the file, with the command line's overrides).
+pub type ConfigSource = Box<dyn Fn() -> Result<ServerConfig> + Send + Sync>;
+
+/// What a reload did.
+#[derive(Clone, Debug, Default)]
+pub struct ReloadReport {
+    /// Settings now in force with their new values.
+    pub applied: Vec<String>,
+    /// Settings that changed in the file but need a restart.
+    pub restart_needed: Vec<String>,
+    /// Containers hosted after the reload.
+    pub containers: usize,
+    /// Licenses hosted after the reload.
+    pub licenses: usize,
+    /// Containers that could not be hosted.
+    pub problems: Vec<String>,
+}
+
+/// Where the server listens, once it does.
+#[derive(Clone, Debug, Default)]
+pub struct Bound {
+    /// The license protocol's addresses.
+    pub listen: Vec<SocketAddr>,
+    /// The admin HTTP API's address, if it is on.
+    pub admin: Option<SocketAddr>,
 }
 
 /// A running server's shared state.
 pub struct Server {
     config: ServerConfig,
-    hosted: Hosted,
+    hosting: RwLock<Arc<Hosting>>,
+    lease_ms: AtomicU64,
+    renew_ms: AtomicU64,
+    admin_auth: RwLock<AdminAuth>,
     table: Mutex<SeatTable>,
+    seat_meta: Mutex<HashMap<SeatId, SeatMeta>>,
     committer: GroupCommitter,
+    history: Recorder,
     static_secret: zeroize::Zeroizing<[u8; 32]>,
-    hello: ServerHello,
+    public_key: [u8; 32],
+    host: crate::host::HostIdentity,
+    config_source: Mutex<Option<ConfigSource>>,
+    bound: Mutex<Bound>,
+    started: Instant,
+    started_unix: u64,
     /// Counters.
     pub stats: Stats,
 }
@@ -57,7 +149,8 @@ struct Want {
     exclusive: bool,
 }
 
-fn now_ms() -> u64 {
+/// Now, in Unix milliseconds (the seat table's clock).
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -99,7 +192,9 @@ impl Server {
         } else {
             super::store::Durability::ProcessCrash
         };
-        let mut store = SqliteStore::open_with(&config.state_dir.join("seats.db"), durability)?;
+        let db = config.state_dir.join("seats.db");
+        let mut store = SqliteStore::open_with(&db, durability)?;
+        let history = Recorder::open(&db)?;
         let rows = super::store::SeatStore::load(&mut store)?;
         let mut table = SeatTable::new();
         let n = rows.len();
@@ -113,12 +208,225 @@ impl Server {
         Ok(Arc::new(Server {
             committer: GroupCommitter::start(Box::new(store)),
             table: Mutex::new(table),
-            hosted,
+            seat_meta: Mutex::new(HashMap::new()),
+            hosting: RwLock::new(Arc::new(Hosting { hosted, hello })),
+            lease_ms: AtomicU64::new(config.lease_ms),
+            renew_ms: AtomicU64::new(config.renew_ms),
+            admin_auth: RwLock::new(AdminAuth {
+                token: config.admin_token.clone(),
+                hosts: config.admin_hosts.clone(),
+            }),
+            history,
             static_secret,
-            hello,
+            public_key: public,
+            host,
+            config_source: Mutex::new(None),
+            bound: Mutex::new(Bound::default()),
+            started: Instant::now(),
+            started_unix: crate::util::now(),
             config,
             stats: Stats::default(),
         }))
+    }
+
+    /// Where a reload reads the configuration (default: the configuration the server
+    /// started with, so that a reload only rescans the containers).
+    pub fn set_config_source(&self, source: ConfigSource) {
+        if let Ok(mut s) = self.config_source.lock() {
+            *s = Some(source);
+        }
+    }
+
+    /// What the server hosts now.
+    pub fn hosting(&self) -> Arc<Hosting> {
+        match self.hosting.read() {
+            Ok(h) => h.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// The lease length now in force, in milliseconds.
+    pub fn lease_ms(&self) -> u64 {
+        self.lease_ms.load(Ordering::Relaxed)
+    }
+
+    /// The renewal interval now in force, in milliseconds.
+    pub fn renew_ms(&self) -> u64 {
+        self.renew_ms.load(Ordering::Relaxed)
+    }
+
+    /// The admin token and hosts now in force.
+    pub fn admin_auth(&self) -> AdminAuth {
+        match self.admin_auth.read() {
+            Ok(a) => a.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Where the server listens.
+    pub fn bound(&self) -> Bound {
+        self.bound.lock().map(|b| b.clone()).unwrap_or_default()
+    }
+
+    /// Time since the server started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// When the server started (Unix seconds).
+    pub fn started_unix(&self) -> u64 {
+        self.started_unix
+    }
+
+    /// Runs `f` on the seat table, under its lock (keep it short: grants wait for it).
+    pub fn with_table<R>(&self, f: impl FnOnce(&SeatTable) -> R) -> Result<R> {
+        Ok(f(&*self.table()?))
+    }
+
+    /// Who holds which seat, as far as the server has been told since it started.
+    pub fn seat_meta(&self) -> HashMap<SeatId, SeatMeta> {
+        self.seat_meta.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// Takes a live seat away from its client, durably. `Ok(false)` when there is no such
+    /// live seat. The client's next renewal or call for the seat gets
+    /// `TESSERA_E_LEASE_LOST`.
+    pub async fn revoke(&self, seat_id: &SeatId) -> Result<bool> {
+        let Some(change) = self.table()?.revoke(seat_id, now_ms()) else {
+            return Ok(false);
+        };
+        self.committer.submit(vec![change]).wait_async().await?;
+        if let Ok(mut m) = self.seat_meta.lock() {
+            m.remove(seat_id);
+        }
+        self.stats.revocations.fetch_add(1, Ordering::Relaxed);
+        info!(seat = %hex::encode(seat_id), "seat revoked by an admin");
+        Ok(true)
+    }
+
+    /// Seats in use and quantity per product `(vendor_id, product_code)` now.
+    pub fn usage(&self) -> Usage {
+        let hosting = self.hosting();
+        let now = now_ms();
+        let mut usage = Usage::new();
+        let Ok(table) = self.table() else {
+            return usage;
+        };
+        for c in &hosting.hosted.containers {
+            for l in &c.licenses {
+                let e = usage.entry((l.vendor_id, l.product_code)).or_default();
+                e.0 += table.in_use(&l.license_id, now);
+                e.1 += l.quantity;
+            }
+        }
+        usage
+    }
+
+    fn sample_history(&self) -> Vec<crate::server::store::HistoryPoint> {
+        self.history.sample(now_ms() / 60_000, &self.usage())
+    }
+
+    /// The seat history from Unix minute `since` on, in buckets of `step` minutes.
+    pub fn history(
+        &self,
+        since: u64,
+        product: Option<(u32, u32)>,
+        step: u64,
+    ) -> Result<Vec<crate::server::store::HistoryPoint>> {
+        let finished = self.sample_history();
+        self.history.write(&finished)?;
+        self.history.query(since, product, step)
+    }
+
+    /// Re-reads the configuration: lease and renewal times, the admin token and hosts, and
+    /// the containers (software containers rescanned, with fresh delegations; dongles kept).
+    /// Blocking: call off the async runtime.
+    pub fn reload(&self) -> Result<ReloadReport> {
+        let new = match self.config_source.lock().ok().as_deref() {
+            Some(Some(source)) => source()?,
+            _ => self.config.clone(),
+        };
+        new.check()?;
+        let mut report = ReloadReport::default();
+        let old = &self.config;
+        let mut restart = |name: &str, changed: bool| {
+            if changed {
+                report.restart_needed.push(name.to_string());
+            }
+        };
+        restart("name", new.name != old.name);
+        restart("listen", new.listen != old.listen);
+        restart("discovery", new.discovery != old.discovery);
+        restart("state_dir", new.state_dir != old.state_dir);
+        restart("home", new.home != old.home);
+        restart("dongles", new.dongles != old.dongles);
+        restart(
+            "max_connections",
+            new.max_connections != old.max_connections,
+        );
+        restart(
+            "handshake_timeout_ms",
+            new.handshake_timeout_ms != old.handshake_timeout_ms,
+        );
+        restart("log_format", new.log_format != old.log_format);
+        restart("fsync", new.fsync != old.fsync);
+        restart("admin", new.admin != old.admin);
+        restart("admin_listen", new.admin_listen != old.admin_listen);
+
+        self.lease_ms.store(new.lease_ms, Ordering::Relaxed);
+        self.renew_ms.store(new.renew_ms, Ordering::Relaxed);
+        report.applied.push(format!("lease_ms = {}", new.lease_ms));
+        report.applied.push(format!("renew_ms = {}", new.renew_ms));
+        if let Ok(mut a) = self.admin_auth.write() {
+            *a = AdminAuth {
+                token: new.admin_token.clone(),
+                hosts: new.admin_hosts.clone(),
+            };
+        }
+        report.applied.push(format!(
+            "admin_token ({})",
+            if new.admin_token.is_some() {
+                "set"
+            } else {
+                "none"
+            }
+        ));
+        report
+            .applied
+            .push(format!("admin_hosts = {:?}", new.admin_hosts));
+
+        let expiry = crate::util::now() + new.delegation_days * 86_400;
+        let hosted =
+            self.hosting()
+                .hosted
+                .reload_software(&old.home, &self.host, self.public_key, expiry);
+        for p in &hosted.problems {
+            warn!(problem = %p, "container not hosted");
+        }
+        report.applied.push(format!(
+            "containers rescanned, delegation_days = {}",
+            new.delegation_days
+        ));
+        report.containers = hosted.containers.len();
+        report.licenses = hosted.containers.iter().map(|c| c.licenses.len()).sum();
+        report.problems = hosted.problems.clone();
+        let hello = ServerHello {
+            version: proto::PROTOCOL_VERSION,
+            name: old.name.clone(),
+            delegations: hosted.bundles(),
+        };
+        let hosting = Arc::new(Hosting { hosted, hello });
+        match self.hosting.write() {
+            Ok(mut h) => *h = hosting,
+            Err(p) => *p.into_inner() = hosting,
+        }
+        self.stats.reloads.fetch_add(1, Ordering::Relaxed);
+        info!(
+            containers = report.containers,
+            licenses = report.licenses,
+            "configuration reloaded"
+        );
+        Ok(report)
     }
 
     /// The configuration.
@@ -150,7 +458,8 @@ impl Server {
             features,
             exclusive,
         } = want;
-        let candidates = self.hosted.find(vendor_id, product_code);
+        let hosting = self.hosting();
+        let candidates = hosting.hosted.find(vendor_id, product_code);
         if candidates.is_empty() {
             return Err(Error::NoLicense(format!(
                 "server {} hosts no license for vendor {vendor_id} product {product_code}",
@@ -159,7 +468,7 @@ impl Server {
         }
         let mut best: Option<Error> = None;
         for (ci, li) in candidates {
-            let c = &self.hosted.containers[ci];
+            let c = &hosting.hosted.containers[ci];
             let lic = &c.licenses[li];
             let spec = AcquireSpec {
                 seat_id,
@@ -169,7 +478,7 @@ impl Server {
                 exclusive,
                 features,
                 now_ms: now_ms(),
-                lease_ms: self.config.lease_ms,
+                lease_ms: self.lease_ms(),
             };
             let granted = self.table()?.acquire(&spec);
             match granted {
@@ -181,12 +490,13 @@ impl Server {
                         }
                         return Err(e);
                     }
+                    self.remember(&seat_id, &hello.host, spec.now_ms);
                     return Ok(NetResponse::Granted(SeatGrant {
                         seat_id,
                         license: c.license_bytes[li].clone(),
                         container_serial: c.serial.clone(),
-                        lease_ms: self.config.lease_ms,
-                        renew_ms: self.config.renew_ms,
+                        lease_ms: spec.lease_ms,
+                        renew_ms: self.renew_ms(),
                         in_use,
                     }));
                 }
@@ -203,7 +513,35 @@ impl Server {
         Err(best.unwrap_or_else(|| Error::NoLicense("no license fits".into())))
     }
 
-    fn seat_container(&self, client: &[u8; 32], seat_id: &[u8; 16]) -> Result<(usize, [u8; 16])> {
+    /// Notes who holds a seat (kept from its first grant on).
+    fn remember(&self, seat_id: &SeatId, host: &proto::HostInfo, now_ms: u64) {
+        if let Ok(mut m) = self.seat_meta.lock() {
+            m.entry(*seat_id).or_insert_with(|| SeatMeta {
+                hostname: printable(&host.hostname),
+                session: printable(&host.session),
+                machine: host.machine.clone(),
+                pid: host.pid,
+                since_ms: now_ms,
+            });
+        }
+    }
+
+    fn forget(&self, changes: &[Change]) {
+        if let Ok(mut m) = self.seat_meta.lock() {
+            for c in changes {
+                if let Change::Delete(id) = c {
+                    m.remove(id);
+                }
+            }
+        }
+    }
+
+    fn seat_container(
+        &self,
+        hosting: &Hosting,
+        client: &[u8; 32],
+        seat_id: &[u8; 16],
+    ) -> Result<(usize, [u8; 16])> {
         let t = self.table()?;
         let row = t
             .seat(seat_id)
@@ -215,7 +553,7 @@ impl Server {
                     hex::encode(seat_id)
                 ))
             })?;
-        let (ci, _) = self
+        let (ci, _) = hosting
             .hosted
             .by_license_id(&row.license_id)
             .ok_or_else(|| Error::NoLicense("the seat's license is no longer hosted".into()))?;
@@ -228,10 +566,11 @@ impl Server {
         seat_id: &[u8; 16],
         make: impl FnOnce([u8; 16]) -> Request,
     ) -> Result<Response> {
-        let (ci, license_id) = self.seat_container(client, seat_id)?;
+        let hosting = self.hosting();
+        let (ci, license_id) = self.seat_container(&hosting, client, seat_id)?;
         let req = make(license_id);
-        let me = self.clone();
-        tokio::task::spawn_blocking(move || me.hosted.containers[ci].call(req))
+        let container = hosting.hosted.containers[ci].clone();
+        tokio::task::spawn_blocking(move || container.call(req))
             .await
             .map_err(|e| Error::Internal(format!("container task: {e}")))?
     }
@@ -260,20 +599,18 @@ impl Server {
                 self.acquire(client, hello, want).await
             }
             NetRequest::Renew { seat_ids } => {
-                let (changes, lost) =
-                    self.table()?
-                        .renew(&seat_ids, client, now_ms(), self.config.lease_ms);
+                let lease_ms = self.lease_ms();
+                let (changes, lost) = self.table()?.renew(&seat_ids, client, now_ms(), lease_ms);
                 if !changes.is_empty() {
                     // Renewals need not wait for the disk: a lost renewal only shortens a lease.
                     self.committer.submit_lazy(changes);
                 }
-                Ok(NetResponse::Renewed {
-                    lost,
-                    lease_ms: self.config.lease_ms,
-                })
+                Ok(NetResponse::Renewed { lost, lease_ms })
             }
             NetRequest::Release { seat_id } => {
-                if let Some(c) = self.table()?.release(&seat_id, client) {
+                let change = self.table()?.release(&seat_id, client);
+                if let Some(c) = change {
+                    self.forget(std::slice::from_ref(&c));
                     drop(self.committer.submit(vec![c]));
                 }
                 Ok(NetResponse::Released)
@@ -318,8 +655,9 @@ impl Server {
                 }
             }
             NetRequest::SeatInfo { seat_id } => {
-                let (ci, license_id) = self.seat_container(client, &seat_id)?;
-                let quantity = self.hosted.containers[ci]
+                let hosting = self.hosting();
+                let (ci, license_id) = self.seat_container(&hosting, client, &seat_id)?;
+                let quantity = hosting.hosted.containers[ci]
                     .licenses
                     .iter()
                     .find(|l| l.license_id == license_id)
@@ -339,6 +677,10 @@ impl Server {
         };
         if !changes.is_empty() {
             debug!(expired = changes.len(), "leases ran out");
+            self.stats
+                .lease_expiries
+                .fetch_add(changes.len() as u64, Ordering::Relaxed);
+            self.forget(&changes);
             self.committer.submit_lazy(changes);
         }
     }
@@ -418,7 +760,8 @@ async fn handshake(
     wr: &mut (impl AsyncWriteExt + Unpin),
 ) -> Result<(NetChannel, [u8; 32], ClientHello)> {
     let io = |e: std::io::Error| Error::io("client connection", e);
-    let mut hs = ServerHandshake::new(&server.static_secret, &server.hello)?;
+    let hosting = server.hosting();
+    let mut hs = ServerHandshake::new(&server.static_secret, &hosting.hello)?;
     let m1 = read_frame(rd).await.map_err(io)?;
     let m2 = hs.read_message1(&m1)?;
     write_frame(wr, &m2).await.map_err(io)?;
@@ -446,7 +789,7 @@ async fn serve_connection(server: Arc<Server>, s: TcpStream, peer: SocketAddr) {
             }
         };
     debug!(%peer, host = %hello.host.hostname, "client connected");
-    let idle = Duration::from_millis(server.config.lease_ms.saturating_mul(3));
+    let idle = Duration::from_millis(server.lease_ms().saturating_mul(3));
     // Buffers reused for every request: the frame read, the encoded answer, and the answer
     // as it goes on the wire (length prefix and sealed frame).
     let (mut frame, mut answer, mut wire) = (Vec::new(), Vec::new(), Vec::new());
@@ -473,14 +816,20 @@ async fn serve_connection(server: Arc<Server>, s: TcpStream, peer: SocketAddr) {
                 return;
             }
         };
-        let resp = match proto::decode::<NetRequest>(&plain, "request") {
-            Ok(req) => server
-                .dispatch(&client, &hello, req)
-                .await
-                .unwrap_or_else(|e| proto::error_response(&e)),
-            Err(e) => proto::error_response(&e),
+        let started = Instant::now();
+        let (kind, resp) = match proto::decode::<NetRequest>(&plain, "request") {
+            Ok(req) => (
+                RequestKind::of(&req),
+                server
+                    .dispatch(&client, &hello, req)
+                    .await
+                    .unwrap_or_else(|e| proto::error_response(&e)),
+            ),
+            Err(e) => (RequestKind::Malformed, proto::error_response(&e)),
         };
         server.stats.requests.fetch_add(1, Ordering::Relaxed);
+        super::admin::metrics::count_answer(&server.stats, &resp);
+        server.stats.latency.observe(kind, started.elapsed());
         answer.clear();
         wire.clear();
         wire.extend_from_slice(&[0; 4]);
@@ -514,6 +863,7 @@ async fn accept_loop(server: Arc<Server>, listener: TcpListener, mut stop: watch
                     let _ = SockRef::from(&s).set_tcp_keepalive(&TcpKeepalive::new().with_time(Duration::from_secs(60)));
                     let server = server.clone();
                     server.stats.connections.fetch_add(1, Ordering::Relaxed);
+                    server.stats.accepted.fetch_add(1, Ordering::Relaxed);
                     tokio::spawn(async move {
                         let st = server.clone();
                         serve_connection(server, s, peer).await;
@@ -535,19 +885,20 @@ async fn discovery_loop(
     port: u16,
     mut stop: watch::Receiver<bool>,
 ) {
-    let answer = DiscoveryAnswer {
-        name: server.config.name.clone(),
-        port,
-        vendors: server.hosted.vendors(),
-    };
     let mut buf = [0u8; 512];
     loop {
         tokio::select! {
             _ = stop.changed() => return,
-            r = sock.recv_from(&mut buf) => if let Ok((n, from)) = r
-                && let Some(reply) = crate::net::discovery::answer_probe(&buf[..n], &answer)
-            {
-                let _ = sock.send_to(&reply, from).await;
+            r = sock.recv_from(&mut buf) => if let Ok((n, from)) = r {
+                // The vendors of what is hosted now (a reload may change them).
+                let answer = DiscoveryAnswer {
+                    name: server.config.name.clone(),
+                    port,
+                    vendors: server.hosting().hosted.vendors(),
+                };
+                if let Some(reply) = crate::net::discovery::answer_probe(&buf[..n], &answer) {
+                    let _ = sock.send_to(&reply, from).await;
+                }
             }
         }
     }
@@ -558,7 +909,7 @@ async fn discovery_loop(
 pub async fn run(
     server: Arc<Server>,
     shutdown: impl std::future::Future<Output = ()>,
-    bound: Option<tokio::sync::oneshot::Sender<Vec<SocketAddr>>>,
+    bound: Option<tokio::sync::oneshot::Sender<Bound>>,
 ) -> Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -595,6 +946,58 @@ pub async fn run(
             Err(e) => warn!(error = %e, "no discovery"),
         }
     }
+    let admin = if server.config.admin {
+        let l = TcpListener::from_std(tcp_listener(server.config.admin_listen)?)
+            .map_err(|e| Error::io(server.config.admin_listen.to_string(), e))?;
+        let local = l
+            .local_addr()
+            .map_err(|e| Error::io(server.config.admin_listen.to_string(), e))?;
+        info!(address = %local, "admin API listening");
+        let mut stop = stop_rx.clone();
+        tasks.push(tokio::spawn(super::admin::serve(
+            server.clone(),
+            l,
+            local,
+            async move {
+                let _ = stop.changed().await;
+            },
+        )));
+        Some(local)
+    } else {
+        None
+    };
+    {
+        let server = server.clone();
+        let mut stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => break,
+                    _ = tokio::time::sleep(history::SAMPLE_EVERY) => {
+                        let finished = server.sample_history();
+                        if !finished.is_empty() {
+                            let s = server.clone();
+                            let _ = tokio::task::spawn_blocking(move || {
+                                if let Err(e) = s.history.write(&finished) {
+                                    warn!(error = %e, "seat history not written");
+                                }
+                            })
+                            .await;
+                        }
+                    }
+                }
+            }
+            // The minute in progress, as it stands (and one that just ended).
+            let finished = server.sample_history();
+            let s = server.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Err(e) = s.history.write(&finished).and_then(|()| s.history.flush()) {
+                    warn!(error = %e, "seat history not written");
+                }
+            })
+            .await;
+        }));
+    }
     {
         let server = server.clone();
         let mut stop = stop_rx.clone();
@@ -608,8 +1011,17 @@ pub async fn run(
             }
         }));
     }
+    let b = Bound {
+        listen: addrs,
+        admin,
+    };
+    if let Ok(mut mine) = server.bound.lock() {
+        *mine = b.clone();
+    }
+    // The first history sample, so the chart starts at the start.
+    server.sample_history();
     if let Some(tx) = bound {
-        let _ = tx.send(addrs);
+        let _ = tx.send(b);
     }
     shutdown.await;
     info!("shutting down");
@@ -623,3 +1035,12 @@ pub async fn run(
 
 /// What the store keeps for the changes the table makes (re-exported for tests).
 pub type SeatChange = Change;
+
+/// A client-supplied string made fit to show: control characters replaced, at most 256
+/// characters.
+fn printable(s: &str) -> String {
+    s.chars()
+        .take(256)
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect()
+}

@@ -3,7 +3,7 @@
 //! Each signs a delegation for the server's key, which clients check.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::container::engine::RequestContext;
@@ -21,10 +21,23 @@ enum Backend {
     Dongle(Mutex<Connection>),
 }
 
+/// What kind of container a hosted one is, as the admin API shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostedKind {
+    /// A software container file under the server's `TESSERA_HOME`.
+    Software,
+    /// A dongle attached to the server machine, in this mode.
+    Dongle(crate::dongle::client::DongleMode),
+}
+
 /// One hosted container.
 pub struct HostedContainer {
     /// The serial.
     pub serial: String,
+    /// Software container or dongle (and its mode).
+    pub kind: HostedKind,
+    /// When its delegation to this server ends (Unix seconds).
+    pub delegation_expiry: u64,
     /// The publisher.
     pub vendor_id: u32,
     /// Its licenses (decoded; signed by the publisher, checked by clients).
@@ -80,8 +93,8 @@ impl HostedContainer {
 /// What a server hosts.
 #[derive(Debug, Default)]
 pub struct Hosted {
-    /// The containers.
-    pub containers: Vec<HostedContainer>,
+    /// The containers (shared, so that a reload can keep the dongles it does not reopen).
+    pub containers: Vec<Arc<HostedContainer>>,
     /// Why containers could not be hosted (reported in the log).
     pub problems: Vec<String>,
 }
@@ -107,34 +120,7 @@ impl Hosted {
         expiry: u64,
         dongles: bool,
     ) -> Hosted {
-        let mut h = Hosted::default();
-        let now = crate::util::now();
-        for p in software::list(home) {
-            match SoftwareContainer::load(&p, &host.fingerprint) {
-                Ok(c) => {
-                    let engine = c.engine;
-                    match engine.delegate(server_key, now, expiry) {
-                        Ok((delegation, certificate)) => {
-                            let (licenses, license_bytes) = licenses_of(&engine);
-                            h.containers.push(HostedContainer {
-                                serial: engine.serial().to_string(),
-                                vendor_id: engine.state().vendor_id,
-                                licenses,
-                                license_bytes,
-                                bundle: DelegationBundle {
-                                    certificate,
-                                    delegation,
-                                },
-                                backend: Backend::Software(Mutex::new(engine)),
-                                epoch: Instant::now(),
-                            });
-                        }
-                        Err(e) => h.problems.push(format!("{}: {e}", p.display())),
-                    }
-                }
-                Err(e) => h.problems.push(format!("{}: {e}", p.display())),
-            }
-        }
+        let mut h = Self::load_software(home, host, server_key, expiry);
         if dongles {
             for ep in discover() {
                 let hello =
@@ -148,9 +134,68 @@ impl Hosted {
                     timeout,
                 );
                 match conn.and_then(|c| Self::dongle(c, server_key, expiry)) {
-                    Ok(hc) => h.containers.push(hc),
+                    Ok(hc) => h.containers.push(Arc::new(hc)),
                     Err(e) => h.problems.push(format!("dongle at {ep:?}: {e}")),
                 }
+            }
+        }
+        h
+    }
+
+    /// What a configuration reload hosts: the software containers under `home` read anew
+    /// (new activations, new licenses, fresh delegations until `expiry`) and the dongles
+    /// this `Hosted` holds, kept as they are (their connections stay open).
+    pub fn reload_software(
+        &self,
+        home: &Path,
+        host: &HostIdentity,
+        server_key: [u8; 32],
+        expiry: u64,
+    ) -> Hosted {
+        let mut h = Self::load_software(home, host, server_key, expiry);
+        h.containers.extend(
+            self.containers
+                .iter()
+                .filter(|c| matches!(c.kind, HostedKind::Dongle(_)))
+                .cloned(),
+        );
+        h
+    }
+
+    fn load_software(
+        home: &Path,
+        host: &HostIdentity,
+        server_key: [u8; 32],
+        expiry: u64,
+    ) -> Hosted {
+        let mut h = Hosted::default();
+        let now = crate::util::now();
+        for p in software::list(home) {
+            match SoftwareContainer::load(&p, &host.fingerprint) {
+                Ok(c) => {
+                    let engine = c.engine;
+                    match engine.delegate(server_key, now, expiry) {
+                        Ok((delegation, certificate)) => {
+                            let (licenses, license_bytes) = licenses_of(&engine);
+                            h.containers.push(Arc::new(HostedContainer {
+                                serial: engine.serial().to_string(),
+                                kind: HostedKind::Software,
+                                delegation_expiry: expiry,
+                                vendor_id: engine.state().vendor_id,
+                                licenses,
+                                license_bytes,
+                                bundle: DelegationBundle {
+                                    certificate,
+                                    delegation,
+                                },
+                                backend: Backend::Software(Mutex::new(engine)),
+                                epoch: Instant::now(),
+                            }));
+                        }
+                        Err(e) => h.problems.push(format!("{}: {e}", p.display())),
+                    }
+                }
+                Err(e) => h.problems.push(format!("{}: {e}", p.display())),
             }
         }
         h
@@ -171,6 +216,8 @@ impl Hosted {
         }
         Ok(HostedContainer {
             serial: c.serial.clone(),
+            kind: HostedKind::Dongle(c.mode()),
+            delegation_expiry: expiry,
             vendor_id: c.vendor_id,
             licenses,
             license_bytes: list,

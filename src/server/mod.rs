@@ -3,6 +3,7 @@
 //! their leases ([`seats`]), and its durable, group-committed store ([`store`]). See
 //! `docs/SERVER.md`.
 
+pub mod admin;
 pub mod config;
 pub mod daemon;
 pub mod hosted;

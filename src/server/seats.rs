@@ -319,6 +319,22 @@ impl SeatTable {
         self.seats.get(id)
     }
 
+    /// Every seat the table holds (including expired ones not pruned yet), in no order.
+    pub fn rows(&self) -> impl Iterator<Item = &SeatRow> {
+        self.seats.values()
+    }
+
+    /// Takes a live seat away from whichever client holds it (an admin's revoke). `None`
+    /// when no live seat has this id. The client's next renewal or call for it finds the
+    /// seat gone (`TESSERA_E_LEASE_LOST`).
+    pub fn revoke(&mut self, id: &SeatId, now_ms: u64) -> Option<Change> {
+        if self.seats.get(id)?.expires_ms <= now_ms {
+            return None;
+        }
+        self.remove(id);
+        Some(Change::Delete(*id))
+    }
+
     /// How many seats the table holds (including expired ones not pruned yet).
     pub fn len(&self) -> usize {
         self.seats.len()
@@ -653,6 +669,31 @@ mod tests {
         assert_eq!(t.seat(&sid(1)).unwrap().client, ALICE);
         assert_eq!(t.release(&sid(1), &BOB), None, "not Bob's seat");
         assert!(t.seat(&sid(1)).is_some());
+    }
+
+    #[test]
+    fn revoke_takes_a_live_seat_from_any_client_and_frees_its_slot() {
+        let lic = license(CountingUnit::Station, 1);
+        let mut t = SeatTable::new();
+        take(&mut t, &spec(1, &lic, &host(1, "s", 1), T0)).unwrap();
+        assert!(take(&mut t, &spec(2, &lic, &host(2, "s", 1), T0)).is_err());
+        assert_eq!(t.revoke(&sid(9), T0), None, "no such seat");
+        assert_eq!(
+            t.revoke(&sid(1), T0 + LEASE),
+            None,
+            "expired: nothing to revoke"
+        );
+        assert_eq!(t.revoke(&sid(1), T0), Some(Change::Delete(sid(1))));
+        t.check_invariants();
+        assert_eq!(t.revoke(&sid(1), T0), None, "revoked once");
+        assert_eq!(t.rows().count(), 0);
+        let (changes, lost) = t.renew(&[sid(1)], &ALICE, T0 + 1, LEASE);
+        assert!(changes.is_empty());
+        assert_eq!(lost, vec![sid(1)], "the holder's renewal finds it gone");
+        assert_eq!(
+            take(&mut t, &spec(2, &lic, &host(2, "s", 1), T0)).unwrap(),
+            1
+        );
     }
 
     #[test]

@@ -180,6 +180,138 @@ impl SeatStore for SqliteStore {
     }
 }
 
+/// Seats in use per product per minute: the admin page's chart and proof of usage.
+///
+/// Kept in the seat table's SQLite file, table `seat_history`, on a connection of its own
+/// (WAL lets it write beside the group committer; it writes once a minute). A row holds the
+/// most seats in use that the server sampled during that minute.
+pub struct HistoryStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// One minute of one product.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryPoint {
+    /// Unix minute (Unix seconds / 60) at the start of the bucket.
+    pub minute: u64,
+    /// The publisher.
+    pub vendor_id: u32,
+    /// The product.
+    pub product_code: u32,
+    /// The most seats in use during the bucket.
+    pub in_use: u32,
+    /// The quantity the server offered then (all its licenses of the product).
+    pub quantity: u32,
+}
+
+/// How long history is kept: 31 days of minutes.
+pub const HISTORY_MINUTES: u64 = 31 * 24 * 60;
+
+const HISTORY_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS seat_history (
+    minute       INTEGER NOT NULL,
+    vendor_id    INTEGER NOT NULL,
+    product_code INTEGER NOT NULL,
+    in_use       INTEGER NOT NULL,
+    quantity     INTEGER NOT NULL,
+    PRIMARY KEY (minute, vendor_id, product_code)
+) WITHOUT ROWID";
+
+impl HistoryStore {
+    /// Opens the history in the seat table's file at `path` (made if missing).
+    pub fn open(path: &Path) -> Result<Self> {
+        let err = db_error(path);
+        let conn = Connection::open(path).map_err(&err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(&err)?;
+        let _: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(&err)?;
+        // A power loss may cost the last minute of history, never a grant.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(&err)?;
+        conn.execute_batch(HISTORY_SCHEMA).map_err(&err)?;
+        Ok(HistoryStore {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Records one minute's samples (a minute written twice keeps the larger count) and
+    /// drops what is older than [`HISTORY_MINUTES`] before `minute`.
+    pub fn record(&mut self, points: &[HistoryPoint]) -> Result<()> {
+        let err = db_error(&self.path);
+        let tx = self.conn.transaction().map_err(&err)?;
+        {
+            let mut up = tx
+                .prepare_cached(
+                    "INSERT INTO seat_history (minute, vendor_id, product_code, in_use, quantity)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (minute, vendor_id, product_code) DO UPDATE SET
+                        in_use = max(in_use, excluded.in_use), quantity = excluded.quantity",
+                )
+                .map_err(&err)?;
+            for p in points {
+                up.execute(params![
+                    p.minute as i64,
+                    p.vendor_id,
+                    p.product_code,
+                    p.in_use,
+                    p.quantity
+                ])
+                .map_err(&err)?;
+            }
+            if let Some(latest) = points.iter().map(|p| p.minute).max() {
+                tx.execute(
+                    "DELETE FROM seat_history WHERE minute < ?1",
+                    params![latest.saturating_sub(HISTORY_MINUTES) as i64],
+                )
+                .map_err(&err)?;
+            }
+        }
+        tx.commit().map_err(&err)
+    }
+
+    /// The minutes from `since` on, of one product or of all, in buckets of `step` minutes
+    /// (each the largest count in it), ordered by product then minute.
+    pub fn query(
+        &self,
+        since: u64,
+        product: Option<(u32, u32)>,
+        step: u64,
+    ) -> Result<Vec<HistoryPoint>> {
+        let err = db_error(&self.path);
+        let step = step.max(1) as i64;
+        let (v, p) = match product {
+            Some((v, p)) => (Some(v), Some(p)),
+            None => (None, None),
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT (minute / ?1) * ?1 AS m, vendor_id, product_code, max(in_use), max(quantity)
+                 FROM seat_history
+                 WHERE minute >= ?2 AND (?3 IS NULL OR (vendor_id = ?3 AND product_code = ?4))
+                 GROUP BY m, vendor_id, product_code
+                 ORDER BY vendor_id, product_code, m",
+            )
+            .map_err(&err)?;
+        let rows = stmt
+            .query_map(params![step, since as i64, v, p], |r| {
+                Ok(HistoryPoint {
+                    minute: r.get::<_, i64>(0)?.max(0) as u64,
+                    vendor_id: r.get(1)?,
+                    product_code: r.get(2)?,
+                    in_use: r.get(3)?,
+                    quantity: r.get(4)?,
+                })
+            })
+            .map_err(&err)?;
+        rows.collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(&err)
+    }
+}
+
 /// What the committer thread is asked to do.
 struct Job {
     changes: Vec<Change>,
@@ -483,6 +615,49 @@ mod tests {
             .query_row("PRAGMA synchronous", [], |r| r.get(0))
             .unwrap();
         assert_eq!(sync, 2, "FULL");
+    }
+
+    #[test]
+    fn history_keeps_the_peak_per_minute_buckets_and_prunes_old_minutes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seats.db");
+        // Beside the seat table, in the same file.
+        let gc = GroupCommitter::start(Box::new(SqliteStore::open(&path).unwrap()));
+        gc.submit(vec![Change::Upsert(row(1, 5))]).wait().unwrap();
+        let mut h = HistoryStore::open(&path).unwrap();
+        let pt = |minute, product_code, in_use| HistoryPoint {
+            minute,
+            vendor_id: 7,
+            product_code,
+            in_use,
+            quantity: 10,
+        };
+        let m0 = 29_000_000u64;
+        h.record(&[pt(m0, 1, 3), pt(m0, 2, 1)]).unwrap();
+        h.record(&[pt(m0, 1, 2)]).unwrap(); // a second sample in the same minute
+        h.record(&[pt(m0 + 1, 1, 5), pt(m0 + 2, 1, 4)]).unwrap();
+        let all = h.query(m0, None, 1).unwrap();
+        assert_eq!(
+            all,
+            vec![
+                pt(m0, 1, 3),
+                pt(m0 + 1, 1, 5),
+                pt(m0 + 2, 1, 4),
+                pt(m0, 2, 1)
+            ]
+        );
+        assert_eq!(h.query(m0 + 1, Some((7, 1)), 1).unwrap().len(), 2);
+        assert!(h.query(m0, Some((8, 1)), 1).unwrap().is_empty());
+        // Buckets of two minutes hold the larger count.
+        let two = h.query(m0, Some((7, 1)), 2).unwrap();
+        assert_eq!(two.iter().map(|p| p.in_use).collect::<Vec<_>>(), [5, 4]);
+        // A minute beyond the retention prunes the oldest ones.
+        h.record(&[pt(m0 + 1 + HISTORY_MINUTES, 1, 0)]).unwrap();
+        let kept = h.query(0, Some((7, 1)), 1).unwrap();
+        assert_eq!(kept.first().map(|p| p.minute), Some(m0 + 1));
+        // The seat table is untouched.
+        drop(gc);
+        assert_eq!(SqliteStore::open(&path).unwrap().load().unwrap().len(), 1);
     }
 
     #[test]

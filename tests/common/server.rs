@@ -11,6 +11,10 @@ pub const RENEW_MS: u64 = 300;
 pub struct ServerProc {
     pub child: Option<Child>,
     pub addr: String,
+    /// The admin API's address (`host:port`).
+    pub admin: String,
+    /// Extra arguments it was started with (kept for a restart).
+    pub extra: Vec<String>,
     pub state: PathBuf,
     pub home: PathBuf,
     pub port: u16,
@@ -18,20 +22,34 @@ pub struct ServerProc {
 
 impl ServerProc {
     pub fn start(state: &Path, home: &Path, port: u16) -> ServerProc {
-        let mut child = Command::new(super::bin("tessera-server"))
-            .args(["--name", "test-server", "--no-discovery", "--no-dongles"])
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--state-dir")
-            .arg(state)
-            .arg("--home")
-            .arg(home)
-            .args([
-                "--lease-ms",
-                &LEASE_MS.to_string(),
-                "--renew-ms",
-                &RENEW_MS.to_string(),
-            ])
+        Self::start_with(state, home, port, &[])
+    }
+
+    /// Starts a server with extra arguments (the admin API listens on a free loopback port
+    /// unless they say otherwise). With `--config FILE` among them, the server gets only
+    /// these arguments: the file says everything (flags would override it).
+    pub fn start_with(state: &Path, home: &Path, port: u16, extra: &[&str]) -> ServerProc {
+        let mut cmd = Command::new(super::bin("tessera-server"));
+        if !extra.contains(&"--config") {
+            if !extra.contains(&"--admin-listen") {
+                cmd.args(["--admin-listen", "127.0.0.1:0"]);
+            }
+            cmd.args(["--name", "test-server", "--no-discovery", "--no-dongles"])
+                .arg("--listen")
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("--state-dir")
+                .arg(state)
+                .arg("--home")
+                .arg(home)
+                .args([
+                    "--lease-ms",
+                    &LEASE_MS.to_string(),
+                    "--renew-ms",
+                    &RENEW_MS.to_string(),
+                ]);
+        }
+        let mut child = cmd
+            .args(extra)
             .env("TESSERA_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -46,6 +64,16 @@ impl ServerProc {
             .unwrap_or_else(|| panic!("server said {line:?}"))
             .to_string();
         let port = addr.rsplit(':').next().unwrap().parse().unwrap();
+        let mut admin = String::new();
+        if !extra.contains(&"--no-admin") {
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            admin = line
+                .trim()
+                .strip_prefix("admin on ")
+                .unwrap_or_else(|| panic!("server said {line:?}, not its admin address"))
+                .to_string();
+        }
         // Keep draining stdout so the server never blocks on it.
         std::thread::spawn(move || {
             let mut sink = String::new();
@@ -54,6 +82,8 @@ impl ServerProc {
         ServerProc {
             child: Some(child),
             addr,
+            admin,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             state: state.to_path_buf(),
             home: home.to_path_buf(),
             port,
@@ -69,7 +99,9 @@ impl ServerProc {
 
     pub fn restart(&mut self) {
         self.kill9();
-        *self = ServerProc::start(&self.state.clone(), &self.home.clone(), self.port);
+        let extra = self.extra.clone();
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        *self = ServerProc::start_with(&self.state.clone(), &self.home.clone(), self.port, &extra);
     }
 
     pub fn alive(&mut self) -> bool {

@@ -38,7 +38,7 @@ namespace Tessera.Tests
             Directory.CreateDirectory(Path.Combine(dir, "state"));
             address = "127.0.0.1:" + FreePort();
             var psi = new ProcessStartInfo(Path.Combine(TestEnv.BinDir, "tessera-server"),
-                string.Format("--name {0} --listen {1} --home \"{2}\" --state-dir \"{3}\" --no-discovery --no-dongles",
+                string.Format("--name {0} --listen {1} --admin-listen 127.0.0.1:0 --home \"{2}\" --state-dir \"{3}\" --no-discovery --no-dongles",
                               ServerName, address, TestEnv.Home, Path.Combine(dir, "state")))
             {
                 UseShellExecute = false,

@@ -37,7 +37,8 @@ class Server:
             [
                 str(support.BIN_DIR / "tessera-server"),
                 "--name", "python-test-server", "--no-discovery", "--no-dongles",
-                "--listen", "127.0.0.1:0", "--state-dir", str(tmp / "server-state"),
+                "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+                "--state-dir", str(tmp / "server-state"),
                 "--home", str(home), "--lease-ms", "1500", "--renew-ms", "300",
             ],
             stdout=subprocess.PIPE,

@@ -1,0 +1,618 @@
+//! The admin API's handlers: JSON under `/api/v1/`, the Prometheus text at `/metrics`, and
+//! the page. Everything here answers what the seat table and the hosted containers say;
+//! nothing here returns key material, license bytes, delegations or tokens.
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::metrics::Exposition;
+use super::{AdminState, error, read_body};
+use crate::container::protocol::{Request, Response as ContainerResponse};
+use crate::host::MachineKind;
+use crate::server::hosted::HostedKind;
+use crate::server::store::HISTORY_MINUTES;
+
+const PAGE: &str = include_str!("page.html");
+const SCRIPT: &str = include_str!("page.js");
+const STYLE: &str = include_str!("page.css");
+const ICON: &str = include_str!("favicon.svg");
+
+fn json_ok(v: Value) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+use crate::server::daemon::now_ms;
+
+/// `GET /`: the page, with this server start's CSRF token (only when no admin token is
+/// configured: with one, the page asks for the token and sends it instead).
+pub async fn page(State(st): State<AdminState>) -> Response {
+    let token_mode = st.server.admin_auth().token.is_some();
+    let csrf = if token_mode { "" } else { st.csrf.as_str() };
+    let html = PAGE
+        .replace("{{CSRF}}", csrf)
+        .replace("{{AUTH}}", if token_mode { "token" } else { "csrf" })
+        .replace("{{NAME}}", &html_escape(&st.server.config().name));
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
+}
+
+fn html_escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// `GET /admin.js`.
+pub async fn script() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        SCRIPT,
+    )
+        .into_response()
+}
+
+/// `GET /admin.css`.
+pub async fn style() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE).into_response()
+}
+
+/// `GET /favicon.svg`.
+pub async fn icon() -> Response {
+    ([(header::CONTENT_TYPE, "image/svg+xml")], ICON).into_response()
+}
+
+/// `GET /api/v1/status`.
+pub async fn status(State(st): State<AdminState>) -> Response {
+    let s = &st.server;
+    let bound = s.bound();
+    let hosting = s.hosting();
+    let usage = s.usage();
+    let now = now_ms();
+    let seats = s
+        .with_table(|t| t.rows().filter(|r| r.expires_ms > now).count())
+        .unwrap_or(0);
+    use std::sync::atomic::Ordering::Relaxed;
+    json_ok(json!({
+        "name": s.config().name,
+        "version": crate::VERSION,
+        "uptime_s": s.uptime().as_secs(),
+        "started_at": s.started_unix(),
+        "listen": bound.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "admin_listen": bound.admin.map(|a| a.to_string()),
+        "auth": if s.admin_auth().token.is_some() { "token" } else { "loopback" },
+        "connections": s.stats.connections.load(Relaxed),
+        "connections_total": s.stats.accepted.load(Relaxed),
+        "requests": s.stats.requests.load(Relaxed),
+        "seats": seats,
+        "seats_in_use": usage.values().map(|u| u64::from(u.0)).sum::<u64>(),
+        "quantity": usage.values().map(|u| u64::from(u.1)).sum::<u64>(),
+        "containers": hosting.hosted.containers.len(),
+        "licenses": hosting.hosted.containers.iter().map(|c| c.licenses.len()).sum::<usize>(),
+        "lease_ms": s.lease_ms(),
+        "renew_ms": s.renew_ms(),
+    }))
+}
+
+/// `GET /api/v1/containers`: kind, serial, mode, and whether each is used exclusively
+/// (a container several hosts talk to is locked out as shared).
+pub async fn containers(State(st): State<AdminState>) -> Response {
+    let hosting = st.server.hosting();
+    let result = tokio::task::spawn_blocking(move || {
+        hosting
+            .hosted
+            .containers
+            .iter()
+            .map(|c| {
+                let (kind, mode) = match c.kind {
+                    HostedKind::Software => ("software", "file".to_string()),
+                    HostedKind::Dongle(m) => ("dongle", m.to_string()),
+                };
+                let (access, detail) = match c.call(Request::Identify) {
+                    Ok(ContainerResponse::Identity { shared, .. }) => {
+                        (if shared { "shared" } else { "exclusive" }, Value::Null)
+                    }
+                    Ok(_) => ("unknown", json!("unexpected answer")),
+                    Err(e) => ("unknown", json!(e.to_string())),
+                };
+                json!({
+                    "kind": kind,
+                    "serial": c.serial,
+                    "mode": mode,
+                    "vendor_id": c.vendor_id,
+                    "access": access,
+                    "access_error": detail,
+                    "licenses": c.licenses.len(),
+                    "delegation_expiry": c.delegation_expiry,
+                })
+            })
+            .collect::<Vec<_>>()
+    })
+    .await;
+    match result {
+        Ok(list) => json_ok(json!({ "containers": list })),
+        Err(e) => internal(e),
+    }
+}
+
+fn unit_label(u: crate::license::CountingUnit) -> String {
+    u.to_string()
+}
+
+/// `GET /api/v1/licenses`: every hosted license with its seats in use.
+pub async fn licenses(State(st): State<AdminState>) -> Response {
+    let hosting = st.server.hosting();
+    let now = now_ms();
+    let list = st.server.with_table(|t| {
+        let mut out = Vec::new();
+        for c in &hosting.hosted.containers {
+            for l in &c.licenses {
+                out.push(json!({
+                    "license_id": l.id_hex(),
+                    "container": c.serial,
+                    "vendor_id": l.vendor_id,
+                    "product_code": l.product_code,
+                    "product_name": l.product_name,
+                    "features": format!("{:#010x}", l.features),
+                    "quantity": l.quantity,
+                    "in_use": t.in_use(&l.license_id, now),
+                    "counting_unit": unit_label(l.counting_unit),
+                    "exclusive_allowed": l.exclusive_allowed,
+                    "issued_at": l.issued_at,
+                    "expiry": l.expiry,
+                    "expired": l.expiry.is_some_and(|e| e <= now / 1000),
+                    "vm_policy": l.vm_policy.to_string(),
+                }));
+            }
+        }
+        out
+    });
+    match list {
+        Ok(list) => json_ok(json!({ "licenses": list })),
+        Err(e) => internal(e),
+    }
+}
+
+fn machine_json(m: &MachineKind) -> (String, bool) {
+    (m.to_string(), m.is_virtual())
+}
+
+/// `GET /api/v1/seats`: the live seats, who holds them, and until when.
+pub async fn seats(State(st): State<AdminState>) -> Response {
+    let hosting = st.server.hosting();
+    let meta = st.server.seat_meta();
+    let now = now_ms();
+    let rows = st.server.with_table(|t| {
+        t.rows()
+            .filter(|r| r.expires_ms > now)
+            .cloned()
+            .collect::<Vec<_>>()
+    });
+    let mut rows = match rows {
+        Ok(r) => r,
+        Err(e) => return internal(e),
+    };
+    rows.sort_by_key(|r| (meta.get(&r.seat_id).map_or(0, |m| m.since_ms), r.seat_id));
+    let list: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let lic = hosting
+                .hosted
+                .by_license_id(&r.license_id)
+                .map(|(ci, li)| &hosting.hosted.containers[ci].licenses[li]);
+            let m = meta.get(&r.seat_id);
+            let (machine, vm) = m.map_or((None, None), |m| {
+                let (s, v) = machine_json(&m.machine);
+                (Some(s), Some(v))
+            });
+            let user = m.and_then(|m| {
+                crate::host::SessionId {
+                    kind: crate::host::SessionKind::Login,
+                    id: m.session.clone(),
+                }
+                .uid()
+                .map(|u| format!("uid {u}"))
+            });
+            json!({
+                "seat_id": hex::encode(r.seat_id),
+                "license_id": hex::encode(r.license_id),
+                "vendor_id": lic.map(|l| l.vendor_id),
+                "product_code": lic.map(|l| l.product_code),
+                "product_name": lic.map(|l| l.product_name.clone()),
+                "counting_unit": lic.map(|l| unit_label(l.counting_unit)),
+                "host": m.map(|m| m.hostname.clone()),
+                "user": user,
+                "session": m.map(|m| m.session.clone()),
+                "machine": machine,
+                "vm": vm,
+                "pid": m.map(|m| m.pid),
+                "since": m.map(|m| m.since_ms / 1000),
+                "lease_expires": r.expires_ms / 1000,
+                "lease_expires_ms": r.expires_ms,
+                "exclusive": r.exclusive,
+            })
+        })
+        .collect();
+    json_ok(json!({ "seats": list, "now": now / 1000 }))
+}
+
+fn parse_seat_id(s: &str) -> Option<[u8; 16]> {
+    if s.len() != 32 {
+        return None;
+    }
+    hex::decode(s).ok()?.try_into().ok()
+}
+
+/// Parses an optional JSON object body: empty is `{}`; anything else must be an object.
+/// The error is the message of a 400.
+fn json_body(bytes: &[u8]) -> Result<serde_json::Map<String, Value>, String> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(serde_json::Map::new());
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err("the body must be a JSON object".into()),
+        Err(e) => Err(format!("malformed JSON: {e}")),
+    }
+}
+
+/// `POST /api/v1/seats/{seat_id}/revoke` (body: optional `{"reason": "…"}`): takes the seat
+/// away; its client's next renewal or call gets `TESSERA_E_LEASE_LOST`.
+pub async fn revoke(
+    State(st): State<AdminState>,
+    Path(seat_id): Path<String>,
+    body: Body,
+) -> Response {
+    let bytes = match read_body(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let body = match json_body(&bytes) {
+        Ok(b) => b,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
+    let reason = match body.get("reason") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) if s.chars().count() <= 200 => s.clone(),
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "reason must be a string of at most 200 characters",
+            );
+        }
+    };
+    if let Some(k) = body.keys().find(|k| *k != "reason") {
+        return error(StatusCode::BAD_REQUEST, format!("unknown field {k:?}"));
+    }
+    let Some(id) = parse_seat_id(&seat_id) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "a seat id is 32 hex digits (as /api/v1/seats lists them)",
+        );
+    };
+    match st.server.revoke(&id).await {
+        Ok(true) => {
+            tracing::info!(seat = %seat_id, reason = %reason, "revoked");
+            json_ok(json!({ "revoked": hex::encode(id) }))
+        }
+        Ok(false) => error(
+            StatusCode::NOT_FOUND,
+            format!("this server holds no live seat {}", hex::encode(id)),
+        ),
+        Err(e) => internal(e),
+    }
+}
+
+/// `POST /api/v1/reload`: re-reads the configuration (see `Server::reload`).
+pub async fn reload(State(st): State<AdminState>, body: Body) -> Response {
+    let bytes = match read_body(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if let Err(m) = json_body(&bytes) {
+        return error(StatusCode::BAD_REQUEST, m);
+    }
+    let server = st.server.clone();
+    match tokio::task::spawn_blocking(move || server.reload()).await {
+        Ok(Ok(r)) => json_ok(json!({
+            "applied": r.applied,
+            "restart_needed": r.restart_needed,
+            "containers": r.containers,
+            "licenses": r.licenses,
+            "problems": r.problems,
+        })),
+        Ok(Err(e)) => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("the configuration was not reloaded: {e}"),
+        ),
+        Err(e) => internal(e),
+    }
+}
+
+fn parse_product(s: &str) -> Option<(u32, u32)> {
+    let (v, p) = s.split_once(':')?;
+    Some((v.trim().parse().ok()?, p.trim().parse().ok()?))
+}
+
+/// `GET /api/v1/history?product=VENDOR:PRODUCT&minutes=N&step=S`: seats in use per product
+/// per minute (or per bucket of `step` minutes, each its peak) over the last `minutes`
+/// (default 60, at most 31 days). Without `step`, buckets are sized to give at most 720
+/// points.
+pub async fn history(
+    State(st): State<AdminState>,
+    q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = q else {
+        return error(StatusCode::BAD_REQUEST, "malformed query string");
+    };
+    if let Some(k) = q
+        .keys()
+        .find(|k| !matches!(k.as_str(), "product" | "minutes" | "step"))
+    {
+        return error(StatusCode::BAD_REQUEST, format!("unknown parameter {k:?}"));
+    }
+    let minutes = match q.get("minutes").map(|m| m.parse::<u64>()) {
+        None => 60,
+        Some(Ok(m)) if (1..=HISTORY_MINUTES).contains(&m) => m,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("minutes is a number from 1 to {HISTORY_MINUTES}"),
+            );
+        }
+    };
+    let step = match q.get("step").map(|m| m.parse::<u64>()) {
+        None => minutes.div_ceil(720),
+        Some(Ok(s)) if (1..=1440).contains(&s) => s,
+        Some(_) => return error(StatusCode::BAD_REQUEST, "step is a number from 1 to 1440"),
+    };
+    let product = match q.get("product") {
+        None => None,
+        Some(p) => match parse_product(p) {
+            Some(k) => Some(k),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "product is VENDOR:PRODUCT (decimal numbers)",
+                );
+            }
+        },
+    };
+    let now_min = now_ms() / 60_000;
+    let since = (now_min + 1).saturating_sub(minutes);
+    let server = st.server.clone();
+    let points =
+        match tokio::task::spawn_blocking(move || server.history(since, product, step)).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => return internal(e),
+            Err(e) => return internal(e),
+        };
+    // Every hosted product (of the one asked for), with its points.
+    let hosting = st.server.hosting();
+    let mut products: Vec<(u32, u32, String)> = Vec::new();
+    for c in &hosting.hosted.containers {
+        for l in &c.licenses {
+            if !products
+                .iter()
+                .any(|(v, p, _)| (*v, *p) == (l.vendor_id, l.product_code))
+            {
+                products.push((l.vendor_id, l.product_code, l.product_name.clone()));
+            }
+        }
+    }
+    for p in &points {
+        if !products
+            .iter()
+            .any(|(v, c, _)| (*v, *c) == (p.vendor_id, p.product_code))
+        {
+            products.push((p.vendor_id, p.product_code, String::new()));
+        }
+    }
+    products.retain(|(v, p, _)| product.is_none_or(|k| k == (*v, *p)));
+    products.sort();
+    let usage = st.server.usage();
+    let series: Vec<Value> = products
+        .into_iter()
+        .map(|(v, p, name)| {
+            let pts: Vec<Value> = points
+                .iter()
+                .filter(|x| (x.vendor_id, x.product_code) == (v, p))
+                .map(|x| json!([x.minute * 60, x.in_use]))
+                .collect();
+            let (in_use, quantity) = usage.get(&(v, p)).copied().unwrap_or((0, 0));
+            json!({
+                "vendor_id": v,
+                "product_code": p,
+                "product_name": name,
+                "in_use": in_use,
+                "quantity": quantity,
+                "points": pts,
+            })
+        })
+        .collect();
+    json_ok(json!({
+        "minutes": minutes,
+        "step": step,
+        "from": since * 60,
+        "to": now_min * 60,
+        "products": series,
+    }))
+}
+
+/// `GET /api/v1/usage`: the usage log, for the publisher. This server keeps none yet.
+pub async fn usage() -> Response {
+    error(StatusCode::NOT_FOUND, "no usage log on this server")
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(st): State<AdminState>) -> Response {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = &st.server;
+    let hosting = s.hosting();
+    let usage = s.usage();
+    let mut names: HashMap<(u32, u32), String> = HashMap::new();
+    for c in &hosting.hosted.containers {
+        for l in &c.licenses {
+            names
+                .entry((l.vendor_id, l.product_code))
+                .or_insert_with(|| l.product_name.clone());
+        }
+    }
+    let mut e = Exposition::new();
+    e.single(
+        "tessera_up",
+        "gauge",
+        "1 while the license server runs.",
+        1.0,
+    );
+    e.single(
+        "tessera_uptime_seconds",
+        "gauge",
+        "Seconds since the server started.",
+        s.uptime().as_secs_f64(),
+    );
+    e.family(
+        "tessera_seats_in_use",
+        "gauge",
+        "Seats in use per product (counted by the license's unit).",
+    );
+    for ((v, p), (in_use, _)) in &usage {
+        let name = names.get(&(*v, *p)).map_or("", String::as_str);
+        e.sample(
+            "tessera_seats_in_use",
+            &[
+                ("vendor", &v.to_string()),
+                ("product", &p.to_string()),
+                ("product_name", name),
+            ],
+            f64::from(*in_use),
+        );
+    }
+    e.family(
+        "tessera_seats_quantity",
+        "gauge",
+        "Seats the hosted licenses offer per product.",
+    );
+    for ((v, p), (_, quantity)) in &usage {
+        let name = names.get(&(*v, *p)).map_or("", String::as_str);
+        e.sample(
+            "tessera_seats_quantity",
+            &[
+                ("vendor", &v.to_string()),
+                ("product", &p.to_string()),
+                ("product_name", name),
+            ],
+            f64::from(*quantity),
+        );
+    }
+    let counter = |e: &mut Exposition, name: &str, help: &str, v: u64| {
+        e.single(name, "counter", help, v as f64);
+    };
+    counter(
+        &mut e,
+        "tessera_grants_total",
+        "Seats granted (re-attachments included).",
+        s.stats.grants.load(Relaxed),
+    );
+    e.family(
+        "tessera_denials_total",
+        "counter",
+        "Requests answered with an error, by status.",
+    );
+    for (reason, n) in s.stats.denials.by_reason() {
+        e.sample("tessera_denials_total", &[("reason", &reason)], n as f64);
+    }
+    counter(
+        &mut e,
+        "tessera_renewals_total",
+        "Lease renewal requests answered.",
+        s.stats.renewals.load(Relaxed),
+    );
+    counter(
+        &mut e,
+        "tessera_renewal_seats_lost_total",
+        "Seats a renewal told their client were lost.",
+        s.stats.renewals_lost.load(Relaxed),
+    );
+    counter(
+        &mut e,
+        "tessera_releases_total",
+        "Seats released by their clients.",
+        s.stats.releases.load(Relaxed),
+    );
+    counter(
+        &mut e,
+        "tessera_lease_expiries_total",
+        "Seats whose lease ran out.",
+        s.stats.lease_expiries.load(Relaxed),
+    );
+    counter(
+        &mut e,
+        "tessera_revocations_total",
+        "Seats revoked by an admin.",
+        s.stats.revocations.load(Relaxed),
+    );
+    counter(
+        &mut e,
+        "tessera_reloads_total",
+        "Configuration reloads.",
+        s.stats.reloads.load(Relaxed),
+    );
+    e.single(
+        "tessera_connections",
+        "gauge",
+        "License-protocol connections open now.",
+        s.stats.connections.load(Relaxed) as f64,
+    );
+    counter(
+        &mut e,
+        "tessera_connections_total",
+        "License-protocol connections accepted.",
+        s.stats.accepted.load(Relaxed),
+    );
+    counter(
+        &mut e,
+        "tessera_connections_refused_total",
+        "Connections refused (limit) or dropped (bad frames, time-outs).",
+        s.stats.refused.load(Relaxed),
+    );
+    counter(
+        &mut e,
+        "tessera_requests_total",
+        "License-protocol requests answered.",
+        s.stats.requests.load(Relaxed),
+    );
+    e.latency(
+        "tessera_request_duration_seconds",
+        "License-protocol request latency by kind, from the frame read to the answer.",
+        &s.stats.latency,
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        e.finish(),
+    )
+        .into_response()
+}

@@ -1,0 +1,340 @@
+//! The admin HTTP API and web page of `tessera-server` (TCP 22631 by default): server
+//! status, hosted containers, licenses with their seats in use, the seats and who holds
+//! them, revoking a seat, reloading the configuration, the seat history, Prometheus metrics
+//! (`docs/SERVER.md`, Administration).
+//!
+//! The incumbents' admin pages were the way in for license forgery and for attacks triggered
+//! by visiting a web page; every request here passes `guard` first:
+//!
+//! - the `Host` header must name this server (`localhost`, an IP address, with the port, or
+//!   a configured `admin_hosts` entry): no DNS rebinding (421);
+//! - an `Origin` (or `Sec-Fetch-Site: cross-site`) from anywhere else is refused (403), and
+//!   no `Access-Control-Allow-*` header is ever sent; `OPTIONS` is not answered (405);
+//! - with an admin token configured, every API request needs `Authorization: Bearer` with it
+//!   (401); without one the API is on a loopback address and answers loopback peers only;
+//! - state changes are `POST` only and need the token or the page's per-start CSRF token in
+//!   `X-Tessera-CSRF` (403); both are compared in constant time;
+//! - bodies are limited to [`BODY_LIMIT`] (413); malformed JSON is a 400 with
+//!   `{"error": …}`; every error is such a JSON body;
+//! - responses carry a strict Content-Security-Policy (no inline script: the page's script
+//!   is a same-origin file), `nosniff`, `X-Frame-Options: DENY`, `no-referrer`, `no-store`;
+//! - no response holds key material, product secrets, tokens, delegations or seat tickets.
+
+pub mod api;
+pub mod history;
+pub mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use subtle::ConstantTimeEq;
+use tracing::warn;
+
+use super::daemon::Server;
+
+/// The largest request body accepted.
+pub const BODY_LIMIT: usize = 16 * 1024;
+
+/// The header the page sends its CSRF token in.
+pub const CSRF_HEADER: &str = "x-tessera-csrf";
+
+/// The admin API's shared state.
+#[derive(Clone)]
+pub struct AdminState {
+    /// The server.
+    pub server: Arc<Server>,
+    /// The CSRF token of this server start (random, in the page it serves).
+    csrf: Arc<String>,
+    /// Where the admin API listens.
+    pub local: SocketAddr,
+}
+
+impl AdminState {
+    fn new(server: Arc<Server>, local: SocketAddr) -> AdminState {
+        let csrf: [u8; 32] = crate::util::random();
+        AdminState {
+            server,
+            csrf: Arc::new(hex::encode(csrf)),
+            local,
+        }
+    }
+
+    /// Whether `host` (a `Host` header value) names this admin API.
+    fn host_allowed(&self, host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        let port = self.local.port();
+        let mut ok = vec![
+            format!("localhost:{port}"),
+            format!("127.0.0.1:{port}"),
+            format!("[::1]:{port}"),
+        ];
+        if !self.local.ip().is_unspecified() {
+            ok.push(self.local.to_string());
+        }
+        // An address literal with this port cannot be a rebound DNS name.
+        let literal = host.parse::<SocketAddr>().is_ok_and(|a| a.port() == port);
+        literal
+            || ok.contains(&host)
+            || self
+                .server
+                .admin_auth()
+                .hosts
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(&host))
+    }
+}
+
+/// A JSON error answer: `{"error": message}`.
+pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({ "error": message.into() }).to_string();
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+fn eq_ct(a: &[u8], b: &[u8]) -> bool {
+    // Lengths are not secret (the token's length is the operator's choice).
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+    let v = headers.get(header::AUTHORIZATION)?.as_bytes();
+    let (scheme, rest) = v.split_at(v.len().min(7));
+    if scheme.eq_ignore_ascii_case(b"bearer ") {
+        Some(rest.trim_ascii())
+    } else {
+        Some(b"")
+    }
+}
+
+/// The page and its files: no data in them, so they are served without the token (the page
+/// asks for it and sends it with every API call).
+fn is_page_file(path: &str) -> bool {
+    matches!(path, "/" | "/admin.js" | "/admin.css" | "/favicon.svg")
+}
+
+/// The security checks every request passes (see the module documentation), and the
+/// security headers every answer carries.
+async fn guard(
+    State(st): State<AdminState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let mut resp = match check(&st, peer, &req) {
+        Some(refusal) => refusal,
+        None => next.run(req).await,
+    };
+    secure_headers(resp.headers_mut());
+    resp
+}
+
+/// `Some(refusal)` when the request may not go on.
+fn check(st: &AdminState, peer: SocketAddr, req: &Request) -> Option<Response> {
+    let headers = req.headers();
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return Some(error(
+            StatusCode::MISDIRECTED_REQUEST,
+            "a Host header is needed",
+        ));
+    };
+    if !st.host_allowed(host) {
+        warn!(%peer, host, "admin request for another host refused (DNS rebinding?)");
+        return Some(error(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!("this admin API does not answer to the host {host:?}"),
+        ));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let same = format!("http://{}", host.to_ascii_lowercase());
+        if origin.as_bytes().to_ascii_lowercase() != same.as_bytes() {
+            warn!(%peer, origin = ?origin, "cross-origin admin request refused");
+            return Some(error(
+                StatusCode::FORBIDDEN,
+                "cross-origin requests are refused",
+            ));
+        }
+    }
+    if headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes() == b"cross-site")
+    {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            "cross-site requests are refused",
+        ));
+    }
+    let method = req.method();
+    if !matches!(*method, Method::GET | Method::HEAD | Method::POST) {
+        return Some(method_not_allowed_for(method));
+    }
+    let auth = st.server.admin_auth();
+    let presented = bearer(headers);
+    let token_ok = match (&auth.token, presented) {
+        (Some(t), Some(b)) => eq_ct(t.expose(), b),
+        _ => false,
+    };
+    if presented.is_some() && !token_ok {
+        return Some(unauthorized("the admin token is wrong"));
+    }
+    let path = req.uri().path();
+    if auth.token.is_some() {
+        let page_file = is_page_file(path) && *method != Method::POST;
+        if !token_ok && !page_file {
+            return Some(unauthorized(
+                "this admin API needs its token: Authorization: Bearer <admin_token>",
+            ));
+        }
+    } else if !peer.ip().to_canonical().is_loopback() {
+        // Only reachable when the listener is on a loopback address and a peer is not.
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            "without an admin token the admin API answers this machine only",
+        ));
+    }
+    if *method == Method::POST {
+        let csrf_ok = headers
+            .get(CSRF_HEADER)
+            .is_some_and(|v| eq_ct(v.as_bytes(), st.csrf.as_bytes()));
+        if !token_ok && !csrf_ok {
+            return Some(error(
+                StatusCode::FORBIDDEN,
+                "a state change needs the admin token (Authorization: Bearer) or the admin \
+                 page's CSRF token (X-Tessera-CSRF)",
+            ));
+        }
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
+            return Some(too_large());
+        }
+    }
+    None
+}
+
+fn unauthorized(message: &str) -> Response {
+    let mut r = error(StatusCode::UNAUTHORIZED, message);
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"tessera-admin\""),
+    );
+    r
+}
+
+fn too_large() -> Response {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the request body is larger than {BODY_LIMIT} bytes"),
+    )
+}
+
+fn method_not_allowed_for(method: &Method) -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed here (GET reads, POST changes; no CORS)"),
+    )
+}
+
+fn secure_headers(h: &mut HeaderMap) {
+    let set = |h: &mut HeaderMap, k: &'static str, v: &'static str| {
+        h.insert(k, HeaderValue::from_static(v));
+    };
+    set(
+        h,
+        "content-security-policy",
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+         connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'",
+    );
+    set(h, "x-content-type-options", "nosniff");
+    set(h, "x-frame-options", "DENY");
+    set(h, "referrer-policy", "no-referrer");
+    set(h, "cache-control", "no-store");
+    set(h, "cross-origin-resource-policy", "same-origin");
+    set(h, "cross-origin-opener-policy", "same-origin");
+    // Never any CORS header, whatever a handler did.
+    let cors: Vec<_> = h
+        .keys()
+        .filter(|k| k.as_str().starts_with("access-control-"))
+        .cloned()
+        .collect();
+    for k in cors {
+        h.remove(k);
+    }
+}
+
+/// Reads a request body of at most [`BODY_LIMIT`] bytes.
+pub async fn read_body(body: Body) -> Result<axum::body::Bytes, Response> {
+    axum::body::to_bytes(body, BODY_LIMIT)
+        .await
+        .map_err(|_| too_large())
+}
+
+/// The router, with every route behind `guard`.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/", get(api::page))
+        .route("/admin.js", get(api::script))
+        .route("/admin.css", get(api::style))
+        .route("/favicon.svg", get(api::icon))
+        .route("/api/v1/status", get(api::status))
+        .route("/api/v1/containers", get(api::containers))
+        .route("/api/v1/licenses", get(api::licenses))
+        .route("/api/v1/seats", get(api::seats))
+        .route("/api/v1/seats/{seat_id}/revoke", post(api::revoke))
+        .route("/api/v1/reload", post(api::reload))
+        .route("/api/v1/history", get(api::history))
+        .route("/api/v1/usage", get(api::usage))
+        .route("/metrics", get(api::metrics))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin resource") })
+        .method_not_allowed_fallback(
+            |method: Method| async move { method_not_allowed_for(&method) },
+        )
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+/// Serves the admin API on `listener` until `shutdown` resolves (open connections get a
+/// few seconds to finish).
+pub async fn serve(
+    server: Arc<Server>,
+    listener: tokio::net::TcpListener,
+    local: SocketAddr,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    use std::future::IntoFuture;
+    let app = router(AdminState::new(server, local));
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    let serving = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = rx.changed().await;
+    })
+    .into_future();
+    tokio::pin!(serving);
+    tokio::select! {
+        r = &mut serving => {
+            if let Err(e) = r {
+                warn!(error = %e, "admin API stopped");
+            }
+            return;
+        }
+        _ = shutdown => {}
+    }
+    let _ = tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(3), serving).await;
+}

@@ -1,0 +1,272 @@
+// The admin page of tessera-server: plain JavaScript, no library, nothing fetched from
+// outside this server. Every value from the server goes into the page as text
+// (textContent), never as HTML. State changes are POSTs carrying the page's CSRF token or,
+// on a server with an admin token, the token the admin typed (kept for this tab only).
+"use strict";
+
+const meta = (name) => document.querySelector(`meta[name="${name}"]`).content;
+const CSRF = meta("tessera-csrf");
+const AUTH = meta("tessera-auth");
+const REFRESH_MS = 3000;
+const $ = (id) => document.getElementById(id);
+
+let token = sessionStorage.getItem("tessera-admin-token") || "";
+let timer = null;
+
+function headers(extra) {
+  const h = Object.assign({ Accept: "application/json" }, extra || {});
+  if (token) h.Authorization = "Bearer " + token;
+  return h;
+}
+
+class ApiError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
+async function api(path, options) {
+  const r = await fetch(path, Object.assign({ credentials: "same-origin", cache: "no-store" }, options || {}, { headers: headers((options || {}).headers) }));
+  let body = null;
+  try { body = await r.json(); } catch (_) { body = null; }
+  if (!r.ok) throw new ApiError(r.status, (body && body.error) || `HTTP ${r.status}`);
+  return body;
+}
+
+function post(path, body) {
+  return api(path, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", "X-Tessera-CSRF": CSRF },
+    body: JSON.stringify(body || {}),
+  });
+}
+
+function say(text, kind) {
+  const m = $("message");
+  m.textContent = text;
+  m.className = kind || "";
+}
+
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") e.className = v;
+    else if (k.startsWith("data-")) e.setAttribute(k, v);
+    else e[k] = v;
+  }
+  for (const c of children) {
+    if (c === null || c === undefined) continue;
+    e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return e;
+}
+
+const pad = (n) => String(n).padStart(2, "0");
+// A time: only the clock for today, the date as well otherwise.
+function when(unix) {
+  if (unix === null || unix === undefined) return "–";
+  const d = new Date(unix * 1000);
+  const time = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  if (d.toDateString() === new Date().toDateString()) return time;
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${time}`;
+}
+function duration(s) {
+  const d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60);
+  if (d) return `${d}d ${h}h`;
+  if (h) return `${h}h ${m}m`;
+  return `${m}m ${s % 60}s`;
+}
+const product = (o) => `${o.vendor_id}:${o.product_code}`;
+
+function fill(tbody, rows) {
+  tbody.replaceChildren(...rows);
+}
+
+function renderStatus(s) {
+  $("sum-seats").textContent = `${s.seats_in_use} / ${s.quantity}`;
+  $("sum-connections").textContent = s.connections;
+  $("sum-licenses").textContent = s.licenses;
+  $("sum-uptime").textContent = duration(s.uptime_s);
+  $("sum-version").textContent = s.version;
+  $("server-name").textContent = s.name;
+}
+
+function usageBar(inUse, quantity) {
+  const frac = quantity > 0 ? Math.min(1, inUse / quantity) : 0;
+  const fillEl = el("span");
+  fillEl.style.width = `${(frac * 100).toFixed(1)}%`;
+  const cls = frac >= 1 ? "bar full" : frac >= 0.8 ? "bar high" : "bar";
+  const bar = el("div", { class: cls, title: `${inUse} of ${quantity} in use` }, fillEl);
+  return el("div", { class: "usage" }, bar, el("span", { class: "count" }, `${inUse} of ${quantity}`));
+}
+
+function renderLicenses(list) {
+  fill($("licenses").tBodies[0], list.map((l) => el("tr", { "data-license-id": l.license_id },
+    el("td", {}, l.product_name, el("span", { class: "sub mono" }, `${product(l)} · ${l.license_id.slice(0, 12)}…`)),
+    el("td", {}, usageBar(l.in_use, l.quantity)),
+    el("td", {}, l.counting_unit, l.exclusive_allowed ? el("span", { class: "sub" }, "exclusive allowed") : null),
+    el("td", { class: "mono" }, l.features),
+    el("td", {}, l.expiry === null ? "perpetual" : when(l.expiry), l.expired ? el("span", { class: "badge bad" }, "expired") : null),
+    el("td", {}, l.vm_policy),
+    el("td", { class: "mono" }, l.container),
+  )));
+}
+
+function revokeButton(seat) {
+  const b = el("button", { type: "button", class: "revoke", "data-seat-id": seat.seat_id }, "Revoke");
+  let armed = null;
+  b.addEventListener("click", async () => {
+    if (!armed) {
+      b.classList.add("confirm");
+      b.textContent = "Confirm revoke";
+      armed = setTimeout(() => { armed = null; b.classList.remove("confirm"); b.textContent = "Revoke"; }, 5000);
+      return;
+    }
+    clearTimeout(armed);
+    b.disabled = true;
+    try {
+      await post(`/api/v1/seats/${encodeURIComponent(seat.seat_id)}/revoke`, { reason: "revoked on the admin page" });
+      say(`Seat ${seat.seat_id} of ${seat.product_name || "?"} on ${seat.host || "?"} revoked.`, "ok");
+    } catch (e) {
+      say(`Revoke failed: ${e.message}`, "error");
+    }
+    refresh();
+  });
+  return b;
+}
+
+function renderSeats(seats) {
+  $("no-seats").hidden = seats.length > 0;
+  fill($("seats").tBodies[0], seats.map((s) => el("tr", { "data-seat-id": s.seat_id },
+    el("td", {}, s.product_name || "?", el("span", { class: "sub mono" }, s.seat_id)),
+    el("td", {}, s.host || "(re-attaching)"),
+    el("td", {}, s.user || "–"),
+    el("td", { class: "mono" }, s.session || "–"),
+    el("td", {}, s.machine || "–", s.vm ? el("span", { class: "badge" }, "VM") : null),
+    el("td", { class: "num" }, s.pid === null ? "–" : s.pid),
+    el("td", {}, when(s.since)),
+    el("td", {}, when(s.lease_expires)),
+    el("td", {}, revokeButton(s)),
+  )));
+}
+
+function renderContainers(list) {
+  fill($("containers").tBodies[0], list.map((c) => el("tr", {},
+    el("td", {}, c.kind),
+    el("td", { class: "mono" }, c.serial),
+    el("td", {}, c.mode),
+    el("td", { class: "num" }, c.vendor_id),
+    el("td", {}, el("span", { class: c.access === "exclusive" ? "badge good" : "badge bad", title: c.access_error || "" }, c.access)),
+    el("td", { class: "num" }, c.licenses),
+    el("td", {}, when(c.delegation_expiry)),
+  )));
+}
+
+// The chart: one step line per product, seats in use against time, with the quantity
+// dashed. Drawn as SVG elements (no inline style, no library).
+const SVG = "http://www.w3.org/2000/svg";
+function svg(tag, attrs, text) {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+function renderChart(h) {
+  const sel = $("chart-product");
+  const known = new Set([...sel.options].map((o) => o.value));
+  for (const p of h.products) {
+    if (!known.has(product(p))) sel.append(el("option", { value: product(p) }, `${p.product_name || "?"} (${product(p)})`));
+  }
+  const W = 1000, H = 240, L = 40, R = 12, T = 10, B = 26;
+  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none" });
+  const from = h.from, to = h.to + h.step * 60;
+  const shown = h.products.filter((p) => !sel.value || product(p) === sel.value);
+  let top = 1;
+  for (const p of shown) {
+    top = Math.max(top, p.quantity);
+    for (const [, n] of p.points) top = Math.max(top, n);
+  }
+  const x = (t) => L + ((t - from) / Math.max(1, to - from)) * (W - L - R);
+  const y = (n) => H - B - (n / top) * (H - T - B);
+  const ticks = Math.min(top, 5);
+  for (let i = 0; i <= ticks; i++) {
+    const n = Math.round((top * i) / ticks);
+    root.append(svg("line", { x1: L, x2: W - R, y1: y(n), y2: y(n), class: "grid" }));
+    root.append(svg("text", { x: L - 6, y: y(n) + 4, "text-anchor": "end" }, n));
+  }
+  for (let i = 0; i <= 4; i++) {
+    const t = from + ((to - from) * i) / 4;
+    const d = new Date(t * 1000);
+    const label = h.minutes > 1440 ? `${pad(d.getMonth() + 1)}-${pad(d.getDate())}` : `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+    root.append(svg("text", { x: x(t), y: H - 8, "text-anchor": i === 0 ? "start" : i === 4 ? "end" : "middle" }, label));
+  }
+  root.append(svg("line", { x1: L, x2: L, y1: T, y2: H - B, class: "axis" }));
+  root.append(svg("line", { x1: L, x2: W - R, y1: H - B, y2: H - B, class: "axis" }));
+  const legend = [];
+  shown.forEach((p, i) => {
+    const cls = `c${i % 6}`;
+    root.append(svg("line", { x1: L, x2: W - R, y1: y(p.quantity), y2: y(p.quantity), class: `quota ${cls}` }));
+    // Step line; a gap (no sample) breaks it.
+    let d = "", prev = null;
+    for (const [t, n] of p.points) {
+      if (prev === null || t - prev > h.step * 60) d += `M${x(t).toFixed(1)},${y(n).toFixed(1)}`;
+      else d += `V${y(n).toFixed(1)}`;
+      d += `H${x(Math.min(to, t + h.step * 60)).toFixed(1)}`;
+      prev = t;
+    }
+    if (d) root.append(svg("path", { d, class: `line ${cls}`, "data-product": product(p) }));
+    legend.push(el("li", { class: cls }, `${p.product_name || "?"}: ${p.in_use} of ${p.quantity} now`));
+  });
+  $("chart").replaceChildren(root);
+  fill($("chart-legend"), legend);
+}
+
+async function refresh() {
+  clearTimeout(timer);
+  try {
+    const minutes = $("chart-window").value;
+    const [status, licenses, seats, containers, history] = await Promise.all([
+      api("/api/v1/status"),
+      api("/api/v1/licenses"),
+      api("/api/v1/seats"),
+      api("/api/v1/containers"),
+      api(`/api/v1/history?minutes=${encodeURIComponent(minutes)}`),
+    ]);
+    $("login").hidden = true;
+    renderStatus(status);
+    renderLicenses(licenses.licenses);
+    renderSeats(seats.seats);
+    renderContainers(containers.containers);
+    renderChart(history);
+    document.body.dataset.loaded = "yes";
+  } catch (e) {
+    if (e.status === 401 && AUTH === "token") {
+      $("login").hidden = false;
+      say(token ? "The token was refused." : "", token ? "error" : "");
+      return;
+    }
+    say(`Could not read the server: ${e.message}`, "error");
+  }
+  timer = setTimeout(refresh, REFRESH_MS);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("login").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    token = $("login-token").value.trim();
+    sessionStorage.setItem("tessera-admin-token", token);
+    refresh();
+  });
+  $("reload").addEventListener("click", async () => {
+    try {
+      const r = await post("/api/v1/reload");
+      const restart = r.restart_needed.length ? ` Needs a restart: ${r.restart_needed.join(", ")}.` : "";
+      say(`Configuration reloaded: ${r.containers} container(s), ${r.licenses} license(s).${restart}`, "ok");
+    } catch (e) {
+      say(`Reload failed: ${e.message}`, "error");
+    }
+    refresh();
+  });
+  $("chart-product").addEventListener("change", refresh);
+  $("chart-window").addEventListener("change", refresh);
+  refresh();
+});

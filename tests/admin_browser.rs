@@ -1,0 +1,482 @@
+//! The admin page in a real browser: headless Chromium (Debian's chromium and
+//! chromium-driver, installed by `make test`) driven through chromedriver's W3C WebDriver
+//! API. The page loads from the server alone, shows a seat a running client holds, revokes
+//! it with its button, and the client's next call gets `TESSERA_E_LEASE_LOST`.
+//!
+//! The test starts and stops chromedriver, the server and the client itself; on failure it
+//! leaves a screenshot in the system's temporary directory (the path is printed).
+//! `TESSERA_ADMIN_SCREENSHOT=FILE` saves the page with the seat held (docs/admin-page.png).
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tessera::cipher::Mode;
+use tessera::client::{Environment, Session, SessionOptions, sources};
+use tessera::host::HostIdentity;
+use tessera::license::CountingUnit;
+use tessera::publisher::PublisherKey;
+use tessera::util::SystemClock;
+
+mod common;
+use common::server::ServerProc;
+use common::spec;
+
+const VENDOR: u32 = 0xB0;
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// A process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A chromedriver and one browser session; both end on drop, with a screenshot first if
+/// the test is failing.
+struct Browser {
+    base: String,
+    session: String,
+    agent: ureq::Agent,
+    _driver: Proc,
+}
+
+impl Browser {
+    fn start(profile: &Path) -> Browser {
+        let port = free_port();
+        let driver = Proc(
+            Command::new("/usr/bin/chromedriver")
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("chromedriver (Debian's chromium-driver; make test installs it)"),
+        );
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        let base = format!("http://127.0.0.1:{port}");
+        let start = Instant::now();
+        loop {
+            let ready = agent
+                .get(format!("{base}/status"))
+                .call()
+                .ok()
+                .and_then(|mut r| r.body_mut().read_to_string().ok())
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                .is_some_and(|v| v["value"]["ready"] == true);
+            if ready {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "chromedriver did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let caps = json!({
+            "capabilities": { "alwaysMatch": {
+                "browserName": "chrome",
+                "goog:chromeOptions": {
+                    "binary": "/usr/bin/chromium",
+                    "args": [
+                        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                        "--no-first-run", "--disable-background-networking",
+                        "--disable-component-update", "--disable-sync",
+                        "--disable-dev-shm-usage", "--window-size=1280,1400",
+                        format!("--user-data-dir={}", profile.display()),
+                    ],
+                },
+                "goog:loggingPrefs": { "browser": "ALL" },
+            }}
+        });
+        let mut b = Browser {
+            base,
+            session: String::new(),
+            agent,
+            _driver: driver,
+        };
+        let v = b.call("POST", "/session", Some(caps));
+        b.session = v["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {v}"))
+            .to_string();
+        b
+    }
+
+    /// A WebDriver call; returns `value`, panics on a WebDriver error.
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let v = self.try_call(method, path, body);
+        if v.get("error").is_some() {
+            panic!("WebDriver {method} {path}: {v}");
+        }
+        v
+    }
+
+    fn try_call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}{path}", self.base);
+        let resp = match method {
+            "GET" => self.agent.get(&url).call(),
+            "DELETE" => self.agent.delete(&url).call(),
+            _ => self
+                .agent
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .send(body.unwrap_or(json!({})).to_string()),
+        };
+        let text = resp
+            .unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}"))
+            .body_mut()
+            .with_config()
+            .limit(50 << 20)
+            .read_to_string()
+            .unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        v["value"].clone()
+    }
+
+    fn s(&self, path: &str) -> String {
+        format!("/session/{}{path}", self.session)
+    }
+
+    fn goto(&self, url: &str) {
+        self.call("POST", &self.s("/url"), Some(json!({ "url": url })));
+    }
+
+    fn find_all(&self, css: &str) -> Vec<String> {
+        self.call(
+            "POST",
+            &self.s("/elements"),
+            Some(json!({ "using": "css selector", "value": css })),
+        )
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e[ELEMENT].as_str().unwrap().to_string())
+        .collect()
+    }
+
+    /// Waits until `css` matches an element whose text satisfies `ok`; returns its text.
+    fn wait_text(&self, css: &str, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            for e in self.find_all(css) {
+                let t = self.try_call("GET", &self.s(&format!("/element/{e}/text")), None);
+                if let Some(t) = t.as_str()
+                    && ok(t)
+                {
+                    return t.to_string();
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the page never showed {what} ({css})"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn wait_gone(&self, css: &str, what: &str) {
+        let start = Instant::now();
+        while !self.find_all(css).is_empty() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{what} stayed on the page ({css})"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn click(&self, css: &str) {
+        let e = self
+            .find_all(css)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("nothing to click at {css}"));
+        self.call(
+            "POST",
+            &self.s(&format!("/element/{e}/click")),
+            Some(json!({})),
+        );
+    }
+
+    fn script(&self, js: &str) -> Value {
+        self.call(
+            "POST",
+            &self.s("/execute/sync"),
+            Some(json!({ "script": js, "args": [] })),
+        )
+    }
+
+    fn screenshot(&self, to: &Path) {
+        let b64 = self.call("GET", &self.s("/screenshot"), None);
+        std::fs::write(to, base64_decode(b64.as_str().unwrap())).unwrap();
+    }
+
+    /// What the page logged to its console (errors, CSP violations).
+    fn console(&self) -> Vec<String> {
+        let v = self.try_call(
+            "POST",
+            &self.s("/se/log"),
+            Some(json!({ "type": "browser" })),
+        );
+        v.as_array()
+            .map(|l| {
+                l.iter()
+                    .map(|e| format!("{} {}", e["level"], e["message"]))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if self.session.is_empty() {
+            return;
+        }
+        if std::thread::panicking() {
+            // Outside the test's own temporary directory, which goes with the test.
+            let shot = std::env::temp_dir().join(format!(
+                "tessera-admin-browser-failure-{}.png",
+                std::process::id()
+            ));
+            let b64 = self.try_call("GET", &self.s("/screenshot"), None);
+            if let Some(s) = b64.as_str() {
+                let _ = std::fs::write(&shot, base64_decode(s));
+                eprintln!("admin page at the failure: {}", shot.display());
+            }
+        }
+        let _ = self.try_call("DELETE", &self.s(""), None);
+    }
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let clean: Vec<u8> = s
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+        .collect();
+    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
+    for chunk in clean.chunks(4) {
+        let mut n = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            n |= u32::from(val(*c)) << (18 - 6 * i);
+        }
+        let bytes = n.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    out
+}
+
+/// Child mode: a client holding a network seat, calling on it every 100 ms until a call
+/// fails, then printing the status it got.
+#[test]
+fn child_seat_user() {
+    let Ok(addr) = std::env::var("TESSERA_TEST_SERVER") else {
+        return;
+    };
+    let key = PublisherKey::from_bytes(
+        &std::fs::read(std::env::var("TESSERA_TEST_KEY").unwrap()).unwrap(),
+    )
+    .unwrap();
+    let mut o = SessionOptions::new(VENDOR, key.public_key());
+    o.sources = sources::NETWORK;
+    o.servers = vec![addr];
+    let env = Environment {
+        home: PathBuf::from(std::env::var("TESSERA_TEST_HOME").unwrap()),
+        host: HostIdentity::simulated("workstation-7"),
+        clock: Arc::new(SystemClock),
+    };
+    let s = Session::open_in(o, env).unwrap();
+    let seat = s.acquire(1, 0, false).unwrap();
+    println!("\nSEAT ok");
+    let mut buf = vec![0u8; 100];
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(120) {
+        if let Err(e) = seat.encrypt(Mode::Derived, b"work", &mut buf) {
+            println!("\nSTATUS {:?} {e}", tessera::ffi::status::from_error(&e));
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("STATUS none");
+}
+
+fn read_line_with(out: &mut BufReader<ChildStdout>, prefix: &str) -> String {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "the client ended before saying {prefix}"
+        );
+        // The harness may have started the line ("test child_seat_user ... ").
+        if let Some(at) = line.find(prefix) {
+            return line[at..].trim().to_string();
+        }
+    }
+}
+
+#[test]
+fn the_admin_page_shows_a_held_seat_and_revokes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = PublisherKey::generate(VENDOR, "browser test");
+    let home = dir.path().join("server-home");
+    let mut cad = spec(1, 2, CountingUnit::Station);
+    cad.product_name = "Orbit CAD".into();
+    let mut viewer = spec(2, 10, CountingUnit::Handle);
+    viewer.product_name = "Orbit Viewer".into();
+    common::activate(&common::env_in(&home), &key, &[cad, viewer]);
+    let server = ServerProc::start(&dir.path().join("server-state"), &home, 0);
+    let keyfile = dir.path().join("key");
+    key.save(&keyfile).unwrap();
+
+    // A running client holding a seat of Orbit CAD.
+    let mut child = Proc(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "child_seat_user",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("TESSERA_TEST_SERVER", &server.addr)
+            .env("TESSERA_TEST_KEY", &keyfile)
+            .env("TESSERA_TEST_HOME", dir.path().join("client-home"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = BufReader::new(child.0.stdout.take().unwrap());
+    read_line_with(&mut out, "SEAT ok");
+    // And two seats of the viewer, from this process.
+    let mut o = SessionOptions::new(VENDOR, key.public_key());
+    o.sources = sources::NETWORK;
+    o.servers = vec![server.addr.clone()];
+    let viewer = Session::open_in(
+        o,
+        Environment {
+            home: dir.path().join("viewer-home"),
+            host: HostIdentity::simulated("lab-pc-12"),
+            clock: Arc::new(SystemClock),
+        },
+    )
+    .unwrap();
+    let _v1 = viewer.acquire(2, 0, false).unwrap();
+    let _v2 = viewer.acquire(2, 0, false).unwrap();
+
+    let browser = Browser::start(&dir.path().join("profile"));
+    let url = format!("http://{}/", server.admin);
+    browser.goto(&url);
+
+    // The licenses with their usage, the seat with its holder.
+    let cad_row = browser.wait_text("#licenses tbody tr", "Orbit CAD's license", |t| {
+        t.contains("Orbit CAD")
+    });
+    assert!(cad_row.contains("1 of 2"), "{cad_row}");
+    browser.wait_text("#licenses tbody tr", "the viewer's usage", |t| {
+        t.contains("Orbit Viewer") && t.contains("2 of 10")
+    });
+    let seat_row = browser.wait_text("#seats tbody tr", "the client's seat", |t| {
+        t.contains("workstation-7")
+    });
+    assert!(seat_row.contains("Orbit CAD"), "{seat_row}");
+    assert!(seat_row.contains("uid "), "the user: {seat_row}");
+    let summary = browser.wait_text("#sum-seats", "seats in use", |t| t.contains("3 / 12"));
+    assert_eq!(summary, "3 / 12");
+    // The chart has a line per product, drawn by the page itself.
+    let lines = browser.script(
+        "return [...document.querySelectorAll('#chart svg path.line')].map(p => p.dataset.product)",
+    );
+    let lines = lines.as_array().unwrap();
+    assert!(
+        lines.contains(&json!(format!("{VENDOR}:1")))
+            && lines.contains(&json!(format!("{VENDOR}:2"))),
+        "{lines:?}"
+    );
+    // Nothing came from anywhere but the server.
+    let origin = format!("http://{}", server.admin);
+    let resources = browser.script(
+        "return performance.getEntriesByType('resource').map(e => e.name).concat([location.href])",
+    );
+    for r in resources.as_array().unwrap() {
+        assert!(
+            r.as_str().unwrap().starts_with(&origin),
+            "{r} is not from the server"
+        );
+    }
+    if let Ok(to) = std::env::var("TESSERA_ADMIN_SCREENSHOT") {
+        browser.screenshot(Path::new(&to));
+    }
+
+    // Revoke: the button asks to be pressed again, then the seat goes.
+    let seat_id = browser.script(
+        "return [...document.querySelectorAll('#seats tbody tr')].find(r => r.textContent.includes('workstation-7')).dataset.seatId",
+    );
+    let seat_id = seat_id.as_str().unwrap().to_string();
+    assert_eq!(seat_id.len(), 32);
+    let button = format!("button.revoke[data-seat-id=\"{seat_id}\"]");
+    browser.click(&button);
+    browser.wait_text(&button, "the confirmation", |t| t.contains("Confirm"));
+    assert_eq!(
+        browser.find_all("#seats tbody tr").len(),
+        3,
+        "one click revokes nothing"
+    );
+    browser.click(&button);
+    let msg = browser.wait_text("#message", "the revoke message", |t| t.contains("revoked"));
+    assert!(
+        msg.contains(&seat_id) && msg.contains("workstation-7"),
+        "{msg}"
+    );
+    browser.wait_gone(
+        &format!("#seats tbody tr[data-seat-id=\"{seat_id}\"]"),
+        "the revoked seat",
+    );
+    browser.wait_text("#licenses tbody tr", "Orbit CAD's usage going down", |t| {
+        t.contains("Orbit CAD") && t.contains("0 of 2")
+    });
+
+    // The client's next call says its seat is gone.
+    let status = read_line_with(&mut out, "STATUS");
+    assert!(
+        status.starts_with("STATUS TESSERA_E_LEASE_LOST"),
+        "the client got {status}"
+    );
+    // No script error and no Content-Security-Policy violation on the page.
+    let console = browser.console();
+    assert!(
+        console
+            .iter()
+            .all(|l| !l.contains("SEVERE") && !l.contains("Content Security Policy")),
+        "{console:?}"
+    );
+    drop(browser);
+    drop(child);
+}
