@@ -763,22 +763,9 @@ fn metrics_count_grants_denials_renewals_and_latency() {
 /// Child mode: acquire a network seat, say so, and hold it until killed.
 #[test]
 fn child_seat_holder() {
-    let Ok(addr) = std::env::var("TESSERA_TEST_SERVER") else {
+    let Some(s) = common::server::child_session(VENDOR, "child") else {
         return;
     };
-    let key = PublisherKey::from_bytes(
-        &std::fs::read(std::env::var("TESSERA_TEST_KEY").unwrap()).unwrap(),
-    )
-    .unwrap();
-    let mut o = SessionOptions::new(VENDOR, key.public_key());
-    o.sources = sources::NETWORK;
-    o.servers = vec![addr];
-    let env = Environment {
-        home: PathBuf::from(std::env::var("TESSERA_TEST_HOME").unwrap()),
-        host: HostIdentity::simulated("child"),
-        clock: Arc::new(SystemClock),
-    };
-    let s = Session::open_in(o, env).unwrap();
     let seat = s.acquire(1, 0, false);
     println!("SEAT {}", if seat.is_ok() { "ok" } else { "refused" });
     std::thread::sleep(Duration::from_secs(60));

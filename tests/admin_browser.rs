@@ -9,7 +9,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -297,22 +297,9 @@ fn base64_decode(s: &str) -> Vec<u8> {
 /// fails, then printing the status it got.
 #[test]
 fn child_seat_user() {
-    let Ok(addr) = std::env::var("TESSERA_TEST_SERVER") else {
+    let Some(s) = common::server::child_session(VENDOR, "workstation-7") else {
         return;
     };
-    let key = PublisherKey::from_bytes(
-        &std::fs::read(std::env::var("TESSERA_TEST_KEY").unwrap()).unwrap(),
-    )
-    .unwrap();
-    let mut o = SessionOptions::new(VENDOR, key.public_key());
-    o.sources = sources::NETWORK;
-    o.servers = vec![addr];
-    let env = Environment {
-        home: PathBuf::from(std::env::var("TESSERA_TEST_HOME").unwrap()),
-        host: HostIdentity::simulated("workstation-7"),
-        clock: Arc::new(SystemClock),
-    };
-    let s = Session::open_in(o, env).unwrap();
     let seat = s.acquire(1, 0, false).unwrap();
     println!("\nSEAT ok");
     let mut buf = vec![0u8; 100];

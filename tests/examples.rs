@@ -6,12 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use tessera::license::CountingUnit;
-use tessera::publisher::{DEMO_PRODUCT_CODE, PublisherKey};
-
 mod common;
 use common::server::ServerProc;
-use common::{activate, bin, compile, env_in, libdir, root, spec};
+use common::{bin, compile, demo_home, libdir, root};
 
 /// Where a quickstart finds its license.
 enum Source<'a> {
@@ -33,13 +30,6 @@ impl Source<'_> {
 }
 
 /// A TESSERA_HOME with the demo publisher's product 1 (4 seats per process, features 0xff).
-fn demo_home(dir: &Path, name: &str) -> PathBuf {
-    let home = dir.join(name);
-    let mut s = spec(DEMO_PRODUCT_CODE, 4, CountingUnit::Process);
-    s.features = 0xFF;
-    activate(&env_in(&home), &PublisherKey::demo(), &[s]);
-    home
-}
 
 /// The examples' working directory: a shared lib dir and the compiled programs, built once.
 struct Built {

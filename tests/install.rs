@@ -1,14 +1,11 @@
 //! `make install` into a prefix, and the C and C++ examples built against that prefix the
 //! two ways publishers build: pkg-config and CMake's `find_package(Tessera)`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use tessera::license::CountingUnit;
-use tessera::publisher::{DEMO_PRODUCT_CODE, PublisherKey};
-
 mod common;
-use common::{activate, cdylib, env_in, profile_dir, root, spec};
+use common::{cdylib, demo_home, profile_dir, root};
 
 fn sh(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
@@ -29,14 +26,6 @@ fn install(prefix: &Path) {
         .arg(format!("REL={}", profile_dir().display()))
         .arg(format!("PREFIX={}", prefix.display()))
         .current_dir(root()));
-}
-
-fn demo_home(dir: &Path) -> PathBuf {
-    let home = dir.join("home");
-    let mut s = spec(DEMO_PRODUCT_CODE, 4, CountingUnit::Process);
-    s.features = 0xFF;
-    activate(&env_in(&home), &PublisherKey::demo(), &[s]);
-    home
 }
 
 fn run_ok(exe: &Path, home: &Path, done: &str) {
@@ -113,7 +102,7 @@ fn the_c_quickstart_builds_against_the_installed_prefix_with_pkg_config() {
     );
     run_ok(
         &exe,
-        &demo_home(dir.path()),
+        &demo_home(dir.path(), "home"),
         "quickstart: all steps succeeded",
     );
 
@@ -132,7 +121,7 @@ fn the_c_quickstart_builds_against_the_installed_prefix_with_pkg_config() {
     assert!(!needed.contains("libtessera"), "{needed}");
     run_ok(
         &exe_static,
-        &demo_home(&dir.path().join("static")),
+        &demo_home(&dir.path().join("static"), "home"),
         "quickstart: all steps succeeded",
     );
 }
@@ -170,7 +159,7 @@ fn the_examples_build_against_the_installed_prefix_with_cmake_find_package() {
 
     let build = dir.path().join("build");
     cmake_build(&prefix, &build, "0.1").unwrap();
-    let home = demo_home(dir.path());
+    let home = demo_home(dir.path(), "home");
     run_ok(
         &build.join("quickstart"),
         &home,

@@ -1,22 +1,11 @@
 //! The C examples and the C conformance test, compiled with the system C compiler
 //! (-Werror, and under AddressSanitizer) against the built libtessera.so, and run.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-use tessera::license::CountingUnit;
-use tessera::publisher::{DEMO_PRODUCT_CODE, PublisherKey};
-
 mod common;
-use common::{activate, compile, env_in, libdir, spec};
-
-fn demo_home(dir: &Path) -> PathBuf {
-    let home = dir.join("home");
-    let mut s = spec(DEMO_PRODUCT_CODE, 2, CountingUnit::Process);
-    s.features = 0xFF;
-    activate(&env_in(&home), &PublisherKey::demo(), &[s]);
-    home
-}
+use common::{compile, demo_home, libdir};
 
 fn run(exe: &Path, home: &Path) -> Output {
     Command::new(exe)
@@ -32,7 +21,7 @@ fn quickstart_runs_end_to_end_on_an_activated_machine() {
     let lib = libdir(dir.path());
     let exe = dir.path().join("quickstart");
     compile("examples/c/quickstart.c", &exe, &lib, &[]);
-    let home = demo_home(dir.path());
+    let home = demo_home(dir.path(), "home");
     let out = run(&exe, &home);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "quickstart failed:\n{text}");
@@ -64,7 +53,7 @@ fn quickstart_says_why_when_there_is_no_license() {
 fn c_conformance_passes_under_address_sanitizer() {
     let dir = tempfile::tempdir().unwrap();
     let lib = libdir(dir.path());
-    let home = demo_home(dir.path());
+    let home = demo_home(dir.path(), "home");
     for (name, flags) in [
         ("plain", vec![]),
         (
@@ -90,7 +79,7 @@ fn c_conformance_passes_under_address_sanitizer() {
 fn cpp_quickstart_with_the_raii_header_runs_under_address_sanitizer() {
     let dir = tempfile::tempdir().unwrap();
     let lib = libdir(dir.path());
-    let home = demo_home(dir.path());
+    let home = demo_home(dir.path(), "home");
     let exe = dir.path().join("quickstart-cpp");
     compile(
         "examples/cpp/quickstart.cpp",

@@ -5,7 +5,6 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -164,22 +163,9 @@ fn a_server_killed_with_sigkill_honours_its_leases_after_restart_and_clients_rea
 /// Child mode: acquire a network seat and hold it until killed.
 #[test]
 fn child_network_holder() {
-    let Ok(addr) = std::env::var("TESSERA_TEST_SERVER") else {
+    let Some(s) = common::server::child_session(VENDOR, "child") else {
         return;
     };
-    let key = PublisherKey::from_bytes(
-        &std::fs::read(std::env::var("TESSERA_TEST_KEY").unwrap()).unwrap(),
-    )
-    .unwrap();
-    let mut o = SessionOptions::new(VENDOR, key.public_key());
-    o.sources = sources::NETWORK;
-    o.servers = vec![addr];
-    let env = Environment {
-        home: PathBuf::from(std::env::var("TESSERA_TEST_HOME").unwrap()),
-        host: HostIdentity::simulated("child"),
-        clock: Arc::new(SystemClock),
-    };
-    let s = Session::open_in(o, env).unwrap();
     let seat = s.acquire(1, 0, false);
     println!("SEAT {}", if seat.is_ok() { "ok" } else { "refused" });
     std::io::stdout().flush().unwrap();

@@ -123,3 +123,17 @@ pub fn compile(src: &str, out: &Path, lib: &Path, extra: &[&str]) {
         String::from_utf8_lossy(&st.stderr)
     );
 }
+
+/// `dir/name`, a TESSERA_HOME where the demo publisher's product 1 (features 0xff, 4 seats
+/// per process) is activated: what the examples expect.
+pub fn demo_home(dir: &Path, name: &str) -> PathBuf {
+    let home = dir.join(name);
+    let mut s = spec(
+        tessera::publisher::DEMO_PRODUCT_CODE,
+        4,
+        CountingUnit::Process,
+    );
+    s.features = 0xFF;
+    activate(&env_in(&home), &PublisherKey::demo(), &[s]);
+    home
+}

@@ -116,3 +116,24 @@ impl Drop for ServerProc {
         self.kill9();
     }
 }
+
+/// For a test binary's child mode: a session on the license server named by
+/// `TESSERA_TEST_SERVER`, for `vendor` with the publisher key in the file `TESSERA_TEST_KEY`,
+/// its state in `TESSERA_TEST_HOME`, as the simulated host `host`. None when this process is
+/// not such a child (the variable is unset), so the child-mode test does nothing.
+pub fn child_session(vendor: u32, host: &str) -> Option<tessera::client::Session> {
+    use tessera::client::{Environment, Session, SessionOptions, sources};
+    let addr = std::env::var("TESSERA_TEST_SERVER").ok()?;
+    let key_file = std::env::var("TESSERA_TEST_KEY").expect("TESSERA_TEST_KEY");
+    let key =
+        tessera::publisher::PublisherKey::from_bytes(&std::fs::read(key_file).unwrap()).unwrap();
+    let mut o = SessionOptions::new(vendor, key.public_key());
+    o.sources = sources::NETWORK;
+    o.servers = vec![addr];
+    let env = Environment {
+        home: PathBuf::from(std::env::var("TESSERA_TEST_HOME").expect("TESSERA_TEST_HOME")),
+        host: tessera::host::HostIdentity::simulated(host),
+        clock: std::sync::Arc::new(tessera::util::SystemClock),
+    };
+    Some(Session::open_in(o, env).unwrap())
+}
