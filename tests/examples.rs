@@ -29,8 +29,6 @@ impl Source<'_> {
     }
 }
 
-/// A TESSERA_HOME with the demo publisher's product 1 (4 seats per process, features 0xff).
-
 /// The examples' working directory: a shared lib dir and the compiled programs, built once.
 struct Built {
     _dir: tempfile::TempDir,
