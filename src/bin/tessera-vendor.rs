@@ -16,6 +16,7 @@ use ed25519_dalek::VerifyingKey;
 use tessera::cipher::{self, Header, Mode};
 use tessera::container::{Activation, ActivationRequest, ContainerCertificate, SoftwareContainer};
 use tessera::host::Fingerprint;
+use tessera::license::usage::UsageStatement;
 use tessera::license::{CountingUnit, Envelope, Kind, License, VmPolicy};
 use tessera::publisher::{self, DEMO_VENDOR_ID, LicenseSpec, PublisherKey};
 use tessera::util::{self, format_time};
@@ -425,6 +426,20 @@ fn inspect(a: InspectArgs) -> Result<()> {
                 println!("  issued:      {}", format_time(d.issued_at));
                 println!("  expires:     {}", format_time(d.expiry));
                 let ok = VerifyingKey::from_bytes(&d.container_key)
+                    .is_ok_and(|ck| env.verify(&ck).is_ok());
+                v.report("signed by the container key", ok);
+            }
+            Kind::UsageCheckpoint => {
+                let st: UsageStatement = env.decode().with_context(|| format!("reading {name}"))?;
+                println!("  vendor:      {}", st.vendor_id);
+                println!(
+                    "  container:   {} (key {})",
+                    st.serial,
+                    hex_prefix(&st.container_key)
+                );
+                println!("  digest:      {}", hex::encode(st.digest));
+                println!("  signed:      {}", format_time(st.signed_at));
+                let ok = VerifyingKey::from_bytes(&st.container_key)
                     .is_ok_and(|ck| env.verify(&ck).is_ok());
                 v.report("signed by the container key", ok);
             }
