@@ -49,6 +49,9 @@ struct Cli {
     /// Log format: text or json.
     #[arg(long)]
     log_format: Option<String>,
+    /// Checkpoint the usage logs at least this often, in seconds (default 60).
+    #[arg(long)]
+    usage_checkpoint_s: Option<u64>,
 }
 
 // mimalloc: every request allocates a few small buffers on whichever tokio worker runs it;
@@ -110,6 +113,9 @@ fn real_main() -> Result<()> {
     }
     if let Some(v) = cli.log_format {
         c.log_format = v;
+    }
+    if let Some(v) = cli.usage_checkpoint_s {
+        c.usage_checkpoint_s = v;
     }
     c.discovery &= !cli.no_discovery;
     c.dongles &= !cli.no_dongles;

@@ -40,6 +40,9 @@ pub struct ServerConfig {
     /// Sync every commit of the seat table to the disk (survives power loss). `false` keeps
     /// grants safe against a killed server process only, at a fraction of the latency.
     pub fsync: bool,
+    /// How often, in seconds, a hosted container checkpoints the usage logs (also at
+    /// shutdown). Records after the last checkpoint are not yet signed for.
+    pub usage_checkpoint_s: u64,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +61,7 @@ impl Default for ServerConfig {
             delegation_days: 7,
             log_format: "text".into(),
             fsync: true,
+            usage_checkpoint_s: 60,
         }
     }
 }
@@ -98,6 +102,12 @@ impl ServerConfig {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(Error::InvalidArgument("log_format is text or json".into()));
         }
+        if !(1..=3600).contains(&self.usage_checkpoint_s) {
+            return Err(Error::InvalidArgument(format!(
+                "usage_checkpoint_s ({}) must be from 1 to 3600 seconds",
+                self.usage_checkpoint_s
+            )));
+        }
         Ok(())
     }
 }
@@ -119,5 +129,14 @@ mod tests {
         assert!(ServerConfig::from_toml("bogus = 1\n").is_err());
         assert!(ServerConfig::from_toml("listen = []\n").is_err());
         assert!(ServerConfig::from_toml("name = ").is_err());
+        assert_eq!(c.usage_checkpoint_s, 60);
+        assert!(ServerConfig::from_toml("usage_checkpoint_s = 0\n").is_err());
+        assert!(ServerConfig::from_toml("usage_checkpoint_s = 3601\n").is_err());
+        assert_eq!(
+            ServerConfig::from_toml("usage_checkpoint_s = 1\n")
+                .unwrap()
+                .usage_checkpoint_s,
+            1
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! The daemon: tokio listeners set up with socket2 (dual-stack, reuse-address, keepalive,
 //! no-delay), the license protocol inside Noise on TCP, discovery on UDP, the seat table with
-//! its durable store, lease expiry, limits on connections, frames and time, and a graceful
-//! shutdown.
+//! its durable store, lease expiry, the usage log, limits on connections, frames and time,
+//! and a graceful shutdown.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -18,6 +18,7 @@ use super::config::ServerConfig;
 use super::hosted::Hosted;
 use super::seats::{AcquireSpec, Change, SeatTable};
 use super::store::{GroupCommitter, SqliteStore};
+use super::usage::{CheckpointSigner, UsageLog, UsageOptions};
 use crate::container::protocol::{Request, Response};
 use crate::net::conn::{NetChannel, ServerHandshake};
 use crate::net::proto::{
@@ -42,6 +43,7 @@ pub struct Server {
     hosted: Hosted,
     table: Mutex<SeatTable>,
     committer: GroupCommitter,
+    usage: UsageLog,
     static_secret: zeroize::Zeroizing<[u8; 32]>,
     hello: ServerHello,
     /// Counters.
@@ -105,20 +107,37 @@ impl Server {
         let n = rows.len();
         table.load(rows, now_ms());
         info!(seats = table.len(), loaded = n, "seat table loaded");
+        let (usage, _refused) = UsageLog::open(
+            UsageOptions {
+                dir: config.state_dir.join("usage"),
+                server_key: public,
+                server_name: config.name.clone(),
+                fsync: config.fsync,
+                checkpoint_every: Duration::from_secs(config.usage_checkpoint_s),
+            },
+            &hosted.vendors(),
+        )?;
+        // Leases that ran out while the server was down.
+        usage.expired(&hosted, &mut table);
         let hello = ServerHello {
             version: proto::PROTOCOL_VERSION,
             name: config.name.clone(),
             delegations: hosted.bundles(),
         };
-        Ok(Arc::new(Server {
+        let server = Arc::new(Server {
             committer: GroupCommitter::start(Box::new(store)),
+            usage,
             table: Mutex::new(table),
             hosted,
             static_secret,
             hello,
             config,
             stats: Stats::default(),
-        }))
+        });
+        server
+            .usage
+            .set_signer(Arc::new(UsageSigner(Arc::downgrade(&server))));
+        Ok(server)
     }
 
     /// The configuration.
@@ -157,7 +176,8 @@ impl Server {
                 self.config.name
             )));
         }
-        let mut best: Option<Error> = None;
+        let mut best: Option<(Error, &crate::license::License)> = None;
+        let now = now_ms();
         for (ci, li) in candidates {
             let c = &self.hosted.containers[ci];
             let lic = &c.licenses[li];
@@ -168,16 +188,38 @@ impl Server {
                 client: *client,
                 exclusive,
                 features,
-                now_ms: now_ms(),
+                now_ms: now,
                 lease_ms: self.config.lease_ms,
             };
-            let granted = self.table()?.acquire(&spec);
+            let (granted, logged) = {
+                let mut t = self.table()?;
+                // Only a new seat is a grant in the usage log; re-attaching a live one is not.
+                let held = t.seat(&seat_id).is_some_and(|r| {
+                    r.expires_ms > now && r.client == *client && r.license_id == lic.license_id
+                });
+                let granted = t.acquire(&spec);
+                self.usage.expired(&self.hosted, &mut t);
+                let logged = match &granted {
+                    Ok((row, ..)) if !held => Some(self.usage.granted(lic, row, &hello.host)),
+                    _ => None,
+                };
+                (granted, logged)
+            };
             match granted {
                 Ok((row, change, in_use)) => {
-                    // Durable before it is answered: a server killed now never over-grants.
-                    if let Err(e) = self.committer.submit(vec![change]).wait_async().await {
-                        if let Some(undo) = self.table()?.release(&row.seat_id, client) {
-                            self.committer.submit(vec![undo]);
+                    // Durable, and in the usage log, before it is answered: a server killed now
+                    // never over-grants, and never grants a seat its log does not show.
+                    let durable = self.committer.submit(vec![change]).wait_async().await;
+                    let logged = match logged {
+                        Some(w) => w.wait_async().await,
+                        None => Ok(()),
+                    };
+                    if let Err(e) = durable.and(logged) {
+                        let mut t = self.table()?;
+                        if let Some(undo) = t.release_row(&row.seat_id, client) {
+                            self.usage
+                                .released(&self.hosted, &undo, &hello.host, now_ms());
+                            self.committer.submit(vec![Change::Delete(undo.seat_id)]);
                         }
                         return Err(e);
                     }
@@ -193,14 +235,20 @@ impl Server {
                 Err(e) => {
                     if best
                         .as_ref()
-                        .is_none_or(|b| e.specificity() > b.specificity())
+                        .is_none_or(|(b, _)| e.specificity() > b.specificity())
                     {
-                        best = Some(e);
+                        best = Some((e, lic));
                     }
                 }
             }
         }
-        Err(best.unwrap_or_else(|| Error::NoLicense("no license fits".into())))
+        match best {
+            Some((e, lic)) => {
+                self.usage.denied(lic, &seat_id, &hello.host, &e);
+                Err(e)
+            }
+            None => Err(Error::NoLicense("no license fits".into())),
+        }
     }
 
     fn seat_container(&self, client: &[u8; 32], seat_id: &[u8; 16]) -> Result<(usize, [u8; 16])> {
@@ -273,8 +321,17 @@ impl Server {
                 })
             }
             NetRequest::Release { seat_id } => {
-                if let Some(c) = self.table()?.release(&seat_id, client) {
-                    drop(self.committer.submit(vec![c]));
+                let released = {
+                    let mut t = self.table()?;
+                    let row = t.release_row(&seat_id, client);
+                    if let Some(row) = &row {
+                        self.usage
+                            .released(&self.hosted, row, &hello.host, now_ms());
+                    }
+                    row
+                };
+                if let Some(row) = released {
+                    drop(self.committer.submit(vec![Change::Delete(row.seat_id)]));
                 }
                 Ok(NetResponse::Released)
             }
@@ -334,7 +391,11 @@ impl Server {
 
     fn expire(&self) {
         let changes = match self.table() {
-            Ok(mut t) => t.expire(now_ms()),
+            Ok(mut t) => {
+                let changes = t.expire(now_ms());
+                self.usage.expired(&self.hosted, &mut t);
+                changes
+            }
             Err(_) => return,
         };
         if !changes.is_empty() {
@@ -617,8 +678,24 @@ pub async fn run(
     for t in tasks {
         let _ = t.await;
     }
+    // The last checkpoint, signed by the hosted containers, before the server goes.
+    server.usage.close_async().await;
     server.committer.submit(Vec::new()).wait_async().await?;
     Ok(())
+}
+
+/// Signs usage checkpoints with the server's hosted containers (weak: the usage log's
+/// thread must not keep the server alive).
+struct UsageSigner(std::sync::Weak<Server>);
+
+impl CheckpointSigner for UsageSigner {
+    fn sign_usage(&self, vendor_id: u32, digest: [u8; 32]) -> Result<(Vec<u8>, Vec<u8>)> {
+        let server = self
+            .0
+            .upgrade()
+            .ok_or_else(|| Error::Internal("the server is gone".into()))?;
+        server.hosted.sign_usage(vendor_id, digest)
+    }
 }
 
 /// What the store keeps for the changes the table makes (re-exported for tests).
