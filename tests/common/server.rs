@@ -11,6 +11,8 @@ pub const RENEW_MS: u64 = 300;
 pub struct ServerProc {
     pub child: Option<Child>,
     pub addr: String,
+    /// Extra arguments it was started with (kept for a restart).
+    pub extra: Vec<String>,
     pub state: PathBuf,
     pub home: PathBuf,
     pub port: u16,
@@ -18,6 +20,11 @@ pub struct ServerProc {
 
 impl ServerProc {
     pub fn start(state: &Path, home: &Path, port: u16) -> ServerProc {
+        Self::start_with(state, home, port, &[])
+    }
+
+    /// Starts a server with extra arguments.
+    pub fn start_with(state: &Path, home: &Path, port: u16, extra: &[&str]) -> ServerProc {
         let mut child = Command::new(super::bin("tessera-server"))
             .args(["--name", "test-server", "--no-discovery", "--no-dongles"])
             .arg("--listen")
@@ -32,6 +39,7 @@ impl ServerProc {
                 "--renew-ms",
                 &RENEW_MS.to_string(),
             ])
+            .args(extra)
             .env("TESSERA_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -54,6 +62,7 @@ impl ServerProc {
         ServerProc {
             child: Some(child),
             addr,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             state: state.to_path_buf(),
             home: home.to_path_buf(),
             port,
@@ -69,7 +78,9 @@ impl ServerProc {
 
     pub fn restart(&mut self) {
         self.kill9();
-        *self = ServerProc::start(&self.state.clone(), &self.home.clone(), self.port);
+        let extra = self.extra.clone();
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        *self = ServerProc::start_with(&self.state.clone(), &self.home.clone(), self.port, &extra);
     }
 
     pub fn alive(&mut self) -> bool {
