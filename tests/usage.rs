@@ -3,7 +3,8 @@
 //! and at SIGTERM, the log checked by `tessera-vendor verify-usage`; copies with an edited
 //! byte, a deleted record, swapped records, a cut, a checkpoint of another publisher's
 //! container and a forged checkpoint refused with the record named; a SIGKILL'd server's torn
-//! record cut by its restart; a log damaged in its middle refused and left alone.
+//! record cut by its restart; a log damaged in its middle refused and left alone until an
+//! admin moves it aside.
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};
@@ -472,10 +473,16 @@ fn a_sigkilled_servers_torn_record_is_cut_at_restart_and_damage_is_left_alone() 
     let a = f.session("host-a");
     let e = a.acquire(1, 0, false).unwrap_err();
     assert!(e.to_string().contains("usage log"), "{e}");
+    assert_eq!(std::fs::read(&log).unwrap(), bytes, "left alone");
+    // The admin moves it aside: the running server begins a new log and grants again.
+    let aside = log.with_extension("log.damaged");
+    std::fs::rename(&log, &aside).unwrap();
+    drop(a.acquire(1, 0, false).unwrap());
     f.stop();
-    assert_eq!(
-        std::fs::read(&log).unwrap(),
-        bytes,
-        "the damaged log was left alone"
-    );
+    assert_eq!(std::fs::read(&aside).unwrap(), bytes, "still left alone");
+    let out = verify_usage(&f.pub_file, &log, true);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json = text(&out.stdout);
+    assert_eq!(months(&json, "grants", false), 1, "{json}");
+    assert_eq!(field(&json, "unverified_tail"), 0, "{json}");
 }

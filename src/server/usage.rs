@@ -12,7 +12,8 @@
 //! At start each log is read from its first byte: a torn last record (a server killed in the
 //! middle of a write) is cut, and the cut is recorded in the `Start` record that follows;
 //! anything else wrong leaves the file untouched and the server grants no seats of that
-//! publisher until an admin moves the log aside (`docs/SERVER.md`, "Usage log").
+//! publisher until an admin moves the log aside (no restart needed: the next event begins a
+//! new log; `docs/SERVER.md`, "Usage log").
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -515,8 +516,12 @@ fn license_of<'a>(hosted: &'a Hosted, row: &SeatRow) -> Option<&'a License> {
     hosted.containers.get(ci)?.licenses.get(li)
 }
 
+fn log_path(options: &UsageOptions, vendor_id: u32) -> PathBuf {
+    options.dir.join(format!("{vendor_id}.log"))
+}
+
 fn open_slot(options: &UsageOptions, vendor_id: u32) -> Slot {
-    let path = options.dir.join(format!("{vendor_id}.log"));
+    let path = log_path(options, vendor_id);
     match LogFile::open(&path, vendor_id, options.server_key, &options.server_name) {
         Ok((log, opened)) => {
             info!(
@@ -614,6 +619,10 @@ impl Writer {
             .slots
             .entry(vendor_id)
             .or_insert_with(|| open_slot(options, vendor_id));
+        // A refused log that an admin moved aside: begin a new one.
+        if matches!(slot, Slot::Refused(_)) && !log_path(options, vendor_id).exists() {
+            *slot = open_slot(options, vendor_id);
+        }
         match slot {
             Slot::Open(log) => log.push(time_ms, event).map_err(|e| e.to_string()),
             Slot::Refused(why) => Err(why.clone()),
@@ -839,6 +848,16 @@ mod tests {
         log.append_wait(77, grant(77, 1)).wait().unwrap();
         let e = log.append_wait(78, grant(78, 1)).wait().unwrap_err();
         assert!(e.to_string().contains("moved aside"), "{e}");
+        assert!(
+            log.append_wait(78, grant(78, 1)).wait().is_err(),
+            "still refused"
+        );
+        // Moved aside while the server runs: the next event begins a new log.
+        let aside = dir.path().join("78.log.damaged");
+        std::fs::rename(&damaged, &aside).unwrap();
+        log.append_wait(78, grant(78, 2)).wait().unwrap();
+        assert!(damaged.exists());
+        let damaged = aside;
         // A publisher not hosted at the start gets its log when its first event comes.
         let e = log.append_wait(79, grant(79, 1)).wait();
         assert!(e.is_ok(), "{e:?}");
