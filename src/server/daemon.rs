@@ -18,7 +18,7 @@ use super::config::ServerConfig;
 use super::hosted::Hosted;
 use super::seats::{AcquireSpec, Change, SeatTable};
 use super::store::{GroupCommitter, SqliteStore};
-use super::usage::{CheckpointSigner, UsageLog, UsageOptions};
+use super::usage::{self, CheckpointSigner, UsageLog, UsageOptions};
 use crate::container::protocol::{Request, Response};
 use crate::net::conn::{NetChannel, ServerHandshake};
 use crate::net::proto::{
@@ -118,14 +118,19 @@ impl Server {
             &hosted.vendors(),
         )?;
         // Leases that ran out while the server was down.
-        usage.expired(&hosted, &mut table);
+        if let Err(e) = usage.write(usage::expired(&hosted, &mut table)) {
+            warn!(error = %e, "expiries while the server was down not logged");
+        }
         let hello = ServerHello {
             version: proto::PROTOCOL_VERSION,
             name: config.name.clone(),
             delegations: hosted.bundles(),
         };
         let server = Arc::new(Server {
-            committer: GroupCommitter::start(Box::new(store)),
+            committer: GroupCommitter::start_with(
+                Box::new(store),
+                Some(Box::new(usage.journal()?)),
+            ),
             usage,
             table: Mutex::new(table),
             hosted,
@@ -191,35 +196,46 @@ impl Server {
                 now_ms: now,
                 lease_ms: self.config.lease_ms,
             };
-            let (granted, logged) = {
+            // Submitted under the table's lock, so that the store and the usage log keep the
+            // table's order.
+            let outcome = {
                 let mut t = self.table()?;
                 // Only a new seat is a grant in the usage log; re-attaching a live one is not.
                 let held = t.seat(&seat_id).is_some_and(|r| {
                     r.expires_ms > now && r.client == *client && r.license_id == lic.license_id
                 });
                 let granted = t.acquire(&spec);
-                self.usage.expired(&self.hosted, &mut t);
-                let logged = match &granted {
-                    Ok((row, ..)) if !held => Some(self.usage.granted(lic, row, &hello.host)),
-                    _ => None,
-                };
-                (granted, logged)
+                let mut events = usage::expired(&self.hosted, &mut t);
+                match granted {
+                    Ok((row, change, in_use)) => {
+                        if !held {
+                            events.push(usage::granted(lic, &row, &hello.host));
+                        }
+                        Ok((
+                            row,
+                            in_use,
+                            self.committer.submit_with(vec![change], events),
+                        ))
+                    }
+                    Err(e) => {
+                        self.committer.submit_lazy_with(Vec::new(), events);
+                        Err(e)
+                    }
+                }
             };
-            match granted {
-                Ok((row, change, in_use)) => {
+            match outcome {
+                Ok((row, in_use, waiter)) => {
                     // Durable, and in the usage log, before it is answered: a server killed now
                     // never over-grants, and never grants a seat its log does not show.
-                    let durable = self.committer.submit(vec![change]).wait_async().await;
-                    let logged = match logged {
-                        Some(w) => w.wait_async().await,
-                        None => Ok(()),
-                    };
-                    if let Err(e) = durable.and(logged) {
+                    if let Err(e) = waiter.wait_async().await {
                         let mut t = self.table()?;
                         if let Some(undo) = t.release_row(&row.seat_id, client) {
-                            self.usage
-                                .released(&self.hosted, &undo, &hello.host, now_ms());
-                            self.committer.submit(vec![Change::Delete(undo.seat_id)]);
+                            let events =
+                                usage::released(&self.hosted, &undo, &hello.host, now_ms());
+                            drop(self.committer.submit_with(
+                                vec![Change::Delete(undo.seat_id)],
+                                events.into_iter().collect(),
+                            ));
                         }
                         return Err(e);
                     }
@@ -244,7 +260,8 @@ impl Server {
         }
         match best {
             Some((e, lic)) => {
-                self.usage.denied(lic, &seat_id, &hello.host, &e);
+                let denied = usage::denied(lic, &seat_id, &hello.host, &e);
+                self.committer.submit_lazy_with(Vec::new(), vec![denied]);
                 Err(e)
             }
             None => Err(Error::NoLicense("no license fits".into())),
@@ -321,17 +338,14 @@ impl Server {
                 })
             }
             NetRequest::Release { seat_id } => {
-                let released = {
-                    let mut t = self.table()?;
-                    let row = t.release_row(&seat_id, client);
-                    if let Some(row) = &row {
-                        self.usage
-                            .released(&self.hosted, row, &hello.host, now_ms());
-                    }
-                    row
-                };
-                if let Some(row) = released {
-                    drop(self.committer.submit(vec![Change::Delete(row.seat_id)]));
+                let mut t = self.table()?;
+                if let Some(row) = t.release_row(&seat_id, client) {
+                    let events = usage::released(&self.hosted, &row, &hello.host, now_ms());
+                    // Under the table's lock: the usage log keeps the table's order.
+                    drop(self.committer.submit_with(
+                        vec![Change::Delete(row.seat_id)],
+                        events.into_iter().collect(),
+                    ));
                 }
                 Ok(NetResponse::Released)
             }
@@ -390,18 +404,14 @@ impl Server {
     }
 
     fn expire(&self) {
-        let changes = match self.table() {
-            Ok(mut t) => {
-                let changes = t.expire(now_ms());
-                self.usage.expired(&self.hosted, &mut t);
-                changes
-            }
-            Err(_) => return,
-        };
+        let Ok(mut t) = self.table() else { return };
+        let changes = t.expire(now_ms());
+        let events = usage::expired(&self.hosted, &mut t);
         if !changes.is_empty() {
             debug!(expired = changes.len(), "leases ran out");
-            self.committer.submit_lazy(changes);
         }
+        // Under the table's lock: the usage log keeps the table's order.
+        self.committer.submit_lazy_with(changes, events);
     }
 }
 
@@ -678,9 +688,9 @@ pub async fn run(
     for t in tasks {
         let _ = t.await;
     }
+    server.committer.submit(Vec::new()).wait_async().await?;
     // The last checkpoint, signed by the hosted containers, before the server goes.
     server.usage.close_async().await;
-    server.committer.submit(Vec::new()).wait_async().await?;
     Ok(())
 }
 
