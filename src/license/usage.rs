@@ -1428,5 +1428,23 @@ pub(crate) mod tests {
             blank.sign_usage([7; 32], 0),
             Err(Error::NoLicense(_))
         ));
+        // A dongle shared by two hosts signs nothing, as it serves nothing.
+        engine.observe_host([1; 32], 0);
+        engine.observe_host([2; 32], 1);
+        let shared = crate::container::engine::RequestContext {
+            host: Some([1; 32]),
+            now_ms: 2,
+            ..ctx
+        };
+        match engine
+            .handle(Request::SignUsage { digest: [7; 32] }, &shared)
+            .0
+        {
+            Response::Error { status, .. } => assert_eq!(
+                status,
+                crate::ffi::tessera_status::TESSERA_E_DONGLE_SHARED as u32
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 }
