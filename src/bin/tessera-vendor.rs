@@ -62,7 +62,7 @@ enum Command {
 struct VerifyUsageArgs {
     /// The publisher's public key file (`tessera-publisher <vendor> <hex>`, as keygen writes
     /// it) or the publisher key file itself.
-    #[arg(long, visible_alias = "publisher-key")]
+    #[arg(long, visible_aliases = ["publisher-key", "vendor-key"])]
     key: PathBuf,
     /// Print JSON (for scripts) instead of text.
     #[arg(long)]
