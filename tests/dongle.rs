@@ -622,7 +622,7 @@ fn a_license_server_hosts_the_dongle_attached_to_it() {
     std::io::BufReader::new(server.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let _server = Kill(server);
+    let mut server = Kill(server);
     let addr = line
         .trim()
         .strip_prefix("listening on ")
@@ -654,4 +654,26 @@ fn a_license_server_hosts_the_dongle_attached_to_it() {
             b"through the server's dongle"
         );
     }
+    drop(seat);
+    // At SIGTERM the server checkpoints its usage log, signed by the dongle over its channel.
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(server.0.id() as i32, libc::SIGTERM) };
+    let start = Instant::now();
+    while server.0.try_wait().unwrap().is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no exit on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = dir
+        .path()
+        .join("server-state/usage")
+        .join(format!("{VENDOR}.log"));
+    let r = tessera::license::usage::verify(std::fs::File::open(&log).unwrap(), &key.public_key())
+        .unwrap();
+    assert_eq!(r.signers, vec![serial], "the dongle signed the checkpoint");
+    assert!(r.checkpoints >= 1 && r.unverified_tail == 0, "{r:?}");
+    let m = r.months.values().next().unwrap();
+    assert_eq!((m.grants, m.releases), (1, 1));
 }

@@ -1,6 +1,6 @@
 //! Mutation fuzzing of every parser the runtime exposes to outside bytes: signed envelopes
 //! (licenses, requests, activations), ciphertext, software container files, publisher key
-//! files and the engine's activation install. Deterministic (a fixed-seed xorshift), so a
+//! files, the engine's activation install and license servers' usage logs. Deterministic (a fixed-seed xorshift), so a
 //! failure reproduces; the properties: nothing panics, and no mutated signed or
 //! authenticated input is ever accepted.
 //!
@@ -161,4 +161,103 @@ fn container_and_key_files_reject_mutations_without_panicking() {
         let _ = PublisherKey::from_bytes(&m);
     }
     assert!(SoftwareContainer::load(c.path(), &host.fingerprint).is_ok());
+}
+
+/// A license server's usage log (`license::usage`): no mutation panics the reader, and no
+/// mutation of what a checkpoint covers is accepted. A mutant that verifies may only differ
+/// after its last checkpoint (the unverified tail, which the report counts).
+#[test]
+fn usage_logs_never_accept_a_mutation_of_what_a_checkpoint_covers() {
+    use tessera::container::ContainerKind;
+    use tessera::host::{Fingerprint, MachineKind};
+    use tessera::license::usage::{self, Chain, Event, LogHeader, SeatEvent};
+
+    let key = PublisherKey::generate(9, "fuzz");
+    let now = tessera::util::now();
+    let mut engine = Engine::create(ContainerKind::Software, 9, now);
+    let req = engine
+        .activation_request(&Fingerprint::default(), MachineKind::Physical, "f", now)
+        .unwrap();
+    let act = key
+        .activate(
+            &req,
+            &[spec(1, 2, tessera::license::CountingUnit::Handle)],
+            now,
+        )
+        .unwrap();
+    engine
+        .install_activation(&act, Some(&key.public_key()), now)
+        .unwrap();
+    let header = LogHeader {
+        vendor_id: 9,
+        server_key: [4; 32],
+    };
+    let mut chain = Chain::new(header);
+    let mut log = header.to_bytes().to_vec();
+    let mut scratch = Vec::new();
+    let seat = |n: u8| SeatEvent {
+        vendor_id: 9,
+        product_code: 1,
+        license_id: [1; 16],
+        seat_id: [n; 16],
+        unit_key: format!("handle:{n}"),
+        client: None,
+    };
+    let t = now * 1000;
+    for (i, e) in [
+        Event::Grant(seat(1)),
+        Event::Deny {
+            seat: seat(2),
+            status: 101,
+        },
+        Event::Release(seat(1)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        chain
+            .append(t + i as u64, e, &mut log, &mut scratch)
+            .unwrap();
+    }
+    let (st, cert) = engine.sign_usage(chain.checkpoint_digest(), now).unwrap();
+    let cp = chain.checkpoint(st, cert);
+    chain.append(t + 5, cp, &mut log, &mut scratch).unwrap();
+    let covered = log.len();
+    chain
+        .append(t + 6, Event::Grant(seat(3)), &mut log, &mut scratch)
+        .unwrap();
+    let pk = key.public_key();
+    let good = usage::verify(&log[..], &pk).unwrap();
+    assert_eq!((good.verified, good.unverified_tail), (3, 1));
+
+    let mut rng = Rng(0x05a9_e109);
+    let mut refused = 0;
+    for _ in 0..1000 {
+        let m = mutate(&mut rng, &log);
+        let _ = usage::scan(&m[..], |_, _| Ok(()));
+        match usage::verify(&m[..], &pk) {
+            Err(_) => refused += 1,
+            Ok(r) => {
+                // Where the mutant's last checkpoint ends: everything before is what it
+                // claims is verified, and must be the original's bytes.
+                let mut end = usage::HEADER_LEN;
+                usage::scan(&m[..], |_, s| {
+                    if s.record.seq < r.verified + u64::from(r.checkpoints > 0) {
+                        end = (s.offset + s.len) as usize;
+                    }
+                    Ok(())
+                })
+                .unwrap();
+                assert!(
+                    end <= covered && m[..end] == log[..end],
+                    "a mutation of the verified part was accepted: {r:?}"
+                );
+            }
+        }
+    }
+    // Mutants of the tail alone pass (and were checked above); everything else is refused.
+    assert!(
+        (900..1000).contains(&refused),
+        "{refused} of 1000 mutants refused"
+    );
 }

@@ -63,6 +63,9 @@ struct Cli {
     /// Do not serve the admin API.
     #[arg(long)]
     no_admin: bool,
+    /// Checkpoint the usage logs at least this often, in seconds (default 60).
+    #[arg(long)]
+    usage_checkpoint_s: Option<u64>,
 }
 
 // mimalloc: every request allocates a few small buffers on whichever tokio worker runs it;
@@ -135,6 +138,9 @@ fn load_config(cli: &Cli) -> Result<ServerConfig> {
         c.admin_token = Some(AdminToken::new(&text));
     }
     c.admin_hosts.extend(cli.admin_host);
+    if let Some(v) = cli.usage_checkpoint_s {
+        c.usage_checkpoint_s = v;
+    }
     c.discovery &= !cli.no_discovery;
     c.dongles &= !cli.no_dongles;
     c.fsync &= !cli.no_fsync;

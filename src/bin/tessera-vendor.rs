@@ -16,6 +16,7 @@ use ed25519_dalek::VerifyingKey;
 use tessera::cipher::{self, Header, Mode};
 use tessera::container::{Activation, ActivationRequest, ContainerCertificate, SoftwareContainer};
 use tessera::host::Fingerprint;
+use tessera::license::usage::UsageStatement;
 use tessera::license::{CountingUnit, Envelope, Kind, License, VmPolicy};
 use tessera::publisher::{self, DEMO_VENDOR_ID, LicenseSpec, PublisherKey};
 use tessera::util::{self, format_time};
@@ -50,6 +51,24 @@ enum Command {
     /// Program a dongle: certify it for this publisher and write a license (and its sealed
     /// product secret) into it over its secure channel. Licenses it holds are kept.
     Program(ProgramArgs),
+    /// Check a license server's usage log (`<state_dir>/usage/<vendor>.log`) against the
+    /// publisher key: the hash chain from its first record and every checkpoint's container
+    /// signature and certificate; then print what it holds per product and month. Exits 1,
+    /// naming the first bad record (sequence number and byte offset), when anything fails.
+    VerifyUsage(VerifyUsageArgs),
+}
+
+#[derive(Args, Debug)]
+struct VerifyUsageArgs {
+    /// The publisher's public key file (`tessera-publisher <vendor> <hex>`, as keygen writes
+    /// it) or the publisher key file itself.
+    #[arg(long, visible_aliases = ["publisher-key", "vendor-key"])]
+    key: PathBuf,
+    /// Print JSON (for scripts) instead of text.
+    #[arg(long)]
+    json: bool,
+    /// The usage log.
+    log: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -203,6 +222,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::EncryptFile(a) => encrypt_file(a),
         Command::DecryptFile(a) => decrypt_file(a),
         Command::Program(a) => program(a),
+        Command::VerifyUsage(a) => verify_usage(a),
     }
 }
 
@@ -428,6 +448,20 @@ fn inspect(a: InspectArgs) -> Result<()> {
                     .is_ok_and(|ck| env.verify(&ck).is_ok());
                 v.report("signed by the container key", ok);
             }
+            Kind::UsageCheckpoint => {
+                let st: UsageStatement = env.decode().with_context(|| format!("reading {name}"))?;
+                println!("  vendor:      {}", st.vendor_id);
+                println!(
+                    "  container:   {} (key {})",
+                    st.serial,
+                    hex_prefix(&st.container_key)
+                );
+                println!("  digest:      {}", hex::encode(st.digest));
+                println!("  signed:      {}", format_time(st.signed_at));
+                let ok = VerifyingKey::from_bytes(&st.container_key)
+                    .is_ok_and(|ck| env.verify(&ck).is_ok());
+                v.report("signed by the container key", ok);
+            }
             Kind::Certificate => {
                 let cert: ContainerCertificate =
                     env.decode().with_context(|| format!("reading {name}"))?;
@@ -650,4 +684,216 @@ fn program(a: ProgramArgs) -> Result<()> {
 
 fn hex_prefix(k: &[u8; 32]) -> String {
     k.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// A publisher key for checking: a public key file or the private key file.
+fn load_any_public_key(path: &Path) -> Result<(Option<u32>, VerifyingKey)> {
+    let bytes = read_file(path, "publisher key")?;
+    if bytes.starts_with(b"TSPk") {
+        let k = PublisherKey::from_bytes(&bytes)
+            .with_context(|| format!("reading the publisher key {}", path.display()))?;
+        return Ok((Some(k.vendor_id), k.public_key()));
+    }
+    load_public_key(path)
+}
+
+/// A JSON string literal.
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn plural(n: u64, one: &str) -> String {
+    if n == 1 {
+        format!("{n} {one}")
+    } else {
+        format!("{n} {one}s")
+    }
+}
+
+fn verify_usage(a: VerifyUsageArgs) -> Result<()> {
+    use std::io::Read;
+    use tessera::license::usage::{self, LogHeader, ScanError};
+
+    let (key_vendor, key) = load_any_public_key(&a.key)?;
+    let name = a.log.display();
+    let file = fs::File::open(&a.log).with_context(|| format!("reading the usage log {name}"))?;
+    let mut head = Vec::new();
+    (&file)
+        .take(usage::HEADER_LEN as u64)
+        .read_to_end(&mut head)?;
+    if let (Some(kv), Ok(h)) = (key_vendor, LogHeader::parse(&head))
+        && kv != h.vendor_id
+    {
+        bail!(
+            "{name} is the usage log of vendor {}, but {} is the key of vendor {kv}",
+            h.vendor_id,
+            a.key.display()
+        );
+    }
+    let reader = std::io::BufReader::new(
+        fs::File::open(&a.log).with_context(|| format!("reading the usage log {name}"))?,
+    );
+    let r = match usage::verify(reader, &key) {
+        Ok(r) => r,
+        Err(ScanError::Io(e)) => return Err(e).with_context(|| format!("reading {name}")),
+        Err(ScanError::Damaged(d)) => {
+            if a.json {
+                let (seq, offset) = match d.location() {
+                    Some((s, o)) => (s.to_string(), o.to_string()),
+                    None => ("null".into(), "0".into()),
+                };
+                println!(
+                    "{{\"ok\":false,\"error\":{},\"seq\":{seq},\"offset\":{offset}}}",
+                    json_str(&d.to_string())
+                );
+            }
+            bail!("{name} does not verify: {d}");
+        }
+    };
+    let time = |ms: u64| format_time(ms / 1000);
+    if a.json {
+        let months: Vec<String> = r
+            .months
+            .iter()
+            .map(|((p, m), s)| {
+                format!(
+                    "{{\"product\":{p},\"month\":{},\"grants\":{},\"releases\":{},\"expiries\":{},\"denials\":{},\"revokes\":{},\"peak\":{},\"seat_hours\":{:.3}}}",
+                    json_str(&usage::month_label(*m)),
+                    s.grants, s.releases, s.expiries, s.denials, s.revokes, s.peak,
+                    s.seat_hours()
+                )
+            })
+            .collect();
+        let signers: Vec<String> = r.signers.iter().map(|s| json_str(s)).collect();
+        println!(
+            "{{\"ok\":true,\"vendor_id\":{},\"server_key\":{},\"records\":{},\"bytes\":{},\"starts\":{},\"cut_bytes\":{},\"checkpoints\":{},\"verified_records\":{},\"unverified_tail\":{},\"signers\":[{}],\"first_ms\":{},\"last_ms\":{},\"last_checkpoint_ms\":{},\"max_sign_lag_s\":{},\"open_at_end\":{},\"ends_without_grant\":{},\"months\":[{}]}}",
+            r.vendor_id,
+            json_str(&hex::encode(r.server_key)),
+            r.records,
+            r.bytes,
+            r.starts,
+            r.cut_bytes,
+            r.checkpoints,
+            r.verified,
+            r.unverified_tail,
+            signers.join(","),
+            r.first_ms,
+            r.last_ms,
+            r.last_checkpoint_ms
+                .map_or("null".into(), |t| t.to_string()),
+            r.max_sign_lag_s,
+            r.open_at_end,
+            r.ends_without_grant,
+            months.join(",")
+        );
+        return Ok(());
+    }
+    println!(
+        "{name}: usage log of vendor {}, {}, {} bytes",
+        r.vendor_id,
+        plural(r.records, "record"),
+        r.bytes
+    );
+    if r.records > 0 {
+        println!(
+            "  began:        {} by server key {} ({})",
+            time(r.first_ms),
+            hex_prefix(&r.server_key),
+            plural(r.starts, "server start")
+        );
+        println!(
+            "  chain:        intact from the header to record {} ({})",
+            r.records - 1,
+            time(r.last_ms)
+        );
+    }
+    if r.cut_bytes > 0 {
+        println!(
+            "  torn records: {} cut by a restarting server (a server killed while writing)",
+            plural(r.cut_bytes, "byte")
+        );
+    }
+    match r.last_checkpoint_ms {
+        Some(t) => {
+            println!(
+                "  checkpoints:  {}, signed by {} of vendor {} ({}); records 0 to {} verified; the last at {}",
+                r.checkpoints,
+                if r.signers.len() == 1 {
+                    "a container"
+                } else {
+                    "containers"
+                },
+                r.vendor_id,
+                r.signers.join(", "),
+                r.verified.saturating_sub(1),
+                time(t)
+            );
+            println!(
+                "  signing lag:  at most {} s between a checkpoint's last record and its signature",
+                r.max_sign_lag_s
+            );
+        }
+        None => {
+            println!("  checkpoints:  none: no container of this publisher signed for any record")
+        }
+    }
+    if r.unverified_tail > 0 {
+        println!(
+            "  UNVERIFIED TAIL ({}): after the last checkpoint; chained, but nothing signed \
+             commits to them yet",
+            plural(r.unverified_tail, "record")
+        );
+    } else {
+        println!("  unverified tail: none");
+    }
+    if r.open_at_end > 0 {
+        println!(
+            "  seats held when the log ends: {} (their time counts up to its last record)",
+            r.open_at_end
+        );
+    }
+    if r.ends_without_grant > 0 {
+        println!(
+            "  ends of seats granted before the log began: {}",
+            r.ends_without_grant
+        );
+    }
+    println!();
+    println!(
+        "{:>8}  {:7}  {:>7}  {:>8}  {:>8}  {:>7}  {:>7}  {:>5}  {:>10}",
+        "product",
+        "month",
+        "grants",
+        "releases",
+        "expiries",
+        "denials",
+        "revokes",
+        "peak",
+        "seat-hours"
+    );
+    for ((p, m), s) in &r.months {
+        println!(
+            "{p:>8}  {:7}  {:>7}  {:>8}  {:>8}  {:>7}  {:>7}  {:>5}  {:>10.2}",
+            tessera::license::usage::month_label(*m),
+            s.grants,
+            s.releases,
+            s.expiries,
+            s.denials,
+            s.revokes,
+            s.peak,
+            s.seat_hours()
+        );
+    }
+    Ok(())
 }

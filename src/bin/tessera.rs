@@ -82,6 +82,10 @@ enum AdminCommand {
         /// Write it here instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// The publisher whose log to export (decimal or 0x hex); needed when the server
+        /// keeps the logs of several.
+        #[arg(long, value_parser = parse_u32)]
+        vendor: Option<u32>,
     },
 }
 
@@ -382,30 +386,37 @@ fn admin(a: AdminArgs) -> Result<()> {
                 println!("not hosted:   {p}");
             }
         }
-        AdminCommand::ExportUsage { out } => match out {
-            Some(path) => {
-                let tmp = path.with_extension("part");
-                let mut f = fs::File::create(&tmp)
-                    .with_context(|| format!("creating {}", tmp.display()))?;
-                let n = match api.download("/api/v1/usage", &mut f) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        drop(f);
-                        let _ = fs::remove_file(&tmp);
-                        return Err(e.into());
-                    }
-                };
-                f.sync_all()
-                    .with_context(|| format!("writing {}", tmp.display()))?;
-                fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
-                eprintln!("usage log: {n} bytes written to {}", path.display());
+        AdminCommand::ExportUsage { out, vendor } => {
+            let url = match vendor {
+                Some(v) => format!("/api/v1/usage?vendor={v}"),
+                None => "/api/v1/usage".to_string(),
+            };
+            match out {
+                Some(path) => {
+                    let tmp = path.with_extension("part");
+                    let mut f = fs::File::create(&tmp)
+                        .with_context(|| format!("creating {}", tmp.display()))?;
+                    let n = match api.download(&url, &mut f) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            drop(f);
+                            let _ = fs::remove_file(&tmp);
+                            return Err(e.into());
+                        }
+                    };
+                    f.sync_all()
+                        .with_context(|| format!("writing {}", tmp.display()))?;
+                    fs::rename(&tmp, &path)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!("usage log: {n} bytes written to {}", path.display());
+                }
+                None => {
+                    let stdout = std::io::stdout();
+                    let mut lock = stdout.lock();
+                    api.download(&url, &mut lock)?;
+                }
             }
-            None => {
-                let stdout = std::io::stdout();
-                let mut lock = stdout.lock();
-                api.download("/api/v1/usage", &mut lock)?;
-            }
-        },
+        }
     }
     Ok(())
 }

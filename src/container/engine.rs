@@ -400,6 +400,19 @@ impl Engine {
                     false,
                 )
             }
+            Request::SignUsage { digest } => {
+                if shared {
+                    return Err(refuse_shared());
+                }
+                let (statement, certificate) = self.sign_usage(digest, ctx.now)?;
+                (
+                    Response::UsageSignature {
+                        statement,
+                        certificate,
+                    },
+                    false,
+                )
+            }
             Request::Clock { now } => {
                 let rollback =
                     now.saturating_add(CLOCK_TOLERANCE_SECS) < self.state.clock_high_water;
@@ -439,6 +452,30 @@ impl Engine {
         };
         Ok((
             crate::net::proto::sign_delegation(&d, &self.signing)?,
+            certificate,
+        ))
+    }
+
+    /// Signs a usage log checkpoint digest (`license::usage::checkpoint_digest`) as a
+    /// `UsageStatement` envelope, dated no earlier than the clock's high-water mark. Returns it
+    /// with the container's certificate, which a publisher checks it against; a container
+    /// that was never activated has none.
+    pub fn sign_usage(&self, digest: [u8; 32], now: u64) -> Result<(Vec<u8>, Vec<u8>)> {
+        let certificate = self.state.certificate.clone().ok_or_else(|| {
+            Error::NoLicense(format!(
+                "{} has no publisher certificate to sign usage with",
+                self.state.serial
+            ))
+        })?;
+        let st = crate::license::usage::UsageStatement {
+            vendor_id: self.state.vendor_id,
+            serial: self.state.serial.clone(),
+            container_key: self.sign_key().to_bytes(),
+            digest,
+            signed_at: now.max(self.state.clock_high_water),
+        };
+        Ok((
+            envelope::sign(Kind::UsageCheckpoint, &st, &self.signing)?,
             certificate,
         ))
     }

@@ -68,6 +68,13 @@ pub enum Request {
         /// Seconds since the Unix epoch.
         now: u64,
     },
+    /// Signs a license server's usage log checkpoint: the container signs a
+    /// `license::usage::UsageStatement` over `digest` (envelope kind `UsageCheckpoint`, so the
+    /// signature can never pass for a seat ticket, a delegation or a request).
+    SignUsage {
+        /// `license::usage::checkpoint_digest` of the log's head.
+        digest: [u8; 32],
+    },
 }
 
 /// What a container answers.
@@ -130,6 +137,13 @@ pub enum Response {
         high_water: u64,
         /// Whether the clock given is behind it beyond the tolerance.
         rollback: bool,
+    },
+    /// Answer to `SignUsage`: the signed statement and the container's certificate.
+    UsageSignature {
+        /// The container-signed `UsageStatement` (envelope kind `UsageCheckpoint`).
+        statement: Vec<u8>,
+        /// The publisher-signed container certificate.
+        certificate: Vec<u8>,
     },
     /// The request failed: a `tessera_status` number and a message.
     Error {

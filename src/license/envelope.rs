@@ -1,5 +1,5 @@
 //! The signed binary envelope every Tessera document travels in (licenses, activation
-//! requests, activations, container certificates).
+//! requests, activations, container certificates, delegations, usage checkpoints).
 //!
 //! ```text
 //! magic[4] | version: u16 LE | body_len: u32 LE | body (postcard) | signature[64]
@@ -32,6 +32,8 @@ pub enum Kind {
     Certificate,
     /// A container's delegation of its licenses to a license server's key.
     Delegation,
+    /// A container's signature over a usage log checkpoint (`license::usage`).
+    UsageCheckpoint,
 }
 
 impl Kind {
@@ -43,6 +45,7 @@ impl Kind {
             Kind::Activation => *b"TSAc",
             Kind::Certificate => *b"TSCe",
             Kind::Delegation => *b"TSDl",
+            Kind::UsageCheckpoint => *b"TSUc",
         }
     }
 
@@ -54,6 +57,7 @@ impl Kind {
             Kind::Activation => "activation",
             Kind::Certificate => "container certificate",
             Kind::Delegation => "delegation",
+            Kind::UsageCheckpoint => "usage checkpoint",
         }
     }
 
@@ -66,6 +70,7 @@ impl Kind {
             Kind::Activation,
             Kind::Certificate,
             Kind::Delegation,
+            Kind::UsageCheckpoint,
         ]
         .into_iter()
         .find(|k| k.magic() == m)

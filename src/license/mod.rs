@@ -7,6 +7,7 @@
 
 pub mod envelope;
 mod model;
+pub mod usage;
 
 pub use envelope::{Envelope, Kind};
 pub use model::*;

@@ -80,6 +80,9 @@ pub struct ServerConfig {
     /// Further `Host` header values the admin API answers to (`name:port`), besides the bound
     /// address, `localhost:PORT`, `127.0.0.1:PORT` and `[::1]:PORT`.
     pub admin_hosts: Vec<String>,
+    /// How often, in seconds, a hosted container checkpoints the usage logs (also at
+    /// shutdown). Records after the last checkpoint are not yet signed for.
+    pub usage_checkpoint_s: u64,
 }
 
 impl Default for ServerConfig {
@@ -102,6 +105,7 @@ impl Default for ServerConfig {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], ADMIN_PORT)),
             admin_token: None,
             admin_hosts: Vec::new(),
+            usage_checkpoint_s: 60,
         }
     }
 }
@@ -164,6 +168,12 @@ impl ServerConfig {
                 )));
             }
         }
+        if !(1..=3600).contains(&self.usage_checkpoint_s) {
+            return Err(Error::InvalidArgument(format!(
+                "usage_checkpoint_s ({}) must be from 1 to 3600 seconds",
+                self.usage_checkpoint_s
+            )));
+        }
         Ok(())
     }
 }
@@ -185,6 +195,15 @@ mod tests {
         assert!(ServerConfig::from_toml("bogus = 1\n").is_err());
         assert!(ServerConfig::from_toml("listen = []\n").is_err());
         assert!(ServerConfig::from_toml("name = ").is_err());
+        assert_eq!(c.usage_checkpoint_s, 60);
+        assert!(ServerConfig::from_toml("usage_checkpoint_s = 0\n").is_err());
+        assert!(ServerConfig::from_toml("usage_checkpoint_s = 3601\n").is_err());
+        assert_eq!(
+            ServerConfig::from_toml("usage_checkpoint_s = 1\n")
+                .unwrap()
+                .usage_checkpoint_s,
+            1
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The daemon: tokio listeners set up with socket2 (dual-stack, reuse-address, keepalive,
 //! no-delay), the license protocol inside Noise on TCP, discovery on UDP, the seat table with
-//! its durable store, lease expiry, limits on connections, frames and time, the admin HTTP
-//! API (`admin/`), the seat history, a configuration reload and a graceful shutdown.
+//! its durable store, lease expiry, the usage log, limits on connections, frames and time,
+//! the admin HTTP API (`admin/`), the seat history, a configuration reload and a graceful
+//! shutdown.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use super::config::{AdminToken, ServerConfig};
 use super::hosted::Hosted;
 use super::seats::{AcquireSpec, Change, SeatId, SeatTable};
 use super::store::{GroupCommitter, SqliteStore};
+use super::usage::{self, CheckpointSigner, UsageLog, UsageOptions};
 use crate::container::protocol::{Request, Response};
 use crate::net::conn::{NetChannel, ServerHandshake};
 use crate::net::proto::{
@@ -129,6 +131,7 @@ pub struct Server {
     seat_meta: Mutex<HashMap<SeatId, SeatMeta>>,
     committer: GroupCommitter,
     history: Recorder,
+    usage: UsageLog,
     static_secret: zeroize::Zeroizing<[u8; 32]>,
     public_key: [u8; 32],
     host: crate::host::HostIdentity,
@@ -200,13 +203,31 @@ impl Server {
         let n = rows.len();
         table.load(rows, now_ms());
         info!(seats = table.len(), loaded = n, "seat table loaded");
+        let (usage, _refused) = UsageLog::open(
+            UsageOptions {
+                dir: config.state_dir.join("usage"),
+                server_key: public,
+                server_name: config.name.clone(),
+                fsync: config.fsync,
+                checkpoint_every: Duration::from_secs(config.usage_checkpoint_s),
+            },
+            &hosted.vendors(),
+        )?;
+        // Leases that ran out while the server was down.
+        if let Err(e) = usage.write(usage::expired(&hosted, &mut table)) {
+            warn!(error = %e, "expiries while the server was down not logged");
+        }
         let hello = ServerHello {
             version: proto::PROTOCOL_VERSION,
             name: config.name.clone(),
             delegations: hosted.bundles(),
         };
-        Ok(Arc::new(Server {
-            committer: GroupCommitter::start(Box::new(store)),
+        let server = Arc::new(Server {
+            committer: GroupCommitter::start_with(
+                Box::new(store),
+                Some(Box::new(usage.journal()?)),
+            ),
+            usage,
             table: Mutex::new(table),
             seat_meta: Mutex::new(HashMap::new()),
             hosting: RwLock::new(Arc::new(Hosting { hosted, hello })),
@@ -226,7 +247,11 @@ impl Server {
             started_unix: crate::util::now(),
             config,
             stats: Stats::default(),
-        }))
+        });
+        server
+            .usage
+            .set_signer(Arc::new(UsageSigner(Arc::downgrade(&server))));
+        Ok(server)
     }
 
     /// Where a reload reads the configuration (default: the configuration the server
@@ -292,16 +317,34 @@ impl Server {
     /// live seat. The client's next renewal or call for the seat gets
     /// `TESSERA_E_LEASE_LOST`.
     pub async fn revoke(&self, seat_id: &SeatId) -> Result<bool> {
-        let Some(change) = self.table()?.revoke(seat_id, now_ms()) else {
-            return Ok(false);
+        // Submitted under the table's lock, with its usage-log record: the log keeps the
+        // table's order.
+        let waiter = {
+            let mut t = self.table()?;
+            let Some(row) = t.seat(seat_id).cloned() else {
+                return Ok(false);
+            };
+            let Some(change) = t.revoke(seat_id, now_ms()) else {
+                return Ok(false);
+            };
+            let events = usage::revoked(&self.hosting().hosted, &row)
+                .into_iter()
+                .collect();
+            self.committer.submit_with(vec![change], events)
         };
-        self.committer.submit(vec![change]).wait_async().await?;
+        waiter.wait_async().await?;
         if let Ok(mut m) = self.seat_meta.lock() {
             m.remove(seat_id);
         }
         self.stats.revocations.fetch_add(1, Ordering::Relaxed);
         info!(seat = %hex::encode(seat_id), "seat revoked by an admin");
         Ok(true)
+    }
+
+    /// A publisher's usage log for export, checkpointed up to now (see
+    /// [`UsageLog::export`]).
+    pub fn export_usage(&self, vendor: Option<u32>) -> Result<(u32, Vec<u8>)> {
+        self.usage.export(vendor)
     }
 
     /// Seats in use and quantity per product `(vendor_id, product_code)` now.
@@ -466,7 +509,8 @@ impl Server {
                 self.config.name
             )));
         }
-        let mut best: Option<Error> = None;
+        let mut best: Option<(Error, &crate::license::License)> = None;
+        let now = now_ms();
         for (ci, li) in candidates {
             let c = &hosting.hosted.containers[ci];
             let lic = &c.licenses[li];
@@ -477,16 +521,52 @@ impl Server {
                 client: *client,
                 exclusive,
                 features,
-                now_ms: now_ms(),
+                now_ms: now,
                 lease_ms: self.lease_ms(),
             };
-            let granted = self.table()?.acquire(&spec);
-            match granted {
-                Ok((row, change, in_use)) => {
-                    // Durable before it is answered: a server killed now never over-grants.
-                    if let Err(e) = self.committer.submit(vec![change]).wait_async().await {
-                        if let Some(undo) = self.table()?.release(&row.seat_id, client) {
-                            self.committer.submit(vec![undo]);
+            // Submitted under the table's lock, so that the store and the usage log keep the
+            // table's order.
+            let outcome = {
+                let mut t = self.table()?;
+                // Only a new seat is a grant in the usage log; re-attaching a live one is not.
+                let held = t.seat(&seat_id).is_some_and(|r| {
+                    r.expires_ms > now && r.client == *client && r.license_id == lic.license_id
+                });
+                let granted = t.acquire(&spec);
+                let mut events = usage::expired(&hosting.hosted, &mut t);
+                match granted {
+                    Ok((row, change, in_use)) => {
+                        if !held {
+                            events.push(usage::granted(lic, &row, &hello.host));
+                        }
+                        Ok((
+                            row,
+                            in_use,
+                            held,
+                            self.committer.submit_with(vec![change], events),
+                        ))
+                    }
+                    Err(e) => {
+                        self.committer.submit_lazy_with(Vec::new(), events);
+                        Err(e)
+                    }
+                }
+            };
+            match outcome {
+                Ok((row, in_use, held, waiter)) => {
+                    // Durable, and in the usage log, before it is answered: a server killed now
+                    // never over-grants, and never grants a seat its log does not show.
+                    if let Err(e) = waiter.wait_async().await {
+                        // Undo a new grant; a seat that was already held (a client
+                        // re-attaching) is already on disk and stays.
+                        let mut t = self.table()?;
+                        if !held && let Some(undo) = t.release_row(&row.seat_id, client) {
+                            let events =
+                                usage::released(&hosting.hosted, &undo, &hello.host, now_ms());
+                            drop(self.committer.submit_with(
+                                vec![Change::Delete(undo.seat_id)],
+                                events.into_iter().collect(),
+                            ));
                         }
                         return Err(e);
                     }
@@ -503,14 +583,21 @@ impl Server {
                 Err(e) => {
                     if best
                         .as_ref()
-                        .is_none_or(|b| e.specificity() > b.specificity())
+                        .is_none_or(|(b, _)| e.specificity() > b.specificity())
                     {
-                        best = Some(e);
+                        best = Some((e, lic));
                     }
                 }
             }
         }
-        Err(best.unwrap_or_else(|| Error::NoLicense("no license fits".into())))
+        match best {
+            Some((e, lic)) => {
+                let denied = usage::denied(lic, &seat_id, &hello.host, &e);
+                self.committer.submit_lazy_with(Vec::new(), vec![denied]);
+                Err(e)
+            }
+            None => Err(Error::NoLicense("no license fits".into())),
+        }
     }
 
     /// Notes who holds a seat (kept from its first grant on).
@@ -608,10 +695,17 @@ impl Server {
                 Ok(NetResponse::Renewed { lost, lease_ms })
             }
             NetRequest::Release { seat_id } => {
-                let change = self.table()?.release(&seat_id, client);
-                if let Some(c) = change {
-                    self.forget(std::slice::from_ref(&c));
-                    drop(self.committer.submit(vec![c]));
+                let mut t = self.table()?;
+                if let Some(row) = t.release_row(&seat_id, client) {
+                    let hosting = self.hosting();
+                    let events = usage::released(&hosting.hosted, &row, &hello.host, now_ms());
+                    let change = Change::Delete(row.seat_id);
+                    self.forget(std::slice::from_ref(&change));
+                    // Under the table's lock: the usage log keeps the table's order.
+                    drop(
+                        self.committer
+                            .submit_with(vec![change], events.into_iter().collect()),
+                    );
                 }
                 Ok(NetResponse::Released)
             }
@@ -671,18 +765,18 @@ impl Server {
     }
 
     fn expire(&self) {
-        let changes = match self.table() {
-            Ok(mut t) => t.expire(now_ms()),
-            Err(_) => return,
-        };
+        let Ok(mut t) = self.table() else { return };
+        let changes = t.expire(now_ms());
+        let events = usage::expired(&self.hosting().hosted, &mut t);
         if !changes.is_empty() {
             debug!(expired = changes.len(), "leases ran out");
             self.stats
                 .lease_expiries
                 .fetch_add(changes.len() as u64, Ordering::Relaxed);
             self.forget(&changes);
-            self.committer.submit_lazy(changes);
         }
+        // Under the table's lock: the usage log keeps the table's order.
+        self.committer.submit_lazy_with(changes, events);
     }
 }
 
@@ -1030,7 +1124,23 @@ pub async fn run(
         let _ = t.await;
     }
     server.committer.submit(Vec::new()).wait_async().await?;
+    // The last checkpoint, signed by the hosted containers, before the server goes.
+    server.usage.close_async().await;
     Ok(())
+}
+
+/// Signs usage checkpoints with the server's hosted containers (weak: the usage log's
+/// thread must not keep the server alive).
+struct UsageSigner(std::sync::Weak<Server>);
+
+impl CheckpointSigner for UsageSigner {
+    fn sign_usage(&self, vendor_id: u32, digest: [u8; 32]) -> Result<(Vec<u8>, Vec<u8>)> {
+        let server = self
+            .0
+            .upgrade()
+            .ok_or_else(|| Error::Internal("the server is gone".into()))?;
+        server.hosting().hosted.sign_usage(vendor_id, digest)
+    }
 }
 
 /// What the store keeps for the changes the table makes (re-exported for tests).

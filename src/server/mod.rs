@@ -1,7 +1,7 @@
 //! The license server (`tessera-server`): its configuration, the daemon, the containers it
 //! hosts, the seat table that counts seats by unit and keeps
-//! their leases ([`seats`]), and its durable, group-committed store ([`store`]). See
-//! `docs/SERVER.md`.
+//! their leases ([`seats`]), its durable, group-committed store ([`store`]) and its
+//! hash-chained usage logs ([`usage`]). See `docs/SERVER.md`.
 
 pub mod admin;
 pub mod config;
@@ -9,3 +9,4 @@ pub mod daemon;
 pub mod hosted;
 pub mod seats;
 pub mod store;
+pub mod usage;

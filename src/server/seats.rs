@@ -119,6 +119,9 @@ pub struct SeatTable {
     expiry: BTreeSet<(u64, SeatId)>,
     /// Seats pruned as expired whose `Delete` has not been handed out yet.
     pruned: HashSet<SeatId>,
+    /// Rows pruned as expired since the last [`SeatTable::take_expired`] (the usage log
+    /// records them in the order the table dropped them).
+    expired: Vec<SeatRow>,
 }
 
 impl SeatTable {
@@ -135,6 +138,7 @@ impl SeatTable {
             if row.expires_ms <= now_ms {
                 if !self.seats.contains_key(&row.seat_id) {
                     self.pruned.insert(row.seat_id);
+                    self.expired.push(row);
                 }
                 continue;
             }
@@ -264,11 +268,24 @@ impl SeatTable {
 
     /// Releases the client's seat. `None` when the table has no such seat of this client.
     pub fn release(&mut self, id: &SeatId, client: &[u8; 32]) -> Option<Change> {
+        self.release_row(id, client)
+            .map(|r| Change::Delete(r.seat_id))
+    }
+
+    /// [`SeatTable::release`], giving back the row released (its `Delete` is the change to
+    /// persist).
+    pub fn release_row(&mut self, id: &SeatId, client: &[u8; 32]) -> Option<SeatRow> {
         if self.seats.get(id)?.client != *client {
             return None;
         }
-        self.remove(id);
-        Some(Change::Delete(*id))
+        self.remove(id)
+    }
+
+    /// The rows dropped because their lease ran out (by any operation that takes `now_ms`,
+    /// or at load) since the last call, in the order they were dropped. A seat taken back by
+    /// its client after it was dropped is among them: it is a new seat since.
+    pub fn take_expired(&mut self) -> Vec<SeatRow> {
+        std::mem::take(&mut self.expired)
     }
 
     /// Drops the seats whose lease ran out and returns their `Delete`s, together with those
@@ -358,7 +375,9 @@ impl SeatTable {
             if expires_ms > now_ms {
                 break;
             }
-            self.remove(&id);
+            if let Some(row) = self.remove(&id) {
+                self.expired.push(row);
+            }
             self.pruned.insert(id);
         }
     }
@@ -720,6 +739,34 @@ mod tests {
         assert_eq!(t.expire(end + LEASE), vec![Change::Delete(sid(2))]);
         assert!(t.is_empty());
         assert_eq!(t.in_use(&lic.license_id, end + LEASE), 0);
+    }
+
+    #[test]
+    fn expired_rows_come_out_once_in_the_order_they_were_dropped() {
+        let lic = license(CountingUnit::Handle, 1);
+        let mut t = SeatTable::new();
+        let h = host(1, "s", 1);
+        take(&mut t, &spec(1, &lic, &h, T0)).unwrap();
+        assert!(t.take_expired().is_empty());
+        // Seat 1's lease ran out; seat 2 takes the slot: the acquire drops seat 1 first.
+        take(&mut t, &spec(2, &lic, &h, T0 + LEASE)).unwrap();
+        let gone = t.take_expired();
+        assert_eq!(gone.len(), 1);
+        assert_eq!((gone[0].seat_id, gone[0].expires_ms), (sid(1), T0 + LEASE));
+        assert!(t.take_expired().is_empty(), "handed out once");
+        // A seat taken back by its client after its lease ran out was dropped meanwhile.
+        take(&mut t, &spec(2, &lic, &h, T0 + 3 * LEASE)).unwrap();
+        assert_eq!(t.take_expired()[0].seat_id, sid(2));
+        // Rows loaded already expired are among them too.
+        let mut t2 = SeatTable::new();
+        t2.load(vec![gone[0].clone()], T0 + 2 * LEASE);
+        assert_eq!(t2.take_expired(), gone);
+        // release_row gives back the row released, for its client only.
+        assert_eq!(t.release_row(&sid(2), &BOB), None);
+        let row = t.release_row(&sid(2), &ALICE).unwrap();
+        assert_eq!(row.seat_id, sid(2));
+        assert!(t.is_empty());
+        t.check_invariants();
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! Every grant is written before it is answered (`docs/SERVER.md`, Durability). SQLite runs in
 //! WAL mode with `synchronous=FULL`, so a commit returns only once its WAL frames are on disk.
 //! [`GroupCommitter`] owns the store on a thread of its own and puts every change pending when
-//! it wakes into one transaction: one fsync for many grants.
+//! it wakes into one transaction: one fsync for many grants. Usage events ride along: the
+//! committer writes each batch's events to the usage logs (a [`Journal`]) before it commits
+//! the batch, so they cost no thread of their own and a grant waits once for both.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -17,6 +19,7 @@ use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
 use super::seats::{Change, SeatId, SeatRow};
+use super::usage::UsageEvent;
 use crate::{Error, Result};
 
 /// Where the seat table lives.
@@ -312,9 +315,24 @@ impl HistoryStore {
     }
 }
 
+/// What the committer writes with each batch before the seat table commits it: the usage
+/// logs (`server::usage`).
+pub trait Journal: Send {
+    /// Writes the events of a batch's submissions in order (one `Vec` per submission), and
+    /// returns one result per submission. `waited` says whether a submitter waits for this
+    /// batch (a grant). The committer answers the batch only after this returns.
+    fn write(
+        &mut self,
+        events: Vec<Vec<UsageEvent>>,
+        waited: bool,
+    ) -> Vec<std::result::Result<(), String>>;
+}
+
 /// What the committer thread is asked to do.
 struct Job {
     changes: Vec<Change>,
+    /// Usage events, written (in submission order) before the batch is committed.
+    events: Vec<UsageEvent>,
     /// `None` for a lazy submission (written within `LAZY_FLUSH`, nobody waits).
     done: Option<oneshot::Sender<Result<(), String>>>,
 }
@@ -337,12 +355,17 @@ pub struct GroupCommitter {
 impl GroupCommitter {
     /// Starts the committer thread, which owns `store` from now on.
     pub fn start(store: Box<dyn SeatStore>) -> Self {
+        Self::start_with(store, None)
+    }
+
+    /// Starts the committer thread with a journal for the submissions' usage events.
+    pub fn start_with(store: Box<dyn SeatStore>, journal: Option<Box<dyn Journal>>) -> Self {
         let (tx, rx) = mpsc::channel();
         let transactions = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&transactions);
         let thread = std::thread::Builder::new()
             .name("tessera-seat-store".into())
-            .spawn(move || run(store, rx, &counter))
+            .spawn(move || run(store, journal, rx, &counter))
             .expect("spawning the seat store thread");
         GroupCommitter {
             jobs: Some(tx),
@@ -354,11 +377,18 @@ impl GroupCommitter {
     /// Queues changes; the returned waiter resolves when they are durable (or the commit
     /// failed). Changes are applied in submission order. Callable from any thread.
     pub fn submit(&self, changes: Vec<Change>) -> CommitWaiter {
+        self.submit_with(changes, Vec::new())
+    }
+
+    /// [`GroupCommitter::submit`] with usage events: the waiter resolves when both are
+    /// durable, and fails if either fails.
+    pub fn submit_with(&self, changes: Vec<Change>, events: Vec<UsageEvent>) -> CommitWaiter {
         let (done, rx) = oneshot::channel();
         if let Some(jobs) = &self.jobs {
             // If the thread is gone the job (and its sender) is dropped: the waiter reports it.
             let _ = jobs.send(Job {
                 changes,
+                events,
                 done: Some(done),
             });
         }
@@ -369,9 +399,19 @@ impl GroupCommitter {
     /// seat and written with the next durable batch, or within [`LAZY_FLUSH`]. Losing them
     /// in a crash only shortens leases.
     pub fn submit_lazy(&self, changes: Vec<Change>) {
+        self.submit_lazy_with(changes, Vec::new());
+    }
+
+    /// [`GroupCommitter::submit_lazy`] with usage events (written with the next batch, which
+    /// comes at once: only the seat table's changes wait).
+    pub fn submit_lazy_with(&self, changes: Vec<Change>, events: Vec<UsageEvent>) {
+        if changes.is_empty() && events.is_empty() {
+            return;
+        }
         if let Some(jobs) = &self.jobs {
             let _ = jobs.send(Job {
                 changes,
+                events,
                 done: None,
             });
         }
@@ -405,7 +445,12 @@ fn change_key(c: &Change) -> SeatId {
     }
 }
 
-fn run(mut store: Box<dyn SeatStore>, jobs: mpsc::Receiver<Job>, transactions: &AtomicU64) {
+fn run(
+    mut store: Box<dyn SeatStore>,
+    mut journal: Option<Box<dyn Journal>>,
+    jobs: mpsc::Receiver<Job>,
+    transactions: &AtomicU64,
+) {
     use std::collections::HashMap;
     use std::time::Instant;
     // Lazy changes, the latest per seat, and when the oldest of them arrived.
@@ -424,14 +469,37 @@ fn run(mut store: Box<dyn SeatStore>, jobs: mpsc::Receiver<Job>, transactions: &
             },
         };
         let mut batch: Vec<Job> = Vec::new();
-        for j in first.into_iter().chain(jobs.try_iter()) {
+        // Usage events in submission order, and the durable job each belongs to.
+        let mut events: Vec<Vec<UsageEvent>> = Vec::new();
+        let mut owners: Vec<Option<usize>> = Vec::new();
+        for mut j in first.into_iter().chain(jobs.try_iter()) {
+            if !j.events.is_empty() {
+                owners.push(j.done.is_some().then_some(batch.len()));
+                events.push(std::mem::take(&mut j.events));
+            }
             if j.done.is_none() {
-                for c in j.changes {
-                    lazy.insert(change_key(&c), c);
+                if !j.changes.is_empty() {
+                    for c in j.changes {
+                        lazy.insert(change_key(&c), c);
+                    }
+                    lazy_since.get_or_insert_with(Instant::now);
                 }
-                lazy_since.get_or_insert_with(Instant::now);
             } else {
                 batch.push(j);
+            }
+        }
+        // The usage events first: an answered grant is in its log.
+        let mut logged: Vec<std::result::Result<(), String>> = vec![Ok(()); batch.len()];
+        if !events.is_empty()
+            && let Some(journal) = journal.as_mut()
+        {
+            let waited = batch
+                .iter()
+                .any(|j| j.done.as_ref().is_some_and(|d| !d.is_closed()));
+            for (r, owner) in journal.write(events, waited).into_iter().zip(&owners) {
+                if let (Err(e), Some(i)) = (r, owner) {
+                    logged[*i] = Err(e);
+                }
             }
         }
         let due = lazy_since.is_some_and(|t| t.elapsed() >= LAZY_FLUSH);
@@ -442,50 +510,40 @@ fn run(mut store: Box<dyn SeatStore>, jobs: mpsc::Receiver<Job>, transactions: &
         let mut changes: Vec<Change> = lazy.drain().map(|(_, c)| c).collect();
         lazy_since = None;
         changes.extend(batch.iter().flat_map(|j| j.changes.iter().cloned()));
-        commit_batch(store.as_mut(), changes, batch, transactions);
+        let committed = commit_batch(store.as_mut(), changes, &batch, transactions);
+        for ((j, c), l) in batch.into_iter().zip(committed).zip(logged) {
+            if let Some(d) = j.done {
+                let _ = d.send(c.and(l));
+            }
+        }
     }
     if !lazy.is_empty() {
         let changes: Vec<Change> = lazy.drain().map(|(_, c)| c).collect();
-        commit_batch(store.as_mut(), changes, Vec::new(), transactions);
+        commit_batch(store.as_mut(), changes, &[], transactions);
     }
 }
 
+/// Commits a batch in one transaction; if that fails, each job alone. The result per job.
 fn commit_batch(
     store: &mut dyn SeatStore,
     changes: Vec<Change>,
-    batch: Vec<Job>,
+    batch: &[Job],
     transactions: &AtomicU64,
-) {
-    let reply = |j: Job, r: Result<(), String>| {
-        if let Some(d) = j.done {
-            let _ = d.send(r);
-        }
-    };
+) -> Vec<Result<(), String>> {
     if changes.is_empty() {
-        for j in batch {
-            reply(j, Ok(()));
-        }
-        return;
+        return vec![Ok(()); batch.len()];
     }
     transactions.fetch_add(1, Ordering::Relaxed);
     match store.commit(&changes) {
-        Ok(()) => {
-            for j in batch {
-                reply(j, Ok(()));
-            }
-        }
-        Err(e) if batch.len() <= 1 => {
-            for j in batch {
-                reply(j, Err(e.to_string()));
-            }
-        }
-        Err(_) => {
-            for j in batch {
+        Ok(()) => vec![Ok(()); batch.len()],
+        Err(e) if batch.len() <= 1 => vec![Err(e.to_string()); batch.len()],
+        Err(_) => batch
+            .iter()
+            .map(|j| {
                 transactions.fetch_add(1, Ordering::Relaxed);
-                let r = store.commit(&j.changes).map_err(|e| e.to_string());
-                reply(j, r);
-            }
-        }
+                store.commit(&j.changes).map_err(|e| e.to_string())
+            })
+            .collect(),
     }
 }
 
@@ -523,6 +581,7 @@ mod tests {
 
     use super::*;
     use crate::server::seats::SeatId;
+    use crate::server::usage::UsageEvent;
 
     fn row(n: u32, expires_ms: u64) -> SeatRow {
         let mut seat_id = [0u8; 16];
@@ -826,6 +885,86 @@ mod tests {
         gc.shutdown();
         let rows = SqliteStore::open(&path).unwrap().load().unwrap();
         assert_eq!(rows, vec![row(2, 1)]);
+    }
+
+    /// Records the vendors of the events it is given; fails vendor 666's.
+    struct Recorder {
+        seen: Arc<Mutex<Vec<u32>>>,
+        waited: Arc<AtomicU64>,
+    }
+
+    impl Journal for Recorder {
+        fn write(
+            &mut self,
+            events: Vec<Vec<UsageEvent>>,
+            waited: bool,
+        ) -> Vec<std::result::Result<(), String>> {
+            if waited {
+                self.waited.fetch_add(1, Ordering::SeqCst);
+            }
+            let mut results = Vec::new();
+            for sub in events {
+                let mut r = Ok(());
+                for e in sub {
+                    self.seen.lock().unwrap().push(e.vendor_id);
+                    if e.vendor_id == 666 {
+                        r = Err("vendor 666 refused".to_string());
+                    }
+                }
+                results.push(r);
+            }
+            results
+        }
+    }
+
+    #[test]
+    fn usage_events_ride_with_their_batch_and_fail_only_their_own_waiter() {
+        use crate::license::usage::Event;
+        let ev = |v: u32| {
+            UsageEvent::now(
+                v,
+                Event::Start {
+                    server: String::new(),
+                    server_key: [0; 32],
+                    version: String::new(),
+                    cut_bytes: 0,
+                },
+            )
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seats.db");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let waited = Arc::new(AtomicU64::new(0));
+        let journal = Recorder {
+            seen: Arc::clone(&seen),
+            waited: Arc::clone(&waited),
+        };
+        let gc = GroupCommitter::start_with(
+            Box::new(SqliteStore::open(&path).unwrap()),
+            Some(Box::new(journal)),
+        );
+        gc.submit_lazy_with(Vec::new(), vec![ev(1)]);
+        let a = gc.submit_with(vec![Change::Upsert(row(1, 9))], vec![ev(2), ev(3)]);
+        let b = gc.submit_with(vec![Change::Upsert(row(2, 9))], vec![ev(666)]);
+        let c = gc.submit(vec![Change::Upsert(row(3, 9))]);
+        gc.submit_lazy_with(Vec::new(), vec![ev(4)]);
+        a.wait().unwrap();
+        let e = b.wait().unwrap_err();
+        assert!(e.to_string().contains("vendor 666 refused"), "{e}");
+        c.wait().unwrap();
+        gc.shutdown();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![1, 2, 3, 666, 4],
+            "submission order"
+        );
+        assert!(
+            waited.load(Ordering::SeqCst) >= 1,
+            "told when a grant waits"
+        );
+        // The seat table took every change: undoing a grant its log refused is the caller's.
+        let rows = SqliteStore::open(&path).unwrap().load().unwrap();
+        assert_eq!(rows.len(), 3);
     }
 
     const KILL_CHILD_ENV: &str = "TESSERA_TEST_SEAT_STORE_CHILD";

@@ -459,9 +459,57 @@ pub async fn history(
     }))
 }
 
-/// `GET /api/v1/usage`: the usage log, for the publisher. This server keeps none yet.
-pub async fn usage() -> Response {
-    error(StatusCode::NOT_FOUND, "no usage log on this server")
+/// `GET /api/v1/usage[?vendor=ID]`: a publisher's usage log as the publisher checks it
+/// (`tessera-vendor verify-usage`), checkpointed up to now. The vendor may be left out when
+/// the server keeps one log.
+pub async fn usage(
+    State(st): State<AdminState>,
+    q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = q else {
+        return error(StatusCode::BAD_REQUEST, "malformed query string");
+    };
+    if let Some(k) = q.keys().find(|k| k.as_str() != "vendor") {
+        return error(StatusCode::BAD_REQUEST, format!("unknown parameter {k:?}"));
+    }
+    let vendor = match q.get("vendor").map(|v| parse_u32(v)) {
+        None => None,
+        Some(Some(v)) => Some(v),
+        Some(None) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "vendor is a vendor id (decimal or 0x hex)",
+            );
+        }
+    };
+    let server = st.server.clone();
+    match tokio::task::spawn_blocking(move || server.export_usage(vendor)).await {
+        Ok(Ok((vendor, bytes))) => (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"tessera-usage-{vendor}.log\""),
+                ),
+            ],
+            Body::from(bytes),
+        )
+            .into_response(),
+        Ok(Err(e @ crate::Error::NoLicense(_))) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Ok(Err(e @ crate::Error::InvalidArgument(_))) => {
+            error(StatusCode::BAD_REQUEST, e.to_string())
+        }
+        Ok(Err(e @ crate::Error::Tampered(_))) => error(StatusCode::CONFLICT, e.to_string()),
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(crate::Error::Internal(format!("usage export task: {e}"))),
+    }
+}
+
+fn parse_u32(s: &str) -> Option<u32> {
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
 }
 
 /// `GET /metrics`: Prometheus text format.

@@ -1,0 +1,488 @@
+//! The usage log of a real `tessera-server`: grants, releases, a denial and an expiry driven
+//! through the Rust client, checkpoints signed by the hosted software container every second
+//! and at SIGTERM, the log checked by `tessera-vendor verify-usage`; copies with an edited
+//! byte, a deleted record, swapped records, a cut, a checkpoint of another publisher's
+//! container and a forged checkpoint refused with the record named; a SIGKILL'd server's torn
+//! record cut by its restart; a log damaged in its middle refused and left alone until an
+//! admin moves it aside.
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tessera::Error;
+use tessera::client::{Environment, Session, SessionOptions, sources};
+use tessera::container::{ContainerKind, Engine};
+use tessera::host::{Fingerprint, HostIdentity, MachineKind};
+use tessera::license::CountingUnit;
+use tessera::license::usage::{self, Event, Record, Scanned};
+use tessera::publisher::PublisherKey;
+use tessera::util::SystemClock;
+
+mod common;
+use common::server::{LEASE_MS, ServerProc};
+use common::spec;
+
+const VENDOR: u32 = 0x5F;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    key: PublisherKey,
+    /// The private key file and the public one beside it.
+    key_file: PathBuf,
+    pub_file: PathBuf,
+    server: ServerProc,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let key = PublisherKey::generate(VENDOR, "usage tests");
+        let key_file = dir.path().join("publisher.key");
+        key.save(&key_file).unwrap();
+        let pub_file = dir.path().join("publisher.pub");
+        std::fs::write(&pub_file, key.public_key_text()).unwrap();
+        let home = dir.path().join("server-home");
+        common::activate(
+            &common::env_in(&home),
+            &key,
+            &[spec(1, 2, CountingUnit::Handle)],
+        );
+        let server = ServerProc::start_with(
+            &dir.path().join("server-state"),
+            &home,
+            0,
+            &["--usage-checkpoint-s", "1"],
+        );
+        Fixture {
+            dir,
+            key,
+            key_file,
+            pub_file,
+            server,
+        }
+    }
+
+    fn log(&self) -> PathBuf {
+        self.server
+            .state
+            .join("usage")
+            .join(format!("{VENDOR}.log"))
+    }
+
+    fn session(&self, name: &str) -> Session {
+        let mut o = SessionOptions::new(VENDOR, self.key.public_key());
+        o.sources = sources::NETWORK;
+        o.servers = vec![self.server.addr.clone()];
+        o.timeout = Duration::from_secs(2);
+        let env = Environment {
+            home: self.dir.path().join(format!("client-{name}")),
+            host: HostIdentity::simulated(name),
+            clock: Arc::new(SystemClock),
+        };
+        Session::open_in(o, env).unwrap()
+    }
+
+    /// SIGTERM, and wait for a clean exit.
+    fn stop(&mut self) {
+        let mut child = self.server.child.take().unwrap();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no exit on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "{status}");
+    }
+
+    fn restart(&mut self) {
+        let (state, home) = (self.server.state.clone(), self.server.home.clone());
+        self.server = ServerProc::start_with(&state, &home, 0, &["--usage-checkpoint-s", "1"]);
+    }
+}
+
+fn vendor_tool(args: &[&OsStr]) -> Output {
+    Command::new(common::bin("tessera-vendor"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn verify_usage(key: &Path, log: &Path, json: bool) -> Output {
+    let mut args = vec![
+        OsStr::new("verify-usage"),
+        OsStr::new("--key"),
+        key.as_os_str(),
+    ];
+    if json {
+        args.push(OsStr::new("--json"));
+    }
+    args.push(log.as_os_str());
+    vendor_tool(&args)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A number field of flat JSON (`"key":123`).
+fn field(json: &str, key: &str) -> u64 {
+    let pat = format!("\"{key}\":");
+    let i = json
+        .find(&pat)
+        .unwrap_or_else(|| panic!("no {key} in {json}"))
+        + pat.len();
+    json[i..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap_or_else(|_| panic!("{key} in {json}"))
+}
+
+/// A per-month field summed (or its maximum) over the months of product 1.
+fn months(json: &str, key: &str, max: bool) -> u64 {
+    let all = json.split("{\"product\":1,").skip(1).map(|m| field(m, key));
+    if max {
+        all.max().unwrap_or(0)
+    } else {
+        all.sum()
+    }
+}
+
+/// Every whole record of a log, with where it is.
+fn records(log: &[u8]) -> Vec<Scanned> {
+    let mut out = Vec::new();
+    usage::scan(log, |_, s| {
+        out.push(s.clone());
+        Ok(())
+    })
+    .unwrap();
+    out
+}
+
+/// Asserts `verify-usage` refuses `bytes`, naming record `seq` at its byte offset.
+fn refused(f: &Fixture, name: &str, bytes: &[u8], seq: u64, offset: u64, why: &str) {
+    let copy = f.dir.path().join(name);
+    std::fs::write(&copy, bytes).unwrap();
+    let out = verify_usage(&f.pub_file, &copy, false);
+    let err = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{name} accepted: {}",
+        text(&out.stdout)
+    );
+    assert!(
+        err.contains(&format!("record {seq} at byte {offset}")) && err.contains(why),
+        "{name}: {err}"
+    );
+    let out = verify_usage(&f.pub_file, &copy, true);
+    assert_eq!(out.status.code(), Some(1));
+    let json = text(&out.stdout);
+    assert!(json.starts_with("{\"ok\":false"), "{json}");
+    assert_eq!((field(&json, "seq"), field(&json, "offset")), (seq, offset));
+}
+
+/// Child mode: acquire a seat and hold it until killed.
+#[test]
+fn child_usage_holder() {
+    let Ok(addr) = std::env::var("TESSERA_TEST_USAGE_SERVER") else {
+        return;
+    };
+    let key = PublisherKey::load(Path::new(&std::env::var("TESSERA_TEST_KEY").unwrap())).unwrap();
+    let mut o = SessionOptions::new(VENDOR, key.public_key());
+    o.sources = sources::NETWORK;
+    o.servers = vec![addr];
+    let env = Environment {
+        home: PathBuf::from(std::env::var("TESSERA_TEST_HOME").unwrap()),
+        host: HostIdentity::simulated("child"),
+        clock: Arc::new(SystemClock),
+    };
+    let s = Session::open_in(o, env).unwrap();
+    let seat = s.acquire(1, 0, false);
+    println!("SEAT {}", if seat.is_ok() { "ok" } else { "refused" });
+    std::io::stdout().flush().unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+/// A client process that takes a seat and is then SIGKILLed: its lease runs out.
+fn a_client_that_dies(f: &Fixture) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_usage_holder",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("TESSERA_TEST_USAGE_SERVER", &f.server.addr)
+        .env("TESSERA_TEST_KEY", &f.key_file)
+        .env("TESSERA_TEST_HOME", f.dir.path().join("child-home"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut r = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("SEAT") {
+        line.clear();
+        assert!(r.read_line(&mut line).unwrap() > 0, "child ended early");
+    }
+    assert!(line.contains("SEAT ok"), "{line}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// Another publisher's (same vendor id) activated container, to sign with.
+fn impostor_container() -> Engine {
+    let impostor = PublisherKey::generate(VENDOR, "impostor");
+    let now = tessera::util::now();
+    let mut e = Engine::create(ContainerKind::Software, VENDOR, now);
+    let req = e
+        .activation_request(&Fingerprint::default(), MachineKind::Physical, "x", now)
+        .unwrap();
+    let act = impostor
+        .activate(&req, &[spec(1, 2, CountingUnit::Handle)], now)
+        .unwrap();
+    e.install_activation(&act, Some(&impostor.public_key()), now)
+        .unwrap();
+    e
+}
+
+#[test]
+fn a_servers_usage_log_verifies_sums_up_and_every_tampered_copy_is_refused() {
+    let mut f = Fixture::new();
+    let a = f.session("host-a");
+    let seat1 = a.acquire(1, 0, false).unwrap(); // grant 1
+    let seat2 = a.acquire(1, 0, false).unwrap(); // grant 2: both seats in use
+    assert!(matches!(a.acquire(1, 0, false), Err(Error::NoSeat { .. }))); // denial
+    drop(seat1); // release 1
+    a_client_that_dies(&f); // grant 3, then its lease runs out
+    std::thread::sleep(Duration::from_millis(LEASE_MS + 1000));
+    let seat4 = a.acquire(1, 0, false).unwrap(); // grant 4 (after the expiry)
+    // Wait for a periodic checkpoint (every second) to cover all that.
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(seat2); // release 2
+    drop(seat4); // release 3
+    f.stop(); // the shutdown checkpoint covers the releases
+
+    // Checked with the public key file, and with the private key file.
+    let log = f.log();
+    for key in [&f.pub_file, &f.key_file] {
+        let out = verify_usage(key, &log, false);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let t = text(&out.stdout);
+        assert!(t.contains("unverified tail: none"), "{t}");
+        assert!(t.contains(&format!("usage log of vendor {VENDOR}")), "{t}");
+    }
+    let out = verify_usage(&f.pub_file, &log, true);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json = text(&out.stdout);
+    assert!(json.starts_with("{\"ok\":true"), "{json}");
+    assert_eq!(field(&json, "vendor_id"), u64::from(VENDOR));
+    assert_eq!(field(&json, "starts"), 1);
+    assert!(field(&json, "checkpoints") >= 2, "{json}");
+    assert_eq!(field(&json, "unverified_tail"), 0);
+    assert_eq!(
+        field(&json, "verified_records"),
+        field(&json, "records") - 1
+    );
+    assert_eq!(field(&json, "open_at_end"), 0);
+    assert_eq!(months(&json, "grants", false), 4, "{json}");
+    assert_eq!(months(&json, "releases", false), 3, "{json}");
+    assert_eq!(months(&json, "expiries", false), 1, "{json}");
+    assert_eq!(months(&json, "denials", false), 1, "{json}");
+    assert_eq!(months(&json, "revokes", false), 0, "{json}");
+    assert_eq!(months(&json, "peak", true), 2, "{json}");
+
+    // The records as the server wrote them: Start, two grants, the denial, the release, ...
+    let bytes = std::fs::read(&log).unwrap();
+    let recs = records(&bytes);
+    let kinds: Vec<&str> = recs.iter().map(|s| s.record.event.name()).collect();
+    assert_eq!(
+        &kinds[..5],
+        ["start", "grant", "grant", "denial", "release"],
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&"expiry"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"checkpoint"));
+    match &recs[3].record.event {
+        Event::Deny { seat, status } => {
+            assert_eq!(*status, 101, "TESSERA_E_NO_SEAT");
+            assert_eq!(seat.client.as_ref().unwrap().hostname, "host-a");
+        }
+        other => panic!("{other:?}"),
+    }
+    let at = |i: usize| recs[i].offset;
+    let span = |i: usize| recs[i].offset as usize..(recs[i].offset + recs[i].len) as usize;
+
+    // An edited byte (the last of record 2, inside its client's machine text).
+    let mut b = bytes.clone();
+    b[span(2).end - 1] ^= 0x20;
+    refused(
+        &f,
+        "edited.log",
+        &b,
+        2,
+        at(2),
+        "changed after it was written",
+    );
+    // A deleted record.
+    let mut b = bytes.clone();
+    b.drain(span(3));
+    refused(&f, "deleted.log", &b, 3, at(3), "record 3 is missing");
+    // Two records swapped.
+    let mut b = bytes[..span(3).start].to_vec();
+    b.extend_from_slice(&bytes[span(4)]);
+    b.extend_from_slice(&bytes[span(3)]);
+    b.extend_from_slice(&bytes[span(4).end..]);
+    refused(&f, "reordered.log", &b, 3, at(3), "deleted or reordered");
+    // Cut in the middle of a record.
+    refused(
+        &f,
+        "truncated.log",
+        &bytes[..span(4).start + 9],
+        4,
+        at(4),
+        "truncated in the middle of record 4",
+    );
+    // The first checkpoint re-signed, over the same head, by another publisher's container;
+    // and the same checkpoint with a forged signature.
+    let c = recs
+        .iter()
+        .position(|s| matches!(s.record.event, Event::Checkpoint(_)))
+        .unwrap();
+    let Event::Checkpoint(cp) = &recs[c].record.event else {
+        unreachable!()
+    };
+    let header = usage::LogHeader::parse(&bytes).unwrap();
+    let digest = usage::checkpoint_digest(&header, cp.count, &cp.head);
+    let (statement, certificate) = impostor_container().sign_usage(digest, 0).unwrap();
+    let splice = |cp: usage::Checkpoint| {
+        let rec = Record {
+            event: Event::Checkpoint(cp),
+            ..recs[c].record.clone()
+        };
+        let mut body = Vec::new();
+        rec.encode(&mut body).unwrap();
+        let mut b = bytes[..span(c).start].to_vec();
+        b.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        b.extend_from_slice(&body);
+        b.extend_from_slice(&bytes[span(c).end..]);
+        b
+    };
+    let other = splice(usage::Checkpoint {
+        statement,
+        certificate,
+        ..cp.clone()
+    });
+    refused(
+        &f,
+        "other-publisher.log",
+        &other,
+        c as u64,
+        at(c),
+        "another publisher",
+    );
+    let mut forged = cp.clone();
+    *forged.statement.last_mut().unwrap() ^= 1;
+    refused(
+        &f,
+        "forged.log",
+        &splice(forged),
+        c as u64,
+        at(c),
+        "forged checkpoint",
+    );
+
+    // The key of another vendor is refused before anything is read.
+    let stranger = f.dir.path().join("stranger.pub");
+    std::fs::write(
+        &stranger,
+        PublisherKey::generate(VENDOR + 1, "s").public_key_text(),
+    )
+    .unwrap();
+    let out = verify_usage(&stranger, &log, false);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("is the key of vendor"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&log).unwrap(),
+        bytes,
+        "verifying changed nothing"
+    );
+}
+
+#[test]
+fn a_sigkilled_servers_torn_record_is_cut_at_restart_and_damage_is_left_alone() {
+    let mut f = Fixture::new();
+    let a = f.session("host-a");
+    drop(a.acquire(1, 0, false).unwrap());
+    f.server.kill9();
+    // A write cut short by the kill: a length of 50 and 3 bytes of the record.
+    let log = f.log();
+    let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    file.write_all(&[50, 0, 0, 0, 1, 2, 3]).unwrap();
+    drop(file);
+    let n = records(&std::fs::read(&log).unwrap()[..]).len();
+    let out = verify_usage(&f.pub_file, &log, false);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains(&format!("truncated in the middle of record {n}")),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // The restarted server cuts exactly the torn part, says so, and carries on.
+    f.restart();
+    let a = f.session("host-a");
+    drop(a.acquire(1, 0, false).unwrap());
+    f.stop();
+    let out = verify_usage(&f.pub_file, &log, true);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json = text(&out.stdout);
+    assert_eq!(
+        (field(&json, "starts"), field(&json, "cut_bytes")),
+        (2, 7),
+        "{json}"
+    );
+    assert_eq!(field(&json, "unverified_tail"), 0);
+    assert_eq!(months(&json, "grants", false), 2);
+
+    // Damage before the end: the server appends nothing and grants no seat of this
+    // publisher; the file stays as it was.
+    let mut bytes = std::fs::read(&log).unwrap();
+    let recs = records(&bytes);
+    let i = recs[1].offset as usize + 12;
+    bytes[i] ^= 0x10;
+    std::fs::write(&log, &bytes).unwrap();
+    f.restart();
+    let a = f.session("host-a");
+    let e = a.acquire(1, 0, false).unwrap_err();
+    assert!(e.to_string().contains("usage log"), "{e}");
+    assert_eq!(std::fs::read(&log).unwrap(), bytes, "left alone");
+    // The admin moves it aside: the running server begins a new log and grants again.
+    let aside = log.with_extension("log.damaged");
+    std::fs::rename(&log, &aside).unwrap();
+    drop(a.acquire(1, 0, false).unwrap());
+    f.stop();
+    assert_eq!(std::fs::read(&aside).unwrap(), bytes, "still left alone");
+    let out = verify_usage(&f.pub_file, &log, true);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json = text(&out.stdout);
+    assert_eq!(months(&json, "grants", false), 1, "{json}");
+    assert_eq!(field(&json, "unverified_tail"), 0, "{json}");
+}
