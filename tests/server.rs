@@ -363,3 +363,39 @@ fn sigterm_shuts_the_server_down_gracefully_and_keeps_its_seats() {
     assert!(matches!(b.acquire(1, 0, false), Err(Error::NoSeat { .. })));
     drop(seat);
 }
+
+#[test]
+fn delegations_are_renewed_before_they_run_out() {
+    use tessera::server::config::ServerConfig;
+    use tessera::server::daemon::Server;
+    let dir = tempfile::tempdir().unwrap();
+    let key = PublisherKey::generate(VENDOR, "delegation renewal");
+    let home = dir.path().join("home");
+    common::activate(
+        &common::env_in(&home),
+        &key,
+        &[spec(1, 1, CountingUnit::Handle)],
+    );
+    let config = ServerConfig {
+        state_dir: dir.path().join("state"),
+        home,
+        dongles: false,
+        discovery: false,
+        admin: false,
+        delegation_days: 2,
+        ..ServerConfig::default()
+    };
+    let server = Server::open(config).unwrap();
+    let expiry = |s: &Server| s.hosting().hosted.containers[0].delegation_expiry;
+    let first = expiry(&server);
+    // Fresh delegations are not renewed.
+    assert!(!server.renew_delegations());
+    assert_eq!(expiry(&server), first);
+    // A day and an hour later, past half of the two days: renewed, for two days from now.
+    std::thread::sleep(Duration::from_millis(1100));
+    let later = tessera::util::now() + 86_400 + 3_600;
+    assert!(server.renew_delegations_at(later));
+    let renewed = expiry(&server);
+    assert!(renewed > first, "{renewed} is not after {first}");
+    assert_eq!(server.hosting().hosted.containers.len(), 1);
+}

@@ -59,7 +59,7 @@ pub struct ServerConfig {
     pub renew_ms: u64,
     /// Most connections at once; more are refused.
     pub max_connections: usize,
-    /// Seconds a client may take for the handshake; a connection idle longer than three
+    /// Milliseconds a client may take for the handshake; a connection idle longer than three
     /// leases is closed.
     pub handshake_timeout_ms: u64,
     /// How long delegations the hosted containers sign for this server last, in days.

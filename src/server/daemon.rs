@@ -384,6 +384,80 @@ impl Server {
     /// Re-reads the configuration: lease and renewal times, the admin token and hosts, and
     /// the containers (software containers rescanned, with fresh delegations; dongles kept).
     /// Blocking: call off the async runtime.
+    /// The software containers under `home` read anew with fresh delegations valid for
+    /// `days`, and the dongles hosted now, kept as they are.
+    fn rehost(&self, days: u64) -> Hosted {
+        let expiry = crate::util::now() + days * 86_400;
+        let hosted = self.hosting().hosted.reload_software(
+            &self.config.home,
+            &self.host,
+            self.public_key,
+            expiry,
+        );
+        for p in &hosted.problems {
+            warn!(problem = %p, "container not hosted");
+        }
+        hosted
+    }
+
+    fn set_hosting(&self, hosted: Hosted, hello: ServerHello) {
+        let hosting = Arc::new(Hosting { hosted, hello });
+        match self.hosting.write() {
+            Ok(mut h) => *h = hosting,
+            Err(p) => *p.into_inner() = hosting,
+        }
+    }
+
+    /// Renews the software containers' delegations when the first of them is past half its
+    /// validity: they are signed for `delegation_days` at start, and a server that runs
+    /// longer than that would otherwise be refused by every new client. Returns whether it
+    /// renewed. Dongles' delegations are signed by the dongle at start; one nearing its end
+    /// is logged (a restart, or replugging, renews it).
+    pub fn renew_delegations(&self) -> bool {
+        self.renew_delegations_at(crate::util::now())
+    }
+
+    /// [`Server::renew_delegations`] as if it were `now` (Unix seconds).
+    pub fn renew_delegations_at(&self, now: u64) -> bool {
+        let hosting = self.hosting();
+        let half = self.config.delegation_days * 86_400 / 2;
+        let due = |c: &crate::server::hosted::HostedContainer| {
+            c.delegation_expiry.saturating_sub(now) < half
+        };
+        for c in
+            hosting.hosted.containers.iter().filter(|c| {
+                matches!(c.kind, crate::server::hosted::HostedKind::Dongle(_)) && due(c)
+            })
+        {
+            warn!(
+                serial = %c.serial,
+                expires = c.delegation_expiry,
+                "a dongle's delegation to this server runs out soon: restart the server to renew it"
+            );
+        }
+        if !hosting
+            .hosted
+            .containers
+            .iter()
+            .any(|c| matches!(c.kind, crate::server::hosted::HostedKind::Software) && due(c))
+        {
+            return false;
+        }
+        let days = self.config.delegation_days;
+        let hosted = self.rehost(days);
+        let hello = ServerHello {
+            version: proto::PROTOCOL_VERSION,
+            name: self.config.name.clone(),
+            delegations: hosted.bundles(),
+        };
+        info!(
+            containers = hosted.containers.len(),
+            days, "delegations renewed"
+        );
+        self.set_hosting(hosted, hello);
+        true
+    }
+
     pub fn reload(&self) -> Result<ReloadReport> {
         let new = match self.config_source.lock().ok().as_deref() {
             Some(Some(source)) => source()?,
@@ -438,14 +512,7 @@ impl Server {
             .applied
             .push(format!("admin_hosts = {:?}", new.admin_hosts));
 
-        let expiry = crate::util::now() + new.delegation_days * 86_400;
-        let hosted =
-            self.hosting()
-                .hosted
-                .reload_software(&old.home, &self.host, self.public_key, expiry);
-        for p in &hosted.problems {
-            warn!(problem = %p, "container not hosted");
-        }
+        let hosted = self.rehost(new.delegation_days);
         report.applied.push(format!(
             "containers rescanned, delegation_days = {}",
             new.delegation_days
@@ -458,11 +525,7 @@ impl Server {
             name: old.name.clone(),
             delegations: hosted.bundles(),
         };
-        let hosting = Arc::new(Hosting { hosted, hello });
-        match self.hosting.write() {
-            Ok(mut h) => *h = hosting,
-            Err(p) => *p.into_inner() = hosting,
-        }
+        self.set_hosting(hosted, hello);
         self.stats.reloads.fetch_add(1, Ordering::Relaxed);
         info!(
             containers = report.containers,
@@ -947,7 +1010,10 @@ async fn accept_loop(server: Arc<Server>, listener: TcpListener, mut stop: watch
             _ = stop.changed() => return,
             r = listener.accept() => match r {
                 Ok((s, peer)) => {
-                    if server.stats.connections.load(Ordering::Relaxed) >= server.config.max_connections {
+                    // Counted before it is checked: two listeners accepting at once cannot
+                    // both slip under the limit.
+                    if server.stats.connections.fetch_add(1, Ordering::Relaxed) >= server.config.max_connections {
+                        server.stats.connections.fetch_sub(1, Ordering::Relaxed);
                         server.stats.refused.fetch_add(1, Ordering::Relaxed);
                         warn!(%peer, "connection limit reached; refused");
                         drop(s);
@@ -956,7 +1022,6 @@ async fn accept_loop(server: Arc<Server>, listener: TcpListener, mut stop: watch
                     let _ = s.set_nodelay(true);
                     let _ = SockRef::from(&s).set_tcp_keepalive(&TcpKeepalive::new().with_time(Duration::from_secs(60)));
                     let server = server.clone();
-                    server.stats.connections.fetch_add(1, Ordering::Relaxed);
                     server.stats.accepted.fetch_add(1, Ordering::Relaxed);
                     tokio::spawn(async move {
                         let st = server.clone();
@@ -1101,6 +1166,22 @@ pub async fn run(
                 tokio::select! {
                     _ = stop.changed() => return,
                     _ = tokio::time::sleep(every) => server.expire(),
+                }
+            }
+        }));
+    }
+    {
+        // Delegations are signed for delegation_days: renew them well before they run out.
+        let server = server.clone();
+        let mut stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(3600)) => {
+                        let s = server.clone();
+                        let _ = tokio::task::spawn_blocking(move || s.renew_delegations()).await;
+                    }
                 }
             }
         }));
