@@ -537,6 +537,17 @@ fn activation_through_the_c_api_adds_licenses_and_survives_bad_input() {
         tessera_activation_install(s, fake.as_ptr(), fake.len()),
         TESSERA_E_BAD_SIGNATURE
     );
+    // The right key, but a session opened for another vendor id: WRONG_VENDOR, not installed.
+    let key = f.key.public_key().to_bytes();
+    let mut other = options(&key);
+    other.vendor_id = VENDOR + 1;
+    let mut s2 = 0;
+    assert_eq!(tessera_open(&other, &mut s2), TESSERA_OK);
+    assert_eq!(
+        tessera_activation_install(s2, act.as_ptr(), act.len()),
+        TESSERA_E_WRONG_VENDOR
+    );
+    assert_eq!(tessera_close(s2), TESSERA_OK);
     let mut seat = 0;
     assert_eq!(
         tessera_acquire(s, 1, 0, 0, &mut seat),
