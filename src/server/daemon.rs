@@ -125,6 +125,8 @@ pub struct Server {
     config: ServerConfig,
     hosting: RwLock<Arc<Hosting>>,
     lease_ms: AtomicU64,
+    /// `delegation_days` as last loaded (a reload may change it).
+    delegation_days: AtomicU64,
     renew_ms: AtomicU64,
     admin_auth: RwLock<AdminAuth>,
     table: Mutex<SeatTable>,
@@ -232,6 +234,7 @@ impl Server {
             seat_meta: Mutex::new(HashMap::new()),
             hosting: RwLock::new(Arc::new(Hosting { hosted, hello })),
             lease_ms: AtomicU64::new(config.lease_ms),
+            delegation_days: AtomicU64::new(config.delegation_days),
             renew_ms: AtomicU64::new(config.renew_ms),
             admin_auth: RwLock::new(AdminAuth {
                 token: config.admin_token.clone(),
@@ -420,7 +423,8 @@ impl Server {
     /// [`Server::renew_delegations`] as if it were `now` (Unix seconds).
     pub fn renew_delegations_at(&self, now: u64) -> bool {
         let hosting = self.hosting();
-        let half = self.config.delegation_days * 86_400 / 2;
+        let days = self.delegation_days.load(Ordering::Relaxed);
+        let half = days * 86_400 / 2;
         let due = |c: &crate::server::hosted::HostedContainer| {
             c.delegation_expiry.saturating_sub(now) < half
         };
@@ -443,7 +447,6 @@ impl Server {
         {
             return false;
         }
-        let days = self.config.delegation_days;
         let hosted = self.rehost(days);
         let hello = ServerHello {
             version: proto::PROTOCOL_VERSION,
@@ -491,6 +494,8 @@ impl Server {
         restart("admin_listen", new.admin_listen != old.admin_listen);
 
         self.lease_ms.store(new.lease_ms, Ordering::Relaxed);
+        self.delegation_days
+            .store(new.delegation_days, Ordering::Relaxed);
         self.renew_ms.store(new.renew_ms, Ordering::Relaxed);
         report.applied.push(format!("lease_ms = {}", new.lease_ms));
         report.applied.push(format!("renew_ms = {}", new.renew_ms));
