@@ -170,7 +170,7 @@ pub struct SeatEvent {
     /// What the license's counting unit counts (`docs/SERVER.md`, Counting).
     pub unit_key: String,
     /// The client, where known.
-    pub client: Option<ClientInfo>,
+    pub client: Option<std::sync::Arc<ClientInfo>>,
 }
 
 /// A checkpoint: the records before it, committed to by a container of the publisher.
@@ -1110,11 +1110,11 @@ pub(crate) mod tests {
             license_id: [1; 16],
             seat_id: [n; 16],
             unit_key: unit.into(),
-            client: Some(ClientInfo {
+            client: Some(std::sync::Arc::new(ClientInfo {
                 hostname: format!("host-{n}"),
                 session: "uid:1000/login:3".into(),
                 machine: "physical machine".into(),
-            }),
+            })),
         }
     }
 

@@ -65,6 +65,15 @@ pub struct Stats {
 /// restart it fills in again as clients re-attach).
 #[derive(Clone, Debug)]
 pub struct SeatMeta {
+    /// Who: the connection's client, as its hello said.
+    pub holder: Arc<SeatHolder>,
+    /// When the seat was first granted (Unix milliseconds).
+    pub since_ms: u64,
+}
+
+/// A client as the admin page shows it: made once per connection (printable strings).
+#[derive(Clone, Debug)]
+pub struct SeatHolder {
     /// The client's host name.
     pub hostname: String,
     /// Its login / terminal-server session id (`uid:<uid>/…`).
@@ -73,8 +82,32 @@ pub struct SeatMeta {
     pub machine: crate::host::MachineKind,
     /// The client process.
     pub pid: u32,
-    /// When the seat was first granted (Unix milliseconds).
-    pub since_ms: u64,
+}
+
+/// One connection's client: its hello, and what the admin page and the usage log keep of
+/// it, made once at the handshake rather than for every seat.
+struct Peer {
+    hello: ClientHello,
+    holder: Arc<SeatHolder>,
+    client_info: Arc<crate::license::usage::ClientInfo>,
+}
+
+impl Peer {
+    fn new(hello: ClientHello) -> Peer {
+        let h = &hello.host;
+        let holder = Arc::new(SeatHolder {
+            hostname: printable(&h.hostname),
+            session: printable(&h.session),
+            machine: h.machine.clone(),
+            pid: h.pid,
+        });
+        let client_info = Arc::new(usage::client_info(h));
+        Peer {
+            hello,
+            holder,
+            client_info,
+        }
+    }
 }
 
 /// What the server hosts and announces; replaced as a whole by a reload.
@@ -556,12 +589,8 @@ impl Server {
             .map_err(|_| Error::Internal("seat table lock poisoned".into()))
     }
 
-    async fn acquire(
-        &self,
-        client: &[u8; 32],
-        hello: &ClientHello,
-        want: Want,
-    ) -> Result<NetResponse> {
+    async fn acquire(&self, client: &[u8; 32], peer: &Peer, want: Want) -> Result<NetResponse> {
+        let hello = &peer.hello;
         let Want {
             seat_id,
             vendor_id,
@@ -605,7 +634,7 @@ impl Server {
                 match granted {
                     Ok((row, change, in_use)) => {
                         if !held {
-                            events.push(usage::granted(lic, &row, &hello.host));
+                            events.push(usage::granted(lic, &row, &peer.client_info));
                         }
                         Ok((
                             row,
@@ -629,8 +658,12 @@ impl Server {
                         // re-attaching) is already on disk and stays.
                         let mut t = self.table()?;
                         if !held && let Some(undo) = t.release_row(&row.seat_id, client) {
-                            let events =
-                                usage::released(&hosting.hosted, &undo, &hello.host, now_ms());
+                            let events = usage::released(
+                                &hosting.hosted,
+                                &undo,
+                                &peer.client_info,
+                                now_ms(),
+                            );
                             drop(self.committer.submit_with(
                                 vec![Change::Delete(undo.seat_id)],
                                 events.into_iter().collect(),
@@ -638,7 +671,7 @@ impl Server {
                         }
                         return Err(e);
                     }
-                    self.remember(&seat_id, &hello.host, spec.now_ms);
+                    self.remember(&seat_id, &peer.holder, spec.now_ms);
                     return Ok(NetResponse::Granted(SeatGrant {
                         seat_id,
                         license: c.license_bytes[li].clone(),
@@ -660,7 +693,7 @@ impl Server {
         }
         match best {
             Some((e, lic)) => {
-                let denied = usage::denied(lic, &seat_id, &hello.host, &e);
+                let denied = usage::denied(lic, &seat_id, &hello.host, &peer.client_info, &e);
                 self.committer.submit_lazy_with(Vec::new(), vec![denied]);
                 Err(e)
             }
@@ -669,13 +702,10 @@ impl Server {
     }
 
     /// Notes who holds a seat (kept from its first grant on).
-    fn remember(&self, seat_id: &SeatId, host: &proto::HostInfo, now_ms: u64) {
+    fn remember(&self, seat_id: &SeatId, holder: &Arc<SeatHolder>, now_ms: u64) {
         if let Ok(mut m) = self.seat_meta.lock() {
             m.entry(*seat_id).or_insert_with(|| SeatMeta {
-                hostname: printable(&host.hostname),
-                session: printable(&host.session),
-                machine: host.machine.clone(),
-                pid: host.pid,
+                holder: Arc::clone(holder),
                 since_ms: now_ms,
             });
         }
@@ -733,7 +763,7 @@ impl Server {
     async fn dispatch(
         self: &Arc<Self>,
         client: &[u8; 32],
-        hello: &ClientHello,
+        peer: &Peer,
         req: NetRequest,
     ) -> Result<NetResponse> {
         match req {
@@ -751,7 +781,7 @@ impl Server {
                     features,
                     exclusive,
                 };
-                self.acquire(client, hello, want).await
+                self.acquire(client, peer, want).await
             }
             NetRequest::Renew { seat_ids } => {
                 let lease_ms = self.lease_ms();
@@ -766,7 +796,8 @@ impl Server {
                 let mut t = self.table()?;
                 if let Some(row) = t.release_row(&seat_id, client) {
                     let hosting = self.hosting();
-                    let events = usage::released(&hosting.hosted, &row, &hello.host, now_ms());
+                    let events =
+                        usage::released(&hosting.hosted, &row, &peer.client_info, now_ms());
                     let change = Change::Delete(row.seat_id);
                     self.forget(std::slice::from_ref(&change));
                     // Under the table's lock: the usage log keeps the table's order.
@@ -951,6 +982,7 @@ async fn serve_connection(server: Arc<Server>, s: TcpStream, peer: SocketAddr) {
             }
         };
     debug!(%peer, host = %hello.host.hostname, "client connected");
+    let who = Peer::new(hello);
     let idle = Duration::from_millis(server.lease_ms().saturating_mul(3));
     // Buffers reused for every request: the frame read, the encoded answer, and the answer
     // as it goes on the wire (length prefix and sealed frame).
@@ -983,7 +1015,7 @@ async fn serve_connection(server: Arc<Server>, s: TcpStream, peer: SocketAddr) {
             Ok(req) => (
                 RequestKind::of(&req),
                 server
-                    .dispatch(&client, &hello, req)
+                    .dispatch(&client, &who, req)
                     .await
                     .unwrap_or_else(|e| proto::error_response(&e)),
             ),

@@ -87,14 +87,14 @@ fn cut(s: &str, max: usize) -> String {
 }
 
 /// The seat event for `row` of `license`, with the client where known.
-pub fn seat_event(license: &License, row: &SeatRow, client: Option<&HostInfo>) -> SeatEvent {
+pub fn seat_event(license: &License, row: &SeatRow, client: Option<&Arc<ClientInfo>>) -> SeatEvent {
     SeatEvent {
         vendor_id: license.vendor_id,
         product_code: license.product_code,
         license_id: row.license_id,
         seat_id: row.seat_id,
         unit_key: cut(&row.unit_key, MAX_UNIT_KEY),
-        client: client.map(client_info),
+        client: client.cloned(),
     }
 }
 
@@ -330,7 +330,7 @@ impl UsageEvent {
 
 /// A new seat: log it under the seat table's lock, after [`expired`] (an acquire prunes
 /// first), so the log keeps the table's order.
-pub fn granted(license: &License, row: &SeatRow, client: &HostInfo) -> UsageEvent {
+pub fn granted(license: &License, row: &SeatRow, client: &Arc<ClientInfo>) -> UsageEvent {
     UsageEvent::now(
         license.vendor_id,
         Event::Grant(seat_event(license, row, Some(client))),
@@ -342,7 +342,7 @@ pub fn granted(license: &License, row: &SeatRow, client: &HostInfo) -> UsageEven
 pub fn released(
     hosted: &Hosted,
     row: &SeatRow,
-    client: &HostInfo,
+    client: &Arc<ClientInfo>,
     now_ms: u64,
 ) -> Option<UsageEvent> {
     let lic = license_of(hosted, row)?;
@@ -378,17 +378,23 @@ pub fn expired(hosted: &Hosted, table: &mut SeatTable) -> Vec<UsageEvent> {
 
 /// A refused acquire: the seat asked for, of the license that came closest, and the status
 /// the client got.
-pub fn denied(license: &License, seat_id: &[u8; 16], client: &HostInfo, e: &Error) -> UsageEvent {
+pub fn denied(
+    license: &License,
+    seat_id: &[u8; 16],
+    host: &HostInfo,
+    client: &Arc<ClientInfo>,
+    e: &Error,
+) -> UsageEvent {
     let seat = SeatEvent {
         vendor_id: license.vendor_id,
         product_code: license.product_code,
         license_id: license.license_id,
         seat_id: *seat_id,
         unit_key: cut(
-            &super::seats::unit_key(license.counting_unit, client, seat_id),
+            &super::seats::unit_key(license.counting_unit, host, seat_id),
             MAX_UNIT_KEY,
         ),
-        client: Some(client_info(client)),
+        client: Some(Arc::clone(client)),
     };
     let status = crate::ffi::status::from_error(e) as u32;
     UsageEvent::now(license.vendor_id, Event::Deny { seat, status })

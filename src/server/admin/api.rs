@@ -222,13 +222,13 @@ pub async fn seats(State(st): State<AdminState>) -> Response {
                 .map(|(ci, li)| &hosting.hosted.containers[ci].licenses[li]);
             let m = meta.get(&r.seat_id);
             let (machine, vm) = m.map_or((None, None), |m| {
-                let (s, v) = machine_json(&m.machine);
+                let (s, v) = machine_json(&m.holder.machine);
                 (Some(s), Some(v))
             });
             let user = m.and_then(|m| {
                 crate::host::SessionId {
                     kind: crate::host::SessionKind::Login,
-                    id: m.session.clone(),
+                    id: m.holder.session.clone(),
                 }
                 .uid()
                 .map(|u| format!("uid {u}"))
@@ -240,12 +240,12 @@ pub async fn seats(State(st): State<AdminState>) -> Response {
                 "product_code": lic.map(|l| l.product_code),
                 "product_name": lic.map(|l| l.product_name.clone()),
                 "counting_unit": lic.map(|l| unit_label(l.counting_unit)),
-                "host": m.map(|m| m.hostname.clone()),
+                "host": m.map(|m| m.holder.hostname.clone()),
                 "user": user,
-                "session": m.map(|m| m.session.clone()),
+                "session": m.map(|m| m.holder.session.clone()),
                 "machine": machine,
                 "vm": vm,
-                "pid": m.map(|m| m.pid),
+                "pid": m.map(|m| m.holder.pid),
                 "since": m.map(|m| m.since_ms / 1000),
                 "lease_expires": r.expires_ms / 1000,
                 "lease_expires_ms": r.expires_ms,
