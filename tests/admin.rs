@@ -776,20 +776,14 @@ fn a_lease_that_runs_out_is_counted() {
     let f = fixture(&[spec(1, 1, CountingUnit::Handle)]);
     let keyfile = f.dir.path().join("key");
     f.key.save(&keyfile).unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_seat_holder",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("TESSERA_TEST_SERVER", &f.server.addr)
-        .env("TESSERA_TEST_KEY", &keyfile)
-        .env("TESSERA_TEST_HOME", f.dir.path().join("child-home"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = common::server::child_command(
+        "child_seat_holder",
+        &f.server.addr,
+        &keyfile,
+        &f.dir.path().join("child-home"),
+    )
+    .spawn()
+    .unwrap();
     let mut r = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     while !line.contains("SEAT") {
@@ -925,10 +919,7 @@ fn the_seat_history_survives_a_restart() {
     assert_eq!(peak(&f.server.admin), 2);
     drop((s1, s2));
     // SIGTERM: the server writes the minute in progress before it stops.
-    let mut child = f.server.child.take().unwrap();
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert!(child.wait().unwrap().success());
+    assert!(f.server.stop().success());
     f.server = ServerProc::start(&f.server.state.clone(), &f.server.home.clone(), 0);
     let h = get(&f.server.admin, &q, &[]).json();
     assert_eq!(h["products"][0]["in_use"], 0, "none held now: {h}");

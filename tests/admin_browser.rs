@@ -345,20 +345,14 @@ fn the_admin_page_shows_a_held_seat_and_revokes_it() {
 
     // A running client holding a seat of Orbit CAD.
     let mut child = Proc(
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "child_seat_user",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("TESSERA_TEST_SERVER", &server.addr)
-            .env("TESSERA_TEST_KEY", &keyfile)
-            .env("TESSERA_TEST_HOME", dir.path().join("client-home"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+        common::server::child_command(
+            "child_seat_user",
+            &server.addr,
+            &keyfile,
+            &dir.path().join("client-home"),
+        )
+        .spawn()
+        .unwrap(),
     );
     let mut out = BufReader::new(child.0.stdout.take().unwrap());
     read_line_with(&mut out, "SEAT ok");

@@ -656,16 +656,7 @@ fn a_license_server_hosts_the_dongle_attached_to_it() {
     }
     drop(seat);
     // At SIGTERM the server checkpoints its usage log, signed by the dongle over its channel.
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(server.0.id() as i32, libc::SIGTERM) };
-    let start = Instant::now();
-    while server.0.try_wait().unwrap().is_none() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no exit on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::server::sigterm(&mut server.0);
     let log = dir
         .path()
         .join("server-state/usage")

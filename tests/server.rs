@@ -5,7 +5,6 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -177,20 +176,14 @@ fn a_client_that_dies_loses_its_seat_when_the_lease_runs_out() {
     let f = fixture(&[spec(1, 1, CountingUnit::Handle)]);
     let keyfile = f.dir.path().join("key");
     f.key.save(&keyfile).unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_network_holder",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("TESSERA_TEST_SERVER", &f.server.addr)
-        .env("TESSERA_TEST_KEY", &keyfile)
-        .env("TESSERA_TEST_HOME", f.dir.path().join("child-home"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = common::server::child_command(
+        "child_network_holder",
+        &f.server.addr,
+        &keyfile,
+        &f.dir.path().join("child-home"),
+    )
+    .spawn()
+    .unwrap();
     let mut r = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     while !line.contains("SEAT") {
@@ -338,20 +331,7 @@ fn sigterm_shuts_the_server_down_gracefully_and_keeps_its_seats() {
     let mut f = fixture(&[spec(1, 1, CountingUnit::Handle)]);
     let a = session(&f, "host-a");
     let seat = a.acquire(1, 0, false).unwrap();
-    let mut child = f.server.child.take().unwrap();
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the server did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = f.server.stop();
     assert!(status.success(), "graceful exit, not a crash: {status}");
     // Restarted on its state: the seat is still counted.
     f.server = ServerProc::start(

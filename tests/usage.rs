@@ -9,9 +9,9 @@
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tessera::Error;
 use tessera::client::{Environment, Session, SessionOptions, sources};
@@ -88,20 +88,7 @@ impl Fixture {
 
     /// SIGTERM, and wait for a clean exit.
     fn stop(&mut self) {
-        let mut child = self.server.child.take().unwrap();
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let start = Instant::now();
-        let status = loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                break st;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "no exit on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = self.server.stop();
         assert!(status.success(), "{status}");
     }
 
@@ -197,19 +184,9 @@ fn refused(f: &Fixture, name: &str, bytes: &[u8], seq: u64, offset: u64, why: &s
 /// Child mode: acquire a seat and hold it until killed.
 #[test]
 fn child_usage_holder() {
-    let Ok(addr) = std::env::var("TESSERA_TEST_USAGE_SERVER") else {
+    let Some(s) = common::server::child_session(VENDOR, "child") else {
         return;
     };
-    let key = PublisherKey::load(Path::new(&std::env::var("TESSERA_TEST_KEY").unwrap())).unwrap();
-    let mut o = SessionOptions::new(VENDOR, key.public_key());
-    o.sources = sources::NETWORK;
-    o.servers = vec![addr];
-    let env = Environment {
-        home: PathBuf::from(std::env::var("TESSERA_TEST_HOME").unwrap()),
-        host: HostIdentity::simulated("child"),
-        clock: Arc::new(SystemClock),
-    };
-    let s = Session::open_in(o, env).unwrap();
     let seat = s.acquire(1, 0, false);
     println!("SEAT {}", if seat.is_ok() { "ok" } else { "refused" });
     std::io::stdout().flush().unwrap();
@@ -218,20 +195,14 @@ fn child_usage_holder() {
 
 /// A client process that takes a seat and is then SIGKILLed: its lease runs out.
 fn a_client_that_dies(f: &Fixture) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_usage_holder",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("TESSERA_TEST_USAGE_SERVER", &f.server.addr)
-        .env("TESSERA_TEST_KEY", &f.key_file)
-        .env("TESSERA_TEST_HOME", f.dir.path().join("child-home"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = common::server::child_command(
+        "child_usage_holder",
+        &f.server.addr,
+        &f.key_file,
+        &f.dir.path().join("child-home"),
+    )
+    .spawn()
+    .unwrap();
     let mut r = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     while !line.contains("SEAT") {

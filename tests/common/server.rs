@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 
 pub const LEASE_MS: u64 = 1500;
 pub const RENEW_MS: u64 = 300;
@@ -136,4 +136,41 @@ pub fn child_session(vendor: u32, host: &str) -> Option<tessera::client::Session
         clock: std::sync::Arc::new(tessera::util::SystemClock),
     };
     Some(Session::open_in(o, env).unwrap())
+}
+
+/// The command that runs this test binary's child-mode test `test` as a network client of
+/// `server` (what [`child_session`] reads in that process); stdout piped, stderr dropped.
+pub fn child_command(test: &str, server: &str, key_file: &Path, home: &Path) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env("TESSERA_TEST_SERVER", server)
+        .env("TESSERA_TEST_KEY", key_file)
+        .env("TESSERA_TEST_HOME", home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    cmd
+}
+
+/// SIGTERM to a server process, and its exit status once it stopped (at most 10 s).
+pub fn sigterm(child: &mut Child) -> ExitStatus {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "the server did not stop on SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+impl ServerProc {
+    /// SIGTERM, and the exit status once the server stopped.
+    pub fn stop(&mut self) -> ExitStatus {
+        sigterm(&mut self.child.take().expect("the server is running"))
+    }
 }

@@ -539,39 +539,32 @@ pub async fn metrics(State(st): State<AdminState>) -> Response {
         "Seconds since the server started.",
         s.uptime().as_secs_f64(),
     );
-    e.family(
-        "tessera_seats_in_use",
-        "gauge",
-        "Seats in use per product (counted by the license's unit).",
-    );
-    for ((v, p), (in_use, _)) in &usage {
-        let name = names.get(&(*v, *p)).map_or("", String::as_str);
-        e.sample(
+    // (metric, help, whether it is the quantity rather than the seats in use)
+    for (metric, help, quantity) in [
+        (
             "tessera_seats_in_use",
-            &[
-                ("vendor", &v.to_string()),
-                ("product", &p.to_string()),
-                ("product_name", name),
-            ],
-            f64::from(*in_use),
-        );
-    }
-    e.family(
-        "tessera_seats_quantity",
-        "gauge",
-        "Seats the hosted licenses offer per product.",
-    );
-    for ((v, p), (_, quantity)) in &usage {
-        let name = names.get(&(*v, *p)).map_or("", String::as_str);
-        e.sample(
+            "Seats in use per product (counted by the license's unit).",
+            false,
+        ),
+        (
             "tessera_seats_quantity",
-            &[
-                ("vendor", &v.to_string()),
-                ("product", &p.to_string()),
-                ("product_name", name),
-            ],
-            f64::from(*quantity),
-        );
+            "Seats the hosted licenses offer per product.",
+            true,
+        ),
+    ] {
+        e.family(metric, "gauge", help);
+        for ((v, p), &(in_use, offered)) in &usage {
+            let name = names.get(&(*v, *p)).map_or("", String::as_str);
+            e.sample(
+                metric,
+                &[
+                    ("vendor", &v.to_string()),
+                    ("product", &p.to_string()),
+                    ("product_name", name),
+                ],
+                f64::from(if quantity { offered } else { in_use }),
+            );
+        }
     }
     let counter = |e: &mut Exposition, name: &str, help: &str, v: u64| {
         e.single(name, "counter", help, v as f64);
