@@ -470,12 +470,12 @@ fn next_request(c: &mut Conn, work: Work, ctx: &Ctx) -> Option<(Op, NetRequest)>
 }
 
 /// Handles the answer to the request in flight.
-fn on_response(c: &mut Conn, op: Op, resp: NetResponse, t: &mut Tally) {
+fn on_response(c: &mut Conn, work: Work, op: Op, resp: NetResponse, t: &mut Tally) {
     match (op, resp) {
-        (Op::Acquire, NetResponse::Granted(g)) if g.seat_id == c.pending_seat => {
-            c.holding = Some(g.seat_id);
-            c.seats.push(g.seat_id);
-        }
+        (Op::Acquire, NetResponse::Granted(g)) if g.seat_id == c.pending_seat => match work {
+            Work::Cycle => c.holding = Some(g.seat_id),
+            Work::Fill(_) => c.seats.push(g.seat_id),
+        },
         (Op::Release, NetResponse::Released) => c.holding = None,
         (Op::Renew, NetResponse::Renewed { lost, .. }) => t.lost += lost.len() as u64,
         (op, NetResponse::Error { status, message }) => {
@@ -630,7 +630,7 @@ fn drive(
                     {
                         *r = n;
                     }
-                    on_response(c, op, resp, t);
+                    on_response(c, work, op, resp, t);
                     idle.push_back(i);
                 }
                 Err(e) => {
@@ -743,7 +743,7 @@ fn renew_loop(
                         .or_default()
                         .push(sent.elapsed().as_nanos() as u64);
                     t.renew_frame.get_or_insert((n, m));
-                    on_response(c, Op::Renew, resp, t);
+                    on_response(c, Work::Fill(0), Op::Renew, resp, t);
                 }
                 Err(e) => {
                     c.dead = true;

@@ -66,6 +66,13 @@ struct Cli {
     /// Checkpoint the usage logs at least this often, in seconds (default 60).
     #[arg(long)]
     usage_checkpoint_s: Option<u64>,
+    /// Under load, commit the seat table at most once per this many microseconds (default
+    /// 3000; 0 commits as requests come).
+    #[arg(long)]
+    commit_window_us: Option<u64>,
+    /// Threads serving client connections (default 0: one fewer than the CPUs, at least 1).
+    #[arg(long)]
+    worker_threads: Option<usize>,
 }
 
 // mimalloc: every request allocates a few small buffers on whichever tokio worker runs it;
@@ -141,6 +148,12 @@ fn load_config(cli: &Cli) -> Result<ServerConfig> {
     if let Some(v) = cli.usage_checkpoint_s {
         c.usage_checkpoint_s = v;
     }
+    if let Some(v) = cli.commit_window_us {
+        c.commit_window_us = v;
+    }
+    if let Some(v) = cli.worker_threads {
+        c.worker_threads = v;
+    }
     c.discovery &= !cli.no_discovery;
     c.dongles &= !cli.no_dongles;
     c.fsync &= !cli.no_fsync;
@@ -169,7 +182,11 @@ fn real_main() -> Result<()> {
             .init();
     }
 
+    // One fewer worker than the CPUs by default: the seat table's commit thread is busy too,
+    // and two workers on two CPUs beside it cost more in wake-ups and work stealing than the
+    // second one serves (docs/BENCHMARKS.md, "Issue 4 again").
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(c.workers())
         .enable_all()
         .build()
         .context("starting the runtime")?;

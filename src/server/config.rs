@@ -83,6 +83,13 @@ pub struct ServerConfig {
     /// How often, in seconds, a hosted container checkpoints the usage logs (also at
     /// shutdown). Records after the last checkpoint are not yet signed for.
     pub usage_checkpoint_s: u64,
+    /// Under load, the seat table commits at most once per this many microseconds, gathering
+    /// the grants and releases that arrive meanwhile into one transaction (0: commit as they
+    /// come). Applies only while many clients wait at once; a lone client never waits for it.
+    pub commit_window_us: u64,
+    /// Threads serving client connections; 0 picks one fewer than the CPUs (at least one),
+    /// leaving a CPU to the seat table's commit thread.
+    pub worker_threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -106,6 +113,8 @@ impl Default for ServerConfig {
             admin_token: None,
             admin_hosts: Vec::new(),
             usage_checkpoint_s: 60,
+            commit_window_us: super::store::DEFAULT_COMMIT_WINDOW.as_micros() as u64,
+            worker_threads: 0,
         }
     }
 }
@@ -174,9 +183,40 @@ impl ServerConfig {
                 self.usage_checkpoint_s
             )));
         }
+        if self.commit_window_us > MAX_COMMIT_WINDOW_US {
+            return Err(Error::InvalidArgument(format!(
+                "commit_window_us ({}) must be at most {MAX_COMMIT_WINDOW_US} (100 ms)",
+                self.commit_window_us
+            )));
+        }
+        if self.worker_threads > 1024 {
+            return Err(Error::InvalidArgument(format!(
+                "worker_threads ({}) must be at most 1024 (0 picks one fewer than the CPUs)",
+                self.worker_threads
+            )));
+        }
         Ok(())
     }
+
+    /// The commit window as a duration.
+    pub fn commit_window(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(self.commit_window_us)
+    }
+
+    /// How many threads serve connections: `worker_threads`, or for 0 one fewer than the
+    /// CPUs this process may use, at least one.
+    pub fn workers(&self) -> usize {
+        match self.worker_threads {
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get().saturating_sub(1))
+                .max(1),
+            n => n,
+        }
+    }
 }
+
+/// The longest commit window accepted: beyond it, the added latency is no longer small.
+pub const MAX_COMMIT_WINDOW_US: u64 = 100_000;
 
 #[cfg(test)]
 mod tests {
@@ -204,6 +244,22 @@ mod tests {
                 .usage_checkpoint_s,
             1
         );
+        assert_eq!(c.commit_window_us, 3_000);
+        assert!(ServerConfig::from_toml("commit_window_us = 100001\n").is_err());
+        assert_eq!(
+            ServerConfig::from_toml("commit_window_us = 0\n")
+                .unwrap()
+                .commit_window(),
+            std::time::Duration::ZERO
+        );
+        assert!(c.workers() >= 1);
+        assert_eq!(
+            ServerConfig::from_toml("worker_threads = 3\n")
+                .unwrap()
+                .workers(),
+            3
+        );
+        assert!(ServerConfig::from_toml("worker_threads = 5000\n").is_err());
     }
 
     #[test]

@@ -261,6 +261,7 @@ impl Server {
             committer: GroupCommitter::start_with(
                 Box::new(store),
                 Some(Box::new(usage.journal()?)),
+                config.commit_window(),
             ),
             usage,
             table: Mutex::new(table),
@@ -525,6 +526,11 @@ impl Server {
         restart("fsync", new.fsync != old.fsync);
         restart("admin", new.admin != old.admin);
         restart("admin_listen", new.admin_listen != old.admin_listen);
+        restart(
+            "commit_window_us",
+            new.commit_window_us != old.commit_window_us,
+        );
+        restart("worker_threads", new.worker_threads != old.worker_threads);
 
         self.lease_ms.store(new.lease_ms, Ordering::Relaxed);
         self.delegation_days

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
@@ -38,7 +39,7 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS seats (
     client     BLOB NOT NULL,
     exclusive  INTEGER NOT NULL,
     expires_ms INTEGER NOT NULL
-)";
+) WITHOUT ROWID";
 const UPSERT: &str =
     "INSERT INTO seats (seat_id, license_id, unit_key, client, exclusive, expires_ms)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -77,8 +78,7 @@ impl SqliteStore {
     pub fn open_with(path: &Path, durability: Durability) -> Result<Self> {
         let err = db_error(path);
         let conn = Connection::open(path).map_err(&err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(&err)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(&err)?;
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
             .map_err(&err)?;
@@ -225,8 +225,7 @@ impl HistoryStore {
     pub fn open(path: &Path) -> Result<Self> {
         let err = db_error(path);
         let conn = Connection::open(path).map_err(&err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(&err)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(&err)?;
         let _: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
             .map_err(&err)?;
@@ -338,10 +337,24 @@ struct Job {
 }
 
 /// How long lazy changes (lease renewals, expiries) may wait before they are written.
-pub const LAZY_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
+pub const LAZY_FLUSH: Duration = Duration::from_secs(1);
+
+/// The commit window applies after a commit of at least this many waiting submissions: the
+/// sign of many clients at once. Fewer (one client, or a few) are committed as they come, so
+/// the window never slows a lone client down. PostgreSQL's `commit_siblings` is the model.
+pub const COMMIT_SIBLINGS: usize = 32;
+
+/// The default commit window (`commit_window_us`).
+pub const DEFAULT_COMMIT_WINDOW: Duration = Duration::from_millis(3);
 
 /// Group commit: a thread owns the store; submitters get a [`CommitWaiter`]; all changes
 /// pending when the thread wakes go into one transaction (one fsync for many grants).
+///
+/// Under load (a commit of at least [`COMMIT_SIBLINGS`] waiting submissions), the next commit
+/// starts no sooner than one *commit window* after the last one began, gathering what
+/// arrives meanwhile: a few large transactions cost the disk, the page cache and the thread's
+/// wake-ups far less than many small ones (`docs/BENCHMARKS.md`), for at most one window of
+/// added latency to requests that already queue.
 ///
 /// If a batch fails, each submission in it is retried in a transaction of its own, so one bad
 /// submission fails only its own waiter. Dropping the committer flushes what is pending and
@@ -353,19 +366,25 @@ pub struct GroupCommitter {
 }
 
 impl GroupCommitter {
-    /// Starts the committer thread, which owns `store` from now on.
+    /// Starts the committer thread, which owns `store` from now on (no journal, no commit
+    /// window).
     pub fn start(store: Box<dyn SeatStore>) -> Self {
-        Self::start_with(store, None)
+        Self::start_with(store, None, Duration::ZERO)
     }
 
-    /// Starts the committer thread with a journal for the submissions' usage events.
-    pub fn start_with(store: Box<dyn SeatStore>, journal: Option<Box<dyn Journal>>) -> Self {
+    /// Starts the committer thread with a journal for the submissions' usage events, and a
+    /// commit window (zero: commit whenever the thread wakes).
+    pub fn start_with(
+        store: Box<dyn SeatStore>,
+        journal: Option<Box<dyn Journal>>,
+        window: Duration,
+    ) -> Self {
         let (tx, rx) = mpsc::channel();
         let transactions = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&transactions);
         let thread = std::thread::Builder::new()
             .name("tessera-seat-store".into())
-            .spawn(move || run(store, journal, rx, &counter))
+            .spawn(move || run(store, journal, rx, window, &counter))
             .expect("spawning the seat store thread");
         GroupCommitter {
             jobs: Some(tx),
@@ -449,6 +468,7 @@ fn run(
     mut store: Box<dyn SeatStore>,
     mut journal: Option<Box<dyn Journal>>,
     jobs: mpsc::Receiver<Job>,
+    window: Duration,
     transactions: &AtomicU64,
 ) {
     use std::collections::HashMap;
@@ -456,6 +476,8 @@ fn run(
     // Lazy changes, the latest per seat, and when the oldest of them arrived.
     let mut lazy: HashMap<SeatId, Change> = HashMap::new();
     let mut lazy_since: Option<Instant> = None;
+    // When the last commit started, and how many waiting submissions it held.
+    let mut last: Option<(Instant, usize)> = None;
     loop {
         let first = match lazy_since {
             None => match jobs.recv() {
@@ -468,6 +490,15 @@ fn run(
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             },
         };
+        // Under load, gather: commit at most once per window (see `COMMIT_SIBLINGS`).
+        if let Some((t, n)) = last
+            && n >= COMMIT_SIBLINGS
+        {
+            let left = window.saturating_sub(t.elapsed());
+            if !left.is_zero() {
+                std::thread::sleep(left);
+            }
+        }
         let mut batch: Vec<Job> = Vec::new();
         // Usage events in submission order, and the durable job each belongs to.
         let mut events: Vec<Vec<UsageEvent>> = Vec::new();
@@ -510,6 +541,7 @@ fn run(
         let mut changes: Vec<Change> = lazy.drain().map(|(_, c)| c).collect();
         lazy_since = None;
         changes.extend(batch.iter().flat_map(|j| j.changes.iter().cloned()));
+        last = Some((Instant::now(), batch.len()));
         let committed = commit_batch(store.as_mut(), changes, &batch, transactions);
         for ((j, c), l) in batch.into_iter().zip(committed).zip(logged) {
             if let Some(d) = j.done {
@@ -628,7 +660,7 @@ mod tests {
         assert_eq!(rows[0].expires_ms, 150);
         // Lazy changes alone are written within LAZY_FLUSH.
         c.submit_lazy(vec![Change::Upsert(row(1, 999))]);
-        std::thread::sleep(LAZY_FLUSH + std::time::Duration::from_millis(300));
+        std::thread::sleep(LAZY_FLUSH + Duration::from_millis(300));
         assert_eq!(s.load().unwrap()[0].expires_ms, 999);
         c.submit_lazy(vec![Change::Delete(row(1, 0).seat_id)]);
         drop(c); // shutdown flushes lazy changes too
@@ -819,6 +851,95 @@ mod tests {
         assert_eq!(SqliteStore::open(&path).unwrap().load().unwrap().len(), 100);
     }
 
+    /// Records the size of each committed batch; its first commit waits for the gate.
+    struct Gated {
+        gate: Option<mpsc::Receiver<()>>,
+        batches: Arc<Mutex<Vec<usize>>>,
+    }
+
+    impl SeatStore for Gated {
+        fn load(&mut self) -> Result<Vec<SeatRow>> {
+            Ok(vec![])
+        }
+        fn commit(&mut self, changes: &[Change]) -> Result<()> {
+            if let Some(gate) = self.gate.take() {
+                let _ = gate.recv();
+            }
+            self.batches.lock().unwrap().push(changes.len());
+            Ok(())
+        }
+    }
+
+    /// A committer whose first commit holds until `open` is sent on, and the batch sizes.
+    fn gated(window: Duration) -> (GroupCommitter, mpsc::Sender<()>, Arc<Mutex<Vec<usize>>>) {
+        let (open, gate) = mpsc::channel();
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let store = Gated {
+            gate: Some(gate),
+            batches: Arc::clone(&batches),
+        };
+        (
+            GroupCommitter::start_with(Box::new(store), None, window),
+            open,
+            batches,
+        )
+    }
+
+    #[test]
+    fn under_load_the_commit_window_gathers_what_arrives_into_one_transaction() {
+        let (gc, open, batches) = gated(Duration::from_secs(2));
+        // One commit in progress (held), and many submissions queued behind it: the load.
+        let first = gc.submit(vec![Change::Upsert(row(0, 1))]);
+        std::thread::sleep(Duration::from_millis(50));
+        let crowd: Vec<CommitWaiter> = (1..=COMMIT_SIBLINGS as u32)
+            .map(|n| gc.submit(vec![Change::Upsert(row(n, 1))]))
+            .collect();
+        open.send(()).unwrap();
+        first.wait().unwrap();
+        for w in crowd {
+            w.wait().unwrap();
+        }
+        // The crowd went in one commit of COMMIT_SIBLINGS; now ten clients come back one after
+        // another, well within the window: one transaction for all ten, not ten.
+        let again: Vec<CommitWaiter> = (100..110u32)
+            .map(|n| {
+                std::thread::sleep(Duration::from_millis(5));
+                gc.submit(vec![Change::Upsert(row(n, 1))])
+            })
+            .collect();
+        for w in again {
+            w.wait().unwrap();
+        }
+        gc.shutdown();
+        assert_eq!(*batches.lock().unwrap(), vec![1, COMMIT_SIBLINGS, 10]);
+    }
+
+    #[test]
+    fn a_lone_client_never_waits_for_the_commit_window() {
+        // A window of a minute: applied to these small batches, it would show in the time.
+        let started = std::time::Instant::now();
+        let (gc, open, batches) = gated(Duration::from_secs(60));
+        open.send(()).unwrap();
+        for n in 0..5u32 {
+            gc.submit(vec![Change::Upsert(row(n, 1))]).wait().unwrap();
+        }
+        let three: Vec<CommitWaiter> = (10..13u32)
+            .map(|n| gc.submit(vec![Change::Upsert(row(n, 1))]))
+            .collect();
+        for w in three {
+            w.wait().unwrap();
+        }
+        gc.submit(vec![Change::Upsert(row(20, 1))]).wait().unwrap();
+        gc.shutdown();
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "a window was waited for"
+        );
+        let batches = batches.lock().unwrap();
+        assert_eq!(batches.iter().sum::<usize>(), 9);
+        assert!(batches.len() >= 6, "{batches:?}");
+    }
+
     /// Fails any batch holding a row with unit key `bad`.
     struct Picky(Arc<Mutex<Vec<Change>>>);
 
@@ -942,6 +1063,7 @@ mod tests {
         let gc = GroupCommitter::start_with(
             Box::new(SqliteStore::open(&path).unwrap()),
             Some(Box::new(journal)),
+            Duration::ZERO,
         );
         gc.submit_lazy_with(Vec::new(), vec![ev(1)]);
         let a = gc.submit_with(vec![Change::Upsert(row(1, 9))], vec![ev(2), ev(3)]);
@@ -1013,7 +1135,7 @@ mod tests {
             let id: [u8; 16] = hex::decode(hex).ok()?.try_into().ok()?;
             Some(id)
         };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while answered.len() < 2_000 && std::time::Instant::now() < deadline {
             match lines.next() {
                 Some(Ok(line)) => answered.extend(parse(&line)),
