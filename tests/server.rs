@@ -275,6 +275,78 @@ fn hostile_connections_do_not_stop_the_server_serving_others() {
     assert!(f.server.alive());
 }
 
+/// A connection through the handshake, speaking the protocol by hand.
+fn raw_client(f: &Fixture, name: &str) -> (TcpStream, tessera::net::conn::NetChannel) {
+    use tessera::host::MachineKind;
+    use tessera::net::proto::{ClientHello, HostInfo, PROTOCOL_VERSION};
+    let mut stream = TcpStream::connect(&f.server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let hello = ClientHello {
+        version: PROTOCOL_VERSION,
+        host: HostInfo {
+            machine: MachineKind::Physical,
+            hostname: name.into(),
+            station: [7; 32],
+            session: "1".into(),
+            pid: 1,
+        },
+    };
+    let (channel, _, _) = tessera::net::conn::client_handshake(
+        &mut stream,
+        &[5; 32],
+        &hello,
+        &f.key.public_key(),
+        VENDOR,
+        tessera::util::now(),
+    )
+    .unwrap();
+    (stream, channel)
+}
+
+#[test]
+fn a_silent_connection_is_closed_after_three_leases_and_a_talking_one_never() {
+    use std::io::Read;
+    use tessera::net::proto::{self, NetRequest, NetResponse};
+    let mut f = fixture(&[spec(1, 5, CountingUnit::Handle)]);
+    let idle = Duration::from_millis(3 * LEASE_MS);
+    let (mut talking, mut channel) = raw_client(&f, "talking");
+    let (mut silent, _) = raw_client(&f, "silent");
+    let (mut half, _) = raw_client(&f, "half");
+    // Half a length prefix, then nothing: a frame that never completes.
+    half.write_all(&[0, 0]).unwrap();
+    let started = Instant::now();
+    // Well past one idle period, a request every lease/3: every one is answered.
+    while started.elapsed() < idle + Duration::from_millis(2 * LEASE_MS) {
+        let frame = channel
+            .seal(&proto::encode(&NetRequest::Ping).unwrap())
+            .unwrap();
+        proto::write_frame(&mut talking, &frame).expect("the talking client is not cut off");
+        let answer = channel
+            .open(&proto::read_frame(&mut talking).unwrap())
+            .unwrap();
+        assert_eq!(
+            proto::decode::<NetResponse>(&answer, "answer").unwrap(),
+            NetResponse::Pong
+        );
+        std::thread::sleep(Duration::from_millis(LEASE_MS / 3));
+    }
+    // The silent and the half-sent connections were closed by the server (end of stream).
+    for (name, s) in [("silent", &mut silent), ("half", &mut half)] {
+        let mut b = [0u8; 1];
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let r = s.read(&mut b);
+        assert!(
+            matches!(&r, Ok(0))
+                || matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+            "the {name} connection is still open after {:?}: {r:?}",
+            started.elapsed()
+        );
+    }
+    assert!(f.server.alive());
+}
+
 #[test]
 fn hundreds_of_clients_racing_never_exceed_the_quantity() {
     let f = fixture(&[spec(1, 10, CountingUnit::Handle)]);

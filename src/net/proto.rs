@@ -67,8 +67,10 @@ pub struct Delegation {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DelegationBundle {
     /// The publisher-signed container certificate.
+    #[serde(with = "serde_bytes")]
     pub certificate: Vec<u8>,
     /// The container-signed delegation (envelope kind `Delegation`).
+    #[serde(with = "serde_bytes")]
     pub delegation: Vec<u8>,
 }
 
@@ -180,6 +182,7 @@ pub enum NetRequest {
         /// The seat.
         seat_id: [u8; 16],
         /// The ciphertext header.
+        #[serde(with = "serde_bytes")]
         header: Vec<u8>,
     },
     /// Direct-mode encryption in the seat's container.
@@ -187,6 +190,7 @@ pub enum NetRequest {
         /// The seat.
         seat_id: [u8; 16],
         /// The plaintext.
+        #[serde(with = "serde_bytes")]
         plaintext: Vec<u8>,
     },
     /// Direct-mode decryption in the seat's container.
@@ -194,6 +198,7 @@ pub enum NetRequest {
         /// The seat.
         seat_id: [u8; 16],
         /// The ciphertext.
+        #[serde(with = "serde_bytes")]
         ciphertext: Vec<u8>,
     },
     /// Seats in use of the seat's license.
@@ -211,6 +216,7 @@ pub struct SeatGrant {
     /// The seat.
     pub seat_id: [u8; 16],
     /// The publisher-signed license it is a seat of.
+    #[serde(with = "serde_bytes")]
     pub license: Vec<u8>,
     /// The serial of the container holding it.
     pub container_serial: String,
@@ -239,7 +245,7 @@ pub enum NetResponse {
     /// A message key.
     Key([u8; 32]),
     /// Encrypted or decrypted bytes.
-    Data(Vec<u8>),
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Seat counts.
     Info {
         /// Seats in use.
@@ -375,6 +381,54 @@ mod tests {
             Err(Error::UnknownVersion { found: 7, .. })
         ));
         assert!(decode::<NetRequest>(&[1, 0, 99, 99], "request").is_err());
+    }
+
+    #[test]
+    fn byte_fields_keep_the_wire_format_of_a_sequence_of_bytes() {
+        // serde_bytes writes a length and the bytes in one go; postcard wrote a Vec<u8> as the
+        // same length and the same bytes one by one. Older peers read either.
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        enum OldResponse {
+            Granted(OldGrant),
+            Renewed { lost: Vec<[u8; 16]>, lease_ms: u64 },
+            Released,
+            Key([u8; 32]),
+            Data(Vec<u8>),
+        }
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct OldGrant {
+            seat_id: [u8; 16],
+            license: Vec<u8>,
+            container_serial: String,
+            lease_ms: u64,
+            renew_ms: u64,
+            in_use: u32,
+        }
+        let license: Vec<u8> = (0..300u32).map(|i| (i * 7) as u8).collect();
+        let new = NetResponse::Granted(SeatGrant {
+            seat_id: [3; 16],
+            license: license.clone(),
+            container_serial: "SW-1".into(),
+            lease_ms: 90_000,
+            renew_ms: 30_000,
+            in_use: 4,
+        });
+        let old = OldResponse::Granted(OldGrant {
+            seat_id: [3; 16],
+            license,
+            container_serial: "SW-1".into(),
+            lease_ms: 90_000,
+            renew_ms: 30_000,
+            in_use: 4,
+        });
+        assert_eq!(encode(&new).unwrap(), encode(&old).unwrap());
+        let data = vec![9u8; 70_000];
+        let bytes = encode(&NetResponse::Data(data.clone())).unwrap();
+        assert_eq!(bytes, encode(&OldResponse::Data(data.clone())).unwrap());
+        assert_eq!(
+            decode::<NetResponse>(&bytes, "answer").unwrap(),
+            NetResponse::Data(data)
+        );
     }
 
     #[test]

@@ -993,17 +993,41 @@ async fn serve_connection(server: Arc<Server>, s: TcpStream, peer: SocketAddr) {
     // Buffers reused for every request: the frame read, the encoded answer, and the answer
     // as it goes on the wire (length prefix and sealed frame).
     let (mut frame, mut answer, mut wire) = (Vec::new(), Vec::new(), Vec::new());
+    // One idle timer per connection, pushed on only when it fires: arming a timer per request
+    // costs the timer wheel two updates per request.
+    let mut last_request = Instant::now();
+    let idle_timer = tokio::time::sleep(idle);
+    tokio::pin!(idle_timer);
     loop {
-        match tokio::time::timeout(idle, read_frame_into(&mut rd, &mut frame)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
+        let got = {
+            let read = read_frame_into(&mut rd, &mut frame);
+            tokio::pin!(read);
+            loop {
+                tokio::select! {
+                    biased;
+                    r = &mut read => break Some(r),
+                    () = &mut idle_timer => {
+                        // The read in progress stays (a frame may be half read); the timer
+                        // moves on to a full idle period after the last request.
+                        let due = last_request + idle;
+                        if due <= Instant::now() {
+                            break None;
+                        }
+                        idle_timer.as_mut().reset(due.into());
+                    }
+                }
+            }
+        };
+        match got {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
                 if e.kind() != std::io::ErrorKind::UnexpectedEof {
                     server.stats.refused.fetch_add(1, Ordering::Relaxed);
                     info!(%peer, error = %e, "connection dropped");
                 }
                 return;
             }
-            Err(_) => {
+            None => {
                 info!(%peer, "idle connection closed");
                 return;
             }
@@ -1017,6 +1041,7 @@ async fn serve_connection(server: Arc<Server>, s: TcpStream, peer: SocketAddr) {
             }
         };
         let started = Instant::now();
+        last_request = started;
         let (kind, resp) = match proto::decode::<NetRequest>(&plain, "request") {
             Ok(req) => (
                 RequestKind::of(&req),

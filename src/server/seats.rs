@@ -90,13 +90,30 @@ pub struct AcquireSpec<'a> {
 /// The station is fixed-length hex and the pid the last component, so keys of different
 /// hosts never collide even when a session id contains `/`.
 pub fn unit_key(unit: CountingUnit, host: &HostInfo, seat_id: &SeatId) -> String {
-    let station = hex::encode(host.station);
+    use std::fmt::Write;
+    // Built in place: one allocation per key (this runs for every acquire).
+    let mut hex = [0u8; 64];
+    let mut key = String::with_capacity(80 + host.session.len());
+    let mut put = |prefix: &str, bytes: &[u8]| {
+        let hex = &mut hex[..2 * bytes.len()];
+        hex::encode_to_slice(bytes, hex).expect("two hex digits per byte");
+        key.push_str(prefix);
+        key.push_str(std::str::from_utf8(hex).expect("hex is ASCII"));
+    };
     match unit {
-        CountingUnit::Station => format!("station:{station}"),
-        CountingUnit::Session => format!("session:{station}/{}", host.session),
-        CountingUnit::Process => format!("process:{station}/{}/{}", host.session, host.pid),
-        CountingUnit::Handle => format!("handle:{}", hex::encode(seat_id)),
+        CountingUnit::Station => put("station:", &host.station),
+        CountingUnit::Session => {
+            put("session:", &host.station);
+            key.push('/');
+            key.push_str(&host.session);
+        }
+        CountingUnit::Process => {
+            put("process:", &host.station);
+            let _ = write!(key, "/{}/{}", host.session, host.pid);
+        }
+        CountingUnit::Handle => put("handle:", seat_id),
     }
+    key
 }
 
 /// The seats of one license.
