@@ -668,3 +668,74 @@ fn a_license_server_hosts_the_dongle_attached_to_it() {
     let m = r.months.values().next().unwrap();
     assert_eq!((m.grants, m.releases), (1, 1));
 }
+
+#[test]
+fn a_license_server_renews_its_dongles_delegation_through_the_channel() {
+    use tessera::net::proto::verify_server;
+    use tessera::server::config::ServerConfig;
+    use tessera::server::daemon::Server;
+    let _l = serial_lock();
+    let dir = tempfile::tempdir().unwrap();
+    set_dongle_dir(dir.path());
+    let state = VirtualDongle::create(dir.path());
+    let _d = VirtualDongle::start(&state, dir.path(), Transport::Hid, 10_000);
+    let key = PublisherKey::generate(VENDOR, "dongle tests");
+    let serial = program(&key, &[spec(1, 2, CountingUnit::Handle)]);
+    let server = Server::open(ServerConfig {
+        state_dir: dir.path().join("server-state"),
+        home: dir.path().join("server-home"),
+        discovery: false,
+        admin: false,
+        delegation_days: 2,
+        ..ServerConfig::default()
+    })
+    .unwrap();
+    let hosting = server.hosting();
+    assert_eq!(hosting.hosted.containers.len(), 1);
+    assert_eq!(hosting.hosted.containers[0].serial, serial);
+    let server_key = server.public_key();
+    let now = tessera::util::now();
+    let three_days = now + 3 * 86_400;
+    // The dongle delegated for two days: a client three days on refuses the server.
+    assert!(verify_server(&hosting.hello, &key.public_key(), VENDOR, &server_key, now).is_ok());
+    assert!(matches!(
+        verify_server(
+            &hosting.hello,
+            &key.public_key(),
+            VENDOR,
+            &server_key,
+            three_days
+        ),
+        Err(Error::Tampered(_))
+    ));
+    assert!(
+        !server.renew_delegations(),
+        "a fresh delegation is not renewed"
+    );
+    // A day and an hour on, past half its validity: the dongle signs a new one for two days
+    // from then, and the server's hello carries it.
+    assert!(server.renew_delegations_at(now + 86_400 + 3_600));
+    let hosting = server.hosting();
+    assert_eq!(
+        hosting.hosted.containers[0].delegation_expiry(),
+        now + 3 * 86_400 + 3_600
+    );
+    assert_eq!(
+        verify_server(
+            &hosting.hello,
+            &key.public_key(),
+            VENDOR,
+            &server_key,
+            three_days
+        )
+        .unwrap(),
+        vec![serial]
+    );
+    // A dongle that is gone: the renewal fails, the old delegation stays, the server serves on.
+    drop(_d);
+    assert!(!server.renew_delegations_at(now + 2 * 86_400 + 7_200));
+    assert_eq!(
+        server.hosting().hosted.containers[0].delegation_expiry(),
+        now + 3 * 86_400 + 3_600
+    );
+}

@@ -438,7 +438,7 @@ fn delegations_are_renewed_before_they_run_out() {
         ..ServerConfig::default()
     };
     let server = Server::open(config).unwrap();
-    let expiry = |s: &Server| s.hosting().hosted.containers[0].delegation_expiry;
+    let expiry = |s: &Server| s.hosting().hosted.containers[0].delegation_expiry();
     let first = expiry(&server);
     // Fresh delegations are not renewed.
     assert!(!server.renew_delegations());

@@ -114,7 +114,8 @@ impl Peer {
 pub struct Hosting {
     /// The hosted containers.
     pub hosted: Hosted,
-    hello: ServerHello,
+    /// The hello every new connection gets (with the delegations clients check).
+    pub hello: ServerHello,
 }
 
 /// The admin settings a reload may change.
@@ -299,7 +300,12 @@ impl Server {
         }
     }
 
-    /// What the server hosts now.
+    /// The server's Noise static public key (what the delegations name).
+    pub fn public_key(&self) -> [u8; 32] {
+        self.public_key
+    }
+
+    /// What the server hosts and announces now.
     pub fn hosting(&self) -> Arc<Hosting> {
         match self.hosting.read() {
             Ok(h) => h.clone(),
@@ -423,8 +429,9 @@ impl Server {
     /// Blocking: call off the async runtime.
     /// The software containers under `home` read anew with fresh delegations valid for
     /// `days`, and the dongles hosted now, kept as they are.
-    fn rehost(&self, days: u64) -> Hosted {
-        let expiry = crate::util::now() + days * 86_400;
+    /// The software containers under `home` read anew, delegating until `expiry`, and the
+    /// dongles hosted now.
+    fn rehost(&self, expiry: u64) -> Hosted {
         let hosted = self.hosting().hosted.reload_software(
             &self.config.home,
             &self.host,
@@ -445,43 +452,56 @@ impl Server {
         }
     }
 
-    /// Renews the software containers' delegations when the first of them is past half its
-    /// validity: they are signed for `delegation_days` at start, and a server that runs
-    /// longer than that would otherwise be refused by every new client. Returns whether it
-    /// renewed. Dongles' delegations are signed by the dongle at start; one nearing its end
-    /// is logged (a restart, or replugging, renews it).
+    /// Renews the delegations past half their validity: they are signed for
+    /// `delegation_days`, and a server that runs longer than that would otherwise be refused
+    /// by every new client. Software containers are read anew (as a reload does); a dongle
+    /// signs a new delegation through its channel. Returns whether it renewed any.
     pub fn renew_delegations(&self) -> bool {
         self.renew_delegations_at(crate::util::now())
     }
 
-    /// [`Server::renew_delegations`] as if it were `now` (Unix seconds).
+    /// [`Server::renew_delegations`] as if it were `now` (Unix seconds): the new delegations
+    /// last `delegation_days` from `now`.
     pub fn renew_delegations_at(&self, now: u64) -> bool {
         let hosting = self.hosting();
         let days = self.delegation_days.load(Ordering::Relaxed);
+        let expiry = now.saturating_add(days * 86_400);
         let half = days * 86_400 / 2;
         let due = |c: &crate::server::hosted::HostedContainer| {
-            c.delegation_expiry.saturating_sub(now) < half
+            c.delegation_expiry().saturating_sub(now) < half
         };
+        let mut renewed = false;
         for c in
             hosting.hosted.containers.iter().filter(|c| {
                 matches!(c.kind, crate::server::hosted::HostedKind::Dongle(_)) && due(c)
             })
         {
-            warn!(
-                serial = %c.serial,
-                expires = c.delegation_expiry,
-                "a dongle's delegation to this server runs out soon: restart the server to renew it"
-            );
+            match c.renew_delegation(self.public_key, expiry) {
+                Ok(()) => {
+                    info!(serial = %c.serial, expiry, "dongle delegation renewed");
+                    renewed = true;
+                }
+                Err(e) => warn!(
+                    serial = %c.serial,
+                    expires = c.delegation_expiry(),
+                    error = %e,
+                    "a dongle's delegation to this server could not be renewed; retrying within the hour"
+                ),
+            }
         }
-        if !hosting
+        let software_due = hosting
             .hosted
             .containers
             .iter()
-            .any(|c| matches!(c.kind, crate::server::hosted::HostedKind::Software) && due(c))
-        {
+            .any(|c| matches!(c.kind, crate::server::hosted::HostedKind::Software) && due(c));
+        if !software_due && !renewed {
             return false;
         }
-        let hosted = self.rehost(days);
+        let hosted = if software_due {
+            self.rehost(expiry)
+        } else {
+            hosting.hosted.share()
+        };
         let hello = ServerHello {
             version: proto::PROTOCOL_VERSION,
             name: self.config.name.clone(),
@@ -556,7 +576,7 @@ impl Server {
             .applied
             .push(format!("admin_hosts = {:?}", new.admin_hosts));
 
-        let hosted = self.rehost(new.delegation_days);
+        let hosted = self.rehost(crate::util::now() + new.delegation_days * 86_400);
         report.applied.push(format!(
             "containers rescanned, delegation_days = {}",
             new.delegation_days

@@ -3,7 +3,7 @@
 //! Each signs a delegation for the server's key, which clients check.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use crate::container::engine::RequestContext;
@@ -36,16 +36,14 @@ pub struct HostedContainer {
     pub serial: String,
     /// Software container or dongle (and its mode).
     pub kind: HostedKind,
-    /// When its delegation to this server ends (Unix seconds).
-    pub delegation_expiry: u64,
     /// The publisher.
     pub vendor_id: u32,
     /// Its licenses (decoded; signed by the publisher, checked by clients).
     pub licenses: Vec<License>,
     /// The signed license bytes, in the same order.
     pub license_bytes: Vec<Vec<u8>>,
-    /// Its delegation to this server and its certificate.
-    pub bundle: DelegationBundle,
+    /// Its delegation to this server (renewed while the server runs).
+    delegation: RwLock<Delegated>,
     backend: Backend,
     epoch: Instant,
 }
@@ -60,7 +58,60 @@ impl std::fmt::Debug for HostedContainer {
     }
 }
 
+/// A container's delegation to the server, and when it ends.
+#[derive(Clone, Debug)]
+struct Delegated {
+    bundle: DelegationBundle,
+    expiry: u64,
+}
+
 impl HostedContainer {
+    /// When its delegation to this server ends (Unix seconds).
+    pub fn delegation_expiry(&self) -> u64 {
+        self.delegated().expiry
+    }
+
+    /// Its delegation to this server and its certificate, as the server hello carries them.
+    pub fn bundle(&self) -> DelegationBundle {
+        self.delegated().bundle
+    }
+
+    fn delegated(&self) -> Delegated {
+        match self.delegation.read() {
+            Ok(d) => d.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Has the container sign a new delegation to `server_key` until `expiry`, and keeps it
+    /// (a dongle signs it through its channel). On failure the old one stays.
+    pub fn renew_delegation(&self, server_key: [u8; 32], expiry: u64) -> Result<()> {
+        let (delegation, certificate) = match &self.backend {
+            Backend::Software(e) => e
+                .lock()
+                .map_err(|_| Error::Internal("container lock poisoned".into()))?
+                .delegate(server_key, crate::util::now(), expiry)?,
+            Backend::Dongle(c) => {
+                let mut c = c
+                    .lock()
+                    .map_err(|_| Error::Internal("dongle lock poisoned".into()))?;
+                delegate(&mut c, server_key, expiry)?
+            }
+        };
+        let renewed = Delegated {
+            bundle: DelegationBundle {
+                certificate,
+                delegation,
+            },
+            expiry,
+        };
+        match self.delegation.write() {
+            Ok(mut d) => *d = renewed,
+            Err(p) => *p.into_inner() = renewed,
+        }
+        Ok(())
+    }
+
     /// Sends a container request (derive key, direct encrypt/decrypt) to the container.
     pub fn call(&self, req: Request) -> Result<Response> {
         let r = match &self.backend {
@@ -107,6 +158,17 @@ fn licenses_of(engine: &Engine) -> (Vec<License>, Vec<Vec<u8>>) {
         .map(|l| l.bytes.clone())
         .collect();
     (engine.licenses().to_vec(), bytes)
+}
+
+/// Asks a dongle for a delegation to `server_key` until `expiry`: (delegation, certificate).
+fn delegate(c: &mut Connection, server_key: [u8; 32], expiry: u64) -> Result<(Vec<u8>, Vec<u8>)> {
+    match c.call(&Request::Delegate { server_key, expiry })? {
+        Response::Delegation {
+            delegation,
+            certificate,
+        } => Ok((delegation, certificate)),
+        other => Err(Error::malformed("dongle answer", format!("{other:?}"))),
+    }
 }
 
 impl Hosted {
@@ -180,14 +242,16 @@ impl Hosted {
                             h.containers.push(Arc::new(HostedContainer {
                                 serial: engine.serial().to_string(),
                                 kind: HostedKind::Software,
-                                delegation_expiry: expiry,
                                 vendor_id: engine.state().vendor_id,
                                 licenses,
                                 license_bytes,
-                                bundle: DelegationBundle {
-                                    certificate,
-                                    delegation,
-                                },
+                                delegation: RwLock::new(Delegated {
+                                    bundle: DelegationBundle {
+                                        certificate,
+                                        delegation,
+                                    },
+                                    expiry,
+                                }),
                                 backend: Backend::Software(Mutex::new(engine)),
                                 epoch: Instant::now(),
                             }));
@@ -202,13 +266,7 @@ impl Hosted {
     }
 
     fn dongle(mut c: Connection, server_key: [u8; 32], expiry: u64) -> Result<HostedContainer> {
-        let (delegation, certificate) = match c.call(&Request::Delegate { server_key, expiry })? {
-            Response::Delegation {
-                delegation,
-                certificate,
-            } => (delegation, certificate),
-            other => return Err(Error::malformed("dongle answer", format!("{other:?}"))),
-        };
+        let (delegation, certificate) = delegate(&mut c, server_key, expiry)?;
         let list = crate::dongle::client::list_all_licenses(|r| c.call(r))?;
         let mut licenses = Vec::new();
         for b in &list {
@@ -217,14 +275,16 @@ impl Hosted {
         Ok(HostedContainer {
             serial: c.serial.clone(),
             kind: HostedKind::Dongle(c.mode()),
-            delegation_expiry: expiry,
             vendor_id: c.vendor_id,
             licenses,
             license_bytes: list,
-            bundle: DelegationBundle {
-                certificate,
-                delegation,
-            },
+            delegation: RwLock::new(Delegated {
+                bundle: DelegationBundle {
+                    certificate,
+                    delegation,
+                },
+                expiry,
+            }),
             backend: Backend::Dongle(Mutex::new(c)),
             epoch: Instant::now(),
         })
@@ -232,7 +292,15 @@ impl Hosted {
 
     /// The delegation bundles for the server hello.
     pub fn bundles(&self) -> Vec<DelegationBundle> {
-        self.containers.iter().map(|c| c.bundle.clone()).collect()
+        self.containers.iter().map(|c| c.bundle()).collect()
+    }
+
+    /// The same containers (shared) and problems, for a new hello after a renewal.
+    pub fn share(&self) -> Hosted {
+        Hosted {
+            containers: self.containers.clone(),
+            problems: self.problems.clone(),
+        }
     }
 
     /// The vendors hosted.

@@ -143,7 +143,7 @@ pub async fn containers(State(st): State<AdminState>) -> Response {
                     "access": access,
                     "access_error": detail,
                     "licenses": c.licenses.len(),
-                    "delegation_expiry": c.delegation_expiry,
+                    "delegation_expiry": c.delegation_expiry(),
                 })
             })
             .collect::<Vec<_>>()
