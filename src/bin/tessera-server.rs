@@ -66,8 +66,8 @@ struct Cli {
     /// Checkpoint the usage logs at least this often, in seconds (default 60).
     #[arg(long)]
     usage_checkpoint_s: Option<u64>,
-    /// Under load, commit the seat table at most once per this many microseconds (default
-    /// 3000; 0 commits as requests come).
+    /// When saturated, commit the seat table at most once per this many microseconds
+    /// (default 3000; 0 commits as requests come).
     #[arg(long)]
     commit_window_us: Option<u64>,
     /// Threads serving client connections (default 0: one fewer than the CPUs, at least 1).

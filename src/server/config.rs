@@ -83,9 +83,10 @@ pub struct ServerConfig {
     /// How often, in seconds, a hosted container checkpoints the usage logs (also at
     /// shutdown). Records after the last checkpoint are not yet signed for.
     pub usage_checkpoint_s: u64,
-    /// Under load, the seat table commits at most once per this many microseconds, gathering
-    /// the grants and releases that arrive meanwhile into one transaction (0: commit as they
-    /// come). Applies only while many clients wait at once; a lone client never waits for it.
+    /// When saturated (a crowd of grants came while a crowd was being committed), the seat
+    /// table commits at most once per this many microseconds, gathering what arrives meanwhile
+    /// into one transaction (0: commit as they come). Fewer clients, and a lone one, never
+    /// wait for it.
     pub commit_window_us: u64,
     /// Threads serving client connections; 0 picks one fewer than the CPUs (at least one),
     /// leaving a CPU to the seat table's commit thread.

@@ -339,9 +339,9 @@ struct Job {
 /// How long lazy changes (lease renewals, expiries) may wait before they are written.
 pub const LAZY_FLUSH: Duration = Duration::from_secs(1);
 
-/// The commit window applies after a commit of at least this many waiting submissions: the
-/// sign of many clients at once. Fewer (one client, or a few) are committed as they come, so
-/// the window never slows a lone client down. PostgreSQL's `commit_siblings` is the model.
+/// A crowd: this many waiting submissions. The commit window applies only when a crowd came
+/// while a crowd was being committed, the sign of a saturated server. PostgreSQL's
+/// `commit_siblings` is the model.
 pub const COMMIT_SIBLINGS: usize = 32;
 
 /// The default commit window (`commit_window_us`).
@@ -350,11 +350,13 @@ pub const DEFAULT_COMMIT_WINDOW: Duration = Duration::from_millis(3);
 /// Group commit: a thread owns the store; submitters get a [`CommitWaiter`]; all changes
 /// pending when the thread wakes go into one transaction (one fsync for many grants).
 ///
-/// Under load (a commit of at least [`COMMIT_SIBLINGS`] waiting submissions), the next commit
-/// starts no sooner than one *commit window* after the last one began, gathering what
-/// arrives meanwhile: a few large transactions cost the disk, the page cache and the thread's
-/// wake-ups far less than many small ones (`docs/BENCHMARKS.md`), for at most one window of
-/// added latency to requests that already queue.
+/// Saturated (a crowd of [`COMMIT_SIBLINGS`] waiting submissions came while a crowd was being
+/// committed), the next commit starts no sooner than one *commit window* after the last one
+/// began, gathering what arrives meanwhile: a few large transactions cost the disk, the page
+/// cache and the thread's wake-ups far less than many small ones (`docs/BENCHMARKS.md`), for
+/// at most one window of added latency to requests that already queue. When the clients are
+/// fewer, so that they come back only after their commit, waiting would hold every one of them
+/// up and buy nothing: they are committed as they come, and so is a lone client.
 ///
 /// If a batch fails, each submission in it is retried in a transaction of its own, so one bad
 /// submission fails only its own waiter. Dropping the committer flushes what is pending and
@@ -457,6 +459,14 @@ impl Drop for GroupCommitter {
     }
 }
 
+impl Job {
+    /// Whether somebody waits for this job (a lazy one, or one whose waiter was dropped, is
+    /// written as surely, but nobody is held up by it).
+    fn waited(&self) -> bool {
+        self.done.as_ref().is_some_and(|d| !d.is_closed())
+    }
+}
+
 fn change_key(c: &Change) -> SeatId {
     match c {
         Change::Upsert(r) => r.seat_id,
@@ -476,24 +486,29 @@ fn run(
     // Lazy changes, the latest per seat, and when the oldest of them arrived.
     let mut lazy: HashMap<SeatId, Change> = HashMap::new();
     let mut lazy_since: Option<Instant> = None;
-    // When the last commit started, and how many waiting submissions it held.
-    let mut last: Option<(Instant, usize)> = None;
+    // When the last commit started, if it held at least COMMIT_SIBLINGS waiting submissions.
+    let mut crowded: Option<Instant> = None;
     loop {
-        let first = match lazy_since {
-            None => match jobs.recv() {
-                Ok(j) => Some(j),
-                Err(_) => break,
-            },
-            Some(t) => match jobs.recv_timeout(LAZY_FLUSH.saturating_sub(t.elapsed())) {
-                Ok(j) => Some(j),
-                Err(mpsc::RecvTimeoutError::Timeout) => None,
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            },
-        };
-        // Under load, gather: commit at most once per window (see `COMMIT_SIBLINGS`).
-        if let Some((t, n)) = last
-            && n >= COMMIT_SIBLINGS
+        // What arrived while the last batch was committed.
+        let mut arrived: Vec<Job> = jobs.try_iter().collect();
+        if arrived.is_empty() {
+            let first = match lazy_since {
+                None => match jobs.recv() {
+                    Ok(j) => Some(j),
+                    Err(_) => break,
+                },
+                Some(t) => match jobs.recv_timeout(LAZY_FLUSH.saturating_sub(t.elapsed())) {
+                    Ok(j) => Some(j),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                },
+            };
+            arrived.extend(first);
+        } else if let Some(t) = crowded
+            && arrived.iter().filter(|j| j.waited()).count() >= COMMIT_SIBLINGS
         {
+            // Saturated: a crowd was committed and another crowd came while it was. Gather
+            // until one window after the last commit began.
             let left = window.saturating_sub(t.elapsed());
             if !left.is_zero() {
                 std::thread::sleep(left);
@@ -503,7 +518,7 @@ fn run(
         // Usage events in submission order, and the durable job each belongs to.
         let mut events: Vec<Vec<UsageEvent>> = Vec::new();
         let mut owners: Vec<Option<usize>> = Vec::new();
-        for mut j in first.into_iter().chain(jobs.try_iter()) {
+        for mut j in arrived.into_iter().chain(jobs.try_iter()) {
             if !j.events.is_empty() {
                 owners.push(j.done.is_some().then_some(batch.len()));
                 events.push(std::mem::take(&mut j.events));
@@ -524,9 +539,7 @@ fn run(
         if !events.is_empty()
             && let Some(journal) = journal.as_mut()
         {
-            let waited = batch
-                .iter()
-                .any(|j| j.done.as_ref().is_some_and(|d| !d.is_closed()));
+            let waited = batch.iter().any(Job::waited);
             for (r, owner) in journal.write(events, waited).into_iter().zip(&owners) {
                 if let (Err(e), Some(i)) = (r, owner) {
                     logged[*i] = Err(e);
@@ -541,7 +554,8 @@ fn run(
         let mut changes: Vec<Change> = lazy.drain().map(|(_, c)| c).collect();
         lazy_since = None;
         changes.extend(batch.iter().flat_map(|j| j.changes.iter().cloned()));
-        last = Some((Instant::now(), batch.len()));
+        let waiting = batch.iter().filter(|j| j.waited()).count();
+        crowded = (waiting >= COMMIT_SIBLINGS).then(Instant::now);
         let committed = commit_batch(store.as_mut(), changes, &batch, transactions);
         for ((j, c), l) in batch.into_iter().zip(committed).zip(logged) {
             if let Some(d) = j.done {
@@ -851,9 +865,9 @@ mod tests {
         assert_eq!(SqliteStore::open(&path).unwrap().load().unwrap().len(), 100);
     }
 
-    /// Records the size of each committed batch; its first commit waits for the gate.
+    /// Records the size of each committed batch; its first commits each wait for a gate.
     struct Gated {
-        gate: Option<mpsc::Receiver<()>>,
+        gates: std::collections::VecDeque<mpsc::Receiver<()>>,
         batches: Arc<Mutex<Vec<usize>>>,
     }
 
@@ -862,7 +876,7 @@ mod tests {
             Ok(vec![])
         }
         fn commit(&mut self, changes: &[Change]) -> Result<()> {
-            if let Some(gate) = self.gate.take() {
+            if let Some(gate) = self.gates.pop_front() {
                 let _ = gate.recv();
             }
             self.batches.lock().unwrap().push(changes.len());
@@ -870,56 +884,82 @@ mod tests {
         }
     }
 
-    /// A committer whose first commit holds until `open` is sent on, and the batch sizes.
-    fn gated(window: Duration) -> (GroupCommitter, mpsc::Sender<()>, Arc<Mutex<Vec<usize>>>) {
-        let (open, gate) = mpsc::channel();
+    type Key = mpsc::Sender<()>;
+    type Batches = Arc<Mutex<Vec<usize>>>;
+
+    /// A committer whose first `held` commits each hold until their gate is opened, the
+    /// gates' keys, and the batch sizes.
+    fn gated(window: Duration, held: usize) -> (GroupCommitter, Vec<Key>, Batches) {
+        let (keys, gates): (Vec<_>, _) = (0..held).map(|_| mpsc::channel()).unzip();
         let batches = Arc::new(Mutex::new(Vec::new()));
         let store = Gated {
-            gate: Some(gate),
+            gates,
             batches: Arc::clone(&batches),
         };
         (
             GroupCommitter::start_with(Box::new(store), None, window),
-            open,
+            keys,
             batches,
         )
     }
 
-    #[test]
-    fn under_load_the_commit_window_gathers_what_arrives_into_one_transaction() {
-        let (gc, open, batches) = gated(Duration::from_secs(2));
-        // One commit in progress (held), and many submissions queued behind it: the load.
-        let first = gc.submit(vec![Change::Upsert(row(0, 1))]);
-        std::thread::sleep(Duration::from_millis(50));
-        let crowd: Vec<CommitWaiter> = (1..=COMMIT_SIBLINGS as u32)
+    fn crowd(gc: &GroupCommitter, from: u32, n: usize) -> Vec<CommitWaiter> {
+        (from..from + n as u32)
             .map(|n| gc.submit(vec![Change::Upsert(row(n, 1))]))
-            .collect();
-        open.send(()).unwrap();
-        first.wait().unwrap();
-        for w in crowd {
+            .collect()
+    }
+
+    fn wait_all(waiters: Vec<CommitWaiter>) {
+        for w in waiters {
             w.wait().unwrap();
         }
-        // The crowd went in one commit of COMMIT_SIBLINGS; now ten clients come back one after
-        // another, well within the window: one transaction for all ten, not ten.
-        let again: Vec<CommitWaiter> = (100..110u32)
-            .map(|n| {
-                std::thread::sleep(Duration::from_millis(5));
-                gc.submit(vec![Change::Upsert(row(n, 1))])
-            })
-            .collect();
-        for w in again {
-            w.wait().unwrap();
+    }
+
+    #[test]
+    fn a_crowd_arriving_during_a_crowded_commit_is_gathered_for_one_window() {
+        let settle = || std::thread::sleep(Duration::from_millis(50));
+        let (gc, keys, batches) = gated(Duration::from_secs(2), 2);
+        // Commit 1 (one job) is held; a crowd queues behind it. A crowd after a small commit
+        // is committed at once: nothing says the server is saturated yet.
+        let first = crowd(&gc, 0, 1);
+        settle();
+        let crowd1 = crowd(&gc, 100, COMMIT_SIBLINGS);
+        keys[0].send(()).unwrap();
+        wait_all(first);
+        settle();
+        // Commit 2 (the crowd) is held; another crowd arrives meanwhile: saturated. The next
+        // commit waits for the window, and takes ten more clients arriving within it.
+        let crowd2 = crowd(&gc, 200, COMMIT_SIBLINGS);
+        keys[1].send(()).unwrap();
+        wait_all(crowd1);
+        let mut late = Vec::new();
+        for n in 300..310 {
+            std::thread::sleep(Duration::from_millis(5));
+            late.extend(crowd(&gc, n, 1));
         }
+        wait_all(crowd2);
+        wait_all(late);
+        // Then a lone client: nothing came during the last commit, so no window.
+        let started = std::time::Instant::now();
+        for n in 400..405 {
+            wait_all(crowd(&gc, n, 1));
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "a lone client waited for the window"
+        );
         gc.shutdown();
-        assert_eq!(*batches.lock().unwrap(), vec![1, COMMIT_SIBLINGS, 10]);
+        assert_eq!(
+            *batches.lock().unwrap(),
+            vec![1, COMMIT_SIBLINGS, COMMIT_SIBLINGS + 10, 1, 1, 1, 1, 1]
+        );
     }
 
     #[test]
     fn a_lone_client_never_waits_for_the_commit_window() {
         // A window of a minute: applied to these small batches, it would show in the time.
         let started = std::time::Instant::now();
-        let (gc, open, batches) = gated(Duration::from_secs(60));
-        open.send(()).unwrap();
+        let (gc, _, batches) = gated(Duration::from_secs(60), 0);
         for n in 0..5u32 {
             gc.submit(vec![Change::Upsert(row(n, 1))]).wait().unwrap();
         }
