@@ -180,6 +180,32 @@ fn session(env: &Environment, key: &PublisherKey) -> Session {
     Session::open_in(o, env.clone()).unwrap()
 }
 
+/// A virtual HID dongle (10 s window) in a fresh directory that this process's dongle
+/// discovery looks in, programmed by a new publisher with `specs`. Take `serial_lock` first.
+struct Rig {
+    dongle: VirtualDongle,
+    key: PublisherKey,
+    serial: String,
+    state: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+fn hid_rig(specs: &[tessera::publisher::LicenseSpec]) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    set_dongle_dir(dir.path());
+    let state = VirtualDongle::create(dir.path());
+    let dongle = VirtualDongle::start(&state, dir.path(), Transport::Hid, 10_000);
+    let key = PublisherKey::generate(VENDOR, "dongle tests");
+    let serial = program(&key, specs);
+    Rig {
+        dongle,
+        key,
+        serial,
+        state,
+        dir,
+    }
+}
+
 fn program(key: &PublisherKey, specs: &[tessera::publisher::LicenseSpec]) -> String {
     let mut c =
         tessera::dongle::program::find(None, Duration::from_secs(5)).expect("one dongle attached");
@@ -355,12 +381,13 @@ fn unplug_and_replug_mid_session_in_msd_mode() {
 #[test]
 fn kill_9_while_programming_leaves_old_or_new_licenses() {
     let _l = serial_lock();
-    let dir = tempfile::tempdir().unwrap();
-    set_dongle_dir(dir.path());
-    let state = VirtualDongle::create(dir.path());
-    let mut d = VirtualDongle::start(&state, dir.path(), Transport::Hid, 10_000);
-    let key = PublisherKey::generate(VENDOR, "dongle tests");
-    program(&key, &[spec(1, 1, CountingUnit::Handle)]);
+    let Rig {
+        dongle: mut d,
+        key,
+        state,
+        dir,
+        ..
+    } = hid_rig(&[spec(1, 1, CountingUnit::Handle)]);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for round in 0..6u64 {
         // Program more licenses in a loop while the dongle is killed under it.
@@ -455,12 +482,12 @@ fn recorded_frames_replayed_to_a_real_dongle_and_back_are_rejected() {
     use tessera::dongle::socket::SocketDevice;
 
     let _l = serial_lock();
-    let dir = tempfile::tempdir().unwrap();
-    set_dongle_dir(dir.path());
-    let state = VirtualDongle::create(dir.path());
-    let d = VirtualDongle::start(&state, dir.path(), Transport::Hid, 10_000);
-    let key = PublisherKey::generate(VENDOR, "dongle tests");
-    program(&key, &[spec(1, 1, CountingUnit::Handle)]);
+    let Rig {
+        dongle: d,
+        key,
+        dir: _dir,
+        ..
+    } = hid_rig(&[spec(1, 1, CountingUnit::Handle)]);
 
     let t = Duration::from_secs(2);
     let mut dev = SocketDevice::open(d.socket.as_ref().unwrap()).unwrap();
@@ -584,12 +611,13 @@ fn a_dongle_that_stops_answering_mid_message_times_out_cleanly() {
 fn a_license_server_hosts_the_dongle_attached_to_it() {
     use std::io::BufRead;
     let _l = serial_lock();
-    let dir = tempfile::tempdir().unwrap();
-    set_dongle_dir(dir.path());
-    let state = VirtualDongle::create(dir.path());
-    let _d = VirtualDongle::start(&state, dir.path(), Transport::Hid, 10_000);
-    let key = PublisherKey::generate(VENDOR, "dongle tests");
-    let serial = program(&key, &[spec(1, 2, CountingUnit::Handle)]);
+    let Rig {
+        dongle: _d,
+        key,
+        serial,
+        dir,
+        ..
+    } = hid_rig(&[spec(1, 2, CountingUnit::Handle)]);
     // The server finds the dongle through the same discovery the client uses.
     let mut server = Command::new(env!("CARGO_BIN_EXE_tessera-server"))
         .args([
@@ -675,12 +703,13 @@ fn a_license_server_renews_its_dongles_delegation_through_the_channel() {
     use tessera::server::config::ServerConfig;
     use tessera::server::daemon::Server;
     let _l = serial_lock();
-    let dir = tempfile::tempdir().unwrap();
-    set_dongle_dir(dir.path());
-    let state = VirtualDongle::create(dir.path());
-    let _d = VirtualDongle::start(&state, dir.path(), Transport::Hid, 10_000);
-    let key = PublisherKey::generate(VENDOR, "dongle tests");
-    let serial = program(&key, &[spec(1, 2, CountingUnit::Handle)]);
+    let Rig {
+        dongle: _d,
+        key,
+        serial,
+        dir,
+        ..
+    } = hid_rig(&[spec(1, 2, CountingUnit::Handle)]);
     let server = Server::open(ServerConfig {
         state_dir: dir.path().join("server-state"),
         home: dir.path().join("server-home"),
