@@ -224,6 +224,22 @@ pub enum Event {
     Revoke(SeatEvent),
     /// A checkpoint.
     Checkpoint(Checkpoint),
+    /// Refusals folded into one record: after a `Deny` is written, further refusals of the
+    /// same license to the same host and session with the same status are only counted until
+    /// the next checkpoint, which this record comes just before. A client that retries
+    /// without end costs the log two records per checkpoint interval, not one per attempt.
+    Denials {
+        /// The first refusal folded (its client is left out when the refusals of several
+        /// clients were folded together: the server folds that way past a few thousand
+        /// distinct ones at once).
+        seat: SeatEvent,
+        /// The `tessera_status` number the clients got.
+        status: u32,
+        /// How many refusals were folded (none of them has a record of its own).
+        count: u64,
+        /// When the first of them happened (Unix milliseconds).
+        since_ms: u64,
+    },
 }
 
 impl Event {
@@ -231,7 +247,9 @@ impl Event {
     pub fn seat(&self) -> Option<&SeatEvent> {
         match self {
             Event::Grant(s) | Event::Release(s) | Event::Revoke(s) => Some(s),
-            Event::Expire { seat, .. } | Event::Deny { seat, .. } => Some(seat),
+            Event::Expire { seat, .. } | Event::Deny { seat, .. } | Event::Denials { seat, .. } => {
+                Some(seat)
+            }
             Event::Start { .. } | Event::Checkpoint(_) => None,
         }
     }
@@ -246,6 +264,7 @@ impl Event {
             Event::Deny { .. } => "denial",
             Event::Revoke(_) => "revoke",
             Event::Checkpoint(_) => "checkpoint",
+            Event::Denials { .. } => "folded denials",
         }
     }
 }
@@ -982,6 +1001,9 @@ pub fn verify(r: impl Read, publisher: &VerifyingKey) -> std::result::Result<Rep
             }
             Event::Deny { seat, .. } => {
                 months.entry((seat.product_code, m)).or_default().denials += 1;
+            }
+            Event::Denials { seat, count, .. } => {
+                months.entry((seat.product_code, m)).or_default().denials += count;
             }
             Event::Checkpoint(c) => {
                 let (st, cert) = verify_checkpoint(header, c, publisher)

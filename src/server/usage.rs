@@ -120,7 +120,34 @@ pub struct LogFile {
     len: u64,
     pending: Vec<u8>,
     scratch: Vec<u8>,
+    /// Refusals folded since the last checkpoint ([`Event::Denials`]).
+    folds: HashMap<FoldKey, Fold>,
 }
+
+/// The refusals that fold together: one license, one status, one host and session (or, past
+/// [`MAX_FOLDS`] of those, every host: `None`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct FoldKey {
+    license_id: [u8; 16],
+    status: u32,
+    client: Option<(String, String)>,
+}
+
+/// Refusals counted under one key since the last checkpoint.
+#[derive(Debug)]
+struct Fold {
+    /// The first refusal (written as a `Deny` when the key was new).
+    first: SeatEvent,
+    status: u32,
+    since_ms: u64,
+    /// Refusals after the first (not written).
+    count: u64,
+}
+
+/// The most hosts-and-sessions whose refusals a log folds apart in one checkpoint interval;
+/// past it, each license and status folds the refusals of all further clients together
+/// (memory stays bounded whatever the clients send).
+pub const MAX_FOLDS: usize = 4096;
 
 /// What opening a log found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -205,6 +232,7 @@ impl LogFile {
             len,
             pending: Vec::new(),
             scratch: Vec::new(),
+            folds: HashMap::new(),
         };
         log.push(
             now_ms(),
@@ -240,10 +268,72 @@ impl LogFile {
     }
 
     /// Adds a record to the pending batch (written by [`LogFile::flush`]). Its time is
-    /// `time_ms`, or the previous record's if that is later.
+    /// `time_ms`, or the previous record's if that is later. A `Deny` like one already
+    /// written since the last checkpoint is only counted ([`Event::Denials`]).
     pub fn push(&mut self, time_ms: u64, event: Event) -> Result<()> {
+        if let Event::Deny { seat, status } = &event
+            && self.fold(time_ms, seat, *status)
+        {
+            return Ok(());
+        }
         self.chain
             .append(time_ms, event, &mut self.pending, &mut self.scratch)
+    }
+
+    /// Counts a refusal under its key; whether it was folded (`false`: the first of its key
+    /// since the last checkpoint, to be written).
+    fn fold(&mut self, time_ms: u64, seat: &SeatEvent, status: u32) -> bool {
+        let mut key = FoldKey {
+            license_id: seat.license_id,
+            status,
+            client: seat
+                .client
+                .as_ref()
+                .map(|c| (c.hostname.clone(), c.session.clone())),
+        };
+        if !self.folds.contains_key(&key) && self.folds.len() >= MAX_FOLDS {
+            key.client = None;
+        }
+        match self.folds.entry(key) {
+            std::collections::hash_map::Entry::Occupied(mut f) => {
+                f.get_mut().count += 1;
+                true
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let mut first = seat.clone();
+                if v.key().client.is_none() {
+                    first.client = None;
+                }
+                v.insert(Fold {
+                    first,
+                    status,
+                    since_ms: time_ms,
+                    count: 0,
+                });
+                false
+            }
+        }
+    }
+
+    /// Adds a [`Event::Denials`] record for each key with folded refusals, oldest first, and
+    /// begins folding anew (a checkpoint does this first, so that it covers them).
+    pub fn flush_folds(&mut self, time_ms: u64) -> Result<()> {
+        let mut folds: Vec<Fold> = std::mem::take(&mut self.folds)
+            .into_values()
+            .filter(|f| f.count > 0)
+            .collect();
+        folds.sort_by_key(|f| f.since_ms);
+        for f in folds {
+            let event = Event::Denials {
+                seat: f.first,
+                status: f.status,
+                count: f.count,
+                since_ms: f.since_ms,
+            };
+            self.chain
+                .append(time_ms, event, &mut self.pending, &mut self.scratch)?;
+        }
+        Ok(())
     }
 
     /// Writes the pending records (one `write`), and syncs the file when `sync`. On failure
@@ -284,6 +374,7 @@ impl LogFile {
 
     /// Adds a checkpoint over every record so far, signed by `signer`, to the pending batch.
     pub fn checkpoint(&mut self, signer: &dyn CheckpointSigner, time_ms: u64) -> Result<()> {
+        self.flush_folds(time_ms)?;
         let digest = self.chain.checkpoint_digest();
         let (statement, certificate) = signer.sign_usage(self.vendor_id(), digest)?;
         let event = self.chain.checkpoint(statement, certificate);
@@ -502,10 +593,17 @@ impl Logs {
 
     /// Checkpoints every log with records since its last checkpoint, and syncs it.
     fn checkpoint_all(&mut self, signer: Option<&dyn CheckpointSigner>) {
-        let Some(signer) = signer else { return };
         for slot in self.slots.values_mut() {
             let Slot::Open(log) = slot else { continue };
-            if log.uncovered() == 0 {
+            let Some(signer) = signer else {
+                // Nothing to sign with: the folded refusals are written all the same.
+                if let Err(e) = log.flush_folds(now_ms()).and_then(|()| log.flush(false)) {
+                    warn!(log = %log.path().display(), error = %e, "folded denials not written");
+                }
+                continue;
+            };
+            if log.uncovered() == 0 && log.folds.values().all(|f| f.count == 0) {
+                log.folds.clear();
                 continue;
             }
             // A container backend that panics must not take the server's logs with it.
@@ -916,6 +1014,132 @@ mod tests {
 
     fn verified(path: &Path, key: &PublisherKey) -> Report {
         usage::verify(File::open(path).unwrap(), &key.public_key()).unwrap()
+    }
+
+    fn deny(vendor_id: u32, n: u8, host: &str, session: &str, status: u32) -> Event {
+        let Event::Grant(mut seat) = grant(vendor_id, n) else {
+            unreachable!()
+        };
+        seat.client = Some(Arc::new(ClientInfo {
+            hostname: host.into(),
+            session: session.into(),
+            machine: "physical".into(),
+        }));
+        Event::Deny { seat, status }
+    }
+
+    /// The events of a log, in order.
+    fn events(path: &Path) -> Vec<Event> {
+        let bytes = std::fs::read(path).unwrap();
+        let mut out = Vec::new();
+        usage::scan(&bytes[..], |_, s| {
+            out.push(s.record.event.clone());
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn a_client_refused_again_and_again_costs_two_records_per_checkpoint() {
+        let key = PublisherKey::generate(77, "p");
+        let s = signer(&key);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("77.log");
+        let (mut log, _) = LogFile::open(&path, 77, [5; 32], "s").unwrap();
+        let t = now_ms();
+        // One client retries 500 times; another is refused twice; a third once, otherwise.
+        for i in 0..500u64 {
+            log.push(t + i, deny(77, (i % 200) as u8, "loop", "1", 7))
+                .unwrap();
+        }
+        log.push(t + 600, deny(77, 1, "other", "2", 7)).unwrap();
+        log.push(t + 601, deny(77, 2, "other", "2", 7)).unwrap();
+        log.push(t + 602, deny(77, 3, "loop", "1", 9)).unwrap();
+        log.checkpoint(&s, t + 700).unwrap();
+        // After the checkpoint, folding starts anew: the next refusal is written in full.
+        log.push(t + 800, deny(77, 4, "loop", "1", 7)).unwrap();
+        log.checkpoint(&s, t + 900).unwrap();
+        log.flush(true).unwrap();
+        let names: Vec<&str> = events(&path).iter().map(Event::name).collect();
+        assert_eq!(
+            names,
+            [
+                "start",
+                "denial",
+                "denial",
+                "denial",
+                "folded denials",
+                "folded denials",
+                "checkpoint",
+                "denial",
+                "checkpoint"
+            ]
+        );
+        let folded: Vec<(String, u64, u64)> = events(&path)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Denials {
+                    seat,
+                    count,
+                    since_ms,
+                    ..
+                } => Some((seat.client.unwrap().hostname.clone(), count, since_ms)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            folded,
+            [
+                ("loop".to_string(), 499, t),
+                ("other".to_string(), 1, t + 600)
+            ]
+        );
+        let r = verified(&path, &key);
+        assert_eq!(r.months.values().map(|m| m.denials).sum::<u64>(), 504);
+        assert_eq!(r.unverified_tail, 0);
+    }
+
+    #[test]
+    fn past_max_folds_clients_fold_together_and_every_refusal_is_counted() {
+        let key = PublisherKey::generate(77, "p");
+        let s = signer(&key);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("77.log");
+        let (mut log, _) = LogFile::open(&path, 77, [5; 32], "s").unwrap();
+        let t = now_ms();
+        // Every attempt from a new session, three times over.
+        let sessions = MAX_FOLDS + 1_000;
+        for round in 0..3u64 {
+            for n in 0..sessions {
+                log.push(t + round, deny(77, 1, "h", &n.to_string(), 7))
+                    .unwrap();
+            }
+        }
+        assert!(log.folds.len() <= MAX_FOLDS + 1, "memory stays bounded");
+        log.checkpoint(&s, t + 10).unwrap();
+        log.flush(true).unwrap();
+        let all = events(&path);
+        // The first MAX_FOLDS sessions and the shared key each got one Deny and one Denials.
+        assert_eq!(
+            all.iter()
+                .filter(|e| matches!(e, Event::Deny { .. }))
+                .count(),
+            MAX_FOLDS + 1
+        );
+        let shared = all
+            .iter()
+            .find_map(|e| match e {
+                Event::Denials { seat, count, .. } if seat.client.is_none() => Some(*count),
+                _ => None,
+            })
+            .expect("the shared fold, with no client named");
+        assert_eq!(shared, 3 * 1_000 - 1);
+        let r = verified(&path, &key);
+        assert_eq!(
+            r.months.values().map(|m| m.denials).sum::<u64>(),
+            3 * sessions as u64
+        );
     }
 
     #[test]
