@@ -386,7 +386,7 @@ impl Server {
 
     /// A publisher's usage log for export, checkpointed up to now (see
     /// [`UsageLog::export`]).
-    pub fn export_usage(&self, vendor: Option<u32>) -> Result<(u32, Vec<u8>)> {
+    pub fn export_usage(&self, vendor: Option<u32>) -> Result<super::usage::Export> {
         self.usage.export(vendor)
     }
 

@@ -726,6 +726,27 @@ enum Ctl {
     Close(oneshot::Sender<()>),
 }
 
+/// A publisher's log to send: the file and how much of it ([`UsageLog::export`]).
+#[derive(Debug)]
+pub struct Export {
+    /// The publisher.
+    pub vendor: u32,
+    /// The log, open for reading at its start.
+    pub file: File,
+    /// Its length when it was checkpointed: send this much.
+    pub len: u64,
+}
+
+impl Export {
+    /// The whole copy in memory (for small logs and tests; the admin API streams it).
+    pub fn read_all(self) -> Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(self.file, self.len), &mut bytes)
+            .map_err(|e| Error::io("usage log", e))?;
+        Ok(bytes)
+    }
+}
+
 /// The server's usage logs: opened at start, written by the seat store's committer through
 /// [`UsageLog::journal`], checkpointed by a thread of its own.
 pub struct UsageLog {
@@ -825,8 +846,9 @@ impl UsageLog {
     /// export-usage`): checkpointed first, so that every record up to now is covered by a
     /// container's signature. `vendor` may be left out when the server keeps one log. The
     /// copy is the file up to its length after the checkpoint (records appended while it is
-    /// read are left for the next export); the lock is not held while reading.
-    pub fn export(&self, vendor: Option<u32>) -> Result<(u32, Vec<u8>)> {
+    /// read are left for the next export): an open handle and that length, to be streamed
+    /// (a log of a year is not read into memory); the lock is not held while reading.
+    pub fn export(&self, vendor: Option<u32>) -> Result<Export> {
         let (vendor, path, len) = {
             let mut logs = self
                 .logs
@@ -873,11 +895,8 @@ impl UsageLog {
                 .len();
             (vendor, path, len)
         };
-        let mut bytes = Vec::with_capacity(len as usize);
-        std::fs::File::open(&path)
-            .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, len), &mut bytes))
-            .map_err(|e| Error::io(path.display().to_string(), e))?;
-        Ok((vendor, bytes))
+        let file = File::open(&path).map_err(|e| Error::io(path.display().to_string(), e))?;
+        Ok(Export { vendor, file, len })
     }
 
     /// Checkpoints every log with records since its last checkpoint, syncs and closes them:

@@ -484,15 +484,19 @@ pub async fn usage(
     };
     let server = st.server.clone();
     match tokio::task::spawn_blocking(move || server.export_usage(vendor)).await {
-        Ok(Ok((vendor, bytes))) => (
+        Ok(Ok(export)) => (
             [
                 (header::CONTENT_TYPE, "application/octet-stream".to_string()),
                 (
                     header::CONTENT_DISPOSITION,
-                    format!("attachment; filename=\"tessera-usage-{vendor}.log\""),
+                    format!(
+                        "attachment; filename=\"tessera-usage-{}.log\"",
+                        export.vendor
+                    ),
                 ),
+                (header::CONTENT_LENGTH, export.len.to_string()),
             ],
-            Body::from(bytes),
+            Body::from_stream(stream_file(export)),
         )
             .into_response(),
         Ok(Err(e @ crate::Error::NoLicense(_))) => error(StatusCode::NOT_FOUND, e.to_string()),
@@ -503,6 +507,25 @@ pub async fn usage(
         Ok(Err(e)) => internal(e),
         Err(e) => internal(crate::Error::Internal(format!("usage export task: {e}"))),
     }
+}
+
+/// The export's bytes in chunks of 64 KiB, read as they are sent: the server holds one chunk
+/// per download, whatever the log's size.
+fn stream_file(
+    export: crate::server::usage::Export,
+) -> impl futures_util::Stream<Item = std::io::Result<Vec<u8>>> + Send {
+    const CHUNK: u64 = 64 * 1024;
+    let file = tokio::fs::File::from_std(export.file);
+    futures_util::stream::try_unfold((file, export.len), |(mut file, left)| async move {
+        use tokio::io::AsyncReadExt;
+        if left == 0 {
+            return Ok(None);
+        }
+        let n = left.min(CHUNK);
+        let mut chunk = vec![0u8; n as usize];
+        file.read_exact(&mut chunk).await?;
+        Ok(Some((chunk, (file, left - n))))
+    })
 }
 
 fn parse_u32(s: &str) -> Option<u32> {
