@@ -316,19 +316,90 @@ impl ClientHandshake {
     }
 }
 
-enum DeviceStep {
+/// Where a responder is.
+enum ResponderStep {
     Start,
     SentMessage2,
     Failed,
 }
 
-/// The dongle's side of the handshake (Noise responder): [`message2`](Self::message2), then
-/// [`finish`](Self::finish).
-pub struct DeviceHandshake {
+/// The responder's side of Noise XX, sans I/O, as the dongle (to a host) and the license
+/// server (to a client) both run it: message 1 in (an ephemeral key, no payload), message 2
+/// out (the responder's hello), message 3 in (the initiator's hello). Any error leaves it
+/// failed. The hellos stay bytes here; each side encodes and decodes its own.
+pub(crate) struct Responder {
     noise: HandshakeState,
     hello: Vec<u8>,
-    step: DeviceStep,
+    step: ResponderStep,
+    /// The handshake's name in errors.
+    what: &'static str,
+    /// Whose ephemeral key message 1 carries, in errors.
+    initiator: &'static str,
+    /// The largest frame of the channel it ends in.
+    max_frame: usize,
 }
+
+impl Responder {
+    /// A responder that answers with `hello` (already encoded).
+    pub(crate) fn new(
+        noise: HandshakeState,
+        hello: Vec<u8>,
+        what: &'static str,
+        initiator: &'static str,
+        max_frame: usize,
+    ) -> Responder {
+        Responder {
+            noise,
+            hello,
+            step: ResponderStep::Start,
+            what,
+            initiator,
+            max_frame,
+        }
+    }
+
+    fn out_of_order(&self, why: &str) -> Error {
+        Error::Internal(format!("{}: {why}", self.what))
+    }
+
+    /// Reads message 1 (it must carry no payload), returns message 2.
+    pub(crate) fn message2(&mut self, message1: &[u8]) -> Result<Vec<u8>> {
+        if !matches!(self.step, ResponderStep::Start) {
+            return Err(self.out_of_order("message 1 is read once"));
+        }
+        self.step = ResponderStep::Failed;
+        check_contributory(message1, self.initiator)?;
+        let payload = read(&mut self.noise, "message 1", message1)?;
+        if !payload.is_empty() {
+            return Err(Error::malformed(
+                self.what,
+                format!(
+                    "message 1 carries {} payload bytes, none expected",
+                    payload.len()
+                ),
+            ));
+        }
+        let message = write(&mut self.noise, "message 2", &self.hello)?;
+        self.step = ResponderStep::SentMessage2;
+        Ok(message)
+    }
+
+    /// Reads message 3; returns the channel, the initiator's Noise static public key (its
+    /// identity) and the hello message 3 carried, still encoded.
+    pub(crate) fn finish(mut self, message3: &[u8]) -> Result<(Channel, [u8; 32], Vec<u8>)> {
+        if !matches!(self.step, ResponderStep::SentMessage2) {
+            return Err(self.out_of_order("message 3 before a successful message 1"));
+        }
+        let payload = read(&mut self.noise, "message 3", message3)?;
+        let channel = into_channel_with(self.noise, self.max_frame)?;
+        let identity = channel.remote_static();
+        Ok((channel, identity, payload))
+    }
+}
+
+/// The device's side of the handshake (Noise responder), sans I/O:
+/// [`message2`](Self::message2), then [`finish`](Self::finish). Any error leaves it failed.
+pub struct DeviceHandshake(Responder);
 
 impl DeviceHandshake {
     /// Starts a handshake with the device's static secret; `hello` is sent in message 2 as
@@ -348,45 +419,25 @@ impl DeviceHandshake {
     }
 
     fn build(secret: &[u8; 32], hello: DeviceHello, ephemeral: Option<&[u8; 32]>) -> Result<Self> {
-        Ok(DeviceHandshake {
-            noise: noise(secret, false, ephemeral)?,
-            hello: encode_hello(DEVICE_HELLO, &hello)?,
-            step: DeviceStep::Start,
-        })
+        Ok(DeviceHandshake(Responder::new(
+            noise(secret, false, ephemeral)?,
+            encode_hello(DEVICE_HELLO, &hello)?,
+            HANDSHAKE,
+            "the host's ephemeral key",
+            super::MAX_FRAME,
+        )))
     }
 
     /// Reads message 1, returns message 2.
     pub fn message2(&mut self, message1: &[u8]) -> Result<Vec<u8>> {
-        if !matches!(self.step, DeviceStep::Start) {
-            return Err(out_of_order("message 1 is read once"));
-        }
-        self.step = DeviceStep::Failed;
-        check_contributory(message1, "the host's ephemeral key")?;
-        let payload = read(&mut self.noise, "message 1", message1)?;
-        if !payload.is_empty() {
-            return Err(Error::malformed(
-                HANDSHAKE,
-                format!(
-                    "message 1 carries {} payload bytes, none expected",
-                    payload.len()
-                ),
-            ));
-        }
-        let message = write(&mut self.noise, "message 2", &self.hello)?;
-        self.step = DeviceStep::SentMessage2;
-        Ok(message)
+        self.0.message2(message1)
     }
 
     /// Reads message 3; returns the channel, the host's Noise static public key (its
     /// identity), and its [`HostHello`].
-    pub fn finish(mut self, message3: &[u8]) -> Result<(Channel, [u8; 32], HostHello)> {
-        if !matches!(self.step, DeviceStep::SentMessage2) {
-            return Err(out_of_order("finish before a successful message 2"));
-        }
-        let payload = read(&mut self.noise, "message 3", message3)?;
+    pub fn finish(self, message3: &[u8]) -> Result<(Channel, [u8; 32], HostHello)> {
+        let (channel, identity, payload) = self.0.finish(message3)?;
         let host: HostHello = decode_hello(HOST_HELLO, &payload)?;
-        let channel = into_channel(self.noise)?;
-        let identity = channel.remote_static();
         Ok((channel, identity, host))
     }
 }

@@ -143,60 +143,34 @@ impl ClientHandshake {
     }
 }
 
-enum ServerStep {
-    Start,
-    SentMessage2,
-    Failed,
-}
-
 /// The server's side of the handshake (Noise responder), sans I/O:
 /// [`read_message1`](Self::read_message1) (which returns message 2), then
-/// [`read_message3`](Self::read_message3). Any error leaves it failed.
-pub struct ServerHandshake {
-    noise: HandshakeState,
-    hello: Vec<u8>,
-    step: ServerStep,
-}
+/// [`read_message3`](Self::read_message3). Any error leaves it failed. The same responder as
+/// the dongle's ([`handshake::Responder`]), with the license protocol's hellos and frames.
+pub struct ServerHandshake(handshake::Responder);
 
 impl ServerHandshake {
     /// Starts a handshake with the server's static secret; `hello` goes in message 2.
     pub fn new(static_secret: &[u8; 32], hello: &ServerHello) -> Result<Self> {
-        Ok(ServerHandshake {
-            noise: noise(static_secret, false)?,
-            hello: proto::encode(hello)?,
-            step: ServerStep::Start,
-        })
+        Ok(ServerHandshake(handshake::Responder::new(
+            noise(static_secret, false)?,
+            proto::encode(hello)?,
+            HANDSHAKE,
+            "the client's ephemeral key",
+            MAX_FRAME,
+        )))
     }
 
     /// Reads message 1 (no payload allowed), returns message 2.
     pub fn read_message1(&mut self, message1: &[u8]) -> Result<Vec<u8>> {
-        if !matches!(self.step, ServerStep::Start) {
-            return Err(out_of_order("message 1 is read once"));
-        }
-        self.step = ServerStep::Failed;
-        check_contributory(message1, "the client's ephemeral key")?;
-        let payload = read(&mut self.noise, "message 1", message1)?;
-        if !payload.is_empty() {
-            return Err(Error::malformed(
-                HANDSHAKE,
-                format!("message 1 carries {} payload bytes", payload.len()),
-            ));
-        }
-        let message = write(&mut self.noise, "message 2", &self.hello)?;
-        self.step = ServerStep::SentMessage2;
-        Ok(message)
+        self.0.message2(message1)
     }
 
     /// Reads message 3; returns the channel, the client's static public key (its host key)
     /// and its [`ClientHello`].
-    pub fn read_message3(mut self, message3: &[u8]) -> Result<(NetChannel, [u8; 32], ClientHello)> {
-        if !matches!(self.step, ServerStep::SentMessage2) {
-            return Err(out_of_order("message 3 before a successful message 1"));
-        }
-        let payload = read(&mut self.noise, "message 3", message3)?;
+    pub fn read_message3(self, message3: &[u8]) -> Result<(NetChannel, [u8; 32], ClientHello)> {
+        let (channel, client, payload) = self.0.finish(message3)?;
         let hello: ClientHello = proto::decode(&payload, "client hello")?;
-        let channel = into_channel(self.noise)?;
-        let client = channel.remote_static();
         Ok((channel, client, hello))
     }
 }
