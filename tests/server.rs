@@ -64,12 +64,17 @@ fn a_seat_over_the_network_encrypts_decrypts_and_names_the_server() {
     assert_eq!(info.server.as_deref(), Some("test-server"));
     assert!(info.container_serial.starts_with("SW-"));
     assert_eq!(info.in_use, 1);
-    for mode in [Mode::Derived, Mode::Direct] {
-        let data = vec![7u8; 1000];
-        let mut ct = vec![0u8; 1056];
+    // 40,000 bytes: frames far larger than the server's 1 KiB read buffer.
+    for (mode, len) in [
+        (Mode::Derived, 1000),
+        (Mode::Direct, 1000),
+        (Mode::Direct, 40_000),
+    ] {
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let mut ct = vec![0u8; len + 56];
         let n = seat.encrypt(mode, &data, &mut ct).unwrap();
-        let mut pt = vec![0u8; 1000];
-        assert_eq!(seat.decrypt(&ct[..n], &mut pt).unwrap(), 1000);
+        let mut pt = vec![0u8; len];
+        assert_eq!(seat.decrypt(&ct[..n], &mut pt).unwrap(), len);
         assert_eq!(pt, data);
         assert_eq!(
             tessera::cipher::decrypt(&f.key.product_secret(1), &ct[..n]).unwrap(),
