@@ -748,6 +748,10 @@ fn metrics_count_grants_denials_renewals_and_latency() {
         3.0
     );
     assert!(value("tessera_request_duration_seconds_sum{kind=\"acquire\"} ") > 0.0);
+    // One grant (a row written) at least; one client is no crowd, so no commit waited.
+    assert!(value("tessera_seat_store_commits_total ") >= 1.0);
+    assert!(value("tessera_seat_store_changes_total ") >= 1.0);
+    assert_eq!(value("tessera_seat_store_gathered_total "), 0.0);
     for family in [
         "tessera_lease_expiries_total",
         "tessera_revocations_total",

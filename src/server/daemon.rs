@@ -300,6 +300,11 @@ impl Server {
         }
     }
 
+    /// The seat table committer's counters.
+    pub fn commit_stats(&self) -> &crate::server::store::CommitStats {
+        self.committer.stats()
+    }
+
     /// The server's Noise static public key (what the delegations name).
     pub fn public_key(&self) -> [u8; 32] {
         self.public_key

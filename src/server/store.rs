@@ -364,7 +364,18 @@ pub const DEFAULT_COMMIT_WINDOW: Duration = Duration::from_millis(3);
 pub struct GroupCommitter {
     jobs: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
-    transactions: Arc<AtomicU64>,
+    stats: Arc<CommitStats>,
+}
+
+/// What the committer has done since it started (`GET /metrics`).
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    /// Transactions committed (or tried).
+    pub transactions: AtomicU64,
+    /// Seat-table changes in them (rows written or deleted).
+    pub changes: AtomicU64,
+    /// Commits that waited for the commit window (the server was saturated).
+    pub gathered: AtomicU64,
 }
 
 impl GroupCommitter {
@@ -382,8 +393,8 @@ impl GroupCommitter {
         window: Duration,
     ) -> Self {
         let (tx, rx) = mpsc::channel();
-        let transactions = Arc::new(AtomicU64::new(0));
-        let counter = Arc::clone(&transactions);
+        let stats = Arc::new(CommitStats::default());
+        let counter = Arc::clone(&stats);
         let thread = std::thread::Builder::new()
             .name("tessera-seat-store".into())
             .spawn(move || run(store, journal, rx, window, &counter))
@@ -391,7 +402,7 @@ impl GroupCommitter {
         GroupCommitter {
             jobs: Some(tx),
             thread: Some(thread),
-            transactions,
+            stats,
         }
     }
 
@@ -440,7 +451,12 @@ impl GroupCommitter {
 
     /// How many transactions the store has been asked to commit so far.
     pub fn transactions(&self) -> u64 {
-        self.transactions.load(Ordering::Relaxed)
+        self.stats.transactions.load(Ordering::Relaxed)
+    }
+
+    /// The committer's counters.
+    pub fn stats(&self) -> &CommitStats {
+        &self.stats
     }
 
     /// Flushes everything pending and joins the thread.
@@ -479,7 +495,7 @@ fn run(
     mut journal: Option<Box<dyn Journal>>,
     jobs: mpsc::Receiver<Job>,
     window: Duration,
-    transactions: &AtomicU64,
+    stats: &CommitStats,
 ) {
     use std::collections::HashMap;
     use std::time::Instant;
@@ -511,6 +527,7 @@ fn run(
             // until one window after the last commit began.
             let left = window.saturating_sub(t.elapsed());
             if !left.is_zero() {
+                stats.gathered.fetch_add(1, Ordering::Relaxed);
                 std::thread::sleep(left);
             }
         }
@@ -556,7 +573,7 @@ fn run(
         changes.extend(batch.iter().flat_map(|j| j.changes.iter().cloned()));
         let waiting = batch.iter().filter(|j| j.waited()).count();
         crowded = (waiting >= COMMIT_SIBLINGS).then(Instant::now);
-        let committed = commit_batch(store.as_mut(), changes, &batch, transactions);
+        let committed = commit_batch(store.as_mut(), changes, &batch, stats);
         for ((j, c), l) in batch.into_iter().zip(committed).zip(logged) {
             if let Some(d) = j.done {
                 let _ = d.send(c.and(l));
@@ -565,7 +582,7 @@ fn run(
     }
     if !lazy.is_empty() {
         let changes: Vec<Change> = lazy.drain().map(|(_, c)| c).collect();
-        commit_batch(store.as_mut(), changes, &[], transactions);
+        commit_batch(store.as_mut(), changes, &[], stats);
     }
 }
 
@@ -574,19 +591,22 @@ fn commit_batch(
     store: &mut dyn SeatStore,
     changes: Vec<Change>,
     batch: &[Job],
-    transactions: &AtomicU64,
+    stats: &CommitStats,
 ) -> Vec<Result<(), String>> {
     if changes.is_empty() {
         return vec![Ok(()); batch.len()];
     }
-    transactions.fetch_add(1, Ordering::Relaxed);
+    stats.transactions.fetch_add(1, Ordering::Relaxed);
+    stats
+        .changes
+        .fetch_add(changes.len() as u64, Ordering::Relaxed);
     match store.commit(&changes) {
         Ok(()) => vec![Ok(()); batch.len()],
         Err(e) if batch.len() <= 1 => vec![Err(e.to_string()); batch.len()],
         Err(_) => batch
             .iter()
             .map(|j| {
-                transactions.fetch_add(1, Ordering::Relaxed);
+                stats.transactions.fetch_add(1, Ordering::Relaxed);
                 store.commit(&j.changes).map_err(|e| e.to_string())
             })
             .collect(),
@@ -948,6 +968,8 @@ mod tests {
             started.elapsed() < Duration::from_secs(1),
             "a lone client waited for the window"
         );
+        assert_eq!(gc.stats().gathered.load(Ordering::Relaxed), 1);
+        assert_eq!(gc.stats().changes.load(Ordering::Relaxed), 80);
         gc.shutdown();
         assert_eq!(
             *batches.lock().unwrap(),

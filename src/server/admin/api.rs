@@ -666,6 +666,25 @@ pub async fn metrics(State(st): State<AdminState>) -> Response {
         "License-protocol requests answered.",
         s.stats.requests.load(Relaxed),
     );
+    let store = s.commit_stats();
+    counter(
+        &mut e,
+        "tessera_seat_store_commits_total",
+        "Seat table transactions (each one fsync with fsync on).",
+        store.transactions.load(Relaxed),
+    );
+    counter(
+        &mut e,
+        "tessera_seat_store_changes_total",
+        "Seat table rows written or deleted in those transactions.",
+        store.changes.load(Relaxed),
+    );
+    counter(
+        &mut e,
+        "tessera_seat_store_gathered_total",
+        "Commits that waited for the commit window (the server was saturated).",
+        store.gathered.load(Relaxed),
+    );
     e.latency(
         "tessera_request_duration_seconds",
         "License-protocol request latency by kind, from the frame read to the answer.",
