@@ -413,6 +413,8 @@ fn a_sigkilled_servers_torn_record_is_cut_at_restart_and_damage_is_left_alone() 
     let mut f = Fixture::new();
     let a = f.session("host-a");
     drop(a.acquire(1, 0, false).unwrap());
+    // Let a periodic checkpoint (every second) sign before the kill.
+    std::thread::sleep(Duration::from_millis(1500));
     f.server.kill9();
     // A write cut short by the kill: a length of 50 and 3 bytes of the record.
     let log = f.log();
@@ -443,6 +445,11 @@ fn a_sigkilled_servers_torn_record_is_cut_at_restart_and_damage_is_left_alone() 
     );
     assert_eq!(field(&json, "unverified_tail"), 0);
     assert_eq!(months(&json, "grants", false), 2);
+    // The container's signature count outlived the killed server: numbered on, not again
+    // from 1 (which verify-usage would report as a container put back).
+    assert_eq!(field(&json, "signature_rewinds"), 0, "{json}");
+    assert!(field(&json, "checkpoints") >= 2, "{json}");
+    assert!(field(&json, "signatures_missing") <= 1, "{json}");
 
     // Damage before the end: the server appends nothing and grants no seat of this
     // publisher; the file stays as it was.

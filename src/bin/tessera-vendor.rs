@@ -776,8 +776,19 @@ fn verify_usage(a: VerifyUsageArgs) -> Result<()> {
             })
             .collect();
         let signers: Vec<String> = r.signers.iter().map(|s| json_str(s)).collect();
+        let numbers: Vec<String> = r
+            .signature_numbers
+            .iter()
+            .map(|(serial, (first, last))| {
+                format!(
+                    "{{\"serial\":{},\"first\":{first},\"last\":{last}}}",
+                    json_str(serial)
+                )
+            })
+            .collect();
+        let findings: Vec<String> = r.findings.iter().map(|f| json_str(f)).collect();
         println!(
-            "{{\"ok\":true,\"vendor_id\":{},\"server_key\":{},\"records\":{},\"bytes\":{},\"starts\":{},\"cut_bytes\":{},\"checkpoints\":{},\"verified_records\":{},\"unverified_tail\":{},\"signers\":[{}],\"first_ms\":{},\"last_ms\":{},\"last_checkpoint_ms\":{},\"max_sign_lag_s\":{},\"open_at_end\":{},\"ends_without_grant\":{},\"months\":[{}]}}",
+            "{{\"ok\":true,\"vendor_id\":{},\"server_key\":{},\"records\":{},\"bytes\":{},\"starts\":{},\"cut_bytes\":{},\"checkpoints\":{},\"verified_records\":{},\"unverified_tail\":{},\"signers\":[{}],\"first_ms\":{},\"last_ms\":{},\"last_checkpoint_ms\":{},\"max_sign_lag_s\":{},\"open_at_end\":{},\"ends_without_grant\":{},\"signature_numbers\":[{}],\"signatures_missing\":{},\"signature_rewinds\":{},\"findings\":[{}],\"months\":[{}]}}",
             r.vendor_id,
             json_str(&hex::encode(r.server_key)),
             r.records,
@@ -795,6 +806,10 @@ fn verify_usage(a: VerifyUsageArgs) -> Result<()> {
             r.max_sign_lag_s,
             r.open_at_end,
             r.ends_without_grant,
+            numbers.join(","),
+            r.signatures_missing,
+            r.signature_rewinds,
+            findings.join(","),
             months.join(",")
         );
         return Ok(());
@@ -843,10 +858,20 @@ fn verify_usage(a: VerifyUsageArgs) -> Result<()> {
                 "  signing lag:  at most {} s between a checkpoint's last record and its signature",
                 r.max_sign_lag_s
             );
+            for (serial, (first, last)) in &r.signature_numbers {
+                println!(
+                    "  signatures:   {serial} numbered {first} to {last} here (the next log \
+                     should go on from {})",
+                    last + 1
+                );
+            }
         }
         None => {
             println!("  checkpoints:  none: no container of this publisher signed for any record")
         }
+    }
+    for f in &r.findings {
+        println!("  ASK ABOUT:    {f}");
     }
     if r.unverified_tail > 0 {
         println!(

@@ -26,7 +26,7 @@ pub const CLOCK_TOLERANCE_SECS: u64 = 3600;
 /// The most license bytes one `ListLicenses` answer carries (it must fit a channel frame).
 pub const LIST_PAGE_BYTES: usize = 4096;
 /// The engine state format version.
-pub const STATE_VERSION: u16 = 1;
+pub const STATE_VERSION: u16 = 2;
 
 /// What kind of container runs the engine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +89,58 @@ pub struct EngineState {
     pub clock_high_water: u64,
     /// When the container was made.
     pub created_at: u64,
+    /// Usage-log checkpoints signed so far: each signature carries the next number
+    /// ([`crate::license::usage::UsageStatement::sequence`]), so a publisher sees signatures
+    /// missing from a log, or a container state put back to an earlier copy.
+    pub usage_signatures: u64,
+}
+
+/// [`EngineState`] as format 1 wrote it (before `usage_signatures`).
+#[derive(Deserialize)]
+struct EngineStateV1 {
+    _version: u16,
+    serial: String,
+    kind: ContainerKind,
+    vendor_id: u32,
+    sign_seed: [u8; 32],
+    seal_secret: [u8; 32],
+    noise_secret: [u8; 32],
+    publisher_key: Option<[u8; 32]>,
+    certificate: Option<Vec<u8>>,
+    licenses: Vec<StoredLicense>,
+    clock_high_water: u64,
+    created_at: u64,
+}
+
+impl EngineState {
+    /// Decodes a persisted state of this format or of format 1 (which had no usage
+    /// signature count: it starts at 0).
+    pub fn decode(bytes: &[u8]) -> std::result::Result<EngineState, postcard::Error> {
+        let version = postcard::take_from_bytes::<u16>(bytes).map(|(v, _)| v);
+        if version == Ok(1) {
+            let mut v1: EngineStateV1 = postcard::from_bytes(bytes)?;
+            let state = EngineState {
+                version: STATE_VERSION,
+                serial: std::mem::take(&mut v1.serial),
+                kind: v1.kind,
+                vendor_id: v1.vendor_id,
+                sign_seed: v1.sign_seed,
+                seal_secret: v1.seal_secret,
+                noise_secret: v1.noise_secret,
+                publisher_key: v1.publisher_key,
+                certificate: v1.certificate.take(),
+                licenses: std::mem::take(&mut v1.licenses),
+                clock_high_water: v1.clock_high_water,
+                created_at: v1.created_at,
+                usage_signatures: 0,
+            };
+            v1.sign_seed.zeroize();
+            v1.seal_secret.zeroize();
+            v1.noise_secret.zeroize();
+            return Ok(state);
+        }
+        postcard::from_bytes(bytes)
+    }
 }
 
 impl Drop for EngineState {
@@ -179,6 +231,7 @@ impl Engine {
             licenses: Vec::new(),
             clock_high_water: now,
             created_at: now,
+            usage_signatures: 0,
         };
         // A fresh state has no licenses to decode, so this cannot fail.
         Engine::from_state(state).unwrap_or_else(|_| unreachable!())
@@ -410,7 +463,7 @@ impl Engine {
                         statement,
                         certificate,
                     },
-                    false,
+                    true,
                 )
             }
             Request::Clock { now } => {
@@ -460,7 +513,9 @@ impl Engine {
     /// `UsageStatement` envelope, dated no earlier than the clock's high-water mark. Returns it
     /// with the container's certificate, which a publisher checks it against; a container
     /// that was never activated has none.
-    pub fn sign_usage(&self, digest: [u8; 32], now: u64) -> Result<(Vec<u8>, Vec<u8>)> {
+    /// Each signature takes the next number of the container's count of them
+    /// ([`EngineState::usage_signatures`]): the caller persists the state.
+    pub fn sign_usage(&mut self, digest: [u8; 32], now: u64) -> Result<(Vec<u8>, Vec<u8>)> {
         let certificate = self.state.certificate.clone().ok_or_else(|| {
             Error::NoLicense(format!(
                 "{} has no publisher certificate to sign usage with",
@@ -473,11 +528,11 @@ impl Engine {
             container_key: self.sign_key().to_bytes(),
             digest,
             signed_at: now.max(self.state.clock_high_water),
+            sequence: self.state.usage_signatures + 1,
         };
-        Ok((
-            envelope::sign(Kind::UsageCheckpoint, &st, &self.signing)?,
-            certificate,
-        ))
+        let statement = envelope::sign(Kind::UsageCheckpoint, &st, &self.signing)?;
+        self.state.usage_signatures += 1;
+        Ok((statement, certificate))
     }
 
     /// The persisted state.
@@ -750,5 +805,56 @@ impl Engine {
         self.state.certificate = Some(act.certificate.clone());
         self.observe_clock(now);
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_format_1_state_loads_with_no_usage_signatures_and_signatures_are_numbered() {
+        let mut e = Engine::create(ContainerKind::Dongle, 7, 1_000);
+        e.state.usage_signatures = 0;
+        // Format 1 is format 2 without the count at the end (a 0 count is one byte).
+        let mut v1 = e.state().clone();
+        v1.version = 1;
+        let mut bytes = postcard::to_allocvec(&v1).unwrap();
+        assert_eq!(bytes.pop(), Some(0));
+        let old = EngineState::decode(&bytes).unwrap();
+        assert_eq!((old.version, old.usage_signatures), (STATE_VERSION, 0));
+        assert_eq!(old.serial, e.serial());
+        assert_eq!(old.sign_seed, e.state().sign_seed);
+        let mut old = Engine::from_state(old).unwrap();
+        // Each signature takes the next number, and the container asks to be persisted.
+        old.state.certificate = Some(vec![1, 2, 3]);
+        let ctx = RequestContext {
+            now: 2_000,
+            now_ms: 0,
+            host: None,
+            machine: crate::host::MachineKind::Physical,
+        };
+        for n in 1..=3u64 {
+            let (r, persist) = old.handle(
+                Request::SignUsage {
+                    digest: [n as u8; 32],
+                },
+                &ctx,
+            );
+            assert!(persist, "a usage signature changes the state");
+            let Response::UsageSignature { statement, .. } = r else {
+                panic!("{r:?}")
+            };
+            let st: crate::license::usage::UsageStatement =
+                envelope::Envelope::parse(Kind::UsageCheckpoint, &statement)
+                    .unwrap()
+                    .decode()
+                    .unwrap();
+            assert_eq!(st.sequence, n);
+        }
+        assert_eq!(old.state().usage_signatures, 3);
+        // The current format round-trips the count.
+        let again = EngineState::decode(&postcard::to_allocvec(old.state()).unwrap()).unwrap();
+        assert_eq!(again.usage_signatures, 3);
     }
 }

@@ -284,7 +284,7 @@ impl SoftwareContainer {
                     Error::Tampered(format!("{} body fails authentication", path.display()))
                 })?,
         );
-        let state: EngineState = postcard::from_bytes(&body)
+        let state = EngineState::decode(&body)
             .map_err(|e| Error::Tampered(format!("{} state: {e}", path.display())))?;
         let engine = Engine::from_state(state)?;
         Ok(SoftwareContainer {

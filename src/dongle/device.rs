@@ -72,7 +72,7 @@ pub fn load_state(path: &Path) -> Result<Engine> {
             supported: FILE_VERSION,
         });
     }
-    let state: EngineState = postcard::from_bytes(&content[6..])
+    let state = EngineState::decode(&content[6..])
         .map_err(|e| Error::Tampered(format!("{}: {e}", path.display())))?;
     Engine::from_state(state)
 }

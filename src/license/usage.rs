@@ -142,6 +142,11 @@ pub struct UsageStatement {
     /// The container's time when it signed (Unix seconds; never below its clock high-water
     /// mark).
     pub signed_at: u64,
+    /// The container's number for this signature: 1 for its first usage signature, one more
+    /// for each after (kept in the container's state). A gap between two checkpoints of a
+    /// log means signatures that are not in it; a number that goes back, a container state
+    /// put back to an earlier copy.
+    pub sequence: u64,
 }
 
 /// Who took part in a seat event, as the client's hello said (absent where the server only
@@ -835,6 +840,18 @@ pub struct Report {
     pub ends_without_grant: u64,
     /// Per product code and month.
     pub months: BTreeMap<(u32, MonthIndex), MonthSummary>,
+    /// Per signing container (serial): the numbers of its first and last usage signatures in
+    /// this log. The next log's first should follow this one's last.
+    pub signature_numbers: BTreeMap<String, (u64, u64)>,
+    /// Signatures a container made between two checkpoints of this log that are not in it
+    /// (a gap in its numbers): checkpoints of another log, or of a copy of this one.
+    pub signatures_missing: u64,
+    /// Checkpoints whose number is not above the container's previous one in this log: the
+    /// container's state was put back to an earlier copy (or a second container with its
+    /// keys signed). Each is named in `findings`.
+    pub signature_rewinds: u64,
+    /// What a publisher should ask about, in words, with the record each concerns.
+    pub findings: Vec<String>,
 }
 
 #[derive(Default)]
@@ -1008,6 +1025,34 @@ pub fn verify(r: impl Read, publisher: &VerifyingKey) -> std::result::Result<Rep
             Event::Checkpoint(c) => {
                 let (st, cert) = verify_checkpoint(header, c, publisher)
                     .map_err(|why| record_damage(rec.seq, s.offset, format!("checkpoint {why}")))?;
+                match rep.signature_numbers.get_mut(&cert.serial) {
+                    None => {
+                        rep.signature_numbers
+                            .insert(cert.serial.clone(), (st.sequence, st.sequence));
+                    }
+                    Some((_, last)) if st.sequence <= *last => {
+                        rep.signature_rewinds += 1;
+                        rep.findings.push(format!(
+                            "record {}: container {}'s usage signature {} follows its \
+                             signature {}: the container's state was put back to an earlier \
+                             copy",
+                            rec.seq, cert.serial, st.sequence, last
+                        ));
+                        *last = st.sequence;
+                    }
+                    Some((_, last)) => {
+                        if st.sequence > *last + 1 {
+                            let missing = st.sequence - *last - 1;
+                            rep.signatures_missing += missing;
+                            rep.findings.push(format!(
+                                "record {}: container {} made {missing} usage signature(s) \
+                                 between its signatures {} and {} that are not in this log",
+                                rec.seq, cert.serial, last, st.sequence
+                            ));
+                        }
+                        *last = st.sequence;
+                    }
+                }
                 signers.insert(cert.serial);
                 rep.checkpoints += 1;
                 rep.verified = c.count;
@@ -1107,7 +1152,7 @@ pub(crate) mod tests {
                 .unwrap();
         }
 
-        fn checkpoint(&mut self, t: u64, engine: &Engine) {
+        fn checkpoint(&mut self, t: u64, engine: &mut Engine) {
             let (st, cert) = engine
                 .sign_usage(self.chain.checkpoint_digest(), t / 1000)
                 .unwrap();
@@ -1152,7 +1197,7 @@ pub(crate) mod tests {
     /// Start; three grants (two sharing a unit), a denial, a release; checkpoint; an
     /// expiry; a release in the next month; a revoke of a seat granted before the log; a
     /// grant; checkpoint; a release after it.
-    fn sample(signer: &Engine) -> Log {
+    fn sample(signer: &mut Engine) -> Log {
         let t = t0();
         let mut l = Log::new();
         l.push(t, start());
@@ -1191,10 +1236,58 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn signature_numbers_show_missing_signatures_and_a_container_put_back() {
+        let key = PublisherKey::generate(VENDOR, "p");
+        let mut engine = container(&key);
+        let serial = engine.serial().to_string();
+        let mut l = Log::new();
+        l.push(t0(), Event::Grant(seat(1, "u")));
+        l.checkpoint(t0() + 1, &mut engine); // signature 1
+        // Kept aside: the container's state as it is now.
+        let earlier = Engine::from_state(engine.state().clone()).unwrap();
+        // Two signatures for something else (another log): missing from this one.
+        engine.sign_usage([1; 32], 1).unwrap();
+        engine.sign_usage([2; 32], 1).unwrap();
+        l.push(t0() + 2, Event::Grant(seat(2, "u")));
+        l.checkpoint(t0() + 3, &mut engine); // signature 4
+        let r = verify(&l.bytes[..], &key.public_key()).unwrap();
+        assert_eq!(r.signature_numbers[&serial], (1, 4));
+        assert_eq!((r.signatures_missing, r.signature_rewinds), (2, 0));
+        assert!(
+            r.findings[0].contains("made 2 usage signature(s)"),
+            "{:?}",
+            r.findings
+        );
+        // The container put back to its earlier copy signs again: number 2 after 4.
+        let mut earlier = earlier;
+        l.push(t0() + 4, Event::Grant(seat(3, "u")));
+        l.checkpoint(t0() + 5, &mut earlier);
+        let r = verify(&l.bytes[..], &key.public_key()).unwrap();
+        assert_eq!(r.signature_rewinds, 1);
+        assert_eq!(r.signature_numbers[&serial], (1, 2));
+        assert!(
+            r.findings[1].contains("signature 2 follows its signature 4")
+                && r.findings[1].contains("put back"),
+            "{:?}",
+            r.findings
+        );
+        // Numbered in order, nothing to ask about.
+        let mut fresh = container(&key);
+        let mut l = Log::new();
+        for i in 0..3 {
+            l.push(t0() + 10 * i, Event::Grant(seat(i as u8, "u")));
+            l.checkpoint(t0() + 10 * i + 1, &mut fresh);
+        }
+        let r = verify(&l.bytes[..], &key.public_key()).unwrap();
+        assert_eq!(r.signature_numbers[fresh.serial()], (1, 3));
+        assert!(r.findings.is_empty() && r.signatures_missing == 0 && r.signature_rewinds == 0);
+    }
+
+    #[test]
     fn a_log_verifies_and_sums_up_per_product_and_month() {
         let key = PublisherKey::generate(VENDOR, "p");
-        let engine = container(&key);
-        let l = sample(&engine);
+        let mut engine = container(&key);
+        let l = sample(&mut engine);
         let r = verify(&l.bytes[..], &key.public_key()).unwrap();
         assert_eq!(r.vendor_id, VENDOR);
         assert_eq!(r.records, 13);
@@ -1238,7 +1331,7 @@ pub(crate) mod tests {
     #[test]
     fn an_edited_deleted_or_reordered_record_is_named() {
         let key = PublisherKey::generate(VENDOR, "p");
-        let l = sample(&container(&key));
+        let l = sample(&mut container(&key));
         // An edited byte (the last byte of record 3's host machine text): it still decodes,
         // but record 4 no longer links to it.
         let mut b = l.bytes.clone();
@@ -1279,8 +1372,8 @@ pub(crate) mod tests {
     #[test]
     fn a_log_relinked_after_a_deletion_fails_at_its_checkpoint() {
         let key = PublisherKey::generate(VENDOR, "p");
-        let engine = container(&key);
-        let l = sample(&engine);
+        let mut engine = container(&key);
+        let l = sample(&mut engine);
         // Rebuild the log without record 4 (the denial), every link recomputed, keeping the
         // container's signed checkpoints: the first checkpoint now signs another head.
         let mut forged = Log::new();
@@ -1305,10 +1398,10 @@ pub(crate) mod tests {
     #[test]
     fn a_forged_checkpoint_or_one_of_another_publisher_is_named() {
         let key = PublisherKey::generate(VENDOR, "p");
-        let engine = container(&key);
+        let mut engine = container(&key);
         // A container of another publisher with the same vendor id signs the checkpoints.
         let impostor = PublisherKey::generate(VENDOR, "impostor");
-        let l = sample(&container(&impostor));
+        let l = sample(&mut container(&impostor));
         let d = damage(&l.bytes, &key);
         assert_eq!(d.location(), Some((6, l.offsets[6])), "{d}");
         assert!(d.to_string().contains("another publisher"), "{d}");
@@ -1341,7 +1434,7 @@ pub(crate) mod tests {
     #[test]
     fn a_truncated_log_is_torn_at_the_record_it_cuts() {
         let key = PublisherKey::generate(VENDOR, "p");
-        let l = sample(&container(&key));
+        let l = sample(&mut container(&key));
         let last = l.offsets.len() - 1;
         for n in l.offsets[last] as usize + 1..l.bytes.len() {
             let end = scan(&l.bytes[..n], |_, _| Ok(())).unwrap();
@@ -1391,12 +1484,12 @@ pub(crate) mod tests {
     #[test]
     fn every_changed_byte_before_the_last_checkpoint_is_detected() {
         let key = PublisherKey::generate(VENDOR, "p");
-        let engine = container(&key);
+        let mut engine = container(&key);
         let mut l = Log::new();
         l.push(t0(), start());
         l.push(t0() + 1, Event::Grant(seat(1, "a")));
         l.push(t0() + 2, Event::Release(seat(1, "a")));
-        l.checkpoint(t0() + 3, &engine);
+        l.checkpoint(t0() + 3, &mut engine);
         l.push(t0() + 4, Event::Grant(seat(2, "b")));
         assert!(verify(&l.bytes[..], &key.public_key()).is_ok());
         let covered = l.offsets[4] as usize; // the end of the checkpoint
@@ -1445,7 +1538,7 @@ pub(crate) mod tests {
                 "{kind:?}"
             );
         }
-        let blank = Engine::create(ContainerKind::Software, VENDOR, 0);
+        let mut blank = Engine::create(ContainerKind::Software, VENDOR, 0);
         assert!(matches!(
             blank.sign_usage([7; 32], 0),
             Err(Error::NoLicense(_))

@@ -17,8 +17,10 @@ use crate::net::proto::DelegationBundle;
 use crate::{Error, Result};
 
 enum Backend {
-    Software(Mutex<Engine>),
-    Dongle(Mutex<Connection>),
+    /// A software container file, with the fingerprint that opens it (a usage signature
+    /// writes its count back to the file).
+    Software(Box<Mutex<SoftwareContainer>>, crate::host::Fingerprint),
+    Dongle(Box<Mutex<Connection>>),
 }
 
 /// What kind of container a hosted one is, as the admin API shows it.
@@ -87,9 +89,10 @@ impl HostedContainer {
     /// (a dongle signs it through its channel). On failure the old one stays.
     pub fn renew_delegation(&self, server_key: [u8; 32], expiry: u64) -> Result<()> {
         let (delegation, certificate) = match &self.backend {
-            Backend::Software(e) => e
+            Backend::Software(c, _) => c
                 .lock()
                 .map_err(|_| Error::Internal("container lock poisoned".into()))?
+                .engine
                 .delegate(server_key, crate::util::now(), expiry)?,
             Backend::Dongle(c) => {
                 let mut c = c
@@ -115,8 +118,8 @@ impl HostedContainer {
     /// Sends a container request (derive key, direct encrypt/decrypt) to the container.
     pub fn call(&self, req: Request) -> Result<Response> {
         let r = match &self.backend {
-            Backend::Software(e) => {
-                let mut e = e
+            Backend::Software(c, fingerprint) => {
+                let mut c = c
                     .lock()
                     .map_err(|_| Error::Internal("container lock poisoned".into()))?;
                 let ctx = RequestContext {
@@ -125,7 +128,13 @@ impl HostedContainer {
                     host: None,
                     machine: crate::host::MachineKind::Physical,
                 };
-                e.handle(req, &ctx).0
+                if matches!(req, Request::SignUsage { .. }) {
+                    // The signature count must outlive the server: written back to the
+                    // file (re-read under its lock) before the signature is used.
+                    c.update(fingerprint, |e| Ok(e.handle(req, &ctx).0))?
+                } else {
+                    c.engine.handle(req, &ctx).0
+                }
             }
             Backend::Dongle(c) => c
                 .lock()
@@ -235,10 +244,10 @@ impl Hosted {
         for p in software::list(home) {
             match SoftwareContainer::load(&p, &host.fingerprint) {
                 Ok(c) => {
-                    let engine = c.engine;
+                    let engine = &c.engine;
                     match engine.delegate(server_key, now, expiry) {
                         Ok((delegation, certificate)) => {
-                            let (licenses, license_bytes) = licenses_of(&engine);
+                            let (licenses, license_bytes) = licenses_of(engine);
                             h.containers.push(Arc::new(HostedContainer {
                                 serial: engine.serial().to_string(),
                                 kind: HostedKind::Software,
@@ -252,7 +261,10 @@ impl Hosted {
                                     },
                                     expiry,
                                 }),
-                                backend: Backend::Software(Mutex::new(engine)),
+                                backend: Backend::Software(
+                                    Box::new(Mutex::new(c)),
+                                    host.fingerprint.clone(),
+                                ),
                                 epoch: Instant::now(),
                             }));
                         }
@@ -285,7 +297,7 @@ impl Hosted {
                 },
                 expiry,
             }),
-            backend: Backend::Dongle(Mutex::new(c)),
+            backend: Backend::Dongle(Box::new(Mutex::new(c))),
             epoch: Instant::now(),
         })
     }
