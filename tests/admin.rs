@@ -1107,3 +1107,56 @@ fn a_usage_log_of_many_chunks_is_exported_whole_and_verifies() {
     );
     assert!(text.contains("\"unverified_tail\":0"), "{text}");
 }
+
+#[test]
+fn who_holds_a_seat_and_since_when_survive_a_graceful_restart() {
+    use std::io::BufRead;
+    let mut f = fixture(&[spec(1, 1, CountingUnit::Handle)]);
+    let keyfile = f.dir.path().join("key");
+    f.key.save(&keyfile).unwrap();
+    let mut child = common::server::child_command(
+        "child_seat_holder",
+        &f.server.addr,
+        &keyfile,
+        &f.dir.path().join("child-home"),
+    )
+    .spawn()
+    .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut r = std::io::BufReader::new(child.stdout.take().unwrap());
+    let _child = Kill(child);
+    let mut line = String::new();
+    while !line.contains("SEAT") {
+        line.clear();
+        assert!(r.read_line(&mut line).unwrap() > 0, "child ended early");
+    }
+    assert!(line.contains("SEAT ok"), "{line}");
+    let before = seats(&f.server.admin, &[]);
+    assert_eq!(before.len(), 1);
+    let (host, since) = (before[0]["host"].clone(), before[0]["since"].clone());
+    assert!(host.is_string() && since.is_u64(), "{before:?}");
+    // Restarted (SIGTERM, then the same state and port) seconds later: the seat shows who
+    // holds it and since when, as before. A holder learnt anew from the client's
+    // re-attachment would say "since" the restart.
+    std::thread::sleep(Duration::from_millis(2_100));
+    let restarted_at = tessera::util::now();
+    assert!(f.server.stop().success());
+    f.server = ServerProc::start_with(
+        &f.server.state.clone(),
+        &f.server.home.clone(),
+        f.server.port,
+        &[],
+    );
+    let after = seats(&f.server.admin, &[]);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0]["seat_id"], before[0]["seat_id"]);
+    assert_eq!(after[0]["host"], host);
+    assert_eq!(after[0]["since"], since);
+    assert!(since.as_u64().unwrap() < restarted_at);
+}

@@ -72,7 +72,7 @@ pub struct SeatMeta {
 }
 
 /// A client as the admin page shows it: made once per connection (printable strings).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct SeatHolder {
     /// The client's host name.
     pub hostname: String,
@@ -258,6 +258,27 @@ impl Server {
             name: config.name.clone(),
             delegations: hosted.bundles(),
         };
+        // Who held the live seats when the server last stopped gracefully.
+        let mut seat_meta = HashMap::new();
+        match history.take_holders() {
+            Ok(rows) => {
+                for (id, holder, since_ms) in rows {
+                    if table.seat(&id).is_none() {
+                        continue;
+                    }
+                    if let Ok(holder) = postcard::from_bytes::<SeatHolder>(&holder) {
+                        seat_meta.insert(
+                            id,
+                            SeatMeta {
+                                holder: Arc::new(holder),
+                                since_ms,
+                            },
+                        );
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "the seat holders saved at the last stop not read"),
+        }
         let server = Arc::new(Server {
             committer: GroupCommitter::start_with(
                 Box::new(store),
@@ -266,7 +287,7 @@ impl Server {
             ),
             usage,
             table: Mutex::new(table),
-            seat_meta: Mutex::new(HashMap::new()),
+            seat_meta: Mutex::new(seat_meta),
             hosting: RwLock::new(Arc::new(Hosting { hosted, hello })),
             lease_ms: AtomicU64::new(config.lease_ms),
             delegation_days: AtomicU64::new(config.delegation_days),
@@ -729,6 +750,25 @@ impl Server {
                 Err(e)
             }
             None => Err(Error::NoLicense("no license fits".into())),
+        }
+    }
+
+    /// Saves who holds the live seats (see `HistoryStore::save_holders`). Blocking.
+    fn save_holders(&self) {
+        let meta = self.seat_meta();
+        let rows: Vec<super::store::HolderRow> = match self.table() {
+            Ok(t) => meta
+                .iter()
+                .filter(|(id, _)| t.seat(id).is_some())
+                .filter_map(|(id, m)| {
+                    Some((*id, postcard::to_allocvec(&*m.holder).ok()?, m.since_ms))
+                })
+                .collect(),
+            Err(_) => return,
+        };
+        match self.history.save_holders(&rows) {
+            Ok(()) => debug!(seats = rows.len(), "seat holders saved"),
+            Err(e) => warn!(error = %e, "seat holders not saved"),
         }
     }
 
@@ -1300,6 +1340,10 @@ pub async fn run(
         let _ = t.await;
     }
     server.committer.submit(Vec::new()).wait_async().await?;
+    // Who holds which seat, for the admin page after the restart (clients re-attach their
+    // seats, but the page would not know who held them until then, nor since when).
+    let s = server.clone();
+    let _ = tokio::task::spawn_blocking(move || s.save_holders()).await;
     // The last checkpoint, signed by the hosted containers, before the server goes.
     server.usage.close_async().await;
     Ok(())

@@ -220,7 +220,69 @@ const HISTORY_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS seat_history (
     PRIMARY KEY (minute, vendor_id, product_code)
 ) WITHOUT ROWID";
 
+/// A saved seat holder: the seat, the holder as the server encodes it, since when (ms).
+pub type HolderRow = (SeatId, Vec<u8>, u64);
+
+/// Who held which seat when the server last stopped gracefully (the admin page's "who"),
+/// read back at the next start: `holder` is the server's encoding of it.
+const HOLDERS_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS seat_holders (
+    seat_id  BLOB PRIMARY KEY,
+    holder   BLOB NOT NULL,
+    since_ms INTEGER NOT NULL
+) WITHOUT ROWID";
+
 impl HistoryStore {
+    /// Replaces the saved seat holders with `rows` (seat id, encoded holder, since).
+    pub fn save_holders(&mut self, rows: &[HolderRow]) -> Result<()> {
+        let err = db_error(&self.path);
+        let tx = self.conn.transaction().map_err(&err)?;
+        tx.execute("DELETE FROM seat_holders", []).map_err(&err)?;
+        {
+            let mut ins = tx
+                .prepare_cached(
+                    "INSERT INTO seat_holders (seat_id, holder, since_ms) VALUES (?1, ?2, ?3)",
+                )
+                .map_err(&err)?;
+            for (id, holder, since) in rows {
+                ins.execute(params![
+                    &id[..],
+                    holder,
+                    i64::try_from(*since).unwrap_or(i64::MAX)
+                ])
+                .map_err(&err)?;
+            }
+        }
+        tx.commit().map_err(&err)
+    }
+
+    /// Takes the saved seat holders out (they describe one start only): rows of another
+    /// shape than a seat id are skipped.
+    pub fn take_holders(&mut self) -> Result<Vec<HolderRow>> {
+        let err = db_error(&self.path);
+        let tx = self.conn.transaction().map_err(&err)?;
+        let rows = {
+            let mut stmt = tx
+                .prepare("SELECT seat_id, holder, since_ms FROM seat_holders")
+                .map_err(&err)?;
+            stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(&err)?
+            .filter_map(std::result::Result::ok)
+            .filter_map(|(id, holder, since)| {
+                Some((id.try_into().ok()?, holder, u64::try_from(since).ok()?))
+            })
+            .collect::<Vec<HolderRow>>()
+        };
+        tx.execute("DELETE FROM seat_holders", []).map_err(&err)?;
+        tx.commit().map_err(&err)?;
+        Ok(rows)
+    }
+
     /// Opens the history in the seat table's file at `path` (made if missing).
     pub fn open(path: &Path) -> Result<Self> {
         let err = db_error(path);
@@ -233,6 +295,7 @@ impl HistoryStore {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(&err)?;
         conn.execute_batch(HISTORY_SCHEMA).map_err(&err)?;
+        conn.execute_batch(HOLDERS_SCHEMA).map_err(&err)?;
         Ok(HistoryStore {
             conn,
             path: path.to_owned(),

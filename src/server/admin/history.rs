@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crate::Result;
-use crate::server::store::{HistoryPoint, HistoryStore};
+use crate::server::store::{HistoryPoint, HistoryStore, HolderRow};
 
 /// How often the seat table is sampled.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
@@ -83,6 +83,16 @@ impl Recorder {
             return Ok(());
         }
         lock(&self.store).record(points)
+    }
+
+    /// Saves who holds which seat (at shutdown; see [`HistoryStore::save_holders`]).
+    pub fn save_holders(&self, rows: &[HolderRow]) -> Result<()> {
+        lock(&self.store).save_holders(rows)
+    }
+
+    /// Takes the holders saved at the last shutdown (at start).
+    pub fn take_holders(&self) -> Result<Vec<HolderRow>> {
+        lock(&self.store).take_holders()
     }
 
     /// Writes the minute in progress as it stands (at shutdown).
