@@ -774,10 +774,9 @@ fn child_seat_holder() {
     std::thread::sleep(Duration::from_secs(60));
 }
 
-#[test]
-fn a_lease_that_runs_out_is_counted() {
+/// A client process (`child_seat_holder`) that holds a seat of `f`'s server, once it has it.
+fn seat_holder_process(f: &Fixture) -> std::process::Child {
     use std::io::BufRead;
-    let f = fixture(&[spec(1, 1, CountingUnit::Handle)]);
     let keyfile = f.dir.path().join("key");
     f.key.save(&keyfile).unwrap();
     let mut child = common::server::child_command(
@@ -795,6 +794,13 @@ fn a_lease_that_runs_out_is_counted() {
         assert!(r.read_line(&mut line).unwrap() > 0, "child ended early");
     }
     assert!(line.contains("SEAT ok"), "{line}");
+    child
+}
+
+#[test]
+fn a_lease_that_runs_out_is_counted() {
+    let f = fixture(&[spec(1, 1, CountingUnit::Handle)]);
+    let mut child = seat_holder_process(&f);
     assert_eq!(seats(&f.server.admin, &[]).len(), 1);
     // A client that dies: its lease runs out.
     child.kill().unwrap();
@@ -1110,18 +1116,7 @@ fn a_usage_log_of_many_chunks_is_exported_whole_and_verifies() {
 
 #[test]
 fn who_holds_a_seat_and_since_when_survive_a_graceful_restart() {
-    use std::io::BufRead;
     let mut f = fixture(&[spec(1, 1, CountingUnit::Handle)]);
-    let keyfile = f.dir.path().join("key");
-    f.key.save(&keyfile).unwrap();
-    let mut child = common::server::child_command(
-        "child_seat_holder",
-        &f.server.addr,
-        &keyfile,
-        &f.dir.path().join("child-home"),
-    )
-    .spawn()
-    .unwrap();
     struct Kill(std::process::Child);
     impl Drop for Kill {
         fn drop(&mut self) {
@@ -1129,14 +1124,7 @@ fn who_holds_a_seat_and_since_when_survive_a_graceful_restart() {
             let _ = self.0.wait();
         }
     }
-    let mut r = std::io::BufReader::new(child.stdout.take().unwrap());
-    let _child = Kill(child);
-    let mut line = String::new();
-    while !line.contains("SEAT") {
-        line.clear();
-        assert!(r.read_line(&mut line).unwrap() > 0, "child ended early");
-    }
-    assert!(line.contains("SEAT ok"), "{line}");
+    let _child = Kill(seat_holder_process(&f));
     let before = seats(&f.server.admin, &[]);
     assert_eq!(before.len(), 1);
     let (host, since) = (before[0]["host"].clone(), before[0]["since"].clone());
