@@ -475,3 +475,53 @@ fn a_sigkilled_servers_torn_record_is_cut_at_restart_and_damage_is_left_alone() 
     assert_eq!(months(&json, "grants", false), 1, "{json}");
     assert_eq!(field(&json, "unverified_tail"), 0, "{json}");
 }
+
+#[test]
+fn a_later_report_goes_on_from_the_earlier_one() {
+    let after = |f: &Fixture, prev: &Path, log: &Path| -> String {
+        let out = vendor_tool(&[
+            OsStr::new("verify-usage"),
+            OsStr::new("--json"),
+            OsStr::new("--key"),
+            f.pub_file.as_os_str(),
+            OsStr::new("--after"),
+            prev.as_os_str(),
+            log.as_os_str(),
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let mut f = Fixture::new();
+    drop(f.session("host-a").acquire(1, 0, false).unwrap());
+    f.stop();
+    let january = f.dir.path().join("january.log");
+    std::fs::copy(f.log(), &january).unwrap();
+    f.restart();
+    drop(f.session("host-a").acquire(1, 0, false).unwrap());
+    f.stop();
+    let february = f.dir.path().join("february.log");
+    std::fs::copy(f.log(), &february).unwrap();
+    // The same log grown: February begins with every byte of January.
+    let json = after(&f, &january, &february);
+    assert!(json.contains("\"continuous\":true"), "{json}");
+    assert!(json.contains("\"findings\":[]"), "{json}");
+    // Given the wrong way round, the "later" copy is shorter: not a continuation.
+    let json = after(&f, &february, &january);
+    assert!(json.contains("\"continuous\":false"), "{json}");
+    assert!(json.contains("differ from byte"), "{json}");
+    // A new log begun (the old one moved aside): the container's signature numbers go on
+    // from where February's ended, across the two files and the restarts.
+    std::fs::rename(f.log(), f.dir.path().join("moved-aside.log")).unwrap();
+    f.restart();
+    drop(f.session("host-a").acquire(1, 0, false).unwrap());
+    f.stop();
+    let march = f.dir.path().join("march.log");
+    std::fs::copy(f.log(), &march).unwrap();
+    let json = after(&f, &february, &march);
+    assert!(json.contains("\"continuous\":true"), "{json}");
+    assert!(json.contains("\"signature_rewinds\":0"), "{json}");
+    // And January to March skips February's signatures: a gap, named.
+    let json = after(&f, &january, &march);
+    assert!(json.contains("\"continuous\":false"), "{json}");
+    assert!(json.contains("in neither"), "{json}");
+}

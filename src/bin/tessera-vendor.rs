@@ -67,6 +67,10 @@ struct VerifyUsageArgs {
     /// Print JSON (for scripts) instead of text.
     #[arg(long)]
     json: bool,
+    /// The same server's previous report: checked too, and this log must go on from it
+    /// (each container's signature numbers on from where they ended there).
+    #[arg(long, value_name = "PREVIOUS_LOG")]
+    after: Option<PathBuf>,
     /// The usage log.
     log: PathBuf,
 }
@@ -744,7 +748,7 @@ fn verify_usage(a: VerifyUsageArgs) -> Result<()> {
     let reader = std::io::BufReader::new(
         fs::File::open(&a.log).with_context(|| format!("reading the usage log {name}"))?,
     );
-    let r = match usage::verify(reader, &key) {
+    let mut r = match usage::verify(reader, &key) {
         Ok(r) => r,
         Err(ScanError::Io(e)) => return Err(e).with_context(|| format!("reading {name}")),
         Err(ScanError::Damaged(d)) => {
@@ -761,6 +765,52 @@ fn verify_usage(a: VerifyUsageArgs) -> Result<()> {
             bail!("{name} does not verify: {d}");
         }
     };
+    // The previous log given with --after, and whether this one goes on from it.
+    let mut follows: Option<(String, bool)> = None;
+    if let Some(prev) = &a.after {
+        let f = fs::File::open(prev)
+            .with_context(|| format!("reading the previous usage log {}", prev.display()))?;
+        let p = usage::verify(std::io::BufReader::new(f), &key).map_err(|e| match e {
+            ScanError::Io(e) => anyhow::Error::from(e),
+            ScanError::Damaged(d) => {
+                anyhow::anyhow!("the previous log {} does not verify: {d}", prev.display())
+            }
+        })?;
+        if p.vendor_id != r.vendor_id {
+            bail!(
+                "{} is the usage log of vendor {}, {name} of vendor {}",
+                prev.display(),
+                p.vendor_id,
+                r.vendor_id
+            );
+        }
+        // A later copy of the same log (its first record the same) must begin with every
+        // byte of the earlier one; another log (a new one begun) must go on with the
+        // containers' signature numbers.
+        let open = |p: &Path| {
+            fs::File::open(p)
+                .map(std::io::BufReader::new)
+                .with_context(|| format!("reading {}", p.display()))
+        };
+        let mut first_end = None;
+        let _ = usage::scan(open(prev)?, |_, rec| {
+            first_end.get_or_insert(rec.offset + rec.len);
+            Ok(())
+        });
+        let gaps = match usage::first_difference(open(prev)?, open(&a.log)?)? {
+            None => Vec::new(),
+            Some(at) if first_end.is_some_and(|end| at >= end) => vec![format!(
+                "this copy of the log is not the earlier copy with records added: they differ \
+                 from byte {at} on (records before it were changed, removed or cut)"
+            )],
+            Some(_) => usage::continuity(&p, &r),
+        };
+        follows = Some((prev.display().to_string(), gaps.is_empty()));
+        r.findings.extend(
+            gaps.into_iter()
+                .map(|g| format!("after {}: {g}", prev.display())),
+        );
+    }
     let time = |ms: u64| format_time(ms / 1000);
     if a.json {
         let months: Vec<String> = r
@@ -787,8 +837,11 @@ fn verify_usage(a: VerifyUsageArgs) -> Result<()> {
             })
             .collect();
         let findings: Vec<String> = r.findings.iter().map(|f| json_str(f)).collect();
+        let follows = follows.as_ref().map_or("null".to_string(), |(p, ok)| {
+            format!("{{\"log\":{},\"continuous\":{ok}}}", json_str(p))
+        });
         println!(
-            "{{\"ok\":true,\"vendor_id\":{},\"server_key\":{},\"records\":{},\"bytes\":{},\"starts\":{},\"cut_bytes\":{},\"checkpoints\":{},\"verified_records\":{},\"unverified_tail\":{},\"signers\":[{}],\"first_ms\":{},\"last_ms\":{},\"last_checkpoint_ms\":{},\"max_sign_lag_s\":{},\"open_at_end\":{},\"ends_without_grant\":{},\"signature_numbers\":[{}],\"signatures_missing\":{},\"signature_rewinds\":{},\"findings\":[{}],\"months\":[{}]}}",
+            "{{\"ok\":true,\"vendor_id\":{},\"server_key\":{},\"records\":{},\"bytes\":{},\"starts\":{},\"cut_bytes\":{},\"checkpoints\":{},\"verified_records\":{},\"unverified_tail\":{},\"signers\":[{}],\"first_ms\":{},\"last_ms\":{},\"last_checkpoint_ms\":{},\"max_sign_lag_s\":{},\"open_at_end\":{},\"ends_without_grant\":{},\"signature_numbers\":[{}],\"signatures_missing\":{},\"signature_rewinds\":{},\"findings\":[{}],\"follows\":{},\"months\":[{}]}}",
             r.vendor_id,
             json_str(&hex::encode(r.server_key)),
             r.records,
@@ -810,6 +863,7 @@ fn verify_usage(a: VerifyUsageArgs) -> Result<()> {
             r.signatures_missing,
             r.signature_rewinds,
             findings.join(","),
+            follows,
             months.join(",")
         );
         return Ok(());
@@ -868,6 +922,16 @@ fn verify_usage(a: VerifyUsageArgs) -> Result<()> {
         }
         None => {
             println!("  checkpoints:  none: no container of this publisher signed for any record")
+        }
+    }
+    if let Some((prev, ok)) = &follows {
+        if *ok {
+            println!(
+                "  follows:      {prev}: this log goes on from it (the same log grown, or each \
+                 container's signatures numbered on)"
+            );
+        } else {
+            println!("  follows:      {prev}: NOT without a gap or an overlap (below)");
         }
     }
     for f in &r.findings {

@@ -973,6 +973,56 @@ impl Tally {
     }
 }
 
+/// Whether the log `next` begins with every byte of `prev` (a later copy of the same log,
+/// which only ever grows): `None` when it does, else the offset of the first byte that
+/// differs (or where `next` ends short).
+pub fn first_difference(mut prev: impl Read, mut next: impl Read) -> std::io::Result<Option<u64>> {
+    let (mut a, mut b) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    let mut offset = 0u64;
+    loop {
+        let n = read_full(&mut prev, &mut a)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let m = read_full(&mut next, &mut b[..n])?;
+        if let Some(i) = (0..m).find(|&i| a[i] != b[i]) {
+            return Ok(Some(offset + i as u64));
+        }
+        if m < n {
+            return Ok(Some(offset + m as u64));
+        }
+        offset += n as u64;
+    }
+}
+
+/// Whether `next` goes on from `prev` (two reports of the same publisher, in order): for
+/// every container that signed in both, its first signature number in `next` should be one
+/// more than its last in `prev`. What does not, in words (empty: it goes on).
+pub fn continuity(prev: &Report, next: &Report) -> Vec<String> {
+    let mut findings = Vec::new();
+    for (serial, &(first, _)) in &next.signature_numbers {
+        let Some(&(_, last)) = prev.signature_numbers.get(serial) else {
+            continue;
+        };
+        if first > last + 1 {
+            findings.push(format!(
+                "container {serial} made {} usage signature(s) between the two logs (numbers \
+                 {} to {}) that are in neither",
+                first - last - 1,
+                last + 1,
+                first - 1
+            ));
+        } else if first <= last {
+            findings.push(format!(
+                "container {serial}'s signatures in this log begin at {first}, not after the \
+                 earlier log's last ({last}): the logs overlap, or the container was put back \
+                 to an earlier copy"
+            ));
+        }
+    }
+    findings
+}
+
 /// Checks a whole log against the publisher's key: the chain from the genesis value, every
 /// record's link, every checkpoint's signature and certificate chain, and that the file does
 /// not end in the middle of a record. Returns what the log holds, per product and month. The
@@ -1281,6 +1331,58 @@ pub(crate) mod tests {
         let r = verify(&l.bytes[..], &key.public_key()).unwrap();
         assert_eq!(r.signature_numbers[fresh.serial()], (1, 3));
         assert!(r.findings.is_empty() && r.signatures_missing == 0 && r.signature_rewinds == 0);
+    }
+
+    #[test]
+    fn a_later_copy_of_a_log_begins_with_the_earlier_one() {
+        let key = PublisherKey::generate(VENDOR, "p");
+        let l = sample(&mut container(&key));
+        let early = &l.bytes[..l.bytes.len() / 2];
+        assert_eq!(first_difference(early, &l.bytes[..]).unwrap(), None);
+        assert_eq!(first_difference(&l.bytes[..], &l.bytes[..]).unwrap(), None);
+        let mut rewritten = l.bytes.clone();
+        rewritten[100] ^= 1;
+        assert_eq!(first_difference(early, &rewritten[..]).unwrap(), Some(100));
+        assert_eq!(
+            first_difference(&l.bytes[..], early).unwrap(),
+            Some(early.len() as u64),
+            "a later copy that is shorter"
+        );
+    }
+
+    #[test]
+    fn a_log_goes_on_from_the_one_before_or_says_why_not() {
+        let key = PublisherKey::generate(VENDOR, "p");
+        let mut engine = container(&key);
+        let log = |engine: &mut Engine, n: u64| {
+            let mut l = Log::new();
+            for i in 0..n {
+                l.push(t0() + 10 * i, Event::Grant(seat(i as u8, "u")));
+                l.checkpoint(t0() + 10 * i + 1, engine);
+            }
+            verify(&l.bytes[..], &key.public_key()).unwrap()
+        };
+        let january = log(&mut engine, 3); // signatures 1..3
+        let saved = Engine::from_state(engine.state().clone()).unwrap();
+        let february = log(&mut engine, 2); // 4..5
+        assert!(continuity(&january, &february).is_empty());
+        // A signature kept out of both logs.
+        engine.sign_usage([0; 32], 1).unwrap(); // 6
+        let march = log(&mut engine, 1); // 7
+        let gap = continuity(&february, &march);
+        assert_eq!(gap.len(), 1);
+        assert!(gap[0].contains("made 1 usage signature(s)") && gap[0].contains("6 to 6"));
+        // A container put back after January signs "February" again: 4..5 once more.
+        let mut saved = saved;
+        let again = log(&mut saved, 2);
+        let back = continuity(&march, &again);
+        assert!(
+            back[0].contains("begin at 4") && back[0].contains("put back"),
+            "{back:?}"
+        );
+        // A log signed by another container says nothing about this one.
+        let other = log(&mut container(&key), 1);
+        assert!(continuity(&january, &other).is_empty());
     }
 
     #[test]
