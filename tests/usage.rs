@@ -491,16 +491,18 @@ fn a_later_report_goes_on_from_the_earlier_one() {
         assert!(out.status.success(), "{}", text(&out.stderr));
         text(&out.stdout)
     };
+    // A period: a seat taken and given back, the server stopped, the log copied as `name`.
+    let period = |f: &mut Fixture, name: &str| -> PathBuf {
+        drop(f.session("host-a").acquire(1, 0, false).unwrap());
+        f.stop();
+        let copy = f.dir.path().join(name);
+        std::fs::copy(f.log(), &copy).unwrap();
+        copy
+    };
     let mut f = Fixture::new();
-    drop(f.session("host-a").acquire(1, 0, false).unwrap());
-    f.stop();
-    let january = f.dir.path().join("january.log");
-    std::fs::copy(f.log(), &january).unwrap();
+    let january = period(&mut f, "january.log");
     f.restart();
-    drop(f.session("host-a").acquire(1, 0, false).unwrap());
-    f.stop();
-    let february = f.dir.path().join("february.log");
-    std::fs::copy(f.log(), &february).unwrap();
+    let february = period(&mut f, "february.log");
     // The same log grown: February begins with every byte of January.
     let json = after(&f, &january, &february);
     assert!(json.contains("\"continuous\":true"), "{json}");
@@ -513,10 +515,7 @@ fn a_later_report_goes_on_from_the_earlier_one() {
     // from where February's ended, across the two files and the restarts.
     std::fs::rename(f.log(), f.dir.path().join("moved-aside.log")).unwrap();
     f.restart();
-    drop(f.session("host-a").acquire(1, 0, false).unwrap());
-    f.stop();
-    let march = f.dir.path().join("march.log");
-    std::fs::copy(f.log(), &march).unwrap();
+    let march = period(&mut f, "march.log");
     let json = after(&f, &february, &march);
     assert!(json.contains("\"continuous\":true"), "{json}");
     assert!(json.contains("\"signature_rewinds\":0"), "{json}");
