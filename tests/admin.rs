@@ -776,25 +776,14 @@ fn child_seat_holder() {
 
 /// A client process (`child_seat_holder`) that holds a seat of `f`'s server, once it has it.
 fn seat_holder_process(f: &Fixture) -> std::process::Child {
-    use std::io::BufRead;
     let keyfile = f.dir.path().join("key");
     f.key.save(&keyfile).unwrap();
-    let mut child = common::server::child_command(
+    common::server::spawn_seat_holder(
         "child_seat_holder",
         &f.server.addr,
         &keyfile,
         &f.dir.path().join("child-home"),
     )
-    .spawn()
-    .unwrap();
-    let mut r = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("SEAT") {
-        line.clear();
-        assert!(r.read_line(&mut line).unwrap() > 0, "child ended early");
-    }
-    assert!(line.contains("SEAT ok"), "{line}");
-    child
 }
 
 #[test]
@@ -1117,14 +1106,7 @@ fn a_usage_log_of_many_chunks_is_exported_whole_and_verifies() {
 #[test]
 fn who_holds_a_seat_and_since_when_survive_a_graceful_restart() {
     let mut f = fixture(&[spec(1, 1, CountingUnit::Handle)]);
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _child = Kill(seat_holder_process(&f));
+    let _child = common::server::KillOnDrop(seat_holder_process(&f));
     let before = seats(&f.server.admin, &[]);
     assert_eq!(before.len(), 1);
     let (host, since) = (before[0]["host"].clone(), before[0]["since"].clone());

@@ -639,18 +639,11 @@ fn a_license_server_hosts_the_dongle_attached_to_it() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    struct Kill(Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let mut line = String::new();
     std::io::BufReader::new(server.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let mut server = Kill(server);
+    let mut server = common::server::KillOnDrop(server);
     let addr = line
         .trim()
         .strip_prefix("listening on ")

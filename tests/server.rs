@@ -3,7 +3,7 @@
 //! killed with SIGKILL and restarted, a client that dies, a server that cannot prove its
 //! delegation, and hostile connections.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -181,21 +181,12 @@ fn a_client_that_dies_loses_its_seat_when_the_lease_runs_out() {
     let f = fixture(&[spec(1, 1, CountingUnit::Handle)]);
     let keyfile = f.dir.path().join("key");
     f.key.save(&keyfile).unwrap();
-    let mut child = common::server::child_command(
+    let mut child = common::server::spawn_seat_holder(
         "child_network_holder",
         &f.server.addr,
         &keyfile,
         &f.dir.path().join("child-home"),
-    )
-    .spawn()
-    .unwrap();
-    let mut r = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("SEAT") {
-        line.clear();
-        assert!(r.read_line(&mut line).unwrap() > 0, "child ended early");
-    }
-    assert!(line.contains("SEAT ok"), "{line}");
+    );
     let b = session(&f, "host-b");
     assert!(matches!(b.acquire(1, 0, false), Err(Error::NoSeat { .. })));
     child.kill().unwrap();

@@ -7,7 +7,7 @@
 //! admin moves it aside.
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -195,21 +195,12 @@ fn child_usage_holder() {
 
 /// A client process that takes a seat and is then SIGKILLed: its lease runs out.
 fn a_client_that_dies(f: &Fixture) {
-    let mut child = common::server::child_command(
+    let mut child = common::server::spawn_seat_holder(
         "child_usage_holder",
         &f.server.addr,
         &f.key_file,
         &f.dir.path().join("child-home"),
-    )
-    .spawn()
-    .unwrap();
-    let mut r = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("SEAT") {
-        line.clear();
-        assert!(r.read_line(&mut line).unwrap() > 0, "child ended early");
-    }
-    assert!(line.contains("SEAT ok"), "{line}");
+    );
     child.kill().unwrap();
     child.wait().unwrap();
 }

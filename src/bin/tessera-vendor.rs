@@ -792,14 +792,9 @@ fn verify_usage(a: VerifyUsageArgs) -> Result<()> {
                 .map(std::io::BufReader::new)
                 .with_context(|| format!("reading {}", p.display()))
         };
-        let mut first_end = None;
-        let _ = usage::scan(open(prev)?, |_, rec| {
-            first_end.get_or_insert(rec.offset + rec.len);
-            Ok(())
-        });
         let gaps = match usage::first_difference(open(prev)?, open(&a.log)?)? {
             None => Vec::new(),
-            Some(at) if first_end.is_some_and(|end| at >= end) => vec![format!(
+            Some(at) if p.records > 0 && at >= p.first_record_end => vec![format!(
                 "this copy of the log is not the earlier copy with records added: they differ \
                  from byte {at} on (records before it were changed, removed or cut)"
             )],

@@ -808,6 +808,9 @@ pub struct Report {
     pub server_key: [u8; 32],
     /// Records in all.
     pub records: u64,
+    /// Where the first record ends (bytes from the file's start; 0 for a log without
+    /// records): two copies of one log share at least that much.
+    pub first_record_end: u64,
     /// The log's length in bytes.
     pub bytes: u64,
     /// Server starts.
@@ -1036,6 +1039,7 @@ pub fn verify(r: impl Read, publisher: &VerifyingKey) -> std::result::Result<Rep
         let rec = &s.record;
         if rec.seq == 0 {
             rep.first_ms = rec.time_ms;
+            rep.first_record_end = s.offset + s.len;
         }
         let t = rec.time_ms;
         let m = month_of(t);

@@ -737,16 +737,6 @@ pub struct Export {
     pub len: u64,
 }
 
-impl Export {
-    /// The whole copy in memory (for small logs and tests; the admin API streams it).
-    pub fn read_all(self) -> Result<Vec<u8>> {
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::Read::take(self.file, self.len), &mut bytes)
-            .map_err(|e| Error::io("usage log", e))?;
-        Ok(bytes)
-    }
-}
-
 /// The server's usage logs: opened at start, written by the seat store's committer through
 /// [`UsageLog::journal`], checkpointed by a thread of its own.
 pub struct UsageLog {
@@ -1059,13 +1049,25 @@ mod tests {
         out
     }
 
-    #[test]
-    fn a_client_refused_again_and_again_costs_two_records_per_checkpoint() {
+    /// A new log of vendor 77 in a fresh directory, with the publisher key and a signer.
+    fn new_log() -> (
+        PublisherKey,
+        EngineSigner,
+        tempfile::TempDir,
+        PathBuf,
+        LogFile,
+    ) {
         let key = PublisherKey::generate(77, "p");
         let s = signer(&key);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("77.log");
-        let (mut log, _) = LogFile::open(&path, 77, [5; 32], "s").unwrap();
+        let (log, _) = LogFile::open(&path, 77, [5; 32], "s").unwrap();
+        (key, s, dir, path, log)
+    }
+
+    #[test]
+    fn a_client_refused_again_and_again_costs_two_records_per_checkpoint() {
+        let (key, s, _dir, path, mut log) = new_log();
         let t = now_ms();
         // One client retries 500 times; another is refused twice; a third once, otherwise.
         for i in 0..500u64 {
@@ -1121,11 +1123,7 @@ mod tests {
 
     #[test]
     fn past_max_folds_clients_fold_together_and_every_refusal_is_counted() {
-        let key = PublisherKey::generate(77, "p");
-        let s = signer(&key);
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("77.log");
-        let (mut log, _) = LogFile::open(&path, 77, [5; 32], "s").unwrap();
+        let (key, s, _dir, path, mut log) = new_log();
         let t = now_ms();
         // Every attempt from a new session, three times over.
         let sessions = MAX_FOLDS + 1_000;

@@ -151,6 +151,30 @@ pub fn child_command(test: &str, server: &str, key_file: &Path, home: &Path) -> 
     cmd
 }
 
+/// Runs the child-mode test `test` (see [`child_command`]) and returns once it printed that it
+/// holds its seat (`SEAT ok`); a child that was refused, or ended, fails the test.
+pub fn spawn_seat_holder(test: &str, server: &str, key_file: &Path, home: &Path) -> Child {
+    let mut child = child_command(test, server, key_file, home).spawn().unwrap();
+    let mut r = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("SEAT") {
+        line.clear();
+        assert!(r.read_line(&mut line).unwrap() > 0, "child ended early");
+    }
+    assert!(line.contains("SEAT ok"), "{line}");
+    child
+}
+
+/// A child process killed (and reaped) when this goes out of scope, also on a failed test.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// SIGTERM to a server process, and its exit status once it stopped (at most 10 s).
 pub fn sigterm(child: &mut Child) -> ExitStatus {
     // SAFETY: signalling our own child.

@@ -589,106 +589,108 @@ pub async fn metrics(State(st): State<AdminState>) -> Response {
             );
         }
     }
-    let counter = |e: &mut Exposition, name: &str, help: &str, v: u64| {
-        e.single(name, "counter", help, v as f64);
+    let (stats, store) = (&s.stats, s.commit_stats());
+    let counters = |e: &mut Exposition, list: &[(&str, &str, &std::sync::atomic::AtomicU64)]| {
+        for (name, help, v) in list {
+            e.single(name, "counter", help, v.load(Relaxed) as f64);
+        }
     };
-    counter(
+    counters(
         &mut e,
-        "tessera_grants_total",
-        "Seats granted (re-attachments included).",
-        s.stats.grants.load(Relaxed),
+        &[(
+            "tessera_grants_total",
+            "Seats granted (re-attachments included).",
+            &stats.grants,
+        )],
     );
     e.family(
         "tessera_denials_total",
         "counter",
         "Requests answered with an error, by status.",
     );
-    for (reason, n) in s.stats.denials.by_reason() {
+    for (reason, n) in stats.denials.by_reason() {
         e.sample("tessera_denials_total", &[("reason", &reason)], n as f64);
     }
-    counter(
+    counters(
         &mut e,
-        "tessera_renewals_total",
-        "Lease renewal requests answered.",
-        s.stats.renewals.load(Relaxed),
-    );
-    counter(
-        &mut e,
-        "tessera_renewal_seats_lost_total",
-        "Seats a renewal told their client were lost.",
-        s.stats.renewals_lost.load(Relaxed),
-    );
-    counter(
-        &mut e,
-        "tessera_releases_total",
-        "Seats released by their clients.",
-        s.stats.releases.load(Relaxed),
-    );
-    counter(
-        &mut e,
-        "tessera_lease_expiries_total",
-        "Seats whose lease ran out.",
-        s.stats.lease_expiries.load(Relaxed),
-    );
-    counter(
-        &mut e,
-        "tessera_revocations_total",
-        "Seats revoked by an admin.",
-        s.stats.revocations.load(Relaxed),
-    );
-    counter(
-        &mut e,
-        "tessera_reloads_total",
-        "Configuration reloads.",
-        s.stats.reloads.load(Relaxed),
+        &[
+            (
+                "tessera_renewals_total",
+                "Lease renewal requests answered.",
+                &stats.renewals,
+            ),
+            (
+                "tessera_renewal_seats_lost_total",
+                "Seats a renewal told their client were lost.",
+                &stats.renewals_lost,
+            ),
+            (
+                "tessera_releases_total",
+                "Seats released by their clients.",
+                &stats.releases,
+            ),
+            (
+                "tessera_lease_expiries_total",
+                "Seats whose lease ran out.",
+                &stats.lease_expiries,
+            ),
+            (
+                "tessera_revocations_total",
+                "Seats revoked by an admin.",
+                &stats.revocations,
+            ),
+            (
+                "tessera_reloads_total",
+                "Configuration reloads.",
+                &stats.reloads,
+            ),
+        ],
     );
     e.single(
         "tessera_connections",
         "gauge",
         "License-protocol connections open now.",
-        s.stats.connections.load(Relaxed) as f64,
+        stats.connections.load(Relaxed) as f64,
     );
-    counter(
+    counters(
         &mut e,
-        "tessera_connections_total",
-        "License-protocol connections accepted.",
-        s.stats.accepted.load(Relaxed),
-    );
-    counter(
-        &mut e,
-        "tessera_connections_refused_total",
-        "Connections refused (limit) or dropped (bad frames, time-outs).",
-        s.stats.refused.load(Relaxed),
-    );
-    counter(
-        &mut e,
-        "tessera_requests_total",
-        "License-protocol requests answered.",
-        s.stats.requests.load(Relaxed),
-    );
-    let store = s.commit_stats();
-    counter(
-        &mut e,
-        "tessera_seat_store_commits_total",
-        "Seat table transactions (each one fsync with fsync on).",
-        store.transactions.load(Relaxed),
-    );
-    counter(
-        &mut e,
-        "tessera_seat_store_changes_total",
-        "Seat table rows written or deleted in those transactions.",
-        store.changes.load(Relaxed),
-    );
-    counter(
-        &mut e,
-        "tessera_seat_store_gathered_total",
-        "Commits that waited for the commit window (the server was saturated).",
-        store.gathered.load(Relaxed),
+        &[
+            (
+                "tessera_connections_total",
+                "License-protocol connections accepted.",
+                &stats.accepted,
+            ),
+            (
+                "tessera_connections_refused_total",
+                "Connections refused (limit) or dropped (bad frames, time-outs).",
+                &stats.refused,
+            ),
+            (
+                "tessera_requests_total",
+                "License-protocol requests answered.",
+                &stats.requests,
+            ),
+            (
+                "tessera_seat_store_commits_total",
+                "Seat table transactions (each one fsync with fsync on).",
+                &store.transactions,
+            ),
+            (
+                "tessera_seat_store_changes_total",
+                "Seat table rows written or deleted in those transactions.",
+                &store.changes,
+            ),
+            (
+                "tessera_seat_store_gathered_total",
+                "Commits that waited for the commit window (the server was saturated).",
+                &store.gathered,
+            ),
+        ],
     );
     e.latency(
         "tessera_request_duration_seconds",
         "License-protocol request latency by kind, from the frame read to the answer.",
-        &s.stats.latency,
+        &stats.latency,
     );
     (
         [(
