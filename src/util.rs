@@ -52,6 +52,15 @@ pub fn now() -> u64 {
     SystemClock.now()
 }
 
+/// The current system time in milliseconds since the Unix epoch (the license server's seat
+/// table and usage log keep time in milliseconds).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// `N` random bytes from the operating system.
 pub fn random<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
@@ -151,46 +160,50 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(dir, e))
 }
 
-/// Formats a Unix time as `YYYY-MM-DD HH:MM:SS UTC`.
-pub fn format_time(t: u64) -> String {
-    let days = (t / 86_400) as i64;
-    let secs = t % 86_400;
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        secs / 3600,
-        (secs / 60) % 60,
-        secs % 60
-    )
+/// A Unix time (seconds) as a UTC civil date and time; `None` past jiff's range
+/// (year 9999).
+fn utc(t: u64) -> Option<jiff::civil::DateTime> {
+    let ts = jiff::Timestamp::from_second(i64::try_from(t).ok()?).ok()?;
+    Some(jiff::tz::TimeZone::UTC.to_datetime(ts))
 }
 
-/// Parses `YYYY-MM-DD` (midnight UTC) into a Unix time.
+/// Formats a Unix time as `YYYY-MM-DD HH:MM:SS UTC` (or `@SECONDS` past year 9999).
+pub fn format_time(t: u64) -> String {
+    match utc(t) {
+        Some(d) => format!("{} UTC", d.strftime("%Y-%m-%d %H:%M:%S")),
+        None => format!("@{t}"),
+    }
+}
+
+/// Parses `YYYY-MM-DD` (midnight UTC) into a Unix time. A day the month does not have
+/// (`2027-02-31`) or a date before 1970 is `None`.
 pub fn parse_date(s: &str) -> Option<u64> {
-    let mut it = s.trim().splitn(3, '-');
-    let y: i64 = it.next()?.parse().ok()?;
-    let m: i64 = it.next()?.parse().ok()?;
-    let d: i64 = it.next()?.parse().ok()?;
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || y < 1970 {
+    let s = s.trim();
+    // Exactly the extended form: jiff also reads ISO 8601's basic form and times.
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
         return None;
     }
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86_400).ok()
+    let d: jiff::civil::Date = s.parse().ok()?;
+    let ts = jiff::tz::TimeZone::UTC
+        .to_timestamp(d.to_datetime(jiff::civil::Time::midnight()))
+        .ok()?;
+    u64::try_from(ts.as_second()).ok()
+}
+
+/// The UTC year and month (1..=12) of a Unix time in seconds.
+pub fn year_month(t: u64) -> (i16, i8) {
+    utc(t).map_or((9999, 12), |d| (d.year(), d.month()))
+}
+
+/// The first second (UTC) of a month, as a Unix time; `None` for a month before 1970 or
+/// past year 9999.
+pub fn month_start(year: i16, month: i8) -> Option<u64> {
+    let d = jiff::civil::Date::new(year, month, 1).ok()?;
+    let ts = jiff::tz::TimeZone::UTC
+        .to_timestamp(d.to_datetime(jiff::civil::Time::midnight()))
+        .ok()?;
+    u64::try_from(ts.as_second()).ok()
 }
 
 #[cfg(test)]
@@ -202,9 +215,34 @@ mod tests {
         let t = parse_date("2027-03-01").unwrap();
         assert_eq!(format_time(t), "2027-03-01 00:00:00 UTC");
         assert_eq!(parse_date("1970-01-01"), Some(0));
-        assert_eq!(parse_date("2024-02-30").map(|_| ()), Some(()));
         assert_eq!(parse_date("2024-13-01"), None);
         assert_eq!(parse_date("garbage"), None);
+        assert_eq!(parse_date("1969-12-31"), None);
+        assert_eq!(parse_date("20270301"), None);
+        assert_eq!(parse_date("2027-03-01T12:00"), None);
+    }
+
+    #[test]
+    fn a_day_the_month_does_not_have_is_no_date() {
+        assert_eq!(parse_date("2024-02-30"), None);
+        assert_eq!(parse_date("2027-02-29"), None);
+        assert_eq!(parse_date("2027-04-31"), None);
+        // Leap days are days.
+        let leap = parse_date("2028-02-29").unwrap();
+        assert_eq!(format_time(leap + 86_399), "2028-02-29 23:59:59 UTC");
+        assert_eq!(format_time(leap + 86_400), "2028-03-01 00:00:00 UTC");
+    }
+
+    #[test]
+    fn months_begin_and_end_where_the_calendar_says() {
+        let t = parse_date("2027-01-31").unwrap() + 86_399;
+        assert_eq!(year_month(t), (2027, 1));
+        assert_eq!(year_month(t + 1), (2027, 2));
+        assert_eq!(month_start(2027, 2), Some(t + 1));
+        assert_eq!(month_start(2027, 13), None);
+        assert_eq!(month_start(1969, 12), None);
+        assert_eq!(year_month(0), (1970, 1));
+        assert_eq!(format_time(u64::MAX), format!("@{}", u64::MAX));
     }
 
     #[test]

@@ -313,6 +313,27 @@ fn full_flow_lists_the_product_and_a_second_activation_keeps_the_first() {
         "the container is reused"
     );
     let act2 = sb.path("act-2.bin");
+    // An expiry three years from today, written as a date: the test runs on any day.
+    let in_three_years = tessera::util::format_time(tessera::util::now() + 3 * 365 * 86_400);
+    let expires = &in_three_years[..10];
+    // A day the month does not have is refused, not rolled into the next month.
+    let r = sb
+        .vendor(&[
+            "issue",
+            "--key",
+            key.to_str().unwrap(),
+            "--request",
+            req2.to_str().unwrap(),
+            "--out",
+            act2.to_str().unwrap(),
+            "--product",
+            "0x10",
+            "--expires",
+            &format!("{}-02-31", &expires[..4]),
+        ])
+        .fails("tessera-vendor");
+    assert!(r.stderr.contains("is not a date"), "{}", r.stderr);
+    assert!(!act2.exists());
     sb.vendor(&[
         "issue",
         "--key",
@@ -324,7 +345,7 @@ fn full_flow_lists_the_product_and_a_second_activation_keeps_the_first() {
         "--product",
         "0x10",
         "--expires",
-        "2099-01-01",
+        expires,
         "--deny-vm",
     ])
     .ok();
@@ -352,7 +373,7 @@ fn full_flow_lists_the_product_and_a_second_activation_keeps_the_first() {
         list.stdout
     );
     assert!(
-        list.stdout.contains("2099-01-01 00:00:00 UTC"),
+        list.stdout.contains(&format!("{expires} 00:00:00 UTC")),
         "{}",
         list.stdout
     );

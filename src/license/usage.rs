@@ -783,10 +783,8 @@ pub type MonthIndex = u64;
 
 /// The month (UTC) of a Unix time in milliseconds.
 pub fn month_of(time_ms: u64) -> MonthIndex {
-    let t = crate::util::format_time(time_ms / 1000);
-    let y: u64 = t[..4].parse().unwrap_or(1970);
-    let m: u64 = t[5..7].parse().unwrap_or(1);
-    y * 12 + (m - 1)
+    let (y, m) = crate::util::year_month(time_ms / 1000);
+    y as u64 * 12 + (m as u64 - 1)
 }
 
 /// `YYYY-MM`.
@@ -796,7 +794,11 @@ pub fn month_label(m: MonthIndex) -> String {
 
 /// When month `m` starts (Unix milliseconds).
 pub fn month_start_ms(m: MonthIndex) -> u64 {
-    crate::util::parse_date(&format!("{:04}-{:02}-01", m / 12, m % 12 + 1)).unwrap_or(0) * 1000
+    let (y, mo) = (
+        i16::try_from(m / 12).unwrap_or(i16::MAX),
+        (m % 12 + 1) as i8,
+    );
+    crate::util::month_start(y, mo).unwrap_or(0) * 1000
 }
 
 /// The result of checking a log against a publisher key.
@@ -1154,9 +1156,15 @@ pub(crate) mod tests {
         crate::util::parse_date("2026-11-30").unwrap() * 1000
     }
 
-    /// An activated software container engine of `key`'s publisher.
-    pub(crate) fn container(key: &PublisherKey) -> Engine {
-        let now = crate::util::now();
+    /// An activated software container engine of `key`'s publisher, its clock at [`t0`]
+    /// like the sample logs' records.
+    fn container(key: &PublisherKey) -> Engine {
+        container_at(key, t0() / 1000)
+    }
+
+    /// An activated software container engine of `key`'s publisher, activated at `now`
+    /// (Unix seconds): its clock high-water mark starts there.
+    pub(crate) fn container_at(key: &PublisherKey, now: u64) -> Engine {
         let mut e = Engine::create(ContainerKind::Software, key.vendor_id, now);
         let req = e
             .activation_request(&Fingerprint::default(), MachineKind::Physical, "t", now)
@@ -1614,7 +1622,7 @@ pub(crate) mod tests {
         let key = PublisherKey::generate(VENDOR, "p");
         let mut engine = container(&key);
         let ctx = crate::container::engine::RequestContext {
-            now: crate::util::now(),
+            now: t0() / 1000,
             now_ms: 0,
             host: None,
             machine: MachineKind::Physical,

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,6 +28,7 @@ use crate::net::conn::{NetChannel, ServerHandshake};
 use crate::net::proto::{
     self, ClientHello, DiscoveryAnswer, MAX_FRAME, NetRequest, NetResponse, SeatGrant, ServerHello,
 };
+use crate::util::now_ms;
 use crate::{Error, Result};
 
 /// Counters the admin API, `/metrics` and the load tool read.
@@ -186,14 +187,6 @@ struct Want {
     product_code: u32,
     features: u32,
     exclusive: bool,
-}
-
-/// Now, in Unix milliseconds (the seat table's clock).
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Loads (or makes) the server's static key in `state_dir/server.key`.

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
@@ -36,6 +36,7 @@ use crate::license::usage::{
     self, Chain, ClientInfo, Event, HEADER_LEN, LogHeader, MAX_NAME, MAX_UNIT_KEY, SeatEvent,
 };
 use crate::net::proto::HostInfo;
+use crate::util::now_ms;
 use crate::{Error, Result};
 
 /// Signs checkpoint digests with a container of a publisher.
@@ -65,13 +66,6 @@ impl CheckpointSigner for Hosted {
             Error::NoLicense(format!("no container of vendor {vendor_id} is hosted"))
         }))
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Cuts `s` to at most `max` bytes, on a character boundary.
@@ -968,7 +962,7 @@ mod tests {
     use crate::container::engine::RequestContext;
     use crate::container::protocol::{Request, Response, response_error};
     use crate::license::usage::Report;
-    use crate::license::usage::tests::container;
+    use crate::license::usage::tests::container_at;
     use crate::publisher::PublisherKey;
 
     /// Signs through the container protocol, as a hosted container does.
@@ -1000,7 +994,7 @@ mod tests {
     }
 
     fn signer(key: &PublisherKey) -> EngineSigner {
-        EngineSigner(Mutex::new(container(key)))
+        EngineSigner(Mutex::new(container_at(key, crate::util::now())))
     }
 
     fn grant(vendor_id: u32, n: u8) -> Event {

@@ -34,7 +34,7 @@ fn internal(e: impl std::fmt::Display) -> Response {
     error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
-use crate::server::daemon::now_ms;
+use crate::util::now_ms;
 
 /// `GET /`: the page, with this server start's CSRF token (only when no admin token is
 /// configured: with one, the page asks for the token and sends it instead).
