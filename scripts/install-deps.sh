@@ -2,6 +2,8 @@
 # Installs what building and testing Tessera needs and this machine lacks (Debian).
 # Idempotent: does nothing when everything is there.
 set -euo pipefail
+# apt-get on the real clock: under libfaketime moved ahead it finds the package lists expired.
+case "${LD_PRELOAD:-}" in *faketime*) exec "$(dirname "$0")/real-clock" "$0" "$@" ;; esac
 
 need=()
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
@@ -15,6 +17,7 @@ have pkg-config || need+=(pkg-config)
 pkg-config --exists libudev 2>/dev/null || need+=(libudev-dev)   # libusb (rusb) and the static library
 have fusermount3 || need+=(fuse3)   # the virtual dongle's mass-storage volume
 have ip || need+=(iproute2)         # network namespaces for the license-server tests
+have faketime || need+=(faketime)   # the tests again under a shifted clock (test-shifted-clock.sh)
 have cmake || need+=(cmake)         # the install test's find_package(Tessera)
 have mcs || need+=(mono-mcs)        # the C# binding and example
 have mono || need+=(mono-runtime)

@@ -9,6 +9,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::Arc;
@@ -29,12 +30,16 @@ use common::spec;
 const VENDOR: u32 = 0xB0;
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
-/// A process killed on drop.
+/// A process that leads its own process group; the whole group (chromedriver and the
+/// browser processes it started) is killed on drop, also when the test fails: killing
+/// chromedriver alone leaves Chromium running.
 struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        // SAFETY: kill(2) with a negative pid signals the process group the child leads
+        // (it was spawned with `process_group(0)`); no memory is involved.
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
         let _ = self.0.wait();
     }
 }
@@ -62,6 +67,12 @@ impl Browser {
         let driver = Proc(
             Command::new("/usr/bin/chromedriver")
                 .arg(format!("--port={port}"))
+                .process_group(0)
+                // The browser runs on the real clock even when the test runs under
+                // libfaketime (scripts/test-shifted-clock.sh): Chromium does not start
+                // under it. The server, whose clock the page shows, stays shifted.
+                .env_remove("LD_PRELOAD")
+                .env_remove("FAKETIME")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
