@@ -187,8 +187,10 @@ namespace Tessera.Tests
                     var th = new Thread(() =>
                     {
                         started.Signal();
-                        var deadline = DateTime.UtcNow.AddSeconds(30);
-                        while (DateTime.UtcNow < deadline)
+                        // A deadline on the monotonic clock: a wall clock set while
+                        // the test runs moves neither end of it.
+                        var elapsed = System.Diagnostics.Stopwatch.StartNew();
+                        while (elapsed.Elapsed < TimeSpan.FromSeconds(30))
                         {
                             try
                             {
