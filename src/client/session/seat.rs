@@ -1,0 +1,268 @@
+//! A held seat: what it is, and encryption and decryption with its product's key, in the
+//! container or in the app. Dropping it releases the seat.
+
+use std::sync::Arc;
+
+use super::dongle::DongleLicense;
+use super::network::{ServerSeat, unexpected_net};
+use super::software::Loaded;
+use super::{Session, SourceKind, poisoned};
+use crate::cipher::{self, Header, Mode};
+use crate::client::dongles::Dongle;
+use crate::client::seats::{SeatGuard, SeatPool};
+use crate::container::ContainerKind;
+use crate::dongle::client::DongleMode;
+use crate::license::{CountingUnit, License};
+use crate::net::lease::NetSeats;
+use crate::net::proto::{NetRequest, NetResponse};
+use crate::{Error, Result};
+
+/// What a seat is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeatInfo {
+    /// The publisher.
+    pub vendor_id: u32,
+    /// The product.
+    pub product_code: u32,
+    /// Licensed feature bits.
+    pub features: u32,
+    /// License quantity.
+    pub quantity: u32,
+    /// Seats of the license in use now, on this machine (this one included).
+    pub in_use: u32,
+    /// Expiry, or `None` when perpetual.
+    pub expiry: Option<u64>,
+    /// Where the license is.
+    pub source: SourceKind,
+    /// What one seat covers.
+    pub counting_unit: CountingUnit,
+    /// The serial of the container holding the license.
+    pub container_serial: String,
+    /// The container kind.
+    pub container_kind: ContainerKind,
+    /// Whether this seat is held exclusively.
+    pub exclusive: bool,
+    /// How the dongle is attached, for a dongle license.
+    pub dongle_mode: Option<DongleMode>,
+    /// The license server's name, for a network seat.
+    pub server: Option<String>,
+}
+
+/// Where a seat's license is.
+pub(super) enum Backing {
+    /// A software container and the license's index in it.
+    Software(Arc<Loaded>, usize),
+    /// A dongle.
+    Dongle(Arc<Dongle>),
+    /// A seat on a license server.
+    Network {
+        /// The session's server seats.
+        net: Arc<NetSeats>,
+        /// The seat id.
+        seat_id: [u8; 16],
+        /// The serial of the server's container.
+        container_serial: String,
+        /// Its kind (a server hosts both).
+        container_kind: ContainerKind,
+    },
+}
+
+/// A held seat. Dropping it releases the seat.
+pub struct Seat {
+    pub(super) session: Session,
+    pub(super) backing: Backing,
+    pub(super) license: License,
+    /// The local seat slot (dongle and software-container licenses).
+    pub(super) local: Option<(Arc<SeatPool>, SeatGuard)>,
+    pub(super) source: SourceKind,
+    pub(super) exclusive: bool,
+}
+
+impl std::fmt::Debug for Seat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Seat")
+            .field("product_code", &self.license.product_code)
+            .field("container", &self.container_serial())
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A container reached over a link (a dongle, or a server's container): where a seat's
+/// keys come from when the container is not in this process.
+pub(super) trait RemoteContainer {
+    fn derive_key(&self, header: &Header) -> Result<cipher::Key>;
+    fn encrypt(&self, plaintext: &[u8]) -> Result<Vec<u8>>;
+    fn decrypt(&self, ciphertext: &[u8]) -> Result<Vec<u8>>;
+}
+
+fn copy_out(data: Vec<u8>, out: &mut [u8]) -> Result<usize> {
+    if data.len() > out.len() {
+        return Err(Error::BufferTooSmall { needed: data.len() });
+    }
+    out[..data.len()].copy_from_slice(&data);
+    Ok(data.len())
+}
+
+impl Seat {
+    /// The license behind the seat.
+    pub fn license(&self) -> &License {
+        &self.license
+    }
+
+    /// What the seat is.
+    pub fn info(&self) -> Result<SeatInfo> {
+        let (in_use, server) = match (&self.local, &self.backing) {
+            (Some((pool, _)), _) => (pool.in_use()?, None),
+            (None, Backing::Network { net, seat_id, .. }) => {
+                match net.call_for_seat(*seat_id, NetRequest::SeatInfo { seat_id: *seat_id })? {
+                    NetResponse::Info { in_use, .. } => (in_use, net.server_name()),
+                    other => return Err(unexpected_net(&other)),
+                }
+            }
+            (None, _) => (0, None),
+        };
+        Ok(SeatInfo {
+            vendor_id: self.license.vendor_id,
+            product_code: self.license.product_code,
+            features: self.license.features,
+            quantity: self.license.quantity,
+            in_use,
+            expiry: self.license.expiry,
+            source: self.source,
+            counting_unit: self.license.counting_unit,
+            container_serial: self.container_serial(),
+            container_kind: match &self.backing {
+                Backing::Software(c, _) => c.kind,
+                Backing::Dongle(_) => ContainerKind::Dongle,
+                Backing::Network { container_kind, .. } => *container_kind,
+            },
+            dongle_mode: match &self.backing {
+                Backing::Dongle(d) => Some(d.mode),
+                _ => None,
+            },
+            exclusive: self.exclusive,
+            server,
+        })
+    }
+
+    fn check(&self) -> Result<()> {
+        let env = &self.session.inner.env;
+        let now = env.clock.now();
+        if let Some(expiry) = self.license.expiry
+            && now >= expiry
+        {
+            return Err(Error::Expired { expiry });
+        }
+        Ok(())
+    }
+
+    fn remote(&self) -> Option<Box<dyn RemoteContainer + '_>> {
+        match &self.backing {
+            Backing::Software(..) => None,
+            Backing::Dongle(d) => Some(Box::new(DongleLicense(d, self.license.license_id))),
+            Backing::Network { net, seat_id, .. } => Some(Box::new(ServerSeat(net, *seat_id))),
+        }
+    }
+
+    /// Encrypts `plaintext` into `out` in `mode`; returns the bytes written. `out` must hold
+    /// [`cipher::ciphertext_len`] bytes.
+    pub fn encrypt(&self, mode: Mode, plaintext: &[u8], out: &mut [u8]) -> Result<usize> {
+        let need = cipher::ciphertext_len(plaintext.len());
+        if out.len() < need {
+            return Err(Error::BufferTooSmall { needed: need });
+        }
+        self.check()?;
+        let header = Header::new(mode, self.license.vendor_id, self.license.product_code);
+        if let Some(r) = self.remote() {
+            return match mode {
+                Mode::Derived => {
+                    let key = r.derive_key(&header)?;
+                    cipher::seal_with_key(&key, &header, plaintext, out)
+                }
+                Mode::Direct => copy_out(r.encrypt(plaintext)?, out),
+            };
+        }
+        let Backing::Software(c, index) = &self.backing else {
+            return Err(Error::Internal("seat without a container".into()));
+        };
+        let c = c.container.read().map_err(|_| poisoned())?;
+        match mode {
+            Mode::Direct => c.engine.encrypt_direct(*index, plaintext, out),
+            Mode::Derived => {
+                let key = c.engine.message_key(*index, &header)?;
+                drop(c);
+                cipher::seal_with_key(&key, &header, plaintext, out)
+            }
+        }
+    }
+
+    /// Decrypts `ct` into `out`; returns the plaintext length. Direct-mode ciphertext is
+    /// decrypted in the container, derived-mode ciphertext in the app.
+    pub fn decrypt(&self, ct: &[u8], out: &mut [u8]) -> Result<usize> {
+        let header = Header::parse(ct)?;
+        let need = cipher::plaintext_len(ct.len());
+        if out.len() < need {
+            return Err(Error::BufferTooSmall { needed: need });
+        }
+        self.check()?;
+        if header.vendor_id != self.license.vendor_id {
+            return Err(Error::WrongVendor {
+                expected: self.license.vendor_id,
+                found: header.vendor_id,
+            });
+        }
+        if header.product_code != self.license.product_code {
+            return Err(Error::NoLicense(format!(
+                "ciphertext is for vendor {} product {}, the seat holds vendor {} product {}",
+                header.vendor_id,
+                header.product_code,
+                self.license.vendor_id,
+                self.license.product_code
+            )));
+        }
+        if let Some(r) = self.remote() {
+            return match header.mode {
+                Mode::Derived => {
+                    let key = r.derive_key(&header)?;
+                    cipher::open_with_key(&key, &header, ct, out)
+                }
+                Mode::Direct => copy_out(r.decrypt(ct)?, out),
+            };
+        }
+        let Backing::Software(c, index) = &self.backing else {
+            return Err(Error::Internal("seat without a container".into()));
+        };
+        let c = c.container.read().map_err(|_| poisoned())?;
+        match header.mode {
+            Mode::Direct => c.engine.decrypt_direct(*index, ct, out),
+            Mode::Derived => {
+                let key = c.engine.message_key(*index, &header)?;
+                drop(c);
+                cipher::open_with_key(&key, &header, ct, out)
+            }
+        }
+    }
+
+    fn container_serial(&self) -> String {
+        match &self.backing {
+            Backing::Software(c, _) => c.serial.clone(),
+            Backing::Dongle(d) => d.serial.clone(),
+            Backing::Network {
+                container_serial, ..
+            } => container_serial.clone(),
+        }
+    }
+
+    /// Releases the seat (same as dropping it).
+    pub fn release(self) {}
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        if let Backing::Network { net, seat_id, .. } = &self.backing {
+            // Best effort: a server out of reach frees the seat when its lease runs out.
+            let _ = net.release(*seat_id);
+        }
+    }
+}

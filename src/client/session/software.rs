@@ -1,0 +1,114 @@
+//! The software source: the publisher's software containers on this machine, loaded at open
+//! (and at reload), and the acquire path through them.
+
+use std::sync::{Arc, RwLock};
+
+use super::seat::Backing;
+use super::{Environment, Seat, Session, SessionOptions, SourceKind, poisoned, sources};
+use crate::container::engine::UseQuery;
+use crate::container::software::list_for_vendor;
+use crate::container::{ContainerKind, SoftwareContainer};
+use crate::{Error, Result};
+
+/// A software container of the session's publisher, opened on this machine.
+pub(super) struct Loaded {
+    pub(super) container: RwLock<SoftwareContainer>,
+    pub(super) serial: String,
+    pub(super) kind: ContainerKind,
+    /// Licenses that verify against the session's publisher key.
+    pub(super) verified: Vec<usize>,
+}
+
+/// Only persist the clock's high-water mark when it moved this far, to keep opens cheap.
+const HIGH_WATER_PERSIST_STEP: u64 = 300;
+
+fn load_one(env: &Environment, opts: &SessionOptions, path: &std::path::Path) -> Result<Loaded> {
+    let mut c = SoftwareContainer::load(path, &env.host.fingerprint)?;
+    if c.engine.state().vendor_id != opts.vendor_id {
+        return Err(Error::WrongVendor {
+            expected: opts.vendor_id,
+            found: c.engine.state().vendor_id,
+        });
+    }
+    let now = env.clock.now();
+    let persisted = c.engine.state().clock_high_water;
+    c.engine.observe_clock(now);
+    if now > persisted.saturating_add(HIGH_WATER_PERSIST_STEP) {
+        // Best effort: a read-only home still lets the app run.
+        let _ = c.update(&env.host.fingerprint, |e| {
+            e.observe_clock(now);
+            Ok(())
+        });
+    }
+    let verified = c
+        .engine
+        .verified_licenses(&opts.publisher_key, opts.vendor_id);
+    Ok(Loaded {
+        serial: c.engine.serial().to_string(),
+        kind: c.engine.state().kind,
+        container: RwLock::new(c),
+        verified,
+    })
+}
+
+impl Session {
+    /// Re-reads the software containers of the session's publisher.
+    pub fn reload(&self) -> Result<()> {
+        let i = &self.inner;
+        let mut loaded = Vec::new();
+        let mut errors = Vec::new();
+        if i.opts.sources & sources::SOFTWARE != 0 {
+            for p in list_for_vendor(&i.env.home, i.opts.vendor_id) {
+                match load_one(&i.env, &i.opts, &p) {
+                    Ok(l) => loaded.push(Arc::new(l)),
+                    Err(e) => errors.push(e),
+                }
+            }
+        }
+        *i.containers.write().map_err(|_| poisoned())? = loaded;
+        *i.load_errors.lock().map_err(|_| poisoned())? = errors;
+        Ok(())
+    }
+
+    /// Tries the software containers for a seat; `None` when none holds the product.
+    pub(super) fn acquire_from_software(
+        &self,
+        product_code: u32,
+        features: u32,
+        exclusive: bool,
+        consider: &mut dyn FnMut(Error),
+    ) -> Result<Option<Seat>> {
+        let i = &self.inner;
+        let now = i.env.clock.now();
+        let query = UseQuery {
+            features,
+            now,
+            machine: i.env.host.machine.clone(),
+        };
+        let containers = i.containers.read().map_err(|_| poisoned())?.clone();
+        for c in containers {
+            let mut sc = c.container.write().map_err(|_| poisoned())?;
+            sc.engine.observe_clock(now);
+            for &idx in &c.verified {
+                let lic = sc.engine.licenses()[idx].clone();
+                if lic.product_code != product_code {
+                    continue;
+                }
+                if let Err(e) = sc.engine.check_use(idx, &query) {
+                    consider(e);
+                    continue;
+                }
+                match self.take_seat(
+                    lic,
+                    Backing::Software(c.clone(), idx),
+                    SourceKind::Software,
+                    exclusive,
+                ) {
+                    Ok(seat) => return Ok(Some(seat)),
+                    Err(e) => consider(e),
+                }
+            }
+        }
+        Ok(None)
+    }
+}
