@@ -1,0 +1,173 @@
+//! tessera-load: a load generator for `tessera-server` (docs/BENCHMARKS.md, "License server").
+//!
+//! `tessera-load --server ADDR --key publisher.key ...` opens `--clients` authenticated
+//! connections (each with its own random host key and simulated station), spread over
+//! `--threads` OS threads. Each thread keeps one request outstanding on every one of its
+//! connections and waits for the answers with `poll(2)`, so 1,000 clients put up to 1,000
+//! requests in flight at once, as 1,000 real clients would.
+//!
+//! - `--mode cycle`: each client loops Acquire (a new seat id) → Release; both count as seat
+//!   operations. Reports ops/s and the latency of each request.
+//! - `--mode hold`: each client acquires `--seats-per-client` seats, then renews them all in
+//!   one Renew request every `--renew-ms` (clients spread evenly over the interval) for
+//!   `--duration-s`. With `--server-pid` reports the server's RSS and CPU over that time.
+//!
+//! `tessera-load setup` makes a publisher key and activates a software container for this
+//! machine in a `TESSERA_HOME` for the server to host; `tessera-load bare` measures a plain
+//! TCP echo round trip on loopback (the baseline for a request's round trip).
+//!
+//! The parts: `client` (one simulated client's connection), `scenario` (what the clients
+//! do, cycle or fill-and-renew, and the loop that keeps their requests in flight, waiting
+//! with `epoll`), `run` (threads and phases; `server_proc` samples the server's process),
+//! `report` (what is measured, and its printing), `setup` and `bare` (the subcommands).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+mod bare;
+mod client;
+mod epoll;
+mod report;
+mod run;
+mod scenario;
+mod server_proc;
+mod setup;
+
+#[derive(Parser)]
+#[command(
+    name = "tessera-load",
+    version,
+    about = "Load generator for tessera-server",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Make a publisher key and activate a software container for this machine in DIR.
+    Setup(SetupArgs),
+    /// A plain TCP echo round trip on loopback (no Noise, no server): the baseline.
+    Bare(BareArgs),
+}
+
+#[derive(Args)]
+struct SetupArgs {
+    /// The TESSERA_HOME to activate the container in (the server's --home).
+    #[arg(long)]
+    home: PathBuf,
+    /// Where to write the publisher key file.
+    #[arg(long)]
+    key_out: PathBuf,
+    /// Seats of the license.
+    #[arg(long, default_value_t = 200_000)]
+    quantity: u32,
+    /// The product code.
+    #[arg(long, default_value_t = 1)]
+    product: u32,
+    /// The vendor id of the generated publisher key.
+    #[arg(long, default_value_t = 0x1234)]
+    vendor: u32,
+}
+
+#[derive(Args)]
+struct BareArgs {
+    /// Bytes the client sends per round trip.
+    #[arg(long)]
+    bytes: usize,
+    /// Bytes echoed back (default: --bytes).
+    #[arg(long)]
+    reply_bytes: Option<usize>,
+    /// Round trips to time.
+    #[arg(long, default_value_t = 20_000)]
+    iterations: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// Acquire a new seat, release it, repeat.
+    Cycle,
+    /// Acquire K seats per client, then renew them every --renew-ms.
+    Hold,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The server (`host:port`).
+    #[arg(long, default_value = "127.0.0.1:22630")]
+    server: String,
+    /// The publisher key file (only its public key and vendor id are used: to trust the server).
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// The product to acquire.
+    #[arg(long, default_value_t = 1)]
+    product: u32,
+    /// Connections (simulated clients, each with its own host key and station).
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
+    /// How long to run (hold: after every client holds its seats).
+    #[arg(long, default_value_t = 10)]
+    duration_s: u64,
+    /// Requests per second over all clients; 0 = as fast as possible (cycle mode).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// What each client does.
+    #[arg(long, value_enum, default_value_t = Mode::Cycle)]
+    mode: Mode,
+    /// Seats each client holds (hold mode).
+    #[arg(long, default_value_t = 10)]
+    seats_per_client: usize,
+    /// Renewal interval (hold mode).
+    #[arg(long, default_value_t = 30_000)]
+    renew_ms: u64,
+    /// OS threads driving the connections (default: the number of CPUs).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// The server's pid: report its RSS and CPU (read from /proc).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Per-request (and connect) timeout in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+    /// After the run, time a bare TCP echo of the Acquire frame's size (same process).
+    #[arg(long)]
+    baseline: bool,
+}
+
+// mimalloc: every request allocates a few small buffers on whichever tokio worker runs it;
+// glibc malloc's arena locking and consolidation cost about 9% of the server's CPU.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("tessera-load: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Some(Cmd::Setup(a)) => setup::setup(&a),
+        Some(Cmd::Bare(a)) => {
+            let lat = bare::bare(a.bytes, a.reply_bytes.unwrap_or(a.bytes), a.iterations)?;
+            report::print_latency(
+                &format!(
+                    "bare TCP echo {} B → {} B",
+                    a.bytes,
+                    a.reply_bytes.unwrap_or(a.bytes)
+                ),
+                &lat,
+            );
+            Ok(())
+        }
+        None => run::run(&cli.run),
+    }
+}

@@ -1,0 +1,42 @@
+//! `tessera-load setup`: a publisher key and a software container activated for this
+//! machine, for the server under test to host.
+
+use anyhow::{Context, Result};
+use tessera::client::{Environment, install_activation, request_activation};
+use tessera::license::{CountingUnit, VmPolicy};
+use tessera::publisher::{LicenseSpec, PublisherKey};
+
+use crate::SetupArgs;
+
+pub(crate) fn setup(a: &SetupArgs) -> Result<()> {
+    let key = PublisherKey::generate(a.vendor, "tessera-load");
+    key.save(&a.key_out)
+        .with_context(|| format!("writing {}", a.key_out.display()))?;
+    std::fs::create_dir_all(&a.home).with_context(|| format!("creating {}", a.home.display()))?;
+    let env = Environment {
+        home: a.home.clone(),
+        ..Environment::detect()
+    };
+    let spec = LicenseSpec {
+        product_code: a.product,
+        product_name: format!("Load test product {}", a.product),
+        features: 0xFF,
+        quantity: a.quantity,
+        counting_unit: CountingUnit::Handle,
+        exclusive_allowed: false,
+        expiry: None,
+        vm_policy: VmPolicy::Allow,
+    };
+    let (serial, req) = request_activation(&env, key.vendor_id)?;
+    let act = key.activate(&req, &[spec], tessera::util::now())?;
+    install_activation(&env, &act, Some(&key.public_key()))?;
+    println!(
+        "activated {serial} in {}: vendor {:#x} product {} quantity {} (unit handle); key in {}",
+        a.home.display(),
+        a.vendor,
+        a.product,
+        a.quantity,
+        a.key_out.display()
+    );
+    Ok(())
+}
