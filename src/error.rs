@@ -1,5 +1,6 @@
-//! The library's one error type. Every variant maps to exactly one `tessera_status` in
-//! `src/ffi/status.rs`; binaries print it with `Display`.
+//! The library's one error type. Every variant maps to exactly one row of the status table
+//! beside it ([`Status`](crate::status::Status), `src/status.rs`), whose numbers travel on
+//! the wire and whose C face is `tessera_status`; binaries print it with `Display`.
 
 use std::path::PathBuf;
 

@@ -21,6 +21,7 @@ pub mod net;
 pub mod publisher;
 #[cfg(feature = "server")]
 pub mod server;
+pub mod status;
 pub mod util;
 
 pub use error::{Error, Result};

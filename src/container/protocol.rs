@@ -145,7 +145,7 @@ pub enum Response {
         /// The publisher-signed container certificate.
         certificate: Vec<u8>,
     },
-    /// The request failed: a `tessera_status` number and a message.
+    /// The request failed: a status number ([`crate::status::Status`]) and a message.
     Error {
         /// The status number.
         status: u32,
@@ -177,40 +177,14 @@ pub fn decode_response(b: &[u8]) -> Result<Response> {
 /// The response for an error: its status number and message.
 pub fn error_response(e: &Error) -> Response {
     Response::Error {
-        status: crate::ffi::status::from_error(e) as u32,
+        status: e.status().code(),
         message: e.to_string(),
     }
 }
 
 /// The error a response carries, rebuilt on the runtime's side with the same status.
 pub fn response_error(status: u32, message: String) -> Error {
-    use crate::ffi::tessera_status::*;
-    match crate::ffi::status::from_code(status as i64) {
-        Some(TESSERA_E_NO_LICENSE) => Error::NoLicense(message),
-        Some(TESSERA_E_EXPIRED) => Error::Expired { expiry: 0 },
-        Some(TESSERA_E_DONGLE_SHARED) => Error::DongleShared(message),
-        Some(TESSERA_E_LEASE_LOST) => Error::LeaseLost(message),
-        Some(TESSERA_E_NO_SEAT) => Error::NoSeat { quantity: 0 },
-        Some(TESSERA_E_FEATURE_MISSING) => Error::FeatureMissing {
-            requested: 0,
-            licensed: 0,
-        },
-        Some(TESSERA_E_VM_NOT_ALLOWED) => Error::VmNotAllowed(message),
-        Some(TESSERA_E_EXCLUSIVE_DENIED) => Error::ExclusiveDenied(message),
-        Some(TESSERA_E_TIMEOUT) => Error::Timeout(message),
-        Some(TESSERA_E_BINDING_MISMATCH) => Error::BindingMismatch(message),
-        Some(TESSERA_E_TAMPERED) => Error::Tampered(message),
-        Some(TESSERA_E_CLOCK_ROLLBACK) => Error::ClockRollback {
-            now: 0,
-            high_water: 0,
-        },
-        Some(TESSERA_E_BAD_SIGNATURE) => Error::BadSignature(message),
-        Some(TESSERA_E_WRONG_VENDOR) => Error::NoLicense(message),
-        Some(TESSERA_E_INVALID_ARGUMENT) => Error::InvalidArgument(message),
-        Some(TESSERA_E_UNKNOWN_VERSION) => Error::malformed("container response", message),
-        Some(TESSERA_E_MALFORMED) => Error::malformed("container request", message),
-        _ => Error::Internal(format!("container error {status}: {message}")),
-    }
+    crate::status::error_from_code(status, message)
 }
 
 #[cfg(test)]

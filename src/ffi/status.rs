@@ -1,8 +1,14 @@
-//! `tessera_status`: every outcome of a C API call, with a stable number and a string.
+//! `tessera_status`: the C face of the core's status table ([`crate::status`]).
+//!
+//! The enum is spelled out here, numbers and docs, because cbindgen reads this file to write
+//! `include/tessera.h`. It is tied to [`Status`] both ways by exhaustive matches, and a
+//! compile-time check compares every number: a status added, dropped or renumbered on one
+//! side only does not build.
 
 use std::ffi::{CStr, c_char};
 
 use crate::Error;
+use crate::status::Status;
 
 /// The result of every fallible call. `TESSERA_OK` (0) is the only success: anything else
 /// means "not licensed" / "not done". Numbers are stable and never reused; they are grouped:
@@ -63,102 +69,127 @@ pub enum tessera_status {
     TESSERA_E_PANIC = 901,
 }
 
-/// The status for a library error.
-pub fn from_error(e: &Error) -> tessera_status {
+/// The C status of a core status.
+pub const fn to_c(s: Status) -> tessera_status {
     use tessera_status::*;
-    match e {
-        Error::InvalidArgument(_) => TESSERA_E_INVALID_ARGUMENT,
-        Error::InvalidHandle(_) => TESSERA_E_INVALID_HANDLE,
-        Error::BufferTooSmall { .. } => TESSERA_E_BUFFER_TOO_SMALL,
-        Error::Unsupported(_) => TESSERA_E_UNSUPPORTED,
-        Error::NoLicense(_) => TESSERA_E_NO_LICENSE,
-        Error::NoSeat { .. } => TESSERA_E_NO_SEAT,
-        Error::Expired { .. } => TESSERA_E_EXPIRED,
-        Error::FeatureMissing { .. } => TESSERA_E_FEATURE_MISSING,
-        Error::VmNotAllowed(_) => TESSERA_E_VM_NOT_ALLOWED,
-        Error::ExclusiveDenied(_) => TESSERA_E_EXCLUSIVE_DENIED,
-        Error::BindingMismatch(_) => TESSERA_E_BINDING_MISMATCH,
-        Error::Tampered(_) => TESSERA_E_TAMPERED,
-        Error::ClockRollback { .. } => TESSERA_E_CLOCK_ROLLBACK,
-        Error::BadSignature(_) => TESSERA_E_BAD_SIGNATURE,
-        Error::DongleShared(_) => TESSERA_E_DONGLE_SHARED,
-        Error::LeaseLost(_) => TESSERA_E_LEASE_LOST,
-        Error::WrongVendor { .. } => TESSERA_E_WRONG_VENDOR,
-        Error::UnknownVersion { .. } => TESSERA_E_UNKNOWN_VERSION,
-        Error::Malformed { .. } => TESSERA_E_MALFORMED,
-        Error::Io { .. } => TESSERA_E_IO,
-        Error::Timeout(_) => TESSERA_E_TIMEOUT,
-        Error::Internal(_) => TESSERA_E_INTERNAL,
+    match s {
+        Status::Ok => TESSERA_OK,
+        Status::InvalidArgument => TESSERA_E_INVALID_ARGUMENT,
+        Status::InvalidHandle => TESSERA_E_INVALID_HANDLE,
+        Status::BufferTooSmall => TESSERA_E_BUFFER_TOO_SMALL,
+        Status::Unsupported => TESSERA_E_UNSUPPORTED,
+        Status::NoLicense => TESSERA_E_NO_LICENSE,
+        Status::NoSeat => TESSERA_E_NO_SEAT,
+        Status::Expired => TESSERA_E_EXPIRED,
+        Status::FeatureMissing => TESSERA_E_FEATURE_MISSING,
+        Status::VmNotAllowed => TESSERA_E_VM_NOT_ALLOWED,
+        Status::ExclusiveDenied => TESSERA_E_EXCLUSIVE_DENIED,
+        Status::BindingMismatch => TESSERA_E_BINDING_MISMATCH,
+        Status::Tampered => TESSERA_E_TAMPERED,
+        Status::ClockRollback => TESSERA_E_CLOCK_ROLLBACK,
+        Status::BadSignature => TESSERA_E_BAD_SIGNATURE,
+        Status::WrongVendor => TESSERA_E_WRONG_VENDOR,
+        Status::UnknownVersion => TESSERA_E_UNKNOWN_VERSION,
+        Status::Malformed => TESSERA_E_MALFORMED,
+        Status::DongleShared => TESSERA_E_DONGLE_SHARED,
+        Status::LeaseLost => TESSERA_E_LEASE_LOST,
+        Status::Io => TESSERA_E_IO,
+        Status::Timeout => TESSERA_E_TIMEOUT,
+        Status::Internal => TESSERA_E_INTERNAL,
+        Status::Panic => TESSERA_E_PANIC,
     }
 }
 
-/// The static string of a status, as `(name, words)`.
-pub(crate) fn describe(s: tessera_status) -> &'static CStr {
-    use tessera_status::*;
-    match s {
-        TESSERA_OK => c"ok",
-        TESSERA_E_INVALID_ARGUMENT => c"invalid argument",
-        TESSERA_E_INVALID_HANDLE => c"invalid handle",
-        TESSERA_E_BUFFER_TOO_SMALL => c"buffer too small",
-        TESSERA_E_UNSUPPORTED => c"unsupported",
-        TESSERA_E_NO_LICENSE => c"no license",
-        TESSERA_E_NO_SEAT => c"no seat available",
-        TESSERA_E_EXPIRED => c"license expired",
-        TESSERA_E_FEATURE_MISSING => c"feature not licensed",
-        TESSERA_E_VM_NOT_ALLOWED => c"virtual machines not allowed",
-        TESSERA_E_EXCLUSIVE_DENIED => c"exclusive use refused",
-        TESSERA_E_BINDING_MISMATCH => c"bound to another machine or container",
-        TESSERA_E_TAMPERED => c"tampered",
-        TESSERA_E_CLOCK_ROLLBACK => c"clock rollback",
-        TESSERA_E_BAD_SIGNATURE => c"bad signature",
-        TESSERA_E_WRONG_VENDOR => c"wrong vendor",
-        TESSERA_E_UNKNOWN_VERSION => c"unknown format version",
-        TESSERA_E_MALFORMED => c"malformed data",
-        TESSERA_E_DONGLE_SHARED => c"dongle shared by several hosts",
-        TESSERA_E_LEASE_LOST => c"lease lost",
-        TESSERA_E_IO => c"i/o error",
-        TESSERA_E_TIMEOUT => c"timed out",
-        TESSERA_E_INTERNAL => c"internal error",
-        TESSERA_E_PANIC => c"internal error (panic)",
+impl From<Status> for tessera_status {
+    fn from(s: Status) -> Self {
+        to_c(s)
     }
+}
+
+impl From<tessera_status> for Status {
+    fn from(s: tessera_status) -> Self {
+        use tessera_status::*;
+        match s {
+            TESSERA_OK => Status::Ok,
+            TESSERA_E_INVALID_ARGUMENT => Status::InvalidArgument,
+            TESSERA_E_INVALID_HANDLE => Status::InvalidHandle,
+            TESSERA_E_BUFFER_TOO_SMALL => Status::BufferTooSmall,
+            TESSERA_E_UNSUPPORTED => Status::Unsupported,
+            TESSERA_E_NO_LICENSE => Status::NoLicense,
+            TESSERA_E_NO_SEAT => Status::NoSeat,
+            TESSERA_E_EXPIRED => Status::Expired,
+            TESSERA_E_FEATURE_MISSING => Status::FeatureMissing,
+            TESSERA_E_VM_NOT_ALLOWED => Status::VmNotAllowed,
+            TESSERA_E_EXCLUSIVE_DENIED => Status::ExclusiveDenied,
+            TESSERA_E_BINDING_MISMATCH => Status::BindingMismatch,
+            TESSERA_E_TAMPERED => Status::Tampered,
+            TESSERA_E_CLOCK_ROLLBACK => Status::ClockRollback,
+            TESSERA_E_BAD_SIGNATURE => Status::BadSignature,
+            TESSERA_E_WRONG_VENDOR => Status::WrongVendor,
+            TESSERA_E_UNKNOWN_VERSION => Status::UnknownVersion,
+            TESSERA_E_MALFORMED => Status::Malformed,
+            TESSERA_E_DONGLE_SHARED => Status::DongleShared,
+            TESSERA_E_LEASE_LOST => Status::LeaseLost,
+            TESSERA_E_IO => Status::Io,
+            TESSERA_E_TIMEOUT => Status::Timeout,
+            TESSERA_E_INTERNAL => Status::Internal,
+            TESSERA_E_PANIC => Status::Panic,
+        }
+    }
+}
+
+// Every status has the same number in C as in the core.
+const _: () = {
+    let mut i = 0;
+    while i < Status::ALL.len() {
+        assert!(to_c(Status::ALL[i]) as i64 == Status::ALL[i].code() as i64);
+        i += 1;
+    }
+};
+
+/// The status for a library error.
+pub fn from_error(e: &Error) -> tessera_status {
+    to_c(Status::from_error(e))
+}
+
+/// The static string of a status.
+pub(crate) fn describe(s: tessera_status) -> &'static CStr {
+    Status::from(s).c_text()
 }
 
 /// Every status, for tests and bindings.
-pub const ALL: [tessera_status; 24] = {
-    use tessera_status::*;
-    [
-        TESSERA_OK,
-        TESSERA_E_INVALID_ARGUMENT,
-        TESSERA_E_INVALID_HANDLE,
-        TESSERA_E_BUFFER_TOO_SMALL,
-        TESSERA_E_UNSUPPORTED,
-        TESSERA_E_NO_LICENSE,
-        TESSERA_E_NO_SEAT,
-        TESSERA_E_EXPIRED,
-        TESSERA_E_FEATURE_MISSING,
-        TESSERA_E_VM_NOT_ALLOWED,
-        TESSERA_E_EXCLUSIVE_DENIED,
-        TESSERA_E_BINDING_MISMATCH,
-        TESSERA_E_TAMPERED,
-        TESSERA_E_CLOCK_ROLLBACK,
-        TESSERA_E_BAD_SIGNATURE,
-        TESSERA_E_WRONG_VENDOR,
-        TESSERA_E_UNKNOWN_VERSION,
-        TESSERA_E_MALFORMED,
-        TESSERA_E_DONGLE_SHARED,
-        TESSERA_E_LEASE_LOST,
-        TESSERA_E_IO,
-        TESSERA_E_TIMEOUT,
-        TESSERA_E_INTERNAL,
-        TESSERA_E_PANIC,
-    ]
+pub const ALL: [tessera_status; Status::ALL.len()] = {
+    let mut all = [tessera_status::TESSERA_OK; Status::ALL.len()];
+    let mut i = 0;
+    while i < all.len() {
+        all[i] = to_c(Status::ALL[i]);
+        i += 1;
+    }
+    all
 };
 
 /// The status with number `n`, if there is one.
 pub fn from_code(n: i64) -> Option<tessera_status> {
-    ALL.into_iter().find(|s| *s as i64 == n)
+    Status::from_code(n).map(to_c)
 }
 
 pub(crate) fn describe_ptr(s: tessera_status) -> *const c_char {
     describe(s).as_ptr()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_c_enum_has_the_core_tables_numbers_and_names() {
+        for s in Status::ALL {
+            let c = tessera_status::from(s);
+            assert_eq!(c as i64, s.code() as i64, "{s:?}");
+            assert_eq!(format!("{c:?}"), s.name(), "{s:?}");
+            assert_eq!(Status::from(c), s);
+            assert_eq!(describe(c), s.c_text());
+        }
+        assert_eq!(ALL.len(), Status::ALL.len());
+    }
 }

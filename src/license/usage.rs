@@ -1669,10 +1669,9 @@ pub(crate) mod tests {
             .handle(Request::SignUsage { digest: [7; 32] }, &shared)
             .0
         {
-            Response::Error { status, .. } => assert_eq!(
-                status,
-                crate::ffi::tessera_status::TESSERA_E_DONGLE_SHARED as u32
-            ),
+            Response::Error { status, .. } => {
+                assert_eq!(status, crate::status::Status::DongleShared.code())
+            }
             other => panic!("{other:?}"),
         }
     }

@@ -255,7 +255,7 @@ pub enum NetResponse {
     },
     /// Liveness.
     Pong,
-    /// Failure: a `tessera_status` number and a message.
+    /// Failure: a status number ([`crate::status::Status`]) and a message.
     Error {
         /// Status number.
         status: u32,
@@ -333,13 +333,13 @@ fn map_read_error(e: std::io::Error) -> Error {
 
 /// The error a response carries, rebuilt on the client with the same status.
 pub fn response_error(status: u32, message: String) -> Error {
-    crate::container::protocol::response_error(status, message)
+    crate::status::error_from_code(status, message)
 }
 
 /// The error response for an error.
 pub fn error_response(e: &Error) -> NetResponse {
     NetResponse::Error {
-        status: crate::ffi::status::from_error(e) as u32,
+        status: e.status().code(),
         message: e.to_string(),
     }
 }

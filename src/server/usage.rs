@@ -481,7 +481,7 @@ pub fn denied(
         ),
         client: Some(Arc::clone(client)),
     };
-    let status = crate::ffi::status::from_error(e) as u32;
+    let status = e.status().code();
     UsageEvent::now(license.vendor_id, Event::Deny { seat, status })
 }
 
