@@ -11,8 +11,8 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use super::{
     Channel, DeviceHello, HostHello, MAX_HANDSHAKE, NOISE_PARAMS, decode_hello, encode_hello,
 };
-use crate::container::{ContainerCertificate, ContainerKind};
 use crate::license::envelope::{Envelope, Kind};
+use crate::license::{ContainerCertificate, ContainerKind};
 use crate::{Error, Result};
 
 const HANDSHAKE: &str = "channel handshake";

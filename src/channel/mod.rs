@@ -51,7 +51,7 @@ pub struct DeviceHello {
     pub serial: String,
     /// The publisher the dongle belongs to (0 for a blank dongle).
     pub vendor_id: u32,
-    /// The signed [`crate::container::ContainerCertificate`]; `None` for a blank dongle.
+    /// The signed [`crate::license::ContainerCertificate`]; `None` for a blank dongle.
     pub certificate: Option<Vec<u8>>,
 }
 

@@ -6,9 +6,9 @@ use rand_core::{OsRng, RngCore};
 use x25519_dalek::{PublicKey, StaticSecret};
 
 use super::*;
-use crate::container::{ContainerCertificate, ContainerKind};
 use crate::host::MachineKind;
 use crate::license::envelope::{Kind, sign};
+use crate::license::{ContainerCertificate, ContainerKind};
 
 const VENDOR: u32 = 4242;
 const SERIAL: &str = "TD-0001";

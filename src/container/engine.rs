@@ -12,12 +12,15 @@ use serde::{Deserialize, Serialize};
 use x25519_dalek::{PublicKey as XPublicKey, StaticSecret};
 use zeroize::{Zeroize, Zeroizing};
 
-use super::activation::{Activation, ActivationRequest, ContainerCertificate};
 use super::hosts::{HostTracker, SharePolicy};
 use super::protocol::{Request, Response, error_response};
 use crate::cipher::{self, Header, Key, Mode};
 use crate::host::{Fingerprint, MachineKind};
-use crate::license::{Binding, Envelope, Kind, License, SignedLicense, envelope};
+use crate::license::delegation::{Delegation, sign_delegation};
+use crate::license::{
+    Activation, ActivationRequest, Binding, ContainerCertificate, ContainerKind, Envelope, Kind,
+    License, SignedLicense, envelope,
+};
 use crate::{Error, Result};
 
 /// How far the clock may run behind the high-water mark before time-limited licenses are
@@ -27,24 +30,6 @@ pub const CLOCK_TOLERANCE_SECS: u64 = 3600;
 pub const LIST_PAGE_BYTES: usize = 4096;
 /// The engine state format version.
 pub const STATE_VERSION: u16 = 2;
-
-/// What kind of container runs the engine.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ContainerKind {
-    /// A file bound to one machine.
-    Software,
-    /// A USB dongle.
-    Dongle,
-}
-
-impl fmt::Display for ContainerKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ContainerKind::Software => "software container",
-            ContainerKind::Dongle => "dongle",
-        })
-    }
-}
 
 /// A license as stored in the engine: the signed bytes and the unsealed product secret.
 #[derive(Clone, Serialize, Deserialize)]
@@ -495,7 +480,7 @@ impl Engine {
                 self.state.serial
             ))
         })?;
-        let d = crate::net::proto::Delegation {
+        let d = Delegation {
             vendor_id: self.state.vendor_id,
             serial: self.state.serial.clone(),
             container_key: self.sign_key().to_bytes(),
@@ -503,10 +488,7 @@ impl Engine {
             issued_at: now,
             expiry,
         };
-        Ok((
-            crate::net::proto::sign_delegation(&d, &self.signing)?,
-            certificate,
-        ))
+        Ok((sign_delegation(&d, &self.signing)?, certificate))
     }
 
     /// Signs a usage log checkpoint digest (`license::usage::checkpoint_digest`) as a

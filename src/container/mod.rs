@@ -1,15 +1,16 @@
 //! Containers: where licenses live and where product secrets are used.
 //!
-//! [`engine`] is the pure state machine every container runs; [`activation`] the documents
-//! that carry licenses into a container (request, certificate, activation); [`software`]
-//! the software container, the engine's state in a file bound to this machine's traits.
+//! [`engine`] is the pure state machine every container runs; [`protocol`] the requests it
+//! answers; [`software`] the software container, the engine's state in a file bound to this
+//! machine's traits. The documents that carry licenses into a container (request,
+//! certificate, activation) and the delegation it signs for a license server are signed
+//! documents of the trust chain and live in [`crate::license`]; they are re-exported here.
 
-pub mod activation;
 pub mod engine;
 pub mod hosts;
 pub mod protocol;
 pub mod software;
 
-pub use activation::{Activation, ActivationRequest, ContainerCertificate};
-pub use engine::{ContainerKind, Engine, EngineState, UseQuery};
+pub use crate::license::{Activation, ActivationRequest, ContainerCertificate, ContainerKind};
+pub use engine::{Engine, EngineState, UseQuery};
 pub use software::SoftwareContainer;

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::engine::ContainerKind;
+use crate::license::ContainerKind;
 use crate::{Error, Result};
 
 /// The protocol version this build speaks.

@@ -25,8 +25,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::engine::{ContainerKind, Engine, EngineState};
+use super::engine::{Engine, EngineState};
 use crate::host::{Fingerprint, TraitKind};
+use crate::license::ContainerKind;
 use crate::util::{ensure_dir, write_atomic};
 use crate::{Error, Result};
 

@@ -27,8 +27,8 @@ use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::certificate::ContainerCertificate;
 use super::envelope::{Envelope, Kind};
-use crate::container::ContainerCertificate;
 use crate::{Error, Result};
 
 /// The first four bytes of a usage log.
@@ -1142,10 +1142,10 @@ pub fn verify(r: impl Read, publisher: &VerifyingKey) -> std::result::Result<Rep
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::container::Engine;
     use crate::container::protocol::{Request, Response};
-    use crate::container::{ContainerKind, Engine};
     use crate::host::{Fingerprint, MachineKind};
-    use crate::license::{CountingUnit, VmPolicy};
+    use crate::license::{ContainerKind, CountingUnit, VmPolicy};
     use crate::publisher::{LicenseSpec, PublisherKey};
 
     const VENDOR: u32 = 0x77;

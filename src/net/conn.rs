@@ -429,9 +429,9 @@ impl ServerConn {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::container::{ContainerCertificate, ContainerKind};
     use crate::host::MachineKind;
     use crate::license::envelope::{self, Kind};
+    use crate::license::{ContainerCertificate, ContainerKind};
     use crate::net::proto::{Delegation, DelegationBundle, HostInfo};
     use ed25519_dalek::SigningKey;
     use std::collections::{HashMap, HashSet};

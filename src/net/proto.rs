@@ -3,13 +3,16 @@
 
 use std::io::{Read, Write};
 
-use ed25519_dalek::{SigningKey, VerifyingKey};
+use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 
-use crate::container::ContainerCertificate;
 use crate::host::MachineKind;
-use crate::license::envelope::{self, Envelope, Kind};
+use crate::license::delegation;
 use crate::{Error, Result};
+
+// The delegation is a signed document of the trust chain and lives with the others in
+// `license`; the wire carries it in a `DelegationBundle`.
+pub use crate::license::delegation::{Delegation, sign_delegation};
 
 /// The default TCP (license protocol) and UDP (discovery) port.
 pub const DEFAULT_PORT: u16 = 22630;
@@ -46,23 +49,6 @@ pub struct ClientHello {
     pub host: HostInfo,
 }
 
-/// A container's delegation of its licenses to a server key.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Delegation {
-    /// The publisher.
-    pub vendor_id: u32,
-    /// The container serial.
-    pub serial: String,
-    /// The container's Ed25519 key (the signer).
-    pub container_key: [u8; 32],
-    /// The server's Noise static key.
-    pub server_key: [u8; 32],
-    /// Issued (Unix seconds).
-    pub issued_at: u64,
-    /// Expires (Unix seconds).
-    pub expiry: u64,
-}
-
 /// A certificate and the delegation its container signed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DelegationBundle {
@@ -83,11 +69,6 @@ pub struct ServerHello {
     pub name: String,
     /// One bundle per hosted container.
     pub delegations: Vec<DelegationBundle>,
-}
-
-/// Signs a delegation with the container's key.
-pub fn sign_delegation(d: &Delegation, container_key: &SigningKey) -> Result<Vec<u8>> {
-    envelope::sign(Kind::Delegation, d, container_key)
 }
 
 /// Checks a server's hello against the app's publisher key: at least one bundle must chain
@@ -125,30 +106,15 @@ fn verify_bundle(
     server_key: &[u8; 32],
     now: u64,
 ) -> Result<String> {
-    let cert: ContainerCertificate = Envelope::open(Kind::Certificate, &b.certificate, publisher)?;
-    if cert.vendor_id != vendor_id {
-        return Err(Error::WrongVendor {
-            expected: vendor_id,
-            found: cert.vendor_id,
-        });
-    }
-    let ck = VerifyingKey::from_bytes(&cert.sign_key)
-        .map_err(|_| Error::BadSignature("certificate names an invalid container key".into()))?;
-    let d: Delegation = Envelope::open(Kind::Delegation, &b.delegation, &ck)?;
-    if d.serial != cert.serial || d.container_key != cert.sign_key || d.vendor_id != vendor_id {
-        return Err(Error::BindingMismatch(
-            "delegation and certificate name different containers".into(),
-        ));
-    }
-    if d.server_key != *server_key {
-        return Err(Error::BindingMismatch(
-            "delegation is for another server key".into(),
-        ));
-    }
-    if now >= d.expiry {
-        return Err(Error::Expired { expiry: d.expiry });
-    }
-    Ok(d.serial)
+    delegation::verify_chain(
+        &b.certificate,
+        &b.delegation,
+        publisher,
+        vendor_id,
+        server_key,
+        now,
+    )
+    .map(|d| d.serial)
 }
 
 /// What a client asks a server.
@@ -347,6 +313,9 @@ pub fn error_response(e: &Error) -> NetResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::license::ContainerCertificate;
+    use crate::license::envelope::{self, Kind};
+    use ed25519_dalek::SigningKey;
 
     #[test]
     fn frames_round_trip_and_refuse_huge_lengths() {
@@ -433,7 +402,7 @@ mod tests {
 
     #[test]
     fn a_delegation_must_chain_to_the_publisher_and_name_the_server() {
-        use crate::container::ContainerKind;
+        use crate::license::ContainerKind;
         let publisher = SigningKey::from_bytes(&[1; 32]);
         let container = SigningKey::from_bytes(&[2; 32]);
         let cert = ContainerCertificate {

@@ -1,12 +1,13 @@
 //! The documents of offline activation, in the two steps the established products use:
 //! the runtime writes an [`ActivationRequest`] (signed by the new container's own key, so the
 //! publisher knows the requester holds it); the publisher's tool answers with an
-//! [`Activation`] (signed by the publisher) that carries a [`ContainerCertificate`], licenses
-//! bound to the container, and product secrets sealed to the container's X25519 key.
+//! [`Activation`] (signed by the publisher) that carries a
+//! [`ContainerCertificate`](super::ContainerCertificate), licenses bound to the container,
+//! and product secrets sealed to the container's X25519 key.
 
 use serde::{Deserialize, Serialize};
 
-use super::engine::ContainerKind;
+use super::certificate::ContainerKind;
 use crate::cipher::SealedSecret;
 use crate::host::{MachineKind, TraitKind};
 use crate::util::format_time;
@@ -49,27 +50,6 @@ impl std::fmt::Display for ActivationRequest {
     }
 }
 
-/// The publisher's certificate for a container's keys.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ContainerCertificate {
-    /// The publisher.
-    pub vendor_id: u32,
-    /// The container serial.
-    pub serial: String,
-    /// The container kind.
-    pub kind: ContainerKind,
-    /// The container's Ed25519 public key.
-    pub sign_key: [u8; 32],
-    /// The container's X25519 public key.
-    pub seal_key: [u8; 32],
-    /// The container's X25519 Noise static key: the key a dongle proves in its channel.
-    pub noise_key: [u8; 32],
-    /// When it was issued.
-    pub issued_at: u64,
-    /// When it stops being valid, if ever.
-    pub expiry: Option<u64>,
-}
-
 /// The publisher's answer to a request: licenses and sealed product secrets.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Activation {
@@ -81,7 +61,7 @@ pub struct Activation {
     pub serial: String,
     /// The container's Ed25519 key it is for.
     pub sign_key: [u8; 32],
-    /// The signed [`ContainerCertificate`].
+    /// The signed [`ContainerCertificate`](super::ContainerCertificate).
     pub certificate: Vec<u8>,
     /// Signed licenses, each bound to this container.
     pub licenses: Vec<Vec<u8>>,
