@@ -1,0 +1,538 @@
+//! The usage log's tests: sample logs signed by a real container engine, read back, summed
+//! up, and damaged every way the module says it detects.
+
+use super::*;
+use crate::Error;
+use crate::container::Engine;
+use crate::container::protocol::{Request, Response};
+use crate::host::{Fingerprint, MachineKind};
+use crate::license::envelope::{Envelope, Kind};
+use crate::license::{ContainerKind, CountingUnit, VmPolicy};
+use crate::publisher::{LicenseSpec, PublisherKey};
+use crate::status::Status;
+
+const VENDOR: u32 = 0x77;
+const H: u64 = 3_600_000;
+
+/// 2026-11-30 00:00 UTC: a day before a month ends.
+fn t0() -> u64 {
+    crate::util::parse_date("2026-11-30").unwrap() * 1000
+}
+
+/// An activated software container engine of `key`'s publisher, its clock at [`t0`]
+/// like the sample logs' records.
+fn container(key: &PublisherKey) -> Engine {
+    container_at(key, t0() / 1000)
+}
+
+/// An activated software container engine of `key`'s publisher, activated at `now`
+/// (Unix seconds): its clock high-water mark starts there.
+pub(crate) fn container_at(key: &PublisherKey, now: u64) -> Engine {
+    let mut e = Engine::create(ContainerKind::Software, key.vendor_id, now);
+    let req = e
+        .activation_request(&Fingerprint::default(), MachineKind::Physical, "t", now)
+        .unwrap();
+    let spec = LicenseSpec {
+        product_code: 1,
+        product_name: "P".into(),
+        features: 1,
+        quantity: 5,
+        counting_unit: CountingUnit::Handle,
+        exclusive_allowed: false,
+        expiry: None,
+        vm_policy: VmPolicy::Allow,
+    };
+    let act = key.activate(&req, &[spec], now).unwrap();
+    e.install_activation(&act, Some(&key.public_key()), now)
+        .unwrap();
+    e
+}
+
+/// A log being built in memory, with each record's offset.
+struct Log {
+    chain: Chain,
+    bytes: Vec<u8>,
+    offsets: Vec<u64>,
+    scratch: Vec<u8>,
+}
+
+impl Log {
+    fn new() -> Log {
+        let header = LogHeader {
+            vendor_id: VENDOR,
+            server_key: [5; 32],
+        };
+        Log {
+            chain: Chain::new(header),
+            bytes: header.to_bytes().to_vec(),
+            offsets: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, t: u64, e: Event) {
+        self.offsets.push(self.bytes.len() as u64);
+        self.chain
+            .append(t, e, &mut self.bytes, &mut self.scratch)
+            .unwrap();
+    }
+
+    fn checkpoint(&mut self, t: u64, engine: &mut Engine) {
+        let (st, cert) = engine
+            .sign_usage(self.chain.checkpoint_digest(), t / 1000)
+            .unwrap();
+        let e = self.chain.checkpoint(st, cert);
+        self.push(t, e);
+    }
+
+    /// Record `i`'s bytes.
+    fn record(&self, i: usize) -> std::ops::Range<usize> {
+        let end = self
+            .offsets
+            .get(i + 1)
+            .map_or(self.bytes.len(), |o| *o as usize);
+        self.offsets[i] as usize..end
+    }
+}
+
+fn seat(n: u8, unit: &str) -> SeatEvent {
+    SeatEvent {
+        vendor_id: VENDOR,
+        product_code: 1,
+        license_id: [1; 16],
+        seat_id: [n; 16],
+        unit_key: unit.into(),
+        client: Some(std::sync::Arc::new(ClientInfo {
+            hostname: format!("host-{n}"),
+            session: "uid:1000/login:3".into(),
+            machine: "physical machine".into(),
+        })),
+    }
+}
+
+fn start() -> Event {
+    Event::Start {
+        server: "s".into(),
+        server_key: [5; 32],
+        version: "0".into(),
+        cut_bytes: 0,
+    }
+}
+
+/// Start; three grants (two sharing a unit), a denial, a release; checkpoint; an
+/// expiry; a release in the next month; a revoke of a seat granted before the log; a
+/// grant; checkpoint; a release after it.
+fn sample(signer: &mut Engine) -> Log {
+    let t = t0();
+    let mut l = Log::new();
+    l.push(t, start());
+    l.push(t + H, Event::Grant(seat(1, "a")));
+    l.push(t + 2 * H, Event::Grant(seat(2, "a")));
+    l.push(t + 3 * H, Event::Grant(seat(3, "b")));
+    l.push(
+        t + 3 * H,
+        Event::Deny {
+            seat: seat(4, "d"),
+            status: 101,
+        },
+    );
+    l.push(t + 4 * H, Event::Release(seat(1, "a")));
+    l.checkpoint(t + 4 * H, signer); // 6
+    l.push(
+        t + 5 * H + 1000,
+        Event::Expire {
+            seat: seat(3, "b"),
+            lease_end_ms: t + 5 * H,
+        },
+    );
+    l.push(t + 26 * H, Event::Release(seat(2, "a")));
+    l.push(t + 27 * H, Event::Revoke(seat(9, "z")));
+    l.push(t + 28 * H, Event::Grant(seat(5, "c")));
+    l.checkpoint(t + 28 * H, signer); // 11
+    l.push(t + 30 * H, Event::Release(seat(5, "c")));
+    l
+}
+
+fn damage(bytes: &[u8], key: &PublisherKey) -> Damage {
+    match verify(bytes, &key.public_key()) {
+        Err(ScanError::Damaged(d)) => d,
+        other => panic!("not refused: {other:?}"),
+    }
+}
+
+#[test]
+fn signature_numbers_show_missing_signatures_and_a_container_put_back() {
+    let key = PublisherKey::generate(VENDOR, "p");
+    let mut engine = container(&key);
+    let serial = engine.serial().to_string();
+    let mut l = Log::new();
+    l.push(t0(), Event::Grant(seat(1, "u")));
+    l.checkpoint(t0() + 1, &mut engine); // signature 1
+    // Kept aside: the container's state as it is now.
+    let earlier = Engine::from_state(engine.state().clone()).unwrap();
+    // Two signatures for something else (another log): missing from this one.
+    engine.sign_usage([1; 32], 1).unwrap();
+    engine.sign_usage([2; 32], 1).unwrap();
+    l.push(t0() + 2, Event::Grant(seat(2, "u")));
+    l.checkpoint(t0() + 3, &mut engine); // signature 4
+    let r = verify(&l.bytes[..], &key.public_key()).unwrap();
+    assert_eq!(r.signature_numbers[&serial], (1, 4));
+    assert_eq!((r.signatures_missing, r.signature_rewinds), (2, 0));
+    assert!(
+        r.findings[0].contains("made 2 usage signature(s)"),
+        "{:?}",
+        r.findings
+    );
+    // The container put back to its earlier copy signs again: number 2 after 4.
+    let mut earlier = earlier;
+    l.push(t0() + 4, Event::Grant(seat(3, "u")));
+    l.checkpoint(t0() + 5, &mut earlier);
+    let r = verify(&l.bytes[..], &key.public_key()).unwrap();
+    assert_eq!(r.signature_rewinds, 1);
+    assert_eq!(r.signature_numbers[&serial], (1, 2));
+    assert!(
+        r.findings[1].contains("signature 2 follows its signature 4")
+            && r.findings[1].contains("put back"),
+        "{:?}",
+        r.findings
+    );
+    // Numbered in order, nothing to ask about.
+    let mut fresh = container(&key);
+    let mut l = Log::new();
+    for i in 0..3 {
+        l.push(t0() + 10 * i, Event::Grant(seat(i as u8, "u")));
+        l.checkpoint(t0() + 10 * i + 1, &mut fresh);
+    }
+    let r = verify(&l.bytes[..], &key.public_key()).unwrap();
+    assert_eq!(r.signature_numbers[fresh.serial()], (1, 3));
+    assert!(r.findings.is_empty() && r.signatures_missing == 0 && r.signature_rewinds == 0);
+}
+
+#[test]
+fn a_later_copy_of_a_log_begins_with_the_earlier_one() {
+    let key = PublisherKey::generate(VENDOR, "p");
+    let l = sample(&mut container(&key));
+    let early = &l.bytes[..l.bytes.len() / 2];
+    assert_eq!(first_difference(early, &l.bytes[..]).unwrap(), None);
+    assert_eq!(first_difference(&l.bytes[..], &l.bytes[..]).unwrap(), None);
+    let mut rewritten = l.bytes.clone();
+    rewritten[100] ^= 1;
+    assert_eq!(first_difference(early, &rewritten[..]).unwrap(), Some(100));
+    assert_eq!(
+        first_difference(&l.bytes[..], early).unwrap(),
+        Some(early.len() as u64),
+        "a later copy that is shorter"
+    );
+}
+
+#[test]
+fn a_log_goes_on_from_the_one_before_or_says_why_not() {
+    let key = PublisherKey::generate(VENDOR, "p");
+    let mut engine = container(&key);
+    let log = |engine: &mut Engine, n: u64| {
+        let mut l = Log::new();
+        for i in 0..n {
+            l.push(t0() + 10 * i, Event::Grant(seat(i as u8, "u")));
+            l.checkpoint(t0() + 10 * i + 1, engine);
+        }
+        verify(&l.bytes[..], &key.public_key()).unwrap()
+    };
+    let january = log(&mut engine, 3); // signatures 1..3
+    let saved = Engine::from_state(engine.state().clone()).unwrap();
+    let february = log(&mut engine, 2); // 4..5
+    assert!(continuity(&january, &february).is_empty());
+    // A signature kept out of both logs.
+    engine.sign_usage([0; 32], 1).unwrap(); // 6
+    let march = log(&mut engine, 1); // 7
+    let gap = continuity(&february, &march);
+    assert_eq!(gap.len(), 1);
+    assert!(gap[0].contains("made 1 usage signature(s)") && gap[0].contains("6 to 6"));
+    // A container put back after January signs "February" again: 4..5 once more.
+    let mut saved = saved;
+    let again = log(&mut saved, 2);
+    let back = continuity(&march, &again);
+    assert!(
+        back[0].contains("begin at 4") && back[0].contains("put back"),
+        "{back:?}"
+    );
+    // A log signed by another container says nothing about this one.
+    let other = log(&mut container(&key), 1);
+    assert!(continuity(&january, &other).is_empty());
+}
+
+#[test]
+fn a_log_verifies_and_sums_up_per_product_and_month() {
+    let key = PublisherKey::generate(VENDOR, "p");
+    let mut engine = container(&key);
+    let l = sample(&mut engine);
+    let r = verify(&l.bytes[..], &key.public_key()).unwrap();
+    assert_eq!(r.vendor_id, VENDOR);
+    assert_eq!(r.records, 13);
+    assert_eq!(r.bytes, l.bytes.len() as u64);
+    assert_eq!((r.checkpoints, r.verified, r.unverified_tail), (2, 11, 1));
+    assert_eq!(r.signers, vec![engine.serial().to_string()]);
+    assert_eq!((r.starts, r.open_at_end, r.ends_without_grant), (1, 0, 1));
+    assert_eq!(r.first_ms, t0());
+    assert_eq!(r.last_ms, t0() + 30 * H);
+    let nov = month_of(t0());
+    assert_eq!(month_label(nov), "2026-11");
+    assert_eq!(
+        r.months[&(1, nov)],
+        MonthSummary {
+            grants: 3,
+            releases: 1,
+            expiries: 1,
+            denials: 1,
+            revokes: 0,
+            peak: 2,
+            // unit a from 01:00 to the month's end, unit b from 03:00 to its lease end.
+            seat_ms: 23 * H + 2 * H,
+        }
+    );
+    assert_eq!(
+        r.months[&(1, nov + 1)],
+        MonthSummary {
+            grants: 1,
+            releases: 2,
+            expiries: 0,
+            denials: 0,
+            revokes: 1,
+            peak: 1,
+            seat_ms: 2 * H + 2 * H,
+        }
+    );
+    assert_eq!(r.months.len(), 2);
+    assert!(r.max_sign_lag_s <= 1, "{}", r.max_sign_lag_s);
+}
+
+#[test]
+fn an_edited_deleted_or_reordered_record_is_named() {
+    let key = PublisherKey::generate(VENDOR, "p");
+    let l = sample(&mut container(&key));
+    // An edited byte (the last byte of record 3's host machine text): it still decodes,
+    // but record 4 no longer links to it.
+    let mut b = l.bytes.clone();
+    b[l.record(3).end - 1] ^= 0x20;
+    let d = damage(&b, &key);
+    assert_eq!(d.location(), Some((3, l.offsets[3])), "{d}");
+    assert!(
+        d.to_string().contains("changed after it was written"),
+        "{d}"
+    );
+    // A deleted record.
+    let mut b = l.bytes.clone();
+    b.drain(l.record(5));
+    let d = damage(&b, &key);
+    assert_eq!(d.location(), Some((5, l.offsets[5])), "{d}");
+    assert!(d.to_string().contains("record 5 is missing"), "{d}");
+    // Two records swapped.
+    let mut b = l.bytes[..l.offsets[4] as usize].to_vec();
+    b.extend_from_slice(&l.bytes[l.record(5)]);
+    b.extend_from_slice(&l.bytes[l.record(4)]);
+    b.extend_from_slice(&l.bytes[l.offsets[6] as usize..]);
+    let d = damage(&b, &key);
+    assert_eq!(d.location(), Some((4, l.offsets[4])), "{d}");
+    // A record that does not decode.
+    let mut b = l.bytes.clone();
+    b[l.offsets[2] as usize + 4] = 9; // its record version
+    let d = damage(&b, &key);
+    assert_eq!(d.location(), Some((2, l.offsets[2])), "{d}");
+    assert!(d.to_string().contains("does not decode"), "{d}");
+    // The header's server key changed: record 0 no longer links to it.
+    let mut b = l.bytes.clone();
+    b[20] ^= 1;
+    let d = damage(&b, &key);
+    assert_eq!(d.location(), Some((0, HEADER_LEN as u64)), "{d}");
+    assert!(damage(b"not a log", &key).to_string().contains("bad magic"));
+}
+
+#[test]
+fn a_log_relinked_after_a_deletion_fails_at_its_checkpoint() {
+    let key = PublisherKey::generate(VENDOR, "p");
+    let mut engine = container(&key);
+    let l = sample(&mut engine);
+    // Rebuild the log without record 4 (the denial), every link recomputed, keeping the
+    // container's signed checkpoints: the first checkpoint now signs another head.
+    let mut forged = Log::new();
+    let mut body = Vec::new();
+    for i in (0..l.offsets.len()).filter(|i| *i != 4) {
+        let r = l.record(i);
+        body.clear();
+        body.extend_from_slice(&l.bytes[r.start + 4..r.end]);
+        let rec: Record =
+            crate::util::decode_versioned(RECORD_VERSION, &body, "usage record").unwrap();
+        let event = match rec.event {
+            Event::Checkpoint(c) => forged.chain.checkpoint(c.statement, c.certificate),
+            e => e,
+        };
+        forged.push(rec.time_ms, event);
+    }
+    let d = damage(&forged.bytes, &key);
+    assert_eq!(d.location(), Some((5, forged.offsets[5])), "{d}");
+    assert!(d.to_string().contains("signed another head"), "{d}");
+}
+
+#[test]
+fn a_forged_checkpoint_or_one_of_another_publisher_is_named() {
+    let key = PublisherKey::generate(VENDOR, "p");
+    let mut engine = container(&key);
+    // A container of another publisher with the same vendor id signs the checkpoints.
+    let impostor = PublisherKey::generate(VENDOR, "impostor");
+    let l = sample(&mut container(&impostor));
+    let d = damage(&l.bytes, &key);
+    assert_eq!(d.location(), Some((6, l.offsets[6])), "{d}");
+    assert!(d.to_string().contains("another publisher"), "{d}");
+    assert!(verify(&l.bytes[..], &impostor.public_key()).is_ok());
+    // A forged signature: the right certificate, a statement signed by someone else.
+    let mut l = Log::new();
+    l.push(t0(), start());
+    let (st, cert) = engine.sign_usage(l.chain.checkpoint_digest(), 1).unwrap();
+    let body: UsageStatement = Envelope::parse(Kind::UsageCheckpoint, &st)
+        .unwrap()
+        .decode()
+        .unwrap();
+    let other = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let fake = crate::license::envelope::sign(Kind::UsageCheckpoint, &body, &other).unwrap();
+    let e = l.chain.checkpoint(fake, cert.clone());
+    l.push(t0(), e);
+    let d = damage(&l.bytes, &key);
+    assert_eq!(d.location(), Some((1, l.offsets[1])), "{d}");
+    assert!(d.to_string().contains("forged"), "{d}");
+    // A signature over another log's head.
+    let mut l = Log::new();
+    l.push(t0(), start());
+    let e = l.chain.checkpoint(st, cert);
+    l.push(t0() + 1, Event::Grant(seat(1, "a")));
+    l.push(t0() + 2, e);
+    let d = damage(&l.bytes, &key);
+    assert_eq!(d.location(), Some((2, l.offsets[2])), "{d}");
+}
+
+#[test]
+fn a_truncated_log_is_torn_at_the_record_it_cuts() {
+    let key = PublisherKey::generate(VENDOR, "p");
+    let l = sample(&mut container(&key));
+    let last = l.offsets.len() - 1;
+    for n in l.offsets[last] as usize + 1..l.bytes.len() {
+        let end = scan(&l.bytes[..n], |_, _| Ok(())).unwrap();
+        assert_eq!(end.end, l.offsets[last], "truncated to {n}");
+        let torn = end.torn.unwrap();
+        assert_eq!(
+            torn.location(),
+            Some((last as u64, l.offsets[last])),
+            "{torn}"
+        );
+    }
+    // verify() refuses a torn log, naming the record.
+    let d = damage(&l.bytes[..l.bytes.len() - 1], &key);
+    assert!(matches!(d, Damage::Torn { seq: 12, .. }), "{d}");
+    assert!(
+        d.to_string()
+            .contains("truncated in the middle of record 12"),
+        "{d}"
+    );
+    // Cut in the middle of a record further up: torn there too.
+    let d = damage(&l.bytes[..l.offsets[3] as usize + 10], &key);
+    assert!(matches!(d, Damage::Torn { seq: 3, .. }), "{d}");
+    // Cut at a record boundary: a shorter, valid log (only the checkpoints say more).
+    let r = verify(&l.bytes[..l.offsets[last] as usize], &key.public_key()).unwrap();
+    assert_eq!((r.records, r.unverified_tail), (12, 0));
+    // Zero bytes after the last record (a power loss can leave them) read as torn.
+    let mut b = l.bytes.clone();
+    b.extend_from_slice(&[0; 100]);
+    let end = scan(&b[..], |_, _| Ok(())).unwrap();
+    assert_eq!(end.end, l.bytes.len() as u64);
+    assert!(matches!(
+        end.torn,
+        Some(Damage::Torn {
+            seq: 13,
+            have: 100,
+            ..
+        })
+    ));
+    // ... but a zero length followed by anything else is damage.
+    b.push(1);
+    assert!(matches!(
+        scan(&b[..], |_, _| Ok(())),
+        Err(ScanError::Damaged(Damage::Record { seq: 13, .. }))
+    ));
+}
+
+#[test]
+fn every_changed_byte_before_the_last_checkpoint_is_detected() {
+    let key = PublisherKey::generate(VENDOR, "p");
+    let mut engine = container(&key);
+    let mut l = Log::new();
+    l.push(t0(), start());
+    l.push(t0() + 1, Event::Grant(seat(1, "a")));
+    l.push(t0() + 2, Event::Release(seat(1, "a")));
+    l.checkpoint(t0() + 3, &mut engine);
+    l.push(t0() + 4, Event::Grant(seat(2, "b")));
+    assert!(verify(&l.bytes[..], &key.public_key()).is_ok());
+    let covered = l.offsets[4] as usize; // the end of the checkpoint
+    for i in 0..covered {
+        let mut b = l.bytes.clone();
+        b[i] ^= 0x01;
+        assert!(
+            verify(&b[..], &key.public_key()).is_err(),
+            "byte {i} changed went unnoticed"
+        );
+    }
+}
+
+#[test]
+fn a_usage_signature_is_no_other_document_and_needs_an_activated_container() {
+    let key = PublisherKey::generate(VENDOR, "p");
+    let mut engine = container(&key);
+    let ctx = crate::container::engine::RequestContext {
+        now: t0() / 1000,
+        now_ms: 0,
+        host: None,
+        machine: MachineKind::Physical,
+    };
+    let Response::UsageSignature {
+        statement,
+        certificate,
+    } = engine
+        .handle(Request::SignUsage { digest: [7; 32] }, &ctx)
+        .0
+    else {
+        panic!("no usage signature")
+    };
+    assert_eq!(Some(&certificate[..]), engine.certificate());
+    let st: UsageStatement =
+        Envelope::open(Kind::UsageCheckpoint, &statement, &engine.sign_key()).unwrap();
+    assert_eq!(st.digest, [7; 32]);
+    assert!(st.signed_at >= engine.state().clock_high_water);
+    // The same bytes presented as a delegation (or any other kind) do not verify.
+    for kind in [Kind::Delegation, Kind::License, Kind::Certificate] {
+        let mut b = statement.clone();
+        b[..4].copy_from_slice(&kind.magic());
+        assert!(
+            Envelope::parse(kind, &b)
+                .and_then(|e| e.verify(&engine.sign_key()))
+                .is_err(),
+            "{kind:?}"
+        );
+    }
+    let mut blank = Engine::create(ContainerKind::Software, VENDOR, 0);
+    assert!(matches!(
+        blank.sign_usage([7; 32], 0),
+        Err(Error::NoLicense(_))
+    ));
+    // A dongle shared by two hosts signs nothing, as it serves nothing.
+    engine.observe_host([1; 32], 0);
+    engine.observe_host([2; 32], 1);
+    let shared = crate::container::engine::RequestContext {
+        host: Some([1; 32]),
+        now_ms: 2,
+        ..ctx
+    };
+    match engine
+        .handle(Request::SignUsage { digest: [7; 32] }, &shared)
+        .0
+    {
+        Response::Error { status, .. } => assert_eq!(status, Status::DongleShared.code()),
+        other => panic!("{other:?}"),
+    }
+}
