@@ -166,7 +166,7 @@ pub struct Server {
     admin_auth: RwLock<AdminAuth>,
     table: Mutex<SeatTable>,
     seat_meta: Mutex<HashMap<SeatId, SeatMeta>>,
-    committer: GroupCommitter,
+    committer: GroupCommitter<usage::UsageEvent>,
     history: Recorder,
     usage: UsageLog,
     static_secret: zeroize::Zeroizing<[u8; 32]>,

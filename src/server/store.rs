@@ -4,9 +4,11 @@
 //! Every grant is written before it is answered (`docs/SERVER.md`, Durability). SQLite runs in
 //! WAL mode with `synchronous=FULL`, so a commit returns only once its WAL frames are on disk.
 //! [`GroupCommitter`] owns the store on a thread of its own and puts every change pending when
-//! it wakes into one transaction: one fsync for many grants. Usage events ride along: the
-//! committer writes each batch's events to the usage logs (a [`Journal`]) before it commits
-//! the batch, so they cost no thread of their own and a grant waits once for both.
+//! it wakes into one transaction: one fsync for many grants. Records ride along: the
+//! committer hands each batch's records to a [`Journal`] before it commits the batch, so they
+//! cost no thread of their own and a grant waits once for both. The server's records are its
+//! usage events and its journal the usage logs (`server::usage`, which sits on this module);
+//! the committer knows them only as records of some type `R`.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -20,7 +22,6 @@ use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
 use super::seats::{Change, SeatId, SeatRow};
-use super::usage::UsageEvent;
 use crate::{Error, Result};
 
 /// Where the seat table lives.
@@ -377,24 +378,21 @@ impl HistoryStore {
     }
 }
 
-/// What the committer writes with each batch before the seat table commits it: the usage
-/// logs (`server::usage`).
-pub trait Journal: Send {
-    /// Writes the events of a batch's submissions in order (one `Vec` per submission), and
+/// What the committer writes with each batch before the seat table commits it (the server's:
+/// the usage logs, `server::usage`), records of type `R`.
+pub trait Journal<R>: Send {
+    /// Writes the records of a batch's submissions in order (one `Vec` per submission), and
     /// returns one result per submission. `waited` says whether a submitter waits for this
     /// batch (a grant). The committer answers the batch only after this returns.
-    fn write(
-        &mut self,
-        events: Vec<Vec<UsageEvent>>,
-        waited: bool,
-    ) -> Vec<std::result::Result<(), String>>;
+    fn write(&mut self, events: Vec<Vec<R>>, waited: bool) -> Vec<std::result::Result<(), String>>;
 }
 
 /// What the committer thread is asked to do.
-struct Job {
+struct Job<R> {
     changes: Vec<Change>,
-    /// Usage events, written (in submission order) before the batch is committed.
-    events: Vec<UsageEvent>,
+    /// Journal records (usage events), written (in submission order) before the batch is
+    /// committed.
+    events: Vec<R>,
     /// `None` for a lazy submission (written within `LAZY_FLUSH`, nobody waits).
     done: Option<oneshot::Sender<Result<(), String>>>,
 }
@@ -424,8 +422,11 @@ pub const DEFAULT_COMMIT_WINDOW: Duration = Duration::from_millis(3);
 /// If a batch fails, each submission in it is retried in a transaction of its own, so one bad
 /// submission fails only its own waiter. Dropping the committer flushes what is pending and
 /// joins the thread, as [`GroupCommitter::shutdown`] does.
-pub struct GroupCommitter {
-    jobs: Option<mpsc::Sender<Job>>,
+///
+/// `R` is the type of the records a [`Journal`] writes with each batch; a committer without
+/// a journal has none (`()`).
+pub struct GroupCommitter<R = ()> {
+    jobs: Option<mpsc::Sender<Job<R>>>,
     thread: Option<JoinHandle<()>>,
     stats: Arc<CommitStats>,
 }
@@ -447,12 +448,14 @@ impl GroupCommitter {
     pub fn start(store: Box<dyn SeatStore>) -> Self {
         Self::start_with(store, None, Duration::ZERO)
     }
+}
 
-    /// Starts the committer thread with a journal for the submissions' usage events, and a
-    /// commit window (zero: commit whenever the thread wakes).
+impl<R: Send + 'static> GroupCommitter<R> {
+    /// Starts the committer thread with a journal for the submissions' records (usage
+    /// events), and a commit window (zero: commit whenever the thread wakes).
     pub fn start_with(
         store: Box<dyn SeatStore>,
-        journal: Option<Box<dyn Journal>>,
+        journal: Option<Box<dyn Journal<R>>>,
         window: Duration,
     ) -> Self {
         let (tx, rx) = mpsc::channel();
@@ -475,9 +478,9 @@ impl GroupCommitter {
         self.submit_with(changes, Vec::new())
     }
 
-    /// [`GroupCommitter::submit`] with usage events: the waiter resolves when both are
-    /// durable, and fails if either fails.
-    pub fn submit_with(&self, changes: Vec<Change>, events: Vec<UsageEvent>) -> CommitWaiter {
+    /// [`GroupCommitter::submit`] with journal records (usage events): the waiter resolves
+    /// when both are durable, and fails if either fails.
+    pub fn submit_with(&self, changes: Vec<Change>, events: Vec<R>) -> CommitWaiter {
         let (done, rx) = oneshot::channel();
         if let Some(jobs) = &self.jobs {
             // If the thread is gone the job (and its sender) is dropped: the waiter reports it.
@@ -497,9 +500,9 @@ impl GroupCommitter {
         self.submit_lazy_with(changes, Vec::new());
     }
 
-    /// [`GroupCommitter::submit_lazy`] with usage events (written with the next batch, which
-    /// comes at once: only the seat table's changes wait).
-    pub fn submit_lazy_with(&self, changes: Vec<Change>, events: Vec<UsageEvent>) {
+    /// [`GroupCommitter::submit_lazy`] with journal records (written with the next batch,
+    /// which comes at once: only the seat table's changes wait).
+    pub fn submit_lazy_with(&self, changes: Vec<Change>, events: Vec<R>) {
         if changes.is_empty() && events.is_empty() {
             return;
         }
@@ -528,7 +531,7 @@ impl GroupCommitter {
     }
 }
 
-impl Drop for GroupCommitter {
+impl<R> Drop for GroupCommitter<R> {
     fn drop(&mut self) {
         // Closing the channel ends the thread once it has drained the queue.
         drop(self.jobs.take());
@@ -538,7 +541,7 @@ impl Drop for GroupCommitter {
     }
 }
 
-impl Job {
+impl<R> Job<R> {
     /// Whether somebody waits for this job (a lazy one, or one whose waiter was dropped, is
     /// written as surely, but nobody is held up by it).
     fn waited(&self) -> bool {
@@ -553,10 +556,10 @@ fn change_key(c: &Change) -> SeatId {
     }
 }
 
-fn run(
+fn run<R>(
     mut store: Box<dyn SeatStore>,
-    mut journal: Option<Box<dyn Journal>>,
-    jobs: mpsc::Receiver<Job>,
+    mut journal: Option<Box<dyn Journal<R>>>,
+    jobs: mpsc::Receiver<Job<R>>,
     window: Duration,
     stats: &CommitStats,
 ) {
@@ -569,7 +572,7 @@ fn run(
     let mut crowded: Option<Instant> = None;
     loop {
         // What arrived while the last batch was committed.
-        let mut arrived: Vec<Job> = jobs.try_iter().collect();
+        let mut arrived: Vec<Job<R>> = jobs.try_iter().collect();
         if arrived.is_empty() {
             let first = match lazy_since {
                 None => match jobs.recv() {
@@ -594,9 +597,9 @@ fn run(
                 std::thread::sleep(left);
             }
         }
-        let mut batch: Vec<Job> = Vec::new();
-        // Usage events in submission order, and the durable job each belongs to.
-        let mut events: Vec<Vec<UsageEvent>> = Vec::new();
+        let mut batch: Vec<Job<R>> = Vec::new();
+        // Journal records in submission order, and the durable job each belongs to.
+        let mut events: Vec<Vec<R>> = Vec::new();
         let mut owners: Vec<Option<usize>> = Vec::new();
         for mut j in arrived.into_iter().chain(jobs.try_iter()) {
             if !j.events.is_empty() {
@@ -614,7 +617,7 @@ fn run(
                 batch.push(j);
             }
         }
-        // The usage events first: an answered grant is in its log.
+        // The journal's records first: an answered grant is in its usage log.
         let mut logged: Vec<std::result::Result<(), String>> = vec![Ok(()); batch.len()];
         if !events.is_empty()
             && let Some(journal) = journal.as_mut()
@@ -645,15 +648,15 @@ fn run(
     }
     if !lazy.is_empty() {
         let changes: Vec<Change> = lazy.drain().map(|(_, c)| c).collect();
-        commit_batch(store.as_mut(), changes, &[], stats);
+        commit_batch::<R>(store.as_mut(), changes, &[], stats);
     }
 }
 
 /// Commits a batch in one transaction; if that fails, each job alone. The result per job.
-fn commit_batch(
+fn commit_batch<R>(
     store: &mut dyn SeatStore,
     changes: Vec<Change>,
-    batch: &[Job],
+    batch: &[Job<R>],
     stats: &CommitStats,
 ) -> Vec<Result<(), String>> {
     if changes.is_empty() {
@@ -710,7 +713,6 @@ mod tests {
 
     use super::*;
     use crate::server::seats::SeatId;
-    use crate::server::usage::UsageEvent;
 
     fn row(n: u32, expires_ms: u64) -> SeatRow {
         let mut seat_id = [0u8; 16];
@@ -1133,16 +1135,16 @@ mod tests {
         assert_eq!(rows, vec![row(2, 1)]);
     }
 
-    /// Records the vendors of the events it is given; fails vendor 666's.
+    /// Records the records it is given (vendor ids, as a usage event's); fails vendor 666's.
     struct Recorder {
         seen: Arc<Mutex<Vec<u32>>>,
         waited: Arc<AtomicU64>,
     }
 
-    impl Journal for Recorder {
+    impl Journal<u32> for Recorder {
         fn write(
             &mut self,
-            events: Vec<Vec<UsageEvent>>,
+            events: Vec<Vec<u32>>,
             waited: bool,
         ) -> Vec<std::result::Result<(), String>> {
             if waited {
@@ -1151,9 +1153,9 @@ mod tests {
             let mut results = Vec::new();
             for sub in events {
                 let mut r = Ok(());
-                for e in sub {
-                    self.seen.lock().unwrap().push(e.vendor_id);
-                    if e.vendor_id == 666 {
+                for vendor_id in sub {
+                    self.seen.lock().unwrap().push(vendor_id);
+                    if vendor_id == 666 {
                         r = Err("vendor 666 refused".to_string());
                     }
                 }
@@ -1164,19 +1166,7 @@ mod tests {
     }
 
     #[test]
-    fn usage_events_ride_with_their_batch_and_fail_only_their_own_waiter() {
-        use crate::license::usage::Event;
-        let ev = |v: u32| {
-            UsageEvent::now(
-                v,
-                Event::Start {
-                    server: String::new(),
-                    server_key: [0; 32],
-                    version: String::new(),
-                    cut_bytes: 0,
-                },
-            )
-        };
+    fn journal_records_ride_with_their_batch_and_fail_only_their_own_waiter() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("seats.db");
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -1190,11 +1180,11 @@ mod tests {
             Some(Box::new(journal)),
             Duration::ZERO,
         );
-        gc.submit_lazy_with(Vec::new(), vec![ev(1)]);
-        let a = gc.submit_with(vec![Change::Upsert(row(1, 9))], vec![ev(2), ev(3)]);
-        let b = gc.submit_with(vec![Change::Upsert(row(2, 9))], vec![ev(666)]);
+        gc.submit_lazy_with(Vec::new(), vec![1]);
+        let a = gc.submit_with(vec![Change::Upsert(row(1, 9))], vec![2, 3]);
+        let b = gc.submit_with(vec![Change::Upsert(row(2, 9))], vec![666]);
         let c = gc.submit(vec![Change::Upsert(row(3, 9))]);
-        gc.submit_lazy_with(Vec::new(), vec![ev(4)]);
+        gc.submit_lazy_with(Vec::new(), vec![4]);
         a.wait().unwrap();
         let e = b.wait().unwrap_err();
         assert!(e.to_string().contains("vendor 666 refused"), "{e}");

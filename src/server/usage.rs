@@ -671,7 +671,7 @@ pub struct UsageJournal {
     syncer: Syncer,
 }
 
-impl super::store::Journal for UsageJournal {
+impl super::store::Journal<UsageEvent> for UsageJournal {
     fn write(
         &mut self,
         events: Vec<Vec<UsageEvent>>,
