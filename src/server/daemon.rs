@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -16,11 +16,11 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::admin::history::{self, Recorder, Usage};
-use super::admin::metrics::{Denials, RequestKind, RequestLatency};
 use super::config::{AdminToken, ServerConfig};
+use super::history::{self, Recorder, Usage};
 use super::hosted::Hosted;
 use super::seats::{AcquireSpec, Change, SeatId, SeatTable};
+use super::stats::{RequestKind, Stats};
 use super::store::{GroupCommitter, SqliteStore};
 use super::usage::{self, CheckpointSigner, UsageLog, UsageOptions};
 use crate::container::protocol::{Request, Response};
@@ -30,37 +30,6 @@ use crate::net::proto::{
 };
 use crate::util::now_ms;
 use crate::{Error, Result};
-
-/// Counters the admin API, `/metrics` and the load tool read.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Connections open now.
-    pub connections: AtomicUsize,
-    /// Connections accepted since the start.
-    pub accepted: AtomicU64,
-    /// Requests answered.
-    pub requests: AtomicU64,
-    /// Connections refused (limit) or dropped (bad frames, timeouts).
-    pub refused: AtomicU64,
-    /// Seats granted (acquires answered with a grant, re-attachments included).
-    pub grants: AtomicU64,
-    /// Renewal requests answered.
-    pub renewals: AtomicU64,
-    /// Seats a renewal reported lost to its client.
-    pub renewals_lost: AtomicU64,
-    /// Releases answered.
-    pub releases: AtomicU64,
-    /// Seats whose lease ran out.
-    pub lease_expiries: AtomicU64,
-    /// Seats an admin revoked.
-    pub revocations: AtomicU64,
-    /// Configuration reloads done.
-    pub reloads: AtomicU64,
-    /// Error answers, by status.
-    pub denials: Denials,
-    /// License-protocol request latency, by kind.
-    pub latency: RequestLatency,
-}
 
 /// Who holds a seat, as its client's hello said (for the admin API; not persisted: after a
 /// restart it fills in again as clients re-attach).
@@ -1113,7 +1082,7 @@ async fn serve_connection(server: Arc<Server>, s: TcpStream, peer: SocketAddr) {
             Err(e) => (RequestKind::Malformed, proto::error_response(&e)),
         };
         server.stats.requests.fetch_add(1, Ordering::Relaxed);
-        super::admin::metrics::count_answer(&server.stats, &resp);
+        server.stats.count_answer(&resp);
         server.stats.latency.observe(kind, started.elapsed());
         answer.clear();
         wire.clear();

@@ -6,7 +6,9 @@
 pub mod admin;
 pub mod config;
 pub mod daemon;
+pub mod history;
 pub mod hosted;
 pub mod seats;
+pub mod stats;
 pub mod store;
 pub mod usage;

@@ -21,7 +21,6 @@
 //! - no response holds key material, product secrets, tokens, delegations or seat tickets.
 
 pub mod api;
-pub mod history;
 pub mod metrics;
 
 use std::net::SocketAddr;

@@ -1,0 +1,262 @@
+//! The server's counters ([`Stats`]): connections, requests, grants, renewals, denials by
+//! status, request latency by kind. The daemon counts; the admin API reads them
+//! (`/api/v1/status`, and `GET /metrics`, whose Prometheus text `admin::metrics` writes).
+//!
+//! Everything the license protocol's hot path touches is a relaxed atomic: a request costs
+//! two clock reads and a few atomic adds. Seats in use and quantities are read from the seat
+//! table when `/metrics` is scraped, not kept on the side.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::net::proto::{NetRequest, NetResponse};
+use crate::status::Status;
+
+/// Counters the admin API, `/metrics` and the load tool read.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connections open now.
+    pub connections: AtomicUsize,
+    /// Connections accepted since the start.
+    pub accepted: AtomicU64,
+    /// Requests answered.
+    pub requests: AtomicU64,
+    /// Connections refused (limit) or dropped (bad frames, timeouts).
+    pub refused: AtomicU64,
+    /// Seats granted (acquires answered with a grant, re-attachments included).
+    pub grants: AtomicU64,
+    /// Renewal requests answered.
+    pub renewals: AtomicU64,
+    /// Seats a renewal reported lost to its client.
+    pub renewals_lost: AtomicU64,
+    /// Releases answered.
+    pub releases: AtomicU64,
+    /// Seats whose lease ran out.
+    pub lease_expiries: AtomicU64,
+    /// Seats an admin revoked.
+    pub revocations: AtomicU64,
+    /// Configuration reloads done.
+    pub reloads: AtomicU64,
+    /// Error answers, by status.
+    pub denials: Denials,
+    /// License-protocol request latency, by kind.
+    pub latency: RequestLatency,
+}
+
+impl Stats {
+    /// Counts what an answer says: grants, renewals (and seats they report lost), releases,
+    /// denials by status.
+    pub fn count_answer(&self, resp: &NetResponse) {
+        match resp {
+            NetResponse::Granted(_) => {
+                self.grants.fetch_add(1, Ordering::Relaxed);
+            }
+            NetResponse::Renewed { lost, .. } => {
+                self.renewals.fetch_add(1, Ordering::Relaxed);
+                if !lost.is_empty() {
+                    self.renewals_lost
+                        .fetch_add(lost.len() as u64, Ordering::Relaxed);
+                }
+            }
+            NetResponse::Released => {
+                self.releases.fetch_add(1, Ordering::Relaxed);
+            }
+            NetResponse::Error { status, .. } => self.denials.add(*status),
+            _ => {}
+        }
+    }
+}
+
+/// What a license-protocol request asked for (the `kind` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestKind {
+    /// `Acquire`.
+    Acquire,
+    /// `Renew`.
+    Renew,
+    /// `Release`.
+    Release,
+    /// `DeriveKey`.
+    DeriveKey,
+    /// `Encrypt`.
+    Encrypt,
+    /// `Decrypt`.
+    Decrypt,
+    /// `SeatInfo`.
+    SeatInfo,
+    /// `Ping`.
+    Ping,
+    /// A frame that did not decode as a request.
+    Malformed,
+}
+
+impl RequestKind {
+    /// Every kind, in label order.
+    pub const ALL: [RequestKind; 9] = [
+        RequestKind::Acquire,
+        RequestKind::Renew,
+        RequestKind::Release,
+        RequestKind::DeriveKey,
+        RequestKind::Encrypt,
+        RequestKind::Decrypt,
+        RequestKind::SeatInfo,
+        RequestKind::Ping,
+        RequestKind::Malformed,
+    ];
+
+    /// The kind of a request.
+    pub fn of(req: &NetRequest) -> RequestKind {
+        match req {
+            NetRequest::Acquire { .. } => RequestKind::Acquire,
+            NetRequest::Renew { .. } => RequestKind::Renew,
+            NetRequest::Release { .. } => RequestKind::Release,
+            NetRequest::DeriveKey { .. } => RequestKind::DeriveKey,
+            NetRequest::Encrypt { .. } => RequestKind::Encrypt,
+            NetRequest::Decrypt { .. } => RequestKind::Decrypt,
+            NetRequest::SeatInfo { .. } => RequestKind::SeatInfo,
+            NetRequest::Ping => RequestKind::Ping,
+        }
+    }
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            RequestKind::Acquire => "acquire",
+            RequestKind::Renew => "renew",
+            RequestKind::Release => "release",
+            RequestKind::DeriveKey => "derive_key",
+            RequestKind::Encrypt => "encrypt",
+            RequestKind::Decrypt => "decrypt",
+            RequestKind::SeatInfo => "seat_info",
+            RequestKind::Ping => "ping",
+            RequestKind::Malformed => "malformed",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Upper bounds of the latency buckets, in seconds (`+Inf` is implied).
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// One request kind's histogram: counts per bucket (not cumulative; the exposition sums
+/// them), the sum in nanoseconds and the count.
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_ns: AtomicU64,
+    count: AtomicU64,
+}
+
+/// Request latency by kind, from the frame read to the answer encoded.
+#[derive(Debug, Default)]
+pub struct RequestLatency {
+    kinds: [Histogram; RequestKind::ALL.len()],
+}
+
+impl RequestLatency {
+    /// Records one request.
+    pub fn observe(&self, kind: RequestKind, took: Duration) {
+        let h = &self.kinds[kind.index()];
+        let secs = took.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        h.buckets[i].fetch_add(1, Ordering::Relaxed);
+        h.sum_ns.fetch_add(
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        h.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many requests of `kind` were recorded.
+    pub fn count(&self, kind: RequestKind) -> u64 {
+        self.kinds[kind.index()].count.load(Ordering::Relaxed)
+    }
+
+    /// What was recorded for `kind` so far.
+    pub fn counts(&self, kind: RequestKind) -> LatencyCounts {
+        let h = &self.kinds[kind.index()];
+        LatencyCounts {
+            count: h.count.load(Ordering::Relaxed),
+            buckets: std::array::from_fn(|i| h.buckets[i].load(Ordering::Relaxed)),
+            sum_ns: h.sum_ns.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// One request kind's latency histogram as read: requests per bucket of [`LATENCY_BUCKETS`]
+/// and `+Inf` (not cumulative), their sum in nanoseconds and their count.
+#[derive(Clone, Debug)]
+pub struct LatencyCounts {
+    /// Requests recorded.
+    pub count: u64,
+    /// Requests per bucket, the last one `+Inf`.
+    pub buckets: [u64; LATENCY_BUCKETS.len() + 1],
+    /// The sum of their latencies, in nanoseconds.
+    pub sum_ns: u64,
+}
+
+/// Error answers by status (the `reason` label).
+#[derive(Debug, Default)]
+pub struct Denials {
+    counts: [AtomicU64; Status::ALL.len()],
+    other: AtomicU64,
+}
+
+impl Denials {
+    /// Counts one error answer with this status number.
+    pub fn add(&self, status: u32) {
+        match Status::ALL.iter().position(|s| s.code() == status) {
+            Some(i) => self.counts[i].fetch_add(1, Ordering::Relaxed),
+            None => self.other.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+
+    /// `(reason, count)` for every reason seen at least once.
+    pub fn by_reason(&self) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = Status::ALL
+            .iter()
+            .zip(&self.counts)
+            .map(|(s, n)| (reason(*s), n.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let other = self.other.load(Ordering::Relaxed);
+        if other > 0 {
+            out.push(("other".into(), other));
+        }
+        out
+    }
+}
+
+/// `TESSERA_E_NO_SEAT` → `no_seat`.
+pub fn reason(s: Status) -> String {
+    let name = s.name();
+    name.strip_prefix("TESSERA_E_")
+        .or_else(|| name.strip_prefix("TESSERA_"))
+        .unwrap_or(name)
+        .to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn denials_are_labelled_by_status() {
+        let d = Denials::default();
+        d.add(Status::NoSeat.code());
+        d.add(Status::NoSeat.code());
+        d.add(4242);
+        assert_eq!(
+            d.by_reason(),
+            vec![("no_seat".to_string(), 2), ("other".to_string(), 1)]
+        );
+    }
+}
