@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Parser;
 use tessera::server::config::{AdminToken, ServerConfig};
-use tessera::server::daemon::{Server, run};
+use tessera::server::daemon::Server;
+use tessera::server::run;
 
 #[derive(Parser, Clone)]
 #[command(name = "tessera-server", version, about = "The Tessera license server")]

@@ -44,7 +44,7 @@ pub async fn page(State(st): State<AdminState>) -> Response {
     let html = PAGE
         .replace("{{CSRF}}", csrf)
         .replace("{{AUTH}}", if token_mode { "token" } else { "csrf" })
-        .replace("{{NAME}}", &html_escape(&st.server.config().name));
+        .replace("{{NAME}}", &html_escape(st.server.name()));
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
 }
 
@@ -94,16 +94,16 @@ pub async fn status(State(st): State<AdminState>) -> Response {
         .unwrap_or(0);
     use std::sync::atomic::Ordering::Relaxed;
     json_ok(json!({
-        "name": s.config().name,
+        "name": s.name(),
         "version": crate::VERSION,
         "uptime_s": s.uptime().as_secs(),
         "started_at": s.started_unix(),
         "listen": bound.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "admin_listen": bound.admin.map(|a| a.to_string()),
         "auth": if s.admin_auth().token.is_some() { "token" } else { "loopback" },
-        "connections": s.stats.connections.load(Relaxed),
-        "connections_total": s.stats.accepted.load(Relaxed),
-        "requests": s.stats.requests.load(Relaxed),
+        "connections": s.stats().connections.load(Relaxed),
+        "connections_total": s.stats().accepted.load(Relaxed),
+        "requests": s.stats().requests.load(Relaxed),
         "seats": seats,
         "seats_in_use": usage.values().map(|u| u64::from(u.0)).sum::<u64>(),
         "quantity": usage.values().map(|u| u64::from(u.1)).sum::<u64>(),
@@ -589,7 +589,7 @@ pub async fn metrics(State(st): State<AdminState>) -> Response {
             );
         }
     }
-    let (stats, store) = (&s.stats, s.commit_stats());
+    let (stats, store) = (s.stats(), s.commit_stats());
     let counters = |e: &mut Exposition, list: &[(&str, &str, &std::sync::atomic::AtomicU64)]| {
         for (name, help, v) in list {
             e.single(name, "counter", help, v.load(Relaxed) as f64);

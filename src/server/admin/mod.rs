@@ -3,6 +3,9 @@
 //! them, revoking a seat, reloading the configuration, the seat history, Prometheus metrics
 //! (`docs/SERVER.md`, Administration).
 //!
+//! It sits on the daemon through a [`Control`] (what the server shows and what an operator
+//! may do), and `server::run` serves it beside the daemon; the daemon never calls it.
+//!
 //! The incumbents' admin pages were the way in for license forgery and for attacks triggered
 //! by visiting a web page; every request here passes `guard` first:
 //!
@@ -35,9 +38,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use subtle::ConstantTimeEq;
-use tracing::warn;
+use tracing::{info, warn};
 
-use super::daemon::Server;
+use crate::Result;
+use crate::server::daemon::{Control, tcp_listener};
 
 /// The largest request body accepted.
 pub const BODY_LIMIT: usize = 16 * 1024;
@@ -48,8 +52,8 @@ pub const CSRF_HEADER: &str = "x-tessera-csrf";
 /// The admin API's shared state.
 #[derive(Clone)]
 pub struct AdminState {
-    /// The server.
-    pub server: Arc<Server>,
+    /// The server, as the admin API sees it.
+    pub server: Control,
     /// The CSRF token of this server start (random, in the page it serves).
     csrf: Arc<String>,
     /// Where the admin API listens.
@@ -57,7 +61,7 @@ pub struct AdminState {
 }
 
 impl AdminState {
-    fn new(server: Arc<Server>, local: SocketAddr) -> AdminState {
+    fn new(server: Control, local: SocketAddr) -> AdminState {
         let csrf: [u8; 32] = crate::util::random();
         AdminState {
             server,
@@ -305,10 +309,22 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
+/// Binds the admin API's listener on `addr` (made as the daemon makes its own). Returns it
+/// and the address it is bound to.
+pub fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr)> {
+    let l = tokio::net::TcpListener::from_std(tcp_listener(addr)?)
+        .map_err(|e| crate::Error::io(addr.to_string(), e))?;
+    let local = l
+        .local_addr()
+        .map_err(|e| crate::Error::io(addr.to_string(), e))?;
+    info!(address = %local, "admin API listening");
+    Ok((l, local))
+}
+
 /// Serves the admin API on `listener` until `shutdown` resolves (open connections get a
 /// few seconds to finish).
 pub async fn serve(
-    server: Arc<Server>,
+    server: Control,
     listener: tokio::net::TcpListener,
     local: SocketAddr,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,

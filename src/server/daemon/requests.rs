@@ -1,0 +1,355 @@
+//! The license protocol's requests as the server answers them: acquire (counted by unit, one
+//! license after another until one grants), renew, release, the calls that run in a seat's
+//! container (derive a key, encrypt, decrypt), seat information; and lease expiry.
+//!
+//! Every change to the seat table is submitted to the group committer under the table's
+//! lock, with its usage-log events, so that the store and the usage log keep the table's
+//! order; a grant is answered only once both are durable.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tracing::debug;
+
+use super::{Hosting, SeatHolder, SeatMeta, Server};
+use crate::container::protocol::{Request, Response};
+use crate::net::proto::{ClientHello, NetRequest, NetResponse, SeatGrant};
+use crate::server::seats::{AcquireSpec, Change, SeatId};
+use crate::server::usage;
+use crate::util::now_ms;
+use crate::{Error, Result};
+
+/// One connection's client: its hello, and what the admin page and the usage log keep of
+/// it, made once at the handshake rather than for every seat.
+pub(super) struct Peer {
+    hello: ClientHello,
+    holder: Arc<SeatHolder>,
+    client_info: Arc<crate::license::usage::ClientInfo>,
+}
+
+impl Peer {
+    pub(super) fn new(hello: ClientHello) -> Peer {
+        let h = &hello.host;
+        let holder = Arc::new(SeatHolder {
+            hostname: printable(&h.hostname),
+            session: printable(&h.session),
+            machine: h.machine.clone(),
+            pid: h.pid,
+        });
+        let client_info = Arc::new(usage::client_info(h));
+        Peer {
+            hello,
+            holder,
+            client_info,
+        }
+    }
+}
+
+/// What an acquire asks for.
+struct Want {
+    seat_id: [u8; 16],
+    vendor_id: u32,
+    product_code: u32,
+    features: u32,
+    exclusive: bool,
+}
+
+impl Server {
+    async fn acquire(&self, client: &[u8; 32], peer: &Peer, want: Want) -> Result<NetResponse> {
+        let hello = &peer.hello;
+        let Want {
+            seat_id,
+            vendor_id,
+            product_code,
+            features,
+            exclusive,
+        } = want;
+        let hosting = self.hosting();
+        let candidates = hosting.hosted.find(vendor_id, product_code);
+        if candidates.is_empty() {
+            return Err(Error::NoLicense(format!(
+                "server {} hosts no license for vendor {vendor_id} product {product_code}",
+                self.config.name
+            )));
+        }
+        let mut best: Option<(Error, &crate::license::License)> = None;
+        let now = now_ms();
+        for (ci, li) in candidates {
+            let c = &hosting.hosted.containers[ci];
+            let lic = &c.licenses[li];
+            let spec = AcquireSpec {
+                seat_id,
+                license: lic,
+                host: &hello.host,
+                client: *client,
+                exclusive,
+                features,
+                now_ms: now,
+                lease_ms: self.lease_ms(),
+            };
+            // Submitted under the table's lock, so that the store and the usage log keep the
+            // table's order.
+            let outcome = {
+                let mut t = self.table()?;
+                // Only a new seat is a grant in the usage log; re-attaching a live one is not.
+                let held = t.seat(&seat_id).is_some_and(|r| {
+                    r.expires_ms > now && r.client == *client && r.license_id == lic.license_id
+                });
+                let granted = t.acquire(&spec);
+                let mut events = usage::expired(&hosting.hosted, &mut t);
+                match granted {
+                    Ok((row, change, in_use)) => {
+                        if !held {
+                            events.push(usage::granted(lic, &row, &peer.client_info));
+                        }
+                        Ok((
+                            row,
+                            in_use,
+                            held,
+                            self.committer.submit_with(vec![change], events),
+                        ))
+                    }
+                    Err(e) => {
+                        self.committer.submit_lazy_with(Vec::new(), events);
+                        Err(e)
+                    }
+                }
+            };
+            match outcome {
+                Ok((row, in_use, held, waiter)) => {
+                    // Durable, and in the usage log, before it is answered: a server killed now
+                    // never over-grants, and never grants a seat its log does not show.
+                    if let Err(e) = waiter.wait_async().await {
+                        // Undo a new grant; a seat that was already held (a client
+                        // re-attaching) is already on disk and stays.
+                        let mut t = self.table()?;
+                        if !held && let Some(undo) = t.release_row(&row.seat_id, client) {
+                            let events = usage::released(
+                                &hosting.hosted,
+                                &undo,
+                                &peer.client_info,
+                                now_ms(),
+                            );
+                            drop(self.committer.submit_with(
+                                vec![Change::Delete(undo.seat_id)],
+                                events.into_iter().collect(),
+                            ));
+                        }
+                        return Err(e);
+                    }
+                    self.remember(&seat_id, &peer.holder, spec.now_ms);
+                    return Ok(NetResponse::Granted(SeatGrant {
+                        seat_id,
+                        license: c.license_bytes[li].clone(),
+                        container_serial: c.serial.clone(),
+                        lease_ms: spec.lease_ms,
+                        renew_ms: self.renew_ms(),
+                        in_use,
+                    }));
+                }
+                Err(e) => {
+                    if best
+                        .as_ref()
+                        .is_none_or(|(b, _)| e.specificity() > b.specificity())
+                    {
+                        best = Some((e, lic));
+                    }
+                }
+            }
+        }
+        match best {
+            Some((e, lic)) => {
+                let denied = usage::denied(lic, &seat_id, &hello.host, &peer.client_info, &e);
+                self.committer.submit_lazy_with(Vec::new(), vec![denied]);
+                Err(e)
+            }
+            None => Err(Error::NoLicense("no license fits".into())),
+        }
+    }
+
+    /// Notes who holds a seat (kept from its first grant on).
+    fn remember(&self, seat_id: &SeatId, holder: &Arc<SeatHolder>, now_ms: u64) {
+        if let Ok(mut m) = self.seat_meta.lock() {
+            m.entry(*seat_id).or_insert_with(|| SeatMeta {
+                holder: Arc::clone(holder),
+                since_ms: now_ms,
+            });
+        }
+    }
+
+    fn forget(&self, changes: &[Change]) {
+        if let Ok(mut m) = self.seat_meta.lock() {
+            for c in changes {
+                if let Change::Delete(id) = c {
+                    m.remove(id);
+                }
+            }
+        }
+    }
+
+    fn seat_container(
+        &self,
+        hosting: &Hosting,
+        client: &[u8; 32],
+        seat_id: &[u8; 16],
+    ) -> Result<(usize, [u8; 16])> {
+        let t = self.table()?;
+        let row = t
+            .seat(seat_id)
+            .filter(|r| r.client == *client && r.expires_ms > now_ms())
+            .ok_or_else(|| {
+                Error::LeaseLost(format!(
+                    "server {} holds no seat {}",
+                    self.config.name,
+                    hex::encode(seat_id)
+                ))
+            })?;
+        let (ci, _) = hosting
+            .hosted
+            .by_license_id(&row.license_id)
+            .ok_or_else(|| Error::NoLicense("the seat's license is no longer hosted".into()))?;
+        Ok((ci, row.license_id))
+    }
+
+    async fn container_call(
+        self: &Arc<Self>,
+        client: &[u8; 32],
+        seat_id: &[u8; 16],
+        make: impl FnOnce([u8; 16]) -> Request,
+    ) -> Result<Response> {
+        let hosting = self.hosting();
+        let (ci, license_id) = self.seat_container(&hosting, client, seat_id)?;
+        let req = make(license_id);
+        let container = hosting.hosted.containers[ci].clone();
+        tokio::task::spawn_blocking(move || container.call(req))
+            .await
+            .map_err(|e| Error::Internal(format!("container task: {e}")))?
+    }
+
+    pub(super) async fn dispatch(
+        self: &Arc<Self>,
+        client: &[u8; 32],
+        peer: &Peer,
+        req: NetRequest,
+    ) -> Result<NetResponse> {
+        match req {
+            NetRequest::Acquire {
+                seat_id,
+                vendor_id,
+                product_code,
+                features,
+                exclusive,
+            } => {
+                let want = Want {
+                    seat_id,
+                    vendor_id,
+                    product_code,
+                    features,
+                    exclusive,
+                };
+                self.acquire(client, peer, want).await
+            }
+            NetRequest::Renew { seat_ids } => {
+                let lease_ms = self.lease_ms();
+                let (changes, lost) = self.table()?.renew(&seat_ids, client, now_ms(), lease_ms);
+                if !changes.is_empty() {
+                    // Renewals need not wait for the disk: a lost renewal only shortens a lease.
+                    self.committer.submit_lazy(changes);
+                }
+                Ok(NetResponse::Renewed { lost, lease_ms })
+            }
+            NetRequest::Release { seat_id } => {
+                let mut t = self.table()?;
+                if let Some(row) = t.release_row(&seat_id, client) {
+                    let hosting = self.hosting();
+                    let events =
+                        usage::released(&hosting.hosted, &row, &peer.client_info, now_ms());
+                    let change = Change::Delete(row.seat_id);
+                    self.forget(std::slice::from_ref(&change));
+                    // Under the table's lock: the usage log keeps the table's order.
+                    drop(
+                        self.committer
+                            .submit_with(vec![change], events.into_iter().collect()),
+                    );
+                }
+                Ok(NetResponse::Released)
+            }
+            NetRequest::DeriveKey { seat_id, header } => {
+                match self
+                    .container_call(client, &seat_id, |license_id| Request::DeriveKey {
+                        license_id,
+                        header,
+                    })
+                    .await?
+                {
+                    Response::Key(k) => Ok(NetResponse::Key(k)),
+                    other => Err(Error::malformed("container answer", format!("{other:?}"))),
+                }
+            }
+            NetRequest::Encrypt { seat_id, plaintext } => {
+                match self
+                    .container_call(client, &seat_id, |license_id| Request::Encrypt {
+                        license_id,
+                        plaintext,
+                    })
+                    .await?
+                {
+                    Response::Data(d) => Ok(NetResponse::Data(d)),
+                    other => Err(Error::malformed("container answer", format!("{other:?}"))),
+                }
+            }
+            NetRequest::Decrypt {
+                seat_id,
+                ciphertext,
+            } => {
+                match self
+                    .container_call(client, &seat_id, |license_id| Request::Decrypt {
+                        license_id,
+                        ciphertext,
+                    })
+                    .await?
+                {
+                    Response::Data(d) => Ok(NetResponse::Data(d)),
+                    other => Err(Error::malformed("container answer", format!("{other:?}"))),
+                }
+            }
+            NetRequest::SeatInfo { seat_id } => {
+                let hosting = self.hosting();
+                let (ci, license_id) = self.seat_container(&hosting, client, &seat_id)?;
+                let quantity = hosting.hosted.containers[ci]
+                    .licenses
+                    .iter()
+                    .find(|l| l.license_id == license_id)
+                    .map(|l| l.quantity)
+                    .unwrap_or(0);
+                let in_use = self.table()?.in_use(&license_id, now_ms());
+                Ok(NetResponse::Info { in_use, quantity })
+            }
+            NetRequest::Ping => Ok(NetResponse::Pong),
+        }
+    }
+
+    pub(super) fn expire(&self) {
+        let Ok(mut t) = self.table() else { return };
+        let changes = t.expire(now_ms());
+        let events = usage::expired(&self.hosting().hosted, &mut t);
+        if !changes.is_empty() {
+            debug!(expired = changes.len(), "leases ran out");
+            self.stats
+                .lease_expiries
+                .fetch_add(changes.len() as u64, Ordering::Relaxed);
+            self.forget(&changes);
+        }
+        // Under the table's lock: the usage log keeps the table's order.
+        self.committer.submit_lazy_with(changes, events);
+    }
+}
+
+/// A client-supplied string made fit to show: control characters replaced, at most 256
+/// characters.
+fn printable(s: &str) -> String {
+    s.chars()
+        .take(256)
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect()
+}
