@@ -14,8 +14,6 @@ mod device;
 mod exchange;
 mod fragment;
 mod reassemble;
-#[cfg(test)]
-mod tests;
 
 pub use device::DeviceFraming;
 pub use exchange::{allocate_channel, transact};
@@ -156,3 +154,6 @@ impl std::fmt::Display for FrameError {
         )
     }
 }
+
+#[cfg(test)]
+mod tests;
