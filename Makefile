@@ -11,9 +11,6 @@ export TESSERA_DISCOVERY := off
 # cargo on the real clock even when make runs under libfaketime (`faketime '+400 days' make
 # test`): rustc cannot run under it; the test binaries still get the moved clock.
 RCARGO  := scripts/real-clock $(CARGO)
-# Under libfaketime only the date moves: a faked monotonic clock breaks timed waits
-# (condition variables) inside libfaketime itself, and intervals are not dates.
-export FAKETIME_DONT_FAKE_MONOTONIC := 1
 
 .PHONY: all build demo test test-shifted-clock test-bindings deps lint bench header install install-files clean
 
