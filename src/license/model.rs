@@ -170,7 +170,6 @@ impl License {
         Ok(())
     }
 
-    /// The license id in hex.
     /// Checks that the license is bound to the container with `serial` and, when known,
     /// signing `key`: a license signed for another container is refused
     /// (`BindingMismatch`) wherever it turns up, whatever else it grants.
@@ -193,6 +192,7 @@ impl License {
         Ok(())
     }
 
+    /// The license id in hex.
     pub fn id_hex(&self) -> String {
         hex::encode(self.license_id)
     }
