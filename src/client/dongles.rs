@@ -37,6 +37,8 @@ pub struct Dongle {
     conn: Mutex<Option<Connection>>,
     /// The dongle serial.
     pub serial: String,
+    /// The dongle's Ed25519 key from its verified certificate, when it presented one.
+    pub sign_key: Option<[u8; 32]>,
     /// How it is attached.
     pub mode: DongleMode,
 }
@@ -92,6 +94,7 @@ impl Dongle {
                 Ok(c) => found.push(Dongle {
                     ctx: ctx.clone(),
                     serial: c.serial.clone(),
+                    sign_key: c.certificate.as_ref().map(|cert| cert.sign_key),
                     mode: c.mode(),
                     endpoint: Mutex::new(ep),
                     conn: Mutex::new(Some(c)),

@@ -599,6 +599,9 @@ impl Engine {
             .licenses
             .get(index)
             .ok_or_else(|| Error::Internal(format!("no license at index {index}")))?;
+        // The state may hold a license another container's activation carried (an edited
+        // state, a neighbour's license): only one bound to this container is honoured.
+        lic.check_binding(&self.state.serial, Some(&self.sign_key().to_bytes()))?;
         let behind = self.rollback
             || query.now.saturating_add(CLOCK_TOLERANCE_SECS) < self.state.clock_high_water;
         lic.check(

@@ -170,6 +170,28 @@ impl License {
         Ok(())
     }
 
+    /// Checks that the license is bound to the container with `serial` and, when known,
+    /// signing `key`: a license signed for another container is refused
+    /// (`BindingMismatch`) wherever it turns up, whatever else it grants.
+    pub fn check_binding(&self, serial: &str, key: Option<&[u8; 32]>) -> Result<()> {
+        let Binding::Container {
+            serial: bound,
+            key: bound_key,
+        } = &self.binding;
+        if bound != serial || key.is_some_and(|k| k != bound_key) {
+            let here = match key {
+                Some(k) => format!("container {serial} (key {})", &hex::encode(k)[..16]),
+                None => format!("container {serial}"),
+            };
+            return Err(Error::BindingMismatch(format!(
+                "license {} is bound to {}, not to {here}",
+                self.id_hex(),
+                self.binding
+            )));
+        }
+        Ok(())
+    }
+
     /// The license id in hex.
     pub fn id_hex(&self) -> String {
         hex::encode(self.license_id)

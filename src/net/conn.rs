@@ -287,6 +287,7 @@ pub struct ServerConn {
     name: String,
     address: SocketAddr,
     serials: Vec<String>,
+    delegations: Vec<proto::Delegation>,
     broken: bool,
 }
 
@@ -357,6 +358,13 @@ impl ServerConn {
         let now = crate::util::now();
         let (channel, hello, serials) =
             client_handshake(&mut stream, host_secret, client, publisher, vendor_id, now)?;
+        let delegations = proto::verified_delegations(
+            &hello,
+            publisher,
+            vendor_id,
+            &channel.remote_static(),
+            now,
+        )?;
         tracing::debug!(server = %addr, name = %hello.name, "license server connected");
         Ok(ServerConn {
             stream,
@@ -364,6 +372,7 @@ impl ServerConn {
             name: hello.name,
             address: addr,
             serials,
+            delegations,
             broken: false,
         })
     }
@@ -420,6 +429,12 @@ impl ServerConn {
         &self.serials
     }
 
+    /// The delegations to this server that verified: the containers (serial and key) whose
+    /// licenses it may grant.
+    pub fn delegations(&self) -> &[proto::Delegation] {
+        &self.delegations
+    }
+
     /// The server's Noise static public key.
     pub fn server_key(&self) -> [u8; 32] {
         self.channel.remote_static()
@@ -450,7 +465,7 @@ pub(crate) mod tests {
         publisher: &SigningKey,
         delegated_key: [u8; 32],
     ) -> ServerHello {
-        let container = SigningKey::from_bytes(&crate::util::random());
+        let container = container_key(name);
         let cert = ContainerCertificate {
             vendor_id: VENDOR,
             serial: format!("SW-{name}"),
@@ -479,6 +494,37 @@ pub(crate) mod tests {
                 delegation: proto::sign_delegation(&d, &container).unwrap(),
             }],
         }
+    }
+
+    /// The key of the container `SW-{name}` that delegates to the mock server `name`.
+    pub(crate) fn container_key(name: &str) -> SigningKey {
+        use sha2::{Digest, Sha256};
+        SigningKey::from_bytes(&Sha256::digest(format!("mock container {name}")).into())
+    }
+
+    /// A license of product 7 signed by `publisher`, bound to the container `SW-{name}`.
+    pub(crate) fn bound_license(name: &str, publisher: &SigningKey) -> Vec<u8> {
+        use crate::license::{Binding, CountingUnit, License, VmPolicy};
+        License {
+            license_id: [7; 16],
+            vendor_id: VENDOR,
+            product_code: 7,
+            product_name: "seven".into(),
+            features: 0xFF,
+            quantity: 100,
+            counting_unit: CountingUnit::Handle,
+            exclusive_allowed: true,
+            issued_at: 0,
+            expiry: None,
+            vm_policy: VmPolicy::Allow,
+            binding: Binding::Container {
+                serial: format!("SW-{name}"),
+                key: container_key(name).verifying_key().to_bytes(),
+            },
+        }
+        .sign(publisher)
+        .unwrap()
+        .bytes
     }
 
     pub(crate) fn public(secret: &[u8; 32]) -> [u8; 32] {
@@ -530,10 +576,19 @@ pub(crate) mod tests {
         pub(crate) fn start(name: &str, publisher: &SigningKey) -> Mock {
             let secret: [u8; 32] = crate::util::random();
             let hello = server_hello(name, publisher, public(&secret));
-            Mock::start_with(secret, hello)
+            Mock::start_granting(secret, hello, bound_license(name, publisher))
         }
 
         pub(crate) fn start_with(secret: [u8; 32], hello: ServerHello) -> Mock {
+            Mock::start_granting(secret, hello, Vec::new())
+        }
+
+        /// A server with `hello` that grants seats of the signed `license`.
+        pub(crate) fn start_granting(
+            secret: [u8; 32],
+            hello: ServerHello,
+            license: Vec<u8>,
+        ) -> Mock {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             listener.set_nonblocking(true).unwrap();
             let addr = listener.local_addr().unwrap();
@@ -551,7 +606,8 @@ pub(crate) mod tests {
                                 conns.lock().unwrap().push(s.try_clone().unwrap());
                                 state.lock().unwrap().connections += 1;
                                 let (state, hello) = (state.clone(), hello.clone());
-                                std::thread::spawn(move || serve(s, secret, hello, state));
+                                let license = license.clone();
+                                std::thread::spawn(move || serve(s, secret, hello, license, state));
                             }
                             Err(_) => std::thread::sleep(Duration::from_millis(5)),
                         }
@@ -594,7 +650,13 @@ pub(crate) mod tests {
         }
     }
 
-    fn serve(mut s: TcpStream, secret: [u8; 32], hello: ServerHello, state: Arc<Mutex<MockState>>) {
+    fn serve(
+        mut s: TcpStream,
+        secret: [u8; 32],
+        hello: ServerHello,
+        license: Vec<u8>,
+        state: Arc<Mutex<MockState>>,
+    ) {
         let Ok((mut channel, _, _)) = server_handshake(&mut s, &secret, &hello) else {
             return;
         };
@@ -605,7 +667,7 @@ pub(crate) mod tests {
             let Ok(req) = channel.open_message::<NetRequest>(&frame, "request") else {
                 return;
             };
-            let resp = answer(&hello.name, req, &mut state.lock().unwrap());
+            let resp = answer(&hello.name, &license, req, &mut state.lock().unwrap());
             let frame = channel.seal_message(&resp).unwrap();
             if proto::write_frame(&mut s, &frame).is_err() {
                 return;
@@ -613,7 +675,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn answer(name: &str, req: NetRequest, st: &mut MockState) -> NetResponse {
+    fn answer(name: &str, license: &[u8], req: NetRequest, st: &mut MockState) -> NetResponse {
         let now = Instant::now();
         let lease = Duration::from_millis(LEASE_MS);
         st.seats.retain(|_, expiry| *expiry > now);
@@ -628,7 +690,7 @@ pub(crate) mod tests {
                 st.acquires.push(seat_id);
                 NetResponse::Granted(proto::SeatGrant {
                     seat_id,
-                    license: vec![],
+                    license: license.to_vec(),
                     container_serial: format!("SW-{name}"),
                     lease_ms: LEASE_MS,
                     renew_ms: RENEW_MS,

@@ -18,7 +18,7 @@ use ed25519_dalek::VerifyingKey;
 use zeroize::Zeroizing;
 
 use super::conn::ServerConn;
-use super::proto::{ClientHello, NetRequest, NetResponse, SeatGrant};
+use super::proto::{self, ClientHello, NetRequest, NetResponse, SeatGrant};
 use crate::{Error, Result};
 
 /// How long the keeper waits when it holds no seat.
@@ -138,6 +138,14 @@ impl Inner {
         Err(best.unwrap_or_else(|| Error::NoLicense("no license server is configured".into())))
     }
 
+    /// Checks a grant from the server `conn` is connected to ([`proto::check_grant`]).
+    fn check_grant(&self, conn: &Option<ServerConn>, grant: &SeatGrant) -> Result<()> {
+        let Some(c) = conn.as_ref() else {
+            return Err(Error::Internal("a grant without a connection".into()));
+        };
+        proto::check_grant(grant, c.delegations(), &self.publisher, self.vendor_id).map(|_| ())
+    }
+
     /// Drops a failed connection; every seat then needs re-attaching.
     fn disconnected(&self, conn: &mut Option<ServerConn>) {
         *conn = None;
@@ -195,6 +203,20 @@ impl Inner {
             let mut seats = lock(&self.seats);
             match result {
                 Ok(NetResponse::Granted(grant)) if grant.seat_id == id => {
+                    let bound = proto::check_grant(
+                        &grant,
+                        c.delegations(),
+                        &self.publisher,
+                        self.vendor_id,
+                    );
+                    if let Err(e) = bound {
+                        // A server that re-attaches the seat with a license of a container it
+                        // has no delegation from does not hold it.
+                        if let Some(s) = seats.get_mut(&id) {
+                            s.last_error = Some(e.to_string());
+                        }
+                        continue;
+                    }
                     if let Some(s) = seats.get_mut(&id) {
                         tracing::debug!(seat = %hex::encode(id), server = %c.server_name(), "seat re-attached");
                         s.grant = grant;
@@ -444,6 +466,14 @@ impl NetSeats {
                     ));
                 }
             };
+            // The license must be bound to a container whose delegation this connection
+            // verified; otherwise the seat is given back and refused.
+            if let Err(e) = self.inner.check_grant(&conn, &grant) {
+                if let Some(c) = conn.as_mut() {
+                    let _ = c.call(&NetRequest::Release { seat_id });
+                }
+                return Err(e);
+            }
             lock(&self.inner.seats).insert(
                 seat_id,
                 SeatState {

@@ -81,6 +81,24 @@ pub fn verify_server(
     server_key: &[u8; 32],
     now: u64,
 ) -> Result<Vec<String>> {
+    Ok(
+        verified_delegations(hello, publisher, vendor_id, server_key, now)?
+            .into_iter()
+            .map(|d| d.serial)
+            .collect(),
+    )
+}
+
+/// [`verify_server`], returning the delegations that verified: each names a container
+/// (serial and key) the server may speak for, and so the only containers a granted license
+/// may be bound to.
+pub fn verified_delegations(
+    hello: &ServerHello,
+    publisher: &VerifyingKey,
+    vendor_id: u32,
+    server_key: &[u8; 32],
+    now: u64,
+) -> Result<Vec<Delegation>> {
     let mut ok = Vec::new();
     let mut why = None;
     for b in &hello.delegations {
@@ -105,7 +123,7 @@ fn verify_bundle(
     vendor_id: u32,
     server_key: &[u8; 32],
     now: u64,
-) -> Result<String> {
+) -> Result<Delegation> {
     delegation::verify_chain(
         &b.certificate,
         &b.delegation,
@@ -114,7 +132,37 @@ fn verify_bundle(
         server_key,
         now,
     )
-    .map(|d| d.serial)
+}
+
+/// Checks a seat grant against the delegations the server's hello proved: the license must
+/// be signed by `publisher` for `vendor_id` and bound to one of the delegating containers,
+/// the one the grant names (`BindingMismatch` otherwise: a license taken from another
+/// container is refused, whatever it grants). Returns the license.
+pub fn check_grant(
+    grant: &SeatGrant,
+    delegations: &[Delegation],
+    publisher: &VerifyingKey,
+    vendor_id: u32,
+) -> Result<crate::license::License> {
+    let s = crate::license::SignedLicense::verify(&grant.license, publisher).map_err(|e| {
+        Error::Tampered(format!(
+            "the server granted a seat of a license the publisher did not sign ({e})"
+        ))
+    })?;
+    s.check_vendor(vendor_id)?;
+    let lic = s.license;
+    let Some(d) = delegations
+        .iter()
+        .find(|d| d.serial == grant.container_serial)
+    else {
+        return Err(Error::BindingMismatch(format!(
+            "the server granted license {} from container {}, which has not delegated to it",
+            lic.id_hex(),
+            grant.container_serial
+        )));
+    };
+    lic.check_binding(&d.serial, Some(&d.container_key))?;
+    Ok(lic)
 }
 
 /// What a client asks a server.

@@ -44,6 +44,9 @@ pub struct HostedContainer {
     pub licenses: Vec<License>,
     /// The signed license bytes, in the same order.
     pub license_bytes: Vec<Vec<u8>>,
+    /// The container's Ed25519 key, when known (a dongle trusted on first use has no
+    /// certificate): a license is served only when its binding names this container.
+    pub sign_key: Option<[u8; 32]>,
     /// Its delegation to this server (renewed while the server runs).
     delegation: RwLock<Delegated>,
     backend: Backend,
@@ -254,6 +257,7 @@ impl Hosted {
                                 vendor_id: engine.state().vendor_id,
                                 licenses,
                                 license_bytes,
+                                sign_key: Some(engine.sign_key().to_bytes()),
                                 delegation: RwLock::new(Delegated {
                                     bundle: DelegationBundle {
                                         certificate,
@@ -290,6 +294,7 @@ impl Hosted {
             vendor_id: c.vendor_id,
             licenses,
             license_bytes: list,
+            sign_key: c.certificate.as_ref().map(|cert| cert.sign_key),
             delegation: RwLock::new(Delegated {
                 bundle: DelegationBundle {
                     certificate,

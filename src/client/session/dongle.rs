@@ -96,8 +96,12 @@ impl Session {
                 }
             };
             for lic in lics.into_iter().filter(|l| l.product_code == product_code) {
-                // The dongle enforces its own clock on every key operation.
-                if let Err(e) = lic.check(features, now, &i.env.host.machine, None) {
+                // The dongle enforces its own clock and the binding on every key operation;
+                // a license of another container is refused before a seat is counted.
+                let checked = lic
+                    .check_binding(&d.serial, d.sign_key.as_ref())
+                    .and_then(|()| lic.check(features, now, &i.env.host.machine, None));
+                if let Err(e) = checked {
                     consider(e);
                     continue;
                 }

@@ -77,6 +77,16 @@ impl Server {
         for (ci, li) in candidates {
             let c = &hosting.hosted.containers[ci];
             let lic = &c.licenses[li];
+            // A license taken from another container and put into a hosted one is not served.
+            if let Err(e) = lic.check_binding(&c.serial, c.sign_key.as_ref()) {
+                if best
+                    .as_ref()
+                    .is_none_or(|(b, _)| e.specificity() > b.specificity())
+                {
+                    best = Some((e, lic));
+                }
+                continue;
+            }
             let spec = AcquireSpec {
                 seat_id,
                 license: lic,
