@@ -38,7 +38,7 @@ export TESSERA_DISCOVERY=off
 unset TESSERA_SERVERS
 
 echo "== build (bindings/csharp/build.sh)"
-"$ROOT/bindings/csharp/build.sh" "$WORK/out"
+(cd "$WORK" && "$ROOT/bindings/csharp/build.sh" "$WORK/out")   # mono_crash.* files, if any, stay in WORK
 
 echo "== licensed TESSERA_HOME (products 1, 2, 3 of the demo publisher)"
 "$ROOT/scripts/licensed-home.sh" "$BIN" "$WORK/home"
@@ -71,7 +71,7 @@ fi
 echo "test-csharp: $total NUnit tests passed"
 
 echo "== examples/csharp/Quickstart.cs"
-out=$(mono "$WORK/out/Quickstart.exe") || { echo "$out"; echo "test-csharp: Quickstart.exe failed" >&2; exit 1; }
+out=$(cd "$WORK" && mono "$WORK/out/Quickstart.exe") || { echo "$out"; echo "test-csharp: Quickstart.exe failed" >&2; exit 1; }
 echo "$out"
 grep -qx 'quickstart: all steps succeeded' <<<"$out"
 

@@ -51,8 +51,11 @@ fn built() -> &'static Built {
         let protected = dir.path().join("protected_app");
         compile("examples/c/protected_app.c", &protected, &lib, &[]);
         let csharp = dir.path().join("csharp");
+        // Mono (mcs too) may leave mono_crash.* files in its working directory: the
+        // temporary one, never the work tree.
         let out = Command::new(root().join("bindings/csharp/build.sh"))
             .arg(&csharp)
+            .current_dir(dir.path())
             .output()
             .expect("bindings/csharp/build.sh");
         assert!(
@@ -75,6 +78,7 @@ fn built() -> &'static Built {
 fn run(mut cmd: Command, source: &Source) -> (bool, String) {
     let b = built();
     source.apply(&mut cmd);
+    cmd.current_dir(b._dir.path());
     cmd.env("TESSERA_LIBRARY", b.lib.join("libtessera.so"))
         .env("LD_LIBRARY_PATH", &b.lib)
         .env("PYTHONPATH", root().join("bindings/python/src"));
