@@ -184,7 +184,11 @@ pub fn parse_date(s: &str) -> Option<u64> {
     if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
         return None;
     }
-    let d: jiff::civil::Date = s.parse().ok()?;
+    midnight_utc(s.parse().ok()?)
+}
+
+/// Midnight UTC of a civil date, as a Unix time; `None` before 1970.
+fn midnight_utc(d: jiff::civil::Date) -> Option<u64> {
     let ts = jiff::tz::TimeZone::UTC
         .to_timestamp(d.to_datetime(jiff::civil::Time::midnight()))
         .ok()?;
@@ -199,11 +203,7 @@ pub fn year_month(t: u64) -> (i16, i8) {
 /// The first second (UTC) of a month, as a Unix time; `None` for a month before 1970 or
 /// past year 9999.
 pub fn month_start(year: i16, month: i8) -> Option<u64> {
-    let d = jiff::civil::Date::new(year, month, 1).ok()?;
-    let ts = jiff::tz::TimeZone::UTC
-        .to_timestamp(d.to_datetime(jiff::civil::Time::midnight()))
-        .ok()?;
-    u64::try_from(ts.as_second()).ok()
+    midnight_utc(jiff::civil::Date::new(year, month, 1).ok()?)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! The handshake is the dongle channel's (`src/channel/`) with other payloads: the client
 //! (initiator, its host key) sends message 1 (empty), the server (responder, its static key)
 //! answers message 2 with a [`ServerHello`], which the client checks against its publisher
-//! key ([`proto::verify_server`]), and the client sends message 3 with a [`ClientHello`].
+//! key ([`proto::verified_delegations`]), and the client sends message 3 with a [`ClientHello`].
 //! After that each frame is one [`NetChannel`] frame: `counter u64 LE | ciphertext`.
 
 use std::io::{Read, Write};
@@ -74,7 +74,7 @@ fn out_of_order(what: &str) -> Error {
 enum ClientStep {
     Start,
     SentMessage1,
-    SentMessage3(Box<(ServerHello, Vec<String>)>),
+    SentMessage3(Box<(ServerHello, Vec<proto::Delegation>)>),
     Failed,
 }
 
@@ -109,7 +109,7 @@ impl ClientHandshake {
     }
 
     /// Reads message 2, decodes the [`ServerHello`] and checks its delegations against the
-    /// publisher key and the static key the server proved ([`proto::verify_server`]:
+    /// publisher key and the static key the server proved ([`proto::verified_delegations`]:
     /// `Tampered` when none chains); returns message 3.
     pub fn read_message2(
         &mut self,
@@ -126,20 +126,20 @@ impl ClientHandshake {
         let payload = read(&mut self.noise, "message 2", message2)?;
         let proved = remote_static(&self.noise)?;
         let hello: ServerHello = proto::decode(&payload, "server hello")?;
-        let serials = proto::verify_server(&hello, publisher, vendor_id, &proved, now)?;
+        let delegations = proto::verified_delegations(&hello, publisher, vendor_id, &proved, now)?;
         let message = write(&mut self.noise, "message 3", &self.hello)?;
-        self.step = ClientStep::SentMessage3(Box::new((hello, serials)));
+        self.step = ClientStep::SentMessage3(Box::new((hello, delegations)));
         Ok(message)
     }
 
-    /// After message 3: the channel, the server's hello, and the serials of the containers
-    /// whose delegations verified.
-    pub fn finish(self) -> Result<(NetChannel, ServerHello, Vec<String>)> {
+    /// After message 3: the channel, the server's hello, and the delegations that verified
+    /// (each names a container the server may speak for).
+    pub fn finish(self) -> Result<(NetChannel, ServerHello, Vec<proto::Delegation>)> {
         let ClientStep::SentMessage3(verified) = self.step else {
             return Err(out_of_order("finish before a successful message 2"));
         };
-        let (hello, serials) = *verified;
-        Ok((into_channel(self.noise)?, hello, serials))
+        let (hello, delegations) = *verified;
+        Ok((into_channel(self.noise)?, hello, delegations))
     }
 }
 
@@ -191,7 +191,7 @@ pub fn server_handshake(
 }
 
 /// The client's handshake over a blocking stream: returns the channel, the server's hello
-/// and the serials its verified delegations name.
+/// and the delegations that verified.
 pub fn client_handshake(
     stream: &mut (impl Read + Write),
     host_secret: &[u8; 32],
@@ -199,7 +199,7 @@ pub fn client_handshake(
     publisher: &VerifyingKey,
     vendor_id: u32,
     now: u64,
-) -> Result<(NetChannel, ServerHello, Vec<String>)> {
+) -> Result<(NetChannel, ServerHello, Vec<proto::Delegation>)> {
     let mut hs = ClientHandshake::new(host_secret, hello)?;
     let message1 = hs.write_message1()?;
     proto::write_frame(stream, &message1).map_err(transport_error)?;
@@ -286,7 +286,6 @@ pub struct ServerConn {
     channel: NetChannel,
     name: String,
     address: SocketAddr,
-    serials: Vec<String>,
     delegations: Vec<proto::Delegation>,
     broken: bool,
 }
@@ -356,22 +355,14 @@ impl ServerConn {
     ) -> Result<ServerConn> {
         let mut stream = open_socket(addr, timeout).map_err(|e| connect_error(addr, e))?;
         let now = crate::util::now();
-        let (channel, hello, serials) =
+        let (channel, hello, delegations) =
             client_handshake(&mut stream, host_secret, client, publisher, vendor_id, now)?;
-        let delegations = proto::verified_delegations(
-            &hello,
-            publisher,
-            vendor_id,
-            &channel.remote_static(),
-            now,
-        )?;
         tracing::debug!(server = %addr, name = %hello.name, "license server connected");
         Ok(ServerConn {
             stream,
             channel,
             name: hello.name,
             address: addr,
-            serials,
             delegations,
             broken: false,
         })
@@ -425,8 +416,8 @@ impl ServerConn {
     }
 
     /// The serials of the containers whose delegations to this server verified.
-    pub fn serials(&self) -> &[String] {
-        &self.serials
+    pub fn serials(&self) -> Vec<String> {
+        self.delegations.iter().map(|d| d.serial.clone()).collect()
     }
 
     /// The delegations to this server that verified: the containers (serial and key) whose
@@ -856,7 +847,8 @@ pub(crate) mod tests {
         let m3 = c
             .read_message2(&m2, &publisher.verifying_key(), VENDOR, crate::util::now())
             .unwrap();
-        let (mut cc, got_hello, serials) = c.finish().unwrap();
+        let (mut cc, got_hello, delegations) = c.finish().unwrap();
+        let serials: Vec<String> = delegations.into_iter().map(|d| d.serial).collect();
         let (mut sc, client_key, got_client) = s.read_message3(&m3).unwrap();
         assert_eq!(got_hello, hello);
         assert_eq!(serials, vec!["SW-s1".to_string()]);
