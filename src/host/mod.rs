@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 
 pub use container::{ContainerRuntime, detect_container, detect_container_with};
 pub use fingerprint::{Fingerprint, Trait, TraitKind, is_placeholder};
-pub use session::{SessionId, SessionKind, session_id};
+pub use session::{SessionId, SessionKind, pid_namespace, session_id};
 pub use vm::{
     CpuidReading, DmiReading, Hypervisor, MachineKind, detect_machine, hypervisor_from_dmi,
     hypervisor_from_vendor_leaf, read_cpuid, read_dmi,

@@ -89,6 +89,18 @@ pub fn session_id() -> SessionId {
     })
 }
 
+/// The PID namespace of the calling process: the inode number of `/proc/self/ns/pid` (the
+/// namespace's identity, unique among the namespaces alive on this machine), or 0 when it
+/// cannot be read. A pid (and a `getsid` session id) means something only within its PID
+/// namespace: processes started with `unshare -pf` each see themselves as pid 1, so every
+/// per-process or per-session identity carries this number beside the pid.
+pub fn pid_namespace() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/pid")
+        .map(|m| m.ino())
+        .unwrap_or(0)
+}
+
 /// Everything [`session_id`] reads, so the composition can be tested with canned inputs.
 #[derive(Clone, Debug, Default)]
 struct SessionInputs {
@@ -201,6 +213,31 @@ fn posix_session() -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pid_namespace_is_the_inode_of_the_namespace_link() {
+        use std::os::unix::fs::MetadataExt;
+        let ns = pid_namespace();
+        assert_ne!(ns, 0, "Linux always has /proc/self/ns/pid");
+        assert_eq!(ns, std::fs::metadata("/proc/self/ns/pid").unwrap().ino());
+        // A process in another PID namespace sees another inode.
+        let out = std::process::Command::new("unshare")
+            .args([
+                "-pf",
+                "--mount-proc",
+                "stat",
+                "-L",
+                "-c",
+                "%i",
+                "/proc/self/ns/pid",
+            ])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            let other: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+            assert_ne!(other, ns);
+        }
+    }
 
     fn inputs() -> SessionInputs {
         SessionInputs {
