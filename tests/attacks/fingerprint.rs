@@ -1,0 +1,1 @@
+//! 5. Machine binding faked with bind mounts over the fingerprint's sources.

@@ -1,0 +1,1 @@
+//! 4. fork: children inheriting a session and its seat claims.

@@ -1,0 +1,1 @@
+//! 3. PID namespaces: processes in separate PID namespaces each claiming to be pid 1.
