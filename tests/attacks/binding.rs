@@ -16,9 +16,9 @@ use tessera::container::software::list_for_vendor;
 use tessera::container::{ContainerKind, Engine, SoftwareContainer};
 use tessera::host::{HostIdentity, MachineKind};
 use tessera::license::CountingUnit;
-use tessera::net::conn::server_handshake;
+use tessera::net::conn::{ServerConn, server_handshake};
 use tessera::net::proto::{
-    self, DelegationBundle, NetRequest, NetResponse, SeatGrant, ServerHello,
+    self, ClientHello, DelegationBundle, HostInfo, NetRequest, NetResponse, SeatGrant, ServerHello,
 };
 use tessera::publisher::{LicenseSpec, PublisherKey};
 use tessera::util::OffsetClock;
@@ -258,4 +258,74 @@ fn a_server_granting_a_license_of_a_container_that_did_not_delegate_to_it_is_ref
             "a grant naming {serial} of A's license is honoured: {r:?}"
         );
     }
+}
+
+#[test]
+fn a_real_server_does_not_serve_a_license_of_another_container_added_to_the_one_it_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = PublisherKey::generate(VENDOR, "t");
+    // Container A elsewhere, with a 50-seat license of product 1.
+    let a = env(&dir.path().join("a"), "machine A");
+    activate(&a, &key, &[spec(1, 50, CountingUnit::Handle)]);
+    let stolen = stored(&container(&a), 1);
+    // The server's own container B (on this machine, so the server opens it), with a 1-seat
+    // license of product 2; its owner appends A's license and seals the file back.
+    let b = crate::common::env_in(&dir.path().join("server-home"));
+    activate(&b, &key, &[spec(2, 1, CountingUnit::Handle)]);
+    let mut cb = container(&b);
+    cb.update(&b.host.fingerprint, |e| {
+        let mut st = e.state().clone();
+        st.licenses.push(stolen);
+        *e = Engine::from_state(st)?;
+        Ok(())
+    })
+    .unwrap();
+    let server = crate::common::server::ServerProc::start(&dir.path().join("state"), &b.home, 0);
+    let client = env(&dir.path().join("client"), "client");
+    let mut opts = SessionOptions::new(VENDOR, key.public_key());
+    opts.sources = sources::NETWORK;
+    opts.servers = vec![server.addr.clone()];
+    opts.timeout = Duration::from_secs(5);
+    let s = Session::open_in(opts, client).unwrap();
+    let r = s.acquire(1, 0, false);
+    assert!(
+        matches!(r, Err(Error::BindingMismatch(_) | Error::NoLicense(_))),
+        "the server served A's license from B: {r:?}"
+    );
+    // B's own license is served.
+    let seat = s.acquire(2, 0, false).expect("B's own license");
+    let mut ct = vec![0u8; 64];
+    assert!(seat.encrypt(Mode::Direct, b"data", &mut ct).is_ok());
+    // The server refuses on its own, whatever the client would check: a raw connection
+    // asks for product 1 and must get an error, not a grant.
+    let hello = ClientHello {
+        version: proto::PROTOCOL_VERSION,
+        host: HostInfo {
+            machine: MachineKind::Physical,
+            hostname: "raw".into(),
+            station: [9; 32],
+            session: "raw".into(),
+            pid: 1,
+        },
+    };
+    let mut conn = ServerConn::connect(
+        &server.addr,
+        &tessera::util::random(),
+        &hello,
+        &key.public_key(),
+        VENDOR,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let r = conn.call(&NetRequest::Acquire {
+        seat_id: tessera::util::random(),
+        vendor_id: VENDOR,
+        product_code: 1,
+        features: 0,
+        exclusive: false,
+    });
+    assert!(
+        matches!(r, Err(Error::BindingMismatch(_))),
+        "the server granted A's license from B: {r:?}"
+    );
 }
