@@ -42,6 +42,7 @@ impl Session {
                 station: station_id(&h.fingerprint),
                 session: h.session.id.clone(),
                 pid: std::process::id(),
+                pid_namespace: crate::host::pid_namespace(),
             },
         };
         let n = Arc::new(NetSeats::new(
