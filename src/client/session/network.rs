@@ -32,7 +32,8 @@ impl Session {
         if servers.is_empty() {
             return Ok(None);
         }
-        let host_secret = crate::client::hostkey::load_or_create(&i.env.home)?;
+        let host_secret =
+            crate::client::hostkey::load_or_create(&i.env.home, &i.env.host.fingerprint)?;
         let h = &i.env.host;
         let client = crate::net::proto::ClientHello {
             version: crate::net::proto::PROTOCOL_VERSION,
