@@ -673,13 +673,24 @@ fn no_answer_holds_secret_material() {
         ("admin token".into(), TOKEN.as_bytes().to_vec()),
         (
             "server key".into(),
-            std::fs::read(f.server.state.join("server.key")).unwrap(),
+            // Sealed to this machine: opened the way the server opens it.
+            tessera::client::hostkey::load_or_create_at(
+                &f.server.state.join("server.key"),
+                &tessera::host::HostIdentity::detect().fingerprint,
+            )
+            .unwrap()
+            .to_vec(),
         ),
         ("product secret 1".into(), f.key.product_secret(1).to_vec()),
         ("product secret 2".into(), f.key.product_secret(2).to_vec()),
     ];
-    if let Ok(k) = std::fs::read(f.home.join("host.key")) {
-        secrets.push(("server home host key".into(), k));
+    if f.home.join("host.key").exists() {
+        let k = tessera::client::hostkey::load_or_create(
+            &f.home,
+            &tessera::host::HostIdentity::detect().fingerprint,
+        )
+        .unwrap();
+        secrets.push(("server home host key".into(), k.to_vec()));
     }
     assert_eq!(secrets[1].1.len(), 32);
     let answers = every_answer(&f);

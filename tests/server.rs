@@ -287,6 +287,7 @@ fn raw_client(f: &Fixture, name: &str) -> (TcpStream, tessera::net::conn::NetCha
             station: [7; 32],
             session: "1".into(),
             pid: 1,
+            pid_namespace: 1,
         },
     };
     let (channel, _, _) = tessera::net::conn::client_handshake(

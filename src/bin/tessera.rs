@@ -540,7 +540,7 @@ fn list_dongles(env: &Environment, vendor: Option<u32>) {
         return;
     }
     // This machine's own host key, so that listing does not make the dongle look shared.
-    let host_secret = match client::hostkey::load_or_create(&env.home) {
+    let host_secret = match client::hostkey::load_or_create(&env.home, &env.host.fingerprint) {
         Ok(k) => k,
         Err(e) => {
             println!("dongles:      cannot read the host key: {e}");

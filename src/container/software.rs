@@ -4,32 +4,34 @@
 //! ```text
 //! "TSSC" | version u16 LE | postcard(SealedFile) | SHA-256 of everything before it
 //! ```
-//! The file key is split with Shamir's scheme (threshold `k` of the `n` traits it was made
-//! on, `k = n - 1` when `n >= 3`); each share is encrypted under a key derived from one
-//! trait. On another machine too few shares open: `BindingMismatch`. One changed NIC or disk
-//! still leaves `k` shares: the container opens. The digest at the end catches any edit
-//! (`Tampered`), and the body is XChaCha20-Poly1305 under the file key. Writes are atomic
-//! (temporary file, fsync, rename) and serialized across processes by an `flock` on a lock
-//! file beside it, and the binding shares are kept as made, so the binding never drifts.
+//! The file key is sealed to the machine's traits by a [`MachineBinding`] (Shamir's scheme,
+//! threshold `k` of the `n` traits it was made on, `k = n - 1` when `n >= 3`, each share
+//! encrypted under a key derived from one trait). On another machine too few shares open:
+//! `BindingMismatch`. One changed NIC or disk still leaves `k` shares: the container opens.
+//! The digest at the end catches any edit (`Tampered`), and the body is XChaCha20-Poly1305
+//! under the file key. Writes are atomic (temporary file, fsync, rename) and serialized
+//! across processes by an `flock` on a lock file beside it, and the binding shares are kept
+//! as made, so the binding never drifts.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use blahaj::{Share, Sharks};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use hkdf::Hkdf;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::engine::{Engine, EngineState};
-use crate::host::{Fingerprint, TraitKind};
+use super::machine_binding::MachineBinding;
+use crate::host::Fingerprint;
 use crate::license::ContainerKind;
 use crate::util::{ensure_dir, write_atomic};
 use crate::{Error, Result};
+
+pub use super::machine_binding::threshold;
 
 const MAGIC: [u8; 4] = *b"TSSC";
 /// The software container file format version.
@@ -38,23 +40,9 @@ const DIGEST: usize = 32;
 /// File name extension of software containers.
 pub const EXTENSION: &str = "tsc";
 
-#[derive(Clone, Serialize, Deserialize)]
-struct BoundShare {
-    kind: TraitKind,
-    nonce: [u8; 24],
-    ciphertext: Vec<u8>,
-}
-
-#[derive(Clone, Serialize, Deserialize)]
-struct Binding {
-    salt: [u8; 16],
-    threshold: u8,
-    shares: Vec<BoundShare>,
-}
-
 #[derive(Serialize, Deserialize)]
 struct SealedFile {
-    binding: Binding,
+    binding: MachineBinding,
     body_nonce: [u8; 24],
     body: Vec<u8>,
 }
@@ -62,7 +50,7 @@ struct SealedFile {
 /// A software container loaded from (or made into) its file.
 pub struct SoftwareContainer {
     path: PathBuf,
-    binding: Binding,
+    binding: MachineBinding,
     key: Zeroizing<[u8; 32]>,
     /// The engine running on the container's state.
     pub engine: Engine,
@@ -75,19 +63,6 @@ impl std::fmt::Debug for SoftwareContainer {
             .field("engine", &self.engine)
             .finish_non_exhaustive()
     }
-}
-
-/// The threshold of traits that must match for a fingerprint of `n` traits.
-pub fn threshold(n: usize) -> usize {
-    if n >= 3 { n - 1 } else { n }
-}
-
-fn trait_key(salt: &[u8; 16], kind: TraitKind, digest: &[u8; 32]) -> Zeroizing<[u8; 32]> {
-    let hk = Hkdf::<Sha256>::new(Some(salt), digest);
-    let mut k = Zeroizing::new([0u8; 32]);
-    let info = format!("tessera v1 binding share {kind:?}");
-    let _ = hk.expand(info.as_bytes(), k.as_mut());
-    k
 }
 
 fn body_aad(salt: &[u8; 16]) -> Vec<u8> {
@@ -162,37 +137,14 @@ impl SoftwareContainer {
             ));
         }
         let engine = Engine::create(ContainerKind::Software, vendor_id, now);
-        let salt: [u8; 16] = crate::util::random();
         let key = Zeroizing::new(crate::util::random::<32>());
-        let n = fingerprint.traits.len().min(255);
-        let k = threshold(n);
-        let dealer = Sharks(k as u8);
-        let shares: Vec<Share> = dealer.dealer(key.as_ref()).take(n).collect();
-        let digests = fingerprint.digests(&salt);
-        let mut bound = Vec::with_capacity(n);
-        for ((kind, digest), share) in digests.iter().zip(shares.iter()) {
-            let tk = trait_key(&salt, *kind, digest);
-            let nonce: [u8; 24] = crate::util::random();
-            let plain = Zeroizing::new(Vec::from(share));
-            let ciphertext = XChaCha20Poly1305::new(tk.as_ref().into())
-                .encrypt(XNonce::from_slice(&nonce), plain.as_slice())
-                .map_err(|_| Error::Internal("sealing a binding share failed".into()))?;
-            bound.push(BoundShare {
-                kind: *kind,
-                nonce,
-                ciphertext,
-            });
-        }
+        let binding = MachineBinding::seal(fingerprint, &key, "a software container")?;
         let dir = containers_dir(home);
         ensure_dir(&dir)?;
         let path = dir.join(format!("{vendor_id:08x}-{}.{EXTENSION}", engine.serial()));
         let c = SoftwareContainer {
             path,
-            binding: Binding {
-                salt,
-                threshold: k as u8,
-                shares: bound,
-            },
+            binding,
             key,
             engine,
         };
@@ -236,49 +188,17 @@ impl SoftwareContainer {
         let sealed: SealedFile = postcard::from_bytes(&content[6..])
             .map_err(|e| Error::Tampered(format!("{}: {e}", path.display())))?;
         let b = &sealed.binding;
-        let digests = fingerprint.digests(&b.salt);
-        let mut opened: Vec<Share> = Vec::new();
-        for share in &b.shares {
-            for (kind, d) in digests.iter().filter(|(k, _)| *k == share.kind) {
-                let tk = trait_key(&b.salt, *kind, d);
-                if let Ok(plain) = XChaCha20Poly1305::new(tk.as_ref().into()).decrypt(
-                    XNonce::from_slice(&share.nonce),
-                    share.ciphertext.as_slice(),
-                ) {
-                    let plain = Zeroizing::new(plain);
-                    if let Ok(s) = Share::try_from(plain.as_slice()) {
-                        opened.push(s);
-                    }
-                    break;
-                }
-            }
-        }
-        let need = b.threshold as usize;
-        if need == 0 || opened.len() < need {
-            return Err(Error::BindingMismatch(format!(
-                "software container {} is bound to another machine ({} of {} traits match, {need} needed)",
-                path.display(),
-                opened.len(),
-                b.shares.len()
-            )));
-        }
-        let recovered = Zeroizing::new(
-            Sharks(b.threshold)
-                .recover(opened.iter().take(need))
-                .map_err(|e| Error::Tampered(format!("binding shares do not combine: {e}")))?,
-        );
-        if recovered.len() != 32 {
-            return Err(Error::Tampered("binding key has the wrong length".into()));
-        }
-        let mut key = Zeroizing::new([0u8; 32]);
-        key.copy_from_slice(&recovered);
+        let key = b.open(
+            fingerprint,
+            &format!("software container {}", path.display()),
+        )?;
         let body = Zeroizing::new(
             XChaCha20Poly1305::new(key.as_ref().into())
                 .decrypt(
                     XNonce::from_slice(&sealed.body_nonce),
                     Payload {
                         msg: &sealed.body,
-                        aad: &body_aad(&b.salt),
+                        aad: &body_aad(b.salt()),
                     },
                 )
                 .map_err(|_| {
@@ -307,7 +227,7 @@ impl SoftwareContainer {
                 XNonce::from_slice(&body_nonce),
                 Payload {
                     msg: &body,
-                    aad: &body_aad(&self.binding.salt),
+                    aad: &body_aad(self.binding.salt()),
                 },
             )
             .map_err(|_| Error::Internal("sealing container state failed".into()))?;
@@ -371,14 +291,14 @@ impl SoftwareContainer {
 
     /// The binding's threshold and share count.
     pub fn binding_summary(&self) -> (usize, usize) {
-        (self.binding.threshold as usize, self.binding.shares.len())
+        self.binding.summary()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::Trait;
+    use crate::host::{Trait, TraitKind};
 
     fn fp(values: &[(TraitKind, &str)]) -> Fingerprint {
         Fingerprint::from_traits(

@@ -531,6 +531,7 @@ pub(crate) mod tests {
                 station: [3; 32],
                 session: "1".into(),
                 pid: std::process::id(),
+                pid_namespace: crate::host::pid_namespace(),
             },
         }
     }

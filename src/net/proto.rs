@@ -16,8 +16,10 @@ pub use crate::license::delegation::{Delegation, sign_delegation};
 
 /// The default TCP (license protocol) and UDP (discovery) port.
 pub const DEFAULT_PORT: u16 = 22630;
-/// The wire protocol version.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The wire protocol version. 2: the client's hello says its PID namespace
+/// ([`HostInfo::pid_namespace`]). A peer of another version is refused at the handshake
+/// (`UnknownVersion`, whichever side reads the other's hello first).
+pub const PROTOCOL_VERSION: u16 = 2;
 /// The largest frame either side accepts.
 pub const MAX_FRAME: usize = 65_536;
 /// A discovery probe starts with these bytes; the answer with `DISCOVERY_ANSWER`.
@@ -25,19 +27,25 @@ pub const DISCOVERY_PROBE: &[u8; 16] = b"TESSERA-DISCOVER";
 /// The start of a discovery answer, followed by postcard `DiscoveryAnswer`.
 pub const DISCOVERY_ANSWER: &[u8; 16] = b"TESSERA-SERVER-1";
 
-/// What a client says about itself in the handshake.
+/// What a client says about itself in the handshake. None of it is proved: the server counts
+/// stations by the host key the client proved in the handshake (`server::seats::station_of`),
+/// and uses these claims only to tell apart the sessions and processes of that key, to apply
+/// a license's VM policy, and to show who holds a seat.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostInfo {
     /// Physical or virtual.
     pub machine: MachineKind,
     /// Host name.
     pub hostname: String,
-    /// Digest of the machine's fingerprint traits: one per physical or virtual machine.
+    /// Digest of the machine's fingerprint traits (shown, never counted).
     pub station: [u8; 32],
     /// The login / terminal-server session id.
     pub session: String,
-    /// The process id.
+    /// The process id, within its PID namespace.
     pub pid: u32,
+    /// The PID namespace of the process (`host::pid_namespace`): processes started with
+    /// `unshare -pf` each see themselves as pid 1, in namespaces of their own.
+    pub pid_namespace: u64,
 }
 
 /// Noise msg 3 payload.
@@ -380,6 +388,39 @@ mod tests {
             "truncated"
         );
         assert!(write_frame(&mut Vec::new(), &vec![0; MAX_FRAME + 1]).is_err());
+    }
+
+    /// A hello of protocol 1 (no PID namespace) gets a clear error, not a misread field.
+    #[test]
+    fn a_version_1_hello_is_refused_as_an_unknown_version() {
+        #[derive(Serialize)]
+        struct HostInfoV1 {
+            machine: MachineKind,
+            hostname: String,
+            station: [u8; 32],
+            session: String,
+            pid: u32,
+        }
+        let old = HostInfoV1 {
+            machine: MachineKind::Physical,
+            hostname: "old".into(),
+            station: [7; 32],
+            session: "1".into(),
+            pid: 9,
+        };
+        let bytes = crate::util::encode_versioned(1, &(1u16, old), "hello").unwrap();
+        let e = decode::<ClientHello>(&bytes, "client hello").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::UnknownVersion {
+                    found: 1,
+                    supported: 2,
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 
     #[test]

@@ -70,9 +70,10 @@ pub struct AcquireSpec<'a> {
     pub seat_id: SeatId,
     /// The license to take a seat of.
     pub license: &'a License,
-    /// The client, as its hello describes it.
+    /// The client, as its hello describes it (only its session, pid namespace and pid count,
+    /// under the station of `client`).
     pub host: &'a HostInfo,
-    /// The client's Noise static key.
+    /// The client's Noise static key (its host key, proved in the handshake): its station.
     pub client: [u8; 32],
     /// Exclusive use.
     pub exclusive: bool,
@@ -84,16 +85,34 @@ pub struct AcquireSpec<'a> {
     pub lease_ms: u64,
 }
 
+/// The station a client is counted as: a digest of the host key it proved in its Noise
+/// handshake (its static key). The `station` its hello claims is never counted: any client
+/// can claim any station, but only the holder of a host key can prove it.
+pub fn station_of(client: &[u8; 32]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"tessera station v1\0");
+    h.update(client);
+    h.finalize().into()
+}
+
 /// The unit key of a seat: `station:<station>`, `session:<station>/<session>`,
-/// `process:<station>/<session>/<pid>` or `handle:<seat id>` (station and seat id in hex).
+/// `process:<station>/<session>/<pid namespace>/<pid>` or `handle:<seat id>` (station and
+/// seat id in hex). The station is [`station_of`] the client's proved host key; session, pid
+/// namespace and pid are what its hello says, and only tell apart the units of that key.
 ///
-/// The station is fixed-length hex and the pid the last component, so keys of different
-/// hosts never collide even when a session id contains `/`.
-pub fn unit_key(unit: CountingUnit, host: &HostInfo, seat_id: &SeatId) -> String {
+/// The station is fixed-length hex and the pid namespace and pid the last two components
+/// (numbers), so keys of different hosts never collide even when a session id contains `/`.
+pub fn unit_key(
+    unit: CountingUnit,
+    client: &[u8; 32],
+    host: &HostInfo,
+    seat_id: &SeatId,
+) -> String {
     use std::fmt::Write;
     // Built in place: one allocation per key (this runs for every acquire).
     let mut hex = [0u8; 64];
-    let mut key = String::with_capacity(80 + host.session.len());
+    let mut key = String::with_capacity(100 + host.session.len());
     let mut put = |prefix: &str, bytes: &[u8]| {
         let hex = &mut hex[..2 * bytes.len()];
         hex::encode_to_slice(bytes, hex).expect("two hex digits per byte");
@@ -101,15 +120,15 @@ pub fn unit_key(unit: CountingUnit, host: &HostInfo, seat_id: &SeatId) -> String
         key.push_str(std::str::from_utf8(hex).expect("hex is ASCII"));
     };
     match unit {
-        CountingUnit::Station => put("station:", &host.station),
+        CountingUnit::Station => put("station:", &station_of(client)),
         CountingUnit::Session => {
-            put("session:", &host.station);
+            put("session:", &station_of(client));
             key.push('/');
             key.push_str(&host.session);
         }
         CountingUnit::Process => {
-            put("process:", &host.station);
-            let _ = write!(key, "/{}/{}", host.session, host.pid);
+            put("process:", &station_of(client));
+            let _ = write!(key, "/{}/{}/{}", host.session, host.pid_namespace, host.pid);
         }
         CountingUnit::Handle => put("handle:", seat_id),
     }
@@ -182,7 +201,7 @@ impl SeatTable {
         lic.check(spec.features, spec.now_ms / 1000, &spec.host.machine, None)?;
         self.prune(spec.now_ms);
 
-        let key = unit_key(lic.counting_unit, spec.host, &spec.seat_id);
+        let key = unit_key(lic.counting_unit, &spec.client, spec.host, &spec.seat_id);
         let own = match self.seats.get(&spec.seat_id) {
             Some(row) if row.license_id != lic.license_id => {
                 return Err(Error::InvalidArgument(format!(
@@ -502,6 +521,7 @@ mod tests {
             station: [station; 32],
             session: session.into(),
             pid,
+            pid_namespace: 4026531836,
         }
     }
 
@@ -511,12 +531,18 @@ mod tests {
         id
     }
 
+    /// The host key of the machine `host` claims to be: Alice's for station 1. The table
+    /// counts stations by this key, never by the claim.
+    fn client_of(station: u8) -> [u8; 32] {
+        if station == 1 { ALICE } else { [station; 32] }
+    }
+
     fn spec<'a>(seat: u32, lic: &'a License, host: &'a HostInfo, now_ms: u64) -> AcquireSpec<'a> {
         AcquireSpec {
             seat_id: sid(seat),
             license: lic,
             host,
-            client: ALICE,
+            client: client_of(host.station[0]),
             exclusive: false,
             features: 0,
             now_ms,
@@ -538,23 +564,48 @@ mod tests {
     #[test]
     fn unit_keys_name_what_the_unit_counts() {
         let h = host(0xAB, "tty/7", 4242);
-        let st = "ab".repeat(32);
+        let key = [0xCD; 32];
+        let st = hex::encode(station_of(&key));
         let id = sid(1);
         assert_eq!(
-            unit_key(CountingUnit::Station, &h, &id),
+            unit_key(CountingUnit::Station, &key, &h, &id),
             format!("station:{st}")
         );
         assert_eq!(
-            unit_key(CountingUnit::Session, &h, &id),
+            unit_key(CountingUnit::Session, &key, &h, &id),
             format!("session:{st}/tty/7")
         );
         assert_eq!(
-            unit_key(CountingUnit::Process, &h, &id),
-            format!("process:{st}/tty/7/4242")
+            unit_key(CountingUnit::Process, &key, &h, &id),
+            format!("process:{st}/tty/7/4026531836/4242")
         );
         assert_eq!(
-            unit_key(CountingUnit::Handle, &h, &id),
+            unit_key(CountingUnit::Handle, &key, &h, &id),
             format!("handle:{}", hex::encode(id))
+        );
+        // The claimed station never counts, the proved key always does.
+        let mut other = h.clone();
+        other.station = [0x11; 32];
+        for unit in [
+            CountingUnit::Station,
+            CountingUnit::Session,
+            CountingUnit::Process,
+        ] {
+            assert_eq!(
+                unit_key(unit, &key, &h, &id),
+                unit_key(unit, &key, &other, &id)
+            );
+            assert_ne!(
+                unit_key(unit, &key, &h, &id),
+                unit_key(unit, &[0xCE; 32], &h, &id)
+            );
+        }
+        // Another PID namespace is another process, whatever the pid.
+        let mut ns = h.clone();
+        ns.pid_namespace += 1;
+        assert_ne!(
+            unit_key(CountingUnit::Process, &key, &h, &id),
+            unit_key(CountingUnit::Process, &key, &ns, &id)
         );
     }
 
@@ -909,8 +960,13 @@ mod tests {
         let row = |n: u32, station: u8, expires_ms: u64| SeatRow {
             seat_id: sid(n),
             license_id: lic.license_id,
-            unit_key: unit_key(CountingUnit::Station, &host(station, "s", 1), &sid(n)),
-            client: ALICE,
+            unit_key: unit_key(
+                CountingUnit::Station,
+                &client_of(station),
+                &host(station, "s", 1),
+                &sid(n),
+            ),
+            client: client_of(station),
             exclusive: false,
             expires_ms,
         };
@@ -934,6 +990,32 @@ mod tests {
         );
         // The dropped row is deleted from the store by the next expire.
         assert_eq!(t.expire(T0 + 1), vec![Change::Delete(sid(3))]);
+    }
+
+    /// A seat stored by a server that counted the claimed station (before protocol 2) is
+    /// honoured until its client re-attaches it; then it moves to the proved station's unit
+    /// without counting twice.
+    #[test]
+    fn a_loaded_seat_of_a_claimed_station_re_attaches_under_the_proved_one() {
+        let lic = license(CountingUnit::Process, 1);
+        let h = host(1, "s", 10);
+        let old = SeatRow {
+            seat_id: sid(1),
+            license_id: lic.license_id,
+            unit_key: format!("process:{}/s/10", hex::encode(h.station)),
+            client: ALICE,
+            exclusive: false,
+            expires_ms: T0 + 10,
+        };
+        let mut t = SeatTable::new();
+        t.load(vec![old], T0);
+        assert_eq!(take(&mut t, &spec(1, &lic, &h, T0 + 1)).unwrap(), 1);
+        assert_eq!(
+            t.seat(&sid(1)).unwrap().unit_key,
+            unit_key(CountingUnit::Process, &ALICE, &h, &sid(1))
+        );
+        // Another process of that key is refused, as before the restart.
+        assert!(take(&mut t, &spec(2, &lic, &host(1, "s", 11), T0 + 1)).is_err());
     }
 
     /// 16 threads hammer one table of a 10-seat license; after every operation, under the
@@ -985,10 +1067,11 @@ mod tests {
                                 }
                             }
                             6 | 7 => {
-                                g.table.release(&sid(seat), &ALICE);
+                                g.table.release(&sid(seat), &client_of(thread as u8));
                             }
                             8 => {
-                                g.table.renew(&[sid(seat)], &ALICE, now, 2_000);
+                                g.table
+                                    .renew(&[sid(seat)], &client_of(thread as u8), now, 2_000);
                             }
                             _ => {
                                 g.table.expire(now);

@@ -461,11 +461,12 @@ pub fn expired(hosted: &Hosted, table: &mut SeatTable) -> Vec<UsageEvent> {
         .collect()
 }
 
-/// A refused acquire: the seat asked for, of the license that came closest, and the status
-/// the client got.
+/// A refused acquire: the seat asked for by the client with the host key `client_key`, of the
+/// license that came closest, and the status the client got.
 pub fn denied(
     license: &License,
     seat_id: &[u8; 16],
+    client_key: &[u8; 32],
     host: &HostInfo,
     client: &Arc<ClientInfo>,
     e: &Error,
@@ -476,7 +477,7 @@ pub fn denied(
         license_id: license.license_id,
         seat_id: *seat_id,
         unit_key: cut(
-            &super::seats::unit_key(license.counting_unit, host, seat_id),
+            &super::seats::unit_key(license.counting_unit, client_key, host, seat_id),
             MAX_UNIT_KEY,
         ),
         client: Some(Arc::clone(client)),

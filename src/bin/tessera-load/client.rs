@@ -62,6 +62,7 @@ pub(crate) fn connect(
             station: tessera::util::random(),
             session: "1".into(),
             pid: id,
+            pid_namespace: 0,
         },
     };
     let (channel, _, _) = client_handshake(

@@ -32,7 +32,8 @@ impl Session {
         if servers.is_empty() {
             return Ok(None);
         }
-        let host_secret = crate::client::hostkey::load_or_create(&i.env.home)?;
+        let host_secret =
+            crate::client::hostkey::load_or_create(&i.env.home, &i.env.host.fingerprint)?;
         let h = &i.env.host;
         let client = crate::net::proto::ClientHello {
             version: crate::net::proto::PROTOCOL_VERSION,
@@ -42,6 +43,7 @@ impl Session {
                 station: station_id(&h.fingerprint),
                 session: h.session.id.clone(),
                 pid: std::process::id(),
+                pid_namespace: crate::host::pid_namespace(),
             },
         };
         let n = Arc::new(NetSeats::new(

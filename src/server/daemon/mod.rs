@@ -119,9 +119,16 @@ pub struct Server {
     stats: Stats,
 }
 
-/// Loads (or makes) the server's static key in `state_dir/server.key`.
-fn server_key(state_dir: &std::path::Path) -> Result<zeroize::Zeroizing<[u8; 32]>> {
-    crate::client::hostkey::load_or_create_at(&state_dir.join("server.key"))
+/// Loads (or makes) the server's static key in `state_dir/server.key`, sealed to this
+/// machine like a runtime's host key: a copy of the state directory on another machine does
+/// not open there, so it cannot pose as this server to clients with the delegations this
+/// one announced. Moving a server to new hardware means removing `server.key`: the hosted
+/// containers sign delegations for the new key at startup, and clients pin no server key.
+fn server_key(
+    state_dir: &std::path::Path,
+    fingerprint: &crate::host::Fingerprint,
+) -> Result<zeroize::Zeroizing<[u8; 32]>> {
+    crate::client::hostkey::load_or_create_at(&state_dir.join("server.key"), fingerprint)
 }
 
 impl Server {
@@ -129,11 +136,11 @@ impl Server {
     pub fn open(config: ServerConfig) -> Result<Arc<Server>> {
         config.check()?;
         crate::util::ensure_dir(&config.state_dir)?;
-        let static_secret = server_key(&config.state_dir)?;
+        let host = crate::host::HostIdentity::detect();
+        let static_secret = server_key(&config.state_dir, &host.fingerprint)?;
         let public =
             x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(*static_secret))
                 .to_bytes();
-        let host = crate::host::HostIdentity::detect();
         let expiry = crate::util::now() + config.delegation_days * 86_400;
         let hosted = Hosted::load(
             &config.home,

@@ -169,7 +169,8 @@ impl Server {
         }
         match best {
             Some((e, lic)) => {
-                let denied = usage::denied(lic, &seat_id, &hello.host, &peer.client_info, &e);
+                let denied =
+                    usage::denied(lic, &seat_id, client, &hello.host, &peer.client_info, &e);
                 self.committer.submit_lazy_with(Vec::new(), vec![denied]);
                 Err(e)
             }
