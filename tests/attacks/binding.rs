@@ -306,6 +306,7 @@ fn a_real_server_does_not_serve_a_license_of_another_container_added_to_the_one_
             station: [9; 32],
             session: "raw".into(),
             pid: 1,
+            pid_namespace: 1,
         },
     };
     let mut conn = ServerConn::connect(
