@@ -113,15 +113,16 @@ fn in_use(home: &Path, key: &PublisherKey, product: u32) -> u32 {
             .find(|l| l.product_code == product)
             .unwrap()
             .clone();
-        tessera::client::seats::SeatPool::open(
-            home,
-            &l.id_hex(),
-            l.quantity,
-            Duration::from_secs(2),
-        )
-        .unwrap()
-        .in_use()
-        .unwrap()
+        tessera::client::seats::Registry::machine()
+            .pool(
+                c.engine.serial(),
+                &l.id_hex(),
+                l.quantity,
+                Duration::from_secs(2),
+            )
+            .unwrap()
+            .in_use()
+            .unwrap()
     })
 }
 

@@ -1,2 +1,302 @@
 //! 2. Two homes, twice the seats: copies of `TESSERA_HOME`, a deleted seat folder, two
 //!    servers hosting one container.
+//! 3. PID namespaces: processes in separate PID namespaces each claiming to be pid 1
+//!    (`pid_namespaces.rs`, which uses the seat holder of this file).
+//!
+//! Local seats are counted in the machine-wide place `/dev/shm/tessera/seats/<container
+//! serial>/`, whichever home a container file is opened from; deleting or replacing the
+//! registry at most moves a seat (its holder re-claims, or loses it on its next use); a
+//! server holds a machine-wide lock on every container it hosts.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use tessera::Error;
+use tessera::cipher::Mode;
+use tessera::client::{Session, SessionOptions, sources};
+use tessera::license::CountingUnit;
+use tessera::publisher::PublisherKey;
+
+use crate::common::{self, spec};
+
+const VENDOR: u32 = 0x13_02;
+
+/// The machine-wide place where local seats and hosting locks live (see
+/// `tessera::client::seats`): fixed, whatever `TESSERA_HOME` says.
+const MACHINE: &str = "/dev/shm/tessera";
+
+/// Removes what a test's container left in the machine-wide place, also when it fails.
+pub(crate) struct MachineFolders(pub String);
+
+impl Drop for MachineFolders {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(Path::new(MACHINE).join("seats").join(&self.0));
+        let _ = std::fs::remove_file(Path::new(MACHINE).join("hosted").join(&self.0));
+    }
+}
+
+/// A publisher key saved in `dir/key`, and a home `dir/<name>` of this machine with `specs`
+/// activated in one software container; returns the key and the container's serial.
+pub(crate) fn setup(
+    dir: &Path,
+    name: &str,
+    specs: &[tessera::publisher::LicenseSpec],
+) -> (PublisherKey, String) {
+    let key = PublisherKey::generate(VENDOR, "attacks");
+    key.save(&dir.join("key")).unwrap();
+    let serial = common::activate(&common::env_in(&dir.join(name)), &key, specs);
+    (key, serial)
+}
+
+/// Child mode: a session of this machine on the home `TESSERA_ATTACK_HOME` (software
+/// containers only) acquires product `TESSERA_ATTACK_PRODUCT`, prints `PID <its pid>`, then
+/// `SEAT ok` or `SEAT refused <error>`, then for every `use` line on stdin encrypts with the seat and
+/// prints `USE ok` or `USE <error>`; it ends when stdin closes.
+#[test]
+fn child_local_seat_holder() {
+    let Ok(home) = std::env::var("TESSERA_ATTACK_HOME") else {
+        return;
+    };
+    let product: u32 = std::env::var("TESSERA_ATTACK_PRODUCT")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let key = PublisherKey::load(Path::new(&std::env::var("TESSERA_ATTACK_KEY").unwrap())).unwrap();
+    let mut o = SessionOptions::new(VENDOR, key.public_key());
+    o.sources = sources::SOFTWARE;
+    let s = Session::open_in(o, common::env_in(Path::new(&home))).unwrap();
+    let seat = s.acquire(product, 0, false);
+    let mut out = std::io::stdout();
+    writeln!(out, "PID {}", std::process::id()).unwrap();
+    match &seat {
+        Ok(_) => writeln!(out, "SEAT ok").unwrap(),
+        Err(e) => writeln!(out, "SEAT refused {e}").unwrap(),
+    }
+    out.flush().unwrap();
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        if line.trim() != "use" {
+            continue;
+        }
+        let verdict = match &seat {
+            Ok(seat) => {
+                let mut ct = [0u8; 128];
+                match seat.encrypt(Mode::Derived, b"attack", &mut ct) {
+                    Ok(_) => "ok".to_string(),
+                    Err(Error::LeaseLost(m)) => format!("lost {m}"),
+                    Err(e) => format!("failed {e}"),
+                }
+            }
+            Err(_) => "noseat".to_string(),
+        };
+        writeln!(out, "USE {verdict}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+/// A [`child_local_seat_holder`] process; killed (and reaped) on drop, also on a failed test.
+pub(crate) struct Holder {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Holder {
+    /// Runs the seat holder on `home` for `product`, under `wrapper` (a command and its
+    /// arguments that run the rest, as `unshare --pid --fork` does; empty for none).
+    pub(crate) fn spawn(dir: &Path, home: &Path, product: u32, wrapper: &[&str]) -> Holder {
+        let exe = std::env::current_exe().unwrap();
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
+        let mut child = cmd
+            .args([
+                "--exact",
+                "home_copies::child_local_seat_holder",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("TESSERA_ATTACK_HOME", home)
+            .env("TESSERA_ATTACK_KEY", dir.join("key"))
+            .env("TESSERA_ATTACK_PRODUCT", product.to_string())
+            // The session id must come from the kernel only.
+            .env_remove("SSH_CONNECTION")
+            .env_remove("SSH_CLIENT")
+            .env_remove("XRDP_SESSION")
+            .env_remove("DISPLAY")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Holder {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// The rest of the first line starting with `word ` that the child prints.
+    fn line(&mut self, word: &str) -> String {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = self.stdout.read_line(&mut line).unwrap();
+            assert!(n > 0, "the seat holder ended before saying {word}");
+            // libtest prints the test's name on the line before the test's own output.
+            if let Some(at) = line.find(&format!("{word} ")) {
+                return line[at + word.len() + 1..].trim().to_string();
+            }
+        }
+    }
+
+    /// Whether the child got its seat (else why not), and the pid it sees itself as.
+    pub(crate) fn verdict_and_pid(&mut self) -> (Result<(), String>, u32) {
+        let pid = self.line("PID").parse().unwrap();
+        let v = self.line("SEAT");
+        (if v == "ok" { Ok(()) } else { Err(v) }, pid)
+    }
+
+    /// Whether the child got its seat, else why not.
+    pub(crate) fn verdict(&mut self) -> Result<(), String> {
+        self.verdict_and_pid().0
+    }
+
+    /// Has the child encrypt with its seat: `ok`, `lost ...` or `failed ...`.
+    pub(crate) fn use_seat(&mut self) -> String {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(b"use\n").unwrap();
+        stdin.flush().unwrap();
+        self.line("USE")
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cp_a(from: &Path, to: &Path) {
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success(), "cp -a {} {}", from.display(), to.display());
+}
+
+/// Every seat folder of `serial` a runtime may use: the machine-wide one, and the one the
+/// runtime used to keep under the home.
+fn seat_folders(home: &Path, serial: &str) -> Vec<PathBuf> {
+    vec![
+        Path::new(MACHINE).join("seats").join(serial),
+        home.join("seats"),
+    ]
+}
+
+#[test]
+fn a_copied_home_on_the_same_machine_gives_no_second_seat() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, serial) = setup(dir.path(), "home", &[spec(1, 1, CountingUnit::Process)]);
+    let _clean = MachineFolders(serial);
+    let home = dir.path().join("home");
+    let copy = dir.path().join("home2");
+    cp_a(&home, &copy);
+    let mut a = Holder::spawn(dir.path(), &home, 1, &[]);
+    a.verdict().expect("the first process takes the only seat");
+    let mut b = Holder::spawn(dir.path(), &copy, 1, &[]);
+    let r = b.verdict();
+    assert!(
+        r.is_err(),
+        "the copy of the home gave a second seat of a 1-seat license"
+    );
+    assert_eq!(a.use_seat(), "ok");
+    // The seat is one for both homes: once A ends, the copy may have it.
+    drop(a);
+    let mut c = Holder::spawn(dir.path(), &copy, 1, &[]);
+    c.verdict().expect("the seat is free again");
+}
+
+#[test]
+fn deleting_the_seat_folder_while_a_seat_is_held_never_gives_two_seats_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, serial) = setup(dir.path(), "home", &[spec(2, 1, CountingUnit::Process)]);
+    let _clean = MachineFolders(serial.clone());
+    let home = dir.path().join("home");
+    let mut a = Holder::spawn(dir.path(), &home, 2, &[]);
+    a.verdict().expect("A takes the only seat");
+    assert_eq!(a.use_seat(), "ok");
+    for f in seat_folders(&home, &serial) {
+        let _ = std::fs::remove_dir_all(&f);
+    }
+    // The registry is gone: a new process may get the seat, but then A has lost it.
+    let mut b = Holder::spawn(dir.path(), &home, 2, &[]);
+    b.verdict().expect("B claims in the new registry");
+    let used = a.use_seat();
+    assert!(
+        used.starts_with("lost"),
+        "A and B both use the one seat (A's use said {used:?})"
+    );
+    assert_eq!(b.use_seat(), "ok");
+    // A stays without a seat while B holds it.
+    assert!(a.use_seat().starts_with("lost"));
+}
+
+#[test]
+fn replacing_the_seat_files_while_a_seat_is_held_at_most_moves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, serial) = setup(dir.path(), "home", &[spec(3, 1, CountingUnit::Process)]);
+    let _clean = MachineFolders(serial.clone());
+    let home = dir.path().join("home");
+    let mut a = Holder::spawn(dir.path(), &home, 3, &[]);
+    a.verdict().expect("A takes the only seat");
+    // Every slot file replaced by a fresh, unlocked one.
+    let mut replaced = 0;
+    for f in seat_folders(&home, &serial) {
+        replaced += replace_slot_files(&f);
+    }
+    assert!(replaced > 0, "no slot file found to replace");
+    // A uses its seat first: it re-claims it in the registry as it is now ...
+    assert_eq!(a.use_seat(), "ok");
+    // ... so the seat is still taken.
+    let mut b = Holder::spawn(dir.path(), &home, 3, &[]);
+    let r = b.verdict();
+    assert!(
+        r.is_err(),
+        "replacing the slot files gave a second seat of a 1-seat license"
+    );
+    assert_eq!(a.use_seat(), "ok");
+}
+
+/// Replaces every `slot-*` file under `dir` by a new empty file (renamed over it); returns
+/// how many.
+fn replace_slot_files(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut n = 0;
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            n += replace_slot_files(&p);
+        } else if e.file_name().to_string_lossy().starts_with("slot-") {
+            let fresh = dir.join("fresh");
+            std::fs::write(&fresh, b"").unwrap();
+            std::fs::rename(&fresh, &p).unwrap();
+            n += 1;
+        }
+    }
+    n
+}
