@@ -11,13 +11,18 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
 
 use tessera::Error;
 use tessera::cipher::Mode;
-use tessera::client::{Session, SessionOptions, sources};
+use tessera::client::{Environment, Session, SessionOptions, sources};
+use tessera::host::HostIdentity;
 use tessera::license::CountingUnit;
 use tessera::publisher::PublisherKey;
+use tessera::util::SystemClock;
 
+use crate::common::server::ServerProc;
 use crate::common::{self, spec};
 
 const VENDOR: u32 = 0x13_02;
@@ -299,4 +304,143 @@ fn replace_slot_files(dir: &Path) -> usize {
         }
     }
     n
+}
+
+/// A `tessera-server` on loopback hosting `home`, its log (warnings) in `log`.
+fn server(state: &Path, home: &Path, log: &Path) -> ServerProc {
+    let mut child = Command::new(common::bin("tessera-server"))
+        .args([
+            "--name",
+            "attack",
+            "--no-discovery",
+            "--no-dongles",
+            "--no-admin",
+        ])
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--state-dir")
+        .arg(state)
+        .arg("--home")
+        .arg(home)
+        .env("TESSERA_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("server said {line:?}")
+        })
+        .to_string();
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut sink);
+    });
+    ServerProc {
+        child: Some(child),
+        addr,
+        admin: String::new(),
+        extra: Vec::new(),
+        state: state.to_path_buf(),
+        home: home.to_path_buf(),
+        port: 0,
+    }
+}
+
+fn network_session(key: &PublisherKey, dir: &Path, name: &str, server: &str) -> Session {
+    let mut o = SessionOptions::new(VENDOR, key.public_key());
+    o.sources = sources::NETWORK;
+    o.servers = vec![server.to_string()];
+    o.timeout = Duration::from_secs(2);
+    let env = Environment {
+        home: dir.join(format!("client-{name}")),
+        host: HostIdentity::simulated(name),
+        clock: Arc::new(SystemClock),
+    };
+    Session::open_in(o, env).unwrap()
+}
+
+#[test]
+fn two_servers_on_one_machine_never_host_one_container_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, serial) = setup(d, "server-home", &[spec(1, 1, CountingUnit::Station)]);
+    let _clean = MachineFolders(serial.clone());
+    let home = d.join("server-home");
+    let copy = d.join("server-home2");
+    cp_a(&home, &copy);
+    let mut first = server(&d.join("state1"), &home, &d.join("log1"));
+    // A second server on a copy of the home, and a third on the same home, each with its
+    // own state directory (its own seat table).
+    let second = server(&d.join("state2"), &copy, &d.join("log2"));
+    let third = server(&d.join("state3"), &home, &d.join("log3"));
+    let a = network_session(&key, d, "host-a", &first.addr);
+    let _seat = a
+        .acquire(1, 0, false)
+        .expect("the first server grants the seat");
+    for (s, name) in [(&second, "host-b"), (&third, "host-c")] {
+        let r = network_session(&key, d, name, &s.addr).acquire(1, 0, false);
+        assert!(
+            r.is_err(),
+            "a second server counted the same 1-seat license again"
+        );
+    }
+    let pid = first.child.as_ref().unwrap().id();
+    for log in ["log2", "log3"] {
+        let text = std::fs::read_to_string(d.join(log)).unwrap();
+        assert!(
+            text.contains(&serial) && text.contains(&format!("pid {pid}")),
+            "the refusing server names neither the container nor the server holding it: {text}"
+        );
+    }
+    // Once the first server is gone (even killed), the container is free for another.
+    drop(_seat);
+    first.kill9();
+    let fourth = server(&d.join("state4"), &copy, &d.join("log4"));
+    let r = network_session(&key, d, "host-d", &fourth.addr).acquire(1, 0, false);
+    assert!(r.is_ok(), "{r:?}");
+}
+
+#[test]
+fn deleting_the_hosting_lock_never_lets_two_servers_serve_one_container() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, serial) = setup(d, "server-home", &[spec(1, 1, CountingUnit::Station)]);
+    let _clean = MachineFolders(serial.clone());
+    let home = d.join("server-home");
+    let copy = d.join("server-home2");
+    cp_a(&home, &copy);
+    let first = server(&d.join("state1"), &home, &d.join("log1"));
+    let a = network_session(&key, d, "host-a", &first.addr);
+    let seat_a = a
+        .acquire(1, 0, false)
+        .expect("the first server grants the seat");
+    let mut ct = [0u8; 128];
+    seat_a.encrypt(Mode::Derived, b"a", &mut ct).unwrap();
+    // The lock file deleted under the first server: a second server takes the container.
+    std::fs::remove_file(Path::new(MACHINE).join("hosted").join(&serial)).unwrap();
+    let second = server(&d.join("state2"), &copy, &d.join("log2"));
+    let b = network_session(&key, d, "host-b", &second.addr);
+    let seat_b = b.acquire(1, 0, false);
+    let used_a = seat_a.encrypt(Mode::Derived, b"a", &mut ct);
+    assert!(
+        !(seat_b.is_ok() && used_a.is_ok()),
+        "two servers serve one seat of a 1-seat license each"
+    );
+    assert!(
+        matches!(used_a, Err(Error::LeaseLost(_))),
+        "the first server still serves a container it no longer hosts: {used_a:?}"
+    );
+    let seat_b = seat_b.expect("the second server hosts the container now");
+    seat_b.encrypt(Mode::Derived, b"b", &mut ct).unwrap();
+    // New grants of the first server are refused too.
+    let c = network_session(&key, d, "host-c", &first.addr);
+    assert!(c.acquire(1, 0, false).is_err());
 }
