@@ -103,15 +103,11 @@ fn file_id(f: &File, path: &Path) -> Result<FileId> {
     Ok((m.dev(), m.ino()))
 }
 
-/// Whether `f` (known as `id`) is still the file at `path`: not deleted, not replaced.
-fn still_at(f: &File, id: FileId, path: &Path) -> bool {
-    let Ok(open) = f.metadata() else {
-        return false;
-    };
-    let Ok(there) = std::fs::symlink_metadata(path) else {
-        return false;
-    };
-    open.nlink() > 0 && (open.dev(), open.ino()) == id && (there.dev(), there.ino()) == id
+/// Whether the open file known as `id` is still the file at `path`: not deleted, not
+/// replaced. One `lstat` (a use of a seat pays it): a file the path leads to has links, so
+/// the file's own `fstat` would add nothing.
+fn still_at(id: FileId, path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|there| (there.dev(), there.ino()) == id)
 }
 
 /// Opens (or makes) a registry file for reading and writing, never through a symlink, and
@@ -310,11 +306,11 @@ impl Registry {
             }
             let id = file_id(&f, &path)?;
             // Locked a file that was deleted or replaced meanwhile: lock the one there now.
-            if !still_at(&f, id, &path) {
+            if !still_at(id, &path) {
                 continue;
             }
             write_record(&mut f, holder).map_err(|e| Error::io(&path, e))?;
-            return Ok(HostFile { path, file: f, id });
+            return Ok(HostFile { path, _file: f, id });
         }
         Err(Error::Timeout(format!(
             "the hosting lock {} kept changing",
@@ -336,7 +332,8 @@ pub struct HostLock {
 #[derive(Debug)]
 struct HostFile {
     path: PathBuf,
-    file: File,
+    /// Holds the lock while open.
+    _file: File,
     id: FileId,
 }
 
@@ -349,9 +346,7 @@ impl HostLock {
     /// Whether the lock file is still the file at its path (it was not deleted or replaced,
     /// which would let another server lock the container too).
     pub fn intact(&self) -> bool {
-        self.held
-            .lock()
-            .is_ok_and(|h| still_at(&h.file, h.id, &h.path))
+        self.held.lock().is_ok_and(|h| still_at(h.id, &h.path))
     }
 
     /// Makes sure the lock still holds: when its file was deleted or replaced, locks the
@@ -361,7 +356,7 @@ impl HostLock {
             .held
             .lock()
             .map_err(|_| Error::Internal("hosting lock poisoned".into()))?;
-        if still_at(&held.file, held.id, &held.path) {
+        if still_at(held.id, &held.path) {
             return Ok(());
         }
         *held = self.registry.lock_host(&self.serial, &self.holder)?;
@@ -454,11 +449,11 @@ impl Held {
 
     /// Whether the files this seat locked are still the registry's files.
     fn intact(&self) -> bool {
-        still_at(&self.slot_file, self.slot_id, &self.slot_path)
+        still_at(self.slot_id, &self.slot_path)
             && self
                 .exclusive
                 .as_ref()
-                .is_none_or(|(f, id, p)| still_at(f, *id, p))
+                .is_none_or(|(_, id, p)| still_at(*id, p))
     }
 }
 
@@ -528,9 +523,7 @@ impl SeatPool {
     /// opened again when they were deleted or replaced.
     fn refresh(&self, files: &mut Files) -> Result<()> {
         let (cp, xp) = (self.dir.join("claim"), self.dir.join("exclusive"));
-        if !still_at(&files.claim, files.claim_id, &cp)
-            || !still_at(&files.exclusive, files.exclusive_id, &xp)
-        {
+        if !still_at(files.claim_id, &cp) || !still_at(files.exclusive_id, &xp) {
             ensure_shared_dir(&self.root, &self.dir)?;
             *files = Files::open(&self.dir)?;
         }
@@ -593,7 +586,7 @@ impl SeatPool {
     ) -> Result<Option<Held>> {
         let _claim = self.claim(&files.claim)?;
         let claim_path = self.dir.join("claim");
-        let current = || still_at(&files.claim, files.claim_id, &claim_path);
+        let current = || still_at(files.claim_id, &claim_path);
         if !current() {
             return Ok(None);
         }
