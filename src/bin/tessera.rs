@@ -516,7 +516,7 @@ fn list(a: ListArgs) -> Result<()> {
         println!("licenses:     {}", lics.len());
         for lic in lics {
             println!("{lic}");
-            let seats = Registry::machine().count_in_use(&st.serial, &lic.id_hex(), lic.quantity);
+            let seats = Registry::machine().count_in_use(&st.serial, &lic.id_hex());
             match seats {
                 Ok(n) => println!("  in use:      {n} of {}", lic.quantity),
                 Err(e) => println!("  in use:      unknown ({e})"),

@@ -10,23 +10,28 @@
 //! 0666 so that every user of the machine counts in the same place; files are opened with
 //! `O_NOFOLLOW`.
 //!
-//! A license's folder holds one file per seat slot, a `claim` file and an `exclusive` file.
-//! A seat is an open file description holding an open-file-description lock (`F_OFD_SETLK`)
-//! on byte 0 of its slot file; the kernel drops it when the process exits, however it exits,
-//! so a process killed with SIGKILL frees its seat at once. The slot file's content names the
-//! seat's identity (`station`, `session:<id>`, `process:<pid namespace>:<pid>`, or a random
-//! handle id); holders of the same identity share one slot with shared locks. Claims are
-//! serialized by a write lock on the `claim` file, so checking for a free slot and taking it
-//! is atomic across processes. An exclusive holder takes a write lock on the `exclusive`
+//! A license's folder holds one seat file per identity holding a seat, a `claim` file and an
+//! `exclusive` file. A seat's identity is `station`, `session:<id>`, `process:<pid
+//! namespace>:<pid>`, or a random handle id; its seat file is named by a hash of it,
+//! `seat-<32 hex digits>`, and holds the identity as text (for people: the name, not the
+//! content, which anyone can write, says whose seat it is). A seat is an open file
+//! description holding an open-file-description lock (`F_OFD_SETLK`) on byte 0 of its seat
+//! file; the kernel drops it when the process exits, however it exits, so a process killed
+//! with SIGKILL frees its seat at once. Holders of one identity share its seat file with
+//! shared locks. The seats in use are the locked seat files, one per name. Claims are
+//! serialized by a write lock on the `claim` file, so counting and taking a seat is atomic
+//! across processes; a claim removes the seat files no one holds. Joining a held seat file is
+//! refused when more names are held than there are seats, so that a file locked by hand
+//! never adds a seat: it takes one. An exclusive holder takes a write lock on the `exclusive`
 //! file, which every claim checks.
 //!
 //! Deleting or replacing the files cannot add seats: a claim re-checks, before it succeeds,
-//! that the claim file it locked and the slot file it took are still the files at their paths
-//! (a claim made in a deleted folder is made again in the new one), and every use of a held
-//! seat ([`SeatPool::check`]) re-checks its slot file the same way. A holder whose file was
-//! deleted or replaced claims again in the registry as it is now, and when no slot is free its
-//! seat is lost ([`Error::LeaseLost`]). Deleting the registry can at most move a seat from one
-//! process to another, never double the seats in use.
+//! that the claim file it locked and the seat file it took are still the files at their
+//! paths (a claim made in a deleted folder is made again in the new one), and every use of a
+//! held seat ([`SeatPool::check`]) re-checks its seat file the same way. A holder whose file
+//! was deleted or replaced claims again in the registry as it is now, and when no seat is
+//! free its seat is lost ([`Error::LeaseLost`]). Deleting the registry can at most move a
+//! seat from one process to another, never double the seats in use.
 //!
 //! A license server hosting a container holds a write lock on `hosted/<container serial>`
 //! ([`Registry::host`]) while it runs; a second server on this machine is refused that
@@ -265,12 +270,12 @@ impl Registry {
 
     /// How many seats of license `license_id_hex` of container `serial` are held, without
     /// creating anything (for listings): 0 when no seat was ever taken.
-    pub fn count_in_use(&self, serial: &str, license_id_hex: &str, quantity: u32) -> Result<u32> {
+    pub fn count_in_use(&self, serial: &str, license_id_hex: &str) -> Result<u32> {
         let dir = self.license_dir(serial, license_id_hex)?;
         if !dir.is_dir() {
             return Ok(0);
         }
-        count_held_in(&dir, quantity.min(MAX_LOCAL_SLOTS))
+        count_held_in(&dir, false)
     }
 
     /// Locks container `serial` for hosting by this process, machine-wide, until the
@@ -426,11 +431,10 @@ impl std::fmt::Debug for SeatPool {
 /// What a held seat holds open.
 #[derive(Debug)]
 struct Held {
-    slot: u32,
-    slot_file: File,
-    slot_id: FileId,
-    slot_path: PathBuf,
-    identity: Option<File>,
+    /// The seat file of the seat's identity, locked.
+    file: File,
+    id: FileId,
+    path: PathBuf,
     /// The exclusive file, its identity and path, for an exclusive seat.
     exclusive: Option<(File, FileId, PathBuf)>,
 }
@@ -438,10 +442,7 @@ struct Held {
 impl Held {
     /// Lets go of its locks (the files stay open until it drops).
     fn release(&self) {
-        unlock(&self.slot_file);
-        if let Some(f) = &self.identity {
-            unlock(f);
-        }
+        unlock(&self.file);
         if let Some((f, _, _)) = &self.exclusive {
             unlock(f);
         }
@@ -449,7 +450,7 @@ impl Held {
 
     /// Whether the files this seat locked are still the registry's files.
     fn intact(&self) -> bool {
-        still_at(self.slot_id, &self.slot_path)
+        still_at(self.id, &self.path)
             && self
                 .exclusive
                 .as_ref()
@@ -466,12 +467,7 @@ pub struct SeatGuard {
 }
 
 impl SeatGuard {
-    /// The slot number held.
-    pub fn slot(&self) -> u32 {
-        self.held.lock().map(|h| h.slot).unwrap_or(u32::MAX)
-    }
-
-    /// The seat's identity, as its slot file names it.
+    /// The seat's identity, as its seat file names it.
     pub fn identity(&self) -> &str {
         &self.identity
     }
@@ -486,37 +482,60 @@ impl Drop for ClaimHeld<'_> {
     }
 }
 
-/// How many of the first `quantity` slot files in `dir` are locked by anyone.
-fn count_held_in(dir: &Path, quantity: u32) -> Result<u32> {
-    let mut n = 0;
-    for i in 0..quantity {
-        let path = dir.join(format!("slot-{i:04}"));
-        let f = match File::open(&path) {
+/// The prefix of seat files.
+const SEAT_PREFIX: &str = "seat-";
+
+/// How many seat files in `dir` are locked by anyone: the seats in use, one per name. With
+/// `sweep` (only under the claim lock, when no claim can be half done), seat files no one
+/// holds are removed.
+fn count_held_in(dir: &Path, sweep: bool) -> Result<u32> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    let mut n = 0u32;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        if !entry.file_name().to_string_lossy().starts_with(SEAT_PREFIX) {
+            continue;
+        }
+        let path = entry.path();
+        let f = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(&path)
+        {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io(&path, e)),
+            // Not a file we can lock (a symlink, a folder, a FIFO): it counts, failing closed.
+            Err(_) => {
+                n = n.saturating_add(1);
+                continue;
+            }
         };
-        if is_locked(&f, libc::F_WRLCK).map_err(|e| Error::io(&path, e))? {
-            n += 1;
+        if is_locked(&f, libc::F_WRLCK).unwrap_or(true) {
+            n = n.saturating_add(1);
+        } else if sweep {
+            let _ = std::fs::remove_file(&path);
         }
     }
     Ok(n)
 }
 
-/// Whether holders of `identity` share a slot (every identity but a handle's).
+/// Whether holders of `identity` share a seat (every identity but a handle's).
 fn shareable(identity: &str) -> bool {
     !identity.starts_with("handle:")
 }
 
 impl SeatPool {
-    fn slot_path(&self, i: u32) -> PathBuf {
-        self.dir.join(format!("slot-{i:04}"))
-    }
-
-    fn identity_path(&self, identity: &str) -> PathBuf {
+    /// The seat file of `identity`: named by a hash of it, so that the name, not the content
+    /// (which anyone can write), says whose seat it is.
+    fn seat_path(&self, identity: &str) -> PathBuf {
         use sha2::{Digest, Sha256};
         let d = Sha256::digest(identity.as_bytes());
-        self.dir.join(format!("ident-{}", hex::encode(&d[..12])))
+        self.dir
+            .join(format!("{SEAT_PREFIX}{}", hex::encode(&d[..16])))
     }
 
     /// The claim and exclusive files as they are now: the folder made again and the files
@@ -550,7 +569,7 @@ impl SeatPool {
     }
 
     /// Takes a seat for `identity`. Holders of the same identity (`station`, `session:..`,
-    /// `process:..`) share a slot; a `handle:..` identity always takes a slot of its own.
+    /// `process:..`) share a seat; a `handle:..` identity always takes a seat of its own.
     /// `exclusive` demands that no other seat be held and blocks all others while held.
     pub fn acquire(&self, identity: &str, exclusive: bool) -> Result<SeatGuard> {
         let mut files = self
@@ -597,99 +616,64 @@ impl SeatPool {
                 "another process holds this license exclusively".into(),
             ));
         }
-        if exclusive {
-            let held = self.count_held()?;
-            if held > 0 {
-                return Err(Error::ExclusiveDenied(format!(
-                    "{held} other seat(s) of this license are in use"
-                )));
-            }
+        let held = count_held_in(&self.dir, true)?;
+        let path = self.seat_path(identity);
+        let mut f = open_rw(&path)?;
+        // A holder of the same identity holds its seat file: join it. Its name is counted
+        // already; a join is refused only when more names are held than seats (someone
+        // locked files by hand), so that forged locks never add a seat.
+        let joined =
+            shareable(identity) && !exclusive && is_locked(&f, libc::F_WRLCK).map_err(io)?;
+        if exclusive && held > 0 {
+            return Err(Error::ExclusiveDenied(format!(
+                "{held} other seat(s) of this license are in use"
+            )));
         }
-        // A shareable identity that already holds a slot joins it: its identity file is
-        // read-locked by the holders and names the slot.
-        let mut ident = None;
-        if shareable(identity) && !exclusive {
-            let mut f = open_rw(&self.identity_path(identity))?;
-            if is_locked(&f, libc::F_WRLCK).map_err(io)? {
-                let slot: u32 = read_record(&mut f).parse().unwrap_or(u32::MAX);
-                if slot < self.quantity {
-                    let path = self.slot_path(slot);
-                    let mut sf = open_rw(&path)?;
-                    if is_locked(&sf, libc::F_WRLCK).map_err(io)?
-                        && read_record(&mut sf) == identity
-                        && try_lock(&sf, libc::F_RDLCK).map_err(io)?
-                        && try_lock(&f, libc::F_RDLCK).map_err(io)?
-                    {
-                        let held = Held {
-                            slot,
-                            slot_id: file_id(&sf, &path)?,
-                            slot_file: sf,
-                            slot_path: path,
-                            identity: Some(f),
-                            exclusive: None,
-                        };
-                        return Ok((held.intact() && current()).then_some(held));
-                    }
-                }
-            }
-            ident = Some(f);
+        if (joined && held > self.quantity) || (!joined && held >= self.quantity) {
+            return Err(Error::NoSeat {
+                quantity: self.quantity,
+            });
         }
-        // Otherwise: the first free slot.
-        for i in 0..self.quantity {
-            let path = self.slot_path(i);
-            let mut sf = open_rw(&path)?;
-            if is_locked(&sf, libc::F_WRLCK).map_err(io)? {
-                continue;
-            }
-            write_record(&mut sf, identity).map_err(io)?;
-            let excl = if exclusive {
-                let xp = self.dir.join("exclusive");
-                let x = open_rw(&xp)?;
-                if !try_lock(&x, libc::F_WRLCK).map_err(io)? {
-                    return Err(Error::ExclusiveDenied(
-                        "another exclusive holder appeared".into(),
-                    ));
-                }
-                Some((file_id(&x, &xp)?, x, xp))
-            } else {
-                None
-            };
-            let ltype = if exclusive {
-                libc::F_WRLCK
-            } else {
-                libc::F_RDLCK
-            };
-            if !try_lock(&sf, ltype).map_err(io)? {
-                return Err(Error::Internal(format!(
-                    "slot {i} was taken under the claim lock"
-                )));
-            }
-            if let Some(f) = ident.as_mut() {
-                write_record(f, &i.to_string()).map_err(io)?;
-                if !try_lock(f, libc::F_RDLCK).map_err(io)? {
-                    return Err(Error::Internal(
-                        "identity file was taken under the claim lock".into(),
-                    ));
-                }
-            }
-            let held = Held {
-                slot: i,
-                slot_id: file_id(&sf, &path)?,
-                slot_file: sf,
-                slot_path: path,
-                identity: ident,
-                exclusive: excl.map(|(id, x, xp)| (x, id, xp)),
-            };
-            return Ok((held.intact() && current()).then_some(held));
+        if !joined {
+            write_record(&mut f, identity).map_err(io)?;
         }
-        Err(Error::NoSeat {
-            quantity: self.quantity,
-        })
+        let excl = if exclusive {
+            let xp = self.dir.join("exclusive");
+            let x = open_rw(&xp)?;
+            if !try_lock(&x, libc::F_WRLCK).map_err(io)? {
+                return Err(Error::ExclusiveDenied(
+                    "another exclusive holder appeared".into(),
+                ));
+            }
+            let id = file_id(&x, &xp)?;
+            Some((x, id, xp))
+        } else {
+            None
+        };
+        let ltype = if exclusive {
+            libc::F_WRLCK
+        } else {
+            libc::F_RDLCK
+        };
+        if !try_lock(&f, ltype).map_err(io)? {
+            // Someone holds a handle's (random) name, or a write lock on a shared one: only
+            // by hand, under no claim lock.
+            return Err(Error::NoSeat {
+                quantity: self.quantity,
+            });
+        }
+        let held = Held {
+            id: file_id(&f, &path)?,
+            file: f,
+            path,
+            exclusive: excl,
+        };
+        Ok((held.intact() && current()).then_some(held))
     }
 
-    /// Checks, on a use of a held seat, that its slot is still in the registry: when its
-    /// file was deleted or replaced, the seat is claimed again in the registry as it is now,
-    /// and when no slot is free there it is lost ([`Error::LeaseLost`]).
+    /// Checks, on a use of a held seat, that its seat file is still in the registry: when it
+    /// was deleted or replaced, the seat is claimed again in the registry as it is now, and
+    /// when no seat is free there it is lost ([`Error::LeaseLost`]).
     pub fn check(&self, guard: &SeatGuard) -> Result<()> {
         let poisoned = || Error::Internal("seat lock poisoned".into());
         let mut held = guard.held.lock().map_err(|_| poisoned())?;
@@ -713,7 +697,7 @@ impl SeatPool {
                 Ok(None) => continue,
                 Err(e @ (Error::NoSeat { .. } | Error::ExclusiveDenied(_))) => {
                     return Err(Error::LeaseLost(format!(
-                        "this seat's slot in the seat registry {} was deleted or replaced, \
+                        "this seat's file in the seat registry {} was deleted or replaced, \
                          and it could not be claimed again: {e}",
                         self.dir.display()
                     )));
@@ -728,7 +712,7 @@ impl SeatPool {
     }
 
     fn count_held(&self) -> Result<u32> {
-        count_held_in(&self.dir, self.quantity)
+        count_held_in(&self.dir, false)
     }
 
     /// How many slots are held right now, by any process.
@@ -759,8 +743,7 @@ mod tests {
         let a = p.acquire("handle:a", false).unwrap();
         let a2 = p.acquire("process:1:1", false).unwrap();
         let shared = p.acquire("process:1:1", false).unwrap();
-        assert_eq!(shared.slot(), a2.slot());
-        assert_eq!(p.in_use().unwrap(), 2);
+        assert_eq!(p.in_use().unwrap(), 2, "one process, one seat");
         assert!(matches!(
             p.acquire("handle:b", false),
             Err(Error::NoSeat { quantity: 2 })
@@ -835,9 +818,7 @@ mod tests {
             let m = std::fs::metadata(&d).unwrap().mode();
             assert_eq!(m & 0o7777, 0o1777, "{}", d.display());
         }
-        let m = std::fs::metadata(reg.join("seats/SW-TEST-0002/00ff/slot-0000"))
-            .unwrap()
-            .mode();
+        let m = std::fs::metadata(p.seat_path("station")).unwrap().mode();
         assert_eq!(m & 0o777, 0o666);
     }
 
@@ -847,7 +828,7 @@ mod tests {
         let p = pool(root.path(), 1);
         let target = root.path().join("elsewhere");
         std::fs::write(&target, b"keep").unwrap();
-        std::os::unix::fs::symlink(&target, p.slot_path(0)).unwrap();
+        std::os::unix::fs::symlink(&target, p.seat_path("station")).unwrap();
         assert!(matches!(p.acquire("station", false), Err(Error::Io { .. })));
         assert_eq!(std::fs::read(&target).unwrap(), b"keep");
     }
@@ -882,7 +863,7 @@ mod tests {
         let p = pool(root.path(), 1);
         let other = pool(root.path(), 1);
         let a = p.acquire("handle:a", true).unwrap();
-        let slot = p.slot_path(0);
+        let slot = p.seat_path("handle:a");
         let fresh = root.path().join("fresh");
         std::fs::write(&fresh, b"").unwrap();
         std::fs::rename(&fresh, &slot).unwrap();
@@ -919,6 +900,71 @@ mod tests {
         ));
         drop(b);
         assert!(other.acquire("handle:c", false).is_ok());
+    }
+
+    /// A seat file of `identity` in `p`, made and read-locked by hand (as any process can).
+    fn locked_by_hand(p: &SeatPool, identity: &str) -> File {
+        let f = open_rw(&p.seat_path(identity)).unwrap();
+        assert!(try_lock(&f, libc::F_RDLCK).unwrap());
+        f
+    }
+
+    #[test]
+    fn a_seat_file_locked_by_hand_takes_a_seat_and_gives_none() {
+        let root = tempfile::tempdir().unwrap();
+        let p = pool(root.path(), 2);
+        let a = p.acquire("session:a", false).unwrap();
+        // Someone locks the file B's identity would use, hoping B joins it for free.
+        let forged = locked_by_hand(&p, "session:b");
+        assert_eq!(p.in_use().unwrap(), 2, "the forged lock counts");
+        assert!(matches!(
+            p.acquire("session:c", false),
+            Err(Error::NoSeat { .. })
+        ));
+        // B joins it: B's seat is the one the forger's lock took, no more.
+        let b = p.acquire("session:b", false).unwrap();
+        assert_eq!(p.in_use().unwrap(), 2);
+        drop((a, b, forged));
+        // With the quantity shrunk below the names held, a join is refused.
+        let p1 = pool(root.path(), 1);
+        let _x = p1.acquire("session:x", false).unwrap();
+        let _y = locked_by_hand(&p1, "session:y");
+        assert!(matches!(
+            p1.acquire("session:y", false),
+            Err(Error::NoSeat { .. })
+        ));
+        // Over-subscribed, no one joins (failing closed), until the names held fit again.
+        assert!(matches!(
+            p1.acquire("session:x", false),
+            Err(Error::NoSeat { .. })
+        ));
+        drop(_y);
+        assert!(
+            p1.acquire("session:x", false).is_ok(),
+            "x shares its own seat"
+        );
+    }
+
+    #[test]
+    fn a_claim_sweeps_seat_files_no_one_holds() {
+        let root = tempfile::tempdir().unwrap();
+        let p = pool(root.path(), 4);
+        for i in 0..3 {
+            drop(p.acquire(&format!("handle:{i}"), false).unwrap());
+        }
+        let _held = p.acquire("handle:kept", false).unwrap();
+        let seat_files: Vec<_> = std::fs::read_dir(&p.dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(SEAT_PREFIX)
+            })
+            .collect();
+        assert_eq!(seat_files.len(), 1, "only the held seat's file is left");
+        assert_eq!(p.in_use().unwrap(), 1);
     }
 
     #[test]

@@ -111,6 +111,17 @@ impl Holder {
     /// Runs the seat holder on `home` for `product`, under `wrapper` (a command and its
     /// arguments that run the rest, as `unshare --pid --fork` does; empty for none).
     pub(crate) fn spawn(dir: &Path, home: &Path, product: u32, wrapper: &[&str]) -> Holder {
+        Self::spawn_env(dir, home, product, wrapper, &[])
+    }
+
+    /// [`Holder::spawn`] with more environment variables.
+    pub(crate) fn spawn_env(
+        dir: &Path,
+        home: &Path,
+        product: u32,
+        wrapper: &[&str],
+        vars: &[(&str, &str)],
+    ) -> Holder {
         let exe = std::env::current_exe().unwrap();
         let mut cmd = match wrapper.split_first() {
             Some((first, rest)) => {
@@ -135,6 +146,7 @@ impl Holder {
             .env_remove("SSH_CLIENT")
             .env_remove("XRDP_SESSION")
             .env_remove("DISPLAY")
+            .envs(vars.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -267,12 +279,12 @@ fn replacing_the_seat_files_while_a_seat_is_held_at_most_moves_it() {
     let home = dir.path().join("home");
     let mut a = Holder::spawn(dir.path(), &home, 3, &[]);
     a.verdict().expect("A takes the only seat");
-    // Every slot file replaced by a fresh, unlocked one.
+    // Every seat file replaced by a fresh, unlocked one.
     let mut replaced = 0;
     for f in seat_folders(&home, &serial) {
         replaced += replace_slot_files(&f);
     }
-    assert!(replaced > 0, "no slot file found to replace");
+    assert!(replaced > 0, "no seat file found to replace");
     // A uses its seat first: it re-claims it in the registry as it is now ...
     assert_eq!(a.use_seat(), "ok");
     // ... so the seat is still taken.
@@ -280,13 +292,13 @@ fn replacing_the_seat_files_while_a_seat_is_held_at_most_moves_it() {
     let r = b.verdict();
     assert!(
         r.is_err(),
-        "replacing the slot files gave a second seat of a 1-seat license"
+        "replacing the seat files gave a second seat of a 1-seat license"
     );
     assert_eq!(a.use_seat(), "ok");
 }
 
-/// Replaces every `slot-*` file under `dir` by a new empty file (renamed over it); returns
-/// how many.
+/// Replaces every seat file under `dir` (`seat-*`, or `slot-*` as they were once named) by a
+/// new empty file (renamed over it); returns how many.
 fn replace_slot_files(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -296,7 +308,10 @@ fn replace_slot_files(dir: &Path) -> usize {
         let p = e.path();
         if p.is_dir() {
             n += replace_slot_files(&p);
-        } else if e.file_name().to_string_lossy().starts_with("slot-") {
+        } else if ["slot-", "seat-"]
+            .iter()
+            .any(|p| e.file_name().to_string_lossy().starts_with(p))
+        {
             let fresh = dir.join("fresh");
             std::fs::write(&fresh, b"").unwrap();
             std::fs::rename(&fresh, &p).unwrap();
@@ -304,6 +319,92 @@ fn replace_slot_files(dir: &Path) -> usize {
         }
     }
     n
+}
+
+/// Takes an OFD read lock on byte 0 of `f`, as a seat holder does (any process can).
+fn ofd_read_lock(f: &std::fs::File) {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: flock is a plain C struct; all-zero is valid (l_pid 0 for OFD locks).
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_RDLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_len = 1;
+    // SAFETY: a valid fd and flock struct.
+    let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
+    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+}
+
+/// A 128-byte identity record, as seat files hold one.
+fn record(text: &str) -> Vec<u8> {
+    let mut r = text.as_bytes().to_vec();
+    r.resize(128, 0);
+    r
+}
+
+#[test]
+fn forged_identity_records_in_the_registry_give_no_seat_to_another_session() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let (_, serial) = setup(dir.path(), "home", &[spec(4, 1, CountingUnit::Session)]);
+    let _clean = MachineFolders(serial.clone());
+    let home = dir.path().join("home");
+    // Two SSH sessions of this POSIX session: the runtime tells them apart by the client.
+    let me = tessera::host::session_id().id;
+    let kernel: Vec<&str> = me.splitn(3, '/').take(2).collect();
+    let kernel = kernel.join("/");
+    let a_ssh = "10.13.0.1 1001 10.13.0.9 22";
+    let b_ssh = "10.13.0.2 2002 10.13.0.9 22";
+    let b_identity = format!("session:{kernel}/ssh:10.13.0.2:2002");
+    let mut a = Holder::spawn_env(dir.path(), &home, 4, &[], &[("SSH_CONNECTION", a_ssh)]);
+    a.verdict().expect("session A takes the only seat");
+    // The attacker (any user: the registry is writable by all) makes B's identity look
+    // like a holder of the taken seat: B's identity in every seat file, and a locked file
+    // for B's identity as the runtime would name it.
+    let mut forged = Vec::new();
+    let lic_dirs: Vec<PathBuf> = std::fs::read_dir(Path::new(MACHINE).join("seats").join(&serial))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!lic_dirs.is_empty());
+    let digest = Sha256::digest(b_identity.as_bytes());
+    for d in &lic_dirs {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with("slot-") || name.starts_with("seat-") {
+                let mut f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+                f.write_all(&record(&b_identity)).unwrap();
+            }
+        }
+        for (name, text) in [
+            (
+                format!("ident-{}", hex::encode(&digest[..12])),
+                "0".to_string(),
+            ),
+            (
+                format!("seat-{}", hex::encode(&digest[..16])),
+                b_identity.clone(),
+            ),
+        ] {
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(d.join(name))
+                .unwrap();
+            (&f).write_all(&record(&text)).unwrap();
+            ofd_read_lock(&f);
+            forged.push(f);
+        }
+    }
+    let mut b = Holder::spawn_env(dir.path(), &home, 4, &[], &[("SSH_CONNECTION", b_ssh)]);
+    let r = b.verdict();
+    assert!(
+        r.is_err(),
+        "session B shares session A's seat through forged records"
+    );
+    assert_eq!(a.use_seat(), "ok");
 }
 
 /// A `tessera-server` on loopback hosting `home`, its log (warnings) in `log`.
