@@ -218,8 +218,9 @@ typedef enum tessera_status {
    */
   TESSERA_E_DONGLE_SHARED = 113,
   /**
-   * A network seat's lease could not be kept: the server was lost beyond the grace
-   * period, or no longer knows the seat. Acquire again.
+   * A seat could not be kept: a network seat's server was lost beyond the grace period or
+   * no longer knows the seat, or a local seat's slot in the machine's seat registry was
+   * deleted or replaced and another process holds the seat now. Acquire again.
    */
   TESSERA_E_LEASE_LOST = 114,
   /**

@@ -77,8 +77,9 @@ pub enum Error {
     /// The dongle is used by several hosts at once and refuses license operations.
     #[error("dongle shared: {0}")]
     DongleShared(String),
-    /// A network seat's lease could not be kept (the server was lost past the grace period,
-    /// or it no longer knows the seat).
+    /// A seat could not be kept: a network seat's lease (the server was lost past the grace
+    /// period, or it no longer knows the seat), or a local seat whose slot file was deleted
+    /// or replaced while another process took the seat.
     #[error("lease lost: {0}")]
     LeaseLost(String),
     /// A signature does not verify against the publisher key.

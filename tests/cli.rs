@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use tessera::client::seats::SeatPool;
+use tessera::client::seats::Registry;
 use tessera::container::{Activation, SoftwareContainer};
 use tessera::host::HostIdentity;
 use tessera::license::{Envelope, Kind, License};
@@ -284,7 +284,10 @@ fn full_flow_lists_the_product_and_a_second_activation_keeps_the_first() {
         .unwrap()
         .decode()
         .unwrap();
-    let pool = SeatPool::open(&sb.home, &lic1.id_hex(), 3, Duration::from_secs(2)).unwrap();
+    // Local seats are counted machine-wide, by the container's serial.
+    let pool = Registry::machine()
+        .pool(&serial, &lic1.id_hex(), 3, Duration::from_secs(2))
+        .unwrap();
     let seat = pool.acquire("handle:test", false).unwrap();
     let list = sb.tessera(&["list"]).ok();
     assert!(

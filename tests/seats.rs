@@ -27,11 +27,25 @@ fn env(home: &Path) -> Environment {
     }
 }
 
-fn setup(home: &Path, specs: &[tessera::publisher::LicenseSpec]) -> PublisherKey {
+/// Removes the seat folder of a test's container from the machine-wide registry (where local
+/// seats are counted, whatever the home), also when the test fails.
+struct MachineSeats(String);
+
+impl Drop for MachineSeats {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(
+            Path::new(tessera::client::seats::MACHINE_DIR)
+                .join("seats")
+                .join(&self.0),
+        );
+    }
+}
+
+fn setup(home: &Path, specs: &[tessera::publisher::LicenseSpec]) -> (PublisherKey, MachineSeats) {
     let key = PublisherKey::generate(VENDOR, "seats");
     key.save(&home.join("key")).unwrap();
-    common::activate(&env(home), &key, specs);
-    key
+    let serial = common::activate(&env(home), &key, specs);
+    (key, MachineSeats(serial))
 }
 
 /// Child mode: acquire a seat of the product named in the environment, print the verdict,
@@ -113,22 +127,23 @@ fn in_use(home: &Path, key: &PublisherKey, product: u32) -> u32 {
             .find(|l| l.product_code == product)
             .unwrap()
             .clone();
-        tessera::client::seats::SeatPool::open(
-            home,
-            &l.id_hex(),
-            l.quantity,
-            Duration::from_secs(2),
-        )
-        .unwrap()
-        .in_use()
-        .unwrap()
+        tessera::client::seats::Registry::machine()
+            .pool(
+                c.engine.serial(),
+                &l.id_hex(),
+                l.quantity,
+                Duration::from_secs(2),
+            )
+            .unwrap()
+            .in_use()
+            .unwrap()
     })
 }
 
 #[test]
 fn n_processes_racing_for_m_seats_never_exceed_m() {
     let home = tempfile::tempdir().unwrap();
-    let key = setup(home.path(), &[spec(1, 3, CountingUnit::Process)]);
+    let (key, _clean) = setup(home.path(), &[spec(1, 3, CountingUnit::Process)]);
     let mut children: Vec<Child> = (0..10).map(|_| spawn_holder(home.path(), 1)).collect();
     let granted: Vec<bool> = children.iter_mut().map(verdict).collect();
     let holders = granted.iter().filter(|g| **g).count();
@@ -151,7 +166,7 @@ fn n_processes_racing_for_m_seats_never_exceed_m() {
 #[test]
 fn sigkill_frees_the_seat_at_once() {
     let home = tempfile::tempdir().unwrap();
-    let key = setup(home.path(), &[spec(2, 1, CountingUnit::Process)]);
+    let (key, _clean) = setup(home.path(), &[spec(2, 1, CountingUnit::Process)]);
     let mut holder = spawn_holder(home.path(), 2);
     assert!(verdict(&mut holder));
     let mut waiting = spawn_holder(home.path(), 2);
@@ -172,7 +187,7 @@ fn sigkill_frees_the_seat_at_once() {
 #[test]
 fn station_unit_shares_one_seat_across_processes_and_handle_unit_does_not() {
     let home = tempfile::tempdir().unwrap();
-    let key = setup(
+    let (key, _clean) = setup(
         home.path(),
         &[
             spec(3, 1, CountingUnit::Station),

@@ -14,7 +14,7 @@ use anyhow::{Context, Result, anyhow};
 use clap::{Args, Parser, Subcommand};
 use ed25519_dalek::VerifyingKey;
 
-use tessera::client::seats::SeatPool;
+use tessera::client::seats::Registry;
 use tessera::client::{self, Environment};
 use tessera::container::{SoftwareContainer, software};
 use tessera::host::HostIdentity;
@@ -516,7 +516,7 @@ fn list(a: ListArgs) -> Result<()> {
         println!("licenses:     {}", lics.len());
         for lic in lics {
             println!("{lic}");
-            let seats = SeatPool::count_in_use(home, &lic.id_hex(), lic.quantity);
+            let seats = Registry::machine().count_in_use(&st.serial, &lic.id_hex());
             match seats {
                 Ok(n) => println!("  in use:      {n} of {}", lic.quantity),
                 Err(e) => println!("  in use:      unknown ({e})"),

@@ -56,8 +56,9 @@ pub enum tessera_status {
     TESSERA_E_MALFORMED = 112,
     /// A dongle is used by more than one host at once and is locked out.
     TESSERA_E_DONGLE_SHARED = 113,
-    /// A network seat's lease could not be kept: the server was lost beyond the grace
-    /// period, or no longer knows the seat. Acquire again.
+    /// A seat could not be kept: a network seat's server was lost beyond the grace period or
+    /// no longer knows the seat, or a local seat's slot in the machine's seat registry was
+    /// deleted or replaced and another process holds the seat now. Acquire again.
     TESSERA_E_LEASE_LOST = 114,
     /// An I/O operation failed (file, device, network).
     TESSERA_E_IO = 200,

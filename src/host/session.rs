@@ -2,7 +2,9 @@
 //! belongs to, so that per-session licenses count one seat per session.
 //!
 //! Every id starts with the user (`uid:<uid>/`) and a kernel-assigned part (the audit login
-//! session `login:<n>`, else the POSIX session `sid:<n>`); what comes from the environment
+//! session `login:<n>`, else the POSIX session `sid:<pid namespace>:<n>`: a `getsid` number
+//! means something only within its PID namespace, and `unshare -pf` numbers sessions from 1
+//! again, so the namespace is part of it); what comes from the environment
 //! (`SSH_CONNECTION`, `XRDP_SESSION`, `DISPLAY`) is only appended. Environment variables can
 //! be set by anyone, so they may split one session into several ids but can never make two
 //! sessions (or two users) share one.
@@ -36,7 +38,8 @@ impl std::fmt::Display for SessionKind {
 }
 
 /// The session of the calling process: its kind and an id string
-/// `uid:<uid>/<login:<n> | sid:<n> | pid:<n>>[/ssh:<client>:<port> | /xrdp:<s> | /display:<d>]`.
+/// `uid:<uid>/<login:<n> | sid:<pidns>:<n> | pid:<pidns>:<n>>[/ssh:<client>:<port> | /xrdp:<s> | /display:<d>]`,
+/// where `<pidns>` is the [`pid_namespace`] the numbers belong to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SessionId {
     /// What kind of session this is.
@@ -82,6 +85,7 @@ pub fn session_id() -> SessionId {
             .filter(|&n| n != u32::MAX),
         posix_session: posix_session(),
         pid: std::process::id(),
+        pid_namespace: pid_namespace(),
         ssh: var("SSH_CONNECTION").or_else(|| var("SSH_CLIENT")),
         xrdp: var("XRDP_SESSION"),
         display: var("DISPLAY"),
@@ -110,6 +114,8 @@ struct SessionInputs {
     /// `getsid(0)`, when it succeeded.
     posix_session: Option<u32>,
     pid: u32,
+    /// [`pid_namespace`]: where `posix_session` and `pid` are numbered.
+    pid_namespace: u64,
     /// `SSH_CONNECTION` ("client port server port") or `SSH_CLIENT` ("client port port").
     ssh: Option<String>,
     xrdp: Option<String>,
@@ -120,8 +126,8 @@ struct SessionInputs {
 fn compose(inputs: &SessionInputs) -> SessionId {
     let kernel = match (inputs.audit_session, inputs.posix_session) {
         (Some(n), _) => format!("login:{n}"),
-        (None, Some(n)) => format!("sid:{n}"),
-        (None, None) => format!("pid:{}", inputs.pid),
+        (None, Some(n)) => format!("sid:{}:{n}", inputs.pid_namespace),
+        (None, None) => format!("pid:{}:{}", inputs.pid_namespace, inputs.pid),
     };
     let base = format!("uid:{}/{kernel}", inputs.uid);
     let clean = |s: &str| printable(s.trim(), 128);
@@ -245,6 +251,7 @@ mod tests {
             audit_session: None,
             posix_session: Some(4242),
             pid: 4300,
+            pid_namespace: 4026531836,
             hostname: "box1".into(),
             ..SessionInputs::default()
         }
@@ -257,16 +264,26 @@ mod tests {
             id,
             SessionId {
                 kind: SessionKind::ProcessGroup,
-                id: "uid:1000/sid:4242".into()
+                id: "uid:1000/sid:4026531836:4242".into()
             }
         );
         assert_eq!(id.uid(), Some(1000));
-        assert_eq!(id.to_string(), "process group sid:4242 (uid 1000)");
+        assert_eq!(
+            id.to_string(),
+            "process group sid:4026531836:4242 (uid 1000)"
+        );
         let no_sid = SessionInputs {
             posix_session: None,
             ..inputs()
         };
-        assert_eq!(compose(&no_sid).id, "uid:1000/pid:4300");
+        assert_eq!(compose(&no_sid).id, "uid:1000/pid:4026531836:4300");
+        // The same numbers in another PID namespace are another session.
+        let other_ns = SessionInputs {
+            pid_namespace: 4026532000,
+            ..inputs()
+        };
+        assert_ne!(compose(&other_ns).id, id.id);
+        assert_eq!(compose(&other_ns).id, "uid:1000/sid:4026532000:4242");
     }
 
     #[test]
@@ -299,7 +316,10 @@ mod tests {
             ssh: Some("10.0.0.5 51234 22".into()),
             ..inputs()
         };
-        assert_eq!(compose(&i).id, "uid:1000/sid:4242/ssh:10.0.0.5:51234");
+        assert_eq!(
+            compose(&i).id,
+            "uid:1000/sid:4026531836:4242/ssh:10.0.0.5:51234"
+        );
     }
 
     #[test]
@@ -312,7 +332,7 @@ mod tests {
         };
         let id = compose(&xrdp);
         assert_eq!(id.kind, SessionKind::Remote);
-        assert_eq!(id.id, "uid:1000/sid:4242/xrdp:12");
+        assert_eq!(id.id, "uid:1000/sid:4026531836:4242/xrdp:12");
 
         let x = SessionInputs {
             display: Some("workstation7.example.com:0.0".into()),
@@ -322,7 +342,7 @@ mod tests {
         assert_eq!(id.kind, SessionKind::Remote);
         assert_eq!(
             id.id,
-            "uid:1000/sid:4242/display:workstation7.example.com:0.0"
+            "uid:1000/sid:4026531836:4242/display:workstation7.example.com:0.0"
         );
     }
 
@@ -362,7 +382,7 @@ mod tests {
             ssh: Some("x/uid:1000/sid:4242".into()),
             ..inputs()
         });
-        assert!(forged.id.starts_with("uid:1001/sid:4242/"));
+        assert!(forged.id.starts_with("uid:1001/sid:4026531836:4242/"));
         assert_ne!(forged.id, a.id);
     }
 
@@ -372,12 +392,12 @@ mod tests {
             xrdp: Some("a\u{1b}[2J\nb".into()),
             ..inputs()
         });
-        assert_eq!(id.id, "uid:1000/sid:4242/xrdp:a?[2J?b");
+        assert_eq!(id.id, "uid:1000/sid:4026531836:4242/xrdp:a?[2J?b");
         let empty_ssh = compose(&SessionInputs {
             ssh: Some(String::new()),
             ..inputs()
         });
-        assert_eq!(empty_ssh.id, "uid:1000/sid:4242/ssh:");
+        assert_eq!(empty_ssh.id, "uid:1000/sid:4026531836:4242/ssh:");
     }
 
     #[test]
@@ -411,7 +431,10 @@ mod tests {
             && std::env::var_os("DISPLAY").is_none()
         {
             assert_eq!(a.kind, SessionKind::ProcessGroup);
-            assert!(a.id.contains("/sid:"), "{a:?}");
+            assert!(
+                a.id.contains(&format!("/sid:{}:", pid_namespace())),
+                "{a:?}"
+            );
         }
     }
 }

@@ -1,11 +1,17 @@
 //! The containers a license server hosts: the software containers activated for the server
 //! machine and the dongles attached to it, reached through the same code the client uses.
 //! Each signs a delegation for the server's key, which clients check.
+//!
+//! A hosted container is locked machine-wide by its serial ([`HostLock`], in the seat
+//! registry every process of the machine shares) for as long as the server hosts it: a second
+//! server on this machine, on the same home or a copy of it, is refused the container and
+//! told which server holds it, so that no two seat tables count one license.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
+use crate::client::seats::{HostLock, Registry};
 use crate::container::engine::RequestContext;
 use crate::container::protocol::{Request, Response};
 use crate::container::software;
@@ -49,6 +55,9 @@ pub struct HostedContainer {
     pub sign_key: Option<[u8; 32]>,
     /// Its delegation to this server (renewed while the server runs).
     delegation: RwLock<Delegated>,
+    /// The machine-wide lock that makes this server its only host (shared by the reloads
+    /// that keep hosting it).
+    lock: Arc<HostLock>,
     backend: Backend,
     epoch: Instant,
 }
@@ -70,7 +79,23 @@ struct Delegated {
     expiry: u64,
 }
 
+/// Who holds a hosting lock, as a refused server is told: this process and its home.
+fn holder(home: &Path) -> String {
+    format!(
+        "tessera-server pid {} in pid namespace {}, home {}",
+        std::process::id(),
+        crate::host::pid_namespace(),
+        home.display()
+    )
+}
+
 impl HostedContainer {
+    /// Checks that this server still holds the container's machine-wide hosting lock (locks
+    /// it anew when its file was deleted); fails when another server took it meanwhile.
+    pub fn keep_hosting(&self) -> Result<()> {
+        self.lock.keep()
+    }
+
     /// When its delegation to this server ends (Unix seconds).
     pub fn delegation_expiry(&self) -> u64 {
         self.delegated().expiry
@@ -194,7 +219,7 @@ impl Hosted {
         expiry: u64,
         dongles: bool,
     ) -> Hosted {
-        let mut h = Self::load_software(home, host, server_key, expiry);
+        let mut h = Self::load_software(home, host, server_key, expiry, &[]);
         if dongles {
             for ep in discover() {
                 let hello =
@@ -207,7 +232,7 @@ impl Hosted {
                     crate::channel::Trust::FirstUse,
                     timeout,
                 );
-                match conn.and_then(|c| Self::dongle(c, server_key, expiry)) {
+                match conn.and_then(|c| Self::dongle(c, server_key, expiry, home)) {
                     Ok(hc) => h.containers.push(Arc::new(hc)),
                     Err(e) => h.problems.push(format!("dongle at {ep:?}: {e}")),
                 }
@@ -226,7 +251,7 @@ impl Hosted {
         server_key: [u8; 32],
         expiry: u64,
     ) -> Hosted {
-        let mut h = Self::load_software(home, host, server_key, expiry);
+        let mut h = Self::load_software(home, host, server_key, expiry, &self.containers);
         h.containers.extend(
             self.containers
                 .iter()
@@ -236,11 +261,26 @@ impl Hosted {
         h
     }
 
+    /// The hosting lock of `serial`: the one a container hosted now holds (a reload keeps
+    /// it), else a new one.
+    fn lock(
+        serial: &str,
+        home: &Path,
+        hosted_now: &[Arc<HostedContainer>],
+    ) -> Result<Arc<HostLock>> {
+        if let Some(c) = hosted_now.iter().find(|c| c.serial == serial) {
+            c.lock.keep()?;
+            return Ok(c.lock.clone());
+        }
+        Ok(Arc::new(Registry::machine().host(serial, &holder(home))?))
+    }
+
     fn load_software(
         home: &Path,
         host: &HostIdentity,
         server_key: [u8; 32],
         expiry: u64,
+        hosted_now: &[Arc<HostedContainer>],
     ) -> Hosted {
         let mut h = Hosted::default();
         let now = crate::util::now();
@@ -248,6 +288,22 @@ impl Hosted {
             match SoftwareContainer::load(&p, &host.fingerprint) {
                 Ok(c) => {
                     let engine = &c.engine;
+                    let serial = engine.serial();
+                    // Two files of one container (a copy in the home) are hosted once.
+                    if h.containers.iter().any(|k| k.serial == serial) {
+                        h.problems.push(format!(
+                            "{}: container {serial} is hosted already, from another file",
+                            p.display()
+                        ));
+                        continue;
+                    }
+                    let lock = match Self::lock(serial, home, hosted_now) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            h.problems.push(format!("{}: {e}", p.display()));
+                            continue;
+                        }
+                    };
                     match engine.delegate(server_key, now, expiry) {
                         Ok((delegation, certificate)) => {
                             let (licenses, license_bytes) = licenses_of(engine);
@@ -265,6 +321,7 @@ impl Hosted {
                                     },
                                     expiry,
                                 }),
+                                lock,
                                 backend: Backend::Software(
                                     Box::new(Mutex::new(c)),
                                     host.fingerprint.clone(),
@@ -281,7 +338,13 @@ impl Hosted {
         h
     }
 
-    fn dongle(mut c: Connection, server_key: [u8; 32], expiry: u64) -> Result<HostedContainer> {
+    fn dongle(
+        mut c: Connection,
+        server_key: [u8; 32],
+        expiry: u64,
+        home: &Path,
+    ) -> Result<HostedContainer> {
+        let lock = Arc::new(Registry::machine().host(&c.serial, &holder(home))?);
         let (delegation, certificate) = delegate(&mut c, server_key, expiry)?;
         let list = crate::dongle::client::list_all_licenses(|r| c.call(r))?;
         let mut licenses = Vec::new();
@@ -302,6 +365,7 @@ impl Hosted {
                 },
                 expiry,
             }),
+            lock,
             backend: Backend::Dongle(Box::new(Mutex::new(c))),
             epoch: Instant::now(),
         })

@@ -20,7 +20,7 @@ use std::time::Duration;
 use ed25519_dalek::VerifyingKey;
 
 use super::dongles::Dongle;
-use super::seats::SeatPool;
+use super::seats::{Registry, SeatPool};
 use crate::container::engine::InstallReport;
 use crate::host::HostIdentity;
 use crate::license::{CountingUnit, License};
@@ -137,13 +137,17 @@ pub enum SourceKind {
     Network,
 }
 
+/// A seat pool's key: the container serial and the license id.
+type PoolKey = (String, [u8; 16]);
+
 struct Inner {
     opts: SessionOptions,
     env: Environment,
     containers: RwLock<Vec<Arc<Loaded>>>,
     /// Why containers of this publisher failed to open, reported when nothing else fits.
     load_errors: Mutex<Vec<Error>>,
-    pools: Mutex<HashMap<[u8; 16], Arc<SeatPool>>>,
+    /// Seat pools by (container serial, license id).
+    pools: Mutex<HashMap<PoolKey, Arc<SeatPool>>>,
     dongles: RwLock<Vec<Arc<Dongle>>>,
     /// Why dongles failed to connect (another publisher's, a forged certificate, ...).
     dongle_errors: Mutex<Vec<Error>>,
@@ -222,7 +226,14 @@ impl Session {
                 "the license does not allow exclusive use".into(),
             ));
         }
-        let pool = self.pool(&lic)?;
+        let serial = match &backing {
+            Backing::Software(c, _) => c.serial.clone(),
+            Backing::Dongle(d) => d.serial.clone(),
+            Backing::Network { .. } => {
+                return Err(Error::Internal("a network seat has no local seat".into()));
+            }
+        };
+        let pool = self.pool(&serial, &lic)?;
         let guard = pool.acquire(&self.identity(lic.counting_unit), exclusive)?;
         Ok(Seat {
             session: self.clone(),
@@ -244,29 +255,40 @@ impl Session {
         &self.inner.opts
     }
 
+    /// Who a local seat of `unit` belongs to, as its slot file names it. A pid means
+    /// something only within its PID namespace (`unshare -pf` makes pid 1 again), so the
+    /// process unit names the namespace too; the session id does the same for a `getsid`
+    /// session ([`crate::host::session_id`]).
     fn identity(&self, unit: CountingUnit) -> String {
         match unit {
             CountingUnit::Station => "station".to_string(),
             CountingUnit::Session => format!("session:{}", self.inner.env.host.session.id),
-            CountingUnit::Process => format!("process:{}", std::process::id()),
+            CountingUnit::Process => format!(
+                "process:{}:{}",
+                crate::host::pid_namespace(),
+                std::process::id()
+            ),
             CountingUnit::Handle => format!("handle:{}", hex::encode(crate::util::random::<12>())),
         }
     }
 
-    fn pool(&self, lic: &License) -> Result<Arc<SeatPool>> {
+    /// The seat pool of `lic` in container `serial`, in the machine-wide registry (never
+    /// under the home: a copy of the home holds the same container and the same seats).
+    fn pool(&self, serial: &str, lic: &License) -> Result<Arc<SeatPool>> {
         let mut pools = self.inner.pools.lock().map_err(|_| poisoned())?;
-        if let Some(p) = pools.get(&lic.license_id)
+        let key = (serial.to_string(), lic.license_id);
+        if let Some(p) = pools.get(&key)
             && p.quantity() == lic.quantity.min(super::seats::MAX_LOCAL_SLOTS)
         {
             return Ok(p.clone());
         }
-        let p = Arc::new(SeatPool::open(
-            &self.inner.env.home,
+        let p = Arc::new(Registry::machine().pool(
+            serial,
             &lic.id_hex(),
             lic.quantity,
             self.inner.opts.timeout,
         )?);
-        pools.insert(lic.license_id, p.clone());
+        pools.insert(key, p.clone());
         Ok(p)
     }
 

@@ -113,7 +113,10 @@ impl Seat {
     /// What the seat is.
     pub fn info(&self) -> Result<SeatInfo> {
         let (in_use, server) = match (&self.local, &self.backing) {
-            (Some((pool, _)), _) => (pool.in_use()?, None),
+            (Some((pool, guard)), _) => {
+                pool.check(guard)?;
+                (pool.in_use()?, None)
+            }
             (None, Backing::Network { net, seat_id, .. }) => {
                 match net.call_for_seat(*seat_id, NetRequest::SeatInfo { seat_id: *seat_id })? {
                     NetResponse::Info { in_use, .. } => (in_use, net.server_name()),
@@ -146,7 +149,13 @@ impl Seat {
         })
     }
 
+    /// The checks of every use: the license has not expired, and a local seat is still in
+    /// the seat registry (claimed again when its slot file was deleted or replaced, lost when
+    /// no slot is free).
     fn check(&self) -> Result<()> {
+        if let Some((pool, guard)) = &self.local {
+            pool.check(guard)?;
+        }
         let env = &self.session.inner.env;
         let now = env.clock.now();
         if let Some(expiry) = self.license.expiry

@@ -77,8 +77,12 @@ impl Server {
         for (ci, li) in candidates {
             let c = &hosting.hosted.containers[ci];
             let lic = &c.licenses[li];
-            // A license taken from another container and put into a hosted one is not served.
-            if let Err(e) = lic.check_binding(&c.serial, c.sign_key.as_ref()) {
+            // A license taken from another container and put into a hosted one is not served,
+            // nor one of a container another server on this machine has taken meanwhile.
+            if let Err(e) = lic
+                .check_binding(&c.serial, c.sign_key.as_ref())
+                .and_then(|()| c.keep_hosting())
+            {
                 if best
                     .as_ref()
                     .is_none_or(|(b, _)| e.specificity() > b.specificity())
@@ -219,6 +223,11 @@ impl Server {
             .hosted
             .by_license_id(&row.license_id)
             .ok_or_else(|| Error::NoLicense("the seat's license is no longer hosted".into()))?;
+        // Every use of a seat fails closed once another server on this machine has taken
+        // the container (its hosting lock file was deleted under this server).
+        hosting.hosted.containers[ci].keep_hosting().map_err(|e| {
+            Error::LeaseLost(format!("this server no longer hosts the container: {e}"))
+        })?;
         Ok((ci, row.license_id))
     }
 
