@@ -162,6 +162,11 @@ typedef enum tessera_status {
    */
   TESSERA_E_UNSUPPORTED = 4,
   /**
+   * The session or seat was opened by the parent of this process, which then forked:
+   * handles are per process. Open a new session in the child (`tessera.h`, "fork").
+   */
+  TESSERA_E_FORKED = 5,
+  /**
    * No license for the product in any allowed source.
    */
   TESSERA_E_NO_LICENSE = 100,
