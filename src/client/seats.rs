@@ -9,6 +9,13 @@
 //! identity share one slot with shared locks. Claims are serialized by a write lock on the
 //! `claim` file, so checking for a free slot and taking it is atomic across processes. An
 //! exclusive holder takes a write lock on the `exclusive` file, which every claim checks.
+//!
+//! Fork: an OFD lock belongs to the open file description, which a forked child shares
+//! with its parent. So a seat is released by an explicit unlock (in the process that took
+//! it), not by closing the descriptor: a child's copy would otherwise keep the parent's
+//! released seat held for as long as the child lives. And a seat dropped in a forked child
+//! only closes the child's descriptors: an unlock there would release the parent's seat.
+//! Every descriptor here is close-on-exec (std opens files with `O_CLOEXEC`).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -19,6 +26,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::util::ensure_dir;
+use crate::util::process::Owner;
 use crate::{Error, Result};
 
 /// Upper bound of slots counted locally (a larger quantity counts as this many).
@@ -103,13 +111,33 @@ impl std::fmt::Debug for SeatPool {
     }
 }
 
-/// A held seat; dropping it releases the seat.
+/// A held seat; dropping it releases the seat (in the process that took it; see the
+/// module's comment on fork).
 #[derive(Debug)]
 pub struct SeatGuard {
     slot: u32,
-    _slot_file: File,
-    _identity: Option<File>,
-    _exclusive: Option<File>,
+    slot_file: File,
+    identity: Option<File>,
+    exclusive: Option<File>,
+    owner: Owner,
+}
+
+impl Drop for SeatGuard {
+    fn drop(&mut self) {
+        if !self.owner.is_current() {
+            // A forked child's copy: closing the descriptors leaves the parent's locks.
+            return;
+        }
+        // Exclusive last: no claim may see the license free of exclusivity while this
+        // seat's slot is still locked.
+        unlock(&self.slot_file);
+        if let Some(f) = &self.identity {
+            unlock(f);
+        }
+        if let Some(f) = &self.exclusive {
+            unlock(f);
+        }
+    }
 }
 
 impl SeatGuard {
@@ -260,9 +288,10 @@ impl SeatPool {
                     {
                         return Ok(SeatGuard {
                             slot,
-                            _slot_file: sf,
-                            _identity: Some(f),
-                            _exclusive: None,
+                            slot_file: sf,
+                            identity: Some(f),
+                            exclusive: None,
+                            owner: Owner::current(),
                         });
                     }
                 }
@@ -308,9 +337,10 @@ impl SeatPool {
             }
             return Ok(SeatGuard {
                 slot: i,
-                _slot_file: sf,
-                _identity: ident,
-                _exclusive: excl,
+                slot_file: sf,
+                identity: ident,
+                exclusive: excl,
+                owner: Owner::current(),
             });
         }
         Err(Error::NoSeat {
@@ -397,6 +427,71 @@ mod tests {
         ));
         drop(x);
         assert!(p.acquire("handle:b", false).is_ok());
+    }
+
+    /// Forks; the child runs `f` and leaves with its code through `_exit`.
+    fn in_child(f: impl FnOnce() -> i32) -> i32 {
+        // SAFETY: the child only makes fcntl/close calls through `f` and leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let code = f();
+            // SAFETY: leaves the child at once.
+            unsafe { libc::_exit(code) };
+        }
+        let mut st = 0;
+        // SAFETY: our own child.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+        if libc::WIFEXITED(st) {
+            libc::WEXITSTATUS(st)
+        } else {
+            128
+        }
+    }
+
+    #[test]
+    fn a_forked_child_cannot_release_the_parents_seat_nor_keep_it_after_release() {
+        let home = tempfile::tempdir().unwrap();
+        let p = pool(home.path(), 1);
+        let seat = p.acquire("handle:parent", false).unwrap();
+        // The child drops its copy of the guard: that closes its descriptors, which must
+        // not unlock the parent's open file description.
+        let code = in_child(|| {
+            // SAFETY: a bitwise copy of the parent's guard in the child's memory; the
+            // original is never dropped in the child (it leaves through _exit).
+            drop(unsafe { std::ptr::read(&seat) });
+            0
+        });
+        assert_eq!(code, 0);
+        assert_eq!(
+            p.in_use().unwrap(),
+            1,
+            "the child's drop released the parent's seat"
+        );
+        // A child that keeps its copies open (it lives on) does not keep the seat held
+        // once the parent releases it.
+        let (parent_end, child_end) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        // SAFETY: the child waits for one datagram and leaves through _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let _ = child_end.recv(&mut [0u8; 1]);
+            // SAFETY: leaves the child at once.
+            unsafe { libc::_exit(0) };
+        }
+        drop(seat);
+        let in_use = p.in_use();
+        let next = p.acquire("handle:next", false).map(drop);
+        let _ = parent_end.send(b"x");
+        let mut st = 0;
+        // SAFETY: our own child.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+        assert_eq!(
+            in_use.unwrap(),
+            0,
+            "the released seat stayed held by the child's copies"
+        );
+        assert!(next.is_ok(), "{next:?}");
     }
 
     #[test]

@@ -112,6 +112,7 @@ impl Seat {
 
     /// What the seat is.
     pub fn info(&self) -> Result<SeatInfo> {
+        self.session.check_owner()?;
         let (in_use, server) = match (&self.local, &self.backing) {
             (Some((pool, _)), _) => (pool.in_use()?, None),
             (None, Backing::Network { net, seat_id, .. }) => {
@@ -146,7 +147,9 @@ impl Seat {
         })
     }
 
+    /// The seat may be used here and now: in the process that took it, before its expiry.
     fn check(&self) -> Result<()> {
+        self.session.check_owner()?;
         let env = &self.session.inner.env;
         let now = env.clock.now();
         if let Some(expiry) = self.license.expiry
@@ -260,8 +263,11 @@ impl Seat {
 
 impl Drop for Seat {
     fn drop(&mut self) {
-        if let Backing::Network { net, seat_id, .. } = &self.backing {
+        if let Backing::Network { net, seat_id, .. } = &self.backing
+            && self.session.owned_here()
+        {
             // Best effort: a server out of reach frees the seat when its lease runs out.
+            // Never from a forked child: the connection is the parent's.
             let _ = net.release(*seat_id);
         }
     }
