@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tessera::license::CountingUnit;
 use tessera::publisher::PublisherKey;
 
+use crate::common::server::ServerProc;
 use crate::common::{activate, compile, env_in, libdir, spec};
 
 const VENDOR: u32 = 0xF0_4C;
@@ -56,7 +57,22 @@ fn setup() -> Fork {
 
 /// Runs fork.c in `mode`; kills it (and fails) when it runs longer than `limit`.
 fn run(f: &Fork, mode: &str, product: u32, count: u32, limit: Duration) -> (bool, String) {
-    let out_path = f.dir.path().join(format!("{mode}-{product}.out"));
+    run_on(f, None, mode, product, count, limit)
+}
+
+/// [`run`], with seats from the license server at `server` when there is one.
+fn run_on(
+    f: &Fork,
+    server: Option<&str>,
+    mode: &str,
+    product: u32,
+    count: u32,
+    limit: Duration,
+) -> (bool, String) {
+    let out_path = f
+        .dir
+        .path()
+        .join(format!("{mode}-{product}-{}.out", server.is_some()));
     let out = std::fs::File::create(&out_path).unwrap();
     let mut child = Command::new(&f.exe)
         .args([
@@ -67,7 +83,11 @@ fn run(f: &Fork, mode: &str, product: u32, count: u32, limit: Duration) -> (bool
             &count.to_string(),
         ])
         .env("TESSERA_HOME", &f.home)
-        .env("TESSERA_SERVERS", "")
+        .env("TESSERA_SERVERS", server.unwrap_or(""))
+        .env(
+            "FORK_SOURCES",
+            if server.is_some() { "network" } else { "" },
+        )
         .stdout(out)
         .stderr(Stdio::inherit())
         .spawn()
@@ -129,4 +149,32 @@ fn children_forked_while_threads_are_inside_the_library_never_hang() {
     let (ok, text) = run(&f, "hammer", MANY, 200, Duration::from_secs(300));
     assert!(ok, "{text}");
     assert!(text.contains("hammer: forks=200 hung=0 failed=0"), "{text}");
+}
+
+#[test]
+fn children_of_a_network_seat_holder_can_neither_use_nor_release_its_seat() {
+    // The parent's seat is on a license server: its connection's socket and channel state
+    // are what a child inherits. A child's release would go out over the parent's socket
+    // (releasing the parent's seat, and reusing the parent's channel counters).
+    let f = setup();
+    let server_home = f.dir.path().join("server-home");
+    activate(
+        &env_in(&server_home),
+        &f.key,
+        &[spec(ONE_PER_HANDLE, 1, CountingUnit::Handle)],
+    );
+    let server = ServerProc::start(&f.dir.path().join("server-state"), &server_home, 0);
+    let (ok, text) = run_on(
+        &f,
+        Some(&server.addr),
+        "held",
+        ONE_PER_HANDLE,
+        8,
+        Duration::from_secs(120),
+    );
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("held: children granted a seat: 0, children encrypting: 0"),
+        "{text}"
+    );
 }

@@ -5,7 +5,8 @@
  * cannot release the parent's seat, and may open a session of its own.
  *
  * Usage: fork MODE VENDOR_ID PUBLISHER_KEY_HEX PRODUCT [COUNT]   (TESSERA_HOME from the
- * environment). Modes:
+ * environment; FORK_SOURCES=network takes seats from the server in TESSERA_SERVERS rather
+ * than from the software container). Modes:
  *   held     the parent holds the only seat; COUNT children use the inherited session and
  *            seat at the same time (acquire, encrypt, release, close).
  *   idle     the parent took and released the only seat (its seat pool is open); COUNT
@@ -64,7 +65,10 @@ static tessera_status open_session(tessera_session *s) {
     o.vendor_id = vendor;
     o.publisher_key = key;
     o.publisher_key_len = sizeof key;
-    o.sources = TESSERA_SOURCE_SOFTWARE;
+    /* FORK_SOURCES=network: seats on the license server in TESSERA_SERVERS. */
+    const char *src = getenv("FORK_SOURCES");
+    o.sources = src && strcmp(src, "network") == 0 ? TESSERA_SOURCE_NETWORK
+                                                   : TESSERA_SOURCE_SOFTWARE;
     return tessera_open(&o, s);
 }
 
@@ -121,7 +125,7 @@ static void note_inherited_fds(void) {
     struct dirent *e;
     while (d && (e = readdir(d)) != NULL) {
         int fd = atoi(e->d_name);
-        if (fd >= 0 && fd < (int)sizeof before) before[fd] = 1;
+        if (fd >= 0 && fd < (int)sizeof before && fd != dirfd(d)) before[fd] = 1;
     }
     if (d) closedir(d);
 }
