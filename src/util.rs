@@ -224,8 +224,10 @@ pub fn month_start(year: i16, month: i8) -> Option<u64> {
 /// child while another thread holds them (a child cannot wait for a thread that does not
 /// exist in it): a module registers a prepare handler that takes its locks and parks the
 /// guards with [`hold_across_fork`]; the parent and child handlers release them with
-/// [`release_held`]. Registration never waits (a fork racing the first registration is
-/// recognised by its pid), and no handler allocates in the child beyond dropping guards.
+/// [`release_held`]. Registration never waits for our own locks (a fork racing the first
+/// registration is recognised by its pid), but `pthread_atfork` waits for glibc's atfork
+/// lock, which a forking thread holds while the prepare handlers run: so [`Owner::current`]
+/// and [`at_fork`] are never called with a lock held that a prepare handler takes.
 pub mod process {
     use std::any::Any;
     use std::cell::RefCell;

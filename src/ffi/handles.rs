@@ -89,6 +89,10 @@ impl<T> Table<T> {
 
     /// Stores `value` and returns its handle.
     pub fn insert(&self, value: Arc<T>) -> Result<u64> {
+        // Before the lock: the first `Owner::current` registers an atfork handler, which
+        // waits for glibc's atfork lock, which a forking thread holds while our prepare
+        // handler waits for this table's lock.
+        let owner = Owner::current();
         let mut t = self
             .inner
             .write()
@@ -109,7 +113,7 @@ impl<T> Table<T> {
         };
         let slot = &mut t.slots[index];
         slot.value = Some(value);
-        slot.owner = Some(Owner::current());
+        slot.owner = Some(owner);
         Ok(((self.kind as u64) << 56)
             | ((slot.generation as u64 & GEN_MASK) << 32)
             | (index as u64 + 1))
