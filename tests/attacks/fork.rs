@@ -6,7 +6,7 @@
 //!    a child's own session counts as a new holder, and no child hangs.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tessera::license::CountingUnit;
@@ -32,10 +32,15 @@ struct Fork {
 
 /// A TESSERA_HOME with the three licenses, and tests/c/fork.c built against libtessera.so.
 fn setup() -> Fork {
+    setup_with(&[])
+}
+
+/// [`setup`], with extra compiler flags.
+fn setup_with(flags: &[&str]) -> Fork {
     let dir = tempfile::tempdir().unwrap();
     let lib = libdir(dir.path());
     let exe = dir.path().join("fork");
-    compile("tests/c/fork.c", &exe, &lib, &[]);
+    compile("tests/c/fork.c", &exe, &lib, flags);
     let home = dir.path().join("home");
     let key = PublisherKey::generate(VENDOR, "fork attacks");
     activate(
@@ -88,8 +93,14 @@ fn run_on(
             "FORK_SOURCES",
             if server.is_some() { "network" } else { "" },
         )
+        // verify_asan_link_order=0: as in tests/quickstart.rs (libfaketime under the
+        // shifted-clock run); ignored by a build without AddressSanitizer.
+        .env(
+            "ASAN_OPTIONS",
+            "detect_leaks=1:abort_on_error=0:verify_asan_link_order=0",
+        )
+        .stderr(out.try_clone().unwrap())
         .stdout(out)
-        .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
     let start = Instant::now();
@@ -122,6 +133,17 @@ fn children_of_a_seat_holder_can_neither_use_nor_release_its_seat() {
             text.contains("held: children granted a seat: 0, children encrypting: 0"),
             "{text}"
         );
+    }
+}
+
+#[test]
+fn the_fork_contract_holds_under_address_sanitizer() {
+    // The children's paths (refusing, forgetting and dropping inherited handles) and the
+    // parent's, with every heap access checked and leaks reported at the parent's exit.
+    let f = setup_with(&["-fsanitize=address", "-fno-omit-frame-pointer"]);
+    for (mode, product) in [("held", ONE_PER_HANDLE), ("own", ONE_PER_PROCESS)] {
+        let (ok, text) = run(&f, mode, product, 4, Duration::from_secs(120));
+        assert!(ok, "{mode}:\n{text}");
     }
 }
 
