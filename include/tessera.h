@@ -13,6 +13,22 @@
  *  - Inputs are (pointer, length); (NULL, 0) is empty. Output buffers are caller-owned:
  *    pass (NULL, 0) to ask for the size needed.
  *  - All calls are thread-safe. The library never calls back into the app.
+ *
+ * Fork:
+ *  - Handles are per process. In a child made by fork() after tessera_open, every session
+ *    and seat handle inherited from the parent gives TESSERA_E_FORKED on every call: the
+ *    child cannot use, and so cannot share, its parent's seats. tessera_release and
+ *    tessera_close on an inherited handle forget the child's copy, release nothing (the
+ *    parent's seat stays held and working) and give TESSERA_E_FORKED; the handle is then
+ *    unknown (TESSERA_E_INVALID_HANDLE).
+ *  - A child opens a session of its own with tessera_open; its seats count as a new holder
+ *    (a new process, or a new handle, by the license's counting unit).
+ *  - fork() is safe while other threads are inside the library: pthread_atfork handlers
+ *    keep the library's process-wide locks out of the fork, so a child never waits for a
+ *    thread it does not have. (A child of a multithreaded process may, strictly, make only
+ *    async-signal-safe calls; the library allocates there, which glibc's fork supports.)
+ *  - The library's descriptors are close-on-exec: a program started by exec holds none of
+ *    its parent's seats.
  */
 
 #ifndef TESSERA_H
@@ -161,6 +177,11 @@ typedef enum tessera_status {
    * struct from a newer header with fields this library does not know).
    */
   TESSERA_E_UNSUPPORTED = 4,
+  /**
+   * The session or seat was opened by the parent of this process, which then forked:
+   * handles are per process. Open a new session in the child (`tessera.h`, "fork").
+   */
+  TESSERA_E_FORKED = 5,
   /**
    * No license for the product in any allowed source.
    */
@@ -380,6 +401,8 @@ enum tessera_status tessera_open(const struct tessera_open_options *options,
 /**
  * Closes a session and releases every seat it still holds. The handle is invalid after.
  * Closing a closed or unknown handle returns `TESSERA_E_INVALID_HANDLE` and does nothing.
+ * In a forked child, closing a session inherited from the parent forgets the child's copy
+ * of it and of its seats, releases nothing of the parent's, and returns `TESSERA_E_FORKED`.
  */
 enum tessera_status tessera_close(tessera_session session);
 
@@ -398,7 +421,9 @@ enum tessera_status tessera_acquire(tessera_session session,
 
 /**
  * Releases a seat. The handle is invalid after; releasing again returns
- * `TESSERA_E_INVALID_HANDLE` and does nothing else.
+ * `TESSERA_E_INVALID_HANDLE` and does nothing else. In a forked child, releasing a seat
+ * inherited from the parent forgets the child's copy, leaves the parent's seat held, and
+ * returns `TESSERA_E_FORKED`.
  */
 enum tessera_status tessera_release(tessera_seat seat);
 

@@ -26,6 +26,10 @@ pub enum Error {
     /// The request is well formed but not supported by this build or this source.
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// A session or seat used in a process forked from the one that opened it: handles
+    /// are per process (`tessera.h`, "fork").
+    #[error("handle belongs to the parent process: {0}")]
+    Forked(String),
 
     // --- licensing verdicts -----------------------------------------------------------
     /// No license for this product was found in any allowed source.

@@ -25,6 +25,8 @@ pub enum Status {
     BufferTooSmall = 3,
     /// [`Error::Unsupported`].
     Unsupported = 4,
+    /// [`Error::Forked`].
+    Forked = 5,
     /// [`Error::NoLicense`].
     NoLicense = 100,
     /// [`Error::NoSeat`].
@@ -67,12 +69,13 @@ pub enum Status {
 
 impl Status {
     /// Every status, in number order.
-    pub const ALL: [Status; 24] = [
+    pub const ALL: [Status; 25] = [
         Status::Ok,
         Status::InvalidArgument,
         Status::InvalidHandle,
         Status::BufferTooSmall,
         Status::Unsupported,
+        Status::Forked,
         Status::NoLicense,
         Status::NoSeat,
         Status::Expired,
@@ -111,6 +114,7 @@ impl Status {
             Error::InvalidHandle(_) => Status::InvalidHandle,
             Error::BufferTooSmall { .. } => Status::BufferTooSmall,
             Error::Unsupported(_) => Status::Unsupported,
+            Error::Forked(_) => Status::Forked,
             Error::NoLicense(_) => Status::NoLicense,
             Error::NoSeat { .. } => Status::NoSeat,
             Error::Expired { .. } => Status::Expired,
@@ -140,6 +144,7 @@ impl Status {
             Status::InvalidHandle => "TESSERA_E_INVALID_HANDLE",
             Status::BufferTooSmall => "TESSERA_E_BUFFER_TOO_SMALL",
             Status::Unsupported => "TESSERA_E_UNSUPPORTED",
+            Status::Forked => "TESSERA_E_FORKED",
             Status::NoLicense => "TESSERA_E_NO_LICENSE",
             Status::NoSeat => "TESSERA_E_NO_SEAT",
             Status::Expired => "TESSERA_E_EXPIRED",
@@ -170,6 +175,7 @@ impl Status {
             Status::InvalidHandle => c"invalid handle",
             Status::BufferTooSmall => c"buffer too small",
             Status::Unsupported => c"unsupported",
+            Status::Forked => c"handle belongs to the parent process",
             Status::NoLicense => c"no license",
             Status::NoSeat => c"no seat available",
             Status::Expired => c"license expired",
@@ -256,7 +262,7 @@ mod tests {
             assert_eq!(Status::from_code(s.code() as i64), Some(s));
         }
         assert!(Status::ALL.is_sorted_by_key(|s| s.code()));
-        for bogus in [-1, 5, 99, 1234, i64::MAX] {
+        for bogus in [-1, 50, 99, 1234, i64::MAX] {
             assert_eq!(Status::from_code(bogus), None);
         }
     }

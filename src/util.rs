@@ -206,9 +206,216 @@ pub fn month_start(year: i16, month: i8) -> Option<u64> {
     midnight_utc(jiff::civil::Date::new(year, month, 1).ok()?)
 }
 
+/// Which process an object belongs to, across `fork` (issue 13, item 4).
+///
+/// A forked child is a copy of its parent's memory and shares its parent's open file
+/// descriptions (and so their OFD locks: the local seats) and sockets (its license-server
+/// connections). An object the runtime made in one process must therefore never act in
+/// another: the handles of the C API, sessions and seats record their [`Owner`] and refuse
+/// to work (`Error::Forked`) in any other process, and their destructors, run in a child,
+/// only close the child's copies of their descriptors (no unlock, no release sent).
+///
+/// A child is recognised by its pid and by a fork generation that a `pthread_atfork` child
+/// handler bumps: the pid alone can repeat (a child made after `unshare(CLONE_NEWPID)` by a
+/// parent that is pid 1 of its own namespace is pid 1 too; a grandchild may get a reused
+/// pid), and the generation alone misses a raw `clone` that skips the atfork handlers.
+///
+/// The same handlers keep the library's few process-wide locks from being copied into a
+/// child while another thread holds them (a child cannot wait for a thread that does not
+/// exist in it): a module registers a prepare handler that takes its locks and parks the
+/// guards with [`hold_across_fork`]; the parent and child handlers release them with
+/// [`release_held`]. Registration never waits for our own locks (a fork racing the first
+/// registration is recognised by its pid), but `pthread_atfork` waits for glibc's atfork
+/// lock, which a forking thread holds while the prepare handlers run: so [`Owner::current`]
+/// and [`at_fork`] are never called with a lock held that a prepare handler takes.
+pub mod process {
+    use std::any::Any;
+    use std::cell::RefCell;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    use crate::{Error, Result};
+
+    static GENERATION: AtomicU64 = AtomicU64::new(0);
+    static REGISTERED: AtomicBool = AtomicBool::new(false);
+
+    thread_local! {
+        /// Guards the prepare handlers took in the forking thread, released after the fork.
+        static HELD: RefCell<Vec<Box<dyn Any>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    unsafe extern "C" fn bump_generation() {
+        GENERATION.fetch_add(1, Ordering::SeqCst);
+    }
+
+    unsafe extern "C" fn release_after_fork() {
+        release_held();
+    }
+
+    /// Registers `prepare` (before every fork, in the forking thread) and `after` (in the
+    /// parent and in the child after it), once per `flag`. Never waits: a fork while the
+    /// registration is under way simply runs without these handlers.
+    pub fn at_fork(flag: &'static AtomicBool, prepare: unsafe extern "C" fn()) {
+        if flag.load(Ordering::Acquire) || flag.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // SAFETY: the handlers are `extern "C"`, never unwind (they only take and drop lock
+        // guards and touch atomics), and live for the whole process.
+        unsafe {
+            libc::pthread_atfork(
+                Some(prepare),
+                Some(release_after_fork),
+                Some(release_after_fork),
+            )
+        };
+    }
+
+    /// Keeps `guard` (a lock guard taken by a prepare handler) until the fork is over.
+    pub fn hold_across_fork(guard: Box<dyn Any>) {
+        let _ = HELD.try_with(|h| {
+            if let Ok(mut h) = h.try_borrow_mut() {
+                h.push(guard);
+            }
+        });
+    }
+
+    /// Drops the guards parked by [`hold_across_fork`] (in the parent and in the child).
+    pub fn release_held() {
+        let _ = HELD.try_with(|h| {
+            if let Ok(mut h) = h.try_borrow_mut() {
+                // Released in the reverse order of taking.
+                while h.pop().is_some() {}
+            }
+        });
+    }
+
+    fn register() {
+        if REGISTERED.load(Ordering::Acquire) || REGISTERED.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // SAFETY: `bump_generation` is an atomic add: async-signal-safe, never unwinds.
+        unsafe { libc::pthread_atfork(None, None, Some(bump_generation)) };
+    }
+
+    fn pid() -> u32 {
+        // SAFETY: getpid has no preconditions (and is not cached by glibc since 2.25, so
+        // it is right in a child made by a raw clone too).
+        unsafe { libc::getpid() as u32 }
+    }
+
+    /// The process an object was made in.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Owner {
+        pid: u32,
+        generation: u64,
+    }
+
+    impl Owner {
+        /// This process.
+        pub fn current() -> Owner {
+            register();
+            Owner {
+                pid: pid(),
+                generation: GENERATION.load(Ordering::SeqCst),
+            }
+        }
+
+        /// Whether this is the process the object was made in (false in a forked child).
+        pub fn is_current(&self) -> bool {
+            self.generation == GENERATION.load(Ordering::SeqCst) && self.pid == pid()
+        }
+
+        /// `Error::Forked` naming `what` unless this is the owner process.
+        pub fn check(&self, what: &str) -> Result<()> {
+            if self.is_current() {
+                return Ok(());
+            }
+            Err(Error::Forked(format!(
+                "this {what} was opened by process {}, and this process ({}) is a fork of it; \
+                 handles are per process: open a new session in this process",
+                self.pid,
+                pid()
+            )))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Forks; in the child runs `f` and exits with its code (no destructors, no test
+    /// harness); returns the child's exit code (or 128 + the signal that killed it).
+    fn in_child(f: impl FnOnce() -> i32) -> i32 {
+        // SAFETY: the child runs `f`, which only reads atomics, calls getpid and takes an
+        // uncontended lock, then leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let code = f();
+            // SAFETY: leaves the child at once.
+            unsafe { libc::_exit(code) };
+        }
+        let mut st = 0;
+        // SAFETY: waits for our own child.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+        if libc::WIFEXITED(st) {
+            libc::WEXITSTATUS(st)
+        } else {
+            128 + libc::WTERMSIG(st)
+        }
+    }
+
+    #[test]
+    fn an_owner_is_current_only_in_its_own_process() {
+        let o = process::Owner::current();
+        assert!(o.is_current());
+        assert!(o.check("session").is_ok());
+        let code = in_child(|| match o.check("session") {
+            Err(Error::Forked(m)) if m.contains("open a new session") => 0,
+            _ => 1,
+        });
+        assert_eq!(code, 0, "the owner passed its check in a forked child");
+        assert!(o.is_current(), "the parent still owns it");
+        // A grandchild (forked from a child) is not the owner either.
+        let code = in_child(|| in_child(|| if o.is_current() { 1 } else { 0 }));
+        assert_eq!(code, 0);
+    }
+
+    #[test]
+    fn a_lock_held_by_another_thread_at_fork_is_free_in_the_child() {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::{Mutex, mpsc};
+        static LOCK: Mutex<()> = Mutex::new(());
+        static HOOK: AtomicBool = AtomicBool::new(false);
+        unsafe extern "C" fn prepare() {
+            process::hold_across_fork(Box::new(
+                LOCK.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            ));
+        }
+        process::at_fork(&HOOK, prepare);
+        let (taken, rx) = mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            let _g = LOCK.lock().unwrap();
+            taken.send(()).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        });
+        rx.recv().unwrap();
+        // The fork waits for the holder to let go; without the hook the child would be
+        // born with the lock held by a thread it does not have.
+        let code = in_child(|| if LOCK.try_lock().is_ok() { 0 } else { 1 });
+        assert_eq!(code, 0, "the child was born with the lock held");
+        holder.join().unwrap();
+        // Another test forking at this moment holds it for an instant in its own prepare.
+        let free = (0..200).any(|_| {
+            let ok = LOCK.try_lock().is_ok();
+            if !ok {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            ok
+        });
+        assert!(free, "the parent did not release it after the fork");
+    }
 
     #[test]
     fn dates_round_trip() {

@@ -41,6 +41,25 @@ pub struct Dongle {
     pub sign_key: Option<[u8; 32]>,
     /// How it is attached.
     pub mode: DongleMode,
+    /// The process that connected: a forked child must not run the connection's
+    /// destructors (see `Drop`).
+    owner: crate::util::process::Owner,
+}
+
+impl Drop for Dongle {
+    /// In a forked child the connection is the parent's: its transport's destructor may
+    /// wait for a thread the child does not have (libusb's event thread) or take a lock a
+    /// parent thread held at the fork (hidapi's). It is forgotten, unrun (`get_mut` takes
+    /// no lock); the child's copies of its descriptors close at exit or exec.
+    fn drop(&mut self) {
+        if !self.owner.is_current() {
+            let conn = match self.conn.get_mut() {
+                Ok(c) => c.take(),
+                Err(p) => p.into_inner().take(),
+            };
+            std::mem::forget(conn);
+        }
+    }
 }
 
 impl std::fmt::Debug for Dongle {
@@ -98,6 +117,7 @@ impl Dongle {
                     mode: c.mode(),
                     endpoint: Mutex::new(ep),
                     conn: Mutex::new(Some(c)),
+                    owner: crate::util::process::Owner::current(),
                 }),
                 Err(e) => errors.push(e),
             }

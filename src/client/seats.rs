@@ -36,6 +36,13 @@
 //! A license server hosting a container holds a write lock on `hosted/<container serial>`
 //! ([`Registry::host`]) while it runs; a second server on this machine is refused that
 //! container, and told which process holds it.
+//!
+//! Fork: an OFD lock belongs to the open file description, which a forked child shares
+//! with its parent. So a seat is released by an explicit unlock (in the process that took
+//! it), not by closing the descriptor: a child's copy would otherwise keep the parent's
+//! released seat held for as long as the child lives. And a seat dropped in a forked child
+//! only closes the child's descriptors: an unlock there would release the parent's seat.
+//! Every descriptor here is close-on-exec (std opens files with `O_CLOEXEC`).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -45,6 +52,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::util::process::Owner;
 use crate::{Error, Result};
 
 /// Upper bound of slots counted locally (a larger quantity counts as this many).
@@ -464,6 +472,20 @@ pub struct SeatGuard {
     identity: String,
     exclusive: bool,
     held: Mutex<Held>,
+    /// The process that took it (see the module's comment on fork).
+    owner: Owner,
+}
+
+impl Drop for SeatGuard {
+    fn drop(&mut self) {
+        if !self.owner.is_current() {
+            // A forked child's copy: closing the descriptors leaves the parent's locks.
+            return;
+        }
+        if let Ok(held) = self.held.get_mut() {
+            held.release();
+        }
+    }
 }
 
 impl SeatGuard {
@@ -583,6 +605,7 @@ impl SeatPool {
                     identity: identity.to_string(),
                     exclusive,
                     held: Mutex::new(held),
+                    owner: Owner::current(),
                 });
             }
         }
@@ -778,6 +801,71 @@ mod tests {
         ));
         drop(x);
         assert!(p.acquire("handle:b", false).is_ok());
+    }
+
+    /// Forks; the child runs `f` and leaves with its code through `_exit`.
+    fn in_child(f: impl FnOnce() -> i32) -> i32 {
+        // SAFETY: the child only makes fcntl/close calls through `f` and leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let code = f();
+            // SAFETY: leaves the child at once.
+            unsafe { libc::_exit(code) };
+        }
+        let mut st = 0;
+        // SAFETY: our own child.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+        if libc::WIFEXITED(st) {
+            libc::WEXITSTATUS(st)
+        } else {
+            128
+        }
+    }
+
+    #[test]
+    fn a_forked_child_cannot_release_the_parents_seat_nor_keep_it_after_release() {
+        let home = tempfile::tempdir().unwrap();
+        let p = pool(home.path(), 1);
+        let seat = p.acquire("handle:parent", false).unwrap();
+        // The child drops its copy of the guard: that closes its descriptors, which must
+        // not unlock the parent's open file description.
+        let code = in_child(|| {
+            // SAFETY: a bitwise copy of the parent's guard in the child's memory; the
+            // original is never dropped in the child (it leaves through _exit).
+            drop(unsafe { std::ptr::read(&seat) });
+            0
+        });
+        assert_eq!(code, 0);
+        assert_eq!(
+            p.in_use().unwrap(),
+            1,
+            "the child's drop released the parent's seat"
+        );
+        // A child that keeps its copies open (it lives on) does not keep the seat held
+        // once the parent releases it.
+        let (parent_end, child_end) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        // SAFETY: the child waits for one datagram and leaves through _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let _ = child_end.recv(&mut [0u8; 1]);
+            // SAFETY: leaves the child at once.
+            unsafe { libc::_exit(0) };
+        }
+        drop(seat);
+        let in_use = p.in_use();
+        let next = p.acquire("handle:next", false).map(drop);
+        let _ = parent_end.send(b"x");
+        let mut st = 0;
+        // SAFETY: our own child.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+        assert_eq!(
+            in_use.unwrap(),
+            0,
+            "the released seat stayed held by the child's copies"
+        );
+        assert!(next.is_ok(), "{next:?}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The exported functions and the types they exchange.
 
 use std::ffi::{CStr, c_char};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ed25519_dalek::VerifyingKey;
@@ -143,8 +144,35 @@ struct SeatEntry {
     session: tessera_session,
 }
 
-static SESSIONS: LazyLock<Table<SessionEntry>> = LazyLock::new(|| Table::new(0x53, "session"));
-static SEATS: LazyLock<Table<SeatEntry>> = LazyLock::new(|| Table::new(0x54, "seat"));
+// The two tables are the library's only process-wide locks above the client layer (which
+// has one: the host identity, `client::session`). Plain statics, not lazily initialized:
+// a lazy initializer running in another thread at a fork would never finish in the child.
+static SESSIONS: Table<SessionEntry> = Table::new(0x53, "session");
+static SEATS: Table<SeatEntry> = Table::new(0x54, "seat");
+
+/// Fork safety of the C API (`tessera.h`, "fork"). A child of a multithreaded process
+/// starts with one thread, and any lock another thread of the parent held at the fork stays
+/// held in the child forever. Three kinds of lock could be met by a child:
+/// - the locks inside sessions and seats (a software container's lock, a seat pool's, a
+///   license-server connection's): a child never takes them, because every handle it
+///   inherited answers `TESSERA_E_FORKED` before its session or seat is touched, and one it
+///   opens itself has fresh locks;
+/// - the two handle tables: held across every fork by this prepare handler (it waits for the
+///   short table operations of other threads to finish), released in parent and child;
+/// - the host identity, read once per process: the same, in `client::session`.
+///
+/// No library code holds one table's lock while taking another lock, and the library never
+/// forks (nor runs a program) while it holds one, so the prepare handler cannot deadlock
+/// against a thread of the library, or against the forking thread itself.
+unsafe extern "C" fn hold_tables_across_fork() {
+    SESSIONS.hold_across_fork();
+    SEATS.hold_across_fork();
+}
+
+fn register_fork_handlers() {
+    static REGISTERED: AtomicBool = AtomicBool::new(false);
+    crate::util::process::at_fork(&REGISTERED, hold_tables_across_fork);
+}
 
 /// Writes `v` through `p` (checked non-NULL by the caller).
 fn put<T>(p: *mut T, v: T) {
@@ -359,6 +387,7 @@ pub extern "C" fn tessera_open(
 ) -> tessera_status {
     boundary(|| {
         check_ptr!(session, "session");
+        register_fork_handlers();
         let opts = read_options(options)?;
         let s = Session::open(opts)?;
         let h = SESSIONS.insert(Arc::new(SessionEntry {
@@ -372,12 +401,18 @@ pub extern "C" fn tessera_open(
 
 /// Closes a session and releases every seat it still holds. The handle is invalid after.
 /// Closing a closed or unknown handle returns `TESSERA_E_INVALID_HANDLE` and does nothing.
+/// In a forked child, closing a session inherited from the parent forgets the child's copy
+/// of it and of its seats, releases nothing of the parent's, and returns `TESSERA_E_FORKED`.
 #[unsafe(no_mangle)]
 pub extern "C" fn tessera_close(session: tessera_session) -> tessera_status {
     boundary(|| {
-        SESSIONS.remove(session)?;
-        drop(SEATS.remove_where(|e| e.session == session));
-        Ok(())
+        let r = SESSIONS.remove(session);
+        if matches!(r, Ok(_) | Err(Error::Forked(_))) {
+            // In a child these are the parent's seats: dropped here, they only close the
+            // child's copies of their descriptors.
+            drop(SEATS.remove_where(|e| e.session == session));
+        }
+        r.map(drop)
     })
 }
 
@@ -424,7 +459,9 @@ pub extern "C" fn tessera_acquire(
 }
 
 /// Releases a seat. The handle is invalid after; releasing again returns
-/// `TESSERA_E_INVALID_HANDLE` and does nothing else.
+/// `TESSERA_E_INVALID_HANDLE` and does nothing else. In a forked child, releasing a seat
+/// inherited from the parent forgets the child's copy, leaves the parent's seat held, and
+/// returns `TESSERA_E_FORKED`.
 #[unsafe(no_mangle)]
 pub extern "C" fn tessera_release(seat: tessera_seat) -> tessera_status {
     boundary(|| {
@@ -651,8 +688,11 @@ pub extern "C" fn tessera_last_error() -> *const c_char {
 /// The library version ("0.1.0"), a static NUL-terminated string. Never NULL.
 #[unsafe(no_mangle)]
 pub extern "C" fn tessera_version() -> *const c_char {
-    static V: LazyLock<std::ffi::CString> =
-        LazyLock::new(|| std::ffi::CString::new(crate::VERSION).unwrap_or_default());
+    const V: &CStr =
+        match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+            Ok(v) => v,
+            Err(_) => c"",
+        };
     boundary_value(c"".as_ptr(), || V.as_ptr())
 }
 

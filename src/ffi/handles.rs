@@ -3,9 +3,18 @@
 //! A handle is `kind << 56 | generation << 32 | (index + 1)`. Zero is never a handle; a
 //! released slot's generation moves on, so a stale handle, one of another kind, or a forged
 //! one is simply not found: `TESSERA_E_INVALID_HANDLE`, never undefined behaviour.
+//!
+//! Handles are per process. Each value records the process that made it
+//! ([`Owner`]); in a forked child every inherited handle answers `TESSERA_E_FORKED`, and
+//! removing one (release, close) only forgets the child's copy: the value is dropped in the
+//! child, where its destructors close the child's descriptors and nothing else (no unlock of
+//! the parent's seat, no release sent over the parent's connection). The table's own lock is
+//! held across every fork ([`Table::hold_across_fork`]), so a child never starts with it
+//! held by a thread it does not have.
 
 use std::sync::{Arc, RwLock};
 
+use crate::util::process::{self, Owner};
 use crate::{Error, Result};
 
 const GEN_MASK: u64 = 0x00FF_FFFF;
@@ -13,6 +22,8 @@ const GEN_MASK: u64 = 0x00FF_FFFF;
 struct Slot<T> {
     generation: u32,
     value: Option<Arc<T>>,
+    /// The process that inserted `value`.
+    owner: Option<Owner>,
 }
 
 /// A table of values of one kind.
@@ -49,6 +60,26 @@ impl<T> Table<T> {
         Some((index, generation))
     }
 
+    fn forked(&self, owner: &Owner) -> Error {
+        match owner.check(self.name) {
+            Err(e) => e,
+            Ok(()) => Error::Internal("a handle's owner check changed its mind".into()),
+        }
+    }
+
+    /// Takes the table's lock for the duration of a fork (a `pthread_atfork` prepare
+    /// handler calls this; the parent and child handlers release it).
+    pub fn hold_across_fork(&'static self)
+    where
+        T: 'static,
+    {
+        let g = self
+            .inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        process::hold_across_fork(Box::new(g));
+    }
+
     fn bad(&self, h: u64) -> Error {
         Error::InvalidHandle(format!(
             "{h:#x} is not a live {} handle (released, stale, forged or of another kind)",
@@ -58,6 +89,10 @@ impl<T> Table<T> {
 
     /// Stores `value` and returns its handle.
     pub fn insert(&self, value: Arc<T>) -> Result<u64> {
+        // Before the lock: the first `Owner::current` registers an atfork handler, which
+        // waits for glibc's atfork lock, which a forking thread holds while our prepare
+        // handler waits for this table's lock.
+        let owner = Owner::current();
         let mut t = self
             .inner
             .write()
@@ -71,18 +106,21 @@ impl<T> Table<T> {
                 t.slots.push(Slot {
                     generation: 1,
                     value: None,
+                    owner: None,
                 });
                 t.slots.len() - 1
             }
         };
         let slot = &mut t.slots[index];
         slot.value = Some(value);
+        slot.owner = Some(owner);
         Ok(((self.kind as u64) << 56)
             | ((slot.generation as u64 & GEN_MASK) << 32)
             | (index as u64 + 1))
     }
 
-    /// The value behind `h`.
+    /// The value behind `h`; `Error::Forked` when `h` was made by the process this one
+    /// was forked from.
     pub fn get(&self, h: u64) -> Result<Arc<T>> {
         let (index, generation) = self.split(h).ok_or_else(|| self.bad(h))?;
         let t = self
@@ -93,13 +131,31 @@ impl<T> Table<T> {
             Some(Slot {
                 generation: g,
                 value: Some(v),
-            }) if *g == generation => Ok(v.clone()),
+                owner,
+            }) if *g == generation => match owner {
+                Some(o) if !o.is_current() => Err(self.forked(o)),
+                _ => Ok(v.clone()),
+            },
             _ => Err(self.bad(h)),
         }
     }
 
-    /// Removes `h`; returns its value, or an error when it is not live.
+    /// Removes `h`; returns its value, or an error when it is not live. A handle made by
+    /// the process this one was forked from is removed too (this process forgets its copy:
+    /// the value is dropped here, after the table's lock is released) and the answer is
+    /// `Error::Forked`: nothing of the parent's was released.
     pub fn remove(&self, h: u64) -> Result<Arc<T>> {
+        let v = self.remove_any(h)?;
+        match v {
+            (v, Some(o)) if !o.is_current() => {
+                drop(v);
+                Err(self.forked(&o))
+            }
+            (v, _) => Ok(v),
+        }
+    }
+
+    fn remove_any(&self, h: u64) -> Result<(Arc<T>, Option<Owner>)> {
         let (index, generation) = self.split(h).ok_or_else(|| self.bad(h))?;
         let mut t = self
             .inner
@@ -111,7 +167,7 @@ impl<T> Table<T> {
                 if slot.generation == 0 {
                     slot.generation = 1;
                 }
-                slot.value.take()
+                slot.value.take().map(|v| (v, slot.owner.take()))
             }
             _ => None,
         };
@@ -134,6 +190,7 @@ impl<T> Table<T> {
         for (i, slot) in t.slots.iter_mut().enumerate() {
             if slot.value.as_deref().is_some_and(&pred) {
                 out.extend(slot.value.take());
+                slot.owner = None;
                 slot.generation = ((slot.generation + 1) & GEN_MASK as u32).max(1);
                 freed.push(i as u32);
             }
@@ -165,5 +222,39 @@ mod tests {
         assert!(a.get(h).is_err());
         assert_eq!(a.remove_where(|v| *v == 6).len(), 1);
         assert!(a.get(h2).is_err());
+    }
+
+    #[test]
+    fn a_forked_child_gets_forked_for_inherited_handles_and_can_make_its_own() {
+        let t: Table<u32> = Table::new(1, "session");
+        let h = t.insert(Arc::new(7)).unwrap();
+        // SAFETY: the child only uses the table (no other thread of it exists, and no
+        // table lock was held at the fork) and leaves through _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let mut bad = 0;
+            if !matches!(t.get(h), Err(Error::Forked(_))) {
+                bad |= 1;
+            }
+            if !matches!(t.remove(h), Err(Error::Forked(_))) {
+                bad |= 2;
+            }
+            if !matches!(t.remove(h), Err(Error::InvalidHandle(_))) {
+                bad |= 4;
+            }
+            match t.insert(Arc::new(8)) {
+                Ok(mine) if t.get(mine).is_ok_and(|v| *v == 8) && mine != h => {}
+                _ => bad |= 8,
+            }
+            // SAFETY: leaves the child at once.
+            unsafe { libc::_exit(bad) };
+        }
+        let mut st = 0;
+        // SAFETY: our own child.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+        assert!(libc::WIFEXITED(st), "{st:#x}");
+        assert_eq!(libc::WEXITSTATUS(st), 0, "failed checks (bits)");
+        assert_eq!(*t.get(h).unwrap(), 7, "the parent's handle is untouched");
     }
 }

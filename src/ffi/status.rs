@@ -28,6 +28,9 @@ pub enum tessera_status {
     /// Well formed but not supported by this build or this license source (e.g. an options
     /// struct from a newer header with fields this library does not know).
     TESSERA_E_UNSUPPORTED = 4,
+    /// The session or seat was opened by the parent of this process, which then forked:
+    /// handles are per process. Open a new session in the child (`tessera.h`, "fork").
+    TESSERA_E_FORKED = 5,
     /// No license for the product in any allowed source.
     TESSERA_E_NO_LICENSE = 100,
     /// A license exists but all of its seats are in use.
@@ -79,6 +82,7 @@ pub const fn to_c(s: Status) -> tessera_status {
         Status::InvalidHandle => TESSERA_E_INVALID_HANDLE,
         Status::BufferTooSmall => TESSERA_E_BUFFER_TOO_SMALL,
         Status::Unsupported => TESSERA_E_UNSUPPORTED,
+        Status::Forked => TESSERA_E_FORKED,
         Status::NoLicense => TESSERA_E_NO_LICENSE,
         Status::NoSeat => TESSERA_E_NO_SEAT,
         Status::Expired => TESSERA_E_EXPIRED,
@@ -116,6 +120,7 @@ impl From<tessera_status> for Status {
             TESSERA_E_INVALID_HANDLE => Status::InvalidHandle,
             TESSERA_E_BUFFER_TOO_SMALL => Status::BufferTooSmall,
             TESSERA_E_UNSUPPORTED => Status::Unsupported,
+            TESSERA_E_FORKED => Status::Forked,
             TESSERA_E_NO_LICENSE => Status::NoLicense,
             TESSERA_E_NO_SEAT => Status::NoSeat,
             TESSERA_E_EXPIRED => Status::Expired,

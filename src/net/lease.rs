@@ -374,6 +374,8 @@ struct Keeper {
 pub struct NetSeats {
     inner: Arc<Inner>,
     keeper: Mutex<Option<Keeper>>,
+    /// The process that made it: a forked child shares its connection's socket.
+    owner: crate::util::process::Owner,
 }
 
 impl std::fmt::Debug for NetSeats {
@@ -411,6 +413,7 @@ impl NetSeats {
                 seats: Mutex::new(HashMap::new()),
             }),
             keeper: Mutex::new(None),
+            owner: crate::util::process::Owner::current(),
         }
     }
 
@@ -442,6 +445,7 @@ impl NetSeats {
         features: u32,
         exclusive: bool,
     ) -> Result<([u8; 16], SeatGrant)> {
+        self.owner.check("license-server connection")?;
         if self.inner.servers.is_empty() {
             return Err(Error::NoLicense("no license server is configured".into()));
         }
@@ -566,6 +570,7 @@ impl NetSeats {
     /// Sends a request about a held seat. `LeaseLost` if the seat is lost. On a connection
     /// failure reconnects, re-attaches the seats and retries once; then the error.
     pub fn call_for_seat(&self, seat_id: [u8; 16], req: NetRequest) -> Result<NetResponse> {
+        self.owner.check("license-server connection")?;
         self.check_seat(&seat_id)?;
         let mut conn = lock(&self.inner.conn);
         // Re-check under the connection lock: the keeper may have lost it meanwhile.
@@ -588,6 +593,7 @@ impl NetSeats {
     /// reached the error is returned and the server frees the seat when its lease runs out.
     /// Releasing a lost seat does nothing.
     pub fn release(&self, seat_id: [u8; 16]) -> Result<()> {
+        self.owner.check("license-server connection")?;
         let Some(seat) = lock(&self.inner.seats).remove(&seat_id) else {
             return Err(Error::InvalidHandle(format!(
                 "no network seat {}",
@@ -625,6 +631,24 @@ impl Drop for NetSeats {
     /// Stops and joins the keeper, then releases the seats still held over the current
     /// connection, if there is one (otherwise their leases run out on the server).
     fn drop(&mut self) {
+        if !self.owner.is_current() {
+            // A forked child's copy: the keeper thread is the parent's (joining it here
+            // would wait for a thread this process does not have), the connection's socket
+            // is shared with the parent (a release sent here would release the parent's
+            // seats), and any lock may have been held by a parent thread at the fork. Touch
+            // none of them; `get_mut` takes no lock. The child's copies of the descriptors
+            // are closed when the last `Arc` of the connection goes, which, with the
+            // parent's keeper counted in it, is never in the child: they close at exit or
+            // exec (they are close-on-exec).
+            let keeper = match self.keeper.get_mut() {
+                Ok(k) => k.take(),
+                Err(p) => p.into_inner().take(),
+            };
+            // Forgotten whole: even dropping the wake sender would take the channel's
+            // internal lock.
+            std::mem::forget(keeper);
+            return;
+        }
         if let Some(k) = lock(&self.keeper).take() {
             drop(k.wake);
             let _ = k.thread.join();

@@ -84,6 +84,7 @@ namespace Tessera
     public class InvalidHandleException : UsageException { public InvalidHandleException(Status s, string m, string d, string c) : base(s, m, d, c) { } }
     public class BufferTooSmallException : UsageException { public BufferTooSmallException(Status s, string m, string d, string c) : base(s, m, d, c) { } }
     public class UnsupportedException : UsageException { public UnsupportedException(Status s, string m, string d, string c) : base(s, m, d, c) { } }
+    public class ForkedException : UsageException { public ForkedException(Status s, string m, string d, string c) : base(s, m, d, c) { } }
 
     public class NoLicenseException : LicensingException { public NoLicenseException(Status s, string m, string d, string c) : base(s, m, d, c) { } }
     public class NoSeatException : LicensingException { public NoSeatException(Status s, string m, string d, string c) : base(s, m, d, c) { } }
@@ -140,6 +141,7 @@ namespace Tessera
                 case Status.InvalidHandle: return new InvalidHandleException(status, m, d, c);
                 case Status.BufferTooSmall: return new BufferTooSmallException(status, m, d, c);
                 case Status.Unsupported: return new UnsupportedException(status, m, d, c);
+                case Status.Forked: return new ForkedException(status, m, d, c);
                 case Status.NoLicense: return new NoLicenseException(status, m, d, c);
                 case Status.NoSeat: return new NoSeatException(status, m, d, c);
                 case Status.Expired: return new LicenseExpiredException(status, m, d, c);

@@ -19,6 +19,9 @@ namespace Tessera
         BufferTooSmall = 3,
         /// <summary>Well formed but not supported by this build or this license source.</summary>
         Unsupported = 4,
+        /// <summary>The session or seat was opened by the parent of this process, which then forked;
+        /// handles are per process: open a new session in the child.</summary>
+        Forked = 5,
         /// <summary>No license for the product in any allowed source.</summary>
         NoLicense = 100,
         /// <summary>A license exists but all of its seats are in use.</summary>

@@ -25,6 +25,7 @@ use crate::container::engine::InstallReport;
 use crate::host::HostIdentity;
 use crate::license::{CountingUnit, License};
 use crate::net::lease::NetSeats;
+use crate::util::process::{self, Owner};
 use crate::util::{SharedClock, SystemClock};
 use crate::{Error, Result};
 
@@ -116,14 +117,36 @@ impl Environment {
     /// is read once per process (it does not change while a process runs; reading the
     /// traits is most of the cost of opening a session).
     pub fn detect() -> Environment {
-        static HOST: std::sync::LazyLock<HostIdentity> =
-            std::sync::LazyLock::new(HostIdentity::detect);
         Environment {
             home: default_home(),
-            host: HOST.clone(),
+            host: this_host(),
             clock: Arc::new(SystemClock),
         }
     }
+}
+
+/// This machine's identity, read at the first call of the process and kept.
+///
+/// A plain mutex rather than a `LazyLock`: a fork while another thread is reading the traits
+/// would leave a lazy initializer running forever in the child, and a later call there
+/// would wait for it. The mutex is held across every fork instead (the prepare handler
+/// waits for a detection under way to finish, the parent and child handlers release it),
+/// so a child finds the identity read, or not started. It is the client layer's only
+/// process-wide lock; the C API's handle tables are the others (`ffi::api`).
+fn this_host() -> HostIdentity {
+    static HOST: Mutex<Option<HostIdentity>> = Mutex::new(None);
+    static REGISTERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    unsafe extern "C" fn hold_host_across_fork() {
+        let g = HOST
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        process::hold_across_fork(Box::new(g));
+    }
+    process::at_fork(&REGISTERED, hold_host_across_fork);
+    let mut host = HOST
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    host.get_or_insert_with(HostIdentity::detect).clone()
 }
 
 /// Where a seat's license came from (`TESSERA_SOURCE_*` in the C API).
@@ -154,6 +177,9 @@ struct Inner {
     last_discovery: Mutex<Option<std::time::Instant>>,
     /// Seats on license servers, made on the first network acquire.
     net: Mutex<Option<Arc<NetSeats>>>,
+    /// The process that opened the session: a session is used only there
+    /// ([`crate::util::process`]).
+    owner: Owner,
 }
 
 /// An open session.
@@ -207,6 +233,7 @@ impl Session {
                 // Dongles are looked for at the first acquire, not at open.
                 last_discovery: Mutex::new(None),
                 net: Mutex::new(None),
+                owner: Owner::current(),
             }),
         };
         s.reload()?;
@@ -293,7 +320,9 @@ impl Session {
     }
 
     /// Acquires a seat of `product_code` with at least the `features` bits.
+    /// `Error::Forked` in a process forked from the one that opened the session.
     pub fn acquire(&self, product_code: u32, features: u32, exclusive: bool) -> Result<Seat> {
+        self.check_owner()?;
         let i = &self.inner;
         let mut best: Option<Error> = None;
         let mut consider = |e: Error| {
@@ -360,14 +389,28 @@ impl Session {
         }))
     }
 
+    /// `Error::Forked` unless this is the process that opened the session. Checked before
+    /// any of the session's locks is taken: in a forked child, a lock a parent thread held
+    /// at the fork is never released.
+    pub(super) fn check_owner(&self) -> Result<()> {
+        self.inner.owner.check("session")
+    }
+
+    /// Whether this is the process that opened the session.
+    pub(super) fn owned_here(&self) -> bool {
+        self.inner.owner.is_current()
+    }
+
     /// Writes an activation request for this machine (see [`super::request_activation`]).
     pub fn activation_request(&self) -> Result<Vec<u8>> {
+        self.check_owner()?;
         let (_, req) = super::request_activation(&self.inner.env, self.inner.opts.vendor_id)?;
         Ok(req)
     }
 
     /// Installs an activation, trusting only the session's publisher key, and reloads.
     pub fn activation_install(&self, bytes: &[u8]) -> Result<InstallReport> {
+        self.check_owner()?;
         // A session is one publisher's: an activation of another vendor is refused even
         // when the same key signed it.
         let act: crate::container::Activation =

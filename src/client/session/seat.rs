@@ -112,6 +112,7 @@ impl Seat {
 
     /// What the seat is.
     pub fn info(&self) -> Result<SeatInfo> {
+        self.session.check_owner()?;
         let (in_use, server) = match (&self.local, &self.backing) {
             (Some((pool, guard)), _) => {
                 pool.check(guard)?;
@@ -149,10 +150,11 @@ impl Seat {
         })
     }
 
-    /// The checks of every use: the license has not expired, and a local seat is still in
+    /// The checks of every use: the seat is used in the process that took it, the license has not expired, and a local seat is still in
     /// the seat registry (claimed again when its slot file was deleted or replaced, lost when
     /// no slot is free).
     fn check(&self) -> Result<()> {
+        self.session.check_owner()?;
         if let Some((pool, guard)) = &self.local {
             pool.check(guard)?;
         }
@@ -269,8 +271,11 @@ impl Seat {
 
 impl Drop for Seat {
     fn drop(&mut self) {
-        if let Backing::Network { net, seat_id, .. } = &self.backing {
+        if let Backing::Network { net, seat_id, .. } = &self.backing
+            && self.session.owned_here()
+        {
             // Best effort: a server out of reach frees the seat when its lease runs out.
+            // Never from a forked child: the connection is the parent's.
             let _ = net.release(*seat_id);
         }
     }

@@ -54,6 +54,7 @@ fn load_one(env: &Environment, opts: &SessionOptions, path: &std::path::Path) ->
 impl Session {
     /// Re-reads the software containers of the session's publisher.
     pub fn reload(&self) -> Result<()> {
+        self.check_owner()?;
         let i = &self.inner;
         let mut loaded = Vec::new();
         let mut errors = Vec::new();

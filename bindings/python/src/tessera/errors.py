@@ -35,6 +35,7 @@ __all__ = [
     "InternalError",
     "InvalidArgumentError",
     "InvalidHandleError",
+    "ForkedError",
     "InvariantError",
     "LeaseLostError",
     "LibraryLoadError",
@@ -83,6 +84,7 @@ class Status(OpenIntEnum):
     INVALID_HANDLE = 2
     BUFFER_TOO_SMALL = 3
     UNSUPPORTED = 4
+    FORKED = 5
     # 100-199: licensing verdicts.
     NO_LICENSE = 100
     NO_SEAT = 101
@@ -177,6 +179,11 @@ class InvalidHandleError(ArgumentError):
     """``TESSERA_E_INVALID_HANDLE``: the session or seat is closed, released or unknown."""
 
 
+class ForkedError(ArgumentError):
+    """``TESSERA_E_FORKED``: the session or seat was opened by the parent of this process
+    (``os.fork``); handles are per process, so open a new session in the child."""
+
+
 class BufferTooSmallError(ArgumentError):
     """``TESSERA_E_BUFFER_TOO_SMALL``: an output buffer is too small (the binding sizes
     its buffers itself, so an app does not see this)."""
@@ -267,6 +274,7 @@ _BY_STATUS: dict[Status, type[TesseraError]] = {
     Status.INVALID_HANDLE: InvalidHandleError,
     Status.BUFFER_TOO_SMALL: BufferTooSmallError,
     Status.UNSUPPORTED: UnsupportedError,
+    Status.FORKED: ForkedError,
     Status.NO_LICENSE: NoLicenseError,
     Status.NO_SEAT: NoSeatError,
     Status.EXPIRED: ExpiredError,
