@@ -18,6 +18,7 @@
 
 mod container;
 mod fingerprint;
+mod mounts;
 mod read;
 mod session;
 mod vm;
@@ -29,6 +30,7 @@ use sha2::{Digest, Sha256};
 
 pub use container::{ContainerRuntime, detect_container, detect_container_with};
 pub use fingerprint::{Fingerprint, Trait, TraitKind, is_placeholder};
+pub use mounts::OverMount;
 pub use session::{SessionId, SessionKind, pid_namespace, session_id};
 pub use vm::{
     CpuidReading, DmiReading, Hypervisor, MachineKind, detect_machine, hypervisor_from_dmi,
@@ -48,6 +50,11 @@ pub struct HostIdentity {
     pub session: SessionId,
     /// The host name (`gethostname`), lossily decoded; empty if unknown.
     pub hostname: String,
+    /// Set by [`HostIdentity::detect`] when a fingerprint source is covered by another mount:
+    /// the fingerprint is then empty and [`HostIdentity::trusted_fingerprint`] refuses.
+    /// Never sent anywhere; an identity built by hand (tests, simulations) has none.
+    #[serde(skip)]
+    pub overmounted: Option<OverMount>,
 }
 
 impl HostIdentity {
@@ -55,8 +62,13 @@ impl HostIdentity {
     /// detection, session and host name. Never panics; what cannot be read is left out.
     pub fn detect() -> HostIdentity {
         let root = std::path::Path::new("/");
+        let (fingerprint, overmounted) = match Fingerprint::collect_checked() {
+            Ok(f) => (f, None),
+            Err(e) => (Fingerprint::default(), Some(e)),
+        };
         HostIdentity {
-            fingerprint: Fingerprint::collect(),
+            fingerprint,
+            overmounted,
             machine: detect_machine(&read_cpuid(), &read_dmi(root)),
             container: detect_container(root),
             session: session_id(),
@@ -124,6 +136,18 @@ impl HostIdentity {
                 id: "uid:1000/sid:1".into(),
             },
             hostname: name.to_owned(),
+            overmounted: None,
+        }
+    }
+
+    /// The fingerprint to bind a software container to, open one with, or put in an
+    /// activation request: refused (`BindingMismatch`, naming the path) when detection found
+    /// a fingerprint source covered by another mount (a bind mount of a fake
+    /// `/etc/machine-id`, a tmpfs over `/sys/class/dmi/id`, also in a user namespace).
+    pub fn trusted_fingerprint(&self) -> crate::Result<&Fingerprint> {
+        match &self.overmounted {
+            Some(e) => Err(crate::Error::BindingMismatch(e.to_string())),
+            None => Ok(&self.fingerprint),
         }
     }
 
@@ -153,6 +177,9 @@ impl fmt::Display for HostIdentity {
             None => writeln!(f, "container:    none")?,
         }
         writeln!(f, "session:      {}", self.session)?;
+        if let Some(e) = &self.overmounted {
+            writeln!(f, "refused:      {e}")?;
+        }
         let n = self.fingerprint.traits.len();
         write!(
             f,
@@ -232,6 +259,7 @@ mod tests {
                 id: "uid:0/sid:123".into(),
             },
             hostname: "box1".into(),
+            overmounted: None,
         };
         let abc = hex::encode(&Sha256::digest(b"abc")[..4]);
         assert_eq!(abc, "ba7816bf");
