@@ -244,8 +244,17 @@ impl Hosted {
     ) -> Hosted {
         let mut h = Hosted::default();
         let now = crate::util::now();
+        let fingerprint = match host.trusted_fingerprint() {
+            Ok(f) => f,
+            Err(e) => {
+                if !software::list(home).is_empty() {
+                    h.problems.push(format!("software containers: {e}"));
+                }
+                return h;
+            }
+        };
         for p in software::list(home) {
-            match SoftwareContainer::load(&p, &host.fingerprint) {
+            match SoftwareContainer::load(&p, fingerprint) {
                 Ok(c) => {
                     let engine = &c.engine;
                     match engine.delegate(server_key, now, expiry) {
@@ -267,7 +276,7 @@ impl Hosted {
                                 }),
                                 backend: Backend::Software(
                                     Box::new(Mutex::new(c)),
-                                    host.fingerprint.clone(),
+                                    fingerprint.clone(),
                                 ),
                                 epoch: Instant::now(),
                             }));
