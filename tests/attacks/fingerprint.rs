@@ -326,3 +326,61 @@ fn chown_tree(path: &Path, uid: u32) {
         }
     }
 }
+
+#[test]
+fn a_fake_mountinfo_laid_over_proc_self_mountinfo_does_not_hide_the_bind_mounts() {
+    // The attacker hides the bind mount of A's machine id behind a clean copy of
+    // mountinfo, mounted over the shell's /proc/<pid>/mountinfo, then execs the runtime in
+    // the same process, so that its /proc/self/mountinfo is the copy.
+    let key = PublisherKey::generate(VENDOR, "t");
+    let a = activated_home(&key, machine_a(false));
+    let fakes = tempfile::tempdir().unwrap();
+    let clean = fakes.path().join("mountinfo");
+    std::fs::write(&clean, std::fs::read("/proc/self/mountinfo").unwrap()).unwrap();
+    let mut setup = fake_files(fakes.path());
+    setup.push(format!(
+        "mount --bind '{}' /proc/$$/mountinfo",
+        clean.display()
+    ));
+    let out = list_in_namespace(a.path(), &setup, false);
+    assert_refused_naming(&out, "/proc/self/mountinfo");
+}
+
+#[test]
+fn one_changed_part_of_this_machine_opens_its_container_and_two_do_not() {
+    // The tolerance holds on this machine's own traits, read the mount-proof way: at least
+    // five of them (machine id, CPU, MAC, root disk, memory on the test VM).
+    let real = Fingerprint::collect_checked().expect("nothing over-mounted here");
+    assert!(
+        real.len() >= 5,
+        "only {} traits on this machine: {:?}",
+        real.len(),
+        real.traits.iter().map(|t| t.kind).collect::<Vec<_>>()
+    );
+    let home = tempfile::tempdir().unwrap();
+    let c = tessera::container::SoftwareContainer::create(home.path(), VENDOR, &real, 1).unwrap();
+    let path = c.path().to_path_buf();
+    let changed = |n: usize| {
+        let mut fp = real.clone();
+        for t in fp.traits.iter_mut().take(n) {
+            t.value.push_str("-changed");
+        }
+        fp
+    };
+    assert!(tessera::container::SoftwareContainer::load(&path, &real).is_ok());
+    for i in 0..real.len() {
+        // Each single part, changed alone.
+        let mut fp = real.clone();
+        fp.traits[i].value.push_str("-changed");
+        assert!(
+            tessera::container::SoftwareContainer::load(&path, &fp).is_ok(),
+            "{} changed",
+            real.traits[i].kind
+        );
+    }
+    let r = tessera::container::SoftwareContainer::load(&path, &changed(2));
+    assert!(
+        matches!(r, Err(tessera::Error::BindingMismatch(_))),
+        "{r:?}"
+    );
+}
