@@ -1,14 +1,18 @@
 //! The host layer: who and where the calling process runs.
 //!
 //! - [`Fingerprint`]: traits of the machine (machine id, DMI product UUID and serials, CPU,
-//!   MAC addresses of physical NICs, root disk), matched with a tolerance so that one changed
-//!   part does not lock a customer out.
+//!   MAC addresses of physical NICs, root disk, memory), matched with a tolerance so that one
+//!   changed part does not lock a customer out. The CPU and MACs come from the CPU and the
+//!   kernel; the file-held traits are read through a guard that refuses a source covered by
+//!   another mount ([`OverMount`]; `mounts.rs`).
 //! - [`MachineKind`]: physical or virtual, from the CPUID hypervisor bit and vendor leaf and
 //!   the DMI strings ([`detect_machine`]); [`ContainerRuntime`] from the marker files each
 //!   runtime leaves ([`detect_container`]).
 //! - [`SessionId`]: the login / SSH / remote-desktop session of the calling process.
 //!
-//! [`HostIdentity::detect`] gathers all of it; it is part of every seat request. Tests
+//! [`HostIdentity::detect`] gathers all of it; it is part of every seat request. Whatever
+//! binds to the machine takes [`HostIdentity::trusted_fingerprint`], which refuses when
+//! detection found an over-mounted source. Tests
 //! simulate several machines by building a `HostIdentity` themselves (the fields are public,
 //! and [`HostIdentity::simulated`] makes a deterministic one); the C ABI never lets an app
 //! choose its own host identity.

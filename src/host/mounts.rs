@@ -8,9 +8,11 @@
 //! (`statx(STATX_MNT_ID)`); when that mount is not the anchor's, something is mounted over
 //! the file or over a directory on its path, and the read is refused with an [`OverMount`]
 //! that names the mount point. The anchors themselves are checked against
-//! `/proc/self/mountinfo` (mounted at their own path, from the root of their file system, of
-//! the right type, and `statfs` agrees for `/proc` and `/sys`), and mountinfo is itself read
-//! only after its descriptor proved to be on the real `/proc`. On kernels older than 5.8
+//! `/proc/self/mountinfo` (mounted at their own path, of the right type, from the root of
+//! their file system but for `/` where a btrfs subvolume shows as `/@`, and `statfs` agrees
+//! for `/proc` and `/sys`); a process root that mountinfo does not list as a mount (a
+//! `chroot`) is refused. Mountinfo is itself read only after its descriptor proved to be on
+//! the real `/proc`. On kernels older than 5.8
 //! (no mount id in `statx`) the mount points on the file's path are taken from mountinfo.
 //!
 //! What a mount cannot fake stays out of reach here: a root user who writes a file in place
@@ -100,6 +102,15 @@ impl Anchor {
             Anchor::Proc => fs_type == "proc",
             Anchor::Dev => matches!(fs_type, "devtmpfs" | "tmpfs"),
         }
+    }
+
+    /// Whether mountinfo's `entry` is a genuine mount of this anchor: at the anchor's path,
+    /// of the right type, and (but for the root, where a btrfs subvolume shows as `/@`)
+    /// from the root of its file system, not a bind mount of some directory.
+    fn entry_ok(self, entry: &MountEntry) -> bool {
+        entry.mount_point == self.dir()
+            && (self == Anchor::Root || entry.root == "/")
+            && self.fs_type_ok(&entry.fs_type)
     }
 
     /// The `statfs` magic the anchor's file system must have, where one is fixed.
@@ -307,13 +318,7 @@ impl Guard {
             let id = mount_id(None, dir, false).ok().flatten();
             let m = id.and_then(|id| self.entry(id));
             match m {
-                Some(m)
-                    if m.mount_point == anchor.dir()
-                        && m.root == "/"
-                        && anchor.fs_type_ok(&m.fs_type) =>
-                {
-                    Ok(id)
-                }
+                Some(m) if anchor.entry_ok(m) => Ok(id),
                 _ => Err(bad(m)),
             }
         } else {
@@ -324,7 +329,7 @@ impl Guard {
                 .rev()
                 .find(|m| m.mount_point == anchor.dir());
             match m {
-                Some(m) if m.root == "/" && anchor.fs_type_ok(&m.fs_type) => Ok(None),
+                Some(m) if anchor.entry_ok(m) => Ok(None),
                 _ => Err(bad(m)),
             }
         }
@@ -486,6 +491,37 @@ mod tests {
             g.read_trimmed(Path::new("/sys/class/no/such/file"), Anchor::Sys),
             Ok(None)
         );
+    }
+
+    #[test]
+    fn anchors_accept_only_their_own_file_system_at_their_own_path() {
+        let m = |line: &str| parse_mountinfo(line).remove(0);
+        assert!(Anchor::Root.entry_ok(&m("27 1 254:0 / / rw - ext4 /dev/vda rw")));
+        assert!(Anchor::Root.entry_ok(&m("27 1 0:31 /@ / rw - btrfs /dev/sda2 rw")));
+        assert!(Anchor::Root.entry_ok(&m("500 400 0:52 / / rw - overlay overlay rw")));
+        assert!(Anchor::Sys.entry_ok(&m("23 27 0:22 / /sys rw - sysfs sysfs rw")));
+        assert!(Anchor::Proc.entry_ok(&m("22 27 0:21 / /proc rw - proc proc rw")));
+        assert!(Anchor::Dev.entry_ok(&m("24 27 0:6 / /dev rw - devtmpfs udev rw")));
+        assert!(Anchor::Dev.entry_ok(&m("24 27 0:6 / /dev rw - tmpfs tmpfs rw")));
+        for (anchor, line) in [
+            // A tmpfs, or a bind mount of a directory, where sysfs belongs.
+            (Anchor::Sys, "70 27 0:60 / /sys rw - tmpfs fake rw"),
+            (Anchor::Sys, "70 27 0:22 /devices /sys rw - sysfs sysfs rw"),
+            // A fake /proc.
+            (
+                Anchor::Proc,
+                "71 27 254:0 /tmp/proc /proc rw - ext4 /dev/vda rw",
+            ),
+            // Another path.
+            (Anchor::Sys, "23 27 0:22 / /sys/class rw - sysfs sysfs rw"),
+            (Anchor::Root, "27 1 254:0 / /mnt rw - ext4 /dev/vda rw"),
+            (
+                Anchor::Dev,
+                "72 27 254:0 /tmp/dev /dev rw - ext4 /dev/vda rw",
+            ),
+        ] {
+            assert!(!anchor.entry_ok(&m(line)), "{anchor:?} accepted {line}");
+        }
     }
 
     #[test]
