@@ -240,6 +240,13 @@ trait Source {
     fn exists(&self, path: &Path) -> Result<bool, Self::Refusal>;
     /// The sorted names in a directory.
     fn dir_names(&self, path: &Path) -> Result<Vec<String>, Self::Refusal>;
+    /// The mount of the process's root: (major:minor, source).
+    fn root_mount(&self) -> Result<Option<(String, String)>, Self::Refusal> {
+        let Some(bytes) = self.read_bytes(Path::new("/proc/self/mountinfo"))? else {
+            return Ok(None);
+        };
+        Ok(root_mount(&String::from_utf8_lossy(&bytes)))
+    }
 }
 
 /// The running machine's files, each checked against the mount it must be on.
@@ -277,6 +284,13 @@ impl Source for Real<'_> {
     }
     fn dir_names(&self, path: &Path) -> Result<Vec<String>, OverMount> {
         self.0.dir_names(path, anchor_of(path))
+    }
+    fn root_mount(&self) -> Result<Option<(String, String)>, OverMount> {
+        // The mount the kernel says "/" is on, not whichever line mountinfo lists last.
+        Ok(self
+            .0
+            .root_entry()?
+            .map(|m| (m.majmin.clone(), m.source.clone())))
     }
 }
 
@@ -683,28 +697,14 @@ fn permanent_address(
     addr.iter().any(|&b| b != 0).then_some(addr)
 }
 
-/// The root mount from `/proc/self/mountinfo`: (major:minor, source). The last line whose
-/// mount point is `/` wins (later mounts hide earlier ones).
-fn root_mount<S: Source>(src: &S) -> Result<Option<(String, String)>, S::Refusal> {
-    let Some(bytes) = src.read_bytes(Path::new("/proc/self/mountinfo"))? else {
-        return Ok(None);
-    };
-    let text = String::from_utf8_lossy(&bytes);
-    let mut found = None;
-    for line in text.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let (Some(&majmin), Some(&"/")) = (fields.get(2), fields.get(4)) else {
-            continue;
-        };
-        let Some(sep) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        let source = fields
-            .get(sep + 2)
-            .map_or(String::new(), |s| super::mounts::unescape(s));
-        found = Some((majmin.to_owned(), source));
-    }
-    Ok(found)
+/// The root mount in mountinfo `text`: (major:minor, source). The last line whose mount
+/// point is `/` wins (later mounts hide earlier ones).
+fn root_mount(text: &str) -> Option<(String, String)> {
+    super::mounts::parse_mountinfo(text)
+        .into_iter()
+        .rev()
+        .find(|m| m.mount_point == "/")
+        .map(|m| (m.majmin, m.source))
 }
 
 /// The kernel name (`vda1`, `nvme0n1p2`, `dm-0`) of the root block device, from
@@ -816,7 +816,7 @@ fn fs_uuid<S: Source>(src: &S, dev: &str) -> Result<Option<String>, S::Refusal> 
 /// ` size:<sectors>` when known. `None` for a root that is not a block device (overlay,
 /// tmpfs: a container's root says nothing about the machine).
 fn root_disk<S: Source>(src: &S) -> Result<Option<String>, S::Refusal> {
-    let Some((majmin, source)) = root_mount(src)? else {
+    let Some((majmin, source)) = src.root_mount()? else {
         return Ok(None);
     };
     let dev = root_device_name(src, &majmin, &source)?;

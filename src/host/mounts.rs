@@ -335,6 +335,16 @@ impl Guard {
         }
     }
 
+    /// The mount entry of the process's root directory, after checking it is a genuine
+    /// root.
+    pub(crate) fn root_entry(&self) -> Result<Option<&MountEntry>, OverMount> {
+        let id = self.check_anchor(Anchor::Root)?;
+        Ok(match id {
+            Some(id) => self.entry(id),
+            None => self.mounts.iter().rev().find(|m| m.mount_point == "/"),
+        })
+    }
+
     /// Without mount ids: the mounts whose mount point is `path` or a directory on its
     /// (resolved) path below the anchor.
     fn check_path_by_mountinfo(&self, path: &Path, anchor: Anchor) -> Result<(), OverMount> {
