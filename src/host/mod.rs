@@ -12,10 +12,9 @@
 //!
 //! [`HostIdentity::detect`] gathers all of it; it is part of every seat request. Whatever
 //! binds to the machine takes [`HostIdentity::trusted_fingerprint`], which refuses when
-//! detection found an over-mounted source. Tests
-//! simulate several machines by building a `HostIdentity` themselves (the fields are public,
-//! and [`HostIdentity::simulated`] makes a deterministic one); the C ABI never lets an app
-//! choose its own host identity.
+//! detection found an over-mounted source. Tests simulate several machines by building a
+//! `HostIdentity` themselves (the fields are public, and [`HostIdentity::simulated`] makes a
+//! deterministic one); the C ABI never lets an app choose its own host identity.
 //!
 //! Nothing here panics on odd input: missing files, non-UTF-8 bytes and empty values are
 //! skipped or read lossily.
