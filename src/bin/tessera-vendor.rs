@@ -481,7 +481,9 @@ fn inspect(a: InspectArgs) -> Result<()> {
             "  sealed to the machine it was activated on; {} bytes",
             bytes.len()
         );
-        match SoftwareContainer::load(&a.file, &Fingerprint::collect()) {
+        let fingerprint = Fingerprint::collect_checked()
+            .map_err(|e| tessera::Error::BindingMismatch(e.to_string()));
+        match fingerprint.and_then(|f| SoftwareContainer::load(&a.file, &f)) {
             Ok(c) => {
                 let st = c.engine.state();
                 println!("  opens on this machine");

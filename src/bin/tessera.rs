@@ -501,7 +501,11 @@ fn list(a: ListArgs) -> Result<()> {
             println!();
         }
         println!("file:         {}", p.display());
-        let c = match SoftwareContainer::load(p, &env.host.fingerprint) {
+        let c = match env
+            .host
+            .trusted_fingerprint()
+            .and_then(|f| SoftwareContainer::load(p, f))
+        {
             Ok(c) => c,
             Err(e) => {
                 println!("status:       does not open here: {e}");

@@ -15,16 +15,17 @@ use crate::{Error, Result};
 /// first container of that publisher that opens here is reused (so more licenses can be
 /// added to it); when there is none, a new one is made.
 pub fn request_activation(env: &Environment, vendor_id: u32) -> Result<(String, Vec<u8>)> {
+    let fingerprint = env.host.trusted_fingerprint()?;
     let existing = list_for_vendor(&env.home, vendor_id)
         .into_iter()
-        .find_map(|p| SoftwareContainer::load(&p, &env.host.fingerprint).ok());
+        .find_map(|p| SoftwareContainer::load(&p, fingerprint).ok());
     let now = env.clock.now();
     let c = match existing {
         Some(c) => c,
-        None => SoftwareContainer::create(&env.home, vendor_id, &env.host.fingerprint, now)?,
+        None => SoftwareContainer::create(&env.home, vendor_id, fingerprint, now)?,
     };
     let req = c.engine.activation_request(
-        &env.host.fingerprint,
+        fingerprint,
         env.host.machine.clone(),
         &env.host.hostname,
         now,
@@ -41,14 +42,14 @@ pub fn install_activation(
     publisher: Option<&VerifyingKey>,
 ) -> Result<(String, InstallReport)> {
     let act: Activation = Envelope::parse(Kind::Activation, bytes)?.decode()?;
+    let fingerprint = env.host.trusted_fingerprint()?;
     let mut last_err = None;
     for p in list_for_vendor(&env.home, act.vendor_id) {
-        match SoftwareContainer::load(&p, &env.host.fingerprint) {
+        match SoftwareContainer::load(&p, fingerprint) {
             Ok(mut c) if c.engine.serial() == act.serial => {
                 let now = env.clock.now();
-                let report = c.update(&env.host.fingerprint, |e| {
-                    e.install_activation(bytes, publisher, now)
-                })?;
+                let report =
+                    c.update(fingerprint, |e| e.install_activation(bytes, publisher, now))?;
                 return Ok((act.serial, report));
             }
             Ok(_) => {}

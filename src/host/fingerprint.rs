@@ -1,20 +1,30 @@
 //! The machine fingerprint: a handful of traits (machine id, DMI product UUID and serials, CPU,
-//! MAC addresses of physical NICs, root disk) read from the running system.
+//! MAC addresses of physical NICs, root disk, installed memory) read from the running system.
+//!
+//! [`Fingerprint::collect_checked`] reads the real machine from sources a mount cannot fake
+//! where Linux has them: the CPU from the CPUID instruction, the MAC addresses from the
+//! kernel (`getifaddrs` and the `ethtool` ioctl, which gives each NIC's permanent address and
+//! tells a NIC on a bus from a virtual interface). The traits only files hold (machine id,
+//! DMI, root disk, memory) are read through the mount guard (`super::mounts`): a trait file
+//! or a directory on its path covered by another mount refuses the whole fingerprint with an
+//! [`OverMount`] naming the path. [`Fingerprint::collect_from`] reads a fake root from files
+//! only, for tests.
 //!
 //! Traits are kept raw here; what leaves the machine are their salted digests
 //! ([`Fingerprint::digests`]). A license binds to a set of traits and is matched with a
 //! tolerance ([`Fingerprint::matching`]) so that one changed part does not lock a customer out.
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::read::{MAX_FILE, base_name, dir_names, read_trimmed, under};
+use super::mounts::{Anchor, Guard, OverMount};
+use super::read::{base_name, dir_names, read_bytes, read_trimmed, under};
 
 /// What a [`Trait`] describes. The order of the variants is the sort order of a
-/// [`Fingerprint`].
+/// [`Fingerprint`]; new kinds are added at the end (files and activation requests carry the
+/// variant's position).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum TraitKind {
     /// The systemd / D-Bus machine id (`/etc/machine-id`).
@@ -27,16 +37,18 @@ pub enum TraitKind {
     ProductSerial,
     /// The CPU: vendor, model name, family, model and stepping of the first processor.
     Cpu,
-    /// The MAC address of one physical network interface.
+    /// The MAC address of one physical network interface (its permanent address).
     Mac,
     /// The disk holding the root file system: its serial, else its file-system UUID, else its
     /// device number and size.
     RootDisk,
+    /// The installed memory: the memory blocks the kernel lists, in MiB.
+    Memory,
 }
 
 impl TraitKind {
     /// Every kind, in sort order.
-    pub const ALL: [TraitKind; 7] = [
+    pub const ALL: [TraitKind; 8] = [
         TraitKind::MachineId,
         TraitKind::ProductUuid,
         TraitKind::BoardSerial,
@@ -44,6 +56,7 @@ impl TraitKind {
         TraitKind::Cpu,
         TraitKind::Mac,
         TraitKind::RootDisk,
+        TraitKind::Memory,
     ];
 
     /// The one-byte tag hashed in front of a trait's value by [`Fingerprint::digests`].
@@ -57,6 +70,7 @@ impl TraitKind {
             TraitKind::Cpu => 5,
             TraitKind::Mac => 6,
             TraitKind::RootDisk => 7,
+            TraitKind::Memory => 8,
         }
     }
 
@@ -76,6 +90,7 @@ impl std::fmt::Display for TraitKind {
             TraitKind::Cpu => "cpu",
             TraitKind::Mac => "mac address",
             TraitKind::RootDisk => "root disk",
+            TraitKind::Memory => "memory",
         })
     }
 }
@@ -120,38 +135,44 @@ pub struct Fingerprint {
 }
 
 impl Fingerprint {
-    /// Reads the fingerprint of this machine. Never panics; skips every trait it cannot read
-    /// (a container without `/sys`, an unprivileged user, a VM without DMI).
-    pub fn collect() -> Fingerprint {
-        Fingerprint::collect_from(Path::new("/"))
+    /// Reads the fingerprint of this machine, or refuses when a trait's source is covered by
+    /// another mount (a bind mount over `/etc/machine-id`, a tmpfs over `/sys/class/dmi/id`,
+    /// `/sys` that is not sysfs, a `chroot`): the error names the path. Skips every trait it
+    /// cannot read (a container without `/sys`, an unprivileged user, a VM without DMI).
+    /// Never panics.
+    pub fn collect_checked() -> Result<Fingerprint, OverMount> {
+        let guard = Guard::new()?;
+        let src = Real(&guard);
+        let mut traits = file_traits(&src)?;
+        if let Some(cpu) = cpu_from_cpuid() {
+            traits.push(Trait::new(TraitKind::Cpu, cpu));
+        } else if let Some(text) = src.read_bytes(Path::new("/proc/cpuinfo"))? {
+            traits.extend(cpu_from_cpuinfo(&text).map(|c| Trait::new(TraitKind::Cpu, c)));
+        }
+        for mac in kernel_macs() {
+            traits.push(Trait::new(TraitKind::Mac, mac));
+        }
+        Ok(Fingerprint::from_traits(traits))
     }
 
-    /// Like [`Fingerprint::collect`], but reads every file under `root` (`root/etc/machine-id`,
-    /// `root/sys/class/...`, `root/proc/cpuinfo`, `root/proc/self/mountinfo`, ...). Tests build
-    /// a fake root to simulate machines.
+    /// Like [`Fingerprint::collect_checked`], but an over-mounted source gives an empty
+    /// fingerprint (which opens nothing) instead of an error.
+    pub fn collect() -> Fingerprint {
+        Fingerprint::collect_checked().unwrap_or_default()
+    }
+
+    /// Reads every trait from files under `root` (`root/etc/machine-id`,
+    /// `root/sys/class/...`, `root/proc/cpuinfo`, `root/proc/self/mountinfo`, ...), the CPU
+    /// from `/proc/cpuinfo` and the MACs from `/sys/class/net`, without the mount guard.
+    /// Tests build a fake root to simulate machines.
     pub fn collect_from(root: &Path) -> Fingerprint {
-        let mut traits = Vec::new();
-        if let Some(id) = machine_id(root) {
-            traits.push(Trait::new(TraitKind::MachineId, id));
-        }
-        for (kind, file) in [
-            (TraitKind::ProductUuid, "product_uuid"),
-            (TraitKind::BoardSerial, "board_serial"),
-            (TraitKind::ProductSerial, "product_serial"),
-        ] {
-            let path = under(root, "/sys/class/dmi/id").join(file);
-            if let Some(value) = read_trimmed(&path).filter(|v| !is_placeholder(v)) {
-                traits.push(Trait::new(kind, value));
-            }
-        }
-        if let Some(cpu) = cpu(root) {
-            traits.push(Trait::new(TraitKind::Cpu, cpu));
+        let src = FakeRoot(root);
+        let Ok(mut traits) = file_traits(&src);
+        if let Ok(Some(text)) = src.read_bytes(Path::new("/proc/cpuinfo")) {
+            traits.extend(cpu_from_cpuinfo(&text).map(|c| Trait::new(TraitKind::Cpu, c)));
         }
         for mac in physical_macs(root) {
             traits.push(Trait::new(TraitKind::Mac, mac));
-        }
-        if let Some(disk) = root_disk(root) {
-            traits.push(Trait::new(TraitKind::RootDisk, disk));
         }
         Fingerprint::from_traits(traits)
     }
@@ -202,6 +223,128 @@ impl Fingerprint {
     pub fn is_empty(&self) -> bool {
         self.traits.is_empty()
     }
+}
+
+/// Where the file-held traits are read from: the real machine through the mount guard, or a
+/// fake root in tests. Paths are absolute as on a real machine (`/sys/class/dmi/id/...`).
+trait Source {
+    /// The error of a refused read.
+    type Refusal;
+    /// A small text file, trimmed; `None` when missing, unreadable or empty.
+    fn read_trimmed(&self, path: &Path) -> Result<Option<String>, Self::Refusal>;
+    /// A small file's bytes.
+    fn read_bytes(&self, path: &Path) -> Result<Option<Vec<u8>>, Self::Refusal>;
+    /// A symbolic link's target.
+    fn read_link(&self, path: &Path) -> Result<Option<PathBuf>, Self::Refusal>;
+    /// Whether the path exists.
+    fn exists(&self, path: &Path) -> Result<bool, Self::Refusal>;
+    /// The sorted names in a directory.
+    fn dir_names(&self, path: &Path) -> Result<Vec<String>, Self::Refusal>;
+    /// The mount of the process's root: (major:minor, source).
+    fn root_mount(&self) -> Result<Option<(String, String)>, Self::Refusal> {
+        let Some(bytes) = self.read_bytes(Path::new("/proc/self/mountinfo"))? else {
+            return Ok(None);
+        };
+        Ok(root_mount(&String::from_utf8_lossy(&bytes)))
+    }
+}
+
+/// The running machine's files, each checked against the mount it must be on.
+struct Real<'a>(&'a Guard);
+
+/// The mount a real source path must live on.
+fn anchor_of(path: &Path) -> Anchor {
+    if path.starts_with("/sys") {
+        Anchor::Sys
+    } else if path.starts_with("/proc") {
+        Anchor::Proc
+    } else if path.starts_with("/dev") {
+        Anchor::Dev
+    } else {
+        Anchor::Root
+    }
+}
+
+impl Source for Real<'_> {
+    type Refusal = OverMount;
+    fn read_trimmed(&self, path: &Path) -> Result<Option<String>, OverMount> {
+        self.0.read_trimmed(path, anchor_of(path))
+    }
+    fn read_bytes(&self, path: &Path) -> Result<Option<Vec<u8>>, OverMount> {
+        Ok(self
+            .0
+            .read_trimmed(path, anchor_of(path))?
+            .map(String::into_bytes))
+    }
+    fn read_link(&self, path: &Path) -> Result<Option<PathBuf>, OverMount> {
+        self.0.read_link(path, anchor_of(path))
+    }
+    fn exists(&self, path: &Path) -> Result<bool, OverMount> {
+        self.0.exists(path, anchor_of(path))
+    }
+    fn dir_names(&self, path: &Path) -> Result<Vec<String>, OverMount> {
+        self.0.dir_names(path, anchor_of(path))
+    }
+    fn root_mount(&self) -> Result<Option<(String, String)>, OverMount> {
+        // The mount the kernel says "/" is on, not whichever line mountinfo lists last.
+        Ok(self
+            .0
+            .root_entry()?
+            .map(|m| (m.majmin.clone(), m.source.clone())))
+    }
+}
+
+/// A fake root: every path is read under it, nothing is refused.
+struct FakeRoot<'a>(&'a Path);
+
+impl FakeRoot<'_> {
+    fn at(&self, path: &Path) -> PathBuf {
+        under(self.0, &path.to_string_lossy())
+    }
+}
+
+impl Source for FakeRoot<'_> {
+    type Refusal = std::convert::Infallible;
+    fn read_trimmed(&self, path: &Path) -> Result<Option<String>, Self::Refusal> {
+        Ok(read_trimmed(&self.at(path)))
+    }
+    fn read_bytes(&self, path: &Path) -> Result<Option<Vec<u8>>, Self::Refusal> {
+        Ok(read_bytes(&self.at(path)))
+    }
+    fn read_link(&self, path: &Path) -> Result<Option<PathBuf>, Self::Refusal> {
+        Ok(std::fs::read_link(self.at(path)).ok())
+    }
+    fn exists(&self, path: &Path) -> Result<bool, Self::Refusal> {
+        Ok(std::fs::symlink_metadata(self.at(path)).is_ok())
+    }
+    fn dir_names(&self, path: &Path) -> Result<Vec<String>, Self::Refusal> {
+        Ok(dir_names(&self.at(path)))
+    }
+}
+
+/// The traits only files hold: machine id, DMI, root disk, memory.
+fn file_traits<S: Source>(src: &S) -> Result<Vec<Trait>, S::Refusal> {
+    let mut traits = Vec::new();
+    if let Some(id) = machine_id(src)? {
+        traits.push(Trait::new(TraitKind::MachineId, id));
+    }
+    for (kind, file) in [
+        (TraitKind::ProductUuid, "product_uuid"),
+        (TraitKind::BoardSerial, "board_serial"),
+        (TraitKind::ProductSerial, "product_serial"),
+    ] {
+        let path = Path::new("/sys/class/dmi/id").join(file);
+        if let Some(value) = src.read_trimmed(&path)?.filter(|v| !is_placeholder(v)) {
+            traits.push(Trait::new(kind, value));
+        }
+    }
+    if let Some(disk) = root_disk(src)? {
+        traits.push(Trait::new(TraitKind::RootDisk, disk));
+    }
+    if let Some(memory) = memory(src)? {
+        traits.push(Trait::new(TraitKind::Memory, memory));
+    }
+    Ok(traits)
 }
 
 /// Whether a DMI or disk value is one of the placeholders firmware writes instead of a real
@@ -255,17 +398,22 @@ pub fn is_placeholder(value: &str) -> bool {
 
 /// `/etc/machine-id`, else `/var/lib/dbus/machine-id`; skipping empty, "uninitialized" and
 /// all-zero ids.
-fn machine_id(root: &Path) -> Option<String> {
-    ["/etc/machine-id", "/var/lib/dbus/machine-id"]
-        .into_iter()
-        .filter_map(|p| read_trimmed(&under(root, p)))
-        .find(|id| id != "uninitialized" && !is_placeholder(id))
+fn machine_id<S: Source>(src: &S) -> Result<Option<String>, S::Refusal> {
+    for p in ["/etc/machine-id", "/var/lib/dbus/machine-id"] {
+        if let Some(id) = src.read_trimmed(Path::new(p))?
+            && id != "uninitialized"
+            && !is_placeholder(&id)
+        {
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
 }
 
 /// The CPU trait from the first processor block of `/proc/cpuinfo`:
 /// `vendor|model name|family|model|stepping` on x86; on other architectures the
 /// implementer / architecture / variant / part / revision fields.
-fn cpu(root: &Path) -> Option<String> {
+fn cpu_from_cpuinfo(bytes: &[u8]) -> Option<String> {
     const X86: [&str; 5] = ["vendor_id", "model name", "cpu family", "model", "stepping"];
     const ARM: [&str; 5] = [
         "CPU implementer",
@@ -274,17 +422,9 @@ fn cpu(root: &Path) -> Option<String> {
         "CPU part",
         "CPU revision",
     ];
-    let file = std::fs::File::open(under(root, "/proc/cpuinfo")).ok()?;
-    let mut reader = BufReader::new(file.take(MAX_FILE));
     let mut fields: Vec<(String, String)> = Vec::new();
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        let text = String::from_utf8_lossy(&line);
+    for line in bytes.split(|&b| b == b'\n') {
+        let text = String::from_utf8_lossy(line);
         let text = text.trim();
         if text.is_empty() {
             // The blank line ends the first processor's block on x86; ARM puts the CPU
@@ -324,9 +464,66 @@ fn cpu(root: &Path) -> Option<String> {
     pick(&X86).or_else(|| pick(&ARM))
 }
 
+/// The CPU trait from the CPUID instruction, in the form Linux prints in `/proc/cpuinfo`
+/// (so containers made from cpuinfo keep opening): `vendor|brand string|family|model|
+/// stepping`, family and model with their extended parts as the kernel computes them. `None`
+/// off x86-64.
+fn cpu_from_cpuid() -> Option<String> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::__cpuid;
+        let regs = |leaf: u32| {
+            // SAFETY: CPUID exists on every x86-64 CPU and has no side effects; leaves past
+            // the maximum return harmless values. (`__cpuid` is safe in newer Rust.)
+            #[allow(unused_unsafe)]
+            let r = unsafe { __cpuid(leaf) };
+            r
+        };
+        let l0 = regs(0);
+        let mut vendor = Vec::with_capacity(12);
+        for reg in [l0.ebx, l0.edx, l0.ecx] {
+            vendor.extend_from_slice(&reg.to_le_bytes());
+        }
+        let vendor = String::from_utf8_lossy(&vendor)
+            .trim_matches('\0')
+            .trim()
+            .to_owned();
+        let sig = if l0.eax >= 1 { regs(1).eax } else { 0 };
+        let mut family = (sig >> 8) & 0xf;
+        if family == 0xf {
+            family += (sig >> 20) & 0xff;
+        }
+        let mut model = (sig >> 4) & 0xf;
+        if family >= 6 {
+            model += ((sig >> 16) & 0xf) << 4;
+        }
+        let stepping = sig & 0xf;
+        let mut brand = Vec::with_capacity(48);
+        if regs(0x8000_0000).eax >= 0x8000_0004 {
+            for leaf in 0x8000_0002..=0x8000_0004 {
+                let r = regs(leaf);
+                for reg in [r.eax, r.ebx, r.ecx, r.edx] {
+                    brand.extend_from_slice(&reg.to_le_bytes());
+                }
+            }
+        }
+        let brand = String::from_utf8_lossy(&brand).replace('\0', " ");
+        let brand = brand.split_whitespace().collect::<Vec<_>>().join(" ");
+        if vendor.is_empty() && sig == 0 {
+            return None;
+        }
+        Some(format!("{vendor}|{brand}|{family}|{model}|{stepping}"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
+}
+
 /// MAC addresses of the interfaces in `/sys/class/net` that have a `device` link (a real or
 /// paravirtual NIC: not `lo`, veth, bridges, ifb, tun, `docker0`), lowercased, skipping
-/// all-zero and broadcast addresses.
+/// all-zero and broadcast addresses. For fake roots; the real machine asks the kernel
+/// ([`kernel_macs`]).
 fn physical_macs(root: &Path) -> Vec<String> {
     let net = under(root, "/sys/class/net");
     let mut macs = Vec::new();
@@ -341,76 +538,202 @@ fn physical_macs(root: &Path) -> Vec<String> {
         let mac = mac.to_ascii_lowercase();
         let well_formed =
             mac.contains(':') && mac.chars().all(|c| c == ':' || c.is_ascii_hexdigit());
-        let hex: Vec<char> = mac.chars().filter(|&c| c != ':').collect();
-        if !well_formed || hex.iter().all(|&c| c == '0') || hex.iter().all(|&c| c == 'f') {
-            continue;
+        if well_formed && usable_mac(&mac) {
+            macs.push(mac);
         }
-        macs.push(mac);
     }
     macs
 }
 
-/// The root mount from `/proc/self/mountinfo`: (major:minor, source). The last line whose
-/// mount point is `/` wins (later mounts hide earlier ones).
-fn root_mount(root: &Path) -> Option<(String, String)> {
-    let bytes = super::read::read_bytes(&under(root, "/proc/self/mountinfo"))?;
-    let text = String::from_utf8_lossy(&bytes);
-    let mut found = None;
-    for line in text.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let (Some(&majmin), Some(&"/")) = (fields.get(2), fields.get(4)) else {
-            continue;
-        };
-        let Some(sep) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        let source = fields.get(sep + 2).map_or(String::new(), |s| unescape(s));
-        found = Some((majmin.to_owned(), source));
-    }
-    found
+/// Whether a lowercase `aa:bb:..` address is neither all zeros nor broadcast.
+fn usable_mac(mac: &str) -> bool {
+    let hex: Vec<char> = mac.chars().filter(|&c| c != ':').collect();
+    !hex.is_empty() && !hex.iter().all(|&c| c == '0') && !hex.iter().all(|&c| c == 'f')
 }
 
-/// Undoes mountinfo's octal escapes (`\040` for a space).
-fn unescape(field: &str) -> String {
-    let mut rest = field.as_bytes();
-    let mut out = Vec::with_capacity(rest.len());
-    while let Some((&first, tail)) = rest.split_first() {
-        if first == b'\\'
-            && let [a, b, c, after @ ..] = tail
-            && [a, b, c].iter().all(|d| (b'0'..=b'7').contains(d))
-        {
-            let n = u32::from(a - b'0') * 64 + u32::from(b - b'0') * 8 + u32::from(c - b'0');
-            out.push(u8::try_from(n).unwrap_or(b'?'));
-            rest = after;
-        } else {
-            out.push(first);
-            rest = tail;
+/// `aa:bb:cc:..` of `bytes`.
+fn format_mac(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The MAC addresses of this network namespace's physical NICs, from the kernel: the link
+/// addresses `getifaddrs` lists (`AF_PACKET`), of the interfaces the `ethtool` ioctl places
+/// on a bus (a NIC has a parent device; `lo`, veth, bridges, tun, dummies do not), each as
+/// the NIC's permanent address (`ETHTOOL_GPERMADDR`, which `ip link set address` does not
+/// change), else its current one. Nothing here reads a file.
+fn kernel_macs() -> Vec<String> {
+    let mut macs = Vec::new();
+    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs writes a list head into `ifap`; it is freed below.
+    if unsafe { libc::getifaddrs(&mut ifap) } != 0 {
+        return macs;
+    }
+    // SAFETY: plain socket creation; the descriptor is owned (and closed) by `sock`.
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    let sock = (sock >= 0).then(|| {
+        // SAFETY: `sock` is a fresh descriptor nobody else owns.
+        unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(sock) }
+    });
+    let mut cur = ifap;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, alive until freeifaddrs.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: a non-null ifa_addr points at a sockaddr of at least its family's size.
+        let family = unsafe { (*ifa.ifa_addr).sa_family };
+        if i32::from(family) != libc::AF_PACKET {
+            continue;
+        }
+        // SAFETY: AF_PACKET entries carry a sockaddr_ll.
+        let ll = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_ll) };
+        let len = usize::from(ll.sll_halen);
+        if len == 0 || len > ll.sll_addr.len() {
+            continue;
+        }
+        // SAFETY: ifa_name is a NUL-terminated string of the list.
+        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
+        let Some(sock) = &sock else { continue };
+        if !on_a_bus(sock, name) {
+            continue;
+        }
+        let addr =
+            permanent_address(sock, name, len).unwrap_or_else(|| ll.sll_addr[..len].to_vec());
+        let mac = format_mac(&addr);
+        if usable_mac(&mac) {
+            macs.push(mac);
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    // SAFETY: `ifap` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(ifap) };
+    macs.sort();
+    macs.dedup();
+    macs
+}
+
+const ETHTOOL_GDRVINFO: u32 = 0x0000_0003;
+const ETHTOOL_GPERMADDR: u32 = 0x0000_0020;
+
+/// `struct ethtool_drvinfo` of `<linux/ethtool.h>`.
+#[repr(C)]
+struct EthtoolDrvinfo {
+    cmd: u32,
+    driver: [u8; 32],
+    version: [u8; 32],
+    fw_version: [u8; 32],
+    bus_info: [u8; 32],
+    erom_version: [u8; 32],
+    reserved2: [u8; 12],
+    n_priv_flags: u32,
+    n_stats: u32,
+    testinfo_len: u32,
+    eedump_len: u32,
+    regdump_len: u32,
+}
+
+/// `struct ethtool_perm_addr` with room for a 32-byte address.
+#[repr(C)]
+struct EthtoolPermAddr {
+    cmd: u32,
+    size: u32,
+    data: [u8; 32],
+}
+
+/// Runs the `SIOCETHTOOL` ioctl on interface `name` with `data` as the request.
+fn ethtool<T>(sock: &std::os::fd::OwnedFd, name: &std::ffi::CStr, data: &mut T) -> bool {
+    use std::os::fd::AsRawFd;
+    let bytes = name.to_bytes();
+    if bytes.len() >= libc::IFNAMSIZ {
+        return false;
+    }
+    // SAFETY: an all-zero ifreq is a valid value of the plain C struct.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, &src) in ifr.ifr_name.iter_mut().zip(bytes) {
+        *dst = src as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_data = (data as *mut T).cast();
+    // SAFETY: `ifr` names the interface and points at `data`, a live request struct of the
+    // layout the kernel expects for its `cmd`.
+    unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL as _, &mut ifr) == 0 }
+}
+
+/// Whether the interface sits on a bus (PCI, virtio, USB, a platform device): the kernel
+/// reports its parent device as the bus info. Virtual interfaces report none (or "N/A",
+/// "tun", "tap").
+fn on_a_bus(sock: &std::os::fd::OwnedFd, name: &std::ffi::CStr) -> bool {
+    // SAFETY: an all-zero ethtool_drvinfo is a valid value of the plain C struct.
+    let mut info: EthtoolDrvinfo = unsafe { std::mem::zeroed() };
+    info.cmd = ETHTOOL_GDRVINFO;
+    if !ethtool(sock, name, &mut info) {
+        return false;
+    }
+    let end = info.bus_info.iter().position(|&b| b == 0).unwrap_or(32);
+    let bus = String::from_utf8_lossy(&info.bus_info[..end]);
+    let bus = bus.trim();
+    !bus.is_empty() && !matches!(bus, "N/A" | "tun" | "tap")
+}
+
+/// The interface's permanent (burned-in) address, when the driver has one of `len` bytes.
+fn permanent_address(
+    sock: &std::os::fd::OwnedFd,
+    name: &std::ffi::CStr,
+    len: usize,
+) -> Option<Vec<u8>> {
+    let mut req = EthtoolPermAddr {
+        cmd: ETHTOOL_GPERMADDR,
+        size: 32,
+        data: [0; 32],
+    };
+    if !ethtool(sock, name, &mut req) || req.size as usize != len {
+        return None;
+    }
+    let addr = req.data.get(..len)?.to_vec();
+    addr.iter().any(|&b| b != 0).then_some(addr)
+}
+
+/// The root mount in mountinfo `text`: (major:minor, source). The last line whose mount
+/// point is `/` wins (later mounts hide earlier ones).
+fn root_mount(text: &str) -> Option<(String, String)> {
+    super::mounts::parse_mountinfo(text)
+        .into_iter()
+        .rev()
+        .find(|m| m.mount_point == "/")
+        .map(|m| (m.majmin, m.source))
 }
 
 /// The kernel name (`vda1`, `nvme0n1p2`, `dm-0`) of the root block device, from
 /// `/sys/dev/block/<major:minor>` or else the mount source.
-fn root_device_name(root: &Path, majmin: &str, source: &str) -> Option<String> {
+fn root_device_name<S: Source>(
+    src: &S,
+    majmin: &str,
+    source: &str,
+) -> Result<Option<String>, S::Refusal> {
     if is_block_number(majmin) {
-        let link = under(root, "/sys/dev/block").join(majmin);
-        if let Some(name) = std::fs::read_link(&link).ok().and_then(|t| base_name(&t)) {
-            return Some(name);
+        let link = Path::new("/sys/dev/block").join(majmin);
+        if let Some(name) = src.read_link(&link)?.and_then(|t| base_name(&t)) {
+            return Ok(Some(name));
         }
     }
-    let dev = source.strip_prefix("/dev/")?;
+    let Some(dev) = source.strip_prefix("/dev/") else {
+        return Ok(None);
+    };
     if dev.is_empty() || dev == "root" {
-        return None;
+        return Ok(None);
     }
     // `/dev/mapper/x` and friends are links to the kernel name.
-    if let Some(name) = std::fs::read_link(under(root, source))
-        .ok()
+    if let Some(name) = src
+        .read_link(Path::new(source))?
         .and_then(|t| base_name(&t))
     {
-        return Some(name);
+        return Ok(Some(name));
     }
-    base_name(Path::new(dev))
+    Ok(base_name(Path::new(dev)))
 }
 
 /// Whether `majmin` is a well-formed `major:minor` of a real block device (major 0 is the
@@ -423,18 +746,18 @@ fn is_block_number(majmin: &str) -> bool {
 }
 
 /// The whole disk a partition belongs to (`vda1` → `vda`), when `dev` is a partition.
-fn parent_device(root: &Path, dev: &str) -> Option<String> {
-    let class = under(root, "/sys/class/block").join(dev);
-    if !class.join("partition").exists() {
-        return None;
+fn parent_device<S: Source>(src: &S, dev: &str) -> Result<Option<String>, S::Refusal> {
+    let class = Path::new("/sys/class/block").join(dev);
+    if !src.exists(&class.join("partition"))? {
+        return Ok(None);
     }
     // sysfs: /sys/class/block/vda1 -> ../../devices/.../block/vda/vda1
-    if let Ok(target) = std::fs::read_link(&class)
+    if let Some(target) = src.read_link(&class)?
         && let Some(parent) = target.parent().and_then(base_name)
         && parent != "block"
         && !parent.is_empty()
     {
-        return Some(parent);
+        return Ok(Some(parent));
     }
     // Fall back to the naming rules: nvme0n1p1 / mmcblk0p1 → strip "pN"; sda1 → strip digits.
     let trimmed = dev.trim_end_matches(|c: char| c.is_ascii_digit());
@@ -442,75 +765,109 @@ fn parent_device(root: &Path, dev: &str) -> Option<String> {
         Some(base) if base.ends_with(|c: char| c.is_ascii_digit()) => base,
         _ => trimmed,
     };
-    (!stripped.is_empty() && stripped != dev).then(|| stripped.to_owned())
+    Ok((!stripped.is_empty() && stripped != dev).then(|| stripped.to_owned()))
 }
 
 /// The serial number of block device `dev` (or of its parent disk, or of the one device
 /// beneath a device-mapper / md device), if the kernel exposes one.
-fn disk_serial(root: &Path, dev: &str, depth: u32) -> Option<String> {
+fn disk_serial<S: Source>(src: &S, dev: &str, depth: u32) -> Result<Option<String>, S::Refusal> {
     let mut names = vec![dev.to_owned()];
-    if let Some(parent) = parent_device(root, dev) {
+    if let Some(parent) = parent_device(src, dev)? {
         names.push(parent);
     }
     for name in &names {
         for path in [
-            under(root, "/sys/class/block")
+            Path::new("/sys/class/block")
                 .join(name)
                 .join("device/serial"),
-            under(root, "/sys/block").join(name).join("serial"),
+            Path::new("/sys/block").join(name).join("serial"),
         ] {
-            if let Some(serial) = read_trimmed(&path).filter(|s| !is_placeholder(s)) {
-                return Some(serial);
+            if let Some(serial) = src.read_trimmed(&path)?.filter(|s| !is_placeholder(s)) {
+                return Ok(Some(serial));
             }
         }
     }
     if depth < 4 {
         // dm / md: follow the first slave.
-        let slaves = dir_names(&under(root, "/sys/class/block").join(dev).join("slaves"));
+        let slaves = src.dir_names(&Path::new("/sys/class/block").join(dev).join("slaves"))?;
         if let Some(slave) = slaves.first() {
-            return disk_serial(root, slave, depth + 1);
+            return disk_serial(src, slave, depth + 1);
         }
     }
-    None
+    Ok(None)
 }
 
 /// The file-system UUID whose `/dev/disk/by-uuid` link points at `dev`.
-fn fs_uuid(root: &Path, dev: &str) -> Option<String> {
-    let dir = under(root, "/dev/disk/by-uuid");
-    dir_names(&dir).into_iter().find(|uuid| {
-        std::fs::read_link(dir.join(uuid))
-            .ok()
+fn fs_uuid<S: Source>(src: &S, dev: &str) -> Result<Option<String>, S::Refusal> {
+    let dir = Path::new("/dev/disk/by-uuid");
+    for uuid in src.dir_names(dir)? {
+        if src
+            .read_link(&dir.join(&uuid))?
             .and_then(|t| base_name(&t))
             .is_some_and(|target| target == dev)
-    })
+        {
+            return Ok(Some(uuid));
+        }
+    }
+    Ok(None)
 }
 
 /// The root disk trait: `serial:<s>`, else `uuid:<fs uuid>`, else `dev:<major:minor>` with
 /// ` size:<sectors>` when known. `None` for a root that is not a block device (overlay,
 /// tmpfs: a container's root says nothing about the machine).
-fn root_disk(root: &Path) -> Option<String> {
-    let (majmin, source) = root_mount(root)?;
-    let dev = root_device_name(root, &majmin, &source);
+fn root_disk<S: Source>(src: &S) -> Result<Option<String>, S::Refusal> {
+    let Some((majmin, source)) = src.root_mount()? else {
+        return Ok(None);
+    };
+    let dev = root_device_name(src, &majmin, &source)?;
     if let Some(dev) = &dev {
-        if let Some(serial) = disk_serial(root, dev, 0) {
-            return Some(format!("serial:{serial}"));
+        if let Some(serial) = disk_serial(src, dev, 0)? {
+            return Ok(Some(format!("serial:{serial}")));
         }
-        if let Some(uuid) = fs_uuid(root, dev) {
-            return Some(format!("uuid:{uuid}"));
+        if let Some(uuid) = fs_uuid(src, dev)? {
+            return Ok(Some(format!("uuid:{uuid}")));
         }
     }
     let sys = match &dev {
-        Some(dev) => under(root, "/sys/class/block").join(dev),
-        None => under(root, "/sys/dev/block").join(&majmin),
+        Some(dev) => Path::new("/sys/class/block").join(dev),
+        None => Path::new("/sys/dev/block").join(&majmin),
     };
-    let number = read_trimmed(&sys.join("dev"))
+    let Some(number) = src
+        .read_trimmed(&sys.join("dev"))?
         .into_iter()
         .chain(Some(majmin))
-        .find(|n| is_block_number(n))?;
-    Some(match read_trimmed(&sys.join("size")) {
+        .find(|n| is_block_number(n))
+    else {
+        return Ok(None);
+    };
+    Ok(Some(match src.read_trimmed(&sys.join("size"))? {
         Some(size) => format!("dev:{number} size:{size}"),
         None => format!("dev:{number}"),
-    })
+    }))
+}
+
+/// The installed memory, `<n> MiB`: the memory blocks the kernel lists under
+/// `/sys/devices/system/memory` (present blocks, online or not) times their size. Unlike the
+/// free / total counters this does not move with a balloon driver or with the kernel's own
+/// reservations; it changes when memory is added or removed.
+fn memory<S: Source>(src: &S) -> Result<Option<String>, S::Refusal> {
+    let dir = Path::new("/sys/devices/system/memory");
+    let Some(size) = src.read_trimmed(&dir.join("block_size_bytes"))? else {
+        return Ok(None);
+    };
+    let Ok(block) = u64::from_str_radix(size.trim_start_matches("0x"), 16) else {
+        return Ok(None);
+    };
+    let blocks = src
+        .dir_names(dir)?
+        .iter()
+        .filter(|n| {
+            n.strip_prefix("memory")
+                .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .count() as u64;
+    let mib = blocks.saturating_mul(block) >> 20;
+    Ok((mib > 0).then(|| format!("{mib} MiB")))
 }
 
 #[cfg(test)]
@@ -775,8 +1132,12 @@ mod tests {
             fp.traits,
             vec![Trait::new(TraitKind::RootDisk, "serial:S4EWNX0R123456")]
         );
-        assert_eq!(parent_device(r, "nvme0n1p2").as_deref(), Some("nvme0n1"));
-        assert_eq!(parent_device(r, "nvme0n1"), None); // not a partition
+        let src = FakeRoot(r);
+        assert_eq!(
+            parent_device(&src, "nvme0n1p2").unwrap().as_deref(),
+            Some("nvme0n1")
+        );
+        assert_eq!(parent_device(&src, "nvme0n1").unwrap(), None); // not a partition
     }
 
     #[test]
@@ -825,13 +1186,6 @@ mod tests {
     }
 
     #[test]
-    fn mountinfo_escapes_are_undone() {
-        assert_eq!(unescape(r"/dev/my\040disk"), "/dev/my disk");
-        assert_eq!(unescape(r"trailing\04"), r"trailing\04");
-        assert_eq!(unescape(r"\777"), "?");
-    }
-
-    #[test]
     fn from_traits_sorts_and_dedups() {
         let fp = Fingerprint::from_traits(vec![
             Trait::new(TraitKind::Mac, "b"),
@@ -874,12 +1228,17 @@ mod tests {
     #[test]
     fn trait_codes_are_stable_and_round_trip() {
         let codes: Vec<u8> = TraitKind::ALL.iter().map(|k| k.code()).collect();
-        assert_eq!(codes, vec![1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(codes, vec![1, 2, 3, 4, 5, 6, 7, 8]);
         for k in TraitKind::ALL {
             assert_eq!(TraitKind::from_code(k.code()), Some(k));
         }
         assert_eq!(TraitKind::from_code(0), None);
-        assert_eq!(TraitKind::from_code(8), None);
+        assert_eq!(TraitKind::from_code(9), None);
+        // Files and activation requests carry the variant's position (postcard): the kinds
+        // made before `Memory` keep theirs, so old containers and requests still decode.
+        for (i, k) in TraitKind::ALL.into_iter().enumerate() {
+            assert_eq!(postcard::to_allocvec(&k).unwrap(), vec![i as u8]);
+        }
     }
 
     #[test]
@@ -910,10 +1269,76 @@ mod tests {
     }
 
     #[test]
+    fn cpuid_gives_the_cpu_trait_that_proc_cpuinfo_gives() {
+        // Containers made before the CPU was read from CPUID bound the cpuinfo form: the two
+        // must agree, or they would lose a trait.
+        let Some(bytes) = read_bytes(Path::new("/proc/cpuinfo")) else {
+            return;
+        };
+        if cfg!(target_arch = "x86_64") {
+            let from_cpuid = cpu_from_cpuid().expect("CPUID on x86-64");
+            assert_eq!(Some(from_cpuid), cpu_from_cpuinfo(&bytes));
+        } else {
+            assert_eq!(cpu_from_cpuid(), None);
+        }
+    }
+
+    #[test]
+    fn kernel_macs_are_the_sysfs_macs_of_this_machines_nics() {
+        // Containers made before the MACs came from the kernel bound the sysfs addresses of
+        // interfaces with a device link: the two must agree (a NIC's permanent address is its
+        // address unless someone changed it).
+        assert_eq!(kernel_macs(), physical_macs(Path::new("/")));
+        for mac in kernel_macs() {
+            assert!(usable_mac(&mac), "{mac}");
+        }
+    }
+
+    #[test]
+    fn memory_is_the_sum_of_the_memory_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        write(
+            r,
+            "/sys/devices/system/memory/block_size_bytes",
+            b"8000000\n",
+        );
+        for n in ["memory0", "memory1", "memory32"] {
+            fs::create_dir_all(under(r, "/sys/devices/system/memory").join(n)).unwrap();
+        }
+        // Not blocks.
+        write(
+            r,
+            "/sys/devices/system/memory/auto_online_blocks",
+            b"online\n",
+        );
+        fs::create_dir_all(under(r, "/sys/devices/system/memory/memoryX")).unwrap();
+        fs::create_dir_all(under(r, "/sys/devices/system/memory/power")).unwrap();
+        let fp = Fingerprint::collect_from(r);
+        assert_eq!(fp.traits, vec![Trait::new(TraitKind::Memory, "384 MiB")]);
+        // A garbled block size gives no trait.
+        write(r, "/sys/devices/system/memory/block_size_bytes", b"lots\n");
+        assert!(Fingerprint::collect_from(r).is_empty());
+    }
+
+    #[test]
+    fn cpuinfo_and_macs_are_read_from_a_fake_root_only() {
+        let dir = full_machine();
+        let fp = Fingerprint::collect_from(dir.path());
+        assert_eq!(fp.of_kind(TraitKind::Mac).count(), 2);
+        assert_eq!(
+            fp.of_kind(TraitKind::Cpu).next().unwrap().value,
+            "GenuineIntel|Intel(R) Xeon(R) Processor|6|167|1"
+        );
+    }
+
+    #[test]
     fn collect_on_this_machine_is_sorted_and_stable() {
         let a = Fingerprint::collect();
         let b = Fingerprint::collect();
         assert_eq!(a, b);
+        // This machine (and CI) has nothing mounted over the sources.
+        assert_eq!(Fingerprint::collect_checked(), Ok(a.clone()));
         assert_eq!(Fingerprint::from_traits(a.traits.clone()), a);
         // Whatever this machine is, it has a kernel with /proc/cpuinfo on Linux.
         if cfg!(target_os = "linux") && Path::new("/proc/cpuinfo").exists() {

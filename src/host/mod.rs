@@ -1,23 +1,27 @@
 //! The host layer: who and where the calling process runs.
 //!
 //! - [`Fingerprint`]: traits of the machine (machine id, DMI product UUID and serials, CPU,
-//!   MAC addresses of physical NICs, root disk), matched with a tolerance so that one changed
-//!   part does not lock a customer out.
+//!   MAC addresses of physical NICs, root disk, memory), matched with a tolerance so that one
+//!   changed part does not lock a customer out. The CPU and MACs come from the CPU and the
+//!   kernel; the file-held traits are read through a guard that refuses a source covered by
+//!   another mount ([`OverMount`]; `mounts.rs`).
 //! - [`MachineKind`]: physical or virtual, from the CPUID hypervisor bit and vendor leaf and
 //!   the DMI strings ([`detect_machine`]); [`ContainerRuntime`] from the marker files each
 //!   runtime leaves ([`detect_container`]).
 //! - [`SessionId`]: the login / SSH / remote-desktop session of the calling process.
 //!
-//! [`HostIdentity::detect`] gathers all of it; it is part of every seat request. Tests
-//! simulate several machines by building a `HostIdentity` themselves (the fields are public,
-//! and [`HostIdentity::simulated`] makes a deterministic one); the C ABI never lets an app
-//! choose its own host identity.
+//! [`HostIdentity::detect`] gathers all of it; it is part of every seat request. Whatever
+//! binds to the machine takes [`HostIdentity::trusted_fingerprint`], which refuses when
+//! detection found an over-mounted source. Tests simulate several machines by building a
+//! `HostIdentity` themselves (the fields are public, and [`HostIdentity::simulated`] makes a
+//! deterministic one); the C ABI never lets an app choose its own host identity.
 //!
 //! Nothing here panics on odd input: missing files, non-UTF-8 bytes and empty values are
 //! skipped or read lossily.
 
 mod container;
 mod fingerprint;
+mod mounts;
 mod read;
 mod session;
 mod vm;
@@ -29,6 +33,7 @@ use sha2::{Digest, Sha256};
 
 pub use container::{ContainerRuntime, detect_container, detect_container_with};
 pub use fingerprint::{Fingerprint, Trait, TraitKind, is_placeholder};
+pub use mounts::OverMount;
 pub use session::{SessionId, SessionKind, pid_namespace, session_id};
 pub use vm::{
     CpuidReading, DmiReading, Hypervisor, MachineKind, detect_machine, hypervisor_from_dmi,
@@ -48,6 +53,11 @@ pub struct HostIdentity {
     pub session: SessionId,
     /// The host name (`gethostname`), lossily decoded; empty if unknown.
     pub hostname: String,
+    /// Set by [`HostIdentity::detect`] when a fingerprint source is covered by another mount:
+    /// the fingerprint is then empty and [`HostIdentity::trusted_fingerprint`] refuses.
+    /// Never sent anywhere; an identity built by hand (tests, simulations) has none.
+    #[serde(skip)]
+    pub overmounted: Option<OverMount>,
 }
 
 impl HostIdentity {
@@ -55,8 +65,13 @@ impl HostIdentity {
     /// detection, session and host name. Never panics; what cannot be read is left out.
     pub fn detect() -> HostIdentity {
         let root = std::path::Path::new("/");
+        let (fingerprint, overmounted) = match Fingerprint::collect_checked() {
+            Ok(f) => (f, None),
+            Err(e) => (Fingerprint::default(), Some(e)),
+        };
         HostIdentity {
-            fingerprint: Fingerprint::collect(),
+            fingerprint,
+            overmounted,
             machine: detect_machine(&read_cpuid(), &read_dmi(root)),
             container: detect_container(root),
             session: session_id(),
@@ -124,6 +139,18 @@ impl HostIdentity {
                 id: "uid:1000/sid:1".into(),
             },
             hostname: name.to_owned(),
+            overmounted: None,
+        }
+    }
+
+    /// The fingerprint to bind a software container to, open one with, or put in an
+    /// activation request: refused (`BindingMismatch`, naming the path) when detection found
+    /// a fingerprint source covered by another mount (a bind mount of a fake
+    /// `/etc/machine-id`, a tmpfs over `/sys/class/dmi/id`, also in a user namespace).
+    pub fn trusted_fingerprint(&self) -> crate::Result<&Fingerprint> {
+        match &self.overmounted {
+            Some(e) => Err(crate::Error::BindingMismatch(e.to_string())),
+            None => Ok(&self.fingerprint),
         }
     }
 
@@ -153,6 +180,9 @@ impl fmt::Display for HostIdentity {
             None => writeln!(f, "container:    none")?,
         }
         writeln!(f, "session:      {}", self.session)?;
+        if let Some(e) = &self.overmounted {
+            writeln!(f, "refused:      {e}")?;
+        }
         let n = self.fingerprint.traits.len();
         write!(
             f,
@@ -232,6 +262,7 @@ mod tests {
                 id: "uid:0/sid:123".into(),
             },
             hostname: "box1".into(),
+            overmounted: None,
         };
         let abc = hex::encode(&Sha256::digest(b"abc")[..4]);
         assert_eq!(abc, "ba7816bf");

@@ -284,8 +284,17 @@ impl Hosted {
     ) -> Hosted {
         let mut h = Hosted::default();
         let now = crate::util::now();
+        let fingerprint = match host.trusted_fingerprint() {
+            Ok(f) => f,
+            Err(e) => {
+                if !software::list(home).is_empty() {
+                    h.problems.push(format!("software containers: {e}"));
+                }
+                return h;
+            }
+        };
         for p in software::list(home) {
-            match SoftwareContainer::load(&p, &host.fingerprint) {
+            match SoftwareContainer::load(&p, fingerprint) {
                 Ok(c) => {
                     let engine = &c.engine;
                     let serial = engine.serial();
@@ -324,7 +333,7 @@ impl Hosted {
                                 lock,
                                 backend: Backend::Software(
                                     Box::new(Mutex::new(c)),
-                                    host.fingerprint.clone(),
+                                    fingerprint.clone(),
                                 ),
                                 epoch: Instant::now(),
                             }));

@@ -35,12 +35,15 @@ impl Session {
         let host_secret =
             crate::client::hostkey::load_or_create(&i.env.home, &i.env.host.fingerprint)?;
         let h = &i.env.host;
+        // A station named by a faked fingerprint means nothing: refuse, as a software
+        // container does.
+        let fingerprint = h.trusted_fingerprint()?;
         let client = crate::net::proto::ClientHello {
             version: crate::net::proto::PROTOCOL_VERSION,
             host: crate::net::proto::HostInfo {
                 machine: h.machine.clone(),
                 hostname: h.hostname.clone(),
-                station: station_id(&h.fingerprint),
+                station: station_id(fingerprint),
                 session: h.session.id.clone(),
                 pid: std::process::id(),
                 pid_namespace: crate::host::pid_namespace(),
