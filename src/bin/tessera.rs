@@ -544,7 +544,11 @@ fn list_dongles(env: &Environment, vendor: Option<u32>) {
         return;
     }
     // This machine's own host key, so that listing does not make the dongle look shared.
-    let host_secret = match client::hostkey::load_or_create(&env.home, &env.host.fingerprint) {
+    let host_secret = match env
+        .host
+        .trusted_fingerprint()
+        .and_then(|fp| client::hostkey::load_or_create(&env.home, fp))
+    {
         Ok(k) => k,
         Err(e) => {
             println!("dongles:      cannot read the host key: {e}");

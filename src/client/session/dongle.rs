@@ -19,17 +19,21 @@ impl Session {
         if i.opts.sources & sources::DONGLE == 0 {
             return Ok(());
         }
-        let (found, mut errors) =
-            match crate::client::hostkey::load_or_create(&i.env.home, &i.env.host.fingerprint) {
-                Ok(host_secret) => Dongle::discover_all(&DongleContext {
-                    host_secret,
-                    host: i.env.host.clone(),
-                    publisher: i.opts.publisher_key,
-                    vendor_id: i.opts.vendor_id,
-                    timeout: i.opts.timeout,
-                }),
-                Err(e) => (Vec::new(), vec![e]),
-            };
+        let (found, mut errors) = match i
+            .env
+            .host
+            .trusted_fingerprint()
+            .and_then(|fp| crate::client::hostkey::load_or_create(&i.env.home, fp))
+        {
+            Ok(host_secret) => Dongle::discover_all(&DongleContext {
+                host_secret,
+                host: i.env.host.clone(),
+                publisher: i.opts.publisher_key,
+                vendor_id: i.opts.vendor_id,
+                timeout: i.opts.timeout,
+            }),
+            Err(e) => (Vec::new(), vec![e]),
+        };
         let mut dongles = i.dongles.write().map_err(|_| poisoned())?;
         for d in found {
             if !dongles.iter().any(|k| k.serial == d.serial) {

@@ -33,7 +33,7 @@ impl Session {
             return Ok(None);
         }
         let host_secret =
-            crate::client::hostkey::load_or_create(&i.env.home, &i.env.host.fingerprint)?;
+            crate::client::hostkey::load_or_create(&i.env.home, i.env.host.trusted_fingerprint()?)?;
         let h = &i.env.host;
         // A station named by a faked fingerprint means nothing: refuse, as a software
         // container does.

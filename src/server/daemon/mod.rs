@@ -137,7 +137,7 @@ impl Server {
         config.check()?;
         crate::util::ensure_dir(&config.state_dir)?;
         let host = crate::host::HostIdentity::detect();
-        let static_secret = server_key(&config.state_dir, &host.fingerprint)?;
+        let static_secret = server_key(&config.state_dir, host.trusted_fingerprint()?)?;
         let public =
             x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(*static_secret))
                 .to_bytes();
