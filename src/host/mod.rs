@@ -20,6 +20,7 @@ mod container;
 mod fingerprint;
 mod read;
 mod session;
+pub mod tpm;
 mod vm;
 
 use std::fmt;
