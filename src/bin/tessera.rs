@@ -501,7 +501,7 @@ fn list(a: ListArgs) -> Result<()> {
             println!();
         }
         println!("file:         {}", p.display());
-        let c = match SoftwareContainer::load(p, &env.host.fingerprint) {
+        let c = match SoftwareContainer::load(p, &env.host) {
             Ok(c) => c,
             Err(e) => {
                 println!("status:       does not open here: {e}");
@@ -511,6 +511,13 @@ fn list(a: ListArgs) -> Result<()> {
         let st = c.engine.state();
         println!("serial:       {}", st.serial);
         println!("vendor:       {}", st.vendor_id);
+        match c.tpm_counter() {
+            Some((index, value)) => println!(
+                "binding:      {} (NV counter {index:#010x} at {value})",
+                c.binding_kind()
+            ),
+            None => println!("binding:      {}", c.binding_kind()),
+        }
         println!("clock high-water: {}", format_time(st.clock_high_water));
         let lics = c.engine.licenses();
         println!("licenses:     {}", lics.len());

@@ -17,11 +17,11 @@ use crate::{Error, Result};
 pub fn request_activation(env: &Environment, vendor_id: u32) -> Result<(String, Vec<u8>)> {
     let existing = list_for_vendor(&env.home, vendor_id)
         .into_iter()
-        .find_map(|p| SoftwareContainer::load(&p, &env.host.fingerprint).ok());
+        .find_map(|p| SoftwareContainer::load(&p, &env.host).ok());
     let now = env.clock.now();
     let c = match existing {
         Some(c) => c,
-        None => SoftwareContainer::create(&env.home, vendor_id, &env.host.fingerprint, now)?,
+        None => SoftwareContainer::create(&env.home, vendor_id, &env.host, now)?,
     };
     let req = c.engine.activation_request(
         &env.host.fingerprint,
@@ -43,12 +43,11 @@ pub fn install_activation(
     let act: Activation = Envelope::parse(Kind::Activation, bytes)?.decode()?;
     let mut last_err = None;
     for p in list_for_vendor(&env.home, act.vendor_id) {
-        match SoftwareContainer::load(&p, &env.host.fingerprint) {
+        match SoftwareContainer::load(&p, &env.host) {
             Ok(mut c) if c.engine.serial() == act.serial => {
                 let now = env.clock.now();
-                let report = c.update(&env.host.fingerprint, |e| {
-                    e.install_activation(bytes, publisher, now)
-                })?;
+                let report =
+                    c.update(&env.host, |e| e.install_activation(bytes, publisher, now))?;
                 return Ok((act.serial, report));
             }
             Ok(_) => {}

@@ -49,6 +49,11 @@ pub struct HostIdentity {
     pub session: SessionId,
     /// The host name (`gethostname`), lossily decoded; empty if unknown.
     pub hostname: String,
+    /// The machine's TPM 2.0, if it has one ([`tpm::TpmConfig::from_env`]): software
+    /// containers made here are sealed to it and their state anchored in its NV counter.
+    /// Never sent anywhere.
+    #[serde(skip)]
+    pub tpm: Option<tpm::TpmConfig>,
 }
 
 impl HostIdentity {
@@ -62,6 +67,7 @@ impl HostIdentity {
             container: detect_container(root),
             session: session_id(),
             hostname: hostname(),
+            tpm: tpm::TpmConfig::from_env(),
         }
     }
 
@@ -125,6 +131,7 @@ impl HostIdentity {
                 id: "uid:1000/sid:1".into(),
             },
             hostname: name.to_owned(),
+            tpm: None,
         }
     }
 
@@ -233,6 +240,7 @@ mod tests {
                 id: "uid:0/sid:123".into(),
             },
             hostname: "box1".into(),
+            tpm: None,
         };
         let abc = hex::encode(&Sha256::digest(b"abc")[..4]);
         assert_eq!(abc, "ba7816bf");
