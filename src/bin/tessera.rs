@@ -422,9 +422,27 @@ fn admin(a: AdminArgs) -> Result<()> {
 }
 
 fn info() -> Result<()> {
-    println!("{}", HostIdentity::detect());
-    println!("home:         {}", client::default_home().display());
+    let host = HostIdentity::detect();
+    println!("{host}");
+    let home = client::default_home();
+    println!("home:         {}", home.display());
     println!("version:      {}", tessera::VERSION);
+    match &host.tpm {
+        Some(t) => println!("tpm:          {}", t.tcti),
+        None => println!("tpm:          none"),
+    }
+    // Each software container and what it is bound to.
+    for p in software::list(&home) {
+        let name = p.file_name().unwrap_or_default().to_string_lossy();
+        match SoftwareContainer::load(&p, &host) {
+            Ok(c) => println!(
+                "container:    {} binding {}",
+                c.engine.serial(),
+                c.binding_kind()
+            ),
+            Err(e) => println!("container:    {name} does not open here: {e}"),
+        }
+    }
     Ok(())
 }
 
