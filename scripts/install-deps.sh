@@ -26,6 +26,8 @@ pkg-config --exists nunit 2>/dev/null || need+=(libnunit-cil-dev)   # nunit.fram
 have python3 || need+=(python3 python3-venv python3-pip)
 have chromium || need+=(chromium)           # the admin page test (tests/admin_browser.rs)
 have chromedriver || need+=(chromium-driver)
+have swtpm || need+=(swtpm swtpm-tools)   # a software TPM 2.0 for the TPM-anchored containers' tests
+pkg-config --exists tss2-esys 2>/dev/null || need+=(libtss2-dev)   # tss-esapi links the TSS2 ESAPI
 
 if ((${#need[@]})); then
     echo "install-deps: installing ${need[*]}"

@@ -510,6 +510,16 @@ fn a_later_report_goes_on_from_the_earlier_one() {
     let json = after(&f, &february, &march);
     assert!(json.contains("\"continuous\":true"), "{json}");
     assert!(json.contains("\"signature_rewinds\":0"), "{json}");
+    // The server's container is a software container without a TPM: its numbers going on
+    // is no proof (the customer could put it back and re-sign), and the report says so.
+    assert!(json.contains("\"anchor\":\"unanchored\""), "{json}");
+    assert!(!json.contains("\"unanchored_signers\":[]"), "{json}");
+    let out = verify_usage(&f.pub_file, &march, false);
+    let words = text(&out.stdout);
+    assert!(
+        words.contains("UNANCHORED:") && words.contains("prove nothing"),
+        "{words}"
+    );
     // And January to March skips February's signatures: a gap, named.
     let json = after(&f, &january, &march);
     assert!(json.contains("\"continuous\":false"), "{json}");

@@ -727,6 +727,16 @@ fn plural(n: u64, one: &str) -> String {
     }
 }
 
+/// The JSON name of a signature counter's anchor.
+fn anchor_name(a: tessera::license::usage::CounterAnchor) -> &'static str {
+    use tessera::license::usage::CounterAnchor;
+    match a {
+        CounterAnchor::Unanchored => "unanchored",
+        CounterAnchor::Tpm => "tpm",
+        CounterAnchor::Dongle => "dongle",
+    }
+}
+
 fn verify_usage(a: VerifyUsageArgs) -> Result<()> {
     use std::io::Read;
     use tessera::license::usage::{self, LogHeader, ScanError};
@@ -828,17 +838,19 @@ fn verify_usage(a: VerifyUsageArgs) -> Result<()> {
             .iter()
             .map(|(serial, (first, last))| {
                 format!(
-                    "{{\"serial\":{},\"first\":{first},\"last\":{last}}}",
-                    json_str(serial)
+                    "{{\"serial\":{},\"first\":{first},\"last\":{last},\"anchor\":{}}}",
+                    json_str(serial),
+                    json_str(anchor_name(r.anchor_of(serial)))
                 )
             })
             .collect();
+        let unanchored: Vec<String> = r.unanchored_signers().into_iter().map(json_str).collect();
         let findings: Vec<String> = r.findings.iter().map(|f| json_str(f)).collect();
         let follows = follows.as_ref().map_or("null".to_string(), |(p, ok)| {
             format!("{{\"log\":{},\"continuous\":{ok}}}", json_str(p))
         });
         println!(
-            "{{\"ok\":true,\"vendor_id\":{},\"server_key\":{},\"records\":{},\"bytes\":{},\"starts\":{},\"cut_bytes\":{},\"checkpoints\":{},\"verified_records\":{},\"unverified_tail\":{},\"signers\":[{}],\"first_ms\":{},\"last_ms\":{},\"last_checkpoint_ms\":{},\"max_sign_lag_s\":{},\"open_at_end\":{},\"ends_without_grant\":{},\"signature_numbers\":[{}],\"signatures_missing\":{},\"signature_rewinds\":{},\"findings\":[{}],\"follows\":{},\"months\":[{}]}}",
+            "{{\"ok\":true,\"vendor_id\":{},\"server_key\":{},\"records\":{},\"bytes\":{},\"starts\":{},\"cut_bytes\":{},\"checkpoints\":{},\"verified_records\":{},\"unverified_tail\":{},\"signers\":[{}],\"first_ms\":{},\"last_ms\":{},\"last_checkpoint_ms\":{},\"max_sign_lag_s\":{},\"open_at_end\":{},\"ends_without_grant\":{},\"signature_numbers\":[{}],\"signatures_missing\":{},\"signature_rewinds\":{},\"unanchored_signers\":[{}],\"findings\":[{}],\"follows\":{},\"months\":[{}]}}",
             r.vendor_id,
             json_str(&hex::encode(r.server_key)),
             r.records,
@@ -859,6 +871,7 @@ fn verify_usage(a: VerifyUsageArgs) -> Result<()> {
             numbers.join(","),
             r.signatures_missing,
             r.signature_rewinds,
+            unanchored.join(","),
             findings.join(","),
             follows,
             months.join(",")
@@ -912,8 +925,18 @@ fn verify_usage(a: VerifyUsageArgs) -> Result<()> {
             for (serial, (first, last)) in &r.signature_numbers {
                 println!(
                     "  signatures:   {serial} numbered {first} to {last} here (the next log \
-                     should go on from {})",
-                    last + 1
+                     should go on from {}), {}",
+                    last + 1,
+                    r.anchor_of(serial).describe()
+                );
+            }
+            for serial in r.unanchored_signers() {
+                println!(
+                    "  UNANCHORED:   {serial}'s signature numbers are kept only in the \
+                     container's file: the customer can put back an earlier copy and sign a \
+                     rewritten period with the same numbers, so numbers that run on (here or \
+                     with --after) prove nothing; only a TPM-bound container or a dongle \
+                     anchors them"
                 );
             }
         }

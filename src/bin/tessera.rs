@@ -422,9 +422,27 @@ fn admin(a: AdminArgs) -> Result<()> {
 }
 
 fn info() -> Result<()> {
-    println!("{}", HostIdentity::detect());
-    println!("home:         {}", client::default_home().display());
+    let host = HostIdentity::detect();
+    println!("{host}");
+    let home = client::default_home();
+    println!("home:         {}", home.display());
     println!("version:      {}", tessera::VERSION);
+    match &host.tpm {
+        Some(t) => println!("tpm:          {}", t.tcti),
+        None => println!("tpm:          none"),
+    }
+    // Each software container and what it is bound to.
+    for p in software::list(&home) {
+        let name = p.file_name().unwrap_or_default().to_string_lossy();
+        match SoftwareContainer::load(&p, &host) {
+            Ok(c) => println!(
+                "container:    {} binding {}",
+                c.engine.serial(),
+                c.binding_kind()
+            ),
+            Err(e) => println!("container:    {name} does not open here: {e}"),
+        }
+    }
     Ok(())
 }
 
@@ -501,11 +519,7 @@ fn list(a: ListArgs) -> Result<()> {
             println!();
         }
         println!("file:         {}", p.display());
-        let c = match env
-            .host
-            .trusted_fingerprint()
-            .and_then(|f| SoftwareContainer::load(p, f))
-        {
+        let c = match SoftwareContainer::load(p, &env.host) {
             Ok(c) => c,
             Err(e) => {
                 println!("status:       does not open here: {e}");
@@ -515,6 +529,13 @@ fn list(a: ListArgs) -> Result<()> {
         let st = c.engine.state();
         println!("serial:       {}", st.serial);
         println!("vendor:       {}", st.vendor_id);
+        match c.tpm_counter() {
+            Some((index, value)) => println!(
+                "binding:      {} (NV counter {index:#010x} at {value})",
+                c.binding_kind()
+            ),
+            None => println!("binding:      {}", c.binding_kind()),
+        }
         println!("clock high-water: {}", format_time(st.clock_high_water));
         let lics = c.engine.licenses();
         println!("licenses:     {}", lics.len());

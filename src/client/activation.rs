@@ -18,11 +18,11 @@ pub fn request_activation(env: &Environment, vendor_id: u32) -> Result<(String, 
     let fingerprint = env.host.trusted_fingerprint()?;
     let existing = list_for_vendor(&env.home, vendor_id)
         .into_iter()
-        .find_map(|p| SoftwareContainer::load(&p, fingerprint).ok());
+        .find_map(|p| SoftwareContainer::load(&p, &env.host).ok());
     let now = env.clock.now();
     let c = match existing {
         Some(c) => c,
-        None => SoftwareContainer::create(&env.home, vendor_id, fingerprint, now)?,
+        None => SoftwareContainer::create(&env.home, vendor_id, &env.host, now)?,
     };
     let req = c.engine.activation_request(
         fingerprint,
@@ -42,14 +42,13 @@ pub fn install_activation(
     publisher: Option<&VerifyingKey>,
 ) -> Result<(String, InstallReport)> {
     let act: Activation = Envelope::parse(Kind::Activation, bytes)?.decode()?;
-    let fingerprint = env.host.trusted_fingerprint()?;
     let mut last_err = None;
     for p in list_for_vendor(&env.home, act.vendor_id) {
-        match SoftwareContainer::load(&p, fingerprint) {
+        match SoftwareContainer::load(&p, &env.host) {
             Ok(mut c) if c.engine.serial() == act.serial => {
                 let now = env.clock.now();
                 let report =
-                    c.update(fingerprint, |e| e.install_activation(bytes, publisher, now))?;
+                    c.update(&env.host, |e| e.install_activation(bytes, publisher, now))?;
                 return Ok((act.serial, report));
             }
             Ok(_) => {}

@@ -17,6 +17,7 @@ use super::protocol::{Request, Response, error_response};
 use crate::cipher::{self, Header, Key, Mode};
 use crate::host::{Fingerprint, MachineKind};
 use crate::license::delegation::{Delegation, sign_delegation};
+use crate::license::usage::CounterAnchor;
 use crate::license::{
     Activation, ActivationRequest, Binding, ContainerCertificate, ContainerKind, Envelope, Kind,
     License, SignedLicense, envelope,
@@ -165,6 +166,9 @@ pub struct Engine {
     licenses: Vec<License>,
     rollback: bool,
     hosts: HostTracker,
+    /// What keeps the usage-signature count from going back, as the container that runs
+    /// this engine says (not persisted: a dongle's firmware, a software container's TPM).
+    usage_anchor: CounterAnchor,
 }
 
 /// Who asks, and when: what a container needs besides the request itself.
@@ -242,8 +246,25 @@ impl Engine {
             licenses,
             rollback: false,
             hosts: HostTracker::new(SharePolicy::default()),
+            // A dongle keeps its count in its firmware; a software container says whether its
+            // count is anchored (set_usage_anchor).
+            usage_anchor: match state.kind {
+                ContainerKind::Dongle => CounterAnchor::Dongle,
+                ContainerKind::Software => CounterAnchor::Unanchored,
+            },
             state,
         })
+    }
+
+    /// Says what keeps this container's usage-signature count from going back (a software
+    /// container bound to a TPM: `Tpm`); its usage statements carry it, signed.
+    pub fn set_usage_anchor(&mut self, anchor: CounterAnchor) {
+        self.usage_anchor = anchor;
+    }
+
+    /// What keeps the usage-signature count from going back.
+    pub fn usage_anchor(&self) -> CounterAnchor {
+        self.usage_anchor
     }
 
     /// Sets the exclusive-mode policy (window and cooldown).
@@ -511,6 +532,7 @@ impl Engine {
             digest,
             signed_at: now.max(self.state.clock_high_water),
             sequence: self.state.usage_signatures + 1,
+            anchor: self.usage_anchor,
         };
         let statement = envelope::sign(Kind::UsageCheckpoint, &st, &self.signing)?;
         self.state.usage_signatures += 1;

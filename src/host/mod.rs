@@ -24,6 +24,7 @@ mod fingerprint;
 mod mounts;
 mod read;
 mod session;
+pub mod tpm;
 mod vm;
 
 use std::fmt;
@@ -58,6 +59,11 @@ pub struct HostIdentity {
     /// Never sent anywhere; an identity built by hand (tests, simulations) has none.
     #[serde(skip)]
     pub overmounted: Option<OverMount>,
+    /// The machine's TPM 2.0, if it has one ([`tpm::TpmConfig::from_env`]): software
+    /// containers made here are sealed to it and their state anchored in its NV counter.
+    /// Never sent anywhere.
+    #[serde(skip)]
+    pub tpm: Option<tpm::TpmConfig>,
 }
 
 impl HostIdentity {
@@ -76,6 +82,7 @@ impl HostIdentity {
             container: detect_container(root),
             session: session_id(),
             hostname: hostname(),
+            tpm: tpm::TpmConfig::from_env(),
         }
     }
 
@@ -140,6 +147,7 @@ impl HostIdentity {
             },
             hostname: name.to_owned(),
             overmounted: None,
+            tpm: None,
         }
     }
 
@@ -263,6 +271,7 @@ mod tests {
             },
             hostname: "box1".into(),
             overmounted: None,
+            tpm: None,
         };
         let abc = hex::encode(&Sha256::digest(b"abc")[..4]);
         assert_eq!(abc, "ba7816bf");

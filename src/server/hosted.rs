@@ -23,9 +23,9 @@ use crate::net::proto::DelegationBundle;
 use crate::{Error, Result};
 
 enum Backend {
-    /// A software container file, with the fingerprint that opens it (a usage signature
-    /// writes its count back to the file).
-    Software(Box<Mutex<SoftwareContainer>>, crate::host::Fingerprint),
+    /// A software container file, with the host identity that opens it (its fingerprint and
+    /// TPM: a usage signature writes its count back to the file).
+    Software(Box<Mutex<SoftwareContainer>>, Box<HostIdentity>),
     Dongle(Box<Mutex<Connection>>),
 }
 
@@ -146,7 +146,7 @@ impl HostedContainer {
     /// Sends a container request (derive key, direct encrypt/decrypt) to the container.
     pub fn call(&self, req: Request) -> Result<Response> {
         let r = match &self.backend {
-            Backend::Software(c, fingerprint) => {
+            Backend::Software(c, host) => {
                 let mut c = c
                     .lock()
                     .map_err(|_| Error::Internal("container lock poisoned".into()))?;
@@ -159,7 +159,7 @@ impl HostedContainer {
                 if matches!(req, Request::SignUsage { .. }) {
                     // The signature count must outlive the server: written back to the
                     // file (re-read under its lock) before the signature is used.
-                    c.update(fingerprint, |e| Ok(e.handle(req, &ctx).0))?
+                    c.update(&**host, |e| Ok(e.handle(req, &ctx).0))?
                 } else {
                     c.engine.handle(req, &ctx).0
                 }
@@ -284,17 +284,14 @@ impl Hosted {
     ) -> Hosted {
         let mut h = Hosted::default();
         let now = crate::util::now();
-        let fingerprint = match host.trusted_fingerprint() {
-            Ok(f) => f,
-            Err(e) => {
-                if !software::list(home).is_empty() {
-                    h.problems.push(format!("software containers: {e}"));
-                }
-                return h;
+        if let Err(e) = host.trusted_fingerprint() {
+            if !software::list(home).is_empty() {
+                h.problems.push(format!("software containers: {e}"));
             }
-        };
+            return h;
+        }
         for p in software::list(home) {
-            match SoftwareContainer::load(&p, fingerprint) {
+            match SoftwareContainer::load(&p, host) {
                 Ok(c) => {
                     let engine = &c.engine;
                     let serial = engine.serial();
@@ -333,7 +330,7 @@ impl Hosted {
                                 lock,
                                 backend: Backend::Software(
                                     Box::new(Mutex::new(c)),
-                                    fingerprint.clone(),
+                                    Box::new(host.clone()),
                                 ),
                                 epoch: Instant::now(),
                             }));

@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 
 pub mod http;
 pub mod server;
+pub mod swtpm;
 
 /// The crate root.
 pub fn root() -> PathBuf {

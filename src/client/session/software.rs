@@ -23,8 +23,7 @@ pub(super) struct Loaded {
 const HIGH_WATER_PERSIST_STEP: u64 = 300;
 
 fn load_one(env: &Environment, opts: &SessionOptions, path: &std::path::Path) -> Result<Loaded> {
-    let fingerprint = env.host.trusted_fingerprint()?;
-    let mut c = SoftwareContainer::load(path, fingerprint)?;
+    let mut c = SoftwareContainer::load(path, &env.host)?;
     if c.engine.state().vendor_id != opts.vendor_id {
         return Err(Error::WrongVendor {
             expected: opts.vendor_id,
@@ -36,7 +35,7 @@ fn load_one(env: &Environment, opts: &SessionOptions, path: &std::path::Path) ->
     c.engine.observe_clock(now);
     if now > persisted.saturating_add(HIGH_WATER_PERSIST_STEP) {
         // Best effort: a read-only home still lets the app run.
-        let _ = c.update(fingerprint, |e| {
+        let _ = c.update(&env.host, |e| {
             e.observe_clock(now);
             Ok(())
         });

@@ -10,6 +10,38 @@ use super::log::{Checkpoint, LogHeader, checkpoint_digest};
 use crate::license::ContainerCertificate;
 use crate::license::envelope::{Envelope, Kind};
 
+/// What keeps a container's usage-signature numbers from going back: it decides whether a
+/// number reused or gone back in a log is evidence, or may be the customer's replay.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CounterAnchor {
+    /// The count lives only in the container's state (a software container's file): a copy
+    /// of the file put back counts again from where the copy was, so the numbers prove
+    /// nothing about signatures made since.
+    #[default]
+    Unanchored,
+    /// The count is anchored in the machine's TPM NV monotonic counter: the container does
+    /// not open from an older copy of its file.
+    Tpm,
+    /// The count is kept in a dongle's firmware, out of the customer's reach.
+    Dongle,
+}
+
+impl CounterAnchor {
+    /// Whether the numbers are evidence (they cannot be put back).
+    pub fn is_anchored(self) -> bool {
+        self != CounterAnchor::Unanchored
+    }
+
+    /// In words, for reports.
+    pub fn describe(self) -> &'static str {
+        match self {
+            CounterAnchor::Unanchored => "unanchored (kept in the container's file only)",
+            CounterAnchor::Tpm => "anchored in the machine's TPM counter",
+            CounterAnchor::Dongle => "anchored in the dongle's firmware",
+        }
+    }
+}
+
 /// What a container signs when asked to sign a usage digest (envelope kind
 /// `UsageCheckpoint`, with the container's own key). The envelope's domain separation keeps
 /// it apart from everything else the container signs (seat tickets, delegations, requests).
@@ -31,6 +63,42 @@ pub struct UsageStatement {
     /// log means signatures that are not in it; a number that goes back, a container state
     /// put back to an earlier copy.
     pub sequence: u64,
+    /// What keeps `sequence` from going back (signed, so a log cannot claim more than the
+    /// container did). Statements made before this field existed read as `Unanchored`.
+    pub anchor: CounterAnchor,
+}
+
+/// [`UsageStatement`] as containers signed it before `anchor`.
+#[derive(Deserialize)]
+struct UsageStatementV1 {
+    vendor_id: u32,
+    serial: String,
+    container_key: [u8; 32],
+    digest: [u8; 32],
+    signed_at: u64,
+    sequence: u64,
+}
+
+impl UsageStatement {
+    /// Decodes a verified statement envelope, of this form or the earlier one without
+    /// `anchor` (which reads as unanchored).
+    pub fn decode(env: &Envelope) -> crate::Result<UsageStatement> {
+        match env.decode::<UsageStatement>() {
+            Ok(st) => Ok(st),
+            Err(e) => match env.decode::<UsageStatementV1>() {
+                Ok(v1) => Ok(UsageStatement {
+                    vendor_id: v1.vendor_id,
+                    serial: v1.serial,
+                    container_key: v1.container_key,
+                    digest: v1.digest,
+                    signed_at: v1.signed_at,
+                    sequence: v1.sequence,
+                    anchor: CounterAnchor::Unanchored,
+                }),
+                Err(_) => Err(e),
+            },
+        }
+    }
 }
 
 /// Checks a checkpoint's signature chain: publisher key → container certificate → the
@@ -68,8 +136,7 @@ pub fn verify_checkpoint(
             cert.serial
         ));
     }
-    let st: UsageStatement = env
-        .decode()
+    let st = UsageStatement::decode(&env)
         .map_err(|e| format!("forged checkpoint: its statement is unreadable: {e}"))?;
     if st.container_key != cert.sign_key || st.serial != cert.serial {
         return Err(

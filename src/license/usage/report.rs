@@ -7,7 +7,7 @@ use std::io::Read;
 
 use ed25519_dalek::VerifyingKey;
 
-use super::checkpoint::verify_checkpoint;
+use super::checkpoint::{CounterAnchor, verify_checkpoint};
 use super::log::{Event, ScanError, SeatEvent, read_full, record_damage, scan};
 
 /// What a product did in one month.
@@ -106,6 +106,11 @@ pub struct Report {
     /// Per signing container (serial): the numbers of its first and last usage signatures in
     /// this log. The next log's first should follow this one's last.
     pub signature_numbers: BTreeMap<String, (u64, u64)>,
+    /// Per signing container (serial): what keeps its numbers from going back, as its
+    /// checkpoints say (signed; the weakest, when they differ). Only anchored numbers are
+    /// evidence: a container whose count lives in its file alone can be put back to an
+    /// earlier copy and sign the same numbers again.
+    pub signature_anchors: BTreeMap<String, CounterAnchor>,
     /// Signatures a container made between two checkpoints of this log that are not in it
     /// (a gap in its numbers): checkpoints of another log, or of a copy of this one.
     pub signatures_missing: u64,
@@ -258,29 +263,76 @@ pub fn first_difference(mut prev: impl Read, mut next: impl Read) -> std::io::Re
     }
 }
 
+impl Report {
+    /// What keeps `serial`'s signature numbers from going back (unanchored when unknown).
+    pub fn anchor_of(&self, serial: &str) -> CounterAnchor {
+        self.signature_anchors
+            .get(serial)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The containers that signed here whose numbers are unanchored.
+    pub fn unanchored_signers(&self) -> Vec<&str> {
+        self.signature_anchors
+            .iter()
+            .filter(|(_, a)| !a.is_anchored())
+            .map(|(s, _)| s.as_str())
+            .collect()
+    }
+}
+
 /// Whether `next` goes on from `prev` (two reports of the same publisher, in order): for
 /// every container that signed in both, its first signature number in `next` should be one
-/// more than its last in `prev`. What does not, in words (empty: it goes on).
+/// more than its last in `prev`. What does not, in words (empty: it goes on). For a container
+/// whose numbers are anchored (a TPM counter, a dongle) a gap or an overlap is evidence: its
+/// numbers never go back, so the signatures in neither log exist, or a log was put together
+/// from signatures of different runs. For an unanchored one a run that goes on proves
+/// nothing: the customer can put the container back and sign a rewritten period with the same
+/// numbers.
 pub fn continuity(prev: &Report, next: &Report) -> Vec<String> {
     let mut findings = Vec::new();
     for (serial, &(first, _)) in &next.signature_numbers {
         let Some(&(_, last)) = prev.signature_numbers.get(serial) else {
             continue;
         };
+        let anchor = next.anchor_of(serial);
         if first > last + 1 {
-            findings.push(format!(
-                "container {serial} made {} usage signature(s) between the two logs (numbers \
-                 {} to {}) that are in neither",
-                first - last - 1,
-                last + 1,
-                first - 1
-            ));
+            findings.push(if anchor.is_anchored() {
+                format!(
+                    "EVIDENCE: container {serial} made {} usage signature(s) between the two \
+                     logs (numbers {} to {}) that are in neither, and its numbers are {}: \
+                     those signatures exist, so a period was signed that these logs do not \
+                     show (a rewritten log re-signed, or a log held back)",
+                    first - last - 1,
+                    last + 1,
+                    first - 1,
+                    anchor.describe()
+                )
+            } else {
+                format!(
+                    "container {serial} made {} usage signature(s) between the two logs \
+                     (numbers {} to {}) that are in neither",
+                    first - last - 1,
+                    last + 1,
+                    first - 1
+                )
+            });
         } else if first <= last {
-            findings.push(format!(
-                "container {serial}'s signatures in this log begin at {first}, not after the \
-                 earlier log's last ({last}): the logs overlap, or the container was put back \
-                 to an earlier copy"
-            ));
+            findings.push(if anchor.is_anchored() {
+                format!(
+                    "EVIDENCE: container {serial}'s signatures in this log begin at {first}, \
+                     not after the earlier log's last ({last}), and its numbers are {}: they \
+                     cannot be reused, so the logs overlap",
+                    anchor.describe()
+                )
+            } else {
+                format!(
+                    "container {serial}'s signatures in this log begin at {first}, not after \
+                     the earlier log's last ({last}): the logs overlap, or the container was \
+                     put back to an earlier copy"
+                )
+            });
         }
     }
     findings
@@ -339,6 +391,27 @@ pub fn verify(r: impl Read, publisher: &VerifyingKey) -> std::result::Result<Rep
             Event::Checkpoint(c) => {
                 let (st, cert) = verify_checkpoint(header, c, publisher)
                     .map_err(|why| record_damage(rec.seq, s.offset, format!("checkpoint {why}")))?;
+                let anchor = st.anchor;
+                match rep.signature_anchors.get(&cert.serial).copied() {
+                    None => {
+                        rep.signature_anchors.insert(cert.serial.clone(), anchor);
+                    }
+                    Some(before) if before != anchor => {
+                        rep.findings.push(format!(
+                            "record {}: container {}'s usage signature {} says its numbers are \
+                             {}, its earlier ones here {}",
+                            rec.seq,
+                            cert.serial,
+                            st.sequence,
+                            anchor.describe(),
+                            before.describe()
+                        ));
+                        if !anchor.is_anchored() {
+                            rep.signature_anchors.insert(cert.serial.clone(), anchor);
+                        }
+                    }
+                    Some(_) => {}
+                }
                 match rep.signature_numbers.get_mut(&cert.serial) {
                     None => {
                         rep.signature_numbers
@@ -346,12 +419,26 @@ pub fn verify(r: impl Read, publisher: &VerifyingKey) -> std::result::Result<Rep
                     }
                     Some((_, last)) if st.sequence <= *last => {
                         rep.signature_rewinds += 1;
-                        rep.findings.push(format!(
-                            "record {}: container {}'s usage signature {} follows its \
-                             signature {}: the container's state was put back to an earlier \
-                             copy",
-                            rec.seq, cert.serial, st.sequence, last
-                        ));
+                        rep.findings.push(if anchor.is_anchored() {
+                            format!(
+                                "record {}: EVIDENCE: container {}'s usage signature {} \
+                                 follows its signature {}, and its numbers are {}: they \
+                                 cannot go back, so this log was put together from signatures \
+                                 of different runs",
+                                rec.seq,
+                                cert.serial,
+                                st.sequence,
+                                last,
+                                anchor.describe()
+                            )
+                        } else {
+                            format!(
+                                "record {}: container {}'s usage signature {} follows its \
+                                 signature {}: the container's state was put back to an \
+                                 earlier copy",
+                                rec.seq, cert.serial, st.sequence, last
+                            )
+                        });
                         *last = st.sequence;
                     }
                     Some((_, last)) => {

@@ -536,3 +536,82 @@ fn a_usage_signature_is_no_other_document_and_needs_an_activated_container() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn anchored_numbers_make_a_replayed_period_evidence_and_unanchored_ones_are_named() {
+    let key = PublisherKey::generate(VENDOR, "p");
+    let log = |engine: &mut Engine, n: u64| {
+        let mut l = Log::new();
+        for i in 0..n {
+            l.push(t0() + 10 * i, Event::Grant(seat(i as u8, "u")));
+            l.checkpoint(t0() + 10 * i + 1, engine);
+        }
+        verify(&l.bytes[..], &key.public_key()).unwrap()
+    };
+    // Unanchored: a container put back signs a rewritten period with the same numbers, and
+    // the numbers run on; the report says they are unanchored.
+    let mut soft = container(&key);
+    let january = log(&mut soft, 2); // 1..2
+    let saved = Engine::from_state(soft.state().clone()).unwrap();
+    let _february = log(&mut soft, 2); // 3..4, the honest period
+    let mut saved = saved;
+    let rewritten = log(&mut saved, 2); // 3..4 again
+    assert!(continuity(&january, &rewritten).is_empty());
+    assert_eq!(rewritten.unanchored_signers(), vec![soft.serial()]);
+    assert_eq!(
+        rewritten.anchor_of(soft.serial()),
+        CounterAnchor::Unanchored
+    );
+
+    // Anchored (a TPM counter): the rewritten period can only be signed with the next
+    // numbers, and the gap is evidence.
+    let mut tpm = container(&key);
+    tpm.set_usage_anchor(CounterAnchor::Tpm);
+    let january = log(&mut tpm, 2); // 1..2
+    let _february = log(&mut tpm, 2); // 3..4
+    let rewritten = log(&mut tpm, 2); // 5..6
+    assert!(rewritten.unanchored_signers().is_empty());
+    assert_eq!(rewritten.anchor_of(tpm.serial()), CounterAnchor::Tpm);
+    let gap = continuity(&january, &rewritten);
+    assert_eq!(gap.len(), 1, "{gap:?}");
+    assert!(
+        gap[0].starts_with("EVIDENCE") && gap[0].contains("3 to 4"),
+        "{gap:?}"
+    );
+    let overlap = continuity(&rewritten, &january);
+    assert!(overlap[0].starts_with("EVIDENCE"), "{overlap:?}");
+
+    // A dongle's numbers are anchored in its firmware.
+    let dongle = Engine::create(ContainerKind::Dongle, VENDOR, 1);
+    assert_eq!(dongle.usage_anchor(), CounterAnchor::Dongle);
+}
+
+#[test]
+fn a_statement_signed_before_anchors_existed_reads_as_unanchored() {
+    #[derive(serde::Serialize)]
+    struct Old {
+        vendor_id: u32,
+        serial: String,
+        container_key: [u8; 32],
+        digest: [u8; 32],
+        signed_at: u64,
+        sequence: u64,
+    }
+    let k = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+    let old = Old {
+        vendor_id: VENDOR,
+        serial: "SW-1".into(),
+        container_key: k.verifying_key().to_bytes(),
+        digest: [1; 32],
+        signed_at: 5,
+        sequence: 7,
+    };
+    let bytes = crate::license::envelope::sign(Kind::UsageCheckpoint, &old, &k).unwrap();
+    let env = Envelope::parse(Kind::UsageCheckpoint, &bytes).unwrap();
+    let st = UsageStatement::decode(&env).unwrap();
+    assert_eq!((st.sequence, st.anchor), (7, CounterAnchor::Unanchored));
+    // Garbage is still an error, not a default.
+    let junk = crate::license::envelope::sign(Kind::UsageCheckpoint, &1u8, &k).unwrap();
+    let env = Envelope::parse(Kind::UsageCheckpoint, &junk).unwrap();
+    assert!(UsageStatement::decode(&env).is_err());
+}
