@@ -35,7 +35,11 @@
 //!
 //! A license server hosting a container holds a write lock on `hosted/<container serial>`
 //! ([`Registry::host`]) while it runs; a second server on this machine is refused that
-//! container, and told which process holds it.
+//! container, and told which process holds it. A container is counted either by its server
+//! or by local seats, never both: a local claim is refused while a server hosts the
+//! container, and a server does not host a container while local seats of it are held
+//! (counted under each license's claim lock, after the hosting lock is taken, so that a
+//! claim in progress is either counted or sees the lock).
 //!
 //! Fork: an OFD lock belongs to the open file description, which a forked child shares
 //! with its parent. So a seat is released by an explicit unlock (in the process that took
@@ -269,6 +273,7 @@ impl Registry {
         let files = Files::open(&dir)?;
         Ok(SeatPool {
             root: self.root.clone(),
+            serial: serial.to_string(),
             dir,
             quantity: quantity.min(MAX_LOCAL_SLOTS),
             timeout,
@@ -323,7 +328,19 @@ impl Registry {
                 continue;
             }
             write_record(&mut f, holder).map_err(|e| Error::io(&path, e))?;
-            return Ok(HostFile { path, _file: f, id });
+            let hosted = HostFile { path, _file: f, id };
+            // Local seats of the container held before it was locked stay held: a server
+            // that hosted it now would count the same quantity again. Each license is
+            // counted under its claim lock, so a local claim either finished before (and is
+            // counted) or comes after and sees the hosting lock.
+            let local = self.local_seats_held(serial)?;
+            if local > 0 {
+                return Err(Error::ExclusiveDenied(format!(
+                    "{local} seat(s) of container {serial} are held by processes on this machine \
+                     that use it directly; a license server hosts it once they are released"
+                )));
+            }
+            return Ok(hosted);
         }
         Err(Error::Timeout(format!(
             "the hosting lock {} kept changing",
@@ -331,6 +348,62 @@ impl Registry {
         )))
     }
 }
+
+impl Registry {
+    /// The local seats of container `serial` held on this machine, each license counted
+    /// under its claim lock.
+    fn local_seats_held(&self, serial: &str) -> Result<u32> {
+        let dir = self.root.join("seats").join(serial);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(Error::io(&dir, e)),
+        };
+        let mut n = 0u32;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(&dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if check_license_id(&name).is_err() {
+                continue;
+            }
+            let pool = self.pool(serial, &name, MAX_LOCAL_SLOTS, HOST_CLAIM_TIMEOUT)?;
+            let files = pool
+                .files
+                .lock()
+                .map_err(|_| Error::Internal("seat pool lock poisoned".into()))?;
+            let _claim = pool.claim(&files.claim)?;
+            n = n.saturating_add(count_held_in(&pool.dir, false)?);
+        }
+        Ok(n)
+    }
+
+    /// Who hosts container `serial` on this machine (the holder's record), if a license
+    /// server does. Creates nothing.
+    fn hosted_by(&self, serial: &str) -> Result<Option<String>> {
+        let path = self.root.join("hosted").join(serial);
+        let mut f = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        if !is_locked(&f, libc::F_WRLCK).map_err(|e| Error::io(&path, e))? {
+            return Ok(None);
+        }
+        let who = read_record(&mut f);
+        Ok(Some(if who.is_empty() {
+            "holder unknown".into()
+        } else {
+            printable(&who, IDENTITY_LEN)
+        }))
+    }
+}
+
+/// How long a server that starts hosting a container waits for a local claim in progress.
+const HOST_CLAIM_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A container hosted by this process: a write lock on its file in the registry, released
 /// when dropped (or when the process ends, however it ends).
@@ -421,6 +494,8 @@ impl Files {
 /// The seat slots of one license on this machine.
 pub struct SeatPool {
     root: PathBuf,
+    /// The container's serial.
+    serial: String,
     dir: PathBuf,
     quantity: u32,
     timeout: Duration,
@@ -633,6 +708,15 @@ impl SeatPool {
             return Ok(None);
         }
         before();
+        // A container a license server on this machine hosts is counted by that server
+        // alone: a local seat beside it would count the same quantity twice.
+        if let Some(server) = Registry::at(&self.root).hosted_by(&self.serial)? {
+            return Err(Error::ExclusiveDenied(format!(
+                "container {} is hosted by a license server on this machine ({server}): \
+                 its seats are taken through the server",
+                self.serial
+            )));
+        }
         let io = |e| Error::io(&self.dir, e);
         if is_locked(&files.exclusive, libc::F_RDLCK).map_err(io)? {
             return Err(Error::ExclusiveDenied(
@@ -1053,6 +1137,26 @@ mod tests {
             .collect();
         assert_eq!(seat_files.len(), 1, "only the held seat's file is left");
         assert_eq!(p.in_use().unwrap(), 1);
+    }
+
+    #[test]
+    fn local_seats_and_a_hosting_server_exclude_each_other() {
+        let root = tempfile::tempdir().unwrap();
+        let r = Registry::at(root.path());
+        let p = pool(root.path(), 3);
+        let seat = p.acquire("handle:local", false).unwrap();
+        match r.host("SW-TEST-0001", "server pid 9") {
+            Err(Error::ExclusiveDenied(m)) => assert!(m.contains("1 seat(s)"), "{m}"),
+            other => panic!("hosted beside a local seat: {other:?}"),
+        }
+        drop(seat);
+        let hosted = r.host("SW-TEST-0001", "server pid 9").unwrap();
+        match p.acquire("handle:local", false) {
+            Err(Error::ExclusiveDenied(m)) => assert!(m.contains("server pid 9"), "{m}"),
+            other => panic!("a local seat beside the server: {other:?}"),
+        }
+        drop(hosted);
+        assert!(p.acquire("handle:local", false).is_ok());
     }
 
     #[test]

@@ -545,3 +545,44 @@ fn deleting_the_hosting_lock_never_lets_two_servers_serve_one_container() {
     let c = network_session(&key, d, "host-c", &first.addr);
     assert!(c.acquire(1, 0, false).is_err());
 }
+
+#[test]
+fn a_container_is_counted_either_by_its_server_or_by_local_seats_never_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, serial) = setup(d, "server-home", &[spec(1, 1, CountingUnit::Station)]);
+    let _clean = MachineFolders(serial.clone());
+    let home = d.join("server-home");
+    // A process of the server's machine uses the container directly and holds its only
+    // seat: a server that starts now does not host it (it would count the seat again).
+    let mut local = Holder::spawn(d, &home, 1, &[]);
+    local
+        .verdict()
+        .expect("the local process takes the only seat");
+    let first = server(&d.join("state1"), &home, &d.join("log1"));
+    let r = network_session(&key, d, "host-a", &first.addr).acquire(1, 0, false);
+    assert!(
+        r.is_err(),
+        "the server granted the seat a local process holds"
+    );
+    let log = std::fs::read_to_string(d.join("log1")).unwrap();
+    assert!(
+        log.contains(&serial) && log.contains("held by processes on this machine"),
+        "the server does not say why it does not host the container: {log}"
+    );
+    assert_eq!(local.use_seat(), "ok");
+    drop(local);
+    drop(first);
+    // A server hosts it: a local process beside it gets no seat of its own.
+    let second = server(&d.join("state2"), &home, &d.join("log2"));
+    let _seat = network_session(&key, d, "host-b", &second.addr)
+        .acquire(1, 0, false)
+        .expect("the server grants the seat");
+    let mut beside = Holder::spawn(d, &home, 1, &[]);
+    let v = beside.verdict();
+    assert!(
+        v.as_ref()
+            .is_err_and(|e| e.contains("hosted by a license server")),
+        "a local process took a seat of a container the server counts: {v:?}"
+    );
+}
