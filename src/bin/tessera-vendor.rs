@@ -15,7 +15,6 @@ use ed25519_dalek::VerifyingKey;
 
 use tessera::cipher::{self, Header, Mode};
 use tessera::container::{Activation, ActivationRequest, ContainerCertificate, SoftwareContainer};
-use tessera::host::Fingerprint;
 use tessera::license::usage::UsageStatement;
 use tessera::license::{CountingUnit, Envelope, Kind, License, VmPolicy};
 use tessera::publisher::{self, DEMO_VENDOR_ID, LicenseSpec, PublisherKey};
@@ -481,9 +480,10 @@ fn inspect(a: InspectArgs) -> Result<()> {
             "  sealed to the machine it was activated on; {} bytes",
             bytes.len()
         );
-        let fingerprint = Fingerprint::collect_checked()
-            .map_err(|e| tessera::Error::BindingMismatch(e.to_string()));
-        match fingerprint.and_then(|f| SoftwareContainer::load(&a.file, &f)) {
+        // This machine as the runtime sees it: its traits (through the mount guard) and its
+        // TPM, so that a TPM-bound container opens here too.
+        let host = tessera::host::HostIdentity::detect();
+        match SoftwareContainer::load(&a.file, &host) {
             Ok(c) => {
                 let st = c.engine.state();
                 println!("  opens on this machine");

@@ -111,6 +111,28 @@ fn with_a_tpm_an_older_copy_of_the_container_is_refused_as_rolled_back() {
     assert!(info(dir.path(), Some(&tpm)).contains("rolled back"));
 }
 
+#[test]
+fn the_publishers_tool_opens_a_tpm_bound_container_on_its_machine() {
+    let key = PublisherKey::generate(VENDOR, "tpm attacks");
+    let tpm = Swtpm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = activate(&env(dir.path(), Some(&tpm), 0), &key);
+    let inspect = |tcti: String| {
+        let out = Command::new(crate::common::bin("tessera-vendor"))
+            .arg("inspect")
+            .arg(&file)
+            .env("TESSERA_TPM_TCTI", tcti)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = inspect(tpm.tcti());
+    assert!(text.contains("opens on this machine"), "{text}");
+    // Without its TPM it does not.
+    let text = inspect("none".into());
+    assert!(!text.contains("opens on this machine"), "{text}");
+}
+
 /// What `tessera info` says of the containers in `home`.
 fn info(home: &Path, tpm: Option<&Swtpm>) -> String {
     let out = Command::new(crate::common::bin("tessera"))
