@@ -184,6 +184,30 @@ impl SeatTable {
         }
     }
 
+    /// Loads the rows of a server that stopped (or was killed) at start-up, keeping every
+    /// row for at least one more lease: its expiry becomes `max(stored, now_ms + lease_ms)`
+    /// (Chubby's rule on fail-over).
+    ///
+    /// Renewals are written lazily, so a stored expiry may be shorter than the lease the
+    /// server answered before it was killed; but every lease it answered ends by the kill
+    /// plus one lease, hence by `now_ms + lease_ms`, so no client is ever refused a seat
+    /// it was promised. This can only keep a seat longer, never grant one twice: a row is
+    /// in the store only if its seat was live when the last grant was committed (a grant's
+    /// batch carries the `Delete`s of every seat the table dropped before it, see
+    /// [`SeatTable::expire`]), so the rows fit the quantity as the table did then. A seat
+    /// whose client does not come back goes one lease later.
+    pub fn load_extended(&mut self, rows: Vec<SeatRow>, now_ms: u64, lease_ms: u64) {
+        let floor = now_ms.saturating_add(lease_ms);
+        let rows = rows
+            .into_iter()
+            .map(|mut r| {
+                r.expires_ms = r.expires_ms.max(floor);
+                r
+            })
+            .collect();
+        self.load(rows, now_ms);
+    }
+
     /// Takes a seat, or gives back the one with the same seat id (idempotent: a client that
     /// reconnects gets its seat again, with a fresh lease, without counting twice — even if
     /// the lease ran out meanwhile, as long as the seat still fits).
@@ -990,6 +1014,54 @@ mod tests {
         );
         // The dropped row is deleted from the store by the next expire.
         assert_eq!(t.expire(T0 + 1), vec![Change::Delete(sid(3))]);
+    }
+
+    /// After a SIGKILL the stored expiries may lag the leases answered (renewals are written
+    /// lazily): every row is kept until at least one lease after the start, a longer stored
+    /// lease is kept as it is, and an unrenewed seat goes one lease later.
+    #[test]
+    fn a_restart_keeps_every_stored_seat_for_one_more_lease() {
+        let lic = license(CountingUnit::Station, 2);
+        let row = |n: u32, station: u8, expires_ms: u64| SeatRow {
+            seat_id: sid(n),
+            license_id: lic.license_id,
+            unit_key: unit_key(
+                CountingUnit::Station,
+                &client_of(station),
+                &host(station, "s", 1),
+                &sid(n),
+            ),
+            client: client_of(station),
+            exclusive: false,
+            expires_ms,
+        };
+        let now = T0 + 10 * LEASE;
+        let mut t = SeatTable::new();
+        // Seat 1's stored lease ran out before the start (its last renewals were not
+        // written); seat 2's runs beyond one lease.
+        t.load_extended(
+            vec![row(1, 1, now - 500), row(2, 2, now + 2 * LEASE)],
+            now,
+            LEASE,
+        );
+        t.check_invariants();
+        assert!(t.take_expired().is_empty());
+        assert_eq!(t.seat(&sid(1)).unwrap().expires_ms, now + LEASE);
+        assert_eq!(t.seat(&sid(2)).unwrap().expires_ms, now + 2 * LEASE);
+        assert_eq!(t.in_use(&lic.license_id, now), 2);
+        // Nobody takes seat 1's slot while its holder may still be inside its lease; the
+        // holder re-attaches.
+        assert!(matches!(
+            take(&mut t, &spec(3, &lic, &host(3, "s", 1), now + LEASE - 1)),
+            Err(Error::NoSeat { .. })
+        ));
+        assert!(t.expire(now + LEASE - 1).is_empty());
+        // Unrenewed, it goes one lease after the start.
+        assert_eq!(t.expire(now + LEASE), vec![Change::Delete(sid(1))]);
+        assert_eq!(
+            take(&mut t, &spec(3, &lic, &host(3, "s", 1), now + LEASE)).unwrap(),
+            2
+        );
     }
 
     /// A seat stored by a server that counted the claimed station (before protocol 2) is

@@ -495,7 +495,8 @@ impl<R: Send + 'static> GroupCommitter<R> {
 
     /// Queues changes nobody waits for (lease renewals, expiries): they are coalesced per
     /// seat and written with the next durable batch, or within [`LAZY_FLUSH`]. Losing them
-    /// in a crash only shortens leases.
+    /// in a crash only shortens the stored leases, which the server's start-up makes up
+    /// for (`SeatTable::load_extended`).
     pub fn submit_lazy(&self, changes: Vec<Change>) {
         self.submit_lazy_with(changes, Vec::new());
     }

@@ -150,11 +150,8 @@ fn sigkill_loop(busy: bool) {
     // The waiters: any seat they get was taken from a holder.
     for i in 0..WAITERS {
         let s = lab.session(&format!("waiter-{i}"));
-        let (stop, findings, round) = (
-            Arc::clone(&stop),
-            Arc::clone(&findings),
-            Arc::clone(&round),
-        );
+        let (stop, findings, round) =
+            (Arc::clone(&stop), Arc::clone(&findings), Arc::clone(&round));
         threads.push(std::thread::spawn(move || {
             // A waiter keeps what it gets, as a real one would.
             let mut got = Vec::new();
@@ -207,7 +204,11 @@ fn sigkill_loop(busy: bool) {
         // Down a while (a supervisor restarting it), well inside the holders' lease: at
         // least LEASE_MS - RENEW_MS = 1.2 s from their last renewal. The busy server takes
         // longer to come back (up to 0.35 s seen), so it stays down less.
-        let down = if busy { 200 + rng.below(300) } else { 400 + rng.below(400) };
+        let down = if busy {
+            200 + rng.below(300)
+        } else {
+            400 + rng.below(400)
+        };
         std::thread::sleep(Duration::from_millis(down));
         let t = Instant::now();
         lab.server.restart();

@@ -167,7 +167,9 @@ impl Server {
         let rows = SeatStore::load(&mut store)?;
         let mut table = SeatTable::new();
         let n = rows.len();
-        table.load(rows, now_ms());
+        // Every row is kept for one more lease: a renewal answered before a SIGKILL may not
+        // be on disk yet (`SeatTable::load_extended`).
+        table.load_extended(rows, now_ms(), config.lease_ms);
         info!(seats = table.len(), loaded = n, "seat table loaded");
         let (usage, _refused) = UsageLog::open(
             UsageOptions {

@@ -110,21 +110,28 @@ impl Server {
                     r.expires_ms > now && r.client == *client && r.license_id == lic.license_id
                 });
                 let granted = t.acquire(&spec);
+                // The seats the table dropped so far go out with this grant, in its batch:
+                // a grant may take a dropped seat's slot, and a restart keeps every row it
+                // loads for one more lease (`SeatTable::load_extended`), so a dropped seat
+                // must never be on disk beside the grant that took its slot.
+                let mut changes = t.expire(now);
+                self.dropped(&changes);
                 let mut events = usage::expired(&hosting.hosted, &mut t);
                 match granted {
                     Ok((row, change, in_use)) => {
                         if !held {
                             events.push(usage::granted(lic, &row, &peer.client_info));
                         }
+                        changes.push(change);
                         Ok((
                             row,
                             in_use,
                             held,
-                            self.committer.submit_with(vec![change], events),
+                            self.committer.submit_with(changes, events),
                         ))
                     }
                     Err(e) => {
-                        self.committer.submit_lazy_with(Vec::new(), events);
+                        self.committer.submit_lazy_with(changes, events);
                         Err(e)
                     }
                 }
@@ -273,7 +280,8 @@ impl Server {
                 let lease_ms = self.lease_ms();
                 let (changes, lost) = self.table()?.renew(&seat_ids, client, now_ms(), lease_ms);
                 if !changes.is_empty() {
-                    // Renewals need not wait for the disk: a lost renewal only shortens a lease.
+                    // Renewals need not wait for the disk: a restart keeps every stored seat
+                    // for one more lease, which covers any renewal a SIGKILL lost.
                     self.committer.submit_lazy(changes);
                 }
                 Ok(NetResponse::Renewed { lost, lease_ms })
@@ -353,15 +361,27 @@ impl Server {
         let Ok(mut t) = self.table() else { return };
         let changes = t.expire(now_ms());
         let events = usage::expired(&self.hosting().hosted, &mut t);
+        self.dropped(&changes);
+        // Under the table's lock: the usage log keeps the table's order. Expiries are
+        // written at once with their usage records (nobody waits for them): a restart
+        // keeps every row it loads for one more lease, and a seat the usage log shows
+        // expired should not come back.
+        if changes.is_empty() {
+            self.committer.submit_lazy_with(changes, events);
+        } else {
+            drop(self.committer.submit_with(changes, events));
+        }
+    }
+
+    /// Counts and forgets the seats whose lease ran out (their `Delete`s).
+    fn dropped(&self, changes: &[Change]) {
         if !changes.is_empty() {
             debug!(expired = changes.len(), "leases ran out");
             self.stats
                 .lease_expiries
                 .fetch_add(changes.len() as u64, Ordering::Relaxed);
-            self.forget(&changes);
+            self.forget(changes);
         }
-        // Under the table's lock: the usage log keeps the table's order.
-        self.committer.submit_lazy_with(changes, events);
     }
 }
 
