@@ -156,20 +156,17 @@ fn sigkill_loop(busy: bool) {
             // A waiter keeps what it gets, as a real one would.
             let mut got = Vec::new();
             while !stop.load(Ordering::SeqCst) {
-                match s.acquire(HELD, 0, false) {
-                    Ok(seat) => {
-                        let r = round.load(Ordering::SeqCst);
-                        let in_use = seat.info().map(|i| i.in_use).unwrap_or(0);
-                        let mut f = findings.lock().unwrap();
-                        f.stolen
-                            .push(format!("waiter {i}, round {r}: {in_use} in use"));
-                        if in_use > HOLDERS {
-                            f.over.push(format!("round {r}: {in_use} seats in use"));
-                        }
-                        got.push(seat);
+                // Refused (NO_SEAT), or the server is down, unless a holder's seat was taken.
+                if let Ok(seat) = s.acquire(HELD, 0, false) {
+                    let r = round.load(Ordering::SeqCst);
+                    let in_use = seat.info().map(|i| i.in_use).unwrap_or(0);
+                    let mut f = findings.lock().unwrap();
+                    f.stolen
+                        .push(format!("waiter {i}, round {r}: {in_use} in use"));
+                    if in_use > HOLDERS {
+                        f.over.push(format!("round {r}: {in_use} seats in use"));
                     }
-                    // Refused (NO_SEAT), or the server is down.
-                    Err(_) => {}
+                    got.push(seat);
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
