@@ -83,9 +83,9 @@ pub fn check_file_limit(c: &config::ServerConfig) {
     let needed = c.files_needed();
     if !ok {
         tracing::warn!("could not read the open-file limit (RLIMIT_NOFILE)");
-    } else if (lim.rlim_cur as u64) < needed {
+    } else if lim.rlim_cur < needed {
         tracing::warn!(
-            limit = lim.rlim_cur as u64,
+            limit = lim.rlim_cur,
             needed,
             max_connections = c.max_connections,
             admin_max_connections = c.admin_max_connections,
@@ -93,6 +93,6 @@ pub fn check_file_limit(c: &config::ServerConfig) {
              (LimitNOFILE= in systemd) or lower max_connections"
         );
     } else {
-        tracing::debug!(limit = lim.rlim_cur as u64, needed, "open-file limit");
+        tracing::debug!(limit = lim.rlim_cur, needed, "open-file limit");
     }
 }
