@@ -302,32 +302,49 @@ fn raw_client(f: &Fixture, name: &str) -> (TcpStream, tessera::net::conn::NetCha
     (stream, channel)
 }
 
+/// A connection that holds a seat and renews it is never closed, however long it lasts; a
+/// silent one and one that sent half a length prefix are closed after the idle limit (for a
+/// connection never granted a seat: `quiet_timeout_ms`, at most three leases; here three
+/// leases, 4.5 s). `tests/hostile/silent_clients.rs` has the quiet limit on its own.
 #[test]
-fn a_silent_connection_is_closed_after_three_leases_and_a_talking_one_never() {
+fn a_silent_connection_is_closed_and_a_seat_holder_that_renews_never() {
     use std::io::Read;
     use tessera::net::proto::{self, NetRequest, NetResponse};
     let mut f = fixture(&[spec(1, 5, CountingUnit::Handle)]);
     let idle = Duration::from_millis(3 * LEASE_MS);
-    let (mut talking, mut channel) = raw_client(&f, "talking");
+    let (mut holder, mut channel) = raw_client(&f, "holder");
     let (mut silent, _) = raw_client(&f, "silent");
     let (mut half, _) = raw_client(&f, "half");
     // Half a length prefix, then nothing: a frame that never completes.
     half.write_all(&[0, 0]).unwrap();
     let started = Instant::now();
-    // Well past one idle period, a request every lease/3: every one is answered.
-    while started.elapsed() < idle + Duration::from_millis(2 * LEASE_MS) {
-        let frame = channel
-            .seal(&proto::encode(&NetRequest::Ping).unwrap())
-            .unwrap();
-        proto::write_frame(&mut talking, &frame).expect("the talking client is not cut off");
+    let mut call = |req: &NetRequest| -> NetResponse {
+        let frame = channel.seal(&proto::encode(req).unwrap()).unwrap();
+        proto::write_frame(&mut holder, &frame).expect("the seat holder is not cut off");
         let answer = channel
-            .open(&proto::read_frame(&mut talking).unwrap())
+            .open(&proto::read_frame(&mut holder).unwrap())
             .unwrap();
-        assert_eq!(
-            proto::decode::<NetResponse>(&answer, "answer").unwrap(),
-            NetResponse::Pong
-        );
+        proto::decode::<NetResponse>(&answer, "answer").unwrap()
+    };
+    let seat_id = [0x14; 16];
+    let granted = call(&NetRequest::Acquire {
+        seat_id,
+        vendor_id: VENDOR,
+        product_code: 1,
+        features: 0,
+        exclusive: false,
+    });
+    assert!(matches!(granted, NetResponse::Granted(_)), "{granted:?}");
+    // Well past one idle period, a renewal every lease/3: every one is answered.
+    while started.elapsed() < idle + Duration::from_millis(2 * LEASE_MS) {
         std::thread::sleep(Duration::from_millis(LEASE_MS / 3));
+        let renewed = call(&NetRequest::Renew {
+            seat_ids: vec![seat_id],
+        });
+        assert!(
+            matches!(&renewed, NetResponse::Renewed { lost, .. } if lost.is_empty()),
+            "{renewed:?}"
+        );
     }
     // The silent and the half-sent connections were closed by the server (end of stream).
     for (name, s) in [("silent", &mut silent), ("half", &mut half)] {

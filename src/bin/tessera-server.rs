@@ -88,21 +88,6 @@ fn main() {
     }
 }
 
-/// Raises the open-file soft limit to the hard limit: every client is a socket.
-fn raise_file_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid, initialized struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
-
 /// The configuration: the file (if any) with the command line's overrides. Run again by a
 /// reload, so flags keep winning over the file.
 fn load_config(cli: &Cli) -> Result<ServerConfig> {
@@ -165,7 +150,6 @@ fn load_config(cli: &Cli) -> Result<ServerConfig> {
 
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
-    raise_file_limit();
     let c = load_config(&cli)?;
 
     let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")

@@ -339,8 +339,15 @@ pub fn read_frame(r: &mut impl Read) -> Result<Vec<u8>> {
             format!("length {n} exceeds {MAX_FRAME}"),
         ));
     }
-    let mut buf = vec![0u8; n];
-    r.read_exact(&mut buf).map_err(map_read_error)?;
+    // Grown as the bytes arrive, not allocated for the announced length at once.
+    let mut buf = Vec::new();
+    let got = r
+        .take(n as u64)
+        .read_to_end(&mut buf)
+        .map_err(map_read_error)?;
+    if got < n {
+        return Err(map_read_error(std::io::ErrorKind::UnexpectedEof.into()));
+    }
     Ok(buf)
 }
 

@@ -59,9 +59,15 @@ pub struct ServerConfig {
     pub renew_ms: u64,
     /// Most connections at once; more are refused.
     pub max_connections: usize,
-    /// Milliseconds a client may take for the handshake; a connection idle longer than three
-    /// leases is closed.
+    /// Most connections at once from one client host (a source address; IPv6 by its /64);
+    /// 0: a quarter of `max_connections` (at least 1). One host cannot take them all.
+    pub max_connections_per_host: usize,
+    /// Milliseconds a client may take for the handshake; a connection that holds a seat and
+    /// is idle longer than three leases is closed.
     pub handshake_timeout_ms: u64,
+    /// Milliseconds a connection that was never granted a seat may stay silent (after the
+    /// handshake, or after its last request) before it is closed (at most three leases).
+    pub quiet_timeout_ms: u64,
     /// How long delegations the hosted containers sign for this server last, in days.
     pub delegation_days: u64,
     /// `text` or `json` logs.
@@ -80,6 +86,16 @@ pub struct ServerConfig {
     /// Further `Host` header values the admin API answers to (`name:port`), besides the bound
     /// address, `localhost:PORT`, `127.0.0.1:PORT` and `[::1]:PORT`.
     pub admin_hosts: Vec<String>,
+    /// Most admin connections at once; more are closed as they come. Kept apart from
+    /// `max_connections`, so the admin port cannot starve the license port.
+    pub admin_max_connections: usize,
+    /// Milliseconds an admin client has to send a request's headers, counted from the
+    /// connection, or from the previous answer on a kept-alive one (so also the longest an
+    /// idle admin connection stays open).
+    pub admin_header_timeout_ms: u64,
+    /// Milliseconds an admin connection may go without a byte moving either way (a stalled
+    /// body, an answer nobody reads) before it is closed.
+    pub admin_idle_timeout_ms: u64,
     /// How often, in seconds, a hosted container checkpoints the usage logs (also at
     /// shutdown). Records after the last checkpoint are not yet signed for.
     pub usage_checkpoint_s: u64,
@@ -105,7 +121,9 @@ impl Default for ServerConfig {
             lease_ms: 90_000,
             renew_ms: 30_000,
             max_connections: 20_000,
+            max_connections_per_host: 0,
             handshake_timeout_ms: 5_000,
+            quiet_timeout_ms: 10_000,
             delegation_days: 7,
             log_format: "text".into(),
             fsync: true,
@@ -113,6 +131,9 @@ impl Default for ServerConfig {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], ADMIN_PORT)),
             admin_token: None,
             admin_hosts: Vec::new(),
+            admin_max_connections: 128,
+            admin_header_timeout_ms: 10_000,
+            admin_idle_timeout_ms: 30_000,
             usage_checkpoint_s: 60,
             commit_window_us: super::store::DEFAULT_COMMIT_WINDOW.as_micros() as u64,
             worker_threads: 0,
@@ -152,6 +173,35 @@ impl ServerConfig {
             return Err(Error::InvalidArgument(
                 "max_connections must be at least 1".into(),
             ));
+        }
+        if self.max_connections_per_host > self.max_connections {
+            return Err(Error::InvalidArgument(format!(
+                "max_connections_per_host ({}) must be at most max_connections ({}); 0 is a \
+                 quarter of it",
+                self.max_connections_per_host, self.max_connections
+            )));
+        }
+        if !(100..=3_600_000).contains(&self.quiet_timeout_ms) {
+            return Err(Error::InvalidArgument(format!(
+                "quiet_timeout_ms ({}) must be from 100 to 3600000",
+                self.quiet_timeout_ms
+            )));
+        }
+        if !(1..=65_536).contains(&self.admin_max_connections) {
+            return Err(Error::InvalidArgument(format!(
+                "admin_max_connections ({}) must be from 1 to 65536",
+                self.admin_max_connections
+            )));
+        }
+        for (name, ms) in [
+            ("admin_header_timeout_ms", self.admin_header_timeout_ms),
+            ("admin_idle_timeout_ms", self.admin_idle_timeout_ms),
+        ] {
+            if !(100..=3_600_000).contains(&ms) {
+                return Err(Error::InvalidArgument(format!(
+                    "{name} ({ms}) must be from 100 to 3600000"
+                )));
+            }
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(Error::InvalidArgument("log_format is text or json".into()));
@@ -199,6 +249,25 @@ impl ServerConfig {
         Ok(())
     }
 
+    /// The most connections one client host may hold at once.
+    pub fn per_host_limit(&self) -> usize {
+        match self.max_connections_per_host {
+            0 => (self.max_connections / 4).max(1),
+            n => n,
+        }
+    }
+
+    /// The open files the configured limits need: every connection is a socket, on both
+    /// ports, and [`FILE_RESERVE`] for the rest (the seat table, logs, listeners, dongles).
+    pub fn files_needed(&self) -> u64 {
+        let admin = if self.admin {
+            self.admin_max_connections
+        } else {
+            0
+        };
+        (self.max_connections + admin) as u64 + FILE_RESERVE
+    }
+
     /// The commit window as a duration.
     pub fn commit_window(&self) -> std::time::Duration {
         std::time::Duration::from_micros(self.commit_window_us)
@@ -215,6 +284,10 @@ impl ServerConfig {
         }
     }
 }
+
+/// Open files the server needs besides its connections: the seat table and its journal, the
+/// usage logs, listeners, the runtime's own descriptors, dongles.
+pub const FILE_RESERVE: u64 = 64;
 
 /// The longest commit window accepted: beyond it, the added latency is no longer small.
 pub const MAX_COMMIT_WINDOW_US: u64 = 100_000;
@@ -261,6 +334,33 @@ mod tests {
             3
         );
         assert!(ServerConfig::from_toml("worker_threads = 5000\n").is_err());
+    }
+
+    #[test]
+    fn connection_limits_per_host_and_on_the_admin_port() {
+        let c = ServerConfig::from_toml("max_connections = 40\n").unwrap();
+        assert_eq!(c.per_host_limit(), 10, "a quarter by default");
+        assert_eq!(c.quiet_timeout_ms, 10_000);
+        assert_eq!(c.admin_max_connections, 128);
+        assert_eq!(c.files_needed(), 40 + 128 + FILE_RESERVE);
+        let c =
+            ServerConfig::from_toml("max_connections = 3\nmax_connections_per_host = 3\n").unwrap();
+        assert_eq!(c.per_host_limit(), 3);
+        assert_eq!(
+            ServerConfig::from_toml("max_connections = 3\n")
+                .unwrap()
+                .per_host_limit(),
+            1
+        );
+        let e = ServerConfig::from_toml("max_connections = 3\nmax_connections_per_host = 4\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("max_connections_per_host"), "{e}");
+        assert!(ServerConfig::from_toml("quiet_timeout_ms = 0\n").is_err());
+        assert!(ServerConfig::from_toml("admin_max_connections = 0\n").is_err());
+        assert!(ServerConfig::from_toml("admin_header_timeout_ms = 10\n").is_err());
+        assert!(ServerConfig::from_toml("admin_idle_timeout_ms = 99999999\n").is_err());
+        let c = ServerConfig::from_toml("admin = false\nmax_connections = 10\n").unwrap();
+        assert_eq!(c.files_needed(), 10 + FILE_RESERVE);
     }
 
     #[test]

@@ -36,13 +36,63 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     bound: Option<oneshot::Sender<Bound>>,
 ) -> Result<()> {
+    check_file_limit(server.config());
     let mut running = daemon::start(&server)?;
     if server.config().admin {
         let (listener, local) = admin::bind(server.config().admin_listen)?;
-        let serving = admin::serve(server.control(), listener, local, running.stopping());
+        let serving = admin::serve(
+            server.control(),
+            listener,
+            local,
+            admin::AdminLimits::of(server.config()),
+            running.stopping(),
+        );
         running.with_admin(local, serving);
     }
     running.ready(bound);
     shutdown.await;
     running.stop().await
+}
+
+/// Raises this process's open-file soft limit to its hard limit (every connection is a
+/// socket), and says in the log when even that is fewer than the configured connection
+/// limits need ([`config::ServerConfig::files_needed`]): the license port then runs out of
+/// descriptors before `max_connections`.
+pub fn check_file_limit(c: &config::ServerConfig) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid, initialized struct.
+    let ok = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            false
+        } else {
+            if lim.rlim_cur < lim.rlim_max {
+                let raised = libc::rlimit {
+                    rlim_cur: lim.rlim_max,
+                    rlim_max: lim.rlim_max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    lim = raised;
+                }
+            }
+            true
+        }
+    };
+    let needed = c.files_needed();
+    if !ok {
+        tracing::warn!("could not read the open-file limit (RLIMIT_NOFILE)");
+    } else if lim.rlim_cur < needed {
+        tracing::warn!(
+            limit = lim.rlim_cur,
+            needed,
+            max_connections = c.max_connections,
+            admin_max_connections = c.admin_max_connections,
+            "the open-file limit is below what the connection limits need: raise it \
+             (LimitNOFILE= in systemd) or lower max_connections"
+        );
+    } else {
+        tracing::debug!(limit = lim.rlim_cur, needed, "open-file limit");
+    }
 }

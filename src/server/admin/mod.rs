@@ -24,6 +24,7 @@
 //! - no response holds key material, product secrets, tokens, delegations or seat tickets.
 
 pub mod api;
+mod idle;
 pub mod metrics;
 
 use std::net::SocketAddr;
@@ -38,7 +39,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use subtle::ConstantTimeEq;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::Result;
 use crate::server::daemon::{Control, tcp_listener};
@@ -321,35 +322,107 @@ pub fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr)> {
     Ok((l, local))
 }
 
+/// The admin listener's own limits (`docs/SERVER.md`, Administration): they keep whatever
+/// comes to the admin port from taking the descriptors the license port needs.
+#[derive(Clone, Copy, Debug)]
+pub struct AdminLimits {
+    /// Most admin connections at once; more are closed as they are accepted.
+    pub max_connections: usize,
+    /// Time to send a request's headers, from the connection or the previous answer.
+    pub header_timeout: Duration,
+    /// Longest time without a byte moving either way on a connection.
+    pub idle_timeout: Duration,
+}
+
+impl AdminLimits {
+    /// The limits a configuration sets.
+    pub fn of(c: &crate::server::config::ServerConfig) -> AdminLimits {
+        AdminLimits {
+            max_connections: c.admin_max_connections,
+            header_timeout: Duration::from_millis(c.admin_header_timeout_ms),
+            idle_timeout: Duration::from_millis(c.admin_idle_timeout_ms),
+        }
+    }
+}
+
 /// Serves the admin API on `listener` until `shutdown` resolves (open connections get a
 /// few seconds to finish).
+///
+/// Its own accept loop on hyper's HTTP/1 connection (`axum::serve` sets no timer, so no
+/// header timeout, and has no connection cap): at most `limits.max_connections` at once (a
+/// semaphore; one more is accepted and closed at once), the headers of each request within
+/// `limits.header_timeout` (which also closes an idle kept-alive connection), and no more than
+/// `limits.idle_timeout` without a byte moving.
 pub async fn serve(
     server: Control,
     listener: tokio::net::TcpListener,
     local: SocketAddr,
+    limits: AdminLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    use std::future::IntoFuture;
     let app = router(AdminState::new(server, local));
-    let (tx, mut rx) = tokio::sync::watch::channel(false);
-    let serving = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = rx.changed().await;
-    })
-    .into_future();
-    tokio::pin!(serving);
-    tokio::select! {
-        r = &mut serving => {
-            if let Err(e) = r {
-                warn!(error = %e, "admin API stopped");
+    let cap = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let mut conns = tokio::task::JoinSet::new();
+    let mut last_refusal_log: Option<std::time::Instant> = None;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            r = listener.accept() => {
+                let (stream, peer) = match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of descriptors, most likely: wait rather than spin.
+                        warn!(error = %e, "admin accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = Arc::clone(&cap).try_acquire_owned() else {
+                    // One line a second at most: a flood must not flood the log too.
+                    if last_refusal_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        last_refusal_log = Some(std::time::Instant::now());
+                        warn!(%peer, max = limits.max_connections,
+                            "admin connection limit reached; refused");
+                    }
+                    drop(stream);
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let svc = hyper_util::service::TowerToHyperService::new(
+                    app.clone().layer(axum::Extension(ConnectInfo(peer))),
+                );
+                let mut stop = rx.clone();
+                conns.spawn(async move {
+                    let _permit = permit;
+                    let io = hyper_util::rt::TokioIo::new(idle::IdleTimeout::new(
+                        stream,
+                        limits.idle_timeout,
+                    ));
+                    let mut b = hyper::server::conn::http1::Builder::new();
+                    b.timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(limits.header_timeout)
+                        .keep_alive(true);
+                    let conn = b.serve_connection(io, svc);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        r = conn.as_mut() => {
+                            if let Err(e) = r {
+                                debug!(%peer, error = %e, "admin connection closed");
+                            }
+                            return;
+                        }
+                        _ = stop.changed() => conn.as_mut().graceful_shutdown(),
+                    }
+                    let _ = conn.await;
+                });
             }
-            return;
         }
-        _ = shutdown => {}
     }
     let _ = tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(3), serving).await;
+    let drained = async { while conns.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(Duration::from_secs(3), drained).await;
+    conns.abort_all();
 }

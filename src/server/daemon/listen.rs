@@ -4,9 +4,10 @@
 //! read, answered by `requests` and sealed back, under a handshake timeout and an idle
 //! timeout), and the discovery answers.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
@@ -19,7 +20,7 @@ use tracing::{debug, info, warn};
 use super::Server;
 use super::requests::Peer;
 use crate::net::conn::{NetChannel, ServerHandshake};
-use crate::net::proto::{self, ClientHello, DiscoveryAnswer, MAX_FRAME, NetRequest};
+use crate::net::proto::{self, ClientHello, DiscoveryAnswer, MAX_FRAME, NetRequest, NetResponse};
 use crate::server::stats::RequestKind;
 use crate::{Error, Result};
 
@@ -31,13 +32,20 @@ pub(super) fn serve(
     tasks: &mut Vec<JoinHandle<()>>,
 ) -> Result<Vec<SocketAddr>> {
     let mut addrs = Vec::new();
+    // One count of connections per client host for all the listeners.
+    let per_host = Arc::new(PerHost::default());
     for addr in server.config.listen.clone() {
         let l = TcpListener::from_std(tcp_listener(addr)?)
             .map_err(|e| Error::io(addr.to_string(), e))?;
         let local = l.local_addr().map_err(|e| Error::io(addr.to_string(), e))?;
         info!(address = %local, "listening");
         addrs.push(local);
-        tasks.push(tokio::spawn(accept_loop(server.clone(), l, stop.clone())));
+        tasks.push(tokio::spawn(accept_loop(
+            server.clone(),
+            l,
+            per_host.clone(),
+            stop.clone(),
+        )));
     }
     if server.config.discovery
         && let Some(first) = addrs.first().copied()
@@ -103,7 +111,9 @@ async fn read_frame(s: &mut (impl AsyncReadExt + Unpin)) -> std::io::Result<Vec<
     Ok(buf)
 }
 
-/// Reads one frame into `buf` (a buffer the connection reuses).
+/// Reads one frame into `buf` (a buffer the connection reuses). The buffer grows as the
+/// frame's bytes arrive, never ahead of them: a peer that announces 64 KiB and sends nothing
+/// costs no more than one that announced 64 bytes.
 async fn read_frame_into(
     s: &mut (impl AsyncReadExt + Unpin),
     buf: &mut Vec<u8>,
@@ -118,10 +128,20 @@ async fn read_frame_into(
         ));
     }
     buf.clear();
-    buf.resize(n, 0);
-    s.read_exact(buf).await?;
+    // What a large frame left behind is given back: a connection keeps a small buffer.
+    if buf.capacity() > KEPT_BUFFER {
+        buf.shrink_to(KEPT_BUFFER);
+    }
+    // `read_to_end` reserves in small steps, as data comes.
+    let got = (&mut *s).take(n as u64).read_to_end(buf).await?;
+    if got < n {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
     Ok(())
 }
+
+/// The most of a frame buffer a connection keeps between frames.
+const KEPT_BUFFER: usize = 4096;
 
 async fn write_frame(s: &mut (impl AsyncWriteExt + Unpin), payload: &[u8]) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(4 + payload.len());
@@ -143,6 +163,62 @@ async fn handshake(
     write_frame(wr, &m2).await.map_err(io)?;
     let m3 = read_frame(rd).await.map_err(io)?;
     hs.read_message3(&m3)
+}
+
+/// Connections open now per client host, for its share of `max_connections`.
+///
+/// A host is its source address (an IPv6 one by its /64, what one site is given), not the
+/// host key its hello names: host keys are made by the clients themselves, so one machine can
+/// present any number of them, while a source address has passed TCP's handshake.
+#[derive(Default)]
+struct PerHost(Mutex<HashMap<IpAddr, usize>>);
+
+impl PerHost {
+    /// A slot for a connection from `ip`, or None when that host has `limit` already.
+    fn enter(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<HostSlot> {
+        let key = host_of(ip);
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(key).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(HostSlot {
+            map: Arc::clone(self),
+            key,
+        })
+    }
+}
+
+/// The host a source address counts for: an IPv4 address (also IPv4-mapped IPv6) as it is,
+/// an IPv6 address by its /64.
+fn host_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let mut o = v6.octets();
+            o[8..].fill(0);
+            IpAddr::from(o)
+        }
+        v4 => v4,
+    }
+}
+
+/// One connection counted for its host; uncounted when dropped.
+struct HostSlot {
+    map: Arc<PerHost>,
+    key: IpAddr,
+}
+
+impl Drop for HostSlot {
+    fn drop(&mut self) {
+        let mut m = self.map.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.key);
+            }
+        }
+    }
 }
 
 async fn serve_connection(server: Arc<Server>, s: TcpStream, peer: SocketAddr) {
@@ -168,7 +244,11 @@ async fn serve_connection(server: Arc<Server>, s: TcpStream, peer: SocketAddr) {
         };
     debug!(%peer, host = %hello.host.hostname, "client connected");
     let who = Peer::new(hello);
-    let idle = Duration::from_millis(server.lease_ms().saturating_mul(3));
+    // A connection that holds a seat may stay quiet for three leases (its renewals keep it
+    // busier than that); one that was never granted a seat gets `quiet_timeout_ms` at most:
+    // silent connections must not fill `max_connections`.
+    let seat_idle = Duration::from_millis(server.lease_ms().saturating_mul(3));
+    let mut idle = seat_idle.min(Duration::from_millis(server.config.quiet_timeout_ms));
     // Buffers reused for every request: the frame read, the encoded answer, and the answer
     // as it goes on the wire (length prefix and sealed frame).
     let (mut frame, mut answer, mut wire) = (Vec::new(), Vec::new(), Vec::new());
@@ -231,6 +311,9 @@ async fn serve_connection(server: Arc<Server>, s: TcpStream, peer: SocketAddr) {
             ),
             Err(e) => (RequestKind::Malformed, proto::error_response(&e)),
         };
+        if matches!(resp, NetResponse::Granted(_) | NetResponse::Renewed { .. }) {
+            idle = seat_idle;
+        }
         server.stats.requests.fetch_add(1, Ordering::Relaxed);
         server.stats.count_answer(&resp);
         server.stats.latency.observe(kind, started.elapsed());
@@ -251,7 +334,13 @@ async fn serve_connection(server: Arc<Server>, s: TcpStream, peer: SocketAddr) {
     }
 }
 
-async fn accept_loop(server: Arc<Server>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    server: Arc<Server>,
+    listener: TcpListener,
+    per_host: Arc<PerHost>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let per_host_limit = server.config.per_host_limit();
     loop {
         tokio::select! {
             _ = stop.changed() => return,
@@ -266,6 +355,13 @@ async fn accept_loop(server: Arc<Server>, listener: TcpListener, mut stop: watch
                         drop(s);
                         continue;
                     }
+                    let Some(slot) = per_host.enter(peer.ip(), per_host_limit) else {
+                        server.stats.connections.fetch_sub(1, Ordering::Relaxed);
+                        server.stats.refused.fetch_add(1, Ordering::Relaxed);
+                        warn!(%peer, "this host's share of the connections is taken; refused");
+                        drop(s);
+                        continue;
+                    };
                     let _ = s.set_nodelay(true);
                     let _ = SockRef::from(&s).set_tcp_keepalive(&TcpKeepalive::new().with_time(Duration::from_secs(60)));
                     let server = server.clone();
@@ -273,6 +369,7 @@ async fn accept_loop(server: Arc<Server>, listener: TcpListener, mut stop: watch
                     tokio::spawn(async move {
                         let st = server.clone();
                         serve_connection(server, s, peer).await;
+                        drop(slot);
                         st.stats.connections.fetch_sub(1, Ordering::Relaxed);
                     });
                 }

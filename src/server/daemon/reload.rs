@@ -147,6 +147,26 @@ impl Server {
             "handshake_timeout_ms",
             new.handshake_timeout_ms != old.handshake_timeout_ms,
         );
+        restart(
+            "max_connections_per_host",
+            new.max_connections_per_host != old.max_connections_per_host,
+        );
+        restart(
+            "quiet_timeout_ms",
+            new.quiet_timeout_ms != old.quiet_timeout_ms,
+        );
+        restart(
+            "admin_max_connections",
+            new.admin_max_connections != old.admin_max_connections,
+        );
+        restart(
+            "admin_header_timeout_ms",
+            new.admin_header_timeout_ms != old.admin_header_timeout_ms,
+        );
+        restart(
+            "admin_idle_timeout_ms",
+            new.admin_idle_timeout_ms != old.admin_idle_timeout_ms,
+        );
         restart("log_format", new.log_format != old.log_format);
         restart("fsync", new.fsync != old.fsync);
         restart("admin", new.admin != old.admin);
