@@ -465,7 +465,7 @@ pub extern "C" fn tessera_acquire(
 ///
 /// A seat of a license server is released on the server when it can be reached. When it
 /// cannot (the server is down or the link is cut), `tessera_release` still returns
-/// `TESSERA_E_OK`: the seat is gone from this process at once, its lease is no longer
+/// `TESSERA_OK`: the seat is gone from this process at once, its lease is no longer
 /// renewed, and the server frees it when the lease runs out (`lease_ms`, 90 s by default).
 /// Never retry a release: there is nothing left to release. The call may wait up to the
 /// session's timeout for each configured server while it tries to reach one.
