@@ -318,7 +318,11 @@ fn a_freed_seat_is_lost_at_the_servers_first_answer_and_no_seat_names_the_quanti
     let lost = loop {
         match seat.encrypt(Mode::Derived, b"hello", &mut out) {
             Err(e @ Error::LeaseLost(_)) => break e,
-            r => seen.push(format!("{:?} ms: {r:?}", plugged.elapsed().as_millis())),
+            // The first few answers say enough.
+            r if seen.len() < 3 => {
+                seen.push(format!("{} ms: {r:?}", plugged.elapsed().as_millis()))
+            }
+            _ => {}
         }
         assert!(
             plugged.elapsed() < Duration::from_secs(10),
