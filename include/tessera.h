@@ -424,6 +424,13 @@ enum tessera_status tessera_acquire(tessera_session session,
  * `TESSERA_E_INVALID_HANDLE` and does nothing else. In a forked child, releasing a seat
  * inherited from the parent forgets the child's copy, leaves the parent's seat held, and
  * returns `TESSERA_E_FORKED`.
+ *
+ * A seat of a license server is released on the server when it can be reached. When it
+ * cannot (the server is down or the link is cut), `tessera_release` still returns
+ * `TESSERA_OK`: the seat is gone from this process at once, its lease is no longer
+ * renewed, and the server frees it when the lease runs out (`lease_ms`, 90 s by default).
+ * Never retry a release: there is nothing left to release. The call may wait up to the
+ * session's timeout for each configured server while it tries to reach one.
  */
 enum tessera_status tessera_release(tessera_seat seat);
 

@@ -222,7 +222,9 @@ pub fn error_from_code(status: u32, message: String) -> Error {
         Some(Status::Expired) => Error::Expired { expiry: 0 },
         Some(Status::DongleShared) => Error::DongleShared(message),
         Some(Status::LeaseLost) => Error::LeaseLost(message),
-        Some(Status::NoSeat) => Error::NoSeat { quantity: 0 },
+        Some(Status::NoSeat) => Error::NoSeat {
+            quantity: no_seat_quantity(&message),
+        },
         Some(Status::FeatureMissing) => Error::FeatureMissing {
             requested: 0,
             licensed: 0,
@@ -245,9 +247,51 @@ pub fn error_from_code(status: u32, message: String) -> Error {
     }
 }
 
+/// The quantity a `NO_SEAT` message names: the message is the `Display` text of
+/// [`Error::NoSeat`] on the side that refused (the wire carries a status and a message, not
+/// the fields), so the quantity is read back from it; 0 when the message is not that text.
+fn no_seat_quantity(message: &str) -> u32 {
+    let shape = Error::NoSeat { quantity: 0 }.to_string();
+    let Some((head, tail)) = shape.split_once('0') else {
+        return 0;
+    };
+    message
+        .strip_prefix(head)
+        .and_then(|m| m.strip_suffix(tail))
+        .filter(|q| !q.is_empty() && q.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|q| q.parse().ok())
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_no_seat_keeps_its_quantity_across_an_error_answer() {
+        for quantity in [1, 7, 10, u32::MAX] {
+            let e = Error::NoSeat { quantity };
+            let back = error_from_code(e.status().code(), e.to_string());
+            assert!(
+                matches!(back, Error::NoSeat { quantity: q } if q == quantity),
+                "{back:?}"
+            );
+            assert_eq!(back.to_string(), e.to_string());
+        }
+        for junk in [
+            "",
+            "no seat",
+            "no seat available: all x seat(s) of the license are in use",
+            "no seat available: all -1 seat(s) of the license are in use",
+            "no seat available: all 99999999999 seat(s) of the license are in use",
+        ] {
+            let back = error_from_code(Status::NoSeat.code(), junk.into());
+            assert!(
+                matches!(back, Error::NoSeat { quantity: 0 }),
+                "{junk:?}: {back:?}"
+            );
+        }
+    }
 
     #[test]
     fn numbers_names_and_texts_are_distinct_and_numbers_round_trip() {

@@ -1,7 +1,13 @@
-//! Finding license servers on the local network: a UDP broadcast of
-//! [`DISCOVERY_PROBE`] to the discovery port, answered by each server with
-//! [`DISCOVERY_ANSWER`] and a [`DiscoveryAnswer`]. Both sides are here: [`discover`] for the
-//! client, [`answer_probe`] for the server.
+//! Finding license servers on the local network: a UDP broadcast of a probe ([`probe`]:
+//! [`DISCOVERY_PROBE`], [`DISCOVERY_VERSION`], zeros up to [`DISCOVERY_PROBE_LEN`] bytes) to
+//! the discovery port, answered by each server with [`DISCOVERY_ANSWER`] and a
+//! [`DiscoveryAnswer`]. Both sides are here: [`discover`] for the client, [`answer_probe`] for
+//! the server.
+//!
+//! A server is no reflection amplifier: it answers only a well-formed probe of exactly the
+//! probe length, and never with more bytes than the probe had (an answer that would not fit
+//! loses vendors, then the end of the name). A spoofed source address gets at most what its
+//! sender paid for. Old clients' 16-byte probes get no answer.
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
@@ -9,22 +15,62 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::proto::{self, DISCOVERY_ANSWER, DISCOVERY_PROBE, DiscoveryAnswer};
+use super::proto::{
+    self, DISCOVERY_ANSWER, DISCOVERY_PROBE, DISCOVERY_PROBE_LEN, DISCOVERY_VERSION,
+    DiscoveryAnswer,
+};
 
 /// The largest discovery datagram read.
 const MAX_DATAGRAM: usize = 2048;
 
+/// The probe a client sends: the magic, the version, zeros.
+pub fn probe() -> [u8; DISCOVERY_PROBE_LEN] {
+    let mut p = [0u8; DISCOVERY_PROBE_LEN];
+    p[..DISCOVERY_PROBE.len()].copy_from_slice(DISCOVERY_PROBE);
+    p[DISCOVERY_PROBE.len()] = DISCOVERY_VERSION;
+    p
+}
+
+/// Whether `packet` is exactly a probe of this version: its length, magic, version and
+/// all-zero padding.
+pub fn is_probe(packet: &[u8]) -> bool {
+    packet.len() == DISCOVERY_PROBE_LEN
+        && packet.starts_with(DISCOVERY_PROBE)
+        && packet[DISCOVERY_PROBE.len()] == DISCOVERY_VERSION
+        && packet[DISCOVERY_PROBE.len() + 1..].iter().all(|&b| b == 0)
+}
+
 /// What a server sends back for `packet`: `DISCOVERY_ANSWER | encode(answer)` when the packet
-/// is a probe (it starts with [`DISCOVERY_PROBE`]), `None` for anything else.
+/// is a probe ([`is_probe`]), `None` for anything else. The answer is never longer than the
+/// probe: one that would be loses vendors from its end, then characters from the end of its
+/// name, until it fits.
 pub fn answer_probe(packet: &[u8], answer: &DiscoveryAnswer) -> Option<Vec<u8>> {
-    if !packet.starts_with(DISCOVERY_PROBE) {
+    if !is_probe(packet) {
         return None;
     }
-    let body = proto::encode(answer).ok()?;
-    let mut out = Vec::with_capacity(DISCOVERY_ANSWER.len() + body.len());
-    out.extend_from_slice(DISCOVERY_ANSWER);
-    out.extend_from_slice(&body);
-    Some(out)
+    let limit = packet.len();
+    let mut answer = answer.clone();
+    loop {
+        let body = proto::encode(&answer).ok()?;
+        let len = DISCOVERY_ANSWER.len() + body.len();
+        if len <= limit {
+            let mut out = Vec::with_capacity(len);
+            out.extend_from_slice(DISCOVERY_ANSWER);
+            out.extend_from_slice(&body);
+            return Some(out);
+        }
+        if answer.vendors.pop().is_some() {
+            continue;
+        }
+        if answer.name.is_empty() {
+            return None;
+        }
+        let mut keep = answer.name.len().saturating_sub(len - limit);
+        while !answer.name.is_char_boundary(keep) {
+            keep -= 1;
+        }
+        answer.name.truncate(keep);
+    }
 }
 
 /// Decodes a server's answer; `None` for anything else.
@@ -77,9 +123,10 @@ pub fn discover_at(addrs: &[SocketAddr], timeout: Duration) -> Vec<(SocketAddr, 
             return Vec::new();
         }
     };
+    let probe = probe();
     let send_probes = || {
         for a in addrs.iter().filter(|a| a.is_ipv4()) {
-            if let Err(e) = socket.send_to(DISCOVERY_PROBE, a) {
+            if let Err(e) = socket.send_to(&probe, a) {
                 tracing::debug!(target = %a, error = %e, "discovery probe not sent");
             }
         }
@@ -213,12 +260,12 @@ mod tests {
     #[test]
     fn answers_only_probes_and_round_trips() {
         let a = answer("s", 22630);
-        let packet = answer_probe(DISCOVERY_PROBE, &a).unwrap();
+        let packet = answer_probe(&probe(), &a).unwrap();
         assert!(packet.starts_with(DISCOVERY_ANSWER));
         assert_eq!(parse_answer(&packet), Some(a.clone()));
         assert!(answer_probe(b"hello", &a).is_none());
         assert!(answer_probe(&DISCOVERY_PROBE[..8], &a).is_none());
-        assert!(parse_answer(DISCOVERY_PROBE).is_none());
+        assert!(parse_answer(&probe()).is_none());
         assert!(
             parse_answer(&packet[..packet.len() - 1]).is_none(),
             "truncated"
@@ -226,6 +273,56 @@ mod tests {
         assert!(
             parse_answer(&[packet.as_slice(), &[0]].concat()).is_none(),
             "trailing"
+        );
+    }
+
+    #[test]
+    fn only_an_exact_probe_is_answered() {
+        let a = answer("s", 22630);
+        let p = probe();
+        assert!(is_probe(&p));
+        assert!(
+            answer_probe(DISCOVERY_PROBE, &a).is_none(),
+            "version 1's bare magic"
+        );
+        assert!(answer_probe(&p[..p.len() - 1], &a).is_none(), "short");
+        assert!(
+            answer_probe(&[p.as_slice(), &[0]].concat(), &a).is_none(),
+            "long"
+        );
+        let mut junk = p;
+        junk[DISCOVERY_PROBE_LEN - 1] = 1;
+        assert!(answer_probe(&junk, &a).is_none(), "junk in the padding");
+        let mut other = p;
+        other[DISCOVERY_PROBE.len()] = DISCOVERY_VERSION + 1;
+        assert!(answer_probe(&other, &a).is_none(), "another version");
+    }
+
+    #[test]
+    fn an_answer_never_outgrows_the_probe() {
+        for (name, vendors) in [
+            ("short".to_string(), 0..3u32),
+            ("é".repeat(400), 0..3),
+            ("n".repeat(100), 0..200),
+            ("x".repeat(5000), 0..2000),
+        ] {
+            let a = DiscoveryAnswer {
+                name: name.clone(),
+                port: 22630,
+                vendors: vendors.map(|v| v.wrapping_mul(0x9E37_79B9)).collect(),
+            };
+            let reply = answer_probe(&probe(), &a).unwrap();
+            assert!(reply.len() <= DISCOVERY_PROBE_LEN, "{} bytes", reply.len());
+            let back = parse_answer(&reply).unwrap();
+            assert_eq!(back.port, 22630);
+            assert!(name.starts_with(&back.name));
+            assert!(!back.name.is_empty());
+            assert!(a.vendors.starts_with(&back.vendors));
+        }
+        let small = answer("short", 1);
+        assert_eq!(
+            parse_answer(&answer_probe(&probe(), &small).unwrap()),
+            Some(small)
         );
     }
 

@@ -5,7 +5,8 @@
 //! When the connection fails the keeper reconnects (the current server first, then the rest
 //! of the list in order) and re-attaches every seat by acquiring it again with its seat id,
 //! which the server treats as the same seat. A seat that could not be re-attached before its
-//! lease ran out (its grace period), or that the server no longer knows, is lost: the next
+//! lease ran out (its grace period), that the server no longer knows, or whose re-attach the
+//! server answered with a verdict (`NO_SEAT`, ...: it no longer held it) is lost: the next
 //! call for it returns [`Error::LeaseLost`].
 
 use std::collections::HashMap;
@@ -76,6 +77,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Whether an error means the connection is gone (rather than a verdict of the server).
 fn connection_failed(conn: &Option<ServerConn>) -> bool {
     conn.as_ref().is_none_or(ServerConn::is_broken)
+}
+
+/// Whether an error is a server's verdict that it will not hold a seat (no seat, no license,
+/// lost, ...), not a failure to ask, a damaged answer or something that may pass.
+fn is_verdict(e: &Error) -> bool {
+    use crate::status::Status;
+    matches!(
+        e.status(),
+        Status::NoLicense
+            | Status::NoSeat
+            | Status::Expired
+            | Status::FeatureMissing
+            | Status::VmNotAllowed
+            | Status::ExclusiveDenied
+            | Status::WrongVendor
+            | Status::LeaseLost
+    )
 }
 
 /// What the session and the keeper thread share. Lock order: `conn`, then `seats`.
@@ -233,6 +251,16 @@ impl Inner {
                 Err(e) => {
                     if let Some(s) = seats.get_mut(&id) {
                         s.last_error = Some(e.to_string());
+                        // A server that answers a re-attach with a licensing verdict no
+                        // longer holds the seat (acquire is idempotent: a seat it held would
+                        // have come back). Say so now, not when the lease runs out here.
+                        if !broken && is_verdict(&e) {
+                            s.lost = Some(format!(
+                                "the license server {} no longer holds seat {} and refused it                                  again: {e}",
+                                c.server_name(),
+                                hex::encode(id)
+                            ));
+                        }
                     }
                     if broken {
                         drop(seats);

@@ -22,8 +22,17 @@ pub const DEFAULT_PORT: u16 = 22630;
 pub const PROTOCOL_VERSION: u16 = 2;
 /// The largest frame either side accepts.
 pub const MAX_FRAME: usize = 65_536;
-/// A discovery probe starts with these bytes; the answer with `DISCOVERY_ANSWER`.
+/// A discovery probe starts with these bytes, then [`DISCOVERY_VERSION`], then zeros up to
+/// [`DISCOVERY_PROBE_LEN`] bytes; the answer starts with `DISCOVERY_ANSWER`.
 pub const DISCOVERY_PROBE: &[u8; 16] = b"TESSERA-DISCOVER";
+/// The version byte after [`DISCOVERY_PROBE`]. Version 1 was the bare 16-byte magic, which a
+/// server no longer answers (its answer was twice as long as the probe).
+pub const DISCOVERY_VERSION: u8 = 2;
+/// The exact length of a discovery probe. The padding makes a probe at least as long as any
+/// answer, so that a server is never a reflection amplifier: it answers only probes of exactly
+/// this length, with at most this many bytes. 512 bytes fit in any IPv4 datagram unfragmented
+/// (576 bytes is the least every host must accept).
+pub const DISCOVERY_PROBE_LEN: usize = 512;
 /// The start of a discovery answer, followed by postcard `DiscoveryAnswer`.
 pub const DISCOVERY_ANSWER: &[u8; 16] = b"TESSERA-SERVER-1";
 

@@ -388,7 +388,9 @@ async fn discovery_loop(
     port: u16,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut buf = [0u8; 512];
+    // One byte more than a probe, so that a longer datagram is seen as longer (the kernel
+    // truncates to the buffer) and goes unanswered.
+    let mut buf = [0u8; crate::net::proto::DISCOVERY_PROBE_LEN + 1];
     loop {
         tokio::select! {
             _ = stop.changed() => return,
