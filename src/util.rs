@@ -302,6 +302,29 @@ pub mod process {
         unsafe { libc::getpid() as u32 }
     }
 
+    #[cfg(test)]
+    /// Forks (tests only); in the child runs `f` and exits with its code (no destructors, no test
+    /// harness); returns the child's exit code (or 128 + the signal that killed it).
+    pub(crate) fn in_child(f: impl FnOnce() -> i32) -> i32 {
+        // SAFETY: the child runs `f`, which only reads atomics, calls getpid and takes an
+        // uncontended lock, then leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let code = f();
+            // SAFETY: leaves the child at once.
+            unsafe { libc::_exit(code) };
+        }
+        let mut st = 0;
+        // SAFETY: waits for our own child.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+        if libc::WIFEXITED(st) {
+            libc::WEXITSTATUS(st)
+        } else {
+            128 + libc::WTERMSIG(st)
+        }
+    }
+
     /// The process an object was made in.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub struct Owner {
@@ -342,28 +365,7 @@ pub mod process {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Forks; in the child runs `f` and exits with its code (no destructors, no test
-    /// harness); returns the child's exit code (or 128 + the signal that killed it).
-    fn in_child(f: impl FnOnce() -> i32) -> i32 {
-        // SAFETY: the child runs `f`, which only reads atomics, calls getpid and takes an
-        // uncontended lock, then leaves with _exit.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0, "fork failed");
-        if pid == 0 {
-            let code = f();
-            // SAFETY: leaves the child at once.
-            unsafe { libc::_exit(code) };
-        }
-        let mut st = 0;
-        // SAFETY: waits for our own child.
-        unsafe { libc::waitpid(pid, &mut st, 0) };
-        if libc::WIFEXITED(st) {
-            libc::WEXITSTATUS(st)
-        } else {
-            128 + libc::WTERMSIG(st)
-        }
-    }
+    use process::in_child;
 
     #[test]
     fn an_owner_is_current_only_in_its_own_process() {

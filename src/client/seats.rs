@@ -887,26 +887,6 @@ mod tests {
         assert!(p.acquire("handle:b", false).is_ok());
     }
 
-    /// Forks; the child runs `f` and leaves with its code through `_exit`.
-    fn in_child(f: impl FnOnce() -> i32) -> i32 {
-        // SAFETY: the child only makes fcntl/close calls through `f` and leaves with _exit.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0);
-        if pid == 0 {
-            let code = f();
-            // SAFETY: leaves the child at once.
-            unsafe { libc::_exit(code) };
-        }
-        let mut st = 0;
-        // SAFETY: our own child.
-        unsafe { libc::waitpid(pid, &mut st, 0) };
-        if libc::WIFEXITED(st) {
-            libc::WEXITSTATUS(st)
-        } else {
-            128
-        }
-    }
-
     #[test]
     fn a_forked_child_cannot_release_the_parents_seat_nor_keep_it_after_release() {
         let home = tempfile::tempdir().unwrap();
@@ -914,7 +894,7 @@ mod tests {
         let seat = p.acquire("handle:parent", false).unwrap();
         // The child drops its copy of the guard: that closes its descriptors, which must
         // not unlock the parent's open file description.
-        let code = in_child(|| {
+        let code = crate::util::process::in_child(|| {
             // SAFETY: a bitwise copy of the parent's guard in the child's memory; the
             // original is never dropped in the child (it leaves through _exit).
             drop(unsafe { std::ptr::read(&seat) });

@@ -978,10 +978,9 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn load_honours_live_rows_and_drops_expired_ones() {
-        let lic = license(CountingUnit::Station, 2);
-        let row = |n: u32, station: u8, expires_ms: u64| SeatRow {
+    /// A stored seat `n` of station `station` of `lic`, as the store loads it.
+    fn station_row(lic: &License, n: u32, station: u8, expires_ms: u64) -> SeatRow {
+        SeatRow {
             seat_id: sid(n),
             license_id: lic.license_id,
             unit_key: unit_key(
@@ -993,7 +992,13 @@ mod tests {
             client: client_of(station),
             exclusive: false,
             expires_ms,
-        };
+        }
+    }
+
+    #[test]
+    fn load_honours_live_rows_and_drops_expired_ones() {
+        let lic = license(CountingUnit::Station, 2);
+        let row = |n: u32, station: u8, expires_ms: u64| station_row(&lic, n, station, expires_ms);
         let mut t = SeatTable::new();
         t.load(
             vec![row(1, 1, T0 + 10), row(2, 2, T0 + 20), row(3, 3, T0)],
@@ -1022,19 +1027,7 @@ mod tests {
     #[test]
     fn a_restart_keeps_every_stored_seat_for_one_more_lease() {
         let lic = license(CountingUnit::Station, 2);
-        let row = |n: u32, station: u8, expires_ms: u64| SeatRow {
-            seat_id: sid(n),
-            license_id: lic.license_id,
-            unit_key: unit_key(
-                CountingUnit::Station,
-                &client_of(station),
-                &host(station, "s", 1),
-                &sid(n),
-            ),
-            client: client_of(station),
-            exclusive: false,
-            expires_ms,
-        };
+        let row = |n: u32, station: u8, expires_ms: u64| station_row(&lic, n, station, expires_ms);
         let now = T0 + 10 * LEASE;
         let mut t = SeatTable::new();
         // Seat 1's stored lease ran out before the start (its last renewals were not
