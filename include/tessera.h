@@ -6,12 +6,23 @@
  * Conventions:
  *  - Every fallible call returns a tessera_status; TESSERA_OK (0) is the only success, and
  *    anything else means "not licensed" / "not done". Results come through out-parameters,
- *    written only on success (sizes are also written on TESSERA_E_BUFFER_TOO_SMALL).
- *  - tessera_last_error() gives this thread's detail of the last failure.
+ *    written only on success, with three exceptions, each stated at its call: the size
+ *    needed is written on TESSERA_E_BUFFER_TOO_SMALL; tessera_seat_info and
+ *    tessera_license_list set struct_size to the bytes they filled in; a tessera_decrypt
+ *    that fails authentication leaves zeros (never ciphertext, never partial plaintext) in
+ *    a separate output buffer.
+ *  - tessera_last_error() gives this thread's detail of the last failure: every call that
+ *    returns a status other than TESSERA_OK replaces it; a call that succeeds leaves it as
+ *    it was; tessera_status_str, tessera_last_error, tessera_version and
+ *    tessera_abi_version never touch it.
  *  - Sessions and seats are integer handles; a stale, released or forged handle gives
- *    TESSERA_E_INVALID_HANDLE. Releasing twice is harmless.
+ *    TESSERA_E_INVALID_HANDLE. Releasing twice is harmless. A handle value is never valid
+ *    twice in a process's lifetime (a slot whose generations are spent is retired).
  *  - Inputs are (pointer, length); (NULL, 0) is empty. Output buffers are caller-owned:
- *    pass (NULL, 0) to ask for the size needed.
+ *    pass (NULL, 0) to ask for the size needed. A call whose result needs 0 bytes (an
+ *    empty plaintext) succeeds with (NULL, 0): there is nothing to ask for.
+ *  - An input and an output buffer of one call may overlap in any way, in-place included
+ *    (out == input): the library then works on copies.
  *  - All calls are thread-safe. The library never calls back into the app.
  *
  * Fork:
@@ -148,6 +159,12 @@
  * Container kind: a dongle.
  */
 #define TESSERA_CONTAINER_DONGLE 2
+
+/**
+ * `tessera_license_info.flags` bit: the license allows exclusive use
+ * (`TESSERA_ACQUIRE_EXCLUSIVE`).
+ */
+#define TESSERA_LICENSE_EXCLUSIVE_ALLOWED 1
 
 /**
  * The result of every fallible call. `TESSERA_OK` (0) is the only success: anything else
@@ -311,6 +328,76 @@ typedef uint64_t tessera_session;
 typedef uint64_t tessera_seat;
 
 /**
+ * One license `tessera_license_list` reports. The library sets `struct_size` of each entry
+ * to the bytes it filled in.
+ */
+typedef struct tessera_license_info {
+  /**
+   * Bytes of this entry the library filled in.
+   */
+  uint32_t struct_size;
+  /**
+   * The publisher.
+   */
+  uint32_t vendor_id;
+  /**
+   * The product.
+   */
+  uint32_t product_code;
+  /**
+   * Feature bits the license grants.
+   */
+  uint32_t features;
+  /**
+   * The license quantity.
+   */
+  uint32_t quantity;
+  /**
+   * Seats of the license in use now: on this machine for a dongle or software container,
+   * on the server for a network license.
+   */
+  uint32_t seats_in_use;
+  /**
+   * Expiry in seconds since the Unix epoch; 0 when the license is perpetual.
+   */
+  uint64_t expiry;
+  /**
+   * Where the license is: one `TESSERA_SOURCE_*` bit.
+   */
+  uint32_t source;
+  /**
+   * What one seat covers: `TESSERA_UNIT_*`.
+   */
+  uint32_t counting_unit;
+  /**
+   * The container kind: `TESSERA_CONTAINER_*`.
+   */
+  uint32_t container_kind;
+  /**
+   * `TESSERA_LICENSE_*` bits.
+   */
+  uint32_t flags;
+  /**
+   * What `tessera_acquire` of this license would meet now, free seats aside: `TESSERA_OK`,
+   * or the verdict as a `tessera_status` value (`TESSERA_E_EXPIRED`,
+   * `TESSERA_E_VM_NOT_ALLOWED`, `TESSERA_E_CLOCK_ROLLBACK`, ...).
+   */
+  int32_t status;
+  /**
+   * How a dongle is attached: `TESSERA_TRANSPORT_*`.
+   */
+  uint32_t transport;
+  /**
+   * The container serial, NUL-terminated.
+   */
+  char container_serial[TESSERA_SERIAL_MAX];
+  /**
+   * The license server's name, NUL-terminated, for a network license; "" otherwise.
+   */
+  char server[TESSERA_SERIAL_MAX];
+} tessera_license_info;
+
+/**
  * What `tessera_seat_info` reports (a struct named apart from the function, as C requires). Set `struct_size` to `sizeof(tessera_seat_details)`
  * before the call; the library fills in at most that many bytes.
  */
@@ -420,6 +507,44 @@ enum tessera_status tessera_acquire(tessera_session session,
                                     tessera_seat *seat);
 
 /**
+ * Like `tessera_acquire`, but while every seat is taken (`TESSERA_E_NO_SEAT`, or
+ * `TESSERA_E_EXCLUSIVE_DENIED` because another holder has the license) waits up to
+ * `timeout_ms` milliseconds for one to come free, trying again after pauses that grow from
+ * 20 ms to 500 ms, instead of the app polling. When the time is up the answer is that of
+ * the last try (`TESSERA_E_NO_SEAT`, ...); any other answer (`TESSERA_E_NO_LICENSE`,
+ * `TESSERA_E_EXPIRED`, ...) ends the wait at once. `timeout_ms = 0` tries once. The call
+ * blocks its thread; other threads may use the session meanwhile. `*seat` is written only
+ * on success.
+ */
+enum tessera_status tessera_acquire_wait(tessera_session session,
+                                         uint32_t product_code,
+                                         uint32_t features,
+                                         uint32_t flags,
+                                         uint32_t timeout_ms,
+                                         tessera_seat *seat);
+
+/**
+ * Lists the licenses of the session's publisher that its sources hold (software
+ * containers, dongles, the license server), without taking a seat: product, features,
+ * expiry, quantity, seats in use, and what an acquire would meet. Licenses the
+ * publisher's key does not verify are not listed.
+ *
+ * `out` is an array of `out_cap` entries of `entry_size` bytes each; pass
+ * `entry_size = sizeof(tessera_license_info)` (a newer, larger struct is filled as far as
+ * this library knows it, and each entry's `struct_size` says how far). On success
+ * `*out_count` is the number of entries written. Size query: `out = NULL, out_cap = 0`
+ * gives `TESSERA_E_BUFFER_TOO_SMALL` with the number of entries in `*out_count` (as does
+ * any `out_cap` that is too small; nothing is written to `out` then). No license at all is
+ * `TESSERA_OK` with `*out_count = 0`. When a source cannot be read (the server is down, the
+ * home is unreadable) and no other source holds a license, that failure is the answer.
+ */
+enum tessera_status tessera_license_list(tessera_session session,
+                                         struct tessera_license_info *out,
+                                         size_t out_cap,
+                                         size_t entry_size,
+                                         size_t *out_count);
+
+/**
  * Releases a seat. The handle is invalid after; releasing again returns
  * `TESSERA_E_INVALID_HANDLE` and does nothing else. In a forked child, releasing a seat
  * inherited from the parent forgets the child's copy, leaves the parent's seat held, and
@@ -436,7 +561,10 @@ enum tessera_status tessera_release(tessera_seat seat);
 
 /**
  * Describes a seat. Set `info->struct_size = sizeof(tessera_seat_details)` first; at most
- * that many bytes are written, and only on success.
+ * that many bytes are written, and only on success. On success `info->struct_size` is set
+ * to the number of bytes the library filled in (the smaller of the caller's `struct_size`
+ * and the library's own struct): an app built against a newer header learns which of its
+ * fields an older library left untouched.
  */
 enum tessera_status tessera_seat_info(tessera_seat seat, struct tessera_seat_details *info);
 
@@ -446,7 +574,10 @@ enum tessera_status tessera_seat_info(tessera_seat seat, struct tessera_seat_det
  * `input_len + TESSERA_CIPHERTEXT_OVERHEAD` bytes, self-describing, and decrypts on any
  * machine licensed for the product. Size query: pass `out = NULL, out_cap = 0`; the call
  * returns `TESSERA_E_BUFFER_TOO_SMALL` and writes the size needed to `*out_len` (as it does
- * whenever `out_cap` is too small). `input` may be NULL when `input_len` is 0. Thread-safe.
+ * whenever `out_cap` is too small). `input` may be NULL when `input_len` is 0.
+ * `input` and `out` may overlap, in-place included (`out == input`, with `out_cap` at
+ * least `input_len + TESSERA_CIPHERTEXT_OVERHEAD`): the library copies the input first,
+ * and a failure leaves the buffer as it was. Thread-safe.
  */
 enum tessera_status tessera_encrypt(tessera_seat seat,
                                     uint32_t flags,
@@ -463,8 +594,17 @@ enum tessera_status tessera_encrypt(tessera_seat seat,
  * `tessera_encrypt`. Any modification of the ciphertext gives `TESSERA_E_TAMPERED`, except
  * in its clear header, which may then name another format version
  * (`TESSERA_E_UNKNOWN_VERSION`), publisher (`TESSERA_E_WRONG_VENDOR`) or product
- * (`TESSERA_E_NO_LICENSE`); in every case nothing is decrypted, and nothing is written to
- * `out`'s first bytes that could be mistaken for plaintext.
+ * (`TESSERA_E_NO_LICENSE`); in every case nothing is decrypted and `*out_len` is not
+ * written.
+ *
+ * What `out` holds after a failure: when `out` does not overlap `input`, a failed
+ * authentication (`TESSERA_E_TAMPERED`) leaves zeros in its first
+ * `input_len - TESSERA_CIPHERTEXT_OVERHEAD` bytes (the check runs in the output buffer,
+ * and the zeros replace the bytes it held then: never ciphertext, never partial
+ * plaintext); every other failure leaves `out` untouched. `input` and `out` may overlap,
+ * in-place included (`out == input`): the library then decrypts a copy, and any failure
+ * leaves the buffer, ciphertext and all, as it was. The ciphertext of an empty plaintext
+ * decrypts with `out = NULL, out_cap = 0` and gives `TESSERA_OK` with `*out_len = 0`.
  */
 enum tessera_status tessera_decrypt(tessera_seat seat,
                                     uint32_t flags,
@@ -478,8 +618,11 @@ enum tessera_status tessera_decrypt(tessera_seat seat,
  * Writes an offline activation request for this machine into `out` (step one of offline
  * activation: send it to the publisher, who answers with an activation file). Makes the
  * publisher's software container on this machine if there is none, else reuses it, so an
- * activation adds licenses to those it already holds. Size query as for `tessera_encrypt`;
- * the request made by a size query is the one the next call returns.
+ * activation adds licenses to those it already holds. Size query as for `tessera_encrypt`:
+ * a size query (or any call whose `out_cap` is too small) changes nothing on the machine
+ * (no container, no key is made); the container is made by the call that writes the
+ * request. Each call writes a new request (same size, later timestamp); any of them can be
+ * activated.
  */
 enum tessera_status tessera_activation_request(tessera_session session,
                                                uint8_t *out,

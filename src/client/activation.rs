@@ -7,7 +7,7 @@ use ed25519_dalek::VerifyingKey;
 use super::Environment;
 use crate::container::engine::InstallReport;
 use crate::container::software::list_for_vendor;
-use crate::container::{Activation, SoftwareContainer};
+use crate::container::{Activation, ContainerKind, SoftwareContainer};
 use crate::license::{Envelope, Kind};
 use crate::{Error, Result};
 
@@ -31,6 +31,28 @@ pub fn request_activation(env: &Environment, vendor_id: u32) -> Result<(String, 
         now,
     )?;
     Ok((c.engine.serial().to_string(), req))
+}
+
+/// The size of the request [`request_activation`] would write now, found without changing
+/// anything on the machine: the existing container's request, or one of an unsaved
+/// container made only in memory (its keys differ, its size does not).
+pub fn activation_request_size(env: &Environment, vendor_id: u32) -> Result<usize> {
+    let fingerprint = env.host.trusted_fingerprint()?;
+    let now = env.clock.now();
+    let existing = list_for_vendor(&env.home, vendor_id)
+        .into_iter()
+        .find_map(|p| SoftwareContainer::load(&p, &env.host).ok());
+    let engine = match &existing {
+        Some(c) => &c.engine,
+        None => &crate::container::Engine::create(ContainerKind::Software, vendor_id, now),
+    };
+    let req = engine.activation_request(
+        fingerprint,
+        env.host.machine.clone(),
+        &env.host.hostname,
+        now,
+    )?;
+    Ok(req.len())
 }
 
 /// Installs an activation into the software container it names. `publisher` is the key the

@@ -213,15 +213,36 @@ pub fn list_for_vendor(home: &Path, vendor_id: u32) -> Vec<PathBuf> {
 
 /// Paths of all software container files under `home`, sorted.
 pub fn list(home: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(containers_dir(home))
-        .map(|rd| {
-            rd.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == EXTENSION))
-                .collect()
+    scan(home).unwrap_or_default()
+}
+
+/// Like [`list_for_vendor`], but an error when the home cannot be read (it is a regular
+/// file, it is not readable): a home that does not exist holds no containers, one that
+/// cannot be read is an I/O failure, not "no license".
+pub fn scan_for_vendor(home: &Path, vendor_id: u32) -> Result<Vec<PathBuf>> {
+    let prefix = format!("{vendor_id:08x}-");
+    Ok(scan(home)?
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
         })
-        .unwrap_or_default();
+        .collect())
+}
+
+fn scan(home: &Path) -> Result<Vec<PathBuf>> {
+    let dir = containers_dir(home);
+    let rd = match fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(&dir, e)),
+    };
+    let mut v: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == EXTENSION))
+        .collect();
     v.sort();
-    v
+    Ok(v)
 }
 
 /// An exclusive `flock` on the container's lock file, held while it is rewritten.

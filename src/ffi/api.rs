@@ -1,11 +1,12 @@
 //! The exported functions and the types they exchange.
 
 use std::ffi::{CStr, c_char};
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ed25519_dalek::VerifyingKey;
+use zeroize::Zeroizing;
 
 use super::handles::Table;
 use super::status::{self, tessera_status};
@@ -133,10 +134,52 @@ pub struct tessera_seat_details {
     pub server: [c_char; TESSERA_SERIAL_MAX],
 }
 
+/// `tessera_license_info.flags` bit: the license allows exclusive use
+/// (`TESSERA_ACQUIRE_EXCLUSIVE`).
+pub const TESSERA_LICENSE_EXCLUSIVE_ALLOWED: u32 = 1;
+
+/// One license `tessera_license_list` reports. The library sets `struct_size` of each entry
+/// to the bytes it filled in.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct tessera_license_info {
+    /// Bytes of this entry the library filled in.
+    pub struct_size: u32,
+    /// The publisher.
+    pub vendor_id: u32,
+    /// The product.
+    pub product_code: u32,
+    /// Feature bits the license grants.
+    pub features: u32,
+    /// The license quantity.
+    pub quantity: u32,
+    /// Seats of the license in use now: on this machine for a dongle or software container,
+    /// on the server for a network license.
+    pub seats_in_use: u32,
+    /// Expiry in seconds since the Unix epoch; 0 when the license is perpetual.
+    pub expiry: u64,
+    /// Where the license is: one `TESSERA_SOURCE_*` bit.
+    pub source: u32,
+    /// What one seat covers: `TESSERA_UNIT_*`.
+    pub counting_unit: u32,
+    /// The container kind: `TESSERA_CONTAINER_*`.
+    pub container_kind: u32,
+    /// `TESSERA_LICENSE_*` bits.
+    pub flags: u32,
+    /// What `tessera_acquire` of this license would meet now, free seats aside: `TESSERA_OK`,
+    /// or the verdict as a `tessera_status` value (`TESSERA_E_EXPIRED`,
+    /// `TESSERA_E_VM_NOT_ALLOWED`, `TESSERA_E_CLOCK_ROLLBACK`, ...).
+    pub status: i32,
+    /// How a dongle is attached: `TESSERA_TRANSPORT_*`.
+    pub transport: u32,
+    /// The container serial, NUL-terminated.
+    pub container_serial: [c_char; TESSERA_SERIAL_MAX],
+    /// The license server's name, NUL-terminated, for a network license; "" otherwise.
+    pub server: [c_char; TESSERA_SERIAL_MAX],
+}
+
 struct SessionEntry {
     session: Session,
-    /// An activation request made by a size query, handed out by the next call.
-    pending_request: Mutex<Option<Vec<u8>>>,
 }
 
 struct SeatEntry {
@@ -194,9 +237,24 @@ fn emit(data: &[u8], out: *mut u8, cap: usize, out_len: *mut usize) -> Result<()
     Ok(())
 }
 
+/// Whether the byte ranges `[a, a + a_len)` and `[b, b + b_len)` share a byte.
+fn overlaps(a: *const u8, a_len: usize, b: *const u8, b_len: usize) -> bool {
+    if a.is_null() || b.is_null() || a_len == 0 || b_len == 0 {
+        return false;
+    }
+    let (a, b) = (a as usize, b as usize);
+    a < b.saturating_add(b_len) && b < a.saturating_add(a_len)
+}
+
 /// The shape encrypt and decrypt share: check the seat handle first (a released seat is
 /// INVALID_HANDLE whatever else is wrong), then the buffers, answer a size query (the size
 /// `need` gives for the input) with `TESSERA_E_BUFFER_TOO_SMALL`, then run `op` on the seat.
+///
+/// `input` and `out` may overlap (in-place use, `out == input`, is what C callers expect of
+/// an AEAD). Rust must never hold a shared and a mutable slice over the same bytes, so an
+/// overlapping call works on copies: the input is copied first, `op` writes into a scratch
+/// buffer, and only a success is copied into `out`; a failure leaves `out` (and so the
+/// caller's input) as it was. Both copies are zeroed when dropped.
 fn crypt(
     seat: tessera_seat,
     (input, input_len): (*const u8, usize),
@@ -206,7 +264,26 @@ fn crypt(
 ) -> Result<()> {
     let e = SEATS.get(seat)?;
     check_ptr!(out_len, "out_len");
-    // SAFETY: the C caller promises the buffers are as large as they say.
+    if overlaps(input, input_len, out, out_cap) {
+        // SAFETY: the C caller promises `input` has `input_len` readable bytes; the slice
+        // lives only until it is copied, before any mutable view of `out` exists.
+        let inp = Zeroizing::new(unsafe { super::input(input, input_len, "input")? }.to_vec());
+        let need = need(&inp)?;
+        if out_cap < need {
+            put(out_len, need);
+            return Err(Error::BufferTooSmall { needed: need });
+        }
+        let mut scratch = Zeroizing::new(vec![0u8; need]);
+        let n = op(&e.seat, &inp, &mut scratch)?;
+        // SAFETY: the caller promises `out` has `out_cap >= need >= n` writable bytes; no
+        // other view of them is alive.
+        let buf = unsafe { output(out, out_cap, "out")? };
+        buf[..n].copy_from_slice(&scratch[..n]);
+        put(out_len, n);
+        return Ok(());
+    }
+    // SAFETY: the C caller promises the buffers are as large as they say; they do not
+    // overlap (checked above).
     let (inp, buf) = unsafe {
         (
             super::input(input, input_len, "input")?,
@@ -272,6 +349,8 @@ pub extern "C" fn tessera_open_options_init(
 const OPTIONS_V1_SIZE: usize = size_of::<tessera_open_options>();
 // The defaults are copied as bytes: the struct must have no padding (4+4+8+8+4+4+8).
 const _: () = assert!(size_of::<tessera_open_options>() == 40);
+// A license entry is copied as bytes too: no padding (6*4 + 8 + 6*4 + 2*64).
+const _: () = assert!(size_of::<tessera_license_info>() == 184);
 
 /// The largest `struct_size` accepted: anything beyond is a wrong value, not a struct.
 const OPTIONS_MAX_SIZE: usize = 4096;
@@ -283,11 +362,12 @@ fn read_options(options: *const tessera_open_options) -> Result<SessionOptions> 
     // read `struct_size` first.
     let size = unsafe { std::ptr::addr_of!((*options).struct_size).read_unaligned() } as usize;
     let ours = size_of::<tessera_open_options>();
-    let minimum =
-        std::mem::offset_of!(tessera_open_options, publisher_key_len) + size_of::<usize>();
-    if size < minimum {
+    // The same bounds as tessera_open_options_init: no struct version is smaller than the
+    // first.
+    if size < OPTIONS_V1_SIZE {
         return Err(Error::InvalidArgument(format!(
-            "options.struct_size {size} is too small (call tessera_open_options_init)"
+            "options.struct_size {size} is smaller than any tessera_open_options \
+             (call tessera_open_options_init)"
         )));
     }
     if size > ours {
@@ -390,10 +470,7 @@ pub extern "C" fn tessera_open(
         register_fork_handlers();
         let opts = read_options(options)?;
         let s = Session::open(opts)?;
-        let h = SESSIONS.insert(Arc::new(SessionEntry {
-            session: s,
-            pending_request: Mutex::new(None),
-        }))?;
+        let h = SESSIONS.insert(Arc::new(SessionEntry { session: s }))?;
         put(session, h);
         Ok(())
     })
@@ -442,18 +519,136 @@ pub extern "C" fn tessera_acquire(
             features,
             flags & TESSERA_ACQUIRE_EXCLUSIVE != 0,
         )?;
-        let h = SEATS.insert(Arc::new(SeatEntry { seat: st, session }))?;
-        // A tessera_close of this session on another thread may have swept its seats
-        // between our SESSIONS.get and the insert. Close removes the session before it
-        // sweeps, so if the session is still there now, the sweep (if any) comes after the
-        // insert and takes this seat with it; if it is gone, the seat must not outlive it.
-        if SESSIONS.get(session).is_err() {
-            drop(SEATS.remove(h));
-            return Err(Error::InvalidHandle(
-                "the session was closed while the seat was being acquired".into(),
-            ));
-        }
+        let h = insert_seat(session, st)?;
         put(seat, h);
+        Ok(())
+    })
+}
+
+/// Puts a seat of `session` in the table.
+fn insert_seat(session: tessera_session, st: Seat) -> Result<tessera_seat> {
+    let h = SEATS.insert(Arc::new(SeatEntry { seat: st, session }))?;
+    // A tessera_close of this session on another thread may have swept its seats between
+    // the caller's SESSIONS.get and the insert. Close removes the session before it sweeps,
+    // so if the session is still there now, the sweep (if any) comes after the insert and
+    // takes this seat with it; if it is gone, the seat must not outlive it.
+    if SESSIONS.get(session).is_err() {
+        drop(SEATS.remove(h));
+        return Err(Error::InvalidHandle(
+            "the session was closed while the seat was being acquired".into(),
+        ));
+    }
+    Ok(h)
+}
+
+/// Like `tessera_acquire`, but while every seat is taken (`TESSERA_E_NO_SEAT`, or
+/// `TESSERA_E_EXCLUSIVE_DENIED` because another holder has the license) waits up to
+/// `timeout_ms` milliseconds for one to come free, trying again after pauses that grow from
+/// 20 ms to 500 ms, instead of the app polling. When the time is up the answer is that of
+/// the last try (`TESSERA_E_NO_SEAT`, ...); any other answer (`TESSERA_E_NO_LICENSE`,
+/// `TESSERA_E_EXPIRED`, ...) ends the wait at once. `timeout_ms = 0` tries once. The call
+/// blocks its thread; other threads may use the session meanwhile. `*seat` is written only
+/// on success.
+#[unsafe(no_mangle)]
+pub extern "C" fn tessera_acquire_wait(
+    session: tessera_session,
+    product_code: u32,
+    features: u32,
+    flags: u32,
+    timeout_ms: u32,
+    seat: *mut tessera_seat,
+) -> tessera_status {
+    boundary(|| {
+        check_ptr!(seat, "seat");
+        if flags & !TESSERA_ACQUIRE_EXCLUSIVE != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "unknown acquire flags {flags:#x}"
+            )));
+        }
+        let s = SESSIONS.get(session)?;
+        let st = s.session.acquire_wait(
+            product_code,
+            features,
+            flags & TESSERA_ACQUIRE_EXCLUSIVE != 0,
+            Duration::from_millis(timeout_ms as u64),
+        )?;
+        let h = insert_seat(session, st)?;
+        put(seat, h);
+        Ok(())
+    })
+}
+
+/// Lists the licenses of the session's publisher that its sources hold (software
+/// containers, dongles, the license server), without taking a seat: product, features,
+/// expiry, quantity, seats in use, and what an acquire would meet. Licenses the
+/// publisher's key does not verify are not listed.
+///
+/// `out` is an array of `out_cap` entries of `entry_size` bytes each; pass
+/// `entry_size = sizeof(tessera_license_info)` (a newer, larger struct is filled as far as
+/// this library knows it, and each entry's `struct_size` says how far). On success
+/// `*out_count` is the number of entries written. Size query: `out = NULL, out_cap = 0`
+/// gives `TESSERA_E_BUFFER_TOO_SMALL` with the number of entries in `*out_count` (as does
+/// any `out_cap` that is too small; nothing is written to `out` then). No license at all is
+/// `TESSERA_OK` with `*out_count = 0`. When a source cannot be read (the server is down, the
+/// home is unreadable) and no other source holds a license, that failure is the answer.
+#[unsafe(no_mangle)]
+pub extern "C" fn tessera_license_list(
+    session: tessera_session,
+    out: *mut tessera_license_info,
+    out_cap: usize,
+    entry_size: usize,
+    out_count: *mut usize,
+) -> tessera_status {
+    boundary(|| {
+        check_ptr!(out_count, "out_count");
+        let ours = size_of::<tessera_license_info>();
+        if !(ours..=OPTIONS_MAX_SIZE).contains(&entry_size) {
+            return Err(Error::InvalidArgument(format!(
+                "entry_size {entry_size} is not a tessera_license_info size \
+                 (pass sizeof(tessera_license_info))"
+            )));
+        }
+        let bytes = out_cap.checked_mul(entry_size).ok_or_else(|| {
+            Error::InvalidArgument(format!("out_cap {out_cap} entries is out of range"))
+        })?;
+        // SAFETY: the caller promises `out_cap` entries of `entry_size` writable bytes.
+        let buf = unsafe { output(out as *mut u8, bytes, "out")? };
+        let s = SESSIONS.get(session)?;
+        let list = s.session.licenses()?;
+        if list.len() > out_cap {
+            put(out_count, list.len());
+            return Err(Error::BufferTooSmall { needed: list.len() });
+        }
+        for (l, dst) in list.iter().zip(buf.chunks_exact_mut(entry_size)) {
+            let info = tessera_license_info {
+                struct_size: ours as u32,
+                vendor_id: l.license.vendor_id,
+                product_code: l.license.product_code,
+                features: l.license.features,
+                quantity: l.license.quantity,
+                seats_in_use: l.in_use,
+                expiry: l.license.expiry.unwrap_or(0),
+                source: source_code(l.source),
+                counting_unit: l.license.counting_unit.code(),
+                container_kind: container_code(l.container_kind),
+                flags: if l.license.exclusive_allowed {
+                    TESSERA_LICENSE_EXCLUSIVE_ALLOWED
+                } else {
+                    0
+                },
+                status: l.verdict.code() as i32,
+                transport: transport_code(l.dongle_mode),
+                container_serial: fixed_str(&l.container_serial),
+                server: fixed_str(l.server.as_deref().unwrap_or_default()),
+            };
+            // SAFETY: plain-old-data, `ours` bytes, read as bytes.
+            let raw = unsafe {
+                std::slice::from_raw_parts(&info as *const tessera_license_info as *const u8, ours)
+            };
+            dst[..ours].copy_from_slice(raw);
+            dst[ours..].fill(0);
+        }
+        put(out_count, list.len());
         Ok(())
     })
 }
@@ -477,8 +672,44 @@ pub extern "C" fn tessera_release(seat: tessera_seat) -> tessera_status {
     })
 }
 
+/// `s` as a NUL-terminated C string of at most `TESSERA_SERIAL_MAX - 1` bytes.
+fn fixed_str(s: &str) -> [c_char; TESSERA_SERIAL_MAX] {
+    let mut out = [0; TESSERA_SERIAL_MAX];
+    for (d, b) in out.iter_mut().zip(s.bytes().take(TESSERA_SERIAL_MAX - 1)) {
+        *d = b as c_char;
+    }
+    out
+}
+
+fn source_code(s: SourceKind) -> u32 {
+    match s {
+        SourceKind::Dongle => TESSERA_SOURCE_DONGLE,
+        SourceKind::Software => TESSERA_SOURCE_SOFTWARE,
+        SourceKind::Network => TESSERA_SOURCE_NETWORK,
+    }
+}
+
+fn container_code(k: ContainerKind) -> u32 {
+    match k {
+        ContainerKind::Software => TESSERA_CONTAINER_SOFTWARE,
+        ContainerKind::Dongle => TESSERA_CONTAINER_DONGLE,
+    }
+}
+
+fn transport_code(m: Option<DongleMode>) -> u32 {
+    match m {
+        None => TESSERA_TRANSPORT_NONE,
+        Some(DongleMode::Hid) => TESSERA_TRANSPORT_HID,
+        Some(DongleMode::Msd) => TESSERA_TRANSPORT_MSD,
+        Some(DongleMode::Usb) => TESSERA_TRANSPORT_USB,
+    }
+}
+
 /// Describes a seat. Set `info->struct_size = sizeof(tessera_seat_details)` first; at most
-/// that many bytes are written, and only on success.
+/// that many bytes are written, and only on success. On success `info->struct_size` is set
+/// to the number of bytes the library filled in (the smaller of the caller's `struct_size`
+/// and the library's own struct): an app built against a newer header learns which of its
+/// fields an older library left untouched.
 #[unsafe(no_mangle)]
 pub extern "C" fn tessera_seat_info(
     seat: tessera_seat,
@@ -503,16 +734,9 @@ pub extern "C" fn tessera_seat_info(
             quantity: i.quantity,
             seats_in_use: i.in_use,
             expiry: i.expiry.unwrap_or(0),
-            source: match i.source {
-                SourceKind::Dongle => TESSERA_SOURCE_DONGLE,
-                SourceKind::Software => TESSERA_SOURCE_SOFTWARE,
-                SourceKind::Network => TESSERA_SOURCE_NETWORK,
-            },
+            source: source_code(i.source),
             counting_unit: i.counting_unit.code(),
-            container_kind: match i.container_kind {
-                ContainerKind::Software => TESSERA_CONTAINER_SOFTWARE,
-                ContainerKind::Dongle => TESSERA_CONTAINER_DONGLE,
-            },
+            container_kind: container_code(i.container_kind),
             flags: if i.exclusive {
                 TESSERA_ACQUIRE_EXCLUSIVE
             } else {
@@ -520,28 +744,10 @@ pub extern "C" fn tessera_seat_info(
             },
             container_serial: [0; TESSERA_SERIAL_MAX],
             server: [0; TESSERA_SERIAL_MAX],
-            transport: match i.dongle_mode {
-                None => TESSERA_TRANSPORT_NONE,
-                Some(DongleMode::Hid) => TESSERA_TRANSPORT_HID,
-                Some(DongleMode::Msd) => TESSERA_TRANSPORT_MSD,
-                Some(DongleMode::Usb) => TESSERA_TRANSPORT_USB,
-            },
+            transport: transport_code(i.dongle_mode),
         };
-        for (d, s) in out
-            .container_serial
-            .iter_mut()
-            .zip(i.container_serial.bytes().take(TESSERA_SERIAL_MAX - 1))
-        {
-            *d = s as c_char;
-        }
-        for (d, s) in out.server.iter_mut().zip(
-            i.server
-                .unwrap_or_default()
-                .bytes()
-                .take(TESSERA_SERIAL_MAX - 1),
-        ) {
-            *d = s as c_char;
-        }
+        out.container_serial = fixed_str(&i.container_serial);
+        out.server = fixed_str(i.server.as_deref().unwrap_or_default());
         let n = size.min(size_of::<tessera_seat_details>());
         // SAFETY: `info` has at least `n` writable bytes (the caller's struct_size).
         unsafe { std::ptr::copy_nonoverlapping(&out as *const _ as *const u8, info as *mut u8, n) };
@@ -554,7 +760,10 @@ pub extern "C" fn tessera_seat_info(
 /// `input_len + TESSERA_CIPHERTEXT_OVERHEAD` bytes, self-describing, and decrypts on any
 /// machine licensed for the product. Size query: pass `out = NULL, out_cap = 0`; the call
 /// returns `TESSERA_E_BUFFER_TOO_SMALL` and writes the size needed to `*out_len` (as it does
-/// whenever `out_cap` is too small). `input` may be NULL when `input_len` is 0. Thread-safe.
+/// whenever `out_cap` is too small). `input` may be NULL when `input_len` is 0.
+/// `input` and `out` may overlap, in-place included (`out == input`, with `out_cap` at
+/// least `input_len + TESSERA_CIPHERTEXT_OVERHEAD`): the library copies the input first,
+/// and a failure leaves the buffer as it was. Thread-safe.
 #[unsafe(no_mangle)]
 pub extern "C" fn tessera_encrypt(
     seat: tessera_seat,
@@ -592,8 +801,17 @@ pub extern "C" fn tessera_encrypt(
 /// `tessera_encrypt`. Any modification of the ciphertext gives `TESSERA_E_TAMPERED`, except
 /// in its clear header, which may then name another format version
 /// (`TESSERA_E_UNKNOWN_VERSION`), publisher (`TESSERA_E_WRONG_VENDOR`) or product
-/// (`TESSERA_E_NO_LICENSE`); in every case nothing is decrypted, and nothing is written to
-/// `out`'s first bytes that could be mistaken for plaintext.
+/// (`TESSERA_E_NO_LICENSE`); in every case nothing is decrypted and `*out_len` is not
+/// written.
+///
+/// What `out` holds after a failure: when `out` does not overlap `input`, a failed
+/// authentication (`TESSERA_E_TAMPERED`) leaves zeros in its first
+/// `input_len - TESSERA_CIPHERTEXT_OVERHEAD` bytes (the check runs in the output buffer,
+/// and the zeros replace the bytes it held then: never ciphertext, never partial
+/// plaintext); every other failure leaves `out` untouched. `input` and `out` may overlap,
+/// in-place included (`out == input`): the library then decrypts a copy, and any failure
+/// leaves the buffer, ciphertext and all, as it was. The ciphertext of an empty plaintext
+/// decrypts with `out = NULL, out_cap = 0` and gives `TESSERA_OK` with `*out_len = 0`.
 #[unsafe(no_mangle)]
 pub extern "C" fn tessera_decrypt(
     seat: tessera_seat,
@@ -627,8 +845,11 @@ pub extern "C" fn tessera_decrypt(
 /// Writes an offline activation request for this machine into `out` (step one of offline
 /// activation: send it to the publisher, who answers with an activation file). Makes the
 /// publisher's software container on this machine if there is none, else reuses it, so an
-/// activation adds licenses to those it already holds. Size query as for `tessera_encrypt`;
-/// the request made by a size query is the one the next call returns.
+/// activation adds licenses to those it already holds. Size query as for `tessera_encrypt`:
+/// a size query (or any call whose `out_cap` is too small) changes nothing on the machine
+/// (no container, no key is made); the container is made by the call that writes the
+/// request. Each call writes a new request (same size, later timestamp); any of them can be
+/// activated.
 #[unsafe(no_mangle)]
 pub extern "C" fn tessera_activation_request(
     session: tessera_session,
@@ -639,19 +860,16 @@ pub extern "C" fn tessera_activation_request(
     boundary(|| {
         check_ptr!(out_len, "out_len");
         let e = SESSIONS.get(session)?;
-        let mut pending = e
-            .pending_request
-            .lock()
-            .map_err(|_| Error::Internal("session lock poisoned".into()))?;
-        let req = match pending.take() {
-            Some(r) => r,
-            None => e.session.activation_request()?,
-        };
-        let r = emit(&req, out, out_cap, out_len);
-        if r.is_err() {
-            *pending = Some(req);
+        // SAFETY: only checks the pair (NULL with a capacity is refused) before any effect;
+        // the slice is not kept.
+        let _ = unsafe { output(out, out_cap, "out")? };
+        let size = e.session.activation_request_size()?;
+        if out_cap < size {
+            put(out_len, size);
+            return Err(Error::BufferTooSmall { needed: size });
         }
-        r
+        let req = e.session.activation_request()?;
+        emit(&req, out, out_cap, out_len)
     })
 }
 

@@ -644,6 +644,14 @@ impl NetSeats {
         }
     }
 
+    /// Sends a request that concerns no held seat (a listing) to the server connected to,
+    /// connecting first if needed.
+    pub fn call(&self, req: &NetRequest) -> Result<NetResponse> {
+        self.owner.check("license-server connection")?;
+        let mut conn = lock(&self.inner.conn);
+        self.call_retrying(&mut conn, req, None)
+    }
+
     /// The name of the server connected to (or last connected to).
     pub fn server_name(&self) -> Option<String> {
         lock(&self.inner.server_name).clone()

@@ -239,6 +239,26 @@ pub enum NetRequest {
     },
     /// Liveness.
     Ping,
+    /// The licenses of a publisher the server serves, with their seats in use (added in
+    /// protocol 2's lifetime at the end of the enum: an older server answers it with a
+    /// decoding error, which the client reports).
+    Licenses {
+        /// The publisher.
+        vendor_id: u32,
+    },
+}
+
+/// One license a server serves, as [`NetRequest::Licenses`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServedLicense {
+    /// The publisher-signed license (the client verifies it; the server's word is not
+    /// trusted for what a license grants).
+    #[serde(with = "serde_bytes")]
+    pub license: Vec<u8>,
+    /// The serial of the container holding it.
+    pub container_serial: String,
+    /// Seats of it in use now (distinct unit keys).
+    pub in_use: u32,
 }
 
 /// A granted seat.
@@ -293,6 +313,9 @@ pub enum NetResponse {
         /// Message.
         message: String,
     },
+    /// The licenses asked for by [`NetRequest::Licenses`] (last: variants are numbered on
+    /// the wire).
+    Licenses(Vec<ServedLicense>),
 }
 
 /// What a server says to a discovery probe.

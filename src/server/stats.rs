@@ -86,13 +86,15 @@ pub enum RequestKind {
     SeatInfo,
     /// `Ping`.
     Ping,
+    /// `Licenses`.
+    Licenses,
     /// A frame that did not decode as a request.
     Malformed,
 }
 
 impl RequestKind {
     /// Every kind, in label order.
-    pub const ALL: [RequestKind; 9] = [
+    pub const ALL: [RequestKind; 10] = [
         RequestKind::Acquire,
         RequestKind::Renew,
         RequestKind::Release,
@@ -101,6 +103,7 @@ impl RequestKind {
         RequestKind::Decrypt,
         RequestKind::SeatInfo,
         RequestKind::Ping,
+        RequestKind::Licenses,
         RequestKind::Malformed,
     ];
 
@@ -115,6 +118,7 @@ impl RequestKind {
             NetRequest::Decrypt { .. } => RequestKind::Decrypt,
             NetRequest::SeatInfo { .. } => RequestKind::SeatInfo,
             NetRequest::Ping => RequestKind::Ping,
+            NetRequest::Licenses { .. } => RequestKind::Licenses,
         }
     }
 
@@ -129,6 +133,7 @@ impl RequestKind {
             RequestKind::Decrypt => "decrypt",
             RequestKind::SeatInfo => "seat_info",
             RequestKind::Ping => "ping",
+            RequestKind::Licenses => "licenses",
             RequestKind::Malformed => "malformed",
         }
     }

@@ -30,10 +30,12 @@ use crate::util::{SharedClock, SystemClock};
 use crate::{Error, Result};
 
 mod dongle;
+mod list;
 mod network;
 mod seat;
 mod software;
 
+pub use list::LicenseEntry;
 pub use network::station_id;
 pub use seat::{Seat, SeatInfo};
 
@@ -408,6 +410,13 @@ impl Session {
         Ok(req)
     }
 
+    /// The size of the request [`Session::activation_request`] would write, found without
+    /// changing anything on the machine.
+    pub fn activation_request_size(&self) -> Result<usize> {
+        self.check_owner()?;
+        super::activation::activation_request_size(&self.inner.env, self.inner.opts.vendor_id)
+    }
+
     /// Installs an activation, trusting only the session's publisher key, and reloads.
     pub fn activation_install(&self, bytes: &[u8]) -> Result<InstallReport> {
         self.check_owner()?;
@@ -456,6 +465,11 @@ fn clone_verdict(e: &Error) -> Error {
         Error::Malformed { what, detail } => Error::Malformed {
             what,
             detail: detail.clone(),
+        },
+        // The I/O failure stays one: "could not look" is not "looked, found nothing".
+        Error::Io { path, source } => Error::Io {
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
         },
         other => Error::NoLicense(other.to_string()),
     }

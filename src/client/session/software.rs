@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 use super::seat::Backing;
 use super::{Environment, Seat, Session, SessionOptions, SourceKind, poisoned, sources};
 use crate::container::engine::UseQuery;
-use crate::container::software::list_for_vendor;
+use crate::container::software::scan_for_vendor;
 use crate::container::{ContainerKind, SoftwareContainer};
 use crate::{Error, Result};
 
@@ -59,11 +59,16 @@ impl Session {
         let mut loaded = Vec::new();
         let mut errors = Vec::new();
         if i.opts.sources & sources::SOFTWARE != 0 {
-            for p in list_for_vendor(&i.env.home, i.opts.vendor_id) {
-                match load_one(&i.env, &i.opts, &p) {
-                    Ok(l) => loaded.push(Arc::new(l)),
-                    Err(e) => errors.push(e),
+            match scan_for_vendor(&i.env.home, i.opts.vendor_id) {
+                Ok(paths) => {
+                    for p in paths {
+                        match load_one(&i.env, &i.opts, &p) {
+                            Ok(l) => loaded.push(Arc::new(l)),
+                            Err(e) => errors.push(e),
+                        }
+                    }
                 }
+                Err(e) => errors.push(e),
             }
         }
         *i.containers.write().map_err(|_| poisoned())? = loaded;

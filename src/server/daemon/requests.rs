@@ -13,7 +13,7 @@ use tracing::debug;
 
 use super::{Hosting, SeatHolder, SeatMeta, Server};
 use crate::container::protocol::{Request, Response};
-use crate::net::proto::{ClientHello, NetRequest, NetResponse, SeatGrant};
+use crate::net::proto::{ClientHello, NetRequest, NetResponse, SeatGrant, ServedLicense};
 use crate::server::seats::{AcquireSpec, Change, SeatId};
 use crate::server::usage;
 use crate::util::now_ms;
@@ -354,6 +354,31 @@ impl Server {
                 Ok(NetResponse::Info { in_use, quantity })
             }
             NetRequest::Ping => Ok(NetResponse::Pong),
+            NetRequest::Licenses { vendor_id } => {
+                let hosting = self.hosting();
+                let now = now_ms();
+                let table = self.table()?;
+                let mut out = Vec::new();
+                for c in &hosting.hosted.containers {
+                    for (li, lic) in c.licenses.iter().enumerate() {
+                        // Only what an acquire could be served from.
+                        if lic.vendor_id != vendor_id
+                            || lic
+                                .check_binding(&c.serial, c.sign_key.as_ref())
+                                .and_then(|()| c.keep_hosting())
+                                .is_err()
+                        {
+                            continue;
+                        }
+                        out.push(ServedLicense {
+                            license: c.license_bytes[li].clone(),
+                            container_serial: c.serial.clone(),
+                            in_use: table.in_use(&lic.license_id, now),
+                        });
+                    }
+                }
+                Ok(NetResponse::Licenses(out))
+            }
         }
     }
 
