@@ -158,6 +158,34 @@ public:
         return seat(s);
     }
 
+    /** Like acquire, but waits up to `timeout_ms` for a seat to come free. */
+    seat acquire_wait(uint32_t product_code, uint32_t timeout_ms, uint32_t features = 0,
+                      bool exclusive = false) const {
+        tessera_seat s = 0;
+        check(tessera_acquire_wait(handle_, product_code, features,
+                                   exclusive ? TESSERA_ACQUIRE_EXCLUSIVE : 0, timeout_ms, &s),
+              "tessera_acquire_wait");
+        return seat(s);
+    }
+
+    /** The licenses the session can see, without taking a seat. */
+    std::vector<tessera_license_info> licenses() const {
+        for (;;) {
+            size_t count = 0;
+            tessera_status st =
+                tessera_license_list(handle_, nullptr, 0, sizeof(tessera_license_info), &count);
+            if (st == TESSERA_OK) return {};
+            if (st != TESSERA_E_BUFFER_TOO_SMALL) check(st, "tessera_license_list");
+            std::vector<tessera_license_info> v(count);
+            st = tessera_license_list(handle_, v.data(), v.size(), sizeof(tessera_license_info),
+                                      &count);
+            if (st == TESSERA_E_BUFFER_TOO_SMALL) continue; /* a license came meanwhile */
+            check(st, "tessera_license_list");
+            v.resize(count);
+            return v;
+        }
+    }
+
 private:
     tessera_session handle_ = 0;
 };

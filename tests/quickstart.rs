@@ -104,6 +104,10 @@ fn cpp_quickstart_with_the_raii_header_runs_under_address_sanitizer() {
         "{text}"
     );
     assert!(
+        text.contains("licensed: product 1, features 0xff, 0 of 4 in use"),
+        "{text}"
+    );
+    assert!(
         text.contains("cpp quickstart: all steps succeeded"),
         "{text}"
     );

@@ -134,6 +134,77 @@ fn stations_sessions_and_vms_are_counted_by_the_license_unit() {
 }
 
 #[test]
+fn a_session_lists_the_servers_licenses_and_waits_for_a_seat_to_come_free() {
+    let deny_vm = LicenseSpec {
+        vm_policy: tessera::license::VmPolicy::Deny,
+        ..spec(3, 5, CountingUnit::Station)
+    };
+    let f = fixture(&[spec(1, 2, CountingUnit::Station), deny_vm]);
+    let a = session(&f, "host-a");
+    let listed = |s: &Session, product: u32| {
+        let all = s.licenses().expect("a listing");
+        assert_eq!(all.len(), 2, "{all:?}");
+        assert!(all.iter().all(|l| l.source == SourceKind::Network
+            && l.server.as_deref() == Some("test-server")
+            && l.container_serial.starts_with("SW-")));
+        all.into_iter()
+            .find(|l| l.license.product_code == product)
+            .unwrap()
+    };
+    let one = listed(&a, 1);
+    assert_eq!((one.license.quantity, one.in_use), (2, 0));
+    assert_eq!(one.verdict, tessera::status::Status::Ok);
+    let held_a = a.acquire(1, 0, false).unwrap();
+    let b = session(&f, "host-b");
+    assert_eq!(listed(&b, 1).in_use, 1, "host A's seat, seen from host B");
+    // What an acquire would meet: a VM guest sees the VM-denying license refused.
+    let mut vm_env = client_env(&f, "guest");
+    vm_env.host.machine = tessera::host::MachineKind::Virtual(tessera::host::Hypervisor::Kvm);
+    let mut o = SessionOptions::new(VENDOR, f.key.public_key());
+    o.sources = sources::NETWORK;
+    o.servers = vec![f.server.addr.clone()];
+    let vm = Session::open_in(o, vm_env).unwrap();
+    assert_eq!(
+        listed(&vm, 3).verdict,
+        tessera::status::Status::VmNotAllowed
+    );
+    // A session with another key for the same vendor id: the server cannot prove a
+    // delegation from that key, so nothing it says is listed.
+    let other = PublisherKey::generate(VENDOR, "another key");
+    let mut o = SessionOptions::new(VENDOR, other.public_key());
+    o.sources = sources::NETWORK;
+    o.servers = vec![f.server.addr.clone()];
+    let stranger = Session::open_in(o, client_env(&f, "host-x")).unwrap();
+    assert!(matches!(stranger.licenses(), Err(Error::Tampered(_))));
+
+    // Both seats taken: a wait runs out with NoSeat, after its time.
+    let held_b = b.acquire(1, 0, false).unwrap();
+    let c = session(&f, "host-c");
+    let t0 = Instant::now();
+    assert!(matches!(
+        c.acquire_wait(1, 0, false, Duration::from_millis(300)),
+        Err(Error::NoSeat { .. })
+    ));
+    assert!(t0.elapsed() >= Duration::from_millis(300));
+    // A license that is not there ends the wait at once.
+    assert!(matches!(
+        c.acquire_wait(9, 0, false, Duration::from_secs(3600)),
+        Err(Error::NoLicense(_))
+    ));
+    // Host B lets go while host C waits: C gets the seat.
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        drop(held_b);
+    });
+    let got = c
+        .acquire_wait(1, 0, false, Duration::from_secs(60))
+        .expect("the seat host B released");
+    assert_eq!(got.info().unwrap().in_use, 2);
+    releaser.join().unwrap();
+    drop(held_a);
+}
+
+#[test]
 fn a_server_killed_with_sigkill_honours_its_leases_after_restart_and_clients_reattach() {
     let mut f = fixture(&[spec(1, 1, CountingUnit::Handle)]);
     let a = session(&f, "host-a");

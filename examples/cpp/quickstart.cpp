@@ -14,7 +14,11 @@ static const uint8_t PUBLISHER_KEY[TESSERA_PUBLISHER_KEY_LEN] = {
 int main() {
     try {
         tessera::session session(0x7E55, PUBLISHER_KEY);
-        tessera::seat seat = session.acquire(1, 0x1);
+        for (const tessera_license_info &l : session.licenses())
+            std::printf("licensed: product %u, features %#x, %u of %u in use\n", l.product_code,
+                        l.features, l.seats_in_use, l.quantity);
+        // Waits up to 2 s when every seat is taken (here one is free at once).
+        tessera::seat seat = session.acquire_wait(1, 2000, 0x1);
         tessera_seat_details info = seat.info();
         std::printf("seat of product %u, %u of %u in use, container %s\n", info.product_code, info.seats_in_use,
                     info.quantity, info.container_serial);
