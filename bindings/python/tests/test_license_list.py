@@ -122,9 +122,8 @@ def test_an_expired_and_a_time_limited_license(tmp_path: Path, own_home: Path) -
     request, activation = tmp_path / "request.bin", tmp_path / "activation.bin"
     support.tool("tessera", "activate", "request", "--vendor-id", str(tessera.DEMO_VENDOR_ID),
                  "--out", request, env=env)  # fmt: skip
-    behind = dict(
-        env, LD_PRELOAD=_libfaketime(), FAKETIME="-10d", FAKETIME_DONT_FAKE_MONOTONIC="1"
-    )
+    behind = dict(env, LD_PRELOAD=_libfaketime(), FAKETIME="-10d")
+    behind["FAKETIME_DONT_FAKE_MONOTONIC"] = "1"
     support.tool("tessera-vendor", "activate", "--key", key, "--request", request,
                  "--out", activation, "--product", "5", "--days", "2", env=behind)  # fmt: skip
     support.tool("tessera", "activate", "install", activation, env=env)
