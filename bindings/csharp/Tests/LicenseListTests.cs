@@ -8,9 +8,17 @@ using NUnit.Framework;
 
 namespace Tessera.Tests
 {
+    // Sessions here look at software containers only: the lists are exact, and a dongle of
+    // another publisher that happens to be plugged into the machine would otherwise be listed,
+    // or be the failure an empty home answers.
     [TestFixture]
     public class LicenseListTests
     {
+        static Session OpenSoftware(byte[] key = null)
+        {
+            return Session.Open(new SessionOptions(Demo.VendorId, key ?? Demo.PublisherKey) { Sources = Sources.Software });
+        }
+
         static Dictionary<uint, LicenseInfo> ByProduct(Session s)
         {
             IReadOnlyList<LicenseInfo> listed = s.Licenses();
@@ -62,7 +70,7 @@ namespace Tessera.Tests
         [Test]
         public void TheLicensedHomeListsItsThreeLicenses()
         {
-            using (Session s = TestEnv.Open())
+            using (Session s = OpenSoftware())
             {
                 var listed = ByProduct(s);
                 // Other tests may add licenses of their own products to the home; these three
@@ -113,7 +121,7 @@ namespace Tessera.Tests
         [Test]
         public void SeatsInUseFollowTheSeatsHeld()
         {
-            using (Session s = TestEnv.Open())
+            using (Session s = OpenSoftware())
             {
                 var held = new List<Seat>();
                 try
@@ -153,14 +161,14 @@ namespace Tessera.Tests
         {
             InOwnHome((dir, home) =>
             {
-                using (Session s = TestEnv.Open())
+                using (Session s = OpenSoftware())
                     Assert.AreEqual(0, s.Licenses().Count);
             });
             // The licensed home, opened with the demo vendor id but another publisher's key.
             byte[] other = new byte[Library.PublisherKeyLength];
             string hex = "987d566ded865e1e43896841d6d8afba4e271729ea533595aacfdad26ec4a6cd";
             for (int i = 0; i < other.Length; i++) other[i] = Convert.ToByte(hex.Substring(2 * i, 2), 16);
-            using (Session s = Session.Open(Demo.VendorId, other))
+            using (Session s = OpenSoftware(other))
                 Assert.AreEqual(0, s.Licenses().Count);
         }
 
@@ -183,7 +191,7 @@ namespace Tessera.Tests
             };
             InOwnHome((dir, home) =>
             {
-                using (Session s = TestEnv.Open())
+                using (Session s = OpenSoftware())
                 {
                     s.ActivationInstall(ActivationFor(s, dir, 5, "--days 2", behind));
                     DateTime before = DateTime.UtcNow;
@@ -220,7 +228,7 @@ namespace Tessera.Tests
             // one license too few, and the binding asks again with room for two.
             InOwnHome((dir, home) =>
             {
-                using (Session s = TestEnv.Open())
+                using (Session s = OpenSoftware())
                 {
                     s.ActivationInstall(ActivationFor(s, dir, 7));
                     byte[] second = ActivationFor(s, dir, 8);
@@ -280,7 +288,7 @@ namespace Tessera.Tests
                 // stop root).
                 Directory.Delete(home);
                 File.WriteAllText(home, "not a directory");
-                using (Session s = TestEnv.Open())
+                using (Session s = OpenSoftware())
                 {
                     var e = Assert.Throws<TesseraIOException>(() => s.Licenses());
                     Assert.AreEqual("tessera_license_list", e.Call);

@@ -1,5 +1,9 @@
 """Session.licenses(): what a session can see without taking a seat (tessera_license_list),
-against the licensed home and homes made for one test, and the binding's size-query loop."""
+against the licensed home and homes made for one test, and the binding's size-query loop.
+
+Sessions here look at software containers only (``software()``): the lists are exact, and a
+dongle of another publisher that happens to be plugged into the machine would otherwise be
+listed, or be the failure an empty home answers."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import ctypes
 import dataclasses
 import glob
 import os
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -16,6 +21,20 @@ import pytest
 import support
 import tessera
 from tessera import ContainerKind, CountingUnit, LicenseFlag, Source, Status, Transport, _ffi
+
+
+def software(
+    vendor_id: int = tessera.DEMO_VENDOR_ID, key: bytes = tessera.DEMO_PUBLISHER_KEY
+) -> tessera.Session:
+    """A session of the demo publisher (by default) on this machine's software containers."""
+    return tessera.Session(vendor_id, key, sources=Source.SOFTWARE)
+
+
+@pytest.fixture
+def session() -> Iterator[tessera.Session]:
+    """A software-only session on the licensed home (overrides conftest's)."""
+    with software() as s:
+        yield s
 
 
 def by_product(session: tessera.Session) -> dict[int, tessera.LicenseInfo]:
@@ -95,15 +114,15 @@ def test_listing_takes_no_seat(session: tessera.Session) -> None:
 
 
 def test_an_empty_home_lists_nothing(own_home: Path) -> None:
-    with tessera.Session(tessera.DEMO_VENDOR_ID, tessera.DEMO_PUBLISHER_KEY) as session:
+    with software() as session:
         assert session.licenses() == []
 
 
 def test_licenses_another_key_does_not_verify_are_not_listed() -> None:
     # The licensed home's container, opened with the demo vendor id but another key.
-    with tessera.Session(tessera.DEMO_VENDOR_ID, support.OTHER_PUBLISHER_KEY) as session:
+    with software(key=support.OTHER_PUBLISHER_KEY) as session:
         assert session.licenses() == []
-    with tessera.Session(0x1234, support.OTHER_PUBLISHER_KEY) as session:
+    with software(0x1234, support.OTHER_PUBLISHER_KEY) as session:
         assert session.licenses() == []
 
 
@@ -131,7 +150,7 @@ def test_an_expired_and_a_time_limited_license(tmp_path: Path, own_home: Path) -
     support.activate(own_home, key, tessera.DEMO_VENDOR_ID, 6, "--days", "30", "--quantity", "3")
     after = datetime.now(timezone.utc)
 
-    with tessera.Session(tessera.DEMO_VENDOR_ID, tessera.DEMO_PUBLISHER_KEY) as session:
+    with software() as session:
         listed = by_product(session)
         assert sorted(listed) == [5, 6]
         expired, limited = listed[5], listed[6]
@@ -196,7 +215,7 @@ def test_the_list_grew_between_the_size_query_and_the_call(
                      "--out", activation, "--product", str(product))  # fmt: skip
         return activation.read_bytes()
 
-    with tessera.Session(tessera.DEMO_VENDOR_ID, tessera.DEMO_PUBLISHER_KEY) as session:
+    with software() as session:
         session.activation_install(activation_for(session, 7))
         second = activation_for(session, 8)
         assert [i.product_code for i in session.licenses()] == [7]
@@ -251,7 +270,7 @@ def test_a_failed_call_raises_its_status(own_home: Path) -> None:
     where the home should be: a directory without permissions would not stop root.)"""
     own_home.rmdir()
     own_home.write_text("not a directory")
-    with tessera.Session(tessera.DEMO_VENDOR_ID, tessera.DEMO_PUBLISHER_KEY) as session:
+    with software() as session:
         with pytest.raises(tessera.TesseraError) as e:
             session.licenses()
     assert e.value.function == "tessera_license_list"
