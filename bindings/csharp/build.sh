@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the C# binding with Mono's mcs: Tessera.dll, the NUnit test assembly
-# Tessera.Tests.dll, and examples/csharp/Quickstart.exe, all into OUT_DIR, warnings as errors.
+# Tessera.Tests.dll (with SeatHolder.exe, a child process of its tests), and
+# examples/csharp/Quickstart.exe, all into OUT_DIR, warnings as errors.
 # Usage: bindings/csharp/build.sh OUT_DIR
 set -euo pipefail
 
@@ -41,4 +42,7 @@ MCS=(mcs -nologo -debug -warn:4 -warnaserror+)
 "${MCS[@]}" -target:exe -out:"$OUT/Quickstart.exe" -r:"$OUT/Tessera.dll" \
     "$ROOT/examples/csharp/Quickstart.cs"
 
-echo "build.sh: Tessera.dll, Tessera.Tests.dll and Quickstart.exe in $OUT"
+# A child process of the tests: holds a seat until its stdin closes (Tests/AcquireWaitTests.cs).
+"${MCS[@]}" -target:exe -out:"$OUT/SeatHolder.exe" -r:"$OUT/Tessera.dll" "$HERE/Tests/Holder/SeatHolder.cs"
+
+echo "build.sh: Tessera.dll, Tessera.Tests.dll, SeatHolder.exe and Quickstart.exe in $OUT"

@@ -1,5 +1,5 @@
 // Native.cs: the P/Invoke declarations of include/tessera.h, one per exported function, and
-// the two structs that cross the ABI, laid out exactly as in the header (LP64 Linux).
+// the structs that cross the ABI, laid out exactly as in the header (LP64 Linux).
 //
 // Nothing here is public: apps use Session, Seat and Library. Strings the library returns
 // (tessera_status_str, tessera_last_error, tessera_version) are owned by the library, so
@@ -43,6 +43,28 @@ namespace Tessera
         public fixed byte server[NativeMethods.TESSERA_SERIAL_MAX];
     }
 
+    /// <summary><c>tessera_license_info</c>: 184 bytes on LP64. Blittable (fixed buffers), so an
+    /// array of it is passed to <c>tessera_license_list</c> pinned, without copies.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal unsafe struct LicenseInfoNative
+    {
+        public uint struct_size;
+        public uint vendor_id;
+        public uint product_code;
+        public uint features;
+        public uint quantity;
+        public uint seats_in_use;
+        public ulong expiry;
+        public uint source;
+        public uint counting_unit;
+        public uint container_kind;
+        public uint flags;
+        public int status;
+        public uint transport;
+        public fixed byte container_serial[NativeMethods.TESSERA_SERIAL_MAX];
+        public fixed byte server[NativeMethods.TESSERA_SERIAL_MAX];
+    }
+
     /// <summary>Every function of tessera.h. Handles are uint64_t; on input they are passed
     /// as SafeHandles (the marshaller add-refs them for the call, so a handle disposed on
     /// another thread cannot be released mid-call) or, where a SafeHandle is being released,
@@ -67,6 +89,16 @@ namespace Tessera
         [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
         internal static extern Status tessera_acquire(SessionHandle session, uint product_code, uint features,
                                                       uint flags, out SeatHandle seat);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern Status tessera_acquire_wait(SessionHandle session, uint product_code, uint features,
+                                                           uint flags, uint timeout_ms, out SeatHandle seat);
+
+        /// <summary><paramref name="out"/> is null for the size query, else an array of at
+        /// least <paramref name="out_cap"/> entries.</summary>
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern Status tessera_license_list(SessionHandle session, [Out] LicenseInfoNative[] @out,
+                                                           UIntPtr out_cap, UIntPtr entry_size, out UIntPtr out_count);
 
         [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
         internal static extern Status tessera_release(ulong seat);

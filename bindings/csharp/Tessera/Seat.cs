@@ -183,7 +183,8 @@ namespace Tessera
             Server = Decode(d.server);
         }
 
-        static unsafe string Decode(byte* p)
+        /// <summary>A NUL-terminated UTF-8 field of at most <c>TESSERA_SERIAL_MAX</c> bytes.</summary>
+        internal static unsafe string Decode(byte* p)
         {
             int n = 0;
             while (n < NativeMethods.TESSERA_SERIAL_MAX && p[n] != 0) n++;

@@ -1,5 +1,6 @@
 // Session.cs: the app's open handle to the runtime (tessera_open ... tessera_close).
 using System;
+using System.Collections.Generic;
 using System.Runtime.InteropServices;
 using System.Text;
 using System.Threading;
@@ -149,15 +150,99 @@ namespace Tessera
             ThrowIfClosed();
             SeatHandle h;
             Status st = NativeMethods.tessera_acquire(handle, productCode, features, (uint)flags, out h);
+            return NewSeat(st, h, "tessera_acquire");
+        }
+
+        /// <summary>Like <see cref="Acquire"/>, but while every seat is taken
+        /// (<see cref="NoSeatException"/>, or <see cref="ExclusiveDeniedException"/> because another
+        /// holder has the license) waits up to <paramref name="timeout"/> for one to come free
+        /// (<c>tessera_acquire_wait</c>: the library tries again after pauses growing from 20 ms to
+        /// 500 ms). When the time is up the last answer is thrown; any other answer
+        /// (<see cref="NoLicenseException"/>, ...) ends the wait at once. <see cref="TimeSpan.Zero"/>
+        /// tries once. Blocks the calling thread; other threads may use the session meanwhile.
+        /// Throws <see cref="ArgumentOutOfRangeException"/> for a negative timeout or one longer
+        /// than 2^32-1 milliseconds.</summary>
+        public Seat AcquireWait(uint productCode, TimeSpan timeout, uint features = 0,
+                                AcquireFlags flags = AcquireFlags.None)
+        {
+            if (timeout < TimeSpan.Zero || Math.Ceiling(timeout.TotalMilliseconds) > uint.MaxValue)
+                throw new ArgumentOutOfRangeException("timeout", timeout,
+                                                      "must be between 0 and 2^32-1 milliseconds");
+            // Rounded up, so that a wait shorter than a millisecond is not a single try.
+            uint ms = (uint)Math.Ceiling(timeout.TotalMilliseconds);
+            ThrowIfClosed();
+            SeatHandle h;
+            Status st = NativeMethods.tessera_acquire_wait(handle, productCode, features, (uint)flags, ms, out h);
+            return NewSeat(st, h, "tessera_acquire_wait");
+        }
+
+        Seat NewSeat(Status st, SeatHandle h, string call)
+        {
             if (st != Status.Ok)
             {
-                try { Errors.ThrowIfError(st, "tessera_acquire"); }
+                try { Errors.ThrowIfError(st, call); }
                 finally { if (h != null) h.SetHandleAsInvalid(); }
             }
             if (h == null || h.IsInvalid)
                 throw new InternalErrorException(Status.Internal,
-                    "tessera_acquire: returned OK without a seat handle", "", "tessera_acquire");
+                    call + ": returned OK without a seat handle", "", call);
             return new Seat(this, h);
+        }
+
+        /// <summary>How many times <see cref="Licenses"/> asks again when the list grew between
+        /// its size query and the call that fills the array.</summary>
+        internal const int ListTries = 8;
+
+        /// <summary><c>tessera_license_list</c> of one session, as <see cref="ListLicenses"/> calls it.</summary>
+        internal delegate Status LicenseListCall(LicenseInfoNative[] @out, UIntPtr out_cap, UIntPtr entry_size,
+                                                 out UIntPtr out_count);
+
+        /// <summary>The licenses of the session's publisher that its sources hold (software
+        /// containers, dongles, the license server), without taking a seat
+        /// (<c>tessera_license_list</c>): product, features, expiry, quantity, seats in use, and
+        /// what an acquire would meet (<see cref="LicenseInfo.Status"/>). Licenses the
+        /// publisher's key does not verify are not listed; no license at all is an empty list.
+        /// Throws when a source cannot be read and no other source holds a license (the
+        /// server is down, the home is unreadable).</summary>
+        public IReadOnlyList<LicenseInfo> Licenses()
+        {
+            ThrowIfClosed();
+            return ListLicenses((LicenseInfoNative[] o, UIntPtr cap, UIntPtr size, out UIntPtr n) =>
+                NativeMethods.tessera_license_list(handle, o, cap, size, out n));
+        }
+
+        /// <summary>The size query, then the call, asking again (a bounded number of times) while
+        /// the list grew between two calls. The call is passed in so that tests can make it grow.</summary>
+        internal static IReadOnlyList<LicenseInfo> ListLicenses(LicenseListCall call)
+        {
+            const string fn = "tessera_license_list";
+            UIntPtr entry = (UIntPtr)(uint)Marshal.SizeOf(typeof(LicenseInfoNative));
+            LicenseInfoNative[] buf = null;   // the size query: (NULL, 0)
+            for (int i = 0; i < ListTries; i++)
+            {
+                int cap = buf == null ? 0 : buf.Length;
+                UIntPtr count;
+                Status st = call(buf, (UIntPtr)(uint)cap, entry, out count);
+                ulong n = count.ToUInt64();
+                if (st == Status.Ok)
+                {
+                    if (n > (ulong)cap)
+                        throw new InternalErrorException(Status.Internal, string.Format(
+                            "{0}: {1} licenses listed into room for {2}", fn, n, cap), "", fn);
+                    var list = new List<LicenseInfo>((int)n);
+                    for (int j = 0; j < (int)n; j++) list.Add(new LicenseInfo(buf[j]));
+                    return list.AsReadOnly();
+                }
+                if (st != Status.BufferTooSmall) Errors.ThrowIfError(st, fn);
+                if (n <= (ulong)cap)
+                    throw new InternalErrorException(Status.Internal, string.Format(
+                        "{0}: room for {1} licenses was too small for {2}", fn, cap, n), "", fn);
+                // More licenses than room: the first time the size query's answer, later a list
+                // that grew between two calls (an activation was installed meanwhile, say).
+                buf = new LicenseInfoNative[checked((int)n)];
+            }
+            throw new BufferTooSmallException(Status.BufferTooSmall, string.Format(
+                "{0}: the license list grew between each of {1} tries to read it", fn, ListTries), "", fn);
         }
 
         /// <summary>Step one of offline activation (<c>tessera_activation_request</c>): a request

@@ -86,6 +86,16 @@ namespace Tessera
         Exclusive = 1,
     }
 
+    /// <summary>Bits of <see cref="LicenseInfo.Flags"/> (<c>TESSERA_LICENSE_*</c>).</summary>
+    [Flags]
+    public enum LicenseFlags : uint
+    {
+        /// <summary>No flag.</summary>
+        None = 0,
+        /// <summary>The license allows exclusive use (<see cref="AcquireFlags.Exclusive"/>).</summary>
+        ExclusiveAllowed = 1,
+    }
+
     /// <summary>How <see cref="Seat.Encrypt"/> encrypts (<c>TESSERA_CRYPT_*</c>).</summary>
     public enum CryptMode : uint
     {

@@ -90,6 +90,7 @@ namespace Tessera.Tests
                 { "SOURCE_", typeof(Sources) }, { "UNIT_", typeof(CountingUnit) },
                 { "TRANSPORT_", typeof(Transport) }, { "CONTAINER_", typeof(ContainerKind) },
                 { "CRYPT_", typeof(CryptMode) }, { "ACQUIRE_", typeof(AcquireFlags) },
+                { "LICENSE_", typeof(LicenseFlags) },
             };
             string[] version = Library.Version.Split('.');
             var singles = new Dictionary<string, long>
@@ -125,7 +126,7 @@ namespace Tessera.Tests
                 Assert.IsTrue(Enum.IsDefined(t, member), t.Name + " lacks " + member + " (TESSERA_" + name + ")");
                 Assert.AreEqual(number, Convert.ToInt64(Enum.Parse(t, member)), "TESSERA_" + name);
             }
-            Assert.That(count, Is.GreaterThanOrEqualTo(25));
+            Assert.That(count, Is.GreaterThanOrEqualTo(26));
         }
 
         // What each C type of the header may be in a P/Invoke signature.
@@ -146,6 +147,7 @@ namespace Tessera.Tests
             { "struct tessera_open_options *", new[] { typeof(IntPtr), typeof(OpenOptionsNative).MakeByRefType() } },
             { "const struct tessera_open_options *", new[] { typeof(OpenOptionsNative).MakeByRefType() } },
             { "struct tessera_seat_details *", new[] { typeof(SeatDetailsNative).MakeByRefType() } },
+            { "struct tessera_license_info *", new[] { typeof(LicenseInfoNative[]), typeof(IntPtr) } },
         };
 
         static string CType(string decl, string name)
@@ -194,7 +196,7 @@ namespace Tessera.Tests
                     Assert.AreEqual(cname, mparams[i].Name, fn + " parameter " + i);
                 }
             }
-            Assert.That(seen.Count, Is.GreaterThanOrEqualTo(14));
+            Assert.That(seen.Count, Is.GreaterThanOrEqualTo(16));
             CollectionAssert.AreEquivalent(seen, pinvokes.Keys, "P/Invokes of functions the header does not have");
         }
 
@@ -218,6 +220,15 @@ int main(void) {
     F(tessera_seat_details, counting_unit); F(tessera_seat_details, container_kind);
     F(tessera_seat_details, flags); F(tessera_seat_details, container_serial);
     F(tessera_seat_details, transport); F(tessera_seat_details, server);
+    S(tessera_license_info);
+    F(tessera_license_info, struct_size); F(tessera_license_info, vendor_id);
+    F(tessera_license_info, product_code); F(tessera_license_info, features);
+    F(tessera_license_info, quantity); F(tessera_license_info, seats_in_use);
+    F(tessera_license_info, expiry); F(tessera_license_info, source);
+    F(tessera_license_info, counting_unit); F(tessera_license_info, container_kind);
+    F(tessera_license_info, flags); F(tessera_license_info, status);
+    F(tessera_license_info, transport); F(tessera_license_info, container_serial);
+    F(tessera_license_info, server);
     S(tessera_session); S(tessera_seat); S(tessera_status);
     return 0;
 }
@@ -237,11 +248,7 @@ int main(void) {
                 ProcessResult r = TestEnv.Run(exe, "");
                 Assert.AreEqual(0, r.ExitCode, r.ToString());
 
-                var types = new Dictionary<string, Type>
-                {
-                    { "tessera_open_options", typeof(OpenOptionsNative) },
-                    { "tessera_seat_details", typeof(SeatDetailsNative) },
-                };
+                var types = Structs;
                 var clr = new Dictionary<string, int>
                 {
                     { "tessera_session", sizeof(ulong) }, { "tessera_seat", sizeof(ulong) },
@@ -272,7 +279,7 @@ int main(void) {
                         fieldsChecked[t] = (fieldsChecked.ContainsKey(t) ? fieldsChecked[t] : 0) + 1;
                     }
                 }
-                Assert.AreEqual(26, lines, r.Stdout);
+                Assert.AreEqual(42, lines, r.Stdout);
                 foreach (var t in types.Values)
                     Assert.AreEqual(t.GetFields(BindingFlags.Instance | BindingFlags.Public).Length, fieldsChecked[t],
                                     t.Name + ": every field is checked");
@@ -283,9 +290,37 @@ int main(void) {
             }
         }
 
+        static readonly Dictionary<string, Type> Structs = new Dictionary<string, Type>
+        {
+            { "tessera_open_options", typeof(OpenOptionsNative) },
+            { "tessera_seat_details", typeof(SeatDetailsNative) },
+            { "tessera_license_info", typeof(LicenseInfoNative) },
+        };
+
+        [Test]
+        public void EveryStructOfTheHeaderHasItsTwinWithTheSameFieldsInOrder()
+        {
+            string code = WithoutComments(Header);
+            var found = new List<string>();
+            foreach (Match m in Regex.Matches(code, @"typedef struct (\w+) \{(.*?)\} \w+;", RegexOptions.Singleline))
+            {
+                string name = m.Groups[1].Value;
+                found.Add(name);
+                Assert.IsTrue(Structs.ContainsKey(name), "the binding has no twin of struct " + name);
+                var cfields = Regex.Matches(m.Groups[2].Value, @"(\w+)\s*(?:\[\w+\])?\s*;")
+                    .Cast<Match>().Select(f => f.Groups[1].Value).ToList();
+                var fields = Structs[name].GetFields(BindingFlags.Instance | BindingFlags.Public)
+                    .OrderBy(f => Marshal.OffsetOf(Structs[name], f.Name).ToInt64())
+                    .Select(f => f.Name).ToList();
+                CollectionAssert.AreEqual(cfields, fields, name + ": fields and their order");
+            }
+            CollectionAssert.AreEquivalent(Structs.Keys, found, "twins of structs the header does not have");
+        }
+
         static unsafe int SizeOfUnmarshalled(Type t)
         {
             if (t == typeof(OpenOptionsNative)) return sizeof(OpenOptionsNative);
+            if (t == typeof(LicenseInfoNative)) return sizeof(LicenseInfoNative);
             return sizeof(SeatDetailsNative);
         }
     }

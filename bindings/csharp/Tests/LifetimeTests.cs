@@ -20,6 +20,8 @@ namespace Tessera.Tests
             Assert.Throws<ObjectDisposedException>(() => s.Acquire(Products.Demo));
             Assert.Throws<ObjectDisposedException>(() => s.ActivationRequest());
             Assert.Throws<ObjectDisposedException>(() => s.ActivationInstall(new byte[1]));
+            Assert.Throws<ObjectDisposedException>(() => s.AcquireWait(Products.Demo, TimeSpan.FromSeconds(1)));
+            Assert.Throws<ObjectDisposedException>(() => s.Licenses());
             Assert.DoesNotThrow(() => s.Dispose(), "disposing twice is harmless");
             Assert.DoesNotThrow(() => s.Close());
         }

@@ -128,6 +128,61 @@ namespace Tessera.Tests
         }
 
         [Test]
+        public void TheServerListsItsLicensesWithItsOwnCount()
+        {
+            using (Session s = OpenNetworkOnly())
+            {
+                var listed = new Dictionary<uint, LicenseInfo>();
+                foreach (LicenseInfo l in s.Licenses()) listed[l.ProductCode] = l;
+                foreach (uint p in new[] { Products.Demo, Products.SingleSeat, Products.Basic })
+                {
+                    Assert.IsTrue(listed.ContainsKey(p), "product " + p + " is not listed: " + log);
+                    LicenseInfo l = listed[p];
+                    Assert.AreEqual(Sources.Network, l.Source);
+                    Assert.AreEqual(ServerName, l.Server);
+                    Assert.AreEqual(ContainerKind.Software, l.ContainerKind);
+                    Assert.AreEqual(Status.Ok, l.Status);
+                    StringAssert.StartsWith("SW-", l.ContainerSerial);
+                }
+                Assert.AreEqual(10u, listed[Products.Basic].Quantity);
+                Assert.IsTrue(listed[Products.Demo].ExclusiveAllowed);
+                using (Seat seat = s.Acquire(Products.SingleSeat))
+                {
+                    foreach (LicenseInfo l in s.Licenses())
+                        if (l.ProductCode == Products.SingleSeat)
+                            Assert.AreEqual(1u, l.SeatsInUse, "the server's count");
+                }
+                foreach (LicenseInfo l in s.Licenses())
+                    if (l.ProductCode == Products.SingleSeat)
+                        Assert.AreEqual(0u, l.SeatsInUse, "released on the server");
+            }
+        }
+
+        [Test]
+        public void AWaitForANetworkSeatEndsWhenItIsReleased()
+        {
+            using (Session one = OpenNetworkOnly())
+            using (Session two = OpenNetworkOnly())
+            {
+                Seat held = one.Acquire(Products.SingleSeat);
+                Assert.Throws<NoSeatException>(() => two.AcquireWait(Products.SingleSeat, TimeSpan.FromMilliseconds(200)).Dispose());
+                Seat got = null;
+                Exception failed = null;
+                var waiter = new Thread(() =>
+                {
+                    try { got = two.AcquireWait(Products.SingleSeat, TimeSpan.FromMinutes(1)); }
+                    catch (Exception e) { failed = e; }
+                });
+                waiter.Start();
+                held.Dispose();
+                Assert.IsTrue(waiter.Join(TimeSpan.FromMinutes(2)));
+                Assert.IsNull(failed, failed == null ? "" : failed.ToString());
+                using (got)
+                    Assert.AreEqual(Sources.Network, got.Info.Source);
+            }
+        }
+
+        [Test]
         public void TheQuickstartRunsAgainstTheServerUnchanged()
         {
             string home = Path.Combine(dir, "client-home-" + Guid.NewGuid().ToString("N"));
@@ -154,6 +209,10 @@ namespace Tessera.Tests
                 Assert.That(e.Status, Is.EqualTo(Status.NoLicense).Or.EqualTo(Status.Io).Or.EqualTo(Status.Timeout),
                             e.Message);
                 Assert.IsNotEmpty(e.Detail);
+                // Listing needs the server too.
+                var l = Assert.Catch<TesseraException>(() => s.Licenses());
+                Assert.That(l.Status, Is.EqualTo(Status.Io).Or.EqualTo(Status.Timeout), l.Message);
+                Assert.AreEqual("tessera_license_list", l.Call);
             }
         }
     }

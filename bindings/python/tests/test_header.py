@@ -121,6 +121,7 @@ _SCALARS: dict[str, Any] = {
     "enum tessera_status": ctypes.c_int,
     "struct tessera_open_options": _ffi.tessera_open_options,
     "struct tessera_seat_details": _ffi.tessera_seat_details,
+    "struct tessera_license_info": _ffi.tessera_license_info,
 }
 
 
@@ -147,13 +148,18 @@ def type_name(t: Any) -> str:
 
 def test_the_parser_finds_the_whole_header() -> None:
     # Counts from reading the header; a parser that silently misses parts fails here.
-    assert len(HEADER.functions) >= 14, sorted(HEADER.functions)
+    assert len(HEADER.functions) >= 16, sorted(HEADER.functions)
     assert {"tessera_open", "tessera_encrypt", "tessera_abi_version"} <= set(HEADER.functions)
     assert HEADER.functions["tessera_encrypt"][1] == [
         "tessera_seat", "uint32_t", "const uint8_t *", "size_t", "uint8_t *", "size_t", "size_t *",
     ]  # fmt: skip
     assert HEADER.functions["tessera_last_error"] == ("const char *", [])
-    assert set(HEADER.structs) == {"tessera_open_options", "tessera_seat_details"}
+    assert set(HEADER.structs) == {
+        "tessera_open_options", "tessera_seat_details", "tessera_license_info",
+    }  # fmt: skip
+    assert HEADER.functions["tessera_license_list"][1] == [
+        "tessera_session", "struct tessera_license_info *", "size_t", "size_t", "size_t *",
+    ]  # fmt: skip
     assert HEADER.enum["TESSERA_OK"] == 0 and HEADER.enum["TESSERA_E_PANIC"] == 901
     assert HEADER.typedefs["tessera_session"] == "uint64_t"
     assert HEADER.defines["TESSERA_ABI_VERSION"] == 1
@@ -205,7 +211,7 @@ def test_every_function_the_library_exports_is_declared() -> None:
 # --- structs ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("struct", ["tessera_open_options", "tessera_seat_details"])
+@pytest.mark.parametrize("struct", sorted(HEADER.structs))
 def test_struct_fields_match_the_header(struct: str) -> None:
     bound = getattr(_ffi, struct)
     fields = HEADER.structs[struct]
@@ -287,6 +293,7 @@ def test_status_enum_matches_the_header() -> None:
         ("TESSERA_UNIT_", tessera.CountingUnit),
         ("TESSERA_TRANSPORT_", tessera.Transport),
         ("TESSERA_CONTAINER_", tessera.ContainerKind),
+        ("TESSERA_LICENSE_", tessera.LicenseFlag),
     ],
 )
 def test_constant_families_match_their_enums(prefix: str, enum: Any) -> None:
@@ -367,3 +374,42 @@ def test_seat_info_writes_no_more_than_struct_size(session: tessera.Session) -> 
     assert (details.struct_size, details.vendor_id, details.product_code) == (16, 0x7E55, 3)
     assert details.features == 0x01
     assert bytes(buf[16:]) == b"\xaa" * (size - 16)
+
+
+def test_license_list_fills_a_newer_larger_entry_as_far_as_it_knows() -> None:
+    """entry_size at work: an app compiled against a newer header passes its bigger entry;
+    each entry gets the library's struct, struct_size says how far, the rest is zeros, and
+    nothing is written past the entries listed. (Software containers only: the count is
+    exact.)"""
+    with tessera.Session(
+        tessera.DEMO_VENDOR_ID, tessera.DEMO_PUBLISHER_KEY, sources=tessera.Source.SOFTWARE
+    ) as session:
+        _check_newer_entries(session)
+
+
+def _check_newer_entries(session: tessera.Session) -> None:
+    size = ctypes.sizeof(_ffi.tessera_license_info)
+
+    class Newer(ctypes.Structure):
+        _fields_ = [("known", _ffi.tessera_license_info), ("future", ctypes.c_uint8 * 16)]
+
+    entry = ctypes.sizeof(Newer)
+    buf = (ctypes.c_uint8 * (entry * 4))(*([0xAB] * (entry * 4)))
+    out = ctypes.cast(buf, ctypes.POINTER(_ffi.tessera_license_info))
+    count = ctypes.c_size_t(0)
+    lib = _ffi.lib
+    assert lib.tessera_license_list(session.handle, out, 4, entry, ctypes.byref(count)) == 0
+    assert count.value == 3  # products 1, 2, 3 of the licensed home
+    entries = [Newer.from_buffer(buf, i * entry) for i in range(3)]
+    assert sorted(e.known.product_code for e in entries) == [1, 2, 3]
+    for e in entries:
+        assert e.known.struct_size == size
+        assert e.known.vendor_id == tessera.DEMO_VENDOR_ID
+        assert bytes(e.future) == bytes(16), "the part this library does not know is zeroed"
+    assert bytes(buf[entry * 3 :]) == b"\xab" * entry, "written past the entries listed"
+    # An entry smaller than the library's struct is no version of it: refused, nothing written.
+    count.value = 77
+    status = lib.tessera_license_list(session.handle, out, 4, size - 4, ctypes.byref(count))
+    assert status == tessera.Status.INVALID_ARGUMENT
+    assert "entry_size" in _ffi.last_error()
+    assert count.value == 77

@@ -110,6 +110,43 @@ def test_the_server_counts_seats(server: Server, client_home: Path) -> None:
             session.acquire(99)
 
 
+def test_the_license_server_lists_its_licenses(server: Server, client_home: Path) -> None:
+    with network_session(server, timeout_ms=3000) as session:
+        listed = {info.product_code: info for info in session.licenses()}
+        assert sorted(listed) == [1, 2, 3]
+        for info in listed.values():
+            assert info.source is tessera.Source.NETWORK
+            assert info.server == "python-test-server"
+            assert info.container_kind is tessera.ContainerKind.SOFTWARE
+            assert info.container_serial.startswith("SW-")
+            assert info.status is tessera.Status.OK
+            assert info.vendor_id == tessera.DEMO_VENDOR_ID
+        assert (listed[3].features, listed[3].quantity) == (0x01, 10)
+        assert listed[1].exclusive_allowed and not listed[2].exclusive_allowed
+        # Seats in use are the server's count.
+        with session.acquire(2) as seat:
+            assert seat.info.server == "python-test-server"
+            in_use = {i.product_code: i.seats_in_use for i in session.licenses()}
+            assert in_use[2] == 1
+        in_use = {i.product_code: i.seats_in_use for i in session.licenses()}
+        assert in_use[2] == 0
+
+
+def test_waiting_for_a_seat_of_the_license_server(server: Server, client_home: Path) -> None:
+    with network_session(server, timeout_ms=3000) as one, network_session(server) as two:
+        held = one.acquire(2)  # product 2: one seat
+        with pytest.raises(tessera.NoSeatError):
+            two.acquire(2, wait=0.2)
+        got: list[tessera.Seat] = []
+        waiter = threading.Thread(target=lambda: got.append(two.acquire(2, wait=60)))
+        waiter.start()
+        held.release()
+        waiter.join(timeout=120)
+        assert not waiter.is_alive() and len(got) == 1
+        with got[0] as seat:
+            assert seat.info.source is tessera.Source.NETWORK
+
+
 def test_servers_given_as_a_list(server: Server, client_home: Path) -> None:
     with (
         tessera.Session(
@@ -137,6 +174,10 @@ def test_no_server_listening(tmp_path: Path, client_home: Path) -> None:
         assert isinstance(e.value, tessera.TransportError)
         assert e.value.status is tessera.Status.IO
         assert f"127.0.0.1:{port}" in e.value.message
+        # Listing needs the server too, and says so the same way.
+        with pytest.raises(tessera.TransportIOError) as e:
+            session.licenses()
+        assert e.value.function == "tessera_license_list"
 
 
 # --- the quickstart example ------------------------------------------------------------------

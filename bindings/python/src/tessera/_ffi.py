@@ -1,6 +1,6 @@
 """The C API of ``include/tessera.h`` in ctypes, and the loader of libtessera.
 
-This module mirrors the header and nothing more: its ``TESSERA_*`` constants, its two
+This module mirrors the header and nothing more: its ``TESSERA_*`` constants, its
 structs, and the return and argument types of every exported function (``FUNCTIONS``).
 ``tests/test_header.py`` parses the header and fails when anything here differs from it.
 
@@ -66,6 +66,8 @@ TESSERA_TRANSPORT_USB = 3
 TESSERA_CONTAINER_SOFTWARE = 1
 TESSERA_CONTAINER_DONGLE = 2
 
+TESSERA_LICENSE_EXCLUSIVE_ALLOWED = 1
+
 # --- types -----------------------------------------------------------------------------------
 
 #: ``enum tessera_status`` (a C enum: an ``int``). Its values are ``errors.Status``.
@@ -113,6 +115,29 @@ class tessera_seat_details(ctypes.Structure):
     ]
 
 
+class tessera_license_info(ctypes.Structure):
+    """``struct tessera_license_info``: one entry of ``tessera_license_list``. The library
+    sets ``struct_size`` of each entry to the bytes it filled in."""
+
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("vendor_id", c_uint32),
+        ("product_code", c_uint32),
+        ("features", c_uint32),
+        ("quantity", c_uint32),
+        ("seats_in_use", c_uint32),
+        ("expiry", c_uint64),
+        ("source", c_uint32),
+        ("counting_unit", c_uint32),
+        ("container_kind", c_uint32),
+        ("flags", c_uint32),
+        ("status", c_int32),
+        ("transport", c_uint32),
+        ("container_serial", c_char * TESSERA_SERIAL_MAX),
+        ("server", c_char * TESSERA_SERIAL_MAX),
+    ]
+
+
 def new_open_options() -> tessera_open_options:
     """A zeroed ``tessera_open_options`` with ``struct_size`` set: all sources, the default
     timeout, ``TESSERA_SERVERS`` (zero and NULL mean these)."""
@@ -142,6 +167,14 @@ FUNCTIONS: dict[str, tuple[Any, tuple[Any, ...]]] = {
     "tessera_acquire": (
         tessera_status,
         (tessera_session, c_uint32, c_uint32, c_uint32, POINTER(tessera_seat)),
+    ),
+    "tessera_acquire_wait": (
+        tessera_status,
+        (tessera_session, c_uint32, c_uint32, c_uint32, c_uint32, POINTER(tessera_seat)),
+    ),
+    "tessera_license_list": (
+        tessera_status,
+        (tessera_session, POINTER(tessera_license_info), c_size_t, c_size_t, _sizep),
     ),
     "tessera_release": (tessera_status, (tessera_seat,)),
     "tessera_seat_info": (tessera_status, (tessera_seat, POINTER(tessera_seat_details))),

@@ -10,12 +10,13 @@ closes (as in the C library) or when it is garbage-collected. Every failing call
 from __future__ import annotations
 
 import ctypes
+import math
 import threading
 import weakref
 from collections.abc import Callable, Iterable
 from ctypes import POINTER, byref, c_size_t, c_uint8
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from enum import IntFlag
 from types import TracebackType
 from typing import Any
@@ -27,6 +28,8 @@ __all__ = [
     "AcquireFlag",
     "ContainerKind",
     "CountingUnit",
+    "LicenseFlag",
+    "LicenseInfo",
     "Mode",
     "Seat",
     "SeatInfo",
@@ -36,6 +39,9 @@ __all__ = [
 ]
 
 _U32_MAX = 0xFFFF_FFFF
+#: How many times :meth:`Session.licenses` asks again when the list grew between its size
+#: query and the call that fills the buffer.
+_LIST_TRIES = 8
 
 
 class Source(IntFlag):
@@ -85,6 +91,13 @@ class ContainerKind(OpenIntEnum):
 
     SOFTWARE = _ffi.TESSERA_CONTAINER_SOFTWARE
     DONGLE = _ffi.TESSERA_CONTAINER_DONGLE
+
+
+class LicenseFlag(IntFlag):
+    """Bits of :attr:`LicenseInfo.flags` (``TESSERA_LICENSE_*``)."""
+
+    #: The license allows exclusive use (``AcquireFlag.EXCLUSIVE``).
+    EXCLUSIVE_ALLOWED = _ffi.TESSERA_LICENSE_EXCLUSIVE_ALLOWED
 
 
 @dataclass(frozen=True)
@@ -144,6 +157,71 @@ class SeatInfo:
         )
 
 
+@dataclass(frozen=True)
+class LicenseInfo:
+    """One license a session can see (``tessera_license_info``), listed by
+    :meth:`Session.licenses` without taking a seat; strings decoded."""
+
+    vendor_id: int
+    product_code: int
+    #: Feature bits the license grants.
+    features: int
+    #: The license quantity.
+    quantity: int
+    #: Seats of the license in use now: on this machine for a dongle or software
+    #: container, on the server for a network license.
+    seats_in_use: int
+    #: Expiry in seconds since the Unix epoch; 0 when the license is perpetual.
+    expiry: int
+    #: Where the license is: one bit.
+    source: Source
+    counting_unit: CountingUnit
+    container_kind: ContainerKind
+    #: ``LicenseFlag.EXCLUSIVE_ALLOWED`` when the license allows exclusive use.
+    flags: LicenseFlag
+    #: What :meth:`Session.acquire` of this license would meet now, free seats aside:
+    #: ``Status.OK``, or the verdict (``Status.EXPIRED``, ``Status.VM_NOT_ALLOWED``,
+    #: ``Status.CLOCK_ROLLBACK``, ...).
+    status: Status
+    #: How a dongle is attached (``Transport.NONE`` for a software container).
+    transport: Transport
+    container_serial: str
+    #: The license server's name for a network license; "" otherwise.
+    server: str
+
+    @property
+    def exclusive_allowed(self) -> bool:
+        """Whether the license allows exclusive use."""
+        return bool(self.flags & LicenseFlag.EXCLUSIVE_ALLOWED)
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """The expiry as an aware UTC datetime; None when the license is perpetual."""
+        if self.expiry == 0:
+            return None
+        return datetime.fromtimestamp(self.expiry, tz=timezone.utc)
+
+    @classmethod
+    def from_c(cls, d: _ffi.tessera_license_info) -> LicenseInfo:
+        """Converts the C struct."""
+        return cls(
+            vendor_id=d.vendor_id,
+            product_code=d.product_code,
+            features=d.features,
+            quantity=d.quantity,
+            seats_in_use=d.seats_in_use,
+            expiry=d.expiry,
+            source=Source(d.source),
+            counting_unit=CountingUnit(d.counting_unit),
+            container_kind=ContainerKind(d.container_kind),
+            flags=LicenseFlag(d.flags),
+            status=Status(d.status),
+            transport=Transport(d.transport),
+            container_serial=_decode(d.container_serial),
+            server=_decode(d.server),
+        )
+
+
 def _decode(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", errors="replace")
 
@@ -167,6 +245,24 @@ def _u32(name: str, value: int, function: str) -> int:
             Status.INVALID_ARGUMENT, f"{name} {value} is out of uint32_t range", function
         )
     return int(value)
+
+
+def _wait_ms(wait: float | timedelta, function: str) -> int:
+    """``wait`` (seconds, or a timedelta) as the ``timeout_ms`` of ``tessera_acquire_wait``,
+    rounded up so that a short wait never becomes a single try."""
+    if isinstance(wait, timedelta):
+        seconds = wait.total_seconds()
+    elif isinstance(wait, (int, float)) and not isinstance(wait, bool):
+        seconds = float(wait)
+    else:
+        raise TypeError(f"wait must be seconds or a timedelta, not {type(wait).__name__}")
+    if not (math.isfinite(seconds) and 0 <= seconds and math.ceil(seconds * 1000) <= _U32_MAX):
+        raise InvalidArgumentError(
+            Status.INVALID_ARGUMENT,
+            f"wait {wait!r} is not between 0 and {_U32_MAX} milliseconds",
+            function,
+        )
+    return math.ceil(seconds * 1000)
 
 
 def _as_bytes(name: str, data: bytes | bytearray | memoryview) -> bytes:
@@ -306,18 +402,41 @@ class Session:
             seat._forget("the seat was released when its session was closed")
         _check(_ffi.lib.tessera_close(handle), "tessera_close")
 
-    def acquire(self, product_code: int, features: int = 0, flags: AcquireFlag | int = 0) -> Seat:
+    def acquire(
+        self,
+        product_code: int,
+        features: int = 0,
+        flags: AcquireFlag | int = 0,
+        *,
+        wait: float | timedelta | None = None,
+    ) -> Seat:
         """Acquires a seat of ``product_code`` whose license grants at least the
         ``features`` bits. ``flags``: 0 or ``AcquireFlag.EXCLUSIVE``. Raises
         :class:`NoLicenseError`, :class:`NoSeatError`, :class:`FeatureMissingError`, ...
-        when there is none. Release the seat with ``with`` or :meth:`Seat.release`."""
-        fn = "tessera_acquire"
+        when there is none. Release the seat with ``with`` or :meth:`Seat.release`.
+
+        ``wait`` (seconds, or a ``timedelta``): while every seat is taken
+        (:class:`NoSeatError`, or :class:`ExclusiveDeniedError` because another holder has
+        the license), wait up to that long for one to come free (``tessera_acquire_wait``:
+        the library tries again after pauses growing from 20 ms to 500 ms). When the time
+        is up the last answer is raised; any other answer (:class:`NoLicenseError`, ...)
+        ends the wait at once. ``wait=0`` tries once; ``None`` (the default) does not wait.
+        The call blocks its thread, not the others (ctypes releases the GIL), and cannot be
+        interrupted by Ctrl-C before the wait ends."""
+        fn = "tessera_acquire" if wait is None else "tessera_acquire_wait"
         product = _u32("product_code", product_code, fn)
         feats = _u32("features", features, fn)
         flag_bits = _u32("flags", flags, fn)
+        timeout_ms = None if wait is None else _wait_ms(wait, fn)
         out = _ffi.tessera_seat(0)
         handle = self._live(fn)
-        _check(_ffi.lib.tessera_acquire(handle, product, feats, flag_bits, byref(out)), fn)
+        if timeout_ms is None:
+            status = _ffi.lib.tessera_acquire(handle, product, feats, flag_bits, byref(out))
+        else:
+            status = _ffi.lib.tessera_acquire_wait(
+                handle, product, feats, flag_bits, timeout_ms, byref(out)
+            )
+        _check(status, fn)
         with self._lock:
             if self._handle != handle:
                 # close() ran on another thread while the seat was being acquired: the
@@ -330,6 +449,48 @@ class Session:
             seat = Seat(self, out.value, product)
             self._seats.add(seat)
         return seat
+
+    def licenses(self) -> list[LicenseInfo]:
+        """The licenses of the session's publisher that its sources hold (software
+        containers, dongles, the license server), without taking a seat
+        (``tessera_license_list``): product, features, expiry, quantity, seats in use, and
+        what an acquire would meet (:attr:`LicenseInfo.status`). Licenses the publisher's
+        key does not verify are not listed; no license at all is an empty list. Raises
+        when a source cannot be read and no other source holds a license (the server is
+        down, the home is unreadable)."""
+        fn = "tessera_license_list"
+        handle = self._live(fn)
+        entry_size = ctypes.sizeof(_ffi.tessera_license_info)
+        cap = 0
+        buf: Any = None  # the size query: (NULL, 0)
+        for _ in range(_LIST_TRIES):
+            count = c_size_t(0)
+            status = _ffi.lib.tessera_license_list(handle, buf, cap, entry_size, byref(count))
+            if status == Status.OK:
+                if count.value > cap:
+                    raise error_class(Status.INTERNAL)(
+                        Status.INTERNAL,
+                        f"{count.value} licenses listed into room for {cap}",
+                        fn,
+                    )
+                return [LicenseInfo.from_c(buf[i]) for i in range(count.value)]
+            if status != Status.BUFFER_TOO_SMALL:
+                _check(status, fn)
+            if count.value <= cap:
+                raise error_class(Status.INTERNAL)(
+                    Status.INTERNAL,
+                    f"room for {cap} licenses was too small for {count.value}",
+                    fn,
+                )
+            # More licenses than room (the first time: the size query's answer; later: the
+            # list grew between two calls, e.g. an activation was installed meanwhile).
+            cap = count.value
+            buf = (_ffi.tessera_license_info * cap)()
+        raise error_class(Status.BUFFER_TOO_SMALL)(
+            Status.BUFFER_TOO_SMALL,
+            f"the license list grew between each of {_LIST_TRIES} tries to read it",
+            fn,
+        )
 
     def activation_request(self) -> bytes:
         """An offline activation request for this machine (step one of offline
