@@ -514,7 +514,8 @@ enum tessera_status tessera_acquire(tessera_session session,
  * the last try (`TESSERA_E_NO_SEAT`, ...); any other answer (`TESSERA_E_NO_LICENSE`,
  * `TESSERA_E_EXPIRED`, ...) ends the wait at once. `timeout_ms = 0` tries once. The call
  * blocks its thread; other threads may use the session meanwhile. `*seat` is written only
- * on success.
+ * on success. A `tessera_close` of the session on another thread ends the wait within half
+ * a second with `TESSERA_E_INVALID_HANDLE`.
  */
 enum tessera_status tessera_acquire_wait(tessera_session session,
                                          uint32_t product_code,

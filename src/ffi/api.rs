@@ -548,7 +548,8 @@ fn insert_seat(session: tessera_session, st: Seat) -> Result<tessera_seat> {
 /// the last try (`TESSERA_E_NO_SEAT`, ...); any other answer (`TESSERA_E_NO_LICENSE`,
 /// `TESSERA_E_EXPIRED`, ...) ends the wait at once. `timeout_ms = 0` tries once. The call
 /// blocks its thread; other threads may use the session meanwhile. `*seat` is written only
-/// on success.
+/// on success. A `tessera_close` of the session on another thread ends the wait within half
+/// a second with `TESSERA_E_INVALID_HANDLE`.
 #[unsafe(no_mangle)]
 pub extern "C" fn tessera_acquire_wait(
     session: tessera_session,
@@ -566,11 +567,18 @@ pub extern "C" fn tessera_acquire_wait(
             )));
         }
         let s = SESSIONS.get(session)?;
-        let st = s.session.acquire_wait(
+        // A tessera_close on another thread ends the wait (within one pause).
+        let closed = || {
+            SESSIONS.get(session).err().map(|_| {
+                Error::InvalidHandle("the session was closed while waiting for a seat".into())
+            })
+        };
+        let st = s.session.acquire_wait_unless(
             product_code,
             features,
             flags & TESSERA_ACQUIRE_EXCLUSIVE != 0,
             Duration::from_millis(timeout_ms as u64),
+            &closed,
         )?;
         let h = insert_seat(session, st)?;
         put(seat, h);

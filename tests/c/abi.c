@@ -10,6 +10,7 @@
  */
 #define _DEFAULT_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -269,6 +270,21 @@ static void license_list(tessera_session s, tessera_seat seat) {
     EXPECT(((uint8_t *)&list[1])[0] == 0xAB); /* nothing past the entries listed */
 }
 
+struct waiter {
+    tessera_session s;
+    tessera_status st;
+    double took;
+};
+
+static void *wait_a_minute(void *arg) {
+    struct waiter *w = arg;
+    tessera_seat seat = 0;
+    double t0 = now_ms();
+    w->st = tessera_acquire_wait(w->s, 1, 0, 0, 60000, &seat);
+    w->took = now_ms() - t0;
+    return NULL;
+}
+
 /* 4b. Waiting for a seat: four other processes hold the four seats. */
 static void acquire_wait(void) {
     int go[2], ready[2];
@@ -314,6 +330,16 @@ static void acquire_wait(void) {
     EXPECT(now_ms() - t0 < 30000);
     EXPECT(tessera_acquire_wait(s, 1, 0, 0x80, 10, &seat) == TESSERA_E_INVALID_ARGUMENT);
     EXPECT(tessera_acquire_wait(s, 1, 0, 0, 10, NULL) == TESSERA_E_INVALID_ARGUMENT);
+
+    /* A session closed under a waiting thread ends its wait: an invalid handle, at once. */
+    struct waiter w = {open_demo(), TESSERA_OK, 0};
+    pthread_t t;
+    EXPECT(pthread_create(&t, NULL, wait_a_minute, &w) == 0);
+    usleep(200 * 1000);
+    EXPECT(tessera_close(w.s) == TESSERA_OK);
+    pthread_join(t, NULL);
+    EXPECT(w.st == TESSERA_E_INVALID_HANDLE);
+    EXPECT(w.took < 30000);
 
     /* One holder lets go 200 ms into a wait of a minute: the waiter gets the seat. */
     pid_t releaser = fork();

@@ -190,9 +190,25 @@ impl Session {
         exclusive: bool,
         timeout: Duration,
     ) -> Result<Seat> {
+        self.acquire_wait_unless(product_code, features, exclusive, timeout, &|| None)
+    }
+
+    /// [`Session::acquire_wait`] that also ends, with the error `cancelled` gives, as soon
+    /// as it gives one (checked before every try: the C API's session closed meanwhile).
+    pub fn acquire_wait_unless(
+        &self,
+        product_code: u32,
+        features: u32,
+        exclusive: bool,
+        timeout: Duration,
+        cancelled: &dyn Fn() -> Option<Error>,
+    ) -> Result<Seat> {
         let deadline = Instant::now() + timeout;
         let mut pause = WAIT_FIRST_PAUSE;
         loop {
+            if let Some(e) = cancelled() {
+                return Err(e);
+            }
             let e = match self.acquire(product_code, features, exclusive) {
                 Ok(seat) => return Ok(seat),
                 Err(e) => e,
