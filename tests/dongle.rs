@@ -265,6 +265,25 @@ fn every_call_works_on_a_dongle_license(t: Transport) {
     let stranger = PublisherKey::generate(VENDOR, "stranger");
     let s2 = session(&e, &stranger);
     assert!(s2.acquire(1, 0, false).is_err());
+    // Another publisher (another vendor id): the dongle is not its business, so the answer
+    // is "no license", as with no dongle at all, and its list is empty.
+    let other = PublisherKey::generate(VENDOR + 1, "another publisher");
+    let mut o = SessionOptions::new(VENDOR + 1, other.public_key());
+    o.sources = sources::DONGLE;
+    let s3 = Session::open_in(o, e.clone()).unwrap();
+    assert!(
+        matches!(s3.acquire(1, 0, false), Err(Error::NoLicense(_))),
+        "{:?}",
+        s3.acquire(1, 0, false).err()
+    );
+    assert!(s3.licenses().unwrap().is_empty());
+    // The license list of the dongle's own publisher, with the seat held.
+    let listed = s.licenses().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].container_serial, serial);
+    assert_eq!((listed[0].license.quantity, listed[0].in_use), (2, 1));
+    assert_eq!(listed[0].source, SourceKind::Dongle);
+    drop(seat);
 }
 
 #[test]

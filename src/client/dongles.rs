@@ -119,6 +119,9 @@ impl Dongle {
                     conn: Mutex::new(Some(c)),
                     owner: crate::util::process::Owner::current(),
                 }),
+                // Another publisher's dongle is not this session's business: it is no
+                // more a reason to refuse than an empty USB port.
+                Err(Error::WrongVendor { .. }) => {}
                 Err(e) => errors.push(e),
             }
         }

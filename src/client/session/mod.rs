@@ -352,7 +352,11 @@ impl Session {
                 }
             }
             for e in i.dongle_errors.lock().map_err(|_| poisoned())?.iter() {
-                consider(clone_verdict(e));
+                // A dongle that could not be reached says nothing about this product.
+                consider(match e {
+                    Error::Io { .. } => Error::NoLicense(e.to_string()),
+                    e => clone_verdict(e),
+                });
             }
         }
         if allowed & sources::SOFTWARE != 0 {
@@ -466,7 +470,8 @@ fn clone_verdict(e: &Error) -> Error {
             what,
             detail: detail.clone(),
         },
-        // The I/O failure stays one: "could not look" is not "looked, found nothing".
+        // The I/O failure stays one: a home that cannot be read is "could not look", not
+        // "looked, found nothing".
         Error::Io { path, source } => Error::Io {
             path: path.clone(),
             source: std::io::Error::new(source.kind(), source.to_string()),
