@@ -1,0 +1,1 @@
+//! Local seats with real processes (below).
