@@ -11,7 +11,7 @@
 //!   SIGKILL of holders.
 //!
 //! Case counts: `TESSERA_MODEL_CASES` (seat table, all units together; default 2,000) and
-//! `TESSERA_MODEL_PROCESS_CASES` (real processes; default 32). `make model-check` runs the
+//! `TESSERA_MODEL_PROCESS_CASES` (real processes; default 64). `make model-check` runs the
 //! nightly configuration (`docs/BENCHMARKS.md`, "Model check").
 
 #[path = "model/table.rs"]
