@@ -93,10 +93,19 @@ pub enum Op {
         exclusive: bool,
         features: usize,
     },
-    /// A client renews the seats of a bit mask of seat ids.
-    Renew { seats: u8, machine: usize },
-    /// A client releases a seat.
-    Release { seat: usize, machine: usize },
+    /// A client renews the seats of a bit mask of seat ids; `by_holder`: the client is the
+    /// one holding the lowest seat of the mask, if any (resolved before the step).
+    Renew {
+        seats: u8,
+        machine: usize,
+        by_holder: bool,
+    },
+    /// A client releases a seat (`by_holder`: the client holding it, if any).
+    Release {
+        seat: usize,
+        machine: usize,
+        by_holder: bool,
+    },
     /// An admin revokes a seat.
     Revoke { seat: usize },
     /// The clock moves on.
@@ -175,8 +184,10 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         );
     prop_oneof![
         10 => acquire,
-        3 => (renew_mask(), 0..MACHINES).prop_map(|(seats, machine)| Op::Renew { seats, machine }),
-        3 => (0..SEATS, 0..MACHINES).prop_map(|(seat, machine)| Op::Release { seat, machine }),
+        3 => (renew_mask(), 0..MACHINES, any::<bool>())
+            .prop_map(|(seats, machine, by_holder)| Op::Renew { seats, machine, by_holder }),
+        3 => (0..SEATS, 0..MACHINES, any::<bool>())
+            .prop_map(|(seat, machine, by_holder)| Op::Release { seat, machine, by_holder }),
         2 => (0..SEATS).prop_map(|seat| Op::Revoke { seat }),
         2 => (1u64..LEASE / 3).prop_map(|ms| Op::Step { ms }),
         1 => (LEASE..3 * LEASE).prop_map(|ms| Op::Step { ms }),
@@ -414,7 +425,7 @@ impl Model {
                 }
                 answer
             }
-            Op::Renew { seats, machine } => {
+            Op::Renew { seats, machine, .. } => {
                 self.prune();
                 let (mut renewed, mut lost) = (Vec::new(), Vec::new());
                 for id in (0..SEATS).filter(|i| seats & (1 << i) != 0) {
@@ -430,7 +441,7 @@ impl Model {
                 }
                 Answer::Renewed { renewed, lost }
             }
-            Op::Release { seat, machine } => {
+            Op::Release { seat, machine, .. } => {
                 // Release does not look at the time: a seat expired but not dropped yet is
                 // released (and its row deleted) like a live one.
                 let gone = self.mem.get(&seat).is_some_and(|s| s.machine == machine);
@@ -688,7 +699,7 @@ impl Server {
                     }
                 }
             }
-            Op::Renew { seats, machine } => {
+            Op::Renew { seats, machine, .. } => {
                 let ids: Vec<SeatId> = (0..SEATS)
                     .filter(|i| seats & (1 << i) != 0)
                     .map(seat_id)
@@ -699,7 +710,7 @@ impl Server {
                 let lost = lost.iter().map(seat_index).collect();
                 (Answer::Renewed { renewed, lost }, None)
             }
-            Op::Release { seat, machine } => {
+            Op::Release { seat, machine, .. } => {
                 let row = self.table.release_row(&seat_id(seat), &host_key(machine));
                 if let Some(r) = &row {
                     assert_eq!(r.seat_id, seat_id(seat), "release gives back its own row");
@@ -911,6 +922,30 @@ fn run_case_counted(case: &Case, tally: &mut Tally) -> Result<(), String> {
     let mut model = Model::new(cfgs.clone());
     let mut keys = Keys::default();
     for (i, op) in ops.iter().enumerate() {
+        // A step "by the holder" names the client holding the seat now, if any.
+        let holder = |seat: usize| model.mem.get(&seat).map(|s| s.machine);
+        let resolved = match *op {
+            Op::Renew {
+                seats,
+                machine,
+                by_holder: true,
+            } => Op::Renew {
+                seats,
+                machine: holder(seats.trailing_zeros() as usize).unwrap_or(machine),
+                by_holder: false,
+            },
+            Op::Release {
+                seat,
+                machine,
+                by_holder: true,
+            } => Op::Release {
+                seat,
+                machine: holder(seat).unwrap_or(machine),
+                by_holder: false,
+            },
+            ref other => other.clone(),
+        };
+        let op = &resolved;
         match *op {
             Op::Step { ms } => model.now += ms,
             Op::StepToLeaseEnd { delta } => {
