@@ -7,6 +7,9 @@
 //! - [`table`]: the license server's seat table (`server::seats::SeatTable`) with its durable
 //!   SQLite store (`server::store::SqliteStore`): acquire, renew, release, revoke, expiry,
 //!   clock steps and crash-and-reopen, for every counting unit and quantities 1 to 4.
+//! - [`committer`]: the group committer's thread, which `table` replaces by synchronous
+//!   writes: what waited for one wake is written in submission order, a resolved waiter's
+//!   changes are on disk, shutdown writes the rest.
 //! - [`local`]: local seats of a software container, taken by real child processes, with
 //!   SIGKILL of holders.
 //!
@@ -19,6 +22,9 @@ mod table;
 
 #[path = "model/local.rs"]
 mod local;
+
+#[path = "model/committer.rs"]
+mod committer;
 
 mod common;
 
