@@ -49,9 +49,9 @@ test-bindings:
 	scripts/test-csharp.sh target/debug
 
 ## model-check: the nightly model check of seat counting (tests/model.rs): 100,000 cases
-## of the server's seat table and store, 1,000 of local seats with real processes, each
-## compared step by step with a reference model (`make test` runs 2,000 and 64); figures
-## in docs/BENCHMARKS.md, "Model check"
+## of the server's seat table and store, 25,000 of the group committer, 1,000 of local
+## seats with real processes, each compared step by step with a reference model (`make
+## test` runs 2,000, 500 and 64); figures in docs/BENCHMARKS.md, "Model check"
 MODEL_CASES         ?= 100000
 MODEL_PROCESS_CASES ?= 1000
 model-check:
