@@ -12,7 +12,7 @@ export TESSERA_DISCOVERY := off
 # test`): rustc cannot run under it; the test binaries still get the moved clock.
 RCARGO  := scripts/real-clock $(CARGO)
 
-.PHONY: all build demo test test-shifted-clock test-bindings deps lint bench header install install-files clean
+.PHONY: all build demo test test-shifted-clock test-bindings model-check deps lint bench header install install-files clean
 
 all: build
 
@@ -47,6 +47,16 @@ test-shifted-clock:
 test-bindings:
 	scripts/test-python.sh target/debug
 	scripts/test-csharp.sh target/debug
+
+## model-check: the nightly model check of seat counting (tests/model.rs): 100,000 cases
+## of the server's seat table and store, 25,000 of the group committer, 1,000 of local
+## seats with real processes, each compared step by step with a reference model (`make
+## test` runs 2,000, 500 and 64); figures in docs/BENCHMARKS.md, "Model check"
+MODEL_CASES         ?= 100000
+MODEL_PROCESS_CASES ?= 1000
+model-check:
+	TESSERA_MODEL_CASES=$(MODEL_CASES) TESSERA_MODEL_PROCESS_CASES=$(MODEL_PROCESS_CASES) \
+		$(RCARGO) test --test model -- --nocapture
 
 lint:
 	$(RCARGO) fmt --check

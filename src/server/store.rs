@@ -599,6 +599,12 @@ fn run<R>(
             }
         }
         let mut batch: Vec<Job<R>> = Vec::new();
+        // The changes of this wake from its first durable job on, in submission order: a
+        // lazy change submitted after a durable one must be written after it (a seat's
+        // grant, then its lazy Delete once its lease ran out, when the disk stalled for
+        // longer than a lease), so it goes into this batch behind it, not before it with
+        // the coalesced lazy ones.
+        let mut ordered: Vec<Change> = Vec::new();
         // Journal records in submission order, and the durable job each belongs to.
         let mut events: Vec<Vec<R>> = Vec::new();
         let mut owners: Vec<Option<usize>> = Vec::new();
@@ -608,13 +614,16 @@ fn run<R>(
                 events.push(std::mem::take(&mut j.events));
             }
             if j.done.is_none() {
-                if !j.changes.is_empty() {
+                if !batch.is_empty() {
+                    ordered.extend(j.changes);
+                } else if !j.changes.is_empty() {
                     for c in j.changes {
                         lazy.insert(change_key(&c), c);
                     }
                     lazy_since.get_or_insert_with(Instant::now);
                 }
             } else {
+                ordered.extend(j.changes.iter().cloned());
                 batch.push(j);
             }
         }
@@ -634,10 +643,11 @@ fn run<R>(
         if batch.is_empty() && !due {
             continue;
         }
-        // Lazy changes were submitted before the durable ones in this batch: write them first.
+        // The coalesced lazy changes were submitted before the first durable one in this
+        // batch: write them first, then the rest in submission order.
         let mut changes: Vec<Change> = lazy.drain().map(|(_, c)| c).collect();
         lazy_since = None;
-        changes.extend(batch.iter().flat_map(|j| j.changes.iter().cloned()));
+        changes.extend(ordered);
         let waiting = batch.iter().filter(|j| j.waited()).count();
         crowded = (waiting >= COMMIT_SIBLINGS).then(Instant::now);
         let committed = commit_batch(store.as_mut(), changes, &batch, stats);
@@ -765,6 +775,60 @@ mod tests {
         c.submit_lazy(vec![Change::Delete(row(1, 0).seat_id)]);
         drop(c); // shutdown flushes lazy changes too
         assert!(s.load().unwrap().is_empty());
+    }
+
+    /// A lazy change submitted after a durable one is written after it, also when both wait
+    /// for the same wake of the committer (the disk stalled for longer than a lease): a seat
+    /// granted, then dropped as expired by a refused acquire (its `Delete` is lazy), must
+    /// not be left on disk, where a restart would honour it beside the grant that took its
+    /// slot (found by the seat table's model check, tests/model).
+    #[test]
+    fn a_lazy_change_submitted_after_a_durable_one_is_written_after_it() {
+        type Rows = Arc<Mutex<std::collections::BTreeMap<SeatId, SeatRow>>>;
+        struct Stalled {
+            entered: mpsc::Sender<()>,
+            gate: Option<mpsc::Receiver<()>>,
+            rows: Rows,
+        }
+        impl SeatStore for Stalled {
+            fn load(&mut self) -> Result<Vec<SeatRow>> {
+                Ok(self.rows.lock().unwrap().values().cloned().collect())
+            }
+            fn commit(&mut self, changes: &[Change]) -> Result<()> {
+                let _ = self.entered.send(());
+                if let Some(gate) = self.gate.take() {
+                    let _ = gate.recv();
+                }
+                let mut rows = self.rows.lock().unwrap();
+                for c in changes {
+                    match c {
+                        Change::Upsert(r) => rows.insert(r.seat_id, r.clone()),
+                        Change::Delete(id) => rows.remove(id),
+                    };
+                }
+                Ok(())
+            }
+        }
+        let (entered, inside) = mpsc::channel();
+        let (key, gate) = mpsc::channel();
+        let rows = Rows::default();
+        let c = GroupCommitter::start(Box::new(Stalled {
+            entered,
+            gate: Some(gate),
+            rows: Arc::clone(&rows),
+        }));
+        let first = c.submit(vec![Change::Upsert(row(9, 1))]);
+        inside.recv().unwrap(); // the committer is stuck in its first commit
+        // Seat 1 is granted (its grant waits for the disk); its lease runs out meanwhile and
+        // a refused acquire hands out its Delete, lazily.
+        let grant = c.submit(vec![Change::Upsert(row(1, 100))]);
+        c.submit_lazy(vec![Change::Delete(row(1, 0).seat_id)]);
+        key.send(()).unwrap();
+        first.wait().unwrap();
+        grant.wait().unwrap();
+        drop(c);
+        let left: Vec<SeatId> = rows.lock().unwrap().keys().copied().collect();
+        assert_eq!(left, vec![row(9, 0).seat_id], "seat 1's Delete came last");
     }
 
     #[test]
