@@ -78,25 +78,28 @@ struct SoakArgs {
     #[arg(long, default_value_t = 8)]
     quantity: u32,
     /// The server's lease length.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 1500)]
     lease_ms: u64,
     /// The server's renewal interval.
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = 300)]
     renew_ms: u64,
-    /// Longest time the server stays up between a restart and the next kill.
-    #[arg(long, default_value_t = 1200)]
+    /// Longest time the server stays up between a restart and the next kill (a third of the
+    /// kills come within 100 ms of the restart). Above --lease-ms lets the seats of clients
+    /// that released them while the server was down run out now and then.
+    #[arg(long, default_value_t = 2500)]
     max_up_ms: u64,
     /// Longest time the server stays down (its restart comes on top).
     #[arg(long, default_value_t = 500)]
     max_down_ms: u64,
     /// Longest time a client keeps a seat before it releases it.
-    #[arg(long, default_value_t = 3000)]
+    #[arg(long, default_value_t = 2000)]
     hold_ms: u64,
     /// The clients' per-operation timeout.
     #[arg(long, default_value_t = 500)]
     timeout_ms: u64,
-    /// The seed of the kill moments and the clients' pauses (default: from the clock).
-    #[arg(long)]
+    /// The seed of the kill moments and the clients' pauses, decimal or 0x-hex as a run
+    /// prints it (default: from the clock).
+    #[arg(long, value_parser = parse_seed)]
     seed: Option<u64>,
     /// The tessera-server binary (default: beside tessera-load).
     #[arg(long)]
@@ -197,6 +200,14 @@ struct RunArgs {
     /// After the run, time a bare TCP echo of the Acquire frame's size (same process).
     #[arg(long)]
     baseline: bool,
+}
+
+fn parse_seed(s: &str) -> Result<u64, String> {
+    match s.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    }
+    .map_err(|e| format!("{s:?} is not a number: {e}"))
 }
 
 // mimalloc: every request allocates a few small buffers on whichever tokio worker runs it;

@@ -46,6 +46,9 @@ use crate::SoakArgs;
 
 const VENDOR: u32 = 0x50_AC;
 const PRODUCT: u32 = 1;
+/// What a dark spell (see [`kill_loop`]) leaves of a lease, beyond a renewal interval: for a
+/// reconnection's handshake and a slow restart.
+const DARK_MARGIN_MS: u64 = 300;
 
 /// A small xorshift: the kill moments and the clients' pauses, from the seed printed.
 struct Rng(u64);
@@ -308,6 +311,8 @@ struct Figures {
     kills: u64,
     restart_failures: u64,
     longest_outage: Duration,
+    /// The longest time from a kill until the server had stayed up a renewal interval.
+    longest_dark: Duration,
     rows_after_kills: usize,
     elapsed: Duration,
 }
@@ -319,9 +324,12 @@ pub(crate) fn soak(a: &SoakArgs) -> Result<()> {
     if a.renew_ms == 0 || a.lease_ms < 3 * a.renew_ms {
         bail!("--lease-ms must be at least three times --renew-ms (and --renew-ms > 0)");
     }
-    // Down, plus a restart, must stay well inside a lease from the clients' last renewal.
-    if a.max_down_ms + a.renew_ms >= a.lease_ms {
-        bail!("--max-down-ms plus --renew-ms must be under --lease-ms, or seats may be lost");
+    // A dark spell (see kill_loop) must fit in a lease from the clients' last renewal.
+    if a.renew_ms + DARK_MARGIN_MS + 100 >= a.lease_ms {
+        bail!(
+            "--lease-ms must exceed --renew-ms by more than {} ms",
+            DARK_MARGIN_MS + 100
+        );
     }
     let folder = match &a.dir {
         Some(d) => Folder {
@@ -505,6 +513,13 @@ fn client(
 }
 
 /// SIGKILLs and restarts the server `a.kills` times; after each kill, reads its seat table.
+///
+/// Kills may come in a row, a few milliseconds after a restart, but the clients are always
+/// left a chance to renew within their lease: a *dark spell* runs from a kill until the server
+/// has stayed up for a renewal interval (enough for a lease keeper, which retries every half
+/// interval while a seat is not re-attached, to reconnect), and the killer keeps every dark
+/// spell, restarts included, under the lease minus a renewal interval minus a margin. A seat
+/// lost within that is the runtime's fault, not the soak's.
 fn kill_loop(
     a: &SoakArgs,
     server: &mut Server,
@@ -518,31 +533,55 @@ fn kill_loop(
         kills: 0,
         restart_failures: 0,
         longest_outage: Duration::ZERO,
+        longest_dark: Duration::ZERO,
         rows_after_kills: 0,
         elapsed: Duration::ZERO,
     };
+    let renew = Duration::from_millis(a.renew_ms);
+    let stable = renew + Duration::from_millis(100);
+    let budget = Duration::from_millis(a.lease_ms)
+        .saturating_sub(renew)
+        .saturating_sub(Duration::from_millis(DARK_MARGIN_MS));
+    let mut dark_since: Option<Instant> = None;
+    let mut slowest_restart = Duration::from_millis(100);
     // Let every client get going first.
-    std::thread::sleep(Duration::from_millis(a.renew_ms * 2));
+    std::thread::sleep(renew * 2);
     for round in 1..=a.kills {
         // Up a random while: a third of the time within 100 ms of the restart, in the
         // burst of re-attachments and waiting acquires; else anywhere in a renewal cycle
         // and the lazy flush's second.
-        let up = if rng.below(3) == 0 {
+        let mut up = if rng.below(3) == 0 {
             rng.ms(0, 100)
         } else {
             rng.ms(100, a.max_up_ms.max(101))
         };
+        if let Some(since) = dark_since
+            && up < stable
+            && since.elapsed() + up + slowest_restart >= budget
+        {
+            // No room for another kill in this dark spell: let the clients recover.
+            up = stable;
+        }
         std::thread::sleep(up);
+        if up >= stable
+            && let Some(since) = dark_since.take()
+        {
+            fig.longest_dark = fig.longest_dark.max(since.elapsed() - up);
+        }
         checker.round.store(round, Ordering::SeqCst);
         let killed = Instant::now();
         server.kill9();
         fig.kills += 1;
         fig.rows_after_kills += checker.check_table(db)?;
-        // Down a random while (a supervisor restarting it), reading the table included.
-        let down = rng.ms(0, a.max_down_ms.max(1));
+        let since = *dark_since.get_or_insert(killed);
+        // Down a random while (a supervisor restarting it), reading the table included,
+        // within what the dark spell has left.
+        let room = budget.saturating_sub(since.elapsed() + slowest_restart);
+        let down = rng.ms(0, (a.max_down_ms as u128).min(room.as_millis()) as u64);
         if let Some(rest) = down.checked_sub(killed.elapsed()) {
             std::thread::sleep(rest);
         }
+        let restarting = Instant::now();
         let mut tries = 0;
         while let Err(e) = server.restart() {
             fig.restart_failures += 1;
@@ -552,6 +591,7 @@ fn kill_loop(
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        slowest_restart = slowest_restart.max(restarting.elapsed());
         fig.longest_outage = fig.longest_outage.max(killed.elapsed());
         if round % 50 == 0 {
             let o = checker.lock();
@@ -563,6 +603,9 @@ fn kill_loop(
                 o.lost.len()
             );
         }
+    }
+    if let Some(since) = dark_since {
+        fig.longest_dark = fig.longest_dark.max(since.elapsed());
     }
     fig.elapsed = started.elapsed();
     Ok(fig)
@@ -586,8 +629,10 @@ fn report(a: &SoakArgs, checker: &Checker, f: &Figures, seed: u64) -> Result<()>
         o.grants, o.releases, o.refused, o.most_held
     );
     println!(
-        "longest outage {} ms, restarts that failed {}, seat-table rows read after kills {}",
+        "longest outage {} ms, longest dark spell {} ms, restarts that failed {}, seat-table \
+         rows read after kills {}",
         f.longest_outage.as_millis(),
+        f.longest_dark.as_millis(),
         f.restart_failures,
         f.rows_after_kills
     );
@@ -621,6 +666,7 @@ fn report(a: &SoakArgs, checker: &Checker, f: &Figures, seed: u64) -> Result<()>
             "errors": o.errors,
             "restart_failures": f.restart_failures,
             "longest_outage_ms": f.longest_outage.as_millis() as u64,
+            "longest_dark_ms": f.longest_dark.as_millis() as u64,
         });
         println!("{v}");
     }
@@ -632,4 +678,104 @@ fn report(a: &SoakArgs, checker: &Checker, f: &Figures, seed: u64) -> Result<()>
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera::server::seats::{Change, SeatRow};
+
+    fn checker(quantity: u32) -> Checker {
+        Checker {
+            quantity,
+            started: Instant::now(),
+            state: Mutex::new(Observed::default()),
+            round: AtomicU64::new(3),
+        }
+    }
+
+    fn row(seat: u8) -> SeatRow {
+        SeatRow {
+            seat_id: [seat; 16],
+            license_id: [7; 16],
+            unit_key: format!("handle:{seat}"),
+            client: [seat; 32],
+            exclusive: false,
+            expires_ms: 1,
+        }
+    }
+
+    #[test]
+    fn one_seat_more_than_the_quantity_in_the_clients_view_is_an_over_grant() {
+        let c = checker(2);
+        c.grant(0, [1; 16]);
+        c.grant(1, [2; 16]);
+        c.release(&[1; 16]);
+        c.grant(2, [3; 16]);
+        assert!(c.lock().over.is_empty(), "two held at a time fit");
+        c.grant(3, [4; 16]);
+        let o = c.lock();
+        assert_eq!(o.over.len(), 1);
+        assert!(
+            o.over[0].contains("3 seats held, quantity 2"),
+            "{}",
+            o.over[0]
+        );
+        assert_eq!((o.grants, o.most_held), (4, 3));
+    }
+
+    #[test]
+    fn one_seat_granted_to_two_clients_is_an_over_grant() {
+        let c = checker(5);
+        c.grant(0, [1; 16]);
+        c.grant(1, [1; 16]);
+        assert!(c.lock().over[0].contains("while client 0 held it"));
+    }
+
+    #[test]
+    fn the_stored_table_over_the_quantity_or_without_a_held_seat_is_caught() {
+        let dir = std::env::temp_dir().join(format!("tessera-soak-test-{}", std::process::id()));
+        let _remove = Folder {
+            path: dir.clone(),
+            remove: true,
+        };
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("seats.db");
+        let mut store = SqliteStore::open(&db).unwrap();
+        store
+            .commit(&[Change::Upsert(row(1)), Change::Upsert(row(2))])
+            .unwrap();
+        let c = checker(2);
+        c.grant(0, [1; 16]);
+        c.grant(1, [2; 16]);
+        assert_eq!(c.check_table(&db).unwrap(), 2);
+        assert!(c.lock().over.is_empty() && c.lock().lost.is_empty());
+        // A third seat in the table: over the quantity.
+        store.commit(&[Change::Upsert(row(3))]).unwrap();
+        c.check_table(&db).unwrap();
+        assert!(
+            c.lock().over[0].contains("holds 3 seats"),
+            "{:?}",
+            c.lock().over
+        );
+        // A seat a client holds, gone from the table: lost, once.
+        store.commit(&[Change::Delete([2; 16])]).unwrap();
+        c.check_table(&db).unwrap();
+        c.check_table(&db).unwrap();
+        let o = c.lock();
+        assert_eq!(o.lost.len(), 1);
+        assert!(o.lost[&[2; 16]].contains("missing from the stored seat table"));
+    }
+
+    #[test]
+    fn a_lease_lost_counts_once_and_frees_the_clients_view() {
+        let c = checker(1);
+        c.grant(0, [1; 16]);
+        c.lost(0, [1; 16], "gone".into());
+        c.lost(0, [1; 16], "gone again".into());
+        c.grant(1, [2; 16]);
+        let o = c.lock();
+        assert_eq!(o.lost.len(), 1);
+        assert!(o.over.is_empty());
+    }
 }
