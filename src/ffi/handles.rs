@@ -224,6 +224,8 @@ mod tests {
         assert!(a.get(h2).is_err());
     }
 
+    // Not under Miri, which cannot run fork(2): `make miri` runs the other table tests.
+    #[cfg(not(miri))]
     #[test]
     fn a_forked_child_gets_forked_for_inherited_handles_and_can_make_its_own() {
         let t: Table<u32> = Table::new(1, "session");
