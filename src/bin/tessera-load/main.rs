@@ -78,10 +78,10 @@ struct SoakArgs {
     #[arg(long, default_value_t = 8)]
     quantity: u32,
     /// The server's lease length.
-    #[arg(long, default_value_t = 1500)]
+    #[arg(long, default_value_t = 2000)]
     lease_ms: u64,
     /// The server's renewal interval.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 400)]
     renew_ms: u64,
     /// Longest time the server stays up between a restart and the next kill (a third of the
     /// kills come within 100 ms of the restart). Above --lease-ms lets the seats of clients
