@@ -12,7 +12,7 @@ export TESSERA_DISCOVERY := off
 # test`): rustc cannot run under it; the test binaries still get the moved clock.
 RCARGO  := scripts/real-clock $(CARGO)
 
-.PHONY: all build demo test test-shifted-clock test-bindings model-check deps lint bench header install install-files clean
+.PHONY: all build demo test test-shifted-clock test-bindings model-check deps lint miri bench header install install-files clean
 
 all: build
 
@@ -36,6 +36,7 @@ test: deps lint
 	$(RCARGO) build --all-targets
 	$(RCARGO) test
 	scripts/test-shifted-clock.sh
+	$(MAKE) miri
 	$(MAKE) test-bindings
 
 ## test-shifted-clock: the Rust test binaries under libfaketime, 400 days ahead and across
@@ -57,6 +58,16 @@ MODEL_PROCESS_CASES ?= 1000
 model-check:
 	TESSERA_MODEL_CASES=$(MODEL_CASES) TESSERA_MODEL_PROCESS_CASES=$(MODEL_PROCESS_CASES) \
 		$(RCARGO) test --test model -- --nocapture
+
+## miri: the unit tests of the handle table and of the library's unsafe code that Miri can
+## run (docs/TESTING.md lists every unsafe block and where it is checked), on nightly, in
+## target/miri. A lean build (--no-default-features: no server, TPM or FUSE crates) keeps
+## a cold run short. Wholly on the real clock, even under `faketime ... make test`: Miri
+## runs the tests isolated, on a clock of its own, and scripts/real-clock's test runner
+## would take the place of Miri's.
+MIRI_TESTS := ffi:: dongle::msd::tests::an_aligned_buffer
+miri:
+	env -u LD_PRELOAD -u FAKETIME $(CARGO) +nightly miri test --lib --no-default-features -- $(MIRI_TESTS)
 
 lint:
 	$(RCARGO) fmt --check

@@ -47,3 +47,13 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
     echo "install-deps: rustfmt and clippy are needed (rustup component add rustfmt clippy)" >&2
     rustup component add rustfmt clippy
 fi
+
+# Miri (`make miri`) runs on nightly with the standard library's source.
+if ! cargo +nightly miri --version >/dev/null 2>&1; then
+    echo "install-deps: installing Miri (nightly toolchain, components miri and rust-src)"
+    if rustup toolchain list | grep -q '^nightly'; then
+        rustup component add miri rust-src --toolchain nightly
+    else
+        rustup toolchain install nightly --profile minimal --component miri,rust-src
+    fi
+fi

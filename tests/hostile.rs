@@ -11,3 +11,5 @@ mod discovery;
 mod lease_kill;
 #[path = "hostile/silent_clients.rs"]
 mod silent_clients;
+#[path = "hostile/soak.rs"]
+mod soak;

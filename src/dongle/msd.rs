@@ -436,6 +436,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_aligned_buffer_is_zeroed_aligned_owned_and_freed_on_any_thread() {
+        // Run under Miri too (`make miri`): allocation, the slices and the free.
+        for len in [1, ALIGN - 1, ALIGN + 1] {
+            let mut b = AlignedBuf::zeroed(len).unwrap();
+            assert_eq!(b.as_slice().as_ptr() as usize % ALIGN, 0);
+            assert!(b.as_slice().len() >= len);
+            assert!(b.as_slice().iter().all(|x| *x == 0));
+            b.as_mut_slice()[len - 1] = 0x5A;
+            let b = std::thread::spawn(move || {
+                assert_eq!(b.as_slice()[len - 1], 0x5A);
+                b
+            })
+            .join()
+            .unwrap();
+            drop(b);
+        }
+    }
+
+    #[test]
     fn mountinfo_lines_give_mount_point_and_type() {
         let table = "\
 22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw

@@ -954,4 +954,189 @@ mod tests {
         assert_eq!(TESSERA_UNIT_PROCESS, CountingUnit::Process.code());
         assert_eq!(TESSERA_UNIT_HANDLE, CountingUnit::Handle.code());
     }
+
+    // The tests below run under Miri too (`make miri`): they drive the unsafe reads and
+    // writes of caller memory with buffers of exactly the size the caller claims, so a read
+    // or write one byte past it is reported.
+
+    /// A caller's options struct of `size` bytes, in memory of exactly that size.
+    fn caller_options(size: usize) -> Vec<u8> {
+        vec![0xAA; size]
+    }
+
+    fn demo_key() -> [u8; 32] {
+        crate::publisher::PublisherKey::demo()
+            .public_key()
+            .to_bytes()
+    }
+
+    /// `o` as the bytes of a caller's struct of `size` bytes (zero tail when larger).
+    fn options_bytes(o: &tessera_open_options, size: usize) -> Vec<u8> {
+        let mut b = vec![0u8; size];
+        let n = size.min(size_of::<tessera_open_options>());
+        // SAFETY: `o` is a live struct of at least `n` bytes, `b` has `size` >= n bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(o as *const _ as *const u8, b.as_mut_ptr(), n);
+        }
+        b
+    }
+
+    #[test]
+    fn options_init_writes_exactly_the_size_it_is_given() {
+        let ours = size_of::<tessera_open_options>();
+        for size in [ours, ours + 24] {
+            let mut b = caller_options(size);
+            let st = tessera_open_options_init(b.as_mut_ptr().cast(), size);
+            assert_eq!(st, tessera_status::TESSERA_OK, "size {size}");
+            assert_eq!(
+                u32::from_ne_bytes(b[..4].try_into().unwrap()) as usize,
+                size
+            );
+            assert!(
+                b[ours..].iter().all(|x| *x == 0),
+                "a newer struct's tail is zeroed"
+            );
+        }
+        let mut b = caller_options(ours);
+        for bad in [ours - 1, OPTIONS_MAX_SIZE + 1] {
+            let st = tessera_open_options_init(b.as_mut_ptr().cast(), bad);
+            assert_eq!(st, tessera_status::TESSERA_E_INVALID_ARGUMENT, "size {bad}");
+        }
+        assert!(b.iter().all(|x| *x == 0xAA), "refused sizes write nothing");
+        let st = tessera_open_options_init(std::ptr::null_mut(), ours);
+        assert_eq!(st, tessera_status::TESSERA_E_INVALID_ARGUMENT);
+    }
+
+    #[test]
+    fn options_are_read_up_to_their_struct_size_and_no_further() {
+        let key = demo_key();
+        let servers = c"a:1, b:2";
+        let ours = size_of::<tessera_open_options>();
+        let full = tessera_open_options {
+            struct_size: 0,
+            vendor_id: 0x1234,
+            publisher_key: key.as_ptr(),
+            publisher_key_len: key.len(),
+            sources: TESSERA_SOURCE_NETWORK,
+            timeout_ms: 1500,
+            servers: servers.as_ptr(),
+        };
+        // The smallest struct (up to publisher_key_len), ours, and a newer one.
+        let minimum = std::mem::offset_of!(tessera_open_options, publisher_key_len) + 8;
+        for size in [minimum, ours, ours + 16] {
+            let mut b = options_bytes(&full, size);
+            b[..4].copy_from_slice(&(size as u32).to_ne_bytes());
+            let o = read_options(b.as_ptr().cast()).unwrap_or_else(|e| panic!("{size}: {e}"));
+            assert_eq!(o.vendor_id, 0x1234);
+            assert_eq!(o.publisher_key.to_bytes(), key);
+            if size >= ours {
+                assert_eq!(o.sources, TESSERA_SOURCE_NETWORK);
+                assert_eq!(o.timeout, Duration::from_millis(1500));
+                assert_eq!(o.servers, ["a:1", "b:2"]);
+            } else {
+                assert_eq!(
+                    o.sources, TESSERA_SOURCE_ALL,
+                    "fields past struct_size are unset"
+                );
+            }
+        }
+        // A newer struct that sets a field this version does not know.
+        let mut b = options_bytes(&full, ours + 16);
+        b[..4].copy_from_slice(&((ours + 16) as u32).to_ne_bytes());
+        b[ours + 3] = 1;
+        assert!(matches!(
+            read_options(b.as_ptr().cast()),
+            Err(Error::Unsupported(_))
+        ));
+        // Too small, implausible, NULL, a short key.
+        for size in [minimum - 1, OPTIONS_MAX_SIZE + 1] {
+            let mut b = options_bytes(&full, minimum);
+            b[..4].copy_from_slice(&(size as u32).to_ne_bytes());
+            assert!(matches!(
+                read_options(b.as_ptr().cast()),
+                Err(Error::InvalidArgument(_))
+            ));
+        }
+        assert!(read_options(std::ptr::null()).is_err());
+        let short = tessera_open_options {
+            publisher_key_len: 31,
+            struct_size: ours as u32,
+            ..full
+        };
+        assert!(matches!(
+            read_options(&short),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn bad_handles_and_pointers_are_refused_before_any_buffer_is_touched() {
+        let mut out = [0xAAu8; 8];
+        let mut out_len = 7usize;
+        // Seat and session kinds, a generation no table reaches in a test.
+        let (forged, forged_session) = (0x54FF_FFFF_0000_0001, 0x53FF_FFFF_0000_0001);
+        let st = tessera_encrypt(
+            forged,
+            0,
+            std::ptr::null(),
+            0,
+            out.as_mut_ptr(),
+            8,
+            &mut out_len,
+        );
+        assert_eq!(st, tessera_status::TESSERA_E_INVALID_HANDLE);
+        let st = tessera_decrypt(
+            forged,
+            0,
+            out.as_ptr(),
+            8,
+            out.as_mut_ptr(),
+            8,
+            &mut out_len,
+        );
+        assert_eq!(st, tessera_status::TESSERA_E_INVALID_HANDLE);
+        assert_eq!((out, out_len), ([0xAA; 8], 7), "nothing written on failure");
+        let mut info = [0u8; size_of::<tessera_seat_details>()];
+        let len = info.len() as u32;
+        info[..4].copy_from_slice(&len.to_ne_bytes());
+        let st = tessera_seat_info(forged, info.as_mut_ptr().cast());
+        assert_eq!(st, tessera_status::TESSERA_E_INVALID_HANDLE);
+        info[..4].copy_from_slice(&4u32.to_ne_bytes());
+        let st = tessera_seat_info(forged, info.as_mut_ptr().cast());
+        assert_eq!(
+            st,
+            tessera_status::TESSERA_E_INVALID_ARGUMENT,
+            "struct_size 4 is too small"
+        );
+        assert_eq!(
+            tessera_release(forged),
+            tessera_status::TESSERA_E_INVALID_HANDLE
+        );
+        assert_eq!(
+            tessera_close(forged_session),
+            tessera_status::TESSERA_E_INVALID_HANDLE
+        );
+        let mut seat = 0;
+        assert_eq!(
+            tessera_acquire(forged_session, 1, 0, 0, &mut seat),
+            tessera_status::TESSERA_E_INVALID_HANDLE
+        );
+        assert_eq!(seat, 0);
+        // The detail of the last failure, read as C reads it.
+        // SAFETY: never NULL, NUL-terminated, valid until the next call on this thread.
+        let detail = unsafe { CStr::from_ptr(tessera_last_error()) };
+        assert!(detail.to_str().unwrap().contains("handle"), "{detail:?}");
+    }
+
+    #[test]
+    fn status_strings_and_the_version_are_static_c_strings() {
+        for code in [0, 1, 100, -1, i32::MAX, i32::MIN] {
+            // SAFETY: never NULL, static and NUL-terminated.
+            let s = unsafe { CStr::from_ptr(tessera_status_str(code)) };
+            assert!(!s.to_bytes().is_empty(), "{code}");
+        }
+        // SAFETY: as above.
+        let v = unsafe { CStr::from_ptr(tessera_version()) };
+        assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
+    }
 }

@@ -117,3 +117,46 @@ pub(crate) unsafe fn output<'a>(
     // SAFETY: the caller promises `ptr` points to `cap` writable bytes.
     Ok(unsafe { std::slice::from_raw_parts_mut(ptr, cap) })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Run under Miri too (`make miri`): the slices must cover exactly the caller's memory.
+
+    #[test]
+    fn inputs_are_the_callers_bytes_and_null_is_empty_only_with_length_zero() {
+        let data = [1u8, 2, 3];
+        // SAFETY: `data` has 3 readable bytes; the NULL cases read nothing.
+        unsafe {
+            assert_eq!(input(data.as_ptr(), 3, "x").unwrap(), &data);
+            assert_eq!(input(data.as_ptr(), 0, "x").unwrap(), &[] as &[u8]);
+            assert!(input(std::ptr::null(), 0, "x").unwrap().is_empty());
+            assert!(input(std::ptr::null(), 1, "x").is_err());
+            assert!(input(data.as_ptr(), usize::MAX, "x").is_err());
+        }
+    }
+
+    #[test]
+    fn outputs_are_the_callers_buffer_and_null_is_a_size_query() {
+        let mut buf = [0u8; 4];
+        // SAFETY: `buf` has 4 writable bytes; the NULL cases write nothing.
+        unsafe {
+            let out = output(buf.as_mut_ptr(), 4, "out").unwrap();
+            out.copy_from_slice(&[9, 8, 7, 6]);
+            assert!(output(std::ptr::null_mut(), 0, "out").unwrap().is_empty());
+            assert!(output(std::ptr::null_mut(), 4, "out").is_err());
+            assert!(output(buf.as_mut_ptr(), usize::MAX, "out").is_err());
+        }
+        assert_eq!(buf, [9, 8, 7, 6]);
+    }
+
+    #[test]
+    fn a_panic_inside_the_boundary_is_a_status_and_a_message() {
+        let st = boundary(|| panic!("boom"));
+        assert_eq!(st, tessera_status::TESSERA_E_PANIC);
+        // SAFETY: NUL-terminated, valid until the next call on this thread.
+        let msg = unsafe { std::ffi::CStr::from_ptr(last_error_ptr()) };
+        assert!(msg.to_str().unwrap().contains("panic"), "{msg:?}");
+    }
+}

@@ -37,7 +37,7 @@ const CHURNERS: u32 = 3;
 const KILLS: u32 = 15;
 
 /// The two loops share two cores with other tests: one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
+pub(crate) static SERIAL: Mutex<()> = Mutex::new(());
 
 struct Lab {
     dir: tempfile::TempDir,

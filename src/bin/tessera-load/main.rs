@@ -12,6 +12,11 @@
 //!   one Renew request every `--renew-ms` (clients spread evenly over the interval) for
 //!   `--duration-s`. With `--server-pid` reports the server's RSS and CPU over that time.
 //!
+//! `tessera-load soak --kills 1000 --clients 32 --quantity 8` starts a server of its own and
+//! SIGKILLs and restarts it at random moments while library sessions take, renew and give
+//! back seats; it counts over-grants and seats lost by clients that kept renewing (both must
+//! be 0) and exits non-zero when there was one (`soak`, docs/BENCHMARKS.md, "Soak").
+//!
 //! `tessera-load setup` makes a publisher key and activates a software container for this
 //! machine in a `TESSERA_HOME` for the server to host; `tessera-load bare` measures a plain
 //! TCP echo round trip on loopback (the baseline for a request's round trip).
@@ -34,6 +39,7 @@ mod run;
 mod scenario;
 mod server_proc;
 mod setup;
+mod soak;
 
 #[derive(Parser)]
 #[command(
@@ -55,6 +61,62 @@ enum Cmd {
     Setup(SetupArgs),
     /// A plain TCP echo round trip on loopback (no Noise, no server): the baseline.
     Bare(BareArgs),
+    /// A server of its own SIGKILLed and restarted at random moments under load from many
+    /// clients; counts over-grants and lost seats (exit 1 when there was one).
+    Soak(SoakArgs),
+}
+
+#[derive(Args)]
+struct SoakArgs {
+    /// SIGKILLs (each followed by a restart on the same port and state directory).
+    #[arg(long, default_value_t = 1000)]
+    kills: u64,
+    /// Clients: library sessions, each a simulated machine, one thread each.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Seats of the license the clients compete for (fewer than --clients keeps it full).
+    #[arg(long, default_value_t = 8)]
+    quantity: u32,
+    /// The server's lease length.
+    #[arg(long, default_value_t = 2000)]
+    lease_ms: u64,
+    /// The server's renewal interval.
+    #[arg(long, default_value_t = 400)]
+    renew_ms: u64,
+    /// Longest time the server stays up between a restart and the next kill (a third of the
+    /// kills come within 100 ms of the restart). Above --lease-ms lets the seats of clients
+    /// that released them while the server was down run out now and then.
+    #[arg(long, default_value_t = 2500)]
+    max_up_ms: u64,
+    /// Longest time the server stays down (its restart comes on top).
+    #[arg(long, default_value_t = 500)]
+    max_down_ms: u64,
+    /// Longest time a client keeps a seat before it releases it.
+    #[arg(long, default_value_t = 2000)]
+    hold_ms: u64,
+    /// The clients' per-operation timeout.
+    #[arg(long, default_value_t = 500)]
+    timeout_ms: u64,
+    /// The seed of the kill moments and the clients' pauses, decimal or 0x-hex as a run
+    /// prints it (default: from the clock).
+    #[arg(long, value_parser = parse_seed)]
+    seed: Option<u64>,
+    /// The tessera-server binary (default: beside tessera-load).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// The folder for the server's state and the clients' homes (kept); default: a
+    /// temporary one, removed at the end.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Keep the temporary folder (the server's log and seat table) after the run.
+    #[arg(long)]
+    keep: bool,
+    /// Start the server with --no-fsync (commits reach the OS's cache, not the disk).
+    #[arg(long)]
+    no_fsync: bool,
+    /// Also print the figures as one line of JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -140,6 +202,14 @@ struct RunArgs {
     baseline: bool,
 }
 
+fn parse_seed(s: &str) -> Result<u64, String> {
+    match s.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    }
+    .map_err(|e| format!("{s:?} is not a number: {e}"))
+}
+
 // mimalloc: every request allocates a few small buffers on whichever tokio worker runs it;
 // glibc malloc's arena locking and consolidation cost about 9% of the server's CPU.
 #[global_allocator]
@@ -168,6 +238,7 @@ fn real_main() -> Result<()> {
             );
             Ok(())
         }
+        Some(Cmd::Soak(a)) => soak::soak(&a),
         None => run::run(&cli.run),
     }
 }

@@ -265,6 +265,15 @@ impl Seat {
         }
     }
 
+    /// The seat id a license server knows this seat by (chosen by this runtime, kept across
+    /// reconnects); `None` for a seat of a dongle or a software container.
+    pub fn server_seat_id(&self) -> Option<[u8; 16]> {
+        match &self.backing {
+            Backing::Network { seat_id, .. } => Some(*seat_id),
+            _ => None,
+        }
+    }
+
     /// Releases the seat (same as dropping it).
     pub fn release(self) {}
 }
