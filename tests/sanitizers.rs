@@ -38,6 +38,11 @@ struct Program {
 /// Every C and C++ program the tests run. A new one is one line here.
 const PROGRAMS: &[Program] = &[
     Program {
+        src: "tests/c/abi.c",
+        setup: abi,
+        says: ", 0 failed",
+    },
+    Program {
         src: "examples/c/quickstart.c",
         setup: demo,
         says: "quickstart: all steps succeeded",
@@ -75,6 +80,16 @@ fn demo(dir: &Path) -> Run {
     Run {
         home: demo_home(dir, "home"),
         args: vec![],
+    }
+}
+
+/// The demo home, and an empty folder the ABI test may write in as its argument.
+fn abi(dir: &Path) -> Run {
+    let scratch = dir.join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    Run {
+        home: demo_home(dir, "home"),
+        args: vec![scratch.display().to_string()],
     }
 }
 

@@ -216,6 +216,9 @@ impl Inner {
             return Err(Error::Internal("connected without a connection".into()));
         };
         for (id, req) in pending {
+            // The server counts the lease from when it handled the request, so the client
+            // counts it from before it sent it, never longer than the server does.
+            let sent = Instant::now();
             let result = c.call(&req);
             let broken = c.is_broken();
             let mut seats = lock(&self.seats);
@@ -239,7 +242,7 @@ impl Inner {
                         tracing::debug!(seat = %hex::encode(id), server = %c.server_name(), "seat re-attached");
                         s.grant = grant;
                         s.attached = true;
-                        s.renewed_at = Instant::now();
+                        s.renewed_at = sent;
                         s.last_error = None;
                     }
                 }
@@ -488,6 +491,9 @@ impl NetSeats {
         };
         let grant = {
             let mut conn = lock(&self.inner.conn);
+            // Counted from before the request (as renewals are): never longer than the
+            // server's lease, which starts when the server handles it.
+            let sent = Instant::now();
             let response = self.call_retrying(&mut conn, &req, None)?;
             let grant = match response {
                 NetResponse::Granted(g) if g.seat_id == seat_id => g,
@@ -516,7 +522,7 @@ impl NetSeats {
                     grant: grant.clone(),
                     lost: None,
                     attached: true,
-                    renewed_at: Instant::now(),
+                    renewed_at: sent,
                     last_error: None,
                 },
             );

@@ -3,9 +3,9 @@
  * overlapping encryption, handles that must never come back to life, the struct sizes
  * tessera_open accepts, what a failed decrypt leaves in `out`, the last-error rule, an
  * unreadable TESSERA_HOME, a side-effect-free activation request size query, the license
- * list and the acquire that waits for a seat. Built with -Werror and run plain and under
- * sanitizers by tests/quickstart.rs. Needs TESSERA_HOME with the demo publisher's product 1
- * activated (4 seats per process) and ABI_SCRATCH, an empty folder it may write in.
+ * list and the acquire that waits for a seat. Built with -Werror and run plain by
+ * tests/quickstart.rs, under ASan+LSan and UBSan by tests/sanitizers.rs. Needs TESSERA_HOME with the demo publisher's product 1
+ * activated (4 seats per process), and an empty folder it may write in as its argument.
  * Exits 0 when every check passes; prints each failed check.
  */
 #define _DEFAULT_SOURCE
@@ -359,10 +359,10 @@ static void acquire_wait(void) {
     tessera_close(s);
 }
 
-int main(void) {
-    const char *scratch = getenv("ABI_SCRATCH");
+int main(int argc, char **argv) {
+    const char *scratch = argc > 1 ? argv[1] : NULL;
     if (!scratch) {
-        printf("ABI_SCRATCH is not set\n");
+        printf("usage: abi SCRATCH_FOLDER\n");
         return 2;
     }
     tessera_session s = open_demo();
