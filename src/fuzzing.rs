@@ -548,9 +548,12 @@ pub fn server_config(data: &[u8]) {
     }
 }
 
+/// A target: its name (that of its `fuzz/fuzz_targets/` file) and its body.
+pub type Target = (&'static str, fn(&[u8]));
+
 /// Every target by name, for the replay test and the corpus generator.
-pub fn targets() -> Vec<(&'static str, fn(&[u8]))> {
-    let mut t: Vec<(&'static str, fn(&[u8]))> = vec![
+pub fn targets() -> Vec<Target> {
+    let mut t: Vec<Target> = vec![
         ("wire_frame", wire_frame),
         ("hello", hello),
         ("hid_report", hid_report),
@@ -681,10 +684,13 @@ fn seed_usage_log() -> Vec<u8> {
     log
 }
 
+/// A seed: its target, its file name, its bytes.
+pub type Seed = (&'static str, String, Vec<u8>);
+
 /// Valid inputs for each target: `(target, seed name, bytes)`. `home` is a scratch
 /// directory (a software container is created in it).
-pub fn seeds(home: &std::path::Path) -> Vec<(&'static str, String, Vec<u8>)> {
-    let mut out: Vec<(&'static str, String, Vec<u8>)> = Vec::new();
+pub fn seeds(home: &std::path::Path) -> Vec<Seed> {
+    let mut out: Vec<Seed> = Vec::new();
     let mut add = |t: &'static str, name: &str, bytes: Vec<u8>| out.push((t, name.into(), bytes));
     let p = publisher();
 
