@@ -34,6 +34,11 @@ fi
 # One build of every target first, so that the time per target is fuzzing time.
 cargo +nightly fuzz build -s "$SANITIZER"
 
+# The server_request target keeps its server's state in a directory of its own process
+# (statics are never dropped); removed when the run ends, however it ends.
+cleanup() { rm -rf "${TMPDIR:-/tmp}"/tessera-fuzz-server-*; }
+trap cleanup EXIT
+
 set -- $TARGETS
 left=$#
 for t in "$@"; do

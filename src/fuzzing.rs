@@ -551,6 +551,9 @@ pub fn server_config(data: &[u8]) {
 /// A target: its name (that of its `fuzz/fuzz_targets/` file) and its body.
 pub type Target = (&'static str, fn(&[u8]));
 
+/// The targets that need a harness (`ServerHarness`), not in [`targets`].
+pub const STATEFUL_TARGETS: &[&str] = &["server_request"];
+
 /// Every target by name, for the replay test and the corpus generator.
 pub fn targets() -> Vec<Target> {
     let mut t: Vec<Target> = vec![
@@ -757,6 +760,26 @@ pub fn seeds(home: &std::path::Path) -> Vec<Seed> {
             message: "no seat".into(),
         },
     ];
+    for (i, r) in requests.iter().enumerate() {
+        add(
+            "server_request",
+            &format!("request-{i}"),
+            proto::encode(r).expect("encodes"),
+        );
+    }
+    let mut h = Header::new(cipher::Mode::Direct, VENDOR, 1);
+    h.nonce = [3; 24];
+    let sealed =
+        cipher::encrypt(&p.product_secret(1), &h, b"sealed by the publisher").expect("encrypts");
+    let decrypt = NetRequest::Decrypt {
+        seat_id: [1; 16],
+        ciphertext: sealed,
+    };
+    add(
+        "server_request",
+        "request-9-decrypt-genuine",
+        proto::encode(&decrypt).expect("encodes"),
+    );
     let mut stream = Vec::new();
     for (i, r) in requests.iter().enumerate() {
         let f = frame(&proto::encode(r).expect("encodes"));
@@ -988,4 +1011,106 @@ worker_threads = 2
         b"listen = [\"127.0.0.1:22630\"]\n".to_vec(),
     );
     out
+}
+
+// ---------------------------------------------------------------------------------------
+// The license server's request handler.
+
+/// A license server opened on a temporary state directory, hosting a software container of
+/// this machine activated by the fixed publisher (products 1 and 2), and a client: the
+/// `server_request` target feeds it decoded requests. Seats it grants stay between
+/// requests, as on a connection.
+#[cfg(feature = "server")]
+pub struct ServerHarness {
+    server: std::sync::Arc<crate::server::daemon::Server>,
+    runtime: tokio::runtime::Runtime,
+    hello: ClientHello,
+}
+
+#[cfg(feature = "server")]
+impl ServerHarness {
+    /// Activates a container in `dir/home` and opens a server with its state in
+    /// `dir/state` (no listeners: requests come in through [`ServerHarness::request`]).
+    pub fn new(dir: &std::path::Path) -> crate::Result<ServerHarness> {
+        let home = dir.join("home");
+        let env = crate::client::Environment {
+            home: home.clone(),
+            host: HostIdentity::detect(),
+            clock: std::sync::Arc::new(crate::util::SystemClock),
+        };
+        let (_, req) = crate::client::request_activation(&env, VENDOR)?;
+        let now = crate::util::now();
+        let mut two = spec(2);
+        two.expiry = None;
+        two.quantity = 1;
+        let act = publisher().activate(&req, &[spec_at(1, now), two], now)?;
+        crate::client::install_activation(&env, &act, Some(&publisher().public_key()))?;
+        let config = crate::server::config::ServerConfig {
+            name: "fuzz-server".into(),
+            state_dir: dir.join("state"),
+            home,
+            dongles: false,
+            discovery: false,
+            admin: false,
+            fsync: false,
+            commit_window_us: 0,
+            ..Default::default()
+        };
+        let server = crate::server::daemon::Server::open(config)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| crate::Error::Internal(format!("runtime: {e}")))?;
+        let hello = ClientHello {
+            version: proto::PROTOCOL_VERSION,
+            host: proto::HostInfo {
+                machine: MachineKind::Physical,
+                hostname: "fuzz-client".into(),
+                station: [5; 32],
+                session: "tty1".into(),
+                pid: 4242,
+                pid_namespace: 1,
+            },
+        };
+        Ok(ServerHarness {
+            server,
+            runtime,
+            hello,
+        })
+    }
+
+    /// The input as the plaintext of one request frame: decoded as the listener decodes
+    /// it, answered by the server's handler. An answer always encodes (the listener sends
+    /// it); a grant is of a hosted product and within its quantity.
+    pub fn request(&self, data: &[u8]) -> Option<NetResponse> {
+        let req = proto::decode::<NetRequest>(data, "request").ok()?;
+        let client = [0x99; 32];
+        let resp = self
+            .runtime
+            .block_on(self.server.answer(&client, self.hello.clone(), req));
+        let again = proto::encode(&resp).expect("an answer encodes");
+        assert_eq!(
+            proto::decode::<NetResponse>(&again, "response").ok(),
+            Some(resp.clone())
+        );
+        if let NetResponse::Granted(g) = &resp {
+            let lic = crate::license::SignedLicense::verify(&g.license, &publisher().public_key())
+                .expect("a granted license is the publisher's");
+            assert!(matches!(lic.license.product_code, 1 | 2));
+            assert!(
+                g.in_use <= lic.license.quantity,
+                "{} seats of {}",
+                g.in_use,
+                lic.license.quantity
+            );
+        }
+        Some(resp)
+    }
+}
+
+#[cfg(feature = "server")]
+fn spec_at(product_code: u32, now: u64) -> crate::publisher::LicenseSpec {
+    let mut s = spec(product_code);
+    s.expiry = Some(now + 30 * 86_400);
+    s
 }
