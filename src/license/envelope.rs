@@ -235,7 +235,11 @@ mod tests {
         let weak = VerifyingKey::from_bytes(&identity).unwrap();
         let mut signature = [0u8; SIG];
         signature[..32].copy_from_slice(&identity);
-        for kind in [Kind::ActivationRequest, Kind::Delegation, Kind::UsageCheckpoint] {
+        for kind in [
+            Kind::ActivationRequest,
+            Kind::Delegation,
+            Kind::UsageCheckpoint,
+        ] {
             let env = Envelope {
                 kind,
                 body: b"anything at all".to_vec(),
