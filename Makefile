@@ -12,7 +12,7 @@ export TESSERA_DISCOVERY := off
 # test`): rustc cannot run under it; the test binaries still get the moved clock.
 RCARGO  := scripts/real-clock $(CARGO)
 
-.PHONY: all build demo test test-shifted-clock test-bindings model-check deps lint miri bench header install install-files clean
+.PHONY: all build demo test test-shifted-clock test-bindings model-check deps lint miri bench fuzz header install install-files clean
 
 all: build
 
@@ -76,6 +76,12 @@ lint:
 ## bench: criterion benches (figures go to docs/BENCHMARKS.md by hand, with the machine)
 bench: deps
 	$(CARGO) bench --bench runtime
+
+## fuzz: every cargo-fuzz target (fuzz/) for FUZZ_SECONDS (default 60) each, under
+## AddressSanitizer (FUZZ_SANITIZER=none is faster); needs nightly, installs cargo-fuzz if
+## missing. Not part of `make test` (its seeds and regressions are: tests/fuzz_corpus.rs).
+fuzz:
+	scripts/fuzz.sh
 
 ## header: regenerates include/tessera.h with the pinned cbindgen
 header:

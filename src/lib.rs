@@ -15,6 +15,8 @@ pub mod container;
 pub mod dongle;
 pub mod error;
 pub mod ffi;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod host;
 pub mod license;
 pub mod net;

@@ -120,6 +120,22 @@ impl PublisherKey {
         k
     }
 
+    /// A key from fixed parts (the fuzz targets' test publisher, `crate::fuzzing`).
+    #[doc(hidden)]
+    pub fn from_parts(
+        vendor_id: u32,
+        name: &str,
+        seed: [u8; 32],
+        master: [u8; 32],
+    ) -> PublisherKey {
+        PublisherKey {
+            vendor_id,
+            name: name.into(),
+            signing: SigningKey::from_bytes(&seed),
+            master: Zeroizing::new(master),
+        }
+    }
+
     /// The key file bytes (private: write with mode 0600).
     pub fn to_bytes(&self) -> Result<Zeroizing<Vec<u8>>> {
         let kf = KeyFile {

@@ -4,8 +4,9 @@
 //! failure reproduces; the properties: nothing panics, and no mutated signed or
 //! authenticated input is ever accepted.
 //!
-//! (cargo-fuzz needs a nightly toolchain, which this project's machines do not have; these
-//! run on stable in every `make test`.)
+//! These run on stable in every `make test`. The coverage-guided fuzzing of the same decoders
+//! (and the others outside bytes reach) is in `fuzz/`, run with `make fuzz` on nightly (see
+//! `docs/FUZZING.md`); `tests/fuzz_corpus.rs` replays its seeds and regressions on stable.
 
 use std::sync::Arc;
 

@@ -24,6 +24,7 @@ const LAYERS: &[&[&str]] = &[
     &["dongle", "net"],
     &["client"],
     &["server", "ffi", "admin_client"],
+    &["fuzzing"],
 ];
 
 /// The parts of `src/server/` by layer, lowest first (a part is a file `x.rs` or a

@@ -90,13 +90,13 @@ impl HostHello {
 }
 
 /// Encodes a hello payload.
-fn encode_hello<T: Serialize>(what: &'static str, hello: &T) -> Result<Vec<u8>> {
+pub(crate) fn encode_hello<T: Serialize>(what: &'static str, hello: &T) -> Result<Vec<u8>> {
     postcard::to_stdvec(hello).map_err(|e| Error::Internal(format!("encoding the {what}: {e}")))
 }
 
 /// Decodes a hello payload whose first field is its `version`: the version is checked
 /// before the rest is decoded, so a future layout is reported as an unknown version.
-fn decode_hello<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T> {
+pub(crate) fn decode_hello<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T> {
     let (version, _) = postcard::take_from_bytes::<u16>(bytes)
         .map_err(|e| Error::malformed(what, format!("version: {e}")))?;
     if version != CHANNEL_VERSION {

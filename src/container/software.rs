@@ -332,6 +332,17 @@ impl SoftwareContainer {
         }
     }
 
+    /// Decodes and opens the bytes of a container file (as [`load`](Self::load) does after
+    /// reading it, under the write lock); for the fuzz targets (`crate::fuzzing`).
+    pub(crate) fn open_bytes<'a>(
+        path: &Path,
+        bytes: &[u8],
+        machine: impl Into<Machine<'a>>,
+    ) -> Result<SoftwareContainer> {
+        Self::from_bytes(path, bytes, machine.into(), None, true)?
+            .map_err(|()| Error::Internal("counter check under the lock".into()))
+    }
+
     /// Decodes and opens a container file. With a TPM binding, compares the file's counter
     /// value with the TPM's: `Ok(Err(()))` asks the caller to look again under the write
     /// lock when they differ and `locked` is false. `known` is this container as loaded

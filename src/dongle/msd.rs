@@ -87,7 +87,7 @@ impl MsdVolume {
 
 /// One line of `/proc/self/mountinfo`: the parts this module uses.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct MountEntry {
+pub(crate) struct MountEntry {
     mount_point: PathBuf,
     fs_type: String,
 }
@@ -129,7 +129,7 @@ fn read_id(path: &Path) -> Option<String> {
 }
 
 /// Parses the text of [`ID_FILE`]: `tessera-dongle v1\nserial <serial>\n`. Returns the serial.
-fn parse_id(text: &str) -> Option<String> {
+pub(crate) fn parse_id(text: &str) -> Option<String> {
     let mut lines = text.lines();
     if lines.next()?.trim_end() != ID_MAGIC {
         return None;
@@ -143,7 +143,7 @@ fn parse_id(text: &str) -> Option<String> {
 /// Parses `/proc/self/mountinfo`:
 /// `ID PARENT MAJ:MIN ROOT MOUNT_POINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER_OPTIONS`.
 /// Malformed lines are skipped.
-fn parse_mountinfo(table: &str) -> Vec<MountEntry> {
+pub(crate) fn parse_mountinfo(table: &str) -> Vec<MountEntry> {
     table
         .lines()
         .filter_map(|line| {
@@ -376,23 +376,30 @@ impl MsdDevice {
             let read = retry_eintr(|| self.file.read_at(response.as_mut_slice(), 0))
                 .map_err(|e| Error::io(&self.path, e))?;
             let block = &response.as_slice()[..read];
-            let mut last_is_padding = true;
-            for chunk in block.chunks_exact(REPORT_LEN) {
-                last_is_padding = chunk.iter().all(|&b| b == 0);
-                if !last_is_padding {
-                    let mut report = [0u8; REPORT_LEN];
-                    report.copy_from_slice(chunk);
-                    self.incoming.push_back(report);
-                }
-            }
             // A block that ends in padding is the whole response; one that does not may
             // have been cut at the read size, and the volume keeps the rest for the next read.
-            if last_is_padding {
+            if response_reports(block, &mut self.incoming) {
                 break;
             }
         }
         Ok(())
     }
+}
+
+/// Splits a block read from the volume into its reports, skipping the all-zero padding ones;
+/// true when the block ends in padding (or is empty), which marks the end of a response.
+/// A partial report at the end of the block is ignored.
+pub(crate) fn response_reports(block: &[u8], incoming: &mut VecDeque<Report>) -> bool {
+    let mut last_is_padding = true;
+    for chunk in block.chunks_exact(REPORT_LEN) {
+        last_is_padding = chunk.iter().all(|&b| b == 0);
+        if !last_is_padding {
+            let mut report = [0u8; REPORT_LEN];
+            report.copy_from_slice(chunk);
+            incoming.push_back(report);
+        }
+    }
+    last_is_padding
 }
 
 /// Repeats an I/O call interrupted by a signal.

@@ -100,24 +100,32 @@ impl Volume {
     /// when the sink panicked.
     fn process(&self, batch: &[u8]) -> Option<Vec<u8>> {
         let mut sink = self.sink.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut answers: Vec<u8> = Vec::new();
-        for chunk in batch.chunks_exact(REPORT_LEN) {
-            if chunk.iter().all(|&b| b == 0) {
-                continue; // padding
-            }
-            let mut report: Report = [0; REPORT_LEN];
-            report.copy_from_slice(chunk);
-            let replies = catch_unwind(AssertUnwindSafe(|| {
-                sink.handle_report(&report, Instant::now())
-            }))
-            .ok()?;
-            for reply in replies {
-                answers.extend_from_slice(&reply);
-            }
-        }
-        answers.resize(answers.len().div_ceil(BLOCK_LEN) * BLOCK_LEN, 0);
-        Some(answers)
+        process_batch(&mut *sink, batch, Instant::now())
     }
+}
+
+/// [`Volume::process`] on a sink: the reports of a written batch (all-zero reports are
+/// padding, a partial report at the end is ignored) fed to `sink` in order; the answers
+/// padded to a multiple of [`BLOCK_LEN`]. `None` when the sink panicked.
+pub(crate) fn process_batch(
+    sink: &mut dyn ReportSink,
+    batch: &[u8],
+    now: Instant,
+) -> Option<Vec<u8>> {
+    let mut answers: Vec<u8> = Vec::new();
+    for chunk in batch.chunks_exact(REPORT_LEN) {
+        if chunk.iter().all(|&b| b == 0) {
+            continue; // padding
+        }
+        let mut report: Report = [0; REPORT_LEN];
+        report.copy_from_slice(chunk);
+        let replies = catch_unwind(AssertUnwindSafe(|| sink.handle_report(&report, now))).ok()?;
+        for reply in replies {
+            answers.extend_from_slice(&reply);
+        }
+    }
+    answers.resize(answers.len().div_ceil(BLOCK_LEN) * BLOCK_LEN, 0);
+    Some(answers)
 }
 
 impl Filesystem for Volume {

@@ -7,7 +7,7 @@
 //! The signature is Ed25519 over `"tessera-envelope" | magic | version | body`, so a
 //! signature for one kind of document can never be replayed as another kind.
 
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{Error, Result};
@@ -182,10 +182,14 @@ impl Envelope {
         })
     }
 
-    /// Checks the signature against `key`.
+    /// Checks the signature against `key`, strictly: a weak (small-order) key or `R` is
+    /// refused. A plain Ed25519 verification accepts, for the identity as key, the signature
+    /// (identity, 0) on any message: a self-signed document (an activation request names its
+    /// own key) would then prove nothing, and every later signature "by" that key (delegations,
+    /// usage checkpoints) could be forged by anyone.
     pub fn verify(&self, key: &VerifyingKey) -> Result<()> {
         let sig = Signature::from_bytes(&self.signature);
-        key.verify(&signed_message(self.kind, &self.body), &sig)
+        key.verify_strict(&signed_message(self.kind, &self.body), &sig)
             .map_err(|_| {
                 Error::BadSignature(format!(
                     "{} is not signed by the expected key",
@@ -218,6 +222,31 @@ mod tests {
 
     fn key(seed: u8) -> SigningKey {
         SigningKey::from_bytes(&[seed; 32])
+    }
+
+    /// Found by the `activation` fuzz target's check that a self-signed request verifies only
+    /// under the key that signed it (`fuzz/regressions/activation/weak-key-request`).
+    #[test]
+    fn a_weak_key_verifies_nothing() {
+        // The identity point as key, and the signature (R = identity, s = 0), which a plain
+        // verification accepts for any message under that key.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let weak = VerifyingKey::from_bytes(&identity).unwrap();
+        let mut signature = [0u8; SIG];
+        signature[..32].copy_from_slice(&identity);
+        for kind in [
+            Kind::ActivationRequest,
+            Kind::Delegation,
+            Kind::UsageCheckpoint,
+        ] {
+            let env = Envelope {
+                kind,
+                body: b"anything at all".to_vec(),
+                signature,
+            };
+            assert!(matches!(env.verify(&weak), Err(Error::BadSignature(_))));
+        }
     }
 
     #[test]

@@ -166,8 +166,11 @@ impl Tally {
         let mut t = from;
         while t < to {
             let m = month_of(t);
-            let next = month_start_ms(m + 1).max(t + 1);
-            let upto = next.min(to);
+            // Past the calendar's last month (year 9999, where `month_of` stops) the next
+            // month has no start: the rest of the time goes to this month. (It stepped one
+            // millisecond at a time there, which never ended for a record dated far ahead.)
+            let next = month_start_ms(m + 1);
+            let upto = if next > t { next.min(to) } else { to };
             months.entry((p, m)).or_default().seat_ms += upto - t;
             t = upto;
         }

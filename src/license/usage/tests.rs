@@ -260,6 +260,25 @@ fn a_log_goes_on_from_the_one_before_or_says_why_not() {
     assert!(continuity(&january, &other).is_empty());
 }
 
+/// A seat's time past the calendar's last month (year 9999) goes to that month at once.
+/// Found by the `usage_log` fuzz target (`fuzz/regressions/usage_log/`): the time was added one
+/// millisecond at a time there, which never ended for a record dated far ahead.
+#[test]
+fn a_record_dated_past_the_calendar_is_summed_without_stepping_through_it() {
+    let key = PublisherKey::generate(VENDOR, "p");
+    let mut l = Log::new();
+    l.push(t0(), start());
+    l.push(t0() + H, Event::Grant(seat(1, "a")));
+    let far = 400_000_000_000_000; // Unix ms in the year 14645
+    l.push(far, Event::Release(seat(1, "a")));
+    l.push(far + H, Event::Grant(seat(2, "b"))); // open at the end
+    let r = verify(&l.bytes[..], &key.public_key()).unwrap();
+    assert_eq!(r.last_ms, far + H);
+    assert_eq!(month_label(month_of(far)), "9999-12");
+    let total: u64 = r.months.values().map(|m| m.seat_ms).sum();
+    assert_eq!(total, far - (t0() + H));
+}
+
 #[test]
 fn a_log_verifies_and_sums_up_per_product_and_month() {
     let key = PublisherKey::generate(VENDOR, "p");

@@ -276,6 +276,23 @@ fn json_body(bytes: &[u8]) -> Result<serde_json::Map<String, Value>, String> {
     }
 }
 
+/// The seat and reason of a revoke request (path segment and body), or the message of a 400.
+pub(crate) fn revoke_request(seat_id: &str, body: &[u8]) -> Result<([u8; 16], String), String> {
+    let body = json_body(body)?;
+    let reason = match body.get("reason") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) if s.chars().count() <= 200 => s.clone(),
+        Some(_) => return Err("reason must be a string of at most 200 characters".into()),
+    };
+    if let Some(k) = body.keys().find(|k| *k != "reason") {
+        return Err(format!("unknown field {k:?}"));
+    }
+    let Some(id) = parse_seat_id(seat_id) else {
+        return Err("a seat id is 32 hex digits (as /api/v1/seats lists them)".into());
+    };
+    Ok((id, reason))
+}
+
 /// `POST /api/v1/seats/{seat_id}/revoke` (body: optional `{"reason": "…"}`): takes the seat
 /// away; its client's next renewal or call gets `TESSERA_E_LEASE_LOST`.
 pub async fn revoke(
@@ -287,28 +304,9 @@ pub async fn revoke(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let body = match json_body(&bytes) {
-        Ok(b) => b,
+    let (id, reason) = match revoke_request(&seat_id, &bytes) {
+        Ok(r) => r,
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
-    };
-    let reason = match body.get("reason") {
-        None | Some(Value::Null) => String::new(),
-        Some(Value::String(s)) if s.chars().count() <= 200 => s.clone(),
-        Some(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "reason must be a string of at most 200 characters",
-            );
-        }
-    };
-    if let Some(k) = body.keys().find(|k| *k != "reason") {
-        return error(StatusCode::BAD_REQUEST, format!("unknown field {k:?}"));
-    }
-    let Some(id) = parse_seat_id(&seat_id) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "a seat id is 32 hex digits (as /api/v1/seats lists them)",
-        );
     };
     match st.server.revoke(&id).await {
         Ok(true) => {
@@ -354,6 +352,49 @@ fn parse_product(s: &str) -> Option<(u32, u32)> {
     Some((v.trim().parse().ok()?, p.trim().parse().ok()?))
 }
 
+/// What a history query asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HistoryQuery {
+    /// Minutes back from now.
+    pub(crate) minutes: u64,
+    /// Minutes per point.
+    pub(crate) step: u64,
+    /// One product (vendor, product code), or all.
+    pub(crate) product: Option<(u32, u32)>,
+}
+
+/// The parameters of a history query, or the message of a 400.
+pub(crate) fn history_query(q: &HashMap<String, String>) -> Result<HistoryQuery, String> {
+    if let Some(k) = q
+        .keys()
+        .find(|k| !matches!(k.as_str(), "product" | "minutes" | "step"))
+    {
+        return Err(format!("unknown parameter {k:?}"));
+    }
+    let minutes = match q.get("minutes").map(|m| m.parse::<u64>()) {
+        None => 60,
+        Some(Ok(m)) if (1..=HISTORY_MINUTES).contains(&m) => m,
+        Some(_) => return Err(format!("minutes is a number from 1 to {HISTORY_MINUTES}")),
+    };
+    let step = match q.get("step").map(|m| m.parse::<u64>()) {
+        None => minutes.div_ceil(720),
+        Some(Ok(s)) if (1..=1440).contains(&s) => s,
+        Some(_) => return Err("step is a number from 1 to 1440".into()),
+    };
+    let product = match q.get("product") {
+        None => None,
+        Some(p) => match parse_product(p) {
+            Some(k) => Some(k),
+            None => return Err("product is VENDOR:PRODUCT (decimal numbers)".into()),
+        },
+    };
+    Ok(HistoryQuery {
+        minutes,
+        step,
+        product,
+    })
+}
+
 /// `GET /api/v1/history?product=VENDOR:PRODUCT&minutes=N&step=S`: seats in use per product
 /// per minute (or per bucket of `step` minutes, each its peak) over the last `minutes`
 /// (default 60, at most 31 days). Without `step`, buckets are sized to give at most 720
@@ -365,38 +406,13 @@ pub async fn history(
     let Ok(Query(q)) = q else {
         return error(StatusCode::BAD_REQUEST, "malformed query string");
     };
-    if let Some(k) = q
-        .keys()
-        .find(|k| !matches!(k.as_str(), "product" | "minutes" | "step"))
-    {
-        return error(StatusCode::BAD_REQUEST, format!("unknown parameter {k:?}"));
-    }
-    let minutes = match q.get("minutes").map(|m| m.parse::<u64>()) {
-        None => 60,
-        Some(Ok(m)) if (1..=HISTORY_MINUTES).contains(&m) => m,
-        Some(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("minutes is a number from 1 to {HISTORY_MINUTES}"),
-            );
-        }
-    };
-    let step = match q.get("step").map(|m| m.parse::<u64>()) {
-        None => minutes.div_ceil(720),
-        Some(Ok(s)) if (1..=1440).contains(&s) => s,
-        Some(_) => return error(StatusCode::BAD_REQUEST, "step is a number from 1 to 1440"),
-    };
-    let product = match q.get("product") {
-        None => None,
-        Some(p) => match parse_product(p) {
-            Some(k) => Some(k),
-            None => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "product is VENDOR:PRODUCT (decimal numbers)",
-                );
-            }
-        },
+    let HistoryQuery {
+        minutes,
+        step,
+        product,
+    } = match history_query(&q) {
+        Ok(h) => h,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
     let now_min = now_ms() / 60_000;
     let since = (now_min + 1).saturating_sub(minutes);
@@ -459,6 +475,18 @@ pub async fn history(
     }))
 }
 
+/// The vendor a usage query names (`None`: the server's one log), or the message of a 400.
+pub(crate) fn usage_query(q: &HashMap<String, String>) -> Result<Option<u32>, String> {
+    if let Some(k) = q.keys().find(|k| k.as_str() != "vendor") {
+        return Err(format!("unknown parameter {k:?}"));
+    }
+    match q.get("vendor").map(|v| parse_u32(v)) {
+        None => Ok(None),
+        Some(Some(v)) => Ok(Some(v)),
+        Some(None) => Err("vendor is a vendor id (decimal or 0x hex)".into()),
+    }
+}
+
 /// `GET /api/v1/usage[?vendor=ID]`: a publisher's usage log as the publisher checks it
 /// (`tessera-vendor verify-usage`), checkpointed up to now. The vendor may be left out when
 /// the server keeps one log.
@@ -469,18 +497,9 @@ pub async fn usage(
     let Ok(Query(q)) = q else {
         return error(StatusCode::BAD_REQUEST, "malformed query string");
     };
-    if let Some(k) = q.keys().find(|k| k.as_str() != "vendor") {
-        return error(StatusCode::BAD_REQUEST, format!("unknown parameter {k:?}"));
-    }
-    let vendor = match q.get("vendor").map(|v| parse_u32(v)) {
-        None => None,
-        Some(Some(v)) => Some(v),
-        Some(None) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "vendor is a vendor id (decimal or 0x hex)",
-            );
-        }
+    let vendor = match usage_query(&q) {
+        Ok(v) => v,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
     let server = st.server.clone();
     match tokio::task::spawn_blocking(move || server.export_usage(vendor)).await {

@@ -55,6 +55,21 @@ struct Want {
 }
 
 impl Server {
+    /// Answers one decoded request of a client that proved the key `client` and said `hello`,
+    /// as a connection answers it (for the fuzz target of the request handler,
+    /// `crate::fuzzing::ServerHarness`).
+    pub(crate) async fn answer(
+        self: &Arc<Self>,
+        client: &[u8; 32],
+        hello: ClientHello,
+        req: NetRequest,
+    ) -> NetResponse {
+        let peer = Peer::new(hello);
+        self.dispatch(client, &peer, req)
+            .await
+            .unwrap_or_else(|e| crate::net::proto::error_response(&e))
+    }
+
     async fn acquire(&self, client: &[u8; 32], peer: &Peer, want: Want) -> Result<NetResponse> {
         let hello = &peer.hello;
         let Want {
