@@ -1021,24 +1021,29 @@ mod tests {
             timeout_ms: 1500,
             servers: servers.as_ptr(),
         };
-        // The smallest struct (up to publisher_key_len), ours, and a newer one.
-        let minimum = std::mem::offset_of!(tessera_open_options, publisher_key_len) + 8;
-        for size in [minimum, ours, ours + 16] {
+        // The first struct (today's, as tessera_open_options_init accepts it) and a newer one.
+        let minimum = OPTIONS_V1_SIZE;
+        for size in [ours, ours + 16] {
             let mut b = options_bytes(&full, size);
             b[..4].copy_from_slice(&(size as u32).to_ne_bytes());
             let o = read_options(b.as_ptr().cast()).unwrap_or_else(|e| panic!("{size}: {e}"));
             assert_eq!(o.vendor_id, 0x1234);
             assert_eq!(o.publisher_key.to_bytes(), key);
-            if size >= ours {
-                assert_eq!(o.sources, TESSERA_SOURCE_NETWORK);
-                assert_eq!(o.timeout, Duration::from_millis(1500));
-                assert_eq!(o.servers, ["a:1", "b:2"]);
-            } else {
-                assert_eq!(
-                    o.sources, TESSERA_SOURCE_ALL,
-                    "fields past struct_size are unset"
-                );
-            }
+            assert_eq!(o.sources, TESSERA_SOURCE_NETWORK);
+            assert_eq!(o.timeout, Duration::from_millis(1500));
+            assert_eq!(o.servers, ["a:1", "b:2"]);
+        }
+        // Every size below the first struct is refused, as options_init refuses it.
+        for size in 24..minimum {
+            let mut b = options_bytes(&full, minimum);
+            b[..4].copy_from_slice(&(size as u32).to_ne_bytes());
+            assert!(
+                matches!(
+                    read_options(b.as_ptr().cast()),
+                    Err(Error::InvalidArgument(_))
+                ),
+                "{size}"
+            );
         }
         // A newer struct that sets a field this version does not know.
         let mut b = options_bytes(&full, ours + 16);
