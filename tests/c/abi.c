@@ -19,36 +19,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "tessera.h"
 
-static const uint8_t DEMO_KEY[TESSERA_PUBLISHER_KEY_LEN] = {
-    0x3b, 0x9a, 0x9c, 0x54, 0x9e, 0xc7, 0x59, 0xd5, 0x34, 0x40, 0x96, 0xd0, 0xea, 0xa5, 0xe7, 0xe7,
-    0xfe, 0x34, 0x97, 0x5e, 0x17, 0x7c, 0x58, 0x6e, 0x78, 0xbd, 0xb7, 0x0b, 0xc2, 0x72, 0x9b, 0x18,
-};
-
-static int failures = 0, checks = 0;
-
-#define EXPECT(cond)                                                                   \
-    do {                                                                               \
-        checks++;                                                                      \
-        if (!(cond)) {                                                                 \
-            failures++;                                                                \
-            printf("FAILED %s:%d: %s (last error: %s)\n", __FILE__, __LINE__, #cond,   \
-                   tessera_last_error());                                              \
-        }                                                                              \
-    } while (0)
-
-static tessera_session open_demo(void) {
-    tessera_open_options o;
-    tessera_session s = 0;
-    EXPECT(tessera_open_options_init(&o, sizeof o) == TESSERA_OK);
-    o.vendor_id = 0x7E55;
-    o.publisher_key = DEMO_KEY;
-    o.publisher_key_len = sizeof DEMO_KEY;
-    o.sources = TESSERA_SOURCE_SOFTWARE;
-    EXPECT(tessera_open(&o, &s) == TESSERA_OK);
-    return s;
-}
+static tessera_session open_demo(void) { return open_demo_on(TESSERA_SOURCE_SOFTWARE); }
 
 static double now_ms(void) {
     struct timeval tv;
