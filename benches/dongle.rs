@@ -122,6 +122,7 @@ impl Fixture {
                 expiry: None,
                 vm_policy: VmPolicy::Allow,
                 exclusive_allowed: false,
+                borrow_days: 0,
                 product_name: "Bench".into(),
             }],
         )

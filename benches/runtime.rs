@@ -74,6 +74,7 @@ impl Fixture {
                     quantity: 1_000,
                     counting_unit: CountingUnit::Handle,
                     exclusive_allowed: false,
+                    borrow_days: 0,
                     expiry: None,
                     vm_policy: VmPolicy::Allow,
                 }],

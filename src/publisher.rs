@@ -73,6 +73,8 @@ pub struct LicenseSpec {
     pub expiry: Option<u64>,
     /// VM policy.
     pub vm_policy: VmPolicy,
+    /// Days a seat may be borrowed from a license server (0: not borrowable).
+    pub borrow_days: u16,
 }
 
 impl PublisherKey {
@@ -220,6 +222,7 @@ impl PublisherKey {
             quantity: spec.quantity,
             counting_unit: spec.counting_unit,
             exclusive_allowed: spec.exclusive_allowed,
+            borrow_days: spec.borrow_days,
             issued_at: now,
             expiry: spec.expiry,
             vm_policy: spec.vm_policy,

@@ -12,8 +12,12 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{Error, Result};
 
-/// The only envelope format version this build reads and writes.
+/// The envelope format version of every document (and of a license without borrowing terms).
 pub const ENVELOPE_VERSION: u16 = 1;
+/// The version of a license whose body carries the fields added after format 1
+/// (`borrow_days`). Only licenses have a second version: a license without those fields is
+/// still written as version 1, so runtimes that predate it read it.
+pub const LICENSE_VERSION_2: u16 = 2;
 const HEADER: usize = 4 + 2 + 4;
 const SIG: usize = 64;
 /// Upper bound on a body, so a forged length never makes us allocate gigabytes.
@@ -34,6 +38,9 @@ pub enum Kind {
     Delegation,
     /// A container's signature over a usage log checkpoint (`license::usage`).
     UsageCheckpoint,
+    /// A seat of a network license lent by the container holding it to another machine's
+    /// container for some days (`license::borrow`).
+    Borrow,
 }
 
 impl Kind {
@@ -46,6 +53,7 @@ impl Kind {
             Kind::Certificate => *b"TSCe",
             Kind::Delegation => *b"TSDl",
             Kind::UsageCheckpoint => *b"TSUc",
+            Kind::Borrow => *b"TSBw",
         }
     }
 
@@ -58,6 +66,7 @@ impl Kind {
             Kind::Certificate => "container certificate",
             Kind::Delegation => "delegation",
             Kind::UsageCheckpoint => "usage checkpoint",
+            Kind::Borrow => "borrowed seat",
         }
     }
 
@@ -71,6 +80,7 @@ impl Kind {
             Kind::Certificate,
             Kind::Delegation,
             Kind::UsageCheckpoint,
+            Kind::Borrow,
         ]
         .into_iter()
         .find(|k| k.magic() == m)
@@ -82,6 +92,8 @@ impl Kind {
 pub struct Envelope {
     /// The document kind.
     pub kind: Kind,
+    /// The format version (signed with the body).
+    pub version: u16,
     /// The body, postcard-encoded.
     pub body: Vec<u8>,
     /// The Ed25519 signature.
@@ -96,23 +108,33 @@ fn article(noun: &str) -> &'static str {
     }
 }
 
-fn signed_message(kind: Kind, body: &[u8]) -> Vec<u8> {
+fn signed_message(kind: Kind, version: u16, body: &[u8]) -> Vec<u8> {
     let mut m = Vec::with_capacity(16 + 6 + body.len());
     m.extend_from_slice(b"tessera-envelope");
     m.extend_from_slice(&kind.magic());
-    m.extend_from_slice(&ENVELOPE_VERSION.to_le_bytes());
+    m.extend_from_slice(&version.to_le_bytes());
     m.extend_from_slice(body);
     m
 }
 
 /// Serializes `value` and signs it with `key` as a document of `kind`.
 pub fn sign<T: Serialize>(kind: Kind, value: &T, key: &SigningKey) -> Result<Vec<u8>> {
+    sign_version(kind, ENVELOPE_VERSION, value, key)
+}
+
+/// [`sign`] as format `version` (a license with borrowing terms is version 2).
+pub fn sign_version<T: Serialize>(
+    kind: Kind,
+    version: u16,
+    value: &T,
+    key: &SigningKey,
+) -> Result<Vec<u8>> {
     let body = postcard::to_stdvec(value)
         .map_err(|e| Error::Internal(format!("encoding {}: {e}", kind.name())))?;
-    let sig = key.sign(&signed_message(kind, &body));
+    let sig = key.sign(&signed_message(kind, version, &body));
     let mut out = Vec::with_capacity(HEADER + body.len() + SIG);
     out.extend_from_slice(&kind.magic());
-    out.extend_from_slice(&ENVELOPE_VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
     out.extend_from_slice(&body);
     out.extend_from_slice(&sig.to_bytes());
@@ -143,11 +165,15 @@ impl Envelope {
             return Err(Error::malformed(what, "truncated: shorter than its header"));
         }
         let version = u16::from_le_bytes([bytes[4], bytes[5]]);
-        if version != ENVELOPE_VERSION {
+        let newest = match kind {
+            Kind::License => LICENSE_VERSION_2,
+            _ => ENVELOPE_VERSION,
+        };
+        if version == 0 || version > newest {
             return Err(Error::UnknownVersion {
                 what,
                 found: version,
-                supported: ENVELOPE_VERSION,
+                supported: newest,
             });
         }
         let len = u32::from_le_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]) as usize;
@@ -177,6 +203,7 @@ impl Envelope {
         signature.copy_from_slice(&bytes[HEADER + len..]);
         Ok(Envelope {
             kind,
+            version,
             body: bytes[HEADER..HEADER + len].to_vec(),
             signature,
         })
@@ -189,7 +216,7 @@ impl Envelope {
     /// usage checkpoints) could be forged by anyone.
     pub fn verify(&self, key: &VerifyingKey) -> Result<()> {
         let sig = Signature::from_bytes(&self.signature);
-        key.verify_strict(&signed_message(self.kind, &self.body), &sig)
+        key.verify_strict(&signed_message(self.kind, self.version, &self.body), &sig)
             .map_err(|_| {
                 Error::BadSignature(format!(
                     "{} is not signed by the expected key",
@@ -242,6 +269,7 @@ mod tests {
         ] {
             let env = Envelope {
                 kind,
+                version: ENVELOPE_VERSION,
                 body: b"anything at all".to_vec(),
                 signature,
             };

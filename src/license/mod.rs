@@ -8,6 +8,7 @@
 //!   ├─signs─▶ ContainerCertificate ............... certificate: a container's keys
 //!   │           └─ container key ─signs─▶ Delegation ... delegation: a server key, for a while
 //!   │           └─ container key ─signs─▶ UsageStatement ... usage: a usage log's head
+//!   │           └─ container key ─signs─▶ BorrowGrant ... borrow: a seat lent to a machine
 //!   └─signs─▶ Activation ......................... activation: certificate, licenses, sealed
 //!               ▲                                  secrets, for an ActivationRequest the
 //!               └─ ActivationRequest               container signed
@@ -23,6 +24,7 @@
 //! the wire and the publisher's tool build on these.
 
 pub mod activation;
+pub mod borrow;
 pub mod certificate;
 pub mod delegation;
 pub mod envelope;
@@ -30,6 +32,7 @@ mod model;
 pub mod usage;
 
 pub use activation::{Activation, ActivationRequest};
+pub use borrow::BorrowGrant;
 pub use certificate::{ContainerCertificate, ContainerKind};
 pub use delegation::Delegation;
 pub use envelope::{Envelope, Kind};

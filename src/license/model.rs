@@ -123,16 +123,99 @@ pub struct License {
     pub vm_policy: VmPolicy,
     /// What it is bound to.
     pub binding: Binding,
+    /// For how many days a seat of it may be borrowed from a license server into a
+    /// client's own container (0: not borrowable). Added in license format 2: a license
+    /// with 0 here is written as format 1, which older runtimes read.
+    pub borrow_days: u16,
 }
 
+/// The body of a format-1 license: [`License`] before `borrow_days`.
+#[derive(Serialize, Deserialize)]
+struct LicenseV1 {
+    license_id: [u8; 16],
+    vendor_id: u32,
+    product_code: u32,
+    product_name: String,
+    features: u32,
+    quantity: u32,
+    counting_unit: CountingUnit,
+    exclusive_allowed: bool,
+    issued_at: u64,
+    expiry: Option<u64>,
+    vm_policy: VmPolicy,
+    binding: Binding,
+}
+
+impl From<LicenseV1> for License {
+    fn from(l: LicenseV1) -> License {
+        License {
+            license_id: l.license_id,
+            vendor_id: l.vendor_id,
+            product_code: l.product_code,
+            product_name: l.product_name,
+            features: l.features,
+            quantity: l.quantity,
+            counting_unit: l.counting_unit,
+            exclusive_allowed: l.exclusive_allowed,
+            issued_at: l.issued_at,
+            expiry: l.expiry,
+            vm_policy: l.vm_policy,
+            binding: l.binding,
+            borrow_days: 0,
+        }
+    }
+}
+
+/// The longest borrowing a license may allow, in days.
+pub const MAX_BORROW_DAYS: u16 = 366;
+
 impl License {
-    /// Signs the license with the publisher's key.
+    /// Signs the license with the publisher's key: format 1 when it has no borrowing terms
+    /// (so every runtime reads it), else format 2.
     pub fn sign(&self, key: &SigningKey) -> Result<SignedLicense> {
-        let bytes = envelope::sign(Kind::License, self, key)?;
+        let bytes = if self.borrow_days == 0 {
+            let v1 = LicenseV1 {
+                license_id: self.license_id,
+                vendor_id: self.vendor_id,
+                product_code: self.product_code,
+                product_name: self.product_name.clone(),
+                features: self.features,
+                quantity: self.quantity,
+                counting_unit: self.counting_unit,
+                exclusive_allowed: self.exclusive_allowed,
+                issued_at: self.issued_at,
+                expiry: self.expiry,
+                vm_policy: self.vm_policy,
+                binding: self.binding.clone(),
+            };
+            envelope::sign(Kind::License, &v1, key)?
+        } else {
+            envelope::sign_version(Kind::License, envelope::LICENSE_VERSION_2, self, key)?
+        };
         Ok(SignedLicense {
             license: self.clone(),
             bytes,
         })
+    }
+
+    /// Decodes the body of a license envelope of either format. A format-2 body with
+    /// `borrow_days` 0 (which format 1 writes) or above [`MAX_BORROW_DAYS`] is malformed, so
+    /// every license has one encoding.
+    pub fn decode(env: &Envelope) -> Result<License> {
+        if env.version == envelope::ENVELOPE_VERSION {
+            return Ok(env.decode::<LicenseV1>()?.into());
+        }
+        let l: License = env.decode()?;
+        if l.borrow_days == 0 || l.borrow_days > MAX_BORROW_DAYS {
+            return Err(Error::malformed(
+                "license",
+                format!(
+                    "format 2 with borrow_days {} (1 to {MAX_BORROW_DAYS})",
+                    l.borrow_days
+                ),
+            ));
+        }
+        Ok(l)
     }
 
     /// Whether the license has a time limit.
@@ -224,6 +307,9 @@ impl fmt::Display for License {
             None => writeln!(f, "  expires:     never")?,
         }
         writeln!(f, "  VMs:         {}", self.vm_policy)?;
+        if self.borrow_days > 0 {
+            writeln!(f, "  borrowing:   up to {} days", self.borrow_days)?;
+        }
         write!(f, "  bound to:    {}", self.binding)
     }
 }
@@ -240,7 +326,9 @@ pub struct SignedLicense {
 impl SignedLicense {
     /// Parses and verifies a signed license against the publisher key.
     pub fn verify(bytes: &[u8], publisher: &VerifyingKey) -> Result<SignedLicense> {
-        let license: License = Envelope::open(Kind::License, bytes, publisher)?;
+        let env = Envelope::parse(Kind::License, bytes)?;
+        env.verify(publisher)?;
+        let license = License::decode(&env)?;
         Ok(SignedLicense {
             license,
             bytes: bytes.to_vec(),
@@ -249,7 +337,7 @@ impl SignedLicense {
 
     /// Parses a signed license without checking its signature (for display only).
     pub fn parse_unverified(bytes: &[u8]) -> Result<License> {
-        Envelope::parse(Kind::License, bytes)?.decode()
+        License::decode(&Envelope::parse(Kind::License, bytes)?)
     }
 
     /// Checks that the license belongs to `vendor_id`.
@@ -278,6 +366,7 @@ mod tests {
             quantity: 3,
             counting_unit: CountingUnit::Process,
             exclusive_allowed: true,
+            borrow_days: 0,
             issued_at: 1_700_000_000,
             expiry: Some(1_900_000_000),
             vm_policy: VmPolicy::Deny,
@@ -308,6 +397,44 @@ mod tests {
             Err(Error::BadSignature(_))
         ));
         assert!(sample().to_string().contains("3 per process"));
+    }
+
+    #[test]
+    fn a_license_without_borrowing_stays_format_1_and_with_it_is_format_2() {
+        let k = SigningKey::from_bytes(&[5; 32]);
+        let plain = sample().sign(&k).unwrap();
+        assert_eq!(plain.bytes[4..6], envelope::ENVELOPE_VERSION.to_le_bytes());
+        let mut b = sample();
+        b.borrow_days = 14;
+        let borrowable = b.sign(&k).unwrap();
+        assert_eq!(borrowable.bytes[4..6], envelope::LICENSE_VERSION_2.to_le_bytes());
+        let back = SignedLicense::verify(&borrowable.bytes, &k.verifying_key()).unwrap();
+        assert_eq!(back.license.borrow_days, 14);
+        assert!(back.license.to_string().contains("up to 14 days"));
+        assert_eq!(
+            SignedLicense::verify(&plain.bytes, &k.verifying_key())
+                .unwrap()
+                .license,
+            sample()
+        );
+        // A format-2 body with 0 (format 1's encoding of it) or too many days is refused,
+        // even signed.
+        for days in [0, MAX_BORROW_DAYS + 1] {
+            let mut l = sample();
+            l.borrow_days = days;
+            let bytes =
+                envelope::sign_version(Kind::License, envelope::LICENSE_VERSION_2, &l, &k).unwrap();
+            assert!(matches!(
+                SignedLicense::verify(&bytes, &k.verifying_key()),
+                Err(Error::Malformed { .. })
+            ));
+        }
+        // Only licenses have a format 2.
+        let cert = envelope::sign_version(Kind::Certificate, 2, &1u8, &k).unwrap();
+        assert!(matches!(
+            Envelope::parse(Kind::Certificate, &cert),
+            Err(Error::UnknownVersion { found: 2, .. })
+        ));
     }
 
     #[test]

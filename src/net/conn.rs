@@ -505,6 +505,7 @@ pub(crate) mod tests {
             quantity: 100,
             counting_unit: CountingUnit::Handle,
             exclusive_allowed: true,
+            borrow_days: 0,
             issued_at: 0,
             expiry: None,
             vm_policy: VmPolicy::Allow,

@@ -246,6 +246,33 @@ pub enum NetRequest {
         /// The publisher.
         vendor_id: u32,
     },
+    /// Borrows a seat for use with no server until `days` from now (`license::borrow`): the
+    /// server counts it as held until then or until it is returned, and the container
+    /// holding the license lends it to the borrowing container. Idempotent for `seat_id`.
+    Borrow {
+        /// Chosen by the client; the seat's id on the server while it is lent.
+        seat_id: [u8; 16],
+        /// The publisher.
+        vendor_id: u32,
+        /// The product.
+        product_code: u32,
+        /// Feature bits needed.
+        features: u32,
+        /// Days wanted (1 to the license's `borrow_days`).
+        days: u32,
+        /// The borrowing container's activation request: self-signed, so it proves the
+        /// container's keys (the product secret is sealed to them) and names its machine.
+        #[serde(with = "serde_bytes")]
+        borrower: Vec<u8>,
+    },
+    /// Gives a borrowed seat back before its end; the server frees it at once.
+    Return {
+        /// The borrowed seat.
+        seat_id: [u8; 16],
+        /// The borrowing container's signature over `license::borrow::return_message`.
+        #[serde(with = "serde_bytes")]
+        signature: Vec<u8>,
+    },
 }
 
 /// One license a server serves, as [`NetRequest::Licenses`] lists it.
@@ -313,9 +340,21 @@ pub enum NetResponse {
         /// Message.
         message: String,
     },
-    /// The licenses asked for by [`NetRequest::Licenses`] (last: variants are numbered on
-    /// the wire).
+    /// The licenses asked for by [`NetRequest::Licenses`] (variants are numbered on the
+    /// wire: new ones go at the end).
     Licenses(Vec<ServedLicense>),
+    /// A lent seat: the lending container's signed [`crate::license::BorrowGrant`] and its
+    /// publisher-signed certificate.
+    Borrowed {
+        /// The signed grant (envelope kind `Borrow`).
+        #[serde(with = "serde_bytes")]
+        grant: Vec<u8>,
+        /// The lending container's certificate.
+        #[serde(with = "serde_bytes")]
+        certificate: Vec<u8>,
+    },
+    /// The borrowed seat is free again.
+    Returned,
 }
 
 /// What a server says to a discovery probe.

@@ -528,6 +528,7 @@ mod tests {
             quantity,
             counting_unit: unit,
             exclusive_allowed: true,
+            borrow_days: 0,
             issued_at: 1_700_000_000,
             expiry: None,
             vm_policy: VmPolicy::Allow,

@@ -88,13 +88,17 @@ pub enum RequestKind {
     Ping,
     /// `Licenses`.
     Licenses,
+    /// Borrow a seat.
+    Borrow,
+    /// Return a borrowed seat.
+    Return,
     /// A frame that did not decode as a request.
     Malformed,
 }
 
 impl RequestKind {
     /// Every kind, in label order.
-    pub const ALL: [RequestKind; 10] = [
+    pub const ALL: [RequestKind; 12] = [
         RequestKind::Acquire,
         RequestKind::Renew,
         RequestKind::Release,
@@ -104,6 +108,8 @@ impl RequestKind {
         RequestKind::SeatInfo,
         RequestKind::Ping,
         RequestKind::Licenses,
+        RequestKind::Borrow,
+        RequestKind::Return,
         RequestKind::Malformed,
     ];
 
@@ -119,6 +125,8 @@ impl RequestKind {
             NetRequest::SeatInfo { .. } => RequestKind::SeatInfo,
             NetRequest::Ping => RequestKind::Ping,
             NetRequest::Licenses { .. } => RequestKind::Licenses,
+            NetRequest::Borrow { .. } => RequestKind::Borrow,
+            NetRequest::Return { .. } => RequestKind::Return,
         }
     }
 
@@ -134,6 +142,8 @@ impl RequestKind {
             RequestKind::SeatInfo => "seat_info",
             RequestKind::Ping => "ping",
             RequestKind::Licenses => "licenses",
+            RequestKind::Borrow => "borrow",
+            RequestKind::Return => "return",
             RequestKind::Malformed => "malformed",
         }
     }

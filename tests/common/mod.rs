@@ -68,6 +68,7 @@ pub fn spec(product_code: u32, quantity: u32, unit: CountingUnit) -> LicenseSpec
         quantity,
         counting_unit: unit,
         exclusive_allowed: false,
+        borrow_days: 0,
         expiry: None,
         vm_policy: VmPolicy::Allow,
     }

@@ -222,6 +222,7 @@ fn license(n: usize, cfg: &LicCfg) -> License {
         quantity: cfg.quantity,
         counting_unit: cfg.unit,
         exclusive_allowed: cfg.exclusive_allowed,
+        borrow_days: 0,
         issued_at: T0 / 1000 - 86_400,
         expiry: cfg.expiry.map(|s| T0 / 1000 + s),
         vm_policy: if cfg.vm_deny {

@@ -46,6 +46,7 @@ pub(crate) fn activate(
         quantity,
         counting_unit: CountingUnit::Handle,
         exclusive_allowed: false,
+        borrow_days: 0,
         expiry: None,
         vm_policy: VmPolicy::Allow,
     };

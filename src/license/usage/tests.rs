@@ -39,6 +39,7 @@ pub(crate) fn container_at(key: &PublisherKey, now: u64) -> Engine {
         quantity: 5,
         counting_unit: CountingUnit::Handle,
         exclusive_allowed: false,
+        borrow_days: 0,
         expiry: None,
         vm_policy: VmPolicy::Allow,
     };

@@ -394,6 +394,10 @@ impl Server {
                 }
                 Ok(NetResponse::Licenses(out))
             }
+            // Served from the next commit on (issue 16): until then a clear refusal.
+            NetRequest::Borrow { .. } | NetRequest::Return { .. } => Err(Error::NoLicense(
+                "this server does not lend seats yet".into(),
+            )),
         }
     }
 
