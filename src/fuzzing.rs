@@ -379,6 +379,21 @@ pub fn envelope(data: &[u8]) {
     signed_as::<ContainerCertificate>(Kind::Certificate, data, &pk, ps);
     signed_as::<Delegation>(Kind::Delegation, data, &cv, &ck);
     signed_as::<usage::UsageStatement>(Kind::UsageCheckpoint, data, &cv, &ck);
+    if let Some(g) = signed_as::<crate::license::BorrowGrant>(Kind::Borrow, data, &cv, &ck) {
+        // The chain check never panics, and a grant for another borrower never passes.
+        let _ = crate::license::BorrowGrant::verify(
+            data,
+            &[],
+            &pk,
+            VENDOR,
+            &g.borrower_serial,
+            &g.borrower_key,
+        );
+        assert!(
+            crate::license::BorrowGrant::verify(data, &[], &pk, VENDOR, "someone else", &[0; 32])
+                .is_err()
+        );
+    }
     if let Ok(env) = Envelope::parse(Kind::UsageCheckpoint, data) {
         let _ = usage::UsageStatement::decode(&env);
     }
@@ -634,6 +649,40 @@ pub fn seed_request() -> Vec<u8> {
     envelope::sign(Kind::ActivationRequest, &req, &ck).expect("signs")
 }
 
+/// A borrowable license (format 2) and a seat of it lent by the fixed container.
+fn seed_borrow() -> (Vec<u8>, Vec<u8>) {
+    let ck = container_key();
+    let mut s = spec(1);
+    s.borrow_days = 7;
+    let license = publisher()
+        .issue(
+            &publisher().read_request(&seed_request()).expect("reads"),
+            &s,
+            NOW - 50,
+        )
+        .expect("issues");
+    let grant = crate::license::BorrowGrant {
+        seat_id: [4; 16],
+        vendor_id: VENDOR,
+        license: license.clone(),
+        lender_serial: "TS-FUZZ-0001".into(),
+        borrower_serial: "SW-BORROWER".into(),
+        borrower_key: [0x44; 32],
+        borrower_host: "laptop".into(),
+        issued_at: NOW,
+        until: NOW + 3 * 86_400,
+        secret: cipher::seal_secret(
+            &[0x55; 32],
+            VENDOR,
+            1,
+            &crate::license::borrow::secret_context("SW-BORROWER", &[4; 16]),
+            &PRODUCT_SECRET,
+        )
+        .expect("seals"),
+    };
+    (license, grant.sign(&ck).expect("signs"))
+}
+
 fn seed_delegation() -> Vec<u8> {
     let d = Delegation {
         vendor_id: VENDOR,
@@ -740,6 +789,18 @@ pub fn seeds(home: &std::path::Path) -> Vec<Seed> {
         },
         NetRequest::SeatInfo { seat_id: [1; 16] },
         NetRequest::Ping,
+        NetRequest::Borrow {
+            seat_id: [2; 16],
+            vendor_id: VENDOR,
+            product_code: 1,
+            features: 1,
+            days: 2,
+            borrower: seed_request(),
+        },
+        NetRequest::Return {
+            seat_id: [2; 16],
+            signature: vec![0x66; 64],
+        },
     ];
     let act = p
         .activate(&seed_request(), &[spec(1)], NOW)
@@ -920,6 +981,9 @@ pub fn seeds(home: &std::path::Path) -> Vec<Seed> {
     add("envelope", "license", license.clone());
     add("envelope", "certificate", activation.certificate.clone());
     add("envelope", "delegation", seed_delegation());
+    let (borrowable, grant) = seed_borrow();
+    add("envelope", "license-v2", borrowable);
+    add("envelope", "borrow", grant);
     add("activation", "request", seed_request());
     add("activation", "activation", act.clone());
     add("envelope", "activation", act.clone());
