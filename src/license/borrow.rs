@@ -84,9 +84,8 @@ pub fn verify_return(borrower_key: &[u8; 32], seat_id: &[u8; 16], signature: &[u
 pub fn read_borrower(bytes: &[u8], vendor_id: u32) -> Result<ActivationRequest> {
     let env = Envelope::parse(Kind::ActivationRequest, bytes)?;
     let req: ActivationRequest = env.decode()?;
-    let key = VerifyingKey::from_bytes(&req.sign_key).map_err(|_| {
-        Error::BadSignature("the borrowing container names an invalid key".into())
-    })?;
+    let key = VerifyingKey::from_bytes(&req.sign_key)
+        .map_err(|_| Error::BadSignature("the borrowing container names an invalid key".into()))?;
     env.verify(&key)?;
     if req.vendor_id != vendor_id {
         return Err(Error::WrongVendor {
@@ -142,8 +141,7 @@ impl BorrowGrant {
         borrower_serial: &str,
         borrower_key: &[u8; 32],
     ) -> Result<(BorrowGrant, License)> {
-        let cert: ContainerCertificate =
-            Envelope::open(Kind::Certificate, certificate, publisher)?;
+        let cert: ContainerCertificate = Envelope::open(Kind::Certificate, certificate, publisher)?;
         if cert.vendor_id != vendor_id {
             return Err(Error::WrongVendor {
                 expected: vendor_id,
@@ -173,14 +171,14 @@ impl BorrowGrant {
         }
         let s = SignedLicense::verify(&g.license, publisher)?;
         s.check_vendor(vendor_id)?;
-        s.license.check_binding(&cert.serial, Some(&cert.sign_key))?;
+        s.license
+            .check_binding(&cert.serial, Some(&cert.sign_key))?;
         if g.secret.vendor_id != vendor_id || g.secret.product_code != s.license.product_code {
             return Err(Error::BindingMismatch(
                 "the sealed secret is for another product".into(),
             ));
         }
-        if g.until <= g.issued_at
-            || g.until - g.issued_at > u64::from(s.license.borrow_days) * DAY
+        if g.until <= g.issued_at || g.until - g.issued_at > u64::from(s.license.borrow_days) * DAY
         {
             return Err(Error::BindingMismatch(format!(
                 "the seat is lent for longer than the license allows ({} days)",
