@@ -486,6 +486,23 @@ fn the_admin_api_lists_a_borrowed_seat_and_refuses_to_revoke_it() {
 
     let admin = &f.server.admin;
     let auth = format!("Bearer {}", f.token);
+    // The metrics count it among the seats in use, and on its own.
+    let m = get(admin, "/metrics", &[("Authorization", &auth)]);
+    assert_eq!(m.status, 200, "{m:?}");
+    let labels = format!("{{vendor=\"{VENDOR}\",product=\"1\",product_name=\"Product 1\"}}");
+    assert!(
+        m.body
+            .contains(&format!("tessera_seats_borrowed{labels} 1\n")),
+        "{}",
+        m.body
+    );
+    assert!(
+        m.body
+            .contains(&format!("tessera_seats_in_use{labels} 2\n")),
+        "{}",
+        m.body
+    );
+    assert!(m.body.contains("tessera_borrows_total 1\n"), "{}", m.body);
     let r = request(
         admin,
         "POST",

@@ -697,8 +697,47 @@ pub async fn metrics(State(st): State<AdminState>) -> Response {
                 "Configuration reloads.",
                 &stats.reloads,
             ),
+            (
+                "tessera_borrows_total",
+                "Seats lent to other machines (retries included).",
+                &stats.borrows,
+            ),
+            (
+                "tessera_returns_total",
+                "Borrowed seats given back before their end.",
+                &stats.returns,
+            ),
         ],
     );
+    // Borrowed seats held now, per product (each holds a slot of its own until its end).
+    let mut borrowed: std::collections::BTreeMap<(u32, u32), u32> =
+        usage.keys().map(|k| (*k, 0)).collect();
+    let now = now_ms();
+    let _ = s.with_table(|t| {
+        for r in t.rows().filter(|r| r.is_borrowed() && r.expires_ms > now) {
+            if let Some((ci, li)) = hosting.hosted.by_license_id(&r.license_id) {
+                let l = &hosting.hosted.containers[ci].licenses[li];
+                *borrowed.entry((l.vendor_id, l.product_code)).or_default() += 1;
+            }
+        }
+    });
+    e.family(
+        "tessera_seats_borrowed",
+        "gauge",
+        "Borrowed seats held now per product (counted among the seats in use).",
+    );
+    for ((v, p), n) in &borrowed {
+        let name = names.get(&(*v, *p)).map_or("", String::as_str);
+        e.sample(
+            "tessera_seats_borrowed",
+            &[
+                ("vendor", &v.to_string()),
+                ("product", &p.to_string()),
+                ("product_name", name),
+            ],
+            f64::from(*n),
+        );
+    }
     e.single(
         "tessera_connections",
         "gauge",
