@@ -14,9 +14,9 @@ use ed25519_dalek::VerifyingKey;
 use tessera::Error;
 use tessera::container::{ContainerKind, Engine};
 use tessera::host::{Fingerprint, MachineKind};
+use tessera::license::CountingUnit;
 use tessera::license::borrow::{self, BorrowGrant, DAY};
 use tessera::license::usage::{self, Event};
-use tessera::license::{CountingUnit, SignedLicense};
 use tessera::net::conn::ServerConn;
 use tessera::net::proto::{ClientHello, HostInfo, NetRequest, NetResponse, PROTOCOL_VERSION};
 use tessera::publisher::{LicenseSpec, PublisherKey};
@@ -610,47 +610,92 @@ fn the_usage_log_records_borrow_and_return_and_verify_usage_counts_borrowed_time
         .collect();
     assert_eq!(returns, vec![seat(1)]);
 
-    // The publisher's tool verifies it and counts the borrowed time.
+    // The publisher's tool verifies it and counts the borrowed time: the borrowed seats
+    // are all the seat time there is, and no more than both held from their borrow to the
+    // log's last record.
     let key_pub = f.dir.path().join("publisher.pub");
     std::fs::write(&key_pub, f.key.public_key_text()).unwrap();
+    let months = verify_usage(&key_pub, &f.log());
+    let sum = |k: &str| months.iter().map(|m| m[k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!((sum("borrows"), sum("returns")), (2, 1), "{months:?}");
+    let borrowed_ms = sum("borrowed_ms");
+    assert!(borrowed_ms > 0, "{months:?}");
+    assert_eq!(borrowed_ms, sum("seat_ms"), "{months:?}");
+    let span_ms = {
+        let mut first_last = (u64::MAX, 0);
+        let bytes = std::fs::read(f.log()).unwrap();
+        usage::scan(&bytes[..], |_, s| {
+            first_last.0 = first_last.0.min(s.record.time_ms);
+            first_last.1 = first_last.1.max(s.record.time_ms);
+            Ok(())
+        })
+        .unwrap();
+        first_last.1 - first_last.0
+    };
+    assert!(borrowed_ms <= 2 * span_ms, "{borrowed_ms} > 2 x {span_ms}");
+
+    // The server started again logs on the same chain: Bob's return, and it still verifies.
+    f.restart_at(&[]);
+    let mut conn = f.connect("bob-laptop");
+    give_back(&mut conn, seat(2), bob.return_signature(&seat(2))).unwrap();
+    let st = f.server.stop();
+    assert!(st.success(), "{st}");
+    let months = verify_usage(&key_pub, &f.log());
+    let sum = |k: &str| months.iter().map(|m| m[k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!((sum("borrows"), sum("returns")), (2, 2), "{months:?}");
+    assert!(sum("borrowed_ms") >= borrowed_ms);
+}
+
+/// `tessera-vendor verify-usage --json` of a log: its months (the run must succeed).
+fn verify_usage(key_pub: &Path, log: &Path) -> Vec<serde_json::Value> {
     let out = Command::new(common::bin("tessera-vendor"))
         .args([
             OsStr::new("verify-usage"),
             OsStr::new("--key"),
             key_pub.as_os_str(),
             OsStr::new("--json"),
-            f.log().as_os_str(),
+            log.as_os_str(),
         ])
         .output()
         .unwrap();
     let json = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{json}");
-    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-    let months = v["months"].as_array().unwrap();
-    let sum = |k: &str| months.iter().map(|m| m[k].as_u64().unwrap()).sum::<u64>();
-    assert_eq!(sum("borrows"), 2, "{json}");
-    assert_eq!(sum("returns"), 1, "{json}");
-    let borrowed_ms = sum("borrowed_ms");
-    assert!(borrowed_ms > 0, "{json}");
-    // Both borrowed seats held a while, each less than the time the log covers.
-    let span = records(&f.log()).len();
-    assert!(span > 0);
-    assert!(borrowed_ms <= sum("seat_ms"), "{json}");
-
-    // The server started again keeps logging to the same chain, and the log still verifies.
-    f.restart_at(&[]);
-    let mut conn = f.connect("bob-laptop");
-    give_back(&mut conn, seat(2), bob.return_signature(&seat(2))).unwrap();
-    let st = f.server.stop();
-    assert!(st.success(), "{st}");
-    let events = records(&f.log());
     assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, Event::Return(s) if s.seat_id == seat(2)))
+        out.status.success(),
+        "{json}{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    let license =
-        SignedLicense::parse_unverified(&BorrowGrant::parse_unverified(&grant).unwrap().license)
-            .unwrap();
-    assert_eq!(license.borrow_days, 3);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    v["months"].as_array().unwrap().clone()
+}
+
+#[test]
+fn an_acquire_waiting_for_a_seat_gets_the_one_returned() {
+    use std::sync::Arc;
+    use tessera::client::{Environment, Session, SessionOptions, sources};
+    let f = fixture(&[borrowable(1, 1, 2)]);
+    let alice = laptop("alice");
+    let mut conn = f.connect("alice");
+    borrow(&mut conn, seat(1), 1, 2, &alice).unwrap();
+    let mut o = SessionOptions::new(VENDOR, f.publisher());
+    o.sources = sources::NETWORK;
+    o.servers = vec![f.server.addr.clone()];
+    o.timeout = Duration::from_secs(5);
+    let env = Environment {
+        home: f.dir.path().join("client-carol"),
+        host: tessera::host::HostIdentity::simulated("carol"),
+        clock: Arc::new(tessera::util::SystemClock),
+    };
+    let carol = Session::open_in(o, env).unwrap();
+    assert!(matches!(
+        carol.acquire(1, 0, false),
+        Err(Error::NoSeat { quantity: 1 })
+    ));
+    let waiter = std::thread::spawn(move || {
+        let got = carol.acquire_wait(1, 0, false, Duration::from_secs(60));
+        got.map(|seat| seat.info().unwrap().in_use)
+    });
+    // Given back while Carol waits (she waits, whenever it comes): she gets the seat.
+    std::thread::sleep(Duration::from_millis(300));
+    give_back(&mut conn, seat(1), alice.return_signature(&seat(1))).unwrap();
+    assert_eq!(waiter.join().unwrap().unwrap(), 1);
 }
