@@ -636,7 +636,10 @@ fn a_license_server_hosts_the_dongle_attached_to_it() {
         serial,
         dir,
         ..
-    } = hid_rig(&[spec(1, 2, CountingUnit::Handle)]);
+    } = hid_rig(&[tessera::publisher::LicenseSpec {
+        borrow_days: 2,
+        ..spec(1, 2, CountingUnit::Handle)
+    }]);
     // The server finds the dongle through the same discovery the client uses.
     let mut server = Command::new(env!("CARGO_BIN_EXE_tessera-server"))
         .args([
@@ -671,7 +674,7 @@ fn a_license_server_hosts_the_dongle_attached_to_it() {
     // A client elsewhere (its own home, no dongle source) gets a seat of the dongle's license.
     let mut o = SessionOptions::new(VENDOR, key.public_key());
     o.sources = sources::NETWORK;
-    o.servers = vec![addr];
+    o.servers = vec![addr.clone()];
     let s = Session::open_in(o, env(&dir.path().join("client-home"), "remote host")).unwrap();
     let seat = s
         .acquire(1, 0, false)
@@ -695,6 +698,8 @@ fn a_license_server_hosts_the_dongle_attached_to_it() {
         );
     }
     drop(seat);
+    // The dongle lends a seat (the engine behind its channel signs the grant) and takes it back.
+    borrow_and_return(&addr, &key, &serial);
     // At SIGTERM the server checkpoints its usage log, signed by the dongle over its channel.
     common::server::sigterm(&mut server.0);
     let log = dir
@@ -707,6 +712,28 @@ fn a_license_server_hosts_the_dongle_attached_to_it() {
     assert!(r.checkpoints >= 1 && r.unverified_tail == 0, "{r:?}");
     let m = r.months.values().next().unwrap();
     assert_eq!((m.grants, m.releases), (1, 1));
+    assert_eq!((m.borrows, m.returns), (1, 1));
+}
+
+/// Borrows a seat of product 1 from the server at `addr` for a container of its own, checks
+/// the grant against the publisher and the lending dongle `serial`, and gives it back.
+fn borrow_and_return(addr: &str, key: &PublisherKey, serial: &str) {
+    use common::borrow;
+    let laptop = borrow::laptop(VENDOR, "laptop");
+    let mut conn = borrow::connect(addr, &key.public_key(), VENDOR, "laptop");
+    let seat_id = [0xB0; 16];
+    let (grant, certificate) = borrow::borrow(&mut conn, VENDOR, seat_id, 1, 2, &laptop).unwrap();
+    let (g, _) = tessera::license::BorrowGrant::verify(
+        &grant,
+        &certificate,
+        &key.public_key(),
+        VENDOR,
+        laptop.engine.serial(),
+        &laptop.key(),
+    )
+    .unwrap();
+    assert_eq!(g.lender_serial, serial);
+    borrow::give_back(&mut conn, seat_id, laptop.return_signature(&seat_id)).unwrap();
 }
 
 #[test]
