@@ -75,6 +75,15 @@ pub enum Request {
         /// `license::usage::checkpoint_digest` of the log's head.
         digest: [u8; 32],
     },
+    /// The seat key of a key id (`cipher::seat_key`), answered with [`Response::Key`]: a
+    /// license server hands it to a network seat, which then encrypts and decrypts format-2
+    /// ciphertext under that key id by itself. (Last: variants are numbered on the wire.)
+    SeatKey {
+        /// The license whose product secret keys it.
+        license_id: [u8; 16],
+        /// The key id the seat picked.
+        key_id: [u8; 12],
+    },
 }
 
 /// What a container answers.
@@ -111,7 +120,7 @@ pub enum Response {
         /// The container's time.
         now: u64,
     },
-    /// Answer to `DeriveKey`.
+    /// Answer to `DeriveKey` and `SeatKey`.
     Key([u8; 32]),
     /// Answer to `Encrypt` / `Decrypt`.
     Data(Vec<u8>),

@@ -88,13 +88,15 @@ pub enum RequestKind {
     Ping,
     /// `Licenses`.
     Licenses,
+    /// `SeatKey`.
+    SeatKey,
     /// A frame that did not decode as a request.
     Malformed,
 }
 
 impl RequestKind {
     /// Every kind, in label order.
-    pub const ALL: [RequestKind; 10] = [
+    pub const ALL: [RequestKind; 11] = [
         RequestKind::Acquire,
         RequestKind::Renew,
         RequestKind::Release,
@@ -104,6 +106,7 @@ impl RequestKind {
         RequestKind::SeatInfo,
         RequestKind::Ping,
         RequestKind::Licenses,
+        RequestKind::SeatKey,
         RequestKind::Malformed,
     ];
 
@@ -119,6 +122,7 @@ impl RequestKind {
             NetRequest::SeatInfo { .. } => RequestKind::SeatInfo,
             NetRequest::Ping => RequestKind::Ping,
             NetRequest::Licenses { .. } => RequestKind::Licenses,
+            NetRequest::SeatKey { .. } => RequestKind::SeatKey,
         }
     }
 
@@ -134,6 +138,7 @@ impl RequestKind {
             RequestKind::SeatInfo => "seat_info",
             RequestKind::Ping => "ping",
             RequestKind::Licenses => "licenses",
+            RequestKind::SeatKey => "seat_key",
             RequestKind::Malformed => "malformed",
         }
     }

@@ -1,6 +1,6 @@
 //! The license protocol's requests as the server answers them: acquire (counted by unit, one
 //! license after another until one grants), renew, release, the calls that run in a seat's
-//! container (derive a key, encrypt, decrypt), seat information; and lease expiry.
+//! container (derive a key, a seat key, encrypt, decrypt), seat information; and lease expiry.
 //!
 //! Every change to the seat table is submitted to the group committer under the table's
 //! lock, with its usage-log events, so that the store and the usage log keep the table's
@@ -326,6 +326,20 @@ impl Server {
                     .await?
                 {
                     Response::Key(k) => Ok(NetResponse::Key(k)),
+                    other => Err(Error::malformed("container answer", format!("{other:?}"))),
+                }
+            }
+            NetRequest::SeatKey { seat_id, key_id } => {
+                // As `DeriveKey`: the seat must be live and this client's; the hosted
+                // container derives it.
+                match self
+                    .container_call(client, &seat_id, |license_id| Request::SeatKey {
+                        license_id,
+                        key_id,
+                    })
+                    .await?
+                {
+                    Response::Key(key) => Ok(NetResponse::SeatKey { key }),
                     other => Err(Error::malformed("container answer", format!("{other:?}"))),
                 }
             }
