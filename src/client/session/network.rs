@@ -1,15 +1,26 @@
 //! The network source: the session's seats on license servers (configured, or found by a
 //! discovery broadcast), the acquire path through them, and a server seat's keys.
+//!
+//! A network seat encrypts and decrypts in the app with keys it keeps
+//! ([`crate::net::seat_keys`]): format 2 under its own seat key, fetched once when it is
+//! acquired; other seats' format-2 ciphertext and format-1 ciphertext with keys fetched the
+//! first time it opens them. While its lease runs, what needs no new key works with the
+//! server out of reach (`docs/SERVER.md`, "Offline: a held seat without its server").
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::seat::{Backing, RemoteContainer};
+use zeroize::Zeroizing;
+
+use super::seat::{Backing, RemoteContainer, copy_out};
 use super::{Seat, Session, SourceKind, poisoned};
-use crate::cipher::{self, Header};
+use crate::cipher::{self, Header, Mode};
 use crate::container::ContainerKind;
+use crate::license::License;
 use crate::net::lease::NetSeats;
 use crate::net::proto::{NetRequest, NetResponse};
+use crate::net::seat_keys::{Own, SeatKeys};
+use crate::status::Status;
 use crate::{Error, Result};
 
 impl Session {
@@ -89,6 +100,11 @@ impl Session {
                 ));
             }
         };
+        // The seat's own seat key, fetched now while the server is surely there. A failure
+        // here is not the acquire's: the first encryption asks again.
+        if let Err(e) = NetworkSeat::new(&net, seat_id).own_key() {
+            tracing::debug!(error = %e, "no seat key yet");
+        }
         let container_kind = if grant.container_serial.starts_with("DG-") {
             ContainerKind::Dongle
         } else {
@@ -156,6 +172,215 @@ impl RemoteContainer for ServerSeat<'_> {
         match self.0.call_for_seat(self.1, req)? {
             NetResponse::Data(d) => Ok(d),
             other => Err(unexpected_net(&other)),
+        }
+    }
+}
+
+/// A network seat's operations.
+pub(super) struct NetworkSeat<'a> {
+    net: &'a NetSeats,
+    seat_id: [u8; 16],
+}
+
+fn lock_keys(k: &Mutex<SeatKeys>) -> std::sync::MutexGuard<'_, SeatKeys> {
+    k.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Whether a server's error means it does not know seat keys (an older server, or an older
+/// container under it): its request did not decode.
+fn no_seat_keys(e: &Error) -> bool {
+    e.status() == Status::Malformed
+}
+
+/// A transport error while fetching a key this seat does not keep yet, said plainly: the
+/// ciphertext was never opened while the server was reachable, and only the product secret in
+/// the server's container opens it.
+fn needs_server(e: Error) -> Error {
+    const WHY: &str = "this seat has not opened this ciphertext while its license server was \
+                       reachable, and opening it needs the server";
+    match e {
+        Error::Io { path, source } => {
+            Error::io(format!("{WHY}: {}", path.display()), source)
+        }
+        Error::Timeout(m) => Error::Timeout(format!("{WHY}: {m}")),
+        other => other,
+    }
+}
+
+impl<'a> NetworkSeat<'a> {
+    pub(super) fn new(net: &'a NetSeats, seat_id: [u8; 16]) -> NetworkSeat<'a> {
+        NetworkSeat { net, seat_id }
+    }
+
+    /// The seat's keys, if it is live (no I/O, no connection lock).
+    fn keys(&self) -> Result<Arc<Mutex<SeatKeys>>> {
+        self.net.keys(&self.seat_id)
+    }
+
+    fn lost() -> Error {
+        Error::LeaseLost("the seat's lease ended and its keys are gone".into())
+    }
+
+    /// The own key id and seat key; `None` when the server does not hand out seat keys.
+    /// Asks the server once (while it is not fetched yet).
+    pub(super) fn own_key(&self) -> Result<Option<([u8; 12], cipher::Key)>> {
+        let keys = self.keys()?;
+        let key_id = match &lock_keys(&keys).own {
+            Own::Key(id, k) => return Ok(Some((*id, Zeroizing::new(***k)))),
+            Own::Unsupported => return Ok(None),
+            Own::Gone => return Err(Self::lost()),
+            Own::Pending(id) => *id,
+        };
+        let req = NetRequest::SeatKey {
+            seat_id: self.seat_id,
+            key_id,
+        };
+        let fetched = self.net.call_for_seat(self.seat_id, req);
+        let mut k = lock_keys(&keys);
+        match fetched {
+            Ok(NetResponse::SeatKey { key }) => {
+                if let Own::Pending(id) = k.own
+                    && id == key_id
+                {
+                    k.own = Own::Key(key_id, Box::new(Zeroizing::new(key)));
+                }
+                match &k.own {
+                    Own::Key(id, k) => Ok(Some((*id, Zeroizing::new(***k)))),
+                    Own::Gone => Err(Self::lost()),
+                    _ => Err(Error::Internal("a seat key was fetched and not kept".into())),
+                }
+            }
+            Err(e) if no_seat_keys(&e) => {
+                if matches!(k.own, Own::Pending(_)) {
+                    k.own = Own::Unsupported;
+                }
+                Ok(None)
+            }
+            Ok(other) => Err(unexpected_net(&other)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Encrypts: format 2 under the own seat key, locally; through the server (format 1)
+    /// when it does not hand out seat keys.
+    pub(super) fn encrypt(
+        &self,
+        license: &License,
+        mode: Mode,
+        plaintext: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize> {
+        match self.own_key()? {
+            Some((key_id, seat_key)) => {
+                let h = Header::new_seat(mode, license.vendor_id, license.product_code, key_id);
+                let key = cipher::seat_message_key(&seat_key, &h);
+                cipher::seal_with_key(&key, &h, plaintext, out)
+            }
+            None => {
+                let r = ServerSeat(self.net, self.seat_id);
+                match mode {
+                    Mode::Derived => {
+                        let h = Header::new(mode, license.vendor_id, license.product_code);
+                        let key = r.derive_key(&h)?;
+                        cipher::seal_with_key(&key, &h, plaintext, out)
+                    }
+                    Mode::Direct => copy_out(r.encrypt(plaintext)?, out),
+                }
+            }
+        }
+    }
+
+    /// Decrypts `ct` (whose header is `header`, checked to be of the seat's product) with a
+    /// key the seat keeps, else one it fetches from the server and keeps once it opened.
+    pub(super) fn decrypt(&self, header: &Header, ct: &[u8], out: &mut [u8]) -> Result<usize> {
+        let keys = self.keys()?;
+        let encoded = header.encode();
+        let kept = {
+            let k = lock_keys(&keys);
+            if k.is_gone() {
+                return Err(Self::lost());
+            }
+            match header.key_id() {
+                Some(id) => k
+                    .seat_key(&id)
+                    .map(|sk| cipher::seat_message_key(&sk, header)),
+                None => k.message_key(&encoded),
+            }
+        };
+        if let Some(key) = kept {
+            return cipher::open_with_key(&key, header, ct, out);
+        }
+        let server_keys = self.own_key()?.is_some();
+        let r = ServerSeat(self.net, self.seat_id);
+        match header.key_id() {
+            Some(key_id) => {
+                let req = NetRequest::SeatKey {
+                    seat_id: self.seat_id,
+                    key_id,
+                };
+                let seat_key = match self.net.call_for_seat(self.seat_id, req) {
+                    Ok(NetResponse::SeatKey { key }) => Zeroizing::new(key),
+                    Ok(other) => return Err(unexpected_net(&other)),
+                    Err(e) if no_seat_keys(&e) => {
+                        return Err(Error::UnknownVersion {
+                            what: "ciphertext (the license server does not know format 2)",
+                            found: header.version as u16,
+                            supported: cipher::CIPHER_VERSION as u16,
+                        });
+                    }
+                    Err(e) => return Err(needs_server(e)),
+                };
+                let n = cipher::open_with_key(
+                    &cipher::seat_message_key(&seat_key, header),
+                    header,
+                    ct,
+                    out,
+                )?;
+                lock_keys(&keys).keep_seat_key(key_id, &seat_key);
+                Ok(n)
+            }
+            None if server_keys => {
+                // Format 1: its message key (a server that hands out seat keys also derives
+                // direct-mode headers' message keys), kept once it opened.
+                let key = r.derive_key(header).map_err(needs_server)?;
+                let n = cipher::open_with_key(&key, header, ct, out)?;
+                lock_keys(&keys).keep_message_key(encoded, &key);
+                Ok(n)
+            }
+            None => match header.mode {
+                Mode::Derived => {
+                    let key = r.derive_key(header)?;
+                    cipher::open_with_key(&key, header, ct, out)
+                }
+                Mode::Direct => copy_out(r.decrypt(ct)?, out),
+            },
+        }
+    }
+
+    /// Seats in use of the seat's license: the server's answer when the connection is up
+    /// and free, else (down, busy reconnecting, failing on the transport) the last answer,
+    /// while the seat's lease runs.
+    pub(super) fn in_use(&self) -> Result<u32> {
+        let keys = self.keys()?;
+        let req = NetRequest::SeatInfo {
+            seat_id: self.seat_id,
+        };
+        match self.net.try_call_for_seat(self.seat_id, &req) {
+            Some(Ok(NetResponse::Info { in_use, .. })) => {
+                lock_keys(&keys).in_use = in_use;
+                Ok(in_use)
+            }
+            Some(Ok(other)) => Err(unexpected_net(&other)),
+            Some(Err(e)) => Err(e),
+            None => {
+                // Checked again: the lease may have run out meanwhile.
+                let keys = self.keys()?;
+                let k = lock_keys(&keys);
+                if k.is_gone() {
+                    return Err(Self::lost());
+                }
+                Ok(k.in_use)
+            }
         }
     }
 }
