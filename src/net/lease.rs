@@ -651,7 +651,9 @@ impl NetSeats {
         lock(&self.inner.seats)
             .get(seat_id)
             .map(|s| s.keys.clone())
-            .ok_or_else(|| Error::InvalidHandle(format!("no network seat {}", hex::encode(seat_id))))
+            .ok_or_else(|| {
+                Error::InvalidHandle(format!("no network seat {}", hex::encode(seat_id)))
+            })
     }
 
     /// Sends a request about a held seat only when the connection is up, attached and free

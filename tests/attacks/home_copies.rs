@@ -452,6 +452,7 @@ fn server(state: &Path, home: &Path, log: &Path) -> ServerProc {
         state: state.to_path_buf(),
         home: home.to_path_buf(),
         port: 0,
+        lease: (common::server::LEASE_MS, common::server::RENEW_MS),
     }
 }
 

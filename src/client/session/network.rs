@@ -199,9 +199,7 @@ fn needs_server(e: Error) -> Error {
     const WHY: &str = "this seat has not opened this ciphertext while its license server was \
                        reachable, and opening it needs the server";
     match e {
-        Error::Io { path, source } => {
-            Error::io(format!("{WHY}: {}", path.display()), source)
-        }
+        Error::Io { path, source } => Error::io(format!("{WHY}: {}", path.display()), source),
         Error::Timeout(m) => Error::Timeout(format!("{WHY}: {m}")),
         other => other,
     }
@@ -247,7 +245,9 @@ impl<'a> NetworkSeat<'a> {
                 match &k.own {
                     Own::Key(id, k) => Ok(Some((*id, Zeroizing::new(***k)))),
                     Own::Gone => Err(Self::lost()),
-                    _ => Err(Error::Internal("a seat key was fetched and not kept".into())),
+                    _ => Err(Error::Internal(
+                        "a seat key was fetched and not kept".into(),
+                    )),
                 }
             }
             Err(e) if no_seat_keys(&e) => {
