@@ -293,7 +293,31 @@ impl Server {
             }
             NetRequest::Renew { seat_ids } => {
                 let lease_ms = self.lease_ms();
-                let (changes, lost) = self.table()?.renew(&seat_ids, client, now_ms(), lease_ms);
+                // A seat of a container this server no longer hosts (another server took it)
+                // is not renewed: it is lost. A network seat encrypts by itself between
+                // renewals, so a renewal is where it learns it.
+                let hosting = self.hosting();
+                let unhosted: Vec<[u8; 16]> = hosting
+                    .hosted
+                    .containers
+                    .iter()
+                    .filter(|c| c.keep_hosting().is_err())
+                    .flat_map(|c| c.licenses.iter().map(|l| l.license_id))
+                    .collect();
+                let mut t = self.table()?;
+                let (changes, lost) = if unhosted.is_empty() {
+                    t.renew(&seat_ids, client, now_ms(), lease_ms)
+                } else {
+                    let (gone, keep): (Vec<[u8; 16]>, Vec<[u8; 16]>) =
+                        seat_ids.iter().partition(|id| {
+                            t.seat(id)
+                                .is_some_and(|r| unhosted.contains(&r.license_id))
+                        });
+                    let (changes, mut lost) = t.renew(&keep, client, now_ms(), lease_ms);
+                    lost.extend(gone);
+                    (changes, lost)
+                };
+                drop(t);
                 if !changes.is_empty() {
                     // Renewals need not wait for the disk: a restart keeps every stored seat
                     // for one more lease, which covers any renewal a SIGKILL lost.
