@@ -965,6 +965,57 @@ mod tests {
     }
 
     #[test]
+    fn local_checks_never_wait_for_the_connection_and_a_lost_seats_keys_are_zeroized() {
+        let publisher = SigningKey::from_bytes(&[1; 32]);
+        let mut mock = Mock::start("alpha", &publisher);
+        let net = seats(&[&mock], &publisher);
+        let (id, _) = net.acquire(VENDOR, 7, 0, false).unwrap();
+        let keys = net.keys(&id).unwrap();
+        lock(&keys).keep_message_key([1; 40], &[2; 32]);
+        {
+            // The keeper holds the connection while it reconnects: a local check answers
+            // anyway, and a try call sends nothing.
+            let _conn = lock(&net.inner.conn);
+            assert!(net.keys(&id).is_ok());
+            assert!(net.try_call_for_seat(id, &info(id)).is_none());
+        }
+        assert!(matches!(
+            net.try_call_for_seat(id, &info(id)),
+            Some(Ok(NetResponse::Info { in_use: 1, .. }))
+        ));
+        assert!(matches!(net.keys(&[9; 16]), Err(Error::InvalidHandle(_))));
+        mock.stop();
+        // Within the lease the seat is live, the server or not.
+        assert!(net.keys(&id).is_ok());
+        assert!(net.try_call_for_seat(id, &info(id)).is_none());
+        assert!(eventually(
+            Duration::from_millis(3 * LEASE_MS),
+            || matches!(net.keys(&id), Err(Error::LeaseLost(_)))
+        ));
+        assert!(lock(&keys).is_gone());
+        assert_eq!(lock(&keys).kept(), (0, 0));
+        assert!(matches!(
+            net.try_call_for_seat(id, &info(id)),
+            Some(Err(Error::LeaseLost(_)))
+        ));
+    }
+
+    #[test]
+    fn a_released_seats_keys_are_zeroized() {
+        let publisher = SigningKey::from_bytes(&[1; 32]);
+        let mock = Mock::start("alpha", &publisher);
+        let net = seats(&[&mock], &publisher);
+        let (id, _) = net.acquire(VENDOR, 7, 0, false).unwrap();
+        let keys = net.keys(&id).unwrap();
+        lock(&keys).keep_seat_key([3; 12], &[4; 32]);
+        assert_eq!(lock(&keys).kept(), (1, 0));
+        net.release(id).unwrap();
+        assert!(lock(&keys).is_gone());
+        assert_eq!(lock(&keys).kept(), (0, 0));
+        assert!(matches!(net.keys(&id), Err(Error::InvalidHandle(_))));
+    }
+
+    #[test]
     fn a_seat_the_server_forgot_is_lost() {
         let publisher = SigningKey::from_bytes(&[1; 32]);
         let mock = Mock::start("alpha", &publisher);

@@ -310,8 +310,7 @@ impl Server {
                 } else {
                     let (gone, keep): (Vec<[u8; 16]>, Vec<[u8; 16]>) =
                         seat_ids.iter().partition(|id| {
-                            t.seat(id)
-                                .is_some_and(|r| unhosted.contains(&r.license_id))
+                            t.seat(id).is_some_and(|r| unhosted.contains(&r.license_id))
                         });
                     let (changes, mut lost) = t.renew(&keep, client, now_ms(), lease_ms);
                     lost.extend(gone);
