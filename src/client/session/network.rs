@@ -16,7 +16,6 @@ use super::seat::{Backing, RemoteContainer, copy_out};
 use super::{Seat, Session, SourceKind, poisoned};
 use crate::cipher::{self, Header, Mode};
 use crate::container::ContainerKind;
-use crate::license::License;
 use crate::net::lease::NetSeats;
 use crate::net::proto::{NetRequest, NetResponse};
 use crate::net::seat_keys::{Own, SeatKeys};
@@ -265,14 +264,14 @@ impl<'a> NetworkSeat<'a> {
     /// when it does not hand out seat keys.
     pub(super) fn encrypt(
         &self,
-        license: &License,
+        (vendor_id, product_code): (u32, u32),
         mode: Mode,
         plaintext: &[u8],
         out: &mut [u8],
     ) -> Result<usize> {
         match self.own_key()? {
             Some((key_id, seat_key)) => {
-                let h = Header::new_seat(mode, license.vendor_id, license.product_code, key_id);
+                let h = Header::new_seat(mode, vendor_id, product_code, key_id);
                 let key = cipher::seat_message_key(&seat_key, &h);
                 cipher::seal_with_key(&key, &h, plaintext, out)
             }
@@ -280,7 +279,7 @@ impl<'a> NetworkSeat<'a> {
                 let r = ServerSeat(self.net, self.seat_id);
                 match mode {
                     Mode::Derived => {
-                        let h = Header::new(mode, license.vendor_id, license.product_code);
+                        let h = Header::new(mode, vendor_id, product_code);
                         let key = r.derive_key(&h)?;
                         cipher::seal_with_key(&key, &h, plaintext, out)
                     }
@@ -382,5 +381,166 @@ impl<'a> NetworkSeat<'a> {
                 Ok(k.in_use)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::conn::tests::{LEASE_MS, Mock, PRODUCT_SECRET, VENDOR, client_hello};
+    use ed25519_dalek::SigningKey;
+
+    const PRODUCT: (u32, u32) = (VENDOR, 7);
+
+    fn held(mock: &Mock, publisher: &SigningKey) -> (NetSeats, [u8; 16]) {
+        let net = NetSeats::new(
+            vec![mock.address()],
+            &[5; 32],
+            client_hello(),
+            publisher.verifying_key(),
+            VENDOR,
+            Duration::from_secs(1),
+        );
+        let (id, _) = net.acquire(VENDOR, 7, 0, false).unwrap();
+        (net, id)
+    }
+
+    fn enc(s: &NetworkSeat, mode: Mode, data: &[u8]) -> Vec<u8> {
+        let mut ct = vec![0u8; cipher::ciphertext_len(data.len())];
+        let n = s.encrypt(PRODUCT, mode, data, &mut ct).unwrap();
+        ct.truncate(n);
+        ct
+    }
+
+    fn dec(s: &NetworkSeat, ct: &[u8]) -> Result<Vec<u8>> {
+        let h = Header::parse(ct)?;
+        let mut out = vec![0u8; cipher::plaintext_len(ct.len())];
+        let n = s.decrypt(&h, ct, &mut out)?;
+        out.truncate(n);
+        Ok(out)
+    }
+
+    fn key_calls(m: &Mock) -> usize {
+        m.state.lock().unwrap().key_calls
+    }
+
+    #[test]
+    fn one_seat_key_then_no_round_trip_and_what_was_opened_opens_offline() {
+        let publisher = SigningKey::from_bytes(&[1; 32]);
+        let mut mock = Mock::start("alpha", &publisher);
+        let (net, id) = held(&mock, &publisher);
+        let s = NetworkSeat::new(&net, id);
+        let (key_id, _) = s.own_key().unwrap().expect("a seat key");
+        assert_eq!(key_calls(&mock), 1);
+        for mode in [Mode::Direct, Mode::Derived] {
+            for i in 0..5u8 {
+                let data = [i; 33];
+                let ct = enc(&s, mode, &data);
+                let h = Header::parse(&ct).unwrap();
+                assert_eq!((h.version, h.mode, h.key_id()), (2, mode, Some(key_id)));
+                assert_eq!(dec(&s, &ct).unwrap(), data);
+                assert_eq!(cipher::decrypt(&PRODUCT_SECRET, &ct).unwrap(), data);
+            }
+        }
+        assert_eq!(key_calls(&mock), 1, "no round trip after the seat key");
+        // Format 1 (a local container's) and another seat's format 2: one request each, then
+        // kept; a tampered one keeps nothing.
+        let f1 = cipher::encrypt(
+            &PRODUCT_SECRET,
+            &Header::new(Mode::Direct, VENDOR, 7),
+            b"f1",
+        )
+        .unwrap();
+        let other = cipher::encrypt(
+            &PRODUCT_SECRET,
+            &Header::new_seat(Mode::Derived, VENDOR, 7, [5; 12]),
+            b"other",
+        )
+        .unwrap();
+        let mut bad = cipher::encrypt(
+            &PRODUCT_SECRET,
+            &Header::new(Mode::Derived, VENDOR, 7),
+            b"bad",
+        )
+        .unwrap();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        for _ in 0..3 {
+            assert_eq!(dec(&s, &f1).unwrap(), b"f1");
+            assert_eq!(dec(&s, &other).unwrap(), b"other");
+        }
+        assert_eq!(key_calls(&mock), 3);
+        assert!(matches!(dec(&s, &bad), Err(Error::Tampered(_))));
+        assert!(matches!(dec(&s, &bad), Err(Error::Tampered(_))));
+        assert_eq!(
+            key_calls(&mock),
+            5,
+            "a ciphertext that did not open keeps no key"
+        );
+        assert_eq!(lock_keys(&net.keys(&id).unwrap()).kept(), (1, 1));
+
+        // The server gone: what needs no new key works, with its last answers.
+        mock.stop();
+        assert_eq!(s.in_use().unwrap(), 1);
+        let ct = enc(&s, Mode::Direct, b"offline");
+        assert_eq!(dec(&s, &ct).unwrap(), b"offline");
+        assert_eq!(dec(&s, &f1).unwrap(), b"f1");
+        assert_eq!(dec(&s, &other).unwrap(), b"other");
+        let never = cipher::encrypt(
+            &PRODUCT_SECRET,
+            &Header::new_seat(Mode::Derived, VENDOR, 7, [6; 12]),
+            b"never",
+        )
+        .unwrap();
+        let e = dec(&s, &never).unwrap_err();
+        assert!(
+            matches!(e, Error::Io { .. } | Error::Timeout(_))
+                && e.to_string().contains("has not opened"),
+            "{e}"
+        );
+        // Past the lease: lost, keys gone.
+        std::thread::sleep(Duration::from_millis(LEASE_MS + 100));
+        let mut out = [0u8; 64];
+        assert!(matches!(
+            s.encrypt(PRODUCT, Mode::Derived, b"x", &mut out),
+            Err(Error::LeaseLost(_))
+        ));
+        assert!(matches!(dec(&s, &ct), Err(Error::LeaseLost(_))));
+        assert!(matches!(s.in_use(), Err(Error::LeaseLost(_))));
+    }
+
+    #[test]
+    fn a_server_without_seat_keys_is_asked_for_every_message_as_before() {
+        let publisher = SigningKey::from_bytes(&[1; 32]);
+        let mock = Mock::start("alpha", &publisher);
+        mock.state.lock().unwrap().old = true;
+        let (net, id) = held(&mock, &publisher);
+        let s = NetworkSeat::new(&net, id);
+        assert!(s.own_key().unwrap().is_none());
+        assert!(s.own_key().unwrap().is_none());
+        assert_eq!(key_calls(&mock), 1, "asked once");
+        for mode in [Mode::Direct, Mode::Derived] {
+            let ct = enc(&s, mode, b"as before");
+            let h = Header::parse(&ct).unwrap();
+            assert_eq!((h.version, h.mode), (1, mode));
+            assert_eq!(dec(&s, &ct).unwrap(), b"as before");
+            assert_eq!(cipher::decrypt(&PRODUCT_SECRET, &ct).unwrap(), b"as before");
+        }
+        assert_eq!(
+            key_calls(&mock),
+            5,
+            "one request an encryption, one a decryption"
+        );
+        // Format 2 needs a server that knows it: a clear refusal.
+        let v2 = cipher::encrypt(
+            &PRODUCT_SECRET,
+            &Header::new_seat(Mode::Derived, VENDOR, 7, [6; 12]),
+            b"v2",
+        )
+        .unwrap();
+        assert!(matches!(
+            dec(&s, &v2),
+            Err(Error::UnknownVersion { found: 2, .. })
+        ));
     }
 }

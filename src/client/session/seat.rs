@@ -182,7 +182,8 @@ impl Seat {
         }
         self.check()?;
         if let Backing::Network { net, seat_id, .. } = &self.backing {
-            return NetworkSeat::new(net, *seat_id).encrypt(&self.license, mode, plaintext, out);
+            let product = (self.license.vendor_id, self.license.product_code);
+            return NetworkSeat::new(net, *seat_id).encrypt(product, mode, plaintext, out);
         }
         let header = Header::new(mode, self.license.vendor_id, self.license.product_code);
         if let Some(r) = self.remote() {
