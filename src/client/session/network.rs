@@ -235,12 +235,13 @@ impl<'a> NetworkSeat<'a> {
         let fetched = self.net.call_for_seat(self.seat_id, req);
         let mut k = lock_keys(&keys);
         match fetched {
-            Ok(NetResponse::SeatKey { key }) => {
+            Ok(NetResponse::SeatKey { mut key }) => {
                 if let Own::Pending(id) = k.own
                     && id == key_id
                 {
                     k.own = Own::Key(key_id, Box::new(Zeroizing::new(key)));
                 }
+                zeroize::Zeroize::zeroize(&mut key);
                 match &k.own {
                     Own::Key(id, k) => Ok(Some((*id, Zeroizing::new(***k)))),
                     Own::Gone => Err(Self::lost()),
@@ -309,7 +310,15 @@ impl<'a> NetworkSeat<'a> {
         if let Some(key) = kept {
             return cipher::open_with_key(&key, header, ct, out);
         }
-        let server_keys = self.own_key()?.is_some();
+        let own = self.own_key()?;
+        // The own key, fetched just now.
+        if let Some((id, seat_key)) = &own
+            && header.key_id() == Some(*id)
+        {
+            let key = cipher::seat_message_key(seat_key, header);
+            return cipher::open_with_key(&key, header, ct, out);
+        }
+        let server_keys = own.is_some();
         let r = ServerSeat(self.net, self.seat_id);
         match header.key_id() {
             Some(key_id) => {
@@ -318,7 +327,11 @@ impl<'a> NetworkSeat<'a> {
                     key_id,
                 };
                 let seat_key = match self.net.call_for_seat(self.seat_id, req) {
-                    Ok(NetResponse::SeatKey { key }) => Zeroizing::new(key),
+                    Ok(NetResponse::SeatKey { mut key }) => {
+                        let kept = Zeroizing::new(key);
+                        zeroize::Zeroize::zeroize(&mut key);
+                        kept
+                    }
                     Ok(other) => return Err(unexpected_net(&other)),
                     Err(e) if no_seat_keys(&e) => {
                         return Err(Error::UnknownVersion {
