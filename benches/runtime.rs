@@ -1,6 +1,8 @@
 //! Runtime benchmarks through the C ABI: session open/close, seat acquire/release, and
 //! `tessera_encrypt` / `tessera_decrypt` in derived and direct mode against a raw
-//! XChaCha20-Poly1305 baseline.
+//! XChaCha20-Poly1305 baseline; and a network seat's encryption (local, under its seat key)
+//! against a decryption that needs a round trip to its license server (a `tessera-server` on
+//! loopback).
 //!
 //! Run: `cargo bench --bench runtime`. Results and how to read them: `docs/BENCHMARKS.md`.
 //!
@@ -16,12 +18,13 @@ use std::time::Duration;
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use criterion::{BenchmarkId, Criterion, Throughput};
+use tessera::cipher::{self, Header, Mode};
 use tessera::client::Environment;
 use tessera::ffi::{
     TESSERA_CIPHERTEXT_OVERHEAD, TESSERA_CRYPT_DERIVED, TESSERA_CRYPT_DIRECT,
-    TESSERA_SOURCE_SOFTWARE, tessera_acquire, tessera_close, tessera_decrypt, tessera_encrypt,
-    tessera_last_error, tessera_open, tessera_open_options, tessera_open_options_init,
-    tessera_release, tessera_seat, tessera_session, tessera_status,
+    TESSERA_SOURCE_NETWORK, TESSERA_SOURCE_SOFTWARE, tessera_acquire, tessera_close,
+    tessera_decrypt, tessera_encrypt, tessera_last_error, tessera_open, tessera_open_options,
+    tessera_open_options_init, tessera_release, tessera_seat, tessera_session, tessera_status,
 };
 use tessera::license::{CountingUnit, VmPolicy};
 use tessera::publisher::{LicenseSpec, PublisherKey};
@@ -49,6 +52,7 @@ fn ok(st: tessera_status, what: &str) {
 struct Fixture {
     _home: tempfile::TempDir,
     publisher_key: [u8; 32],
+    key: PublisherKey,
 }
 
 impl Fixture {
@@ -62,29 +66,11 @@ impl Fixture {
             ..Environment::detect()
         };
         let key = PublisherKey::generate(VENDOR_ID, "bench");
-        let (_, req) =
-            tessera::client::request_activation(&env, VENDOR_ID).expect("activation request");
-        let act = key
-            .activate(
-                &req,
-                &[LicenseSpec {
-                    product_code: PRODUCT_CODE,
-                    product_name: "Bench".into(),
-                    features: u32::MAX,
-                    quantity: 1_000,
-                    counting_unit: CountingUnit::Handle,
-                    exclusive_allowed: false,
-                    borrow_days: 0,
-                    expiry: None,
-                    vm_policy: VmPolicy::Allow,
-                }],
-                tessera::util::now(),
-            )
-            .expect("activation");
-        tessera::client::install_activation(&env, &act, None).expect("install activation");
+        activate(&env, &key);
         Fixture {
             _home: home,
             publisher_key: key.public_key().to_bytes(),
+            key,
         }
     }
 
@@ -110,6 +96,144 @@ impl Fixture {
         ok(tessera_open(&o, &mut s), "tessera_open");
         s
     }
+}
+
+/// Activates the bench license of `key` in `env`.
+fn activate(env: &Environment, key: &PublisherKey) {
+    let (_, req) = tessera::client::request_activation(env, VENDOR_ID).expect("activation request");
+    let act = key
+        .activate(
+            &req,
+            &[LicenseSpec {
+                product_code: PRODUCT_CODE,
+                product_name: "Bench".into(),
+                features: u32::MAX,
+                quantity: 1_000,
+                counting_unit: CountingUnit::Handle,
+                exclusive_allowed: false,
+                borrow_days: 0,
+                expiry: None,
+                vm_policy: VmPolicy::Allow,
+            }],
+            tessera::util::now(),
+        )
+        .expect("activation");
+    tessera::client::install_activation(env, &act, None).expect("install activation");
+}
+
+/// A `tessera-server` on loopback hosting the bench license in a home of its own; killed
+/// when dropped.
+struct Server {
+    child: std::process::Child,
+    addr: std::ffi::CString,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(key: &PublisherKey) -> Server {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let home = dir.path().join("home");
+        activate(
+            &Environment {
+                home: home.clone(),
+                ..Environment::detect()
+            },
+            key,
+        );
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tessera-server"))
+            .args([
+                "--name",
+                "bench",
+                "--no-discovery",
+                "--no-dongles",
+                "--no-admin",
+            ])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--lease-ms",
+                "30000",
+                "--renew-ms",
+                "10000",
+            ])
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg("--home")
+            .arg(&home)
+            .env("TESSERA_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tessera-server");
+        let mut line = String::new();
+        let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        out.read_line(&mut line).expect("server line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("server said {line:?}"))
+            .to_string();
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        Server {
+            child,
+            addr: std::ffi::CString::new(addr).expect("address"),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A network seat: encryption in both modes (local, under its seat key; no round trip), and
+/// the decryption of a format-1 ciphertext it never opened (one `DeriveKey` round trip to the
+/// server each), 64 bytes.
+fn bench_network(c: &mut Criterion, fx: &Fixture) {
+    let server = Server::start(&fx.key);
+    let mut o = fx.options();
+    o.sources = TESSERA_SOURCE_NETWORK;
+    o.servers = server.addr.as_ptr();
+    let mut session: tessera_session = 0;
+    ok(tessera_open(&o, &mut session), "tessera_open (network)");
+    let seat = acquire(session);
+    let input = plaintext(64);
+    let mut out = vec![0u8; 64 + TESSERA_CIPHERTEXT_OVERHEAD];
+    let mut g = c.benchmark_group("network");
+    g.throughput(Throughput::Bytes(64));
+    for (name, flags) in [
+        ("encrypt-derived", TESSERA_CRYPT_DERIVED),
+        ("encrypt-direct", TESSERA_CRYPT_DIRECT),
+    ] {
+        g.bench_with_input(BenchmarkId::new(name, 64), &input, |b, input| {
+            b.iter(|| encrypt(black_box(seat), flags, black_box(input), &mut out))
+        });
+    }
+    let mut ct = vec![0u8; 64 + TESSERA_CIPHERTEXT_OVERHEAD];
+    encrypt(seat, TESSERA_CRYPT_DERIVED, &input, &mut ct);
+    let mut back = vec![0u8; 64];
+    g.bench_with_input(BenchmarkId::new("decrypt-own", 64), &ct, |b, ct| {
+        b.iter(|| decrypt(black_box(seat), black_box(ct), &mut back))
+    });
+    let secret = fx.key.product_secret(PRODUCT_CODE);
+    g.bench_function(BenchmarkId::new("decrypt-first-open-round-trip", 64), |b| {
+        b.iter_batched(
+            || {
+                let h = Header::new(Mode::Derived, VENDOR_ID, PRODUCT_CODE);
+                cipher::encrypt(&secret, &h, &input).expect("encrypt")
+            },
+            |ct| decrypt(seat, &ct, &mut back),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+    ok(tessera_release(seat), "tessera_release");
+    ok(tessera_close(session), "tessera_close");
+    drop(server);
 }
 
 fn acquire(session: tessera_session) -> tessera_seat {
@@ -274,6 +398,8 @@ fn main() {
     bench_decrypt(&mut c, seat);
     ok(tessera_release(seat), "tessera_release");
     ok(tessera_close(session), "tessera_close");
+
+    bench_network(&mut c, &fx);
 
     c.final_summary();
 }

@@ -1,15 +1,35 @@
 //! Tessera ciphertext: self-describing, versioned XChaCha20-Poly1305.
 //!
 //! ```text
-//! "TSX" | version u8 | mode u8 | reserved[3]=0 | vendor_id u32 LE | product_code u32 LE
-//!       | nonce[24] | ciphertext | tag[16]
+//! format 1: "TSX" | 1 | mode u8 | reserved[3]=0 | vendor_id u32 LE | product_code u32 LE
+//!                 | nonce[24]             | ciphertext | tag[16]
+//! format 2: "TSX" | 2 | mode u8 | reserved[3]=0 | vendor_id u32 LE | product_code u32 LE
+//!                 | key_id[12] | salt[12] | ciphertext | tag[16]
 //! ```
-//! The 40-byte header is the AEAD's associated data, so a flipped bit anywhere fails the tag.
-//! The message key is HKDF-SHA256 of the product secret with the nonce as salt and the mode,
-//! vendor and product in the info: in direct mode the container computes it and encrypts
-//! inside; in derived mode the container hands out the message key and the app encrypts.
-//! Either way, any holder of the product secret (another machine's container, the publisher's
-//! tool) decrypts it.
+//! The 40-byte header is the AEAD's associated data, so a flipped bit anywhere fails the tag;
+//! the XChaCha20 nonce is the header's last 24 bytes in both formats.
+//!
+//! Format 1 (written by local containers: software containers and dongles): the message key
+//! is HKDF-SHA256 of the product secret with the nonce as salt and
+//! `"tessera v1 msgkey" | mode | vendor LE | product LE` as info. In direct mode the container
+//! computes it and encrypts inside; in derived mode the container hands out the message key
+//! and the app encrypts.
+//!
+//! Format 2 (written by network seats, both modes): one more level, so that a client holding
+//! a seat on a license server can encrypt and decrypt its own data while the server is out of
+//! reach, without ever holding the product secret:
+//!
+//! ```text
+//! seat key    = HKDF-SHA256(ikm = product secret, salt = key_id,
+//!                           info = "tessera v2 seat key" | vendor LE | product LE)
+//! message key = HKDF-SHA256(ikm = seat key, salt = salt[12],
+//!                           info = "tessera v2 msgkey" | mode | vendor LE | product LE)
+//! ```
+//! The server's container hands a seat its seat key for a key id the seat picked; the seat key
+//! opens only ciphertext under that key id.
+//!
+//! Either format, any holder of the product secret (another machine's container, the
+//! publisher's tool, a license server's container) decrypts it: [`message_key`] reads both.
 //!
 //! Also here: sealing a product secret to a container's X25519 key (ECIES: ephemeral X25519,
 //! HKDF-SHA256, XChaCha20-Poly1305), the way an activation carries secrets to a container.
@@ -24,8 +44,14 @@ use zeroize::Zeroizing;
 
 use crate::{Error, Result};
 
-/// The ciphertext format version this build writes and reads.
+/// The ciphertext format local containers (software containers, dongles) write: the message
+/// key comes from the product secret directly.
 pub const CIPHER_VERSION: u8 = 1;
+/// The ciphertext format network seats write: the message key comes from a seat key
+/// ([`seat_key`]) named by the header's key id.
+pub const CIPHER_VERSION_SEAT: u8 = 2;
+/// The length of a format-2 key id (the first half of the nonce field).
+pub const KEY_ID_LEN: usize = 12;
 /// Magic bytes that start every Tessera ciphertext.
 pub const MAGIC: [u8; 3] = *b"TSX";
 /// Header length in bytes.
@@ -58,20 +84,25 @@ impl Mode {
 /// A parsed ciphertext header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
+    /// The format: [`CIPHER_VERSION`] (1) or [`CIPHER_VERSION_SEAT`] (2).
+    pub version: u8,
     /// Where it was encrypted.
     pub mode: Mode,
     /// The publisher.
     pub vendor_id: u32,
     /// The product whose secret keys it.
     pub product_code: u32,
-    /// The per-message nonce (also the HKDF salt).
+    /// The 24-byte nonce field: in format 1 a random nonce (also the HKDF salt); in format 2
+    /// the key id and a random salt (`key_id[12] | salt[12]`). The whole field is the
+    /// XChaCha20 nonce in both.
     pub nonce: [u8; 24],
 }
 
 impl Header {
-    /// A header with a fresh random nonce.
+    /// A format-1 header with a fresh random nonce.
     pub fn new(mode: Mode, vendor_id: u32, product_code: u32) -> Header {
         Header {
+            version: CIPHER_VERSION,
             mode,
             vendor_id,
             product_code,
@@ -79,11 +110,39 @@ impl Header {
         }
     }
 
+    /// A format-2 header under the seat key `key_id`, with a fresh random salt.
+    pub fn new_seat(
+        mode: Mode,
+        vendor_id: u32,
+        product_code: u32,
+        key_id: [u8; KEY_ID_LEN],
+    ) -> Header {
+        let mut nonce = [0u8; 24];
+        nonce[..KEY_ID_LEN].copy_from_slice(&key_id);
+        nonce[KEY_ID_LEN..].copy_from_slice(&crate::util::random::<12>());
+        Header {
+            version: CIPHER_VERSION_SEAT,
+            mode,
+            vendor_id,
+            product_code,
+            nonce,
+        }
+    }
+
+    /// The key id of a format-2 header (`None` for format 1).
+    pub fn key_id(&self) -> Option<[u8; KEY_ID_LEN]> {
+        (self.version == CIPHER_VERSION_SEAT).then(|| {
+            let mut id = [0u8; KEY_ID_LEN];
+            id.copy_from_slice(&self.nonce[..KEY_ID_LEN]);
+            id
+        })
+    }
+
     /// The header bytes.
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let mut h = [0u8; HEADER_LEN];
         h[..3].copy_from_slice(&MAGIC);
-        h[3] = CIPHER_VERSION;
+        h[3] = self.version;
         h[4] = self.mode.byte();
         h[8..12].copy_from_slice(&self.vendor_id.to_le_bytes());
         h[12..16].copy_from_slice(&self.product_code.to_le_bytes());
@@ -119,11 +178,12 @@ impl Header {
                 "not a Tessera ciphertext (bad magic)".into(),
             ));
         }
-        if ct[3] != CIPHER_VERSION {
+        let version = ct[3];
+        if version != CIPHER_VERSION && version != CIPHER_VERSION_SEAT {
             return Err(Error::UnknownVersion {
                 what: "ciphertext",
-                found: ct[3] as u16,
-                supported: CIPHER_VERSION as u16,
+                found: version as u16,
+                supported: CIPHER_VERSION_SEAT as u16,
             });
         }
         let mode = match ct[4] {
@@ -137,6 +197,7 @@ impl Header {
         let mut nonce = [0u8; 24];
         nonce.copy_from_slice(&ct[16..40]);
         Ok(Header {
+            version,
             mode,
             vendor_id: u32::from_le_bytes([ct[8], ct[9], ct[10], ct[11]]),
             product_code: u32::from_le_bytes([ct[12], ct[13], ct[14], ct[15]]),
@@ -155,18 +216,76 @@ pub fn plaintext_len(len: usize) -> usize {
     len.saturating_sub(OVERHEAD)
 }
 
-/// The per-message key for `header` under `product_secret`.
-pub fn message_key(product_secret: &[u8; 32], header: &Header) -> Key {
-    let hk = Hkdf::<Sha256>::new(Some(&header.nonce), product_secret);
-    let mut info = [0u8; 26];
-    info[..17].copy_from_slice(b"tessera v1 msgkey");
-    info[17] = header.mode.byte();
-    info[18..22].copy_from_slice(&header.vendor_id.to_le_bytes());
-    info[22..26].copy_from_slice(&header.product_code.to_le_bytes());
+/// HKDF-SHA256 of `ikm` with `salt`, and `label | mode | vendor LE | product LE` (mode left
+/// out when `None`) as info: 32 bytes.
+fn hkdf(ikm: &[u8; 32], salt: &[u8], label: &[u8], mode: Option<Mode>, v: u32, p: u32) -> Key {
+    let hk = Hkdf::<Sha256>::new(Some(salt), ikm);
+    let mut info = Vec::with_capacity(label.len() + 9);
+    info.extend_from_slice(label);
+    if let Some(m) = mode {
+        info.push(m.byte());
+    }
+    info.extend_from_slice(&v.to_le_bytes());
+    info.extend_from_slice(&p.to_le_bytes());
     let mut k = Zeroizing::new([0u8; 32]);
     // 32 bytes is always a valid HKDF-SHA256 output length.
     let _ = hk.expand(&info, k.as_mut());
     k
+}
+
+/// The per-message key for `header` under `product_secret`, for either format: what every
+/// holder of the product secret (a container, the publisher's tool) uses.
+pub fn message_key(product_secret: &[u8; 32], header: &Header) -> Key {
+    match header.key_id() {
+        Some(key_id) => seat_message_key(
+            &seat_key(
+                product_secret,
+                header.vendor_id,
+                header.product_code,
+                &key_id,
+            ),
+            header,
+        ),
+        None => hkdf(
+            product_secret,
+            &header.nonce,
+            b"tessera v1 msgkey",
+            Some(header.mode),
+            header.vendor_id,
+            header.product_code,
+        ),
+    }
+}
+
+/// The seat key of `key_id` for a product: what a license server's container hands a network
+/// seat so that it encrypts and decrypts format-2 ciphertext under that key id by itself.
+pub fn seat_key(
+    product_secret: &[u8; 32],
+    vendor_id: u32,
+    product_code: u32,
+    key_id: &[u8; KEY_ID_LEN],
+) -> Key {
+    hkdf(
+        product_secret,
+        key_id,
+        b"tessera v2 seat key",
+        None,
+        vendor_id,
+        product_code,
+    )
+}
+
+/// The per-message key of a format-2 `header` under the seat key of its key id. (For a
+/// format-1 header this is no key of anything: the caller checks the version.)
+pub fn seat_message_key(seat_key: &[u8; 32], header: &Header) -> Key {
+    hkdf(
+        seat_key,
+        &header.nonce[KEY_ID_LEN..],
+        b"tessera v2 msgkey",
+        Some(header.mode),
+        header.vendor_id,
+        header.product_code,
+    )
 }
 
 /// Encrypts `plaintext` into `out` (which must hold `ciphertext_len(plaintext.len())` bytes)
@@ -365,6 +484,103 @@ mod tests {
             }
             assert!(matches!(decrypt(&[8u8; 32], &ct), Err(Error::Tampered(_))));
         }
+    }
+
+    #[test]
+    fn format_2_round_trips_in_both_modes_and_any_flipped_bit_is_tampered() {
+        let secret = [7u8; 32];
+        let key_id = [0xA5u8; KEY_ID_LEN];
+        let seat = seat_key(&secret, 42, 7, &key_id);
+        for mode in [Mode::Direct, Mode::Derived] {
+            let h = Header::new_seat(mode, 42, 7, key_id);
+            assert_eq!(h.version, CIPHER_VERSION_SEAT);
+            assert_eq!(h.key_id(), Some(key_id));
+            // Sealed by a network seat with its seat key alone.
+            let mut ct = vec![0u8; ciphertext_len(14)];
+            seal_with_key(&seat_message_key(&seat, &h), &h, b"attack at dawn", &mut ct).unwrap();
+            assert_eq!(&ct[..4], b"TSX\x02");
+            assert_eq!(ct[4], mode.byte());
+            assert_eq!(&ct[16..28], &key_id);
+            assert_eq!(Header::parse(&ct).unwrap(), h);
+            assert_eq!(Header::parse_header(&ct[..HEADER_LEN]).unwrap(), h);
+            // Read by any holder of the product secret.
+            assert_eq!(decrypt(&secret, &ct).unwrap(), b"attack at dawn");
+            // And sealed by one: the same message key.
+            assert_eq!(*message_key(&secret, &h), *seat_message_key(&seat, &h));
+            let mut out = [0u8; 14];
+            let n = open_with_key(&seat_message_key(&seat, &h), &h, &ct, &mut out).unwrap();
+            assert_eq!(&out[..n], b"attack at dawn");
+            for i in 0..ct.len() * 8 {
+                let mut bad = ct.clone();
+                bad[i / 8] ^= 1 << (i % 8);
+                let e = decrypt(&secret, &bad).unwrap_err();
+                assert!(
+                    matches!(e, Error::Tampered(_) | Error::UnknownVersion { .. }),
+                    "bit {i}: {e}"
+                );
+                // The seat key does not open it either (under the header it now claims).
+                if let Ok(bh) = Header::parse(&bad) {
+                    let mut out = [0u8; 14];
+                    assert!(
+                        open_with_key(&seat_message_key(&seat, &bh), &bh, &bad, &mut out).is_err()
+                    );
+                }
+            }
+            assert!(matches!(decrypt(&[8u8; 32], &ct), Err(Error::Tampered(_))));
+            // Another key id's seat key, another product's: no.
+            for other in [
+                seat_key(&secret, 42, 7, &[0xA4; KEY_ID_LEN]),
+                seat_key(&secret, 42, 8, &key_id),
+                seat_key(&secret, 43, 7, &key_id),
+            ] {
+                let mut out = [0u8; 14];
+                assert!(matches!(
+                    open_with_key(&seat_message_key(&other, &h), &h, &ct, &mut out),
+                    Err(Error::Tampered(_))
+                ));
+            }
+        }
+    }
+
+    #[test]
+    fn the_two_formats_key_differently_and_other_versions_are_refused() {
+        let secret = [7u8; 32];
+        let v2 = Header::new_seat(Mode::Derived, 42, 7, [1; KEY_ID_LEN]);
+        let v1 = Header {
+            version: CIPHER_VERSION,
+            ..v2
+        };
+        assert_eq!(v1.key_id(), None);
+        assert_ne!(*message_key(&secret, &v1), *message_key(&secret, &v2));
+        let ct = encrypt(&secret, &v2, b"x").unwrap();
+        for v in [0u8, 3, 255] {
+            let mut bad = ct.clone();
+            bad[3] = v;
+            assert!(matches!(
+                Header::parse(&bad),
+                Err(Error::UnknownVersion { found, supported: 2, .. }) if found == v as u16
+            ));
+        }
+    }
+
+    /// A format-1 ciphertext written by the build before format 2 existed (the fuzz seed
+    /// `ciphertext/ct-0`): it still reads, and the same header seals to the same bytes.
+    #[test]
+    fn format_1_written_before_format_2_still_reads() {
+        let ct = hex::decode(
+            "5453580101000000577e00000100000000000000000000000000000000000000\
+             0000000000000000",
+        )
+        .unwrap();
+        let mut ct = ct;
+        ct.extend(
+            hex::decode("17157cb34f499d118f076aef08cf887f29660afd58c435245ee87cdc8e66").unwrap(),
+        );
+        let secret = [0x5E; 32];
+        let h = Header::parse(&ct).unwrap();
+        assert_eq!((h.version, h.mode, h.key_id()), (1, Mode::Direct, None));
+        assert_eq!(decrypt(&secret, &ct).unwrap(), b"some plaintext");
+        assert_eq!(encrypt(&secret, &h, b"some plaintext").unwrap(), ct);
     }
 
     #[test]

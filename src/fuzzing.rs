@@ -801,6 +801,10 @@ pub fn seeds(home: &std::path::Path) -> Vec<Seed> {
             seat_id: [2; 16],
             signature: vec![0x66; 64],
         },
+        NetRequest::SeatKey {
+            seat_id: [1; 16],
+            key_id: [2; 12],
+        },
     ];
     let act = p
         .activate(&seed_request(), &[spec(1)], NOW)
@@ -834,6 +838,7 @@ pub fn seeds(home: &std::path::Path) -> Vec<Seed> {
             status: 101,
             message: "no seat".into(),
         },
+        NetResponse::SeatKey { key: [9; 32] },
     ];
     for (i, r) in requests.iter().enumerate() {
         add(
@@ -1024,6 +1029,14 @@ pub fn seeds(home: &std::path::Path) -> Vec<Seed> {
         if i == 0 {
             add("ciphertext", "header", h.encode().to_vec());
         }
+        // Format 2, as a network seat writes it.
+        let mut h = Header::new_seat(mode, VENDOR, 1, [i as u8 + 1; 12]);
+        h.nonce[12..].copy_from_slice(&[i as u8; 12]);
+        add(
+            "ciphertext",
+            &format!("ct-v2-{i}"),
+            cipher::encrypt(&PRODUCT_SECRET, &h, text).expect("encrypts"),
+        );
     }
     let log = seed_usage_log();
     add("usage_log", "log", log.clone());

@@ -696,6 +696,12 @@ fn a_license_server_hosts_the_dongle_attached_to_it() {
             tessera::cipher::decrypt(&key.product_secret(1), &ct[..n]).unwrap(),
             b"through the server's dongle"
         );
+        // Format 2: the dongle's engine derived the seat's seat key, through the server.
+        let h = tessera::cipher::Header::parse(&ct[..n]).unwrap();
+        assert_eq!((h.version, h.mode), (2, mode));
+        let mut pt = [0u8; 100];
+        let m = seat.decrypt(&ct[..n], &mut pt).unwrap();
+        assert_eq!(&pt[..m], b"through the server's dongle");
     }
     drop(seat);
     // The dongle lends a seat (the engine behind its channel signs the grant) and takes it back.

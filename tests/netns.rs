@@ -886,37 +886,27 @@ fn a_cut_link_means_grace_then_a_clear_loss() {
         "B's answer came {} ms after the cut, too late to tell",
         e.ts - cut
     );
-    // A's calls fail on the transport, then report the lost lease.
+    // A's calls keep working within its lease (a network seat encrypts with the keys it
+    // keeps, with no round trip), then report the lost lease.
     let lost = a.next("LOST", Duration::from_secs(8));
     let since_cut: Vec<Event> = a
         .events()
         .into_iter()
         .filter(|e| e.ts > cut && e.ts < lost.ts)
         .collect();
-    // A call answered just before the cut may print just after it.
-    let late_ok = since_cut
-        .iter()
-        .find(|e| e.word == "OK" && e.ts > cut + 100);
-    assert!(
-        late_ok.is_none(),
-        "A's calls worked with its link cut (at {cut}): {since_cut:?}"
-    );
     let errors: Vec<&Event> = since_cut.iter().filter(|e| e.word == "ERR").collect();
     assert!(
-        !errors.is_empty(),
-        "between the cut (at {cut}) and the loss A's calls fail first: {:?}",
-        a.events()
+        errors.is_empty(),
+        "a call failed within A's lease with its link cut (at {cut}): {errors:?}"
     );
     assert!(
-        errors.iter().all(
-            |e| e.rest.starts_with("TESSERA_E_IO ") || e.rest.starts_with("TESSERA_E_TIMEOUT ")
-        ),
-        "a transport error while in the grace period: {errors:?}"
+        since_cut.iter().any(|e| e.word == "OK" && e.ts > cut + 100),
+        "A's calls did not work with its link cut (at {cut}): {since_cut:?}"
     );
-    // No call hangs on the dead link (TCP retransmissions would take minutes): each
-    // returns within a few timeouts (it may wait for the lease keeper's reconnect first).
+    // No call hangs on the dead link (TCP retransmissions would take minutes): the calls
+    // never wait for the lease keeper, which holds the connection while it reconnects.
     let mut last = cut;
-    for e in errors.iter().copied().chain([&lost]) {
+    for e in since_cut.iter().chain([&lost]) {
         assert!(
             e.ts - last < 3000,
             "a call on the cut link (at {cut}) took {} ms: {since_cut:?} {lost:?}",

@@ -67,30 +67,62 @@ const PROGRAMS: &[Program] = &[
         setup: fork_held,
         says: "RESULT ok",
     },
+    Program {
+        src: "tests/c/offline_client.c",
+        setup: network_seat,
+        says: "ERRORS 0 INFO 1 INFO_ERRORS 0 SERVER test-server",
+    },
 ];
 
 /// One run of a program.
 struct Run {
     home: PathBuf,
     args: Vec<String>,
+    /// `TESSERA_SERVERS` for it ("": none).
+    servers: String,
+    /// The license server it talks to, stopped when the run is dropped.
+    _server: Option<common::server::ServerProc>,
+}
+
+impl Run {
+    fn local(home: PathBuf, args: Vec<String>) -> Run {
+        Run {
+            home,
+            args,
+            servers: String::new(),
+            _server: None,
+        }
+    }
+}
+
+/// tests/c/offline_client.c: a network seat of the demo product on a license server; with
+/// stdin closed it does one round (encrypt and decrypt in both modes, seat_info) and reports.
+fn network_seat(dir: &Path) -> Run {
+    let server_home = dir.join("server-home");
+    activate(
+        &env_in(&server_home),
+        &PublisherKey::demo(),
+        &[spec(1, 5, CountingUnit::Handle)],
+    );
+    let server = common::server::ServerProc::start(&dir.join("server-state"), &server_home, 0);
+    Run {
+        home: dir.join("home"),
+        args: vec![],
+        servers: server.addr.clone(),
+        _server: Some(server),
+    }
 }
 
 /// The demo publisher's product 1 activated in a fresh home: what the examples expect.
 fn demo(dir: &Path) -> Run {
-    Run {
-        home: demo_home(dir, "home"),
-        args: vec![],
-    }
+    Run::local(demo_home(dir, "home"), vec![])
 }
 
 /// The demo home, and an empty folder the ABI test may write in as its argument.
 fn abi(dir: &Path) -> Run {
     let scratch = dir.join("scratch");
     std::fs::create_dir_all(&scratch).unwrap();
-    Run {
-        home: demo_home(dir, "home"),
-        args: vec![scratch.display().to_string()],
-    }
+    Run::local(demo_home(dir, "home"), vec![scratch.display().to_string()])
 }
 
 /// The protected app reading the demo publisher's price table, encrypted for product 1.
@@ -120,10 +152,10 @@ fn protected_app(dir: &Path) -> Run {
         &plain,
         &sealed,
     ]);
-    Run {
-        home: demo_home(dir, "home"),
-        args: vec![sealed.display().to_string(), "widget".into(), "3".into()],
-    }
+    Run::local(
+        demo_home(dir, "home"),
+        vec![sealed.display().to_string(), "widget".into(), "3".into()],
+    )
 }
 
 /// tests/c/fork.c in its "held" mode: four children of the holder of the only seat.
@@ -132,16 +164,16 @@ fn fork_held(dir: &Path) -> Run {
     let home = dir.join("home");
     let key = PublisherKey::generate(VENDOR, "sanitizers");
     activate(&env_in(&home), &key, &[spec(1, 1, CountingUnit::Handle)]);
-    Run {
+    Run::local(
         home,
-        args: vec![
+        vec![
             "held".into(),
             VENDOR.to_string(),
             hex::encode(key.public_key().to_bytes()),
             "1".into(),
             "4".into(),
         ],
-    }
+    )
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -209,7 +241,7 @@ fn execute(exe: &Path, run: &Run, dir: &Path) -> Outcome {
     let mut cmd = Command::new(exe);
     cmd.args(&run.args)
         .env("TESSERA_HOME", &run.home)
-        .env("TESSERA_SERVERS", "")
+        .env("TESSERA_SERVERS", &run.servers)
         .env("FORK_SOURCES", "")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out_path).unwrap())
@@ -267,10 +299,7 @@ fn canary(san: Sanitizer, mode: &str, dir: &Path, lib: &Path) -> Outcome {
     if !exe.exists() {
         compile("tests/c/sanitizer_canary.c", &exe, lib, san.flags());
     }
-    let run = Run {
-        home: dir.join("empty-home"),
-        args: vec![mode.into()],
-    };
+    let run = Run::local(dir.join("empty-home"), vec![mode.into()]);
     execute(&exe, &run, dir)
 }
 

@@ -526,6 +526,13 @@ fn inspect(a: InspectArgs) -> Result<()> {
     } else if bytes.starts_with(&cipher::MAGIC) {
         let h = Header::parse(&bytes).with_context(|| format!("reading {name}"))?;
         println!("{name}: ciphertext");
+        match h.key_id() {
+            Some(id) => println!(
+                "  format:      2 (a network seat's, key id {})",
+                hex::encode(id)
+            ),
+            None => println!("  format:      {}", h.version),
+        }
         println!(
             "  mode:        {}",
             match h.mode {

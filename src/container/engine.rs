@@ -401,12 +401,15 @@ impl Engine {
             Request::DeriveKey { license_id, header } => {
                 let i = self.licensed(&license_id, ctx)?;
                 let h = cipher::Header::parse_header(&header)?;
-                if h.mode != Mode::Derived {
-                    return Err(Error::InvalidArgument(
-                        "derived keys are only for derived-mode headers".into(),
-                    ));
-                }
+                // A direct-mode header's message key too: a license server asks for it for
+                // a network seat, which keeps it to open that one message again while the
+                // server is out of reach. It opens only that message, whose plaintext the
+                // same caller could have had from `Decrypt`; the product secret stays here.
                 (Response::Key(*self.message_key(i, &h)?), false)
+            }
+            Request::SeatKey { license_id, key_id } => {
+                let i = self.licensed(&license_id, ctx)?;
+                (Response::Key(*self.seat_key(i, &key_id)?), false)
             }
             Request::Encrypt {
                 license_id,
@@ -713,7 +716,7 @@ impl Engine {
             .ok_or_else(|| Error::Internal(format!("no license at index {index}")))
     }
 
-    /// The per-message key for a derived-mode header, under license `index`'s product secret.
+    /// The per-message key for a header of either format, under license `index`'s product secret.
     /// The caller has checked the license with [`Engine::check_use`].
     pub fn message_key(&self, index: usize, header: &Header) -> Result<Key> {
         let lic = self
@@ -727,6 +730,21 @@ impl Engine {
             )));
         }
         Ok(cipher::message_key(self.secret(index)?, header))
+    }
+
+    /// The seat key of `key_id` under license `index`'s product secret
+    /// ([`cipher::seat_key`]). The caller has checked the license with [`Engine::check_use`].
+    pub fn seat_key(&self, index: usize, key_id: &[u8; cipher::KEY_ID_LEN]) -> Result<Key> {
+        let lic = self
+            .licenses
+            .get(index)
+            .ok_or_else(|| Error::Internal(format!("no license at index {index}")))?;
+        Ok(cipher::seat_key(
+            self.secret(index)?,
+            lic.vendor_id,
+            lic.product_code,
+            key_id,
+        ))
     }
 
     /// Encrypts inside the container (direct mode) into `out`; returns the bytes written.

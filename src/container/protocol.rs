@@ -89,6 +89,15 @@ pub enum Request {
         /// Days wanted (1 to the license's `borrow_days`).
         days: u32,
     },
+    /// The seat key of a key id (`cipher::seat_key`), answered with [`Response::Key`]: a
+    /// license server hands it to a network seat, which then encrypts and decrypts format-2
+    /// ciphertext under that key id by itself. (Variants are numbered on the wire: new ones go last.)
+    SeatKey {
+        /// The license whose product secret keys it.
+        license_id: [u8; 16],
+        /// The key id the seat picked.
+        key_id: [u8; 12],
+    },
 }
 
 /// What a container answers.
@@ -125,7 +134,7 @@ pub enum Response {
         /// The container's time.
         now: u64,
     },
-    /// Answer to `DeriveKey`.
+    /// Answer to `DeriveKey` and `SeatKey`.
     Key([u8; 32]),
     /// Answer to `Encrypt` / `Decrypt`.
     Data(Vec<u8>),

@@ -42,9 +42,12 @@ pub const TESSERA_ACQUIRE_EXCLUSIVE: u32 = 1;
 /// `tessera_encrypt` flag: derived mode (the default): the container derives a per-message
 /// key and the app encrypts at memory speed.
 pub const TESSERA_CRYPT_DERIVED: u32 = 0;
-/// `tessera_encrypt` flag: direct mode: the data is encrypted inside the container.
+/// `tessera_encrypt` flag: direct mode: the data is encrypted inside the container (for a
+/// seat on a license server: in the app under the seat's own seat key, as derived mode is;
+/// see `tessera_encrypt`).
 pub const TESSERA_CRYPT_DIRECT: u32 = 1;
-/// Bytes a ciphertext adds to its plaintext.
+/// Bytes a ciphertext adds to its plaintext: its 40-byte header and 16-byte tag (see
+/// `tessera_encrypt`).
 pub const TESSERA_CIPHERTEXT_OVERHEAD: usize = 56;
 /// Length of a publisher public key (Ed25519).
 pub const TESSERA_PUBLISHER_KEY_LEN: usize = 32;
@@ -718,6 +721,11 @@ fn transport_code(m: Option<DongleMode>) -> u32 {
 /// to the number of bytes the library filled in (the smaller of the caller's `struct_size`
 /// and the library's own struct): an app built against a newer header learns which of its
 /// fields an older library left untouched.
+///
+/// For a seat on a license server, `seats_in_use` is the server's answer when the
+/// connection is up and free, and otherwise (the server out of reach, or being reconnected
+/// to) the last answer it gave, while the seat's lease runs; `server` is the last server.
+/// Past the lease without a re-attach: `TESSERA_E_LEASE_LOST`.
 #[unsafe(no_mangle)]
 pub extern "C" fn tessera_seat_info(
     seat: tessera_seat,
@@ -766,7 +774,21 @@ pub extern "C" fn tessera_seat_info(
 /// Encrypts `input_len` bytes at `input` with the seat's product key into `out`.
 /// `flags`: `TESSERA_CRYPT_DERIVED` (0) or `TESSERA_CRYPT_DIRECT`. The ciphertext is
 /// `input_len + TESSERA_CIPHERTEXT_OVERHEAD` bytes, self-describing, and decrypts on any
-/// machine licensed for the product. Size query: pass `out = NULL, out_cap = 0`; the call
+/// machine licensed for the product:
+///
+/// ```text
+/// "TSX" | version u8 | mode u8 | 0 0 0 | vendor_id u32 LE | product_code u32 LE
+///       | nonce[24] | ciphertext | tag[16]
+/// ```
+///
+/// The 40-byte header is authenticated. Version 1 is written by a dongle or a software
+/// container (the message key comes from the product secret and the nonce); version 2 by a
+/// seat on a license server, whose nonce field is `key_id[12] | salt[12]` (the message key
+/// comes from the seat key of `key_id`, which comes from the product secret). A network
+/// seat encrypts in the app in both modes, with no round trip to its server, for as long as
+/// its lease runs (`TESSERA_E_LEASE_LOST` after it ran out without a re-attach).
+///
+/// Size query: pass `out = NULL, out_cap = 0`; the call
 /// returns `TESSERA_E_BUFFER_TOO_SMALL` and writes the size needed to `*out_len` (as it does
 /// whenever `out_cap` is too small). `input` may be NULL when `input_len` is 0.
 /// `input` and `out` may overlap, in-place included (`out == input`, with `out_cap` at
@@ -803,8 +825,14 @@ pub extern "C" fn tessera_encrypt(
     })
 }
 
-/// Decrypts a Tessera ciphertext with the seat's product key into `out` (in the container
-/// for direct-mode ciphertext, in the app for derived mode). `flags` must be 0. The
+/// Decrypts a Tessera ciphertext (either version, see `tessera_encrypt`) with the seat's
+/// product key into `out` (in the container for direct-mode ciphertext, in the app for
+/// derived mode). A seat on a license server decrypts both modes in the app with keys it
+/// keeps: its own, and those it fetched from its server for ciphertext it opened before; so
+/// these open with the server out of reach, while the seat's lease runs. Ciphertext it never
+/// opened, under a key id it never saw, needs the server (the product secret stays in its
+/// container): while the server is out of reach that fails with `TESSERA_E_IO` or
+/// `TESSERA_E_TIMEOUT`, and `out` is left untouched. `flags` must be 0. The
 /// plaintext is `input_len - TESSERA_CIPHERTEXT_OVERHEAD` bytes; size query as for
 /// `tessera_encrypt`. Any modification of the ciphertext gives `TESSERA_E_TAMPERED`, except
 /// in its clear header, which may then name another format version

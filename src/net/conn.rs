@@ -539,6 +539,8 @@ pub(crate) mod tests {
 
     pub(crate) const LEASE_MS: u64 = 400;
     pub(crate) const RENEW_MS: u64 = 100;
+    /// The product secret of the mock's product 7 (its key requests answer with it).
+    pub(crate) const PRODUCT_SECRET: [u8; 32] = [0x33; 32];
 
     /// What a mock server saw.
     #[derive(Default, Debug)]
@@ -552,6 +554,11 @@ pub(crate) mod tests {
         pub renews: usize,
         pub releases: usize,
         pub connections: usize,
+        /// Requests for a key or for encryption (`SeatKey`, `DeriveKey`, `Encrypt`,
+        /// `Decrypt`).
+        pub key_calls: usize,
+        /// Answers `SeatKey` as a server from before it does (a decoding error).
+        pub old: bool,
     }
 
     /// A tiny blocking license server on 127.0.0.1: one thread accepting, one per
@@ -719,8 +726,41 @@ pub(crate) mod tests {
             }
             NetRequest::SeatInfo { .. } => unknown(),
             NetRequest::Ping => NetResponse::Pong,
+            NetRequest::SeatKey { .. }
+            | NetRequest::DeriveKey { .. }
+            | NetRequest::Encrypt { .. }
+            | NetRequest::Decrypt { .. } => {
+                st.key_calls += 1;
+                key_answer(req, st.old).unwrap_or_else(|e| proto::error_response(&e))
+            }
             _ => proto::error_response(&Error::Unsupported("mock".into())),
         }
+    }
+
+    /// The mock's container: product 7 of [`VENDOR`] under [`PRODUCT_SECRET`].
+    fn key_answer(req: NetRequest, old: bool) -> Result<NetResponse> {
+        use crate::cipher::{self, Header, Mode};
+        Ok(match req {
+            NetRequest::SeatKey { .. } if old => {
+                return Err(Error::malformed("request", "unknown variant index 9"));
+            }
+            NetRequest::SeatKey { key_id, .. } => NetResponse::SeatKey {
+                key: *cipher::seat_key(&PRODUCT_SECRET, VENDOR, 7, &key_id),
+            },
+            NetRequest::DeriveKey { header, .. } => NetResponse::Key(*cipher::message_key(
+                &PRODUCT_SECRET,
+                &Header::parse_header(&header)?,
+            )),
+            NetRequest::Encrypt { plaintext, .. } => NetResponse::Data(cipher::encrypt(
+                &PRODUCT_SECRET,
+                &Header::new(Mode::Direct, VENDOR, 7),
+                &plaintext,
+            )?),
+            NetRequest::Decrypt { ciphertext, .. } => {
+                NetResponse::Data(cipher::decrypt(&PRODUCT_SECRET, &ciphertext)?)
+            }
+            other => return Err(Error::Internal(format!("not a key request: {other:?}"))),
+        })
     }
 
     #[test]

@@ -7,7 +7,11 @@
 //! which the server treats as the same seat. A seat that could not be re-attached before its
 //! lease ran out (its grace period), that the server no longer knows, or whose re-attach the
 //! server answered with a verdict (`NO_SEAT`, ...: it no longer held it) is lost: the next
-//! call for it returns [`Error::LeaseLost`].
+//! call for it returns [`Error::LeaseLost`], and its keys ([`SeatKeys`]) are zeroized.
+//!
+//! A seat's local operations (encrypting and decrypting with its kept keys, its cached
+//! information) check it with [`NetSeats::keys`], which never takes the connection's lock:
+//! the keeper holds that while it reconnects, up to the timeout.
 
 use std::collections::HashMap;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -20,6 +24,7 @@ use zeroize::Zeroizing;
 
 use super::conn::ServerConn;
 use super::proto::{self, ClientHello, NetRequest, NetResponse, SeatGrant};
+use super::seat_keys::SeatKeys;
 use crate::{Error, Result};
 
 /// How long the keeper waits when it holds no seat.
@@ -52,6 +57,8 @@ pub struct SeatState {
     renewed_at: Instant,
     /// The last error re-attaching the seat, for the message when it is lost.
     last_error: Option<String>,
+    /// Its keys for local use, zeroized once it is lost or released (shared by the copies).
+    keys: Arc<Mutex<SeatKeys>>,
 }
 
 impl SeatState {
@@ -172,10 +179,18 @@ impl Inner {
         }
     }
 
-    /// Marks the seats whose leases ran out as lost.
+    /// Marks the seats whose leases ran out as lost, and zeroizes the keys of every lost
+    /// seat.
     fn expire(&self) {
         let now = Instant::now();
         for s in lock(&self.seats).values_mut() {
+            if s.lost.is_some() {
+                let mut keys = lock(&s.keys);
+                if !keys.is_gone() {
+                    keys.clear();
+                }
+                continue;
+            }
             if s.lost.is_none() && now >= s.deadline() {
                 let why = s
                     .last_error
@@ -187,6 +202,7 @@ impl Inner {
                     hex::encode(s.grant.seat_id),
                     s.grant.lease_ms
                 ));
+                lock(&s.keys).clear();
             }
         }
     }
@@ -524,6 +540,7 @@ impl NetSeats {
                     attached: true,
                     renewed_at: sent,
                     last_error: None,
+                    keys: Arc::new(Mutex::new(SeatKeys::new(grant.in_use))),
                 },
             );
             grant
@@ -623,6 +640,65 @@ impl NetSeats {
         result
     }
 
+    /// A held seat's keys, for an operation that needs no server: `InvalidHandle` for an
+    /// unknown seat, `LeaseLost` for a lost one (a seat past its lease is marked lost, and
+    /// its keys zeroized, first). Takes no connection lock and does no I/O, so it answers at
+    /// once while the keeper reconnects; a seat waiting to be re-attached within its lease
+    /// is live.
+    pub fn keys(&self, seat_id: &[u8; 16]) -> Result<Arc<Mutex<SeatKeys>>> {
+        self.owner.check("license-server connection")?;
+        self.check_seat(seat_id)?;
+        lock(&self.inner.seats)
+            .get(seat_id)
+            .map(|s| s.keys.clone())
+            .ok_or_else(|| {
+                Error::InvalidHandle(format!("no network seat {}", hex::encode(seat_id)))
+            })
+    }
+
+    /// Sends a request about a held seat only when the connection is up, attached and free
+    /// right now: `None` (nothing sent) while it is down, busy (the keeper renewing or
+    /// reconnecting) or the seat waits to be re-attached, and when the call fails on the
+    /// transport (the keeper reconnects). A server's verdict is `Some(Err)`; `LeaseLost`
+    /// marks the seat lost.
+    pub fn try_call_for_seat(
+        &self,
+        seat_id: [u8; 16],
+        req: &NetRequest,
+    ) -> Option<Result<NetResponse>> {
+        if let Err(e) = self
+            .owner
+            .check("license-server connection")
+            .and_then(|()| self.check_seat(&seat_id))
+        {
+            return Some(Err(e));
+        }
+        let mut conn = match self.inner.conn.try_lock() {
+            Ok(c) => c,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        if connection_failed(&conn) || self.check_attached(&seat_id).is_err() {
+            return None;
+        }
+        let c = conn.as_mut()?;
+        let result = c.call(req);
+        if c.is_broken() {
+            self.inner.disconnected(&mut conn);
+            return None;
+        }
+        drop(conn);
+        if let Err(Error::LeaseLost(why)) = &result
+            && let Some(s) = lock(&self.inner.seats).get_mut(&seat_id)
+        {
+            s.lost.get_or_insert_with(|| why.clone());
+        }
+        if let Err(e) = self.check_seat(&seat_id) {
+            return Some(Err(e));
+        }
+        Some(result)
+    }
+
     /// Releases a seat. It leaves the table whatever happens; when the server cannot be
     /// reached the error is returned and the server frees the seat when its lease runs out.
     /// Releasing a lost seat does nothing.
@@ -634,6 +710,7 @@ impl NetSeats {
                 hex::encode(seat_id)
             )));
         };
+        lock(&seat.keys).clear();
         if seat.lost.is_some() {
             return Ok(());
         }
@@ -885,6 +962,57 @@ mod tests {
         // Releasing a lost seat is not an error; it is gone afterwards.
         net.release(id).unwrap();
         assert!(net.seat(&id).is_none());
+    }
+
+    #[test]
+    fn local_checks_never_wait_for_the_connection_and_a_lost_seats_keys_are_zeroized() {
+        let publisher = SigningKey::from_bytes(&[1; 32]);
+        let mut mock = Mock::start("alpha", &publisher);
+        let net = seats(&[&mock], &publisher);
+        let (id, _) = net.acquire(VENDOR, 7, 0, false).unwrap();
+        let keys = net.keys(&id).unwrap();
+        lock(&keys).keep_message_key([1; 40], &[2; 32]);
+        {
+            // The keeper holds the connection while it reconnects: a local check answers
+            // anyway, and a try call sends nothing.
+            let _conn = lock(&net.inner.conn);
+            assert!(net.keys(&id).is_ok());
+            assert!(net.try_call_for_seat(id, &info(id)).is_none());
+        }
+        assert!(matches!(
+            net.try_call_for_seat(id, &info(id)),
+            Some(Ok(NetResponse::Info { in_use: 1, .. }))
+        ));
+        assert!(matches!(net.keys(&[9; 16]), Err(Error::InvalidHandle(_))));
+        mock.stop();
+        // Within the lease the seat is live, the server or not.
+        assert!(net.keys(&id).is_ok());
+        assert!(net.try_call_for_seat(id, &info(id)).is_none());
+        assert!(eventually(
+            Duration::from_millis(3 * LEASE_MS),
+            || matches!(net.keys(&id), Err(Error::LeaseLost(_)))
+        ));
+        assert!(lock(&keys).is_gone());
+        assert_eq!(lock(&keys).kept(), (0, 0));
+        assert!(matches!(
+            net.try_call_for_seat(id, &info(id)),
+            Some(Err(Error::LeaseLost(_)))
+        ));
+    }
+
+    #[test]
+    fn a_released_seats_keys_are_zeroized() {
+        let publisher = SigningKey::from_bytes(&[1; 32]);
+        let mock = Mock::start("alpha", &publisher);
+        let net = seats(&[&mock], &publisher);
+        let (id, _) = net.acquire(VENDOR, 7, 0, false).unwrap();
+        let keys = net.keys(&id).unwrap();
+        lock(&keys).keep_seat_key([3; 12], &[4; 32]);
+        assert_eq!(lock(&keys).kept(), (1, 0));
+        net.release(id).unwrap();
+        assert!(lock(&keys).is_gone());
+        assert_eq!(lock(&keys).kept(), (0, 0));
+        assert!(matches!(net.keys(&id), Err(Error::InvalidHandle(_))));
     }
 
     #[test]

@@ -5,3 +5,4 @@ pub mod conn;
 pub mod discovery;
 pub mod lease;
 pub mod proto;
+pub mod seat_keys;

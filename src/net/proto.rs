@@ -273,6 +273,17 @@ pub enum NetRequest {
         #[serde(with = "serde_bytes")]
         signature: Vec<u8>,
     },
+    /// The seat key of `key_id` for a held seat's product, from the seat's container
+    /// (`cipher::seat_key`): the seat then encrypts and decrypts format-2 ciphertext under
+    /// that key id by itself, also while the server is out of reach. Answered with
+    /// [`NetResponse::SeatKey`]; an older server answers with a decoding error, and the client
+    /// keeps asking for every message as before. (Variants are numbered on the wire: new ones go last.)
+    SeatKey {
+        /// The seat.
+        seat_id: [u8; 16],
+        /// The key id the seat picked.
+        key_id: [u8; 12],
+    },
 }
 
 /// One license a server serves, as [`NetRequest::Licenses`] lists it.
@@ -355,6 +366,12 @@ pub enum NetResponse {
     },
     /// The borrowed seat is free again.
     Returned,
+    /// The seat key asked for by [`NetRequest::SeatKey`] (variants are numbered on the
+    /// wire).
+    SeatKey {
+        /// The seat key.
+        key: [u8; 32],
+    },
 }
 
 /// What a server says to a discovery probe.

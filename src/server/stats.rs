@@ -102,13 +102,15 @@ pub enum RequestKind {
     Borrow,
     /// Return a borrowed seat.
     Return,
+    /// `SeatKey`.
+    SeatKey,
     /// A frame that did not decode as a request.
     Malformed,
 }
 
 impl RequestKind {
     /// Every kind, in label order.
-    pub const ALL: [RequestKind; 12] = [
+    pub const ALL: [RequestKind; 13] = [
         RequestKind::Acquire,
         RequestKind::Renew,
         RequestKind::Release,
@@ -120,6 +122,7 @@ impl RequestKind {
         RequestKind::Licenses,
         RequestKind::Borrow,
         RequestKind::Return,
+        RequestKind::SeatKey,
         RequestKind::Malformed,
     ];
 
@@ -137,6 +140,7 @@ impl RequestKind {
             NetRequest::Licenses { .. } => RequestKind::Licenses,
             NetRequest::Borrow { .. } => RequestKind::Borrow,
             NetRequest::Return { .. } => RequestKind::Return,
+            NetRequest::SeatKey { .. } => RequestKind::SeatKey,
         }
     }
 
@@ -154,6 +158,7 @@ impl RequestKind {
             RequestKind::Licenses => "licenses",
             RequestKind::Borrow => "borrow",
             RequestKind::Return => "return",
+            RequestKind::SeatKey => "seat_key",
             RequestKind::Malformed => "malformed",
         }
     }

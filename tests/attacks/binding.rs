@@ -154,6 +154,10 @@ fn a_license_of_another_dongle_in_the_engine_state_is_refused_on_every_key_opera
             license_id: id,
             challenge: [1; 32],
         },
+        Request::SeatKey {
+            license_id: id,
+            key_id: [2; 12],
+        },
     ] {
         let (r, _) = b.handle(req.clone(), &ctx);
         let Response::Error { status, message } = r else {

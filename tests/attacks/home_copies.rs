@@ -417,6 +417,9 @@ fn server(state: &Path, home: &Path, log: &Path) -> ServerProc {
             "--no-dongles",
             "--no-admin",
         ])
+        // Renewals every 300 ms: a network seat encrypts by itself between them, and learns
+        // at the next one that the server lost its container.
+        .args(["--lease-ms", "1500", "--renew-ms", "300"])
         .args(["--listen", "127.0.0.1:0"])
         .arg("--state-dir")
         .arg(state)
@@ -452,6 +455,7 @@ fn server(state: &Path, home: &Path, log: &Path) -> ServerProc {
         state: state.to_path_buf(),
         home: home.to_path_buf(),
         port: 0,
+        lease: (common::server::LEASE_MS, common::server::RENEW_MS),
     }
 }
 
@@ -530,7 +534,18 @@ fn deleting_the_hosting_lock_never_lets_two_servers_serve_one_container() {
     let second = server(&d.join("state2"), &copy, &d.join("log2"));
     let b = network_session(&key, d, "host-b", &second.addr);
     let seat_b = b.acquire(1, 0, false);
-    let used_a = seat_a.encrypt(Mode::Derived, b"a", &mut ct);
+    // Seat A encrypts by itself between renewals (with keys the first server handed it
+    // while it hosted the container); its next renewal says it is lost.
+    let mut tries = 0;
+    let used_a = loop {
+        match seat_a.encrypt(Mode::Derived, b"a", &mut ct) {
+            Ok(_) if tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => break other,
+        }
+    };
     assert!(
         !(seat_b.is_ok() && used_a.is_ok()),
         "two servers serve one seat of a 1-seat license each"

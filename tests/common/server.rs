@@ -18,6 +18,8 @@ pub struct ServerProc {
     pub state: PathBuf,
     pub home: PathBuf,
     pub port: u16,
+    /// `lease_ms` and `renew_ms` it was started with (kept for a restart).
+    pub lease: (u64, u64),
 }
 
 impl ServerProc {
@@ -29,7 +31,7 @@ impl ServerProc {
     /// unless they say otherwise). With `--config FILE` among them, the server gets only
     /// these arguments: the file says everything (flags would override it).
     pub fn start_with(state: &Path, home: &Path, port: u16, extra: &[&str]) -> ServerProc {
-        Self::start_with_env(state, home, port, extra, &[])
+        Self::start_full(state, home, port, extra, (LEASE_MS, RENEW_MS), &[])
     }
 
     /// [`ServerProc::start_with`], with extra environment variables (a shifted clock:
@@ -39,6 +41,29 @@ impl ServerProc {
         home: &Path,
         port: u16,
         extra: &[&str],
+        env: &[(String, String)],
+    ) -> ServerProc {
+        Self::start_full(state, home, port, extra, (LEASE_MS, RENEW_MS), env)
+    }
+
+    /// Starts a server with leases of `lease_ms`, renewed every `renew_ms` (kept across
+    /// [`ServerProc::restart`]).
+    pub fn start_leased(
+        state: &Path,
+        home: &Path,
+        port: u16,
+        lease_ms: u64,
+        renew_ms: u64,
+    ) -> ServerProc {
+        Self::start_full(state, home, port, &[], (lease_ms, renew_ms), &[])
+    }
+
+    fn start_full(
+        state: &Path,
+        home: &Path,
+        port: u16,
+        extra: &[&str],
+        lease: (u64, u64),
         env: &[(String, String)],
     ) -> ServerProc {
         let mut cmd = Command::new(super::bin("tessera-server"));
@@ -56,9 +81,9 @@ impl ServerProc {
                 .arg(home)
                 .args([
                     "--lease-ms",
-                    &LEASE_MS.to_string(),
+                    &lease.0.to_string(),
                     "--renew-ms",
-                    &RENEW_MS.to_string(),
+                    &lease.1.to_string(),
                 ]);
         }
         let mut child = cmd
@@ -100,6 +125,7 @@ impl ServerProc {
             state: state.to_path_buf(),
             home: home.to_path_buf(),
             port,
+            lease,
         }
     }
 
@@ -114,7 +140,14 @@ impl ServerProc {
         self.kill9();
         let extra = self.extra.clone();
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-        *self = ServerProc::start_with(&self.state.clone(), &self.home.clone(), self.port, &extra);
+        *self = ServerProc::start_full(
+            &self.state.clone(),
+            &self.home.clone(),
+            self.port,
+            &extra,
+            self.lease,
+            &[],
+        );
     }
 
     pub fn alive(&mut self) -> bool {

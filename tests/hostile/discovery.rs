@@ -286,7 +286,9 @@ const LONG_LEASE: (u64, u64) = (6000, 2000);
 
 /// 6a and 6c: a network NO_SEAT names the license quantity; a client whose cable comes back
 /// after the server freed its seat (an admin revoked it, another client took it) learns
-/// LEASE_LOST at the server's first answer, not when its 6 s lease runs out.
+/// LEASE_LOST at the server's first answer to its lease keeper (its encryptions are local
+/// meanwhile; the keeper retries the re-attach every second), not when its 6 s lease runs
+/// out.
 #[test]
 fn a_freed_seat_is_lost_at_the_servers_first_answer_and_no_seat_names_the_quantity() {
     let dir = tempfile::tempdir().unwrap();
@@ -332,7 +334,7 @@ fn a_freed_seat_is_lost_at_the_servers_first_answer_and_no_seat_names_the_quanti
     };
     let after = plugged.elapsed();
     assert!(
-        after < Duration::from_millis(2000),
+        after < Duration::from_millis(LONG_LEASE.0 / 2),
         "X learned LEASE_LOST {} ms after its cable came back (lease {} ms): {seen:?} {lost}",
         after.as_millis(),
         LONG_LEASE.0

@@ -62,7 +62,9 @@ namespace Tessera
 
         /// <summary>Encrypts <paramref name="data"/> with the product key (<c>tessera_encrypt</c>).
         /// The ciphertext is <see cref="Library.CiphertextOverhead"/> bytes longer, self-describing,
-        /// and decrypts on any machine licensed for the product.</summary>
+        /// and decrypts on any machine licensed for the product. A seat on a license server
+        /// encrypts in the app (format 2, under its own seat key) and keeps working while its
+        /// server is out of reach, for as long as its lease runs.</summary>
         public byte[] Encrypt(byte[] data, CryptMode mode = CryptMode.Derived)
         {
             if (data == null) throw new ArgumentNullException("data");
@@ -71,7 +73,9 @@ namespace Tessera
 
         /// <summary>Decrypts a Tessera ciphertext (<c>tessera_decrypt</c>). Throws
         /// <see cref="TamperedException"/> when it was modified in any way,
-        /// <see cref="MalformedDataException"/> when it is not a ciphertext at all.</summary>
+        /// <see cref="MalformedDataException"/> when it is not a ciphertext at all. A seat on a
+        /// license server opens what it wrote, and what it opened before, with its server out
+        /// of reach; what it never opened needs the server.</summary>
         public byte[] Decrypt(byte[] ciphertext)
         {
             if (ciphertext == null) throw new ArgumentNullException("ciphertext");

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::dongle::DongleLicense;
-use super::network::{ServerSeat, unexpected_net};
+use super::network::{NetworkSeat, ServerSeat};
 use super::software::Loaded;
 use super::{Session, SourceKind, poisoned};
 use crate::cipher::{self, Header, Mode};
@@ -14,7 +14,6 @@ use crate::container::ContainerKind;
 use crate::dongle::client::DongleMode;
 use crate::license::{CountingUnit, License};
 use crate::net::lease::NetSeats;
-use crate::net::proto::{NetRequest, NetResponse};
 use crate::{Error, Result};
 
 /// What a seat is.
@@ -96,7 +95,7 @@ pub(super) trait RemoteContainer {
     fn decrypt(&self, ciphertext: &[u8]) -> Result<Vec<u8>>;
 }
 
-fn copy_out(data: Vec<u8>, out: &mut [u8]) -> Result<usize> {
+pub(super) fn copy_out(data: Vec<u8>, out: &mut [u8]) -> Result<usize> {
     if data.len() > out.len() {
         return Err(Error::BufferTooSmall { needed: data.len() });
     }
@@ -119,10 +118,7 @@ impl Seat {
                 (pool.in_use()?, None)
             }
             (None, Backing::Network { net, seat_id, .. }) => {
-                match net.call_for_seat(*seat_id, NetRequest::SeatInfo { seat_id: *seat_id })? {
-                    NetResponse::Info { in_use, .. } => (in_use, net.server_name()),
-                    other => return Err(unexpected_net(&other)),
-                }
+                (NetworkSeat::new(net, *seat_id).in_use()?, net.server_name())
             }
             (None, _) => (0, None),
         };
@@ -177,13 +173,18 @@ impl Seat {
     }
 
     /// Encrypts `plaintext` into `out` in `mode`; returns the bytes written. `out` must hold
-    /// [`cipher::ciphertext_len`] bytes.
+    /// [`cipher::ciphertext_len`] bytes. A network seat writes format 2 under its own seat
+    /// key, in the app, with no round trip to its server (both modes).
     pub fn encrypt(&self, mode: Mode, plaintext: &[u8], out: &mut [u8]) -> Result<usize> {
         let need = cipher::ciphertext_len(plaintext.len());
         if out.len() < need {
             return Err(Error::BufferTooSmall { needed: need });
         }
         self.check()?;
+        if let Backing::Network { net, seat_id, .. } = &self.backing {
+            let product = (self.license.vendor_id, self.license.product_code);
+            return NetworkSeat::new(net, *seat_id).encrypt(product, mode, plaintext, out);
+        }
         let header = Header::new(mode, self.license.vendor_id, self.license.product_code);
         if let Some(r) = self.remote() {
             return match mode {
@@ -209,7 +210,9 @@ impl Seat {
     }
 
     /// Decrypts `ct` into `out`; returns the plaintext length. Direct-mode ciphertext is
-    /// decrypted in the container, derived-mode ciphertext in the app.
+    /// decrypted in the container, derived-mode ciphertext in the app; a network seat
+    /// decrypts both in the app with the keys it keeps, asking its server only for a key it
+    /// does not keep yet.
     pub fn decrypt(&self, ct: &[u8], out: &mut [u8]) -> Result<usize> {
         let header = Header::parse(ct)?;
         let need = cipher::plaintext_len(ct.len());
@@ -231,6 +234,9 @@ impl Seat {
                 self.license.vendor_id,
                 self.license.product_code
             )));
+        }
+        if let Backing::Network { net, seat_id, .. } = &self.backing {
+            return NetworkSeat::new(net, *seat_id).decrypt(&header, ct, out);
         }
         if let Some(r) = self.remote() {
             return match header.mode {

@@ -1,6 +1,6 @@
 //! The license protocol's requests as the server answers them: acquire (counted by unit, one
 //! license after another until one grants), renew, release, the calls that run in a seat's
-//! container (derive a key, encrypt, decrypt), seat information; and lease expiry.
+//! container (derive a key, a seat key, encrypt, decrypt), seat information; and lease expiry.
 //!
 //! Every change to the seat table is submitted to the group committer under the table's
 //! lock, with its usage-log events, so that the store and the usage log keep the table's
@@ -537,7 +537,30 @@ impl Server {
             }
             NetRequest::Renew { seat_ids } => {
                 let lease_ms = self.lease_ms();
-                let (changes, lost) = self.table()?.renew(&seat_ids, client, now_ms(), lease_ms);
+                // A seat of a container this server no longer hosts (another server took it)
+                // is not renewed: it is lost. A network seat encrypts by itself between
+                // renewals, so a renewal is where it learns it.
+                let hosting = self.hosting();
+                let unhosted: Vec<[u8; 16]> = hosting
+                    .hosted
+                    .containers
+                    .iter()
+                    .filter(|c| c.keep_hosting().is_err())
+                    .flat_map(|c| c.licenses.iter().map(|l| l.license_id))
+                    .collect();
+                let mut t = self.table()?;
+                let (changes, lost) = if unhosted.is_empty() {
+                    t.renew(&seat_ids, client, now_ms(), lease_ms)
+                } else {
+                    let (gone, keep): (Vec<[u8; 16]>, Vec<[u8; 16]>) =
+                        seat_ids.iter().partition(|id| {
+                            t.seat(id).is_some_and(|r| unhosted.contains(&r.license_id))
+                        });
+                    let (changes, mut lost) = t.renew(&keep, client, now_ms(), lease_ms);
+                    lost.extend(gone);
+                    (changes, lost)
+                };
+                drop(t);
                 if !changes.is_empty() {
                     // Renewals need not wait for the disk: a restart keeps every stored seat
                     // for one more lease, which covers any renewal a SIGKILL lost.
@@ -570,6 +593,20 @@ impl Server {
                     .await?
                 {
                     Response::Key(k) => Ok(NetResponse::Key(k)),
+                    other => Err(Error::malformed("container answer", format!("{other:?}"))),
+                }
+            }
+            NetRequest::SeatKey { seat_id, key_id } => {
+                // As `DeriveKey`: the seat must be live and this client's; the hosted
+                // container derives it.
+                match self
+                    .container_call(client, &seat_id, |license_id| Request::SeatKey {
+                        license_id,
+                        key_id,
+                    })
+                    .await?
+                {
+                    Response::Key(key) => Ok(NetResponse::SeatKey { key }),
                     other => Err(Error::malformed("container answer", format!("{other:?}"))),
                 }
             }

@@ -603,7 +603,9 @@ class Seat:
     ) -> bytes:
         """Encrypts ``data`` with the product's key. The ciphertext is
         ``len(data) + CIPHERTEXT_OVERHEAD`` bytes, self-describing, and decrypts on any
-        machine licensed for the product."""
+        machine licensed for the product. A seat on a license server encrypts in the app
+        (format 2, under its own seat key) and keeps working while its server is out of
+        reach, for as long as its lease runs (see ``tessera_encrypt`` in tessera.h)."""
         fn = "tessera_encrypt"
         plain = _as_bytes("data", data)
         flags = _u32("mode", mode, fn)
@@ -617,8 +619,10 @@ class Seat:
         )
 
     def decrypt(self, data: bytes | bytearray | memoryview) -> bytes:
-        """Decrypts a Tessera ciphertext (either mode). Any modification of it raises
-        :class:`TamperedError`."""
+        """Decrypts a Tessera ciphertext (either mode, either format). Any modification of
+        it raises :class:`TamperedError`. A seat on a license server opens what it wrote, and
+        what it opened before, with its server out of reach; what it never opened needs the
+        server (see ``tessera_decrypt`` in tessera.h)."""
         fn = "tessera_decrypt"
         cipher = _as_bytes("data", data)
         handle = self._live(fn)
