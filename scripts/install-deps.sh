@@ -28,6 +28,10 @@ have chromium || need+=(chromium)           # the admin page test (tests/admin_b
 have chromedriver || need+=(chromium-driver)
 have swtpm || need+=(swtpm swtpm-tools)   # a software TPM 2.0 for the TPM-anchored containers' tests
 pkg-config --exists tss2-esys 2>/dev/null || need+=(libtss2-dev)   # tss-esapi links the TSS2 ESAPI
+have protoc || need+=(protobuf-compiler)   # etcd-client compiles etcd's gRPC protocol files,
+[ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)   # which import these
+have etcd || need+=(etcd-server)           # the license-server pool's tests start their own etcd
+have etcdctl || need+=(etcd-client)
 
 if ((${#need[@]})); then
     echo "install-deps: installing ${need[*]}"
