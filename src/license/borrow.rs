@@ -122,8 +122,7 @@ impl BorrowGrant {
         borrower_serial: &str,
         borrower_key: &[u8; 32],
     ) -> Result<(BorrowGrant, License)> {
-        let cert: ContainerCertificate =
-            Envelope::open(Kind::Certificate, certificate, publisher)?;
+        let cert: ContainerCertificate = Envelope::open(Kind::Certificate, certificate, publisher)?;
         if cert.vendor_id != vendor_id {
             return Err(Error::WrongVendor {
                 expected: vendor_id,
@@ -153,14 +152,14 @@ impl BorrowGrant {
         }
         let s = SignedLicense::verify(&g.license, publisher)?;
         s.check_vendor(vendor_id)?;
-        s.license.check_binding(&cert.serial, Some(&cert.sign_key))?;
+        s.license
+            .check_binding(&cert.serial, Some(&cert.sign_key))?;
         if g.secret.vendor_id != vendor_id || g.secret.product_code != s.license.product_code {
             return Err(Error::BindingMismatch(
                 "the sealed secret is for another product".into(),
             ));
         }
-        if g.until <= g.issued_at
-            || g.until - g.issued_at > u64::from(s.license.borrow_days) * DAY
+        if g.until <= g.issued_at || g.until - g.issued_at > u64::from(s.license.borrow_days) * DAY
         {
             return Err(Error::BindingMismatch(format!(
                 "the seat is lent for longer than the license allows ({} days)",

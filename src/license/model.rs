@@ -407,7 +407,10 @@ mod tests {
         let mut b = sample();
         b.borrow_days = 14;
         let borrowable = b.sign(&k).unwrap();
-        assert_eq!(borrowable.bytes[4..6], envelope::LICENSE_VERSION_2.to_le_bytes());
+        assert_eq!(
+            borrowable.bytes[4..6],
+            envelope::LICENSE_VERSION_2.to_le_bytes()
+        );
         let back = SignedLicense::verify(&borrowable.bytes, &k.verifying_key()).unwrap();
         assert_eq!(back.license.borrow_days, 14);
         assert!(back.license.to_string().contains("up to 14 days"));
