@@ -17,6 +17,8 @@ pub(super) struct Loaded {
     pub(super) kind: ContainerKind,
     /// Licenses that verify against the session's publisher key.
     pub(super) verified: Vec<usize>,
+    /// Borrowed seats whose grant chain verifies against the session's publisher key.
+    pub(super) borrowed: Vec<usize>,
 }
 
 /// Only persist the clock's high-water mark when it moved this far, to keep opens cheap.
@@ -43,7 +45,11 @@ fn load_one(env: &Environment, opts: &SessionOptions, path: &std::path::Path) ->
     let verified = c
         .engine
         .verified_licenses(&opts.publisher_key, opts.vendor_id);
+    let borrowed = c
+        .engine
+        .verified_borrowed(&opts.publisher_key, opts.vendor_id);
     Ok(Loaded {
+        borrowed,
         serial: c.engine.serial().to_string(),
         kind: c.engine.state().kind,
         container: RwLock::new(c),
@@ -110,6 +116,31 @@ impl Session {
                     SourceKind::Software,
                     exclusive,
                 ) {
+                    Ok(seat) => return Ok(Some(seat)),
+                    Err(e) => consider(e),
+                }
+            }
+            // Seats borrowed from a license server: one seat each, by the license's unit.
+            for &idx in &c.borrowed {
+                let lic = sc.engine.borrowed_licenses()[idx].clone();
+                if lic.product_code != product_code {
+                    continue;
+                }
+                if let Err(e) = sc.engine.check_borrowed(idx, &query) {
+                    consider(e);
+                    continue;
+                }
+                let b = &sc.engine.borrowed()[idx];
+                // One seat, whatever the license's quantity.
+                let mut lic = lic;
+                lic.quantity = 1;
+                let backing = Backing::Borrowed {
+                    container: c.clone(),
+                    seat_id: b.seat_id,
+                    until: b.until,
+                    server: b.server.clone(),
+                };
+                match self.take_seat(lic, backing, SourceKind::Software, exclusive) {
                     Ok(seat) => return Ok(Some(seat)),
                     Err(e) => consider(e),
                 }
