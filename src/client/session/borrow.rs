@@ -7,8 +7,8 @@
 use super::network::unexpected_net;
 use super::{Session, poisoned};
 use crate::client::activation::own_container;
-use crate::license::borrow::return_message;
 use crate::license::MAX_BORROW_DAYS;
+use crate::license::borrow::return_message;
 use crate::net::proto::{NetRequest, NetResponse};
 use crate::{Error, Result};
 

@@ -323,12 +323,8 @@ impl Session {
         {
             return Ok(p.clone());
         }
-        let p = Arc::new(Registry::machine().pool(
-            serial,
-            name,
-            quantity,
-            self.inner.opts.timeout,
-        )?);
+        let p =
+            Arc::new(Registry::machine().pool(serial, name, quantity, self.inner.opts.timeout)?);
         pools.insert(key, p.clone());
         Ok(p)
     }

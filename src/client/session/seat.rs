@@ -192,7 +192,21 @@ impl Seat {
             container, seat_id, ..
         } = &self.backing
         {
-            // The container's verdict each time: the seat's end, the clock mark.
+            // The container's verdict each time: the seat's end, the clock mark; and the
+            // session's current copy of the container must still hold it (not returned).
+            let current = self
+                .session
+                .inner
+                .containers
+                .read()
+                .map_err(|_| poisoned())?
+                .iter()
+                .find(|c| c.serial == container.serial)
+                .cloned();
+            if let Some(cur) = current {
+                let c = cur.container.read().map_err(|_| poisoned())?;
+                borrowed_index(&c.engine, seat_id)?;
+            }
             let c = container.container.read().map_err(|_| poisoned())?;
             let i = borrowed_index(&c.engine, seat_id)?;
             c.engine.check_borrowed(
