@@ -18,6 +18,7 @@ use crate::cipher::{self, Header, Key, Mode};
 use crate::host::{Fingerprint, MachineKind};
 use crate::license::delegation::{Delegation, sign_delegation};
 use crate::license::usage::CounterAnchor;
+use crate::license::borrow::{self, BorrowGrant};
 use crate::license::{
     Activation, ActivationRequest, Binding, ContainerCertificate, ContainerKind, Envelope, Kind,
     License, SignedLicense, envelope,
@@ -530,6 +531,16 @@ impl Engine {
                     true,
                 )
             }
+            Request::Lend {
+                license_id,
+                seat_id,
+                borrower,
+                days,
+            } => {
+                let i = self.licensed(&license_id, ctx)?;
+                let (grant, certificate) = self.lend(i, seat_id, &borrower, days, ctx.now)?;
+                (Response::Lent { grant, certificate }, false)
+            }
             Request::Clock { now } => {
                 let rollback =
                     now.saturating_add(CLOCK_TOLERANCE_SECS) < self.state.clock_high_water;
@@ -542,6 +553,66 @@ impl Engine {
                 )
             }
         })
+    }
+
+    /// Lends a seat `seat_id` of license `index` (checked usable by the caller) for `days` to
+    /// the container whose activation request is `borrower` (`license::borrow`): seals the
+    /// product secret to it and signs the grant. Refused while the clock runs behind the
+    /// high-water mark (the grant's end is computed from it). Returns the signed grant and the
+    /// container's certificate, which a borrower checks it against.
+    pub fn lend(
+        &self,
+        index: usize,
+        seat_id: [u8; 16],
+        borrower: &[u8],
+        days: u32,
+        now: u64,
+    ) -> Result<(Vec<u8>, Vec<u8>)> {
+        if self.rollback || now.saturating_add(CLOCK_TOLERANCE_SECS) < self.state.clock_high_water
+        {
+            return Err(Error::ClockRollback {
+                now,
+                high_water: self.state.clock_high_water,
+            });
+        }
+        let lic = self
+            .licenses
+            .get(index)
+            .ok_or_else(|| Error::Internal(format!("no license at index {index}")))?;
+        let certificate = self.state.certificate.clone().ok_or_else(|| {
+            Error::NoLicense(format!(
+                "{} has no publisher certificate to lend a seat with",
+                self.state.serial
+            ))
+        })?;
+        let req = borrow::read_borrower(borrower, self.state.vendor_id)?;
+        if req.serial == self.state.serial {
+            return Err(Error::InvalidArgument(format!(
+                "{} cannot lend a seat to itself",
+                self.state.serial
+            )));
+        }
+        let until = borrow::borrow_until(lic, days, now)?;
+        let secret = cipher::seal_secret(
+            &req.seal_key,
+            lic.vendor_id,
+            lic.product_code,
+            &borrow::secret_context(&req.serial, &seat_id),
+            self.secret(index)?,
+        )?;
+        let grant = BorrowGrant {
+            seat_id,
+            vendor_id: lic.vendor_id,
+            license: self.state.licenses[index].bytes.clone(),
+            lender_serial: self.state.serial.clone(),
+            borrower_serial: req.serial,
+            borrower_key: req.sign_key,
+            borrower_host: req.hostname,
+            issued_at: now,
+            until,
+            secret,
+        };
+        Ok((grant.sign(&self.signing)?, certificate))
     }
 
     /// Signs a delegation of this container's licenses to the license server whose Noise

@@ -75,6 +75,20 @@ pub enum Request {
         /// `license::usage::checkpoint_digest` of the log's head.
         digest: [u8; 32],
     },
+    /// Lends a seat of a license to another machine's container for `days`
+    /// (`license::borrow`): the container checks the license is usable and allows it, seals
+    /// its product secret to the borrowing container and signs a `BorrowGrant` with its own
+    /// key. The license server counts the seat; the container only signs.
+    Lend {
+        /// The license to lend a seat of.
+        license_id: [u8; 16],
+        /// The seat id the license server counts the lent seat under.
+        seat_id: [u8; 16],
+        /// The borrowing container's activation request (self-signed by its key).
+        borrower: Vec<u8>,
+        /// Days wanted (1 to the license's `borrow_days`).
+        days: u32,
+    },
 }
 
 /// What a container answers.
@@ -151,6 +165,13 @@ pub enum Response {
         status: u32,
         /// What went wrong.
         message: String,
+    },
+    /// Answer to `Lend`: the signed grant and the lending container's certificate.
+    Lent {
+        /// The container-signed `BorrowGrant` (envelope kind `Borrow`).
+        grant: Vec<u8>,
+        /// The publisher-signed container certificate.
+        certificate: Vec<u8>,
     },
 }
 

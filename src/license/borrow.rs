@@ -16,6 +16,7 @@
 use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
+use super::activation::ActivationRequest;
 use super::certificate::ContainerCertificate;
 use super::envelope::{self, Envelope, Kind};
 use super::model::{License, SignedLicense};
@@ -75,6 +76,25 @@ pub fn verify_return(borrower_key: &[u8; 32], seat_id: &[u8; 16], signature: &[u
     let sig: [u8; 64] = signature.try_into().map_err(|_| bad())?;
     key.verify_strict(&return_message(seat_id), &Signature::from_bytes(&sig))
         .map_err(|_| bad())
+}
+
+/// Reads a borrowing container's activation request (`NetRequest::Borrow::borrower`,
+/// `Request::Lend::borrower`): it must be signed by the key it names (so the sender holds
+/// that container's key) and name `vendor_id`.
+pub fn read_borrower(bytes: &[u8], vendor_id: u32) -> Result<ActivationRequest> {
+    let env = Envelope::parse(Kind::ActivationRequest, bytes)?;
+    let req: ActivationRequest = env.decode()?;
+    let key = VerifyingKey::from_bytes(&req.sign_key).map_err(|_| {
+        Error::BadSignature("the borrowing container names an invalid key".into())
+    })?;
+    env.verify(&key)?;
+    if req.vendor_id != vendor_id {
+        return Err(Error::WrongVendor {
+            expected: vendor_id,
+            found: req.vendor_id,
+        });
+    }
+    Ok(req)
 }
 
 /// The longest borrowing `license` allows from `now`, capped by its expiry. `Err` when it is

@@ -18,6 +18,10 @@
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
 use crate::license::{CountingUnit, License};
 use crate::net::proto::HostInfo;
 use crate::{Error, Result};
@@ -38,8 +42,64 @@ pub struct SeatRow {
     pub client: [u8; 32],
     /// Whether the seat holds the license exclusively.
     pub exclusive: bool,
-    /// When the lease runs out (Unix milliseconds).
+    /// When the lease runs out (Unix milliseconds); for a borrowed seat, its end.
     pub expires_ms: u64,
+    /// What the server keeps of a borrowed seat; `None` for a leased one.
+    pub borrow: Option<Arc<Borrowed>>,
+}
+
+impl SeatRow {
+    /// Whether this is a seat lent to another machine (held until its end or its return,
+    /// never renewed).
+    pub fn is_borrowed(&self) -> bool {
+        self.borrow.is_some()
+    }
+}
+
+/// A seat lent to another machine's container (`license::borrow`), as the server keeps it
+/// beside the seat: who has it, until when, and the grant (a retry after a lost answer gets
+/// the same one).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Borrowed {
+    /// The borrowing container's Ed25519 key (a return is signed with it).
+    pub borrower_key: [u8; 32],
+    /// The borrowing container's serial.
+    pub borrower_serial: String,
+    /// The borrowing machine's host name (from the connection's hello).
+    pub hostname: String,
+    /// The user: the login session that borrowed it (`uid:<uid>/…`, from the hello).
+    pub user: String,
+    /// When it was lent (Unix seconds).
+    pub issued_at: u64,
+    /// When it ends (Unix seconds).
+    pub until: u64,
+    /// The lending container's signed grant.
+    #[serde(with = "serde_bytes")]
+    pub grant: Vec<u8>,
+    /// The lending container's certificate.
+    #[serde(with = "serde_bytes")]
+    pub certificate: Vec<u8>,
+}
+
+/// The format version of a stored [`Borrowed`].
+pub const BORROWED_VERSION: u16 = 1;
+
+impl Borrowed {
+    /// The stored form (versioned postcard).
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        crate::util::encode_versioned(BORROWED_VERSION, self, "borrowed seat")
+    }
+
+    /// Reads the stored form.
+    pub fn decode(bytes: &[u8]) -> Result<Borrowed> {
+        crate::util::decode_versioned(BORROWED_VERSION, bytes, "borrowed seat")
+    }
+}
+
+/// The unit key of a borrowed seat: one slot of its own, whatever the license's counting
+/// unit (`borrow:<seat id hex>`; no client-built key starts so).
+pub fn borrow_unit_key(seat_id: &SeatId) -> String {
+    format!("borrow:{}", hex::encode(seat_id))
 }
 
 /// A change of the seat table, to be made durable.
@@ -83,6 +143,23 @@ pub struct AcquireSpec<'a> {
     pub now_ms: u64,
     /// Lease length in milliseconds.
     pub lease_ms: u64,
+}
+
+/// One borrow, as the server has resolved it.
+#[derive(Clone, Debug)]
+pub struct BorrowSpec<'a> {
+    /// The client-chosen seat id.
+    pub seat_id: SeatId,
+    /// The license to lend a seat of.
+    pub license: &'a License,
+    /// The client's machine (the VM policy applies).
+    pub machine: &'a crate::host::MachineKind,
+    /// The client's Noise static key.
+    pub client: [u8; 32],
+    /// Feature bits needed.
+    pub features: u32,
+    /// Now (Unix milliseconds).
+    pub now_ms: u64,
 }
 
 /// The station a client is counted as: a digest of the host key it proved in its Noise
@@ -201,7 +278,11 @@ impl SeatTable {
         let rows = rows
             .into_iter()
             .map(|mut r| {
-                r.expires_ms = r.expires_ms.max(floor);
+                // A borrowed seat ends when it was lent until, neither earlier nor later:
+                // it is never renewed, and its end was written with its grant.
+                if !r.is_borrowed() {
+                    r.expires_ms = r.expires_ms.max(floor);
+                }
                 r
             })
             .collect();
@@ -227,6 +308,12 @@ impl SeatTable {
 
         let key = unit_key(lic.counting_unit, &spec.client, spec.host, &spec.seat_id);
         let own = match self.seats.get(&spec.seat_id) {
+            Some(row) if row.is_borrowed() => {
+                return Err(Error::InvalidArgument(format!(
+                    "seat id {} is a borrowed seat",
+                    hex::encode(spec.seat_id)
+                )));
+            }
             Some(row) if row.license_id != lic.license_id => {
                 return Err(Error::InvalidArgument(format!(
                     "seat id {} is in use for another license",
@@ -290,6 +377,7 @@ impl SeatTable {
             client: spec.client,
             exclusive: spec.exclusive,
             expires_ms: spec.now_ms.saturating_add(spec.lease_ms),
+            borrow: None,
         };
         self.pruned.remove(&row.seat_id);
         self.insert(row.clone());
@@ -297,8 +385,91 @@ impl SeatTable {
         Ok((row.clone(), Change::Upsert(row), in_use))
     }
 
+    /// Checks that a seat could be lent now: the license's features, expiry and VM policy,
+    /// no exclusive holder, a slot free under the quantity, and a seat id not in use. Changes
+    /// nothing but pruning expired seats.
+    pub fn check_borrow(&mut self, spec: &BorrowSpec) -> Result<()> {
+        let lic = spec.license;
+        lic.check(spec.features, spec.now_ms / 1000, spec.machine, None)?;
+        self.prune(spec.now_ms);
+        if self.seats.contains_key(&spec.seat_id) {
+            return Err(Error::InvalidArgument(format!(
+                "seat id {} is in use",
+                hex::encode(spec.seat_id)
+            )));
+        }
+        let Some(state) = self.licenses.get(&lic.license_id) else {
+            return if lic.quantity == 0 {
+                Err(Error::NoSeat { quantity: 0 })
+            } else {
+                Ok(())
+            };
+        };
+        if !state.exclusive.is_empty() {
+            return Err(Error::ExclusiveDenied(format!(
+                "license {} is held exclusively by another client",
+                lic.id_hex()
+            )));
+        }
+        if state.units.len() >= lic.quantity as usize {
+            return Err(Error::NoSeat {
+                quantity: lic.quantity,
+            });
+        }
+        Ok(())
+    }
+
+    /// Lends a seat: a slot of its own ([`borrow_unit_key`]) held until `borrowed.until`,
+    /// counted against the quantity like any seat ([`SeatTable::check_borrow`] first). On
+    /// error the table is unchanged but for expired seats pruned. Returns the row, the change
+    /// to persist and the license's seats in use.
+    pub fn borrow(
+        &mut self,
+        spec: &BorrowSpec,
+        borrowed: Arc<Borrowed>,
+    ) -> Result<(SeatRow, Change, u32)> {
+        self.check_borrow(spec)?;
+        let expires_ms = borrowed.until.saturating_mul(1000);
+        if expires_ms <= spec.now_ms {
+            return Err(Error::InvalidArgument(
+                "a borrowed seat must end after now".into(),
+            ));
+        }
+        let row = SeatRow {
+            seat_id: spec.seat_id,
+            license_id: spec.license.license_id,
+            unit_key: borrow_unit_key(&spec.seat_id),
+            client: spec.client,
+            exclusive: false,
+            expires_ms,
+            borrow: Some(borrowed),
+        };
+        self.pruned.remove(&row.seat_id);
+        self.insert(row.clone());
+        let in_use = self.units_of(&spec.license.license_id);
+        Ok((row.clone(), Change::Upsert(row), in_use))
+    }
+
+    /// Takes back a live borrowed seat (its return, or undoing a lend that was not made
+    /// durable). `None` when no live borrowed seat has this id.
+    pub fn give_back(&mut self, id: &SeatId, now_ms: u64) -> Option<SeatRow> {
+        let row = self.seats.get(id)?;
+        if !row.is_borrowed() || row.expires_ms <= now_ms {
+            return None;
+        }
+        self.remove(id)
+    }
+
+    /// The live borrowed seat with this id.
+    pub fn borrowed(&self, id: &SeatId, now_ms: u64) -> Option<&SeatRow> {
+        self.seats
+            .get(id)
+            .filter(|r| r.is_borrowed() && r.expires_ms > now_ms)
+    }
+
     /// Renews the client's seats for `lease_ms` from `now_ms`. Returns the changes to persist
     /// and the seats that are lost: not found, expired, or of another client (left untouched).
+    /// A borrowed seat is never renewed: it keeps its end and is not lost.
     pub fn renew(
         &mut self,
         ids: &[SeatId],
@@ -312,6 +483,7 @@ impl SeatTable {
         let mut lost = Vec::new();
         for id in ids {
             match self.seats.get_mut(id) {
+                Some(row) if row.is_borrowed() => {}
                 Some(row) if row.client == *client => {
                     if row.expires_ms != expires_ms {
                         self.expiry.remove(&(row.expires_ms, *id));
@@ -326,7 +498,8 @@ impl SeatTable {
         (changes, lost)
     }
 
-    /// Releases the client's seat. `None` when the table has no such seat of this client.
+    /// Releases the client's seat. `None` when the table has no such seat of this client (a
+    /// borrowed seat is given back by its return, [`SeatTable::give_back`], not released).
     pub fn release(&mut self, id: &SeatId, client: &[u8; 32]) -> Option<Change> {
         self.release_row(id, client)
             .map(|r| Change::Delete(r.seat_id))
@@ -335,7 +508,8 @@ impl SeatTable {
     /// [`SeatTable::release`], giving back the row released (its `Delete` is the change to
     /// persist).
     pub fn release_row(&mut self, id: &SeatId, client: &[u8; 32]) -> Option<SeatRow> {
-        if self.seats.get(id)?.client != *client {
+        let row = self.seats.get(id)?;
+        if row.client != *client || row.is_borrowed() {
             return None;
         }
         self.remove(id)
@@ -403,9 +577,11 @@ impl SeatTable {
 
     /// Takes a live seat away from whichever client holds it (an admin's revoke). `None`
     /// when no live seat has this id. The client's next renewal or call for it finds the
-    /// seat gone (`TESSERA_E_LEASE_LOST`).
+    /// seat gone (`TESSERA_E_LEASE_LOST`). A borrowed seat is not revoked (`None`): the
+    /// machine that has it may be offline; it ends at its time or when it is returned.
     pub fn revoke(&mut self, id: &SeatId, now_ms: u64) -> Option<Change> {
-        if self.seats.get(id)?.expires_ms <= now_ms {
+        let row = self.seats.get(id)?;
+        if row.expires_ms <= now_ms || row.is_borrowed() {
             return None;
         }
         self.remove(id);
@@ -993,6 +1169,7 @@ mod tests {
             client: client_of(station),
             exclusive: false,
             expires_ms,
+            borrow: None,
         }
     }
 
@@ -1072,6 +1249,7 @@ mod tests {
             client: ALICE,
             exclusive: false,
             expires_ms: T0 + 10,
+            borrow: None,
         };
         let mut t = SeatTable::new();
         t.load(vec![old], T0);

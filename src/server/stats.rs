@@ -35,6 +35,10 @@ pub struct Stats {
     pub lease_expiries: AtomicU64,
     /// Seats an admin revoked.
     pub revocations: AtomicU64,
+    /// Seats lent (borrows answered with a grant, retries included).
+    pub borrows: AtomicU64,
+    /// Borrowed seats given back early.
+    pub returns: AtomicU64,
     /// Configuration reloads done.
     pub reloads: AtomicU64,
     /// Error answers, by status.
@@ -60,6 +64,12 @@ impl Stats {
             }
             NetResponse::Released => {
                 self.releases.fetch_add(1, Ordering::Relaxed);
+            }
+            NetResponse::Borrowed { .. } => {
+                self.borrows.fetch_add(1, Ordering::Relaxed);
+            }
+            NetResponse::Returned => {
+                self.returns.fetch_add(1, Ordering::Relaxed);
             }
             NetResponse::Error { status, .. } => self.denials.add(*status),
             _ => {}

@@ -21,7 +21,7 @@ use std::time::Duration;
 use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
-use super::seats::{Change, SeatId, SeatRow};
+use super::seats::{Borrowed, Change, SeatId, SeatRow};
 use crate::{Error, Result};
 
 /// Where the seat table lives.
@@ -33,23 +33,53 @@ pub trait SeatStore: Send {
     fn commit(&mut self, changes: &[Change]) -> Result<()>;
 }
 
+/// The seat table. Schema version 2 added `borrow` (a borrowed seat's record,
+/// `seats::Borrowed` encoded; NULL for a leased seat); a version 1 file gets the column when
+/// it is opened ([`migrate`]).
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS seats (
     seat_id    BLOB PRIMARY KEY,
     license_id BLOB NOT NULL,
     unit_key   TEXT NOT NULL,
     client     BLOB NOT NULL,
     exclusive  INTEGER NOT NULL,
-    expires_ms INTEGER NOT NULL
+    expires_ms INTEGER NOT NULL,
+    borrow     BLOB
 ) WITHOUT ROWID";
+/// The seat table's schema version (`PRAGMA user_version`; 0 or 1 before borrowing).
+pub const SCHEMA_VERSION: i64 = 2;
 const UPSERT: &str =
-    "INSERT INTO seats (seat_id, license_id, unit_key, client, exclusive, expires_ms)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+    "INSERT INTO seats (seat_id, license_id, unit_key, client, exclusive, expires_ms, borrow)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
     ON CONFLICT (seat_id) DO UPDATE SET license_id = excluded.license_id,
         unit_key = excluded.unit_key, client = excluded.client,
-        exclusive = excluded.exclusive, expires_ms = excluded.expires_ms";
+        exclusive = excluded.exclusive, expires_ms = excluded.expires_ms,
+        borrow = excluded.borrow";
 const DELETE: &str = "DELETE FROM seats WHERE seat_id = ?1";
 const SELECT: &str =
-    "SELECT seat_id, license_id, unit_key, client, exclusive, expires_ms FROM seats";
+    "SELECT seat_id, license_id, unit_key, client, exclusive, expires_ms, borrow FROM seats";
+
+/// Brings a seat table written by an older server up to [`SCHEMA_VERSION`]: version 1 had
+/// no `borrow` column (its rows are leased seats: NULL). A newer version is refused rather
+/// than half understood.
+fn migrate(conn: &Connection) -> rusqlite::Result<std::result::Result<(), i64>> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Ok(Err(version));
+    }
+    let has_borrow = conn
+        .prepare("SELECT name FROM pragma_table_info('seats')")?
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .iter()
+        .any(|c| c == "borrow");
+    if !has_borrow {
+        conn.execute_batch("ALTER TABLE seats ADD COLUMN borrow BLOB")?;
+    }
+    if version != SCHEMA_VERSION {
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
+    Ok(Ok(()))
+}
 
 /// What a committed grant must survive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +126,13 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", sync)
             .map_err(&err)?;
         conn.execute_batch(SCHEMA).map_err(&err)?;
+        if let Err(found) = migrate(&conn).map_err(&err)? {
+            return Err(Error::UnknownVersion {
+                what: "seat table",
+                found: u16::try_from(found).unwrap_or(u16::MAX),
+                supported: SCHEMA_VERSION as u16,
+            });
+        }
         conn.set_prepared_statement_cache_capacity(8);
         Ok(SqliteStore {
             conn,
@@ -132,12 +169,17 @@ impl SeatStore for SqliteStore {
                     r.get::<_, Vec<u8>>(3)?,
                     r.get::<_, i64>(4)?,
                     r.get::<_, i64>(5)?,
+                    r.get::<_, Option<Vec<u8>>>(6)?,
                 ))
             })
             .map_err(&err)?;
         let mut rows = Vec::new();
         for r in raw {
-            let (seat_id, license_id, unit_key, client, exclusive, expires_ms) = r.map_err(&err)?;
+            let (seat_id, license_id, unit_key, client, exclusive, expires_ms, borrow) =
+                r.map_err(&err)?;
+            let borrow = borrow
+                .map(|b| Borrowed::decode(&b).map(Arc::new))
+                .transpose()?;
             rows.push(SeatRow {
                 seat_id: blob(seat_id, "seat id")?,
                 license_id: blob(license_id, "license id")?,
@@ -145,6 +187,7 @@ impl SeatStore for SqliteStore {
                 client: blob(client, "client key")?,
                 exclusive: exclusive != 0,
                 expires_ms: u64::try_from(expires_ms).unwrap_or(0),
+                borrow,
             });
         }
         Ok(rows)
@@ -163,6 +206,7 @@ impl SeatStore for SqliteStore {
                 match c {
                     Change::Upsert(r) => {
                         let expires = i64::try_from(r.expires_ms).unwrap_or(i64::MAX);
+                        let borrow = r.borrow.as_ref().map(|b| b.encode()).transpose()?;
                         upsert
                             .execute(params![
                                 &r.seat_id[..],
@@ -170,7 +214,8 @@ impl SeatStore for SqliteStore {
                                 r.unit_key,
                                 &r.client[..],
                                 r.exclusive,
-                                expires
+                                expires,
+                                borrow
                             ])
                             .map_err(&err)?;
                     }
@@ -735,6 +780,7 @@ mod tests {
             client: [0xA1; 32],
             exclusive: n.is_multiple_of(2),
             expires_ms,
+            borrow: None,
         }
     }
 

@@ -496,6 +496,46 @@ pub fn revoked(hosted: &Hosted, row: &SeatRow) -> Option<UsageEvent> {
     ))
 }
 
+/// A lent seat (under the table's lock, submitted with its row): who borrowed it, into
+/// which container, until when.
+pub fn borrowed(license: &License, row: &SeatRow, client: &Arc<ClientInfo>) -> UsageEvent {
+    let (borrower, until_ms) = row.borrow.as_ref().map_or((String::new(), row.expires_ms), |b| {
+        (cut(&b.borrower_serial, MAX_NAME), b.until.saturating_mul(1000))
+    });
+    UsageEvent::now(
+        license.vendor_id,
+        Event::Borrow {
+            seat: seat_event(license, row, Some(client)),
+            borrower,
+            until_ms,
+        },
+    )
+}
+
+/// A borrowed seat given back (under the table's lock, submitted with its `Delete`); the
+/// client is who borrowed it.
+pub fn returned(
+    license: &License,
+    seat_id: &[u8; 16],
+    borrowed: &crate::server::seats::Borrowed,
+) -> UsageEvent {
+    UsageEvent::now(
+        license.vendor_id,
+        Event::Return(SeatEvent {
+            vendor_id: license.vendor_id,
+            product_code: license.product_code,
+            license_id: license.license_id,
+            seat_id: *seat_id,
+            unit_key: crate::server::seats::borrow_unit_key(seat_id),
+            client: Some(Arc::new(ClientInfo {
+                hostname: cut(&borrowed.hostname, MAX_NAME),
+                session: cut(&borrowed.user, MAX_NAME),
+                machine: String::new(),
+            })),
+        }),
+    )
+}
+
 fn license_of<'a>(hosted: &'a Hosted, row: &SeatRow) -> Option<&'a License> {
     let (ci, li) = hosted.by_license_id(&row.license_id)?;
     hosted.containers.get(ci)?.licenses.get(li)

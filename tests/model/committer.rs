@@ -29,6 +29,7 @@ fn row(seat: u8, expires_ms: u64) -> SeatRow {
         client: [1; 32],
         exclusive: false,
         expires_ms,
+        borrow: None,
     }
 }
 

@@ -778,6 +778,7 @@ mod tests {
             client: [seat; 32],
             exclusive: false,
             expires_ms: 1,
+            borrow: None,
         }
     }
 

@@ -202,16 +202,30 @@ pub enum Event {
         /// When the first of them happened (Unix milliseconds).
         since_ms: u64,
     },
+    /// A seat was lent to another machine's container (`license::borrow`): held until
+    /// `until_ms` or its return, whatever the borrower does meanwhile. Its end is a
+    /// [`Event::Return`], or an [`Event::Expire`] at `until_ms`.
+    Borrow {
+        /// The seat (its client: who borrowed it).
+        seat: SeatEvent,
+        /// The borrowing container's serial.
+        borrower: String,
+        /// When the borrowed seat ends (Unix milliseconds).
+        until_ms: u64,
+    },
+    /// A borrowed seat was given back before its end (signed by the borrowing container).
+    Return(SeatEvent),
 }
 
 impl Event {
     /// The seat event it carries, if any.
     pub fn seat(&self) -> Option<&SeatEvent> {
         match self {
-            Event::Grant(s) | Event::Release(s) | Event::Revoke(s) => Some(s),
-            Event::Expire { seat, .. } | Event::Deny { seat, .. } | Event::Denials { seat, .. } => {
-                Some(seat)
-            }
+            Event::Grant(s) | Event::Release(s) | Event::Revoke(s) | Event::Return(s) => Some(s),
+            Event::Expire { seat, .. }
+            | Event::Deny { seat, .. }
+            | Event::Denials { seat, .. }
+            | Event::Borrow { seat, .. } => Some(seat),
             Event::Start { .. } | Event::Checkpoint(_) => None,
         }
     }
@@ -227,6 +241,8 @@ impl Event {
             Event::Revoke(_) => "revoke",
             Event::Checkpoint(_) => "checkpoint",
             Event::Denials { .. } => "folded denials",
+            Event::Borrow { .. } => "borrow",
+            Event::Return(_) => "return",
         }
     }
 }

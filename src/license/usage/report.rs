@@ -25,14 +25,26 @@ pub struct MonthSummary {
     pub revokes: u64,
     /// The most seats in use at once (distinct counting units, as the license counts them).
     pub peak: u64,
-    /// Seat time in milliseconds: for each counting unit, the time it held at least one seat.
+    /// Seat time in milliseconds: for each counting unit, the time it held at least one seat
+    /// (a borrowed seat is a unit of its own, from its borrow to its return or end).
     pub seat_ms: u64,
+    /// Seats lent to other machines (borrows).
+    pub borrows: u64,
+    /// Borrowed seats given back early.
+    pub returns: u64,
+    /// Of `seat_ms`, the time of borrowed seats (from the borrow to the return or the end).
+    pub borrowed_ms: u64,
 }
 
 impl MonthSummary {
     /// Seat time in hours.
     pub fn seat_hours(&self) -> f64 {
         self.seat_ms as f64 / 3_600_000.0
+    }
+
+    /// Borrowed seat time in hours.
+    pub fn borrowed_hours(&self) -> f64 {
+        self.borrowed_ms as f64 / 3_600_000.0
     }
 }
 
@@ -136,6 +148,8 @@ struct Tally {
     products: HashMap<u32, ProductState>,
     /// Open seats → (product, license, unit key).
     seats: HashMap<[u8; 16], (u32, [u8; 16], String)>,
+    /// Open borrowed seats → (since, until) (Unix milliseconds).
+    borrowed: HashMap<[u8; 16], (u64, u64)>,
 }
 
 impl Tally {
@@ -201,7 +215,23 @@ impl Tally {
         );
     }
 
-    /// Closes a seat at `t`; false when it was not open.
+    /// Opens a borrowed seat at `t`, held until `until` at the latest.
+    fn borrow(
+        &mut self,
+        months: &mut BTreeMap<(u32, MonthIndex), MonthSummary>,
+        s: &SeatEvent,
+        t: u64,
+        until: u64,
+    ) {
+        if self.seats.contains_key(&s.seat_id) {
+            return;
+        }
+        self.open(months, s, t);
+        self.borrowed.insert(s.seat_id, (t, until.max(t)));
+    }
+
+    /// Closes a seat at `t`; false when it was not open. A borrowed seat ends by its
+    /// `until` at the latest.
     fn close(
         &mut self,
         months: &mut BTreeMap<(u32, MonthIndex), MonthSummary>,
@@ -211,6 +241,14 @@ impl Tally {
     ) -> bool {
         let Some((p, lic, unit)) = self.seats.remove(seat_id) else {
             return false;
+        };
+        let t = match self.borrowed.remove(seat_id) {
+            Some((since, until)) => {
+                let end = t.min(until).max(since);
+                Self::add_borrowed(months, p, since, end);
+                end
+            }
+            None => t,
         };
         let st = self.products.entry(p).or_default();
         Self::advance(months, p, st, month_of(now));
@@ -226,11 +264,44 @@ impl Tally {
         true
     }
 
+    /// Adds borrowed time from `from` to `to`, month by month.
+    fn add_borrowed(
+        months: &mut BTreeMap<(u32, MonthIndex), MonthSummary>,
+        p: u32,
+        from: u64,
+        to: u64,
+    ) {
+        let mut t = from;
+        while t < to {
+            let m = month_of(t);
+            let next = month_start_ms(m + 1);
+            let upto = if next > t { next.min(to) } else { to };
+            months.entry((p, m)).or_default().borrowed_ms += upto - t;
+            t = upto;
+        }
+    }
+
     fn finish(
         &mut self,
         months: &mut BTreeMap<(u32, MonthIndex), MonthSummary>,
         last_ms: u64,
     ) -> u64 {
+        // Borrowed seats whose end came before the log's: their time stops at their end
+        // (the server logs their expiry when it next runs).
+        let ended: Vec<[u8; 16]> = self
+            .borrowed
+            .iter()
+            .filter(|(_, (_, until))| *until <= last_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ended {
+            self.close(months, &id, last_ms, last_ms);
+        }
+        for (id, (since, _)) in &self.borrowed {
+            if let Some((p, _, _)) = self.seats.get(id) {
+                Self::add_borrowed(months, *p, *since, last_ms.max(*since));
+            }
+        }
         for (p, st) in &mut self.products {
             if st.units.is_empty() {
                 continue;
@@ -390,6 +461,16 @@ pub fn verify(r: impl Read, publisher: &VerifyingKey) -> std::result::Result<Rep
             }
             Event::Denials { seat, count, .. } => {
                 months.entry((seat.product_code, m)).or_default().denials += count;
+            }
+            Event::Borrow { seat, until_ms, .. } => {
+                months.entry((seat.product_code, m)).or_default().borrows += 1;
+                tally.borrow(months, seat, t, *until_ms);
+            }
+            Event::Return(seat) => {
+                months.entry((seat.product_code, m)).or_default().returns += 1;
+                if !tally.close(months, &seat.seat_id, t, t) {
+                    rep.ends_without_grant += 1;
+                }
             }
             Event::Checkpoint(c) => {
                 let (st, cert) = verify_checkpoint(header, c, publisher)

@@ -307,6 +307,7 @@ fn a_log_verifies_and_sums_up_per_product_and_month() {
             peak: 2,
             // unit a from 01:00 to the month's end, unit b from 03:00 to its lease end.
             seat_ms: 23 * H + 2 * H,
+            ..MonthSummary::default()
         }
     );
     assert_eq!(
@@ -319,6 +320,7 @@ fn a_log_verifies_and_sums_up_per_product_and_month() {
             revokes: 1,
             peak: 1,
             seat_ms: 2 * H + 2 * H,
+            ..MonthSummary::default()
         }
     );
     assert_eq!(r.months.len(), 2);

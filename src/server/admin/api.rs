@@ -317,6 +317,8 @@ pub async fn revoke(
             StatusCode::NOT_FOUND,
             format!("this server holds no live seat {}", hex::encode(id)),
         ),
+        // A borrowed seat: refused, with why.
+        Err(e @ crate::Error::InvalidArgument(_)) => error(StatusCode::CONFLICT, e.to_string()),
         Err(e) => internal(e),
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tracing::info;
 
 use super::{AdminAuth, Bound, Hosting, ReloadReport, SeatMeta, Server};
-use crate::Result;
+use crate::{Error, Result};
 use crate::server::history::Usage;
 use crate::server::seats::{SeatId, SeatTable};
 use crate::server::stats::Stats;
@@ -124,7 +124,9 @@ impl Control {
 
     /// Takes a live seat away from its client, durably. `Ok(false)` when there is no such
     /// live seat. The client's next renewal or call for the seat gets
-    /// `TESSERA_E_LEASE_LOST`.
+    /// `TESSERA_E_LEASE_LOST`. A borrowed seat is refused (`InvalidArgument`, saying why):
+    /// the machine that has it may be offline and keeps using it; it ends at its time or
+    /// when it is returned.
     pub async fn revoke(&self, seat_id: &SeatId) -> Result<bool> {
         let server = &self.server;
         // Submitted under the table's lock, with its usage-log record: the log keeps the
@@ -134,6 +136,19 @@ impl Control {
             let Some(row) = t.seat(seat_id).cloned() else {
                 return Ok(false);
             };
+            if let Some(b) = &row.borrow
+                && row.expires_ms > now_ms()
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "seat {} is borrowed by {} on {} until {}: a borrowed seat cannot be revoked \
+                     (the machine that has it may be offline); it ends at its time or when it \
+                     is returned",
+                    hex::encode(seat_id),
+                    b.borrower_serial,
+                    b.hostname,
+                    crate::util::format_time(b.until)
+                )));
+            }
             let Some(change) = t.revoke(seat_id, now_ms()) else {
                 return Ok(false);
             };

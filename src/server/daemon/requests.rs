@@ -14,7 +14,8 @@ use tracing::debug;
 use super::{Hosting, SeatHolder, SeatMeta, Server};
 use crate::container::protocol::{Request, Response};
 use crate::net::proto::{ClientHello, NetRequest, NetResponse, SeatGrant, ServedLicense};
-use crate::server::seats::{AcquireSpec, Change, SeatId};
+use crate::license::borrow::{self, BorrowGrant};
+use crate::server::seats::{AcquireSpec, BorrowSpec, Borrowed, Change, SeatId};
 use crate::server::usage;
 use crate::util::now_ms;
 use crate::{Error, Result};
@@ -52,6 +53,16 @@ struct Want {
     product_code: u32,
     features: u32,
     exclusive: bool,
+}
+
+/// What a borrow asks for.
+struct Lend {
+    seat_id: [u8; 16],
+    vendor_id: u32,
+    product_code: u32,
+    features: u32,
+    days: u32,
+    borrower: Vec<u8>,
 }
 
 impl Server {
@@ -202,6 +213,213 @@ impl Server {
             }
             None => Err(Error::NoLicense("no license fits".into())),
         }
+    }
+
+    /// Lends a seat (`license::borrow`): the license as an acquire finds it, which must
+    /// allow borrowing for `days`; a seat counted against its quantity until the grant's end,
+    /// under a slot of its own; the grant signed by the container holding the license.
+    /// Durable (and in the usage log) before it is answered. Idempotent for the seat id: a
+    /// retry by the same borrowing container gets the grant it was given.
+    async fn borrow(
+        self: &Arc<Self>,
+        client: &[u8; 32],
+        peer: &Peer,
+        want: Lend,
+    ) -> Result<NetResponse> {
+        let Lend {
+            seat_id,
+            vendor_id,
+            product_code,
+            features,
+            days,
+            borrower,
+        } = want;
+        let req = borrow::read_borrower(&borrower, vendor_id)?;
+        // A retry after a lost answer.
+        {
+            let t = self.table()?;
+            if let Some(row) = t.seat(&seat_id)
+                && row.expires_ms > now_ms()
+            {
+                return match &row.borrow {
+                    Some(b) if b.borrower_key == req.sign_key => Ok(NetResponse::Borrowed {
+                        grant: b.grant.clone(),
+                        certificate: b.certificate.clone(),
+                    }),
+                    _ => Err(Error::InvalidArgument(format!(
+                        "seat id {} is in use",
+                        hex::encode(seat_id)
+                    ))),
+                };
+            }
+        }
+        let hosting = self.hosting();
+        let candidates = hosting.hosted.find(vendor_id, product_code);
+        if candidates.is_empty() {
+            return Err(Error::NoLicense(format!(
+                "server {} hosts no license for vendor {vendor_id} product {product_code}",
+                self.config.name
+            )));
+        }
+        let mut best: Option<(Error, &crate::license::License)> = None;
+        let mut keep = |e: Error, lic| {
+            if best
+                .as_ref()
+                .is_none_or(|(b, _)| e.specificity() > b.specificity())
+            {
+                best = Some((e, lic));
+            }
+        };
+        for (ci, li) in candidates {
+            let c = &hosting.hosted.containers[ci];
+            let lic = &c.licenses[li];
+            let spec = BorrowSpec {
+                seat_id,
+                license: lic,
+                machine: &peer.hello.host.machine,
+                client: *client,
+                features,
+                now_ms: now_ms(),
+            };
+            // What can be refused without the container: the license's own rules, its
+            // borrowing, and whether a slot is free now.
+            let fits = lic
+                .check_binding(&c.serial, c.sign_key.as_ref())
+                .and_then(|()| c.keep_hosting())
+                .and_then(|()| borrow::borrow_until(lic, days, spec.now_ms / 1000).map(drop))
+                .and_then(|()| self.table()?.check_borrow(&spec));
+            if let Err(e) = fits {
+                keep(e, lic);
+                continue;
+            }
+            // The container lends (signs); the table counts. The table is not held while
+            // the container works: it checks the quantity again when the seat goes in, and a
+            // grant refused then is never answered, so it is worth nothing.
+            let container = c.clone();
+            let request = Request::Lend {
+                license_id: lic.license_id,
+                seat_id,
+                borrower: borrower.clone(),
+                days,
+            };
+            let lent = tokio::task::spawn_blocking(move || container.call(request))
+                .await
+                .map_err(|e| Error::Internal(format!("container task: {e}")))?;
+            let (grant, certificate) = match lent {
+                Ok(Response::Lent { grant, certificate }) => (grant, certificate),
+                Ok(other) => {
+                    return Err(Error::malformed("container answer", format!("{other:?}")));
+                }
+                Err(e) => {
+                    keep(e, lic);
+                    continue;
+                }
+            };
+            let g = BorrowGrant::parse_unverified(&grant)?;
+            let record = Arc::new(Borrowed {
+                borrower_key: req.sign_key,
+                borrower_serial: req.serial.clone(),
+                hostname: peer.holder.hostname.clone(),
+                user: peer.holder.session.clone(),
+                issued_at: g.issued_at,
+                until: g.until,
+                grant,
+                certificate,
+            });
+            let spec = BorrowSpec {
+                now_ms: now_ms(),
+                ..spec
+            };
+            // Submitted under the table's lock, so that the store and the usage log keep
+            // the table's order.
+            let outcome = {
+                let mut t = self.table()?;
+                let lent = t.borrow(&spec, Arc::clone(&record));
+                let mut changes = t.expire(spec.now_ms);
+                self.dropped(&changes);
+                let mut events = usage::expired(&hosting.hosted, &mut t);
+                match lent {
+                    Ok((row, change, _)) => {
+                        events.push(usage::borrowed(lic, &row, &peer.client_info));
+                        changes.push(change);
+                        Ok(self.committer.submit_with(changes, events))
+                    }
+                    Err(e) => {
+                        self.committer.submit_lazy_with(changes, events);
+                        Err(e)
+                    }
+                }
+            };
+            match outcome {
+                Ok(waiter) => {
+                    if let Err(e) = waiter.wait_async().await {
+                        // Not durable: undone, and not answered.
+                        let mut t = self.table()?;
+                        if t.give_back(&seat_id, now_ms()).is_some() {
+                            drop(self.committer.submit_with(
+                                vec![Change::Delete(seat_id)],
+                                vec![usage::returned(lic, &seat_id, &record)],
+                            ));
+                        }
+                        return Err(e);
+                    }
+                    return Ok(NetResponse::Borrowed {
+                        grant: record.grant.clone(),
+                        certificate: record.certificate.clone(),
+                    });
+                }
+                Err(e) => keep(e, lic),
+            }
+        }
+        match best {
+            Some((e, lic)) => {
+                let denied = usage::denied(
+                    lic,
+                    &seat_id,
+                    client,
+                    &peer.hello.host,
+                    &peer.client_info,
+                    &e,
+                );
+                self.committer.submit_lazy_with(Vec::new(), vec![denied]);
+                Err(e)
+            }
+            None => Err(Error::NoLicense("no license fits".into())),
+        }
+    }
+
+    /// Takes a borrowed seat back before its end: the return must be signed by the
+    /// borrowing container. Freed at once, durably, before it is answered.
+    async fn give_back(&self, seat_id: &[u8; 16], signature: &[u8]) -> Result<NetResponse> {
+        let waiter = {
+            let mut t = self.table()?;
+            let now = now_ms();
+            let row = t.borrowed(seat_id, now).cloned().ok_or_else(|| {
+                Error::LeaseLost(format!(
+                    "server {} has no borrowed seat {} (returned, or its time ended)",
+                    self.config.name,
+                    hex::encode(seat_id)
+                ))
+            })?;
+            let Some(b) = &row.borrow else {
+                return Err(Error::Internal("a borrowed seat without its record".into()));
+            };
+            borrow::verify_return(&b.borrower_key, seat_id, signature)?;
+            t.give_back(seat_id, now);
+            let hosting = self.hosting();
+            let events = match hosting.hosted.by_license_id(&row.license_id) {
+                Some((ci, li)) => vec![usage::returned(
+                    &hosting.hosted.containers[ci].licenses[li],
+                    seat_id,
+                    b,
+                )],
+                None => Vec::new(),
+            };
+            self.committer
+                .submit_with(vec![Change::Delete(*seat_id)], events)
+        };
+        waiter.wait_async().await?;
+        Ok(NetResponse::Returned)
     }
 
     /// Notes who holds a seat (kept from its first grant on).
@@ -394,10 +612,27 @@ impl Server {
                 }
                 Ok(NetResponse::Licenses(out))
             }
-            // Served from the next commit on (issue 16): until then a clear refusal.
-            NetRequest::Borrow { .. } | NetRequest::Return { .. } => Err(Error::NoLicense(
-                "this server does not lend seats yet".into(),
-            )),
+            NetRequest::Borrow {
+                seat_id,
+                vendor_id,
+                product_code,
+                features,
+                days,
+                borrower,
+            } => {
+                let want = Lend {
+                    seat_id,
+                    vendor_id,
+                    product_code,
+                    features,
+                    days,
+                    borrower,
+                };
+                self.borrow(client, peer, want).await
+            }
+            NetRequest::Return { seat_id, signature } => {
+                self.give_back(&seat_id, &signature).await
+            }
         }
     }
 
