@@ -16,9 +16,9 @@ use super::hosts::{HostTracker, SharePolicy};
 use super::protocol::{Request, Response, error_response};
 use crate::cipher::{self, Header, Key, Mode};
 use crate::host::{Fingerprint, MachineKind};
+use crate::license::borrow::{self, BorrowGrant};
 use crate::license::delegation::{Delegation, sign_delegation};
 use crate::license::usage::CounterAnchor;
-use crate::license::borrow::{self, BorrowGrant};
 use crate::license::{
     Activation, ActivationRequest, Binding, ContainerCertificate, ContainerKind, Envelope, Kind,
     License, SignedLicense, envelope,
@@ -568,8 +568,7 @@ impl Engine {
         days: u32,
         now: u64,
     ) -> Result<(Vec<u8>, Vec<u8>)> {
-        if self.rollback || now.saturating_add(CLOCK_TOLERANCE_SECS) < self.state.clock_high_water
-        {
+        if self.rollback || now.saturating_add(CLOCK_TOLERANCE_SECS) < self.state.clock_high_water {
             return Err(Error::ClockRollback {
                 now,
                 high_water: self.state.clock_high_water,

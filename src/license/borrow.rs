@@ -84,9 +84,8 @@ pub fn verify_return(borrower_key: &[u8; 32], seat_id: &[u8; 16], signature: &[u
 pub fn read_borrower(bytes: &[u8], vendor_id: u32) -> Result<ActivationRequest> {
     let env = Envelope::parse(Kind::ActivationRequest, bytes)?;
     let req: ActivationRequest = env.decode()?;
-    let key = VerifyingKey::from_bytes(&req.sign_key).map_err(|_| {
-        Error::BadSignature("the borrowing container names an invalid key".into())
-    })?;
+    let key = VerifyingKey::from_bytes(&req.sign_key)
+        .map_err(|_| Error::BadSignature("the borrowing container names an invalid key".into()))?;
     env.verify(&key)?;
     if req.vendor_id != vendor_id {
         return Err(Error::WrongVendor {

@@ -499,9 +499,15 @@ pub fn revoked(hosted: &Hosted, row: &SeatRow) -> Option<UsageEvent> {
 /// A lent seat (under the table's lock, submitted with its row): who borrowed it, into
 /// which container, until when.
 pub fn borrowed(license: &License, row: &SeatRow, client: &Arc<ClientInfo>) -> UsageEvent {
-    let (borrower, until_ms) = row.borrow.as_ref().map_or((String::new(), row.expires_ms), |b| {
-        (cut(&b.borrower_serial, MAX_NAME), b.until.saturating_mul(1000))
-    });
+    let (borrower, until_ms) = row
+        .borrow
+        .as_ref()
+        .map_or((String::new(), row.expires_ms), |b| {
+            (
+                cut(&b.borrower_serial, MAX_NAME),
+                b.until.saturating_mul(1000),
+            )
+        });
     UsageEvent::now(
         license.vendor_id,
         Event::Borrow {

@@ -169,7 +169,7 @@ pub enum SourceKind {
 type PoolKey = (String, String);
 
 /// The name of a borrowed seat's pool of one seat: the license id and the seat id, in hex.
-pub(crate) fn borrowed_pool_name(lic: &License, seat_id: &[u8; 16]) -> String {
+pub fn borrowed_pool_name(lic: &License, seat_id: &[u8; 16]) -> String {
     format!("{}{}", lic.id_hex(), hex::encode(seat_id))
 }
 

@@ -12,13 +12,13 @@ use std::time::Duration;
 use tracing::info;
 
 use super::{AdminAuth, Bound, Hosting, ReloadReport, SeatMeta, Server};
-use crate::{Error, Result};
 use crate::server::history::Usage;
 use crate::server::seats::{SeatId, SeatTable};
 use crate::server::stats::Stats;
 use crate::server::store::{CommitStats, HistoryPoint};
 use crate::server::usage::{self, Export};
 use crate::util::now_ms;
+use crate::{Error, Result};
 
 /// A handle on a running server for its operator (the admin API); cheap to clone.
 #[derive(Clone)]

@@ -13,8 +13,8 @@ use tracing::debug;
 
 use super::{Hosting, SeatHolder, SeatMeta, Server};
 use crate::container::protocol::{Request, Response};
-use crate::net::proto::{ClientHello, NetRequest, NetResponse, SeatGrant, ServedLicense};
 use crate::license::borrow::{self, BorrowGrant};
+use crate::net::proto::{ClientHello, NetRequest, NetResponse, SeatGrant, ServedLicense};
 use crate::server::seats::{AcquireSpec, BorrowSpec, Borrowed, Change, SeatId};
 use crate::server::usage;
 use crate::util::now_ms;
@@ -630,9 +630,7 @@ impl Server {
                 };
                 self.borrow(client, peer, want).await
             }
-            NetRequest::Return { seat_id, signature } => {
-                self.give_back(&seat_id, &signature).await
-            }
+            NetRequest::Return { seat_id, signature } => self.give_back(&seat_id, &signature).await,
         }
     }
 
