@@ -630,7 +630,9 @@ pub extern "C" fn tessera_license_list(
     boundary(|| {
         check_ptr!(out_count, "out_count");
         let ours = size_of::<tessera_license_info>();
-        if !(LICENSE_INFO_V1_SIZE..=OPTIONS_MAX_SIZE).contains(&entry_size) {
+        // The first struct, or today's or a newer (larger) one: a size between two
+        // versions is no version of it.
+        if entry_size != LICENSE_INFO_V1_SIZE && !(ours..=OPTIONS_MAX_SIZE).contains(&entry_size) {
             return Err(Error::InvalidArgument(format!(
                 "entry_size {entry_size} is not a tessera_license_info size \
                  (pass sizeof(tessera_license_info))"
