@@ -308,3 +308,31 @@ fn a_restarted_server_keeps_borrowed_seats_and_never_counts_more_than_the_quanti
     let e = desk(&f, "desk2").acquire(7, 0, false).unwrap_err();
     assert!(matches!(e, Error::NoSeat { .. }), "{e}");
 }
+
+/// include/tessera.hpp: borrow() and return_borrowed() from C++ (tests/c/borrow.cpp) against
+/// a server lending product 1 of the demo publisher, the library loaded as an app loads it.
+#[test]
+fn the_cpp_wrapper_borrows_and_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("server-home");
+    let mut one = spec(1, 1, CountingUnit::Station);
+    one.borrow_days = 2;
+    common::activate(&common::env_in(&home), &PublisherKey::demo(), &[one]);
+    let server = ServerProc::start(&dir.path().join("server-state"), &home, 0);
+    let lib = common::libdir(dir.path());
+    let exe = dir.path().join("borrow-cpp");
+    common::compile("tests/c/borrow.cpp", &exe, &lib, &[]);
+    let out = std::process::Command::new(&exe)
+        .env("TESSERA_HOME", dir.path().join("laptop-home"))
+        .env("TESSERA_SERVERS", &server.addr)
+        .env("TESSERA_DISCOVERY", "off")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains(", 0 failed"), "{text}");
+}
