@@ -839,10 +839,11 @@ fn verify_usage(a: VerifyUsageArgs) -> Result<()> {
             .iter()
             .map(|((p, m), s)| {
                 format!(
-                    "{{\"product\":{p},\"month\":{},\"grants\":{},\"releases\":{},\"expiries\":{},\"denials\":{},\"revokes\":{},\"peak\":{},\"seat_hours\":{:.3}}}",
+                    "{{\"product\":{p},\"month\":{},\"grants\":{},\"releases\":{},\"expiries\":{},\"denials\":{},\"revokes\":{},\"peak\":{},\"seat_hours\":{:.3},\"borrows\":{},\"returns\":{},\"borrowed_hours\":{:.3},\"seat_ms\":{},\"borrowed_ms\":{}}}",
                     json_str(&usage::month_label(*m)),
                     s.grants, s.releases, s.expiries, s.denials, s.revokes, s.peak,
-                    s.seat_hours()
+                    s.seat_hours(), s.borrows, s.returns, s.borrowed_hours(), s.seat_ms,
+                    s.borrowed_ms
                 )
             })
             .collect();
@@ -994,7 +995,7 @@ fn verify_usage(a: VerifyUsageArgs) -> Result<()> {
     }
     println!();
     println!(
-        "{:>8}  {:7}  {:>7}  {:>8}  {:>8}  {:>7}  {:>7}  {:>5}  {:>10}",
+        "{:>8}  {:7}  {:>7}  {:>8}  {:>8}  {:>7}  {:>7}  {:>5}  {:>10}  {:>7}  {:>7}  {:>14}",
         "product",
         "month",
         "grants",
@@ -1003,11 +1004,14 @@ fn verify_usage(a: VerifyUsageArgs) -> Result<()> {
         "denials",
         "revokes",
         "peak",
-        "seat-hours"
+        "seat-hours",
+        "borrows",
+        "returns",
+        "borrowed-hours"
     );
     for ((p, m), s) in &r.months {
         println!(
-            "{p:>8}  {:7}  {:>7}  {:>8}  {:>8}  {:>7}  {:>7}  {:>5}  {:>10.2}",
+            "{p:>8}  {:7}  {:>7}  {:>8}  {:>8}  {:>7}  {:>7}  {:>5}  {:>10.2}  {:>7}  {:>7}  {:>14.2}",
             tessera::license::usage::month_label(*m),
             s.grants,
             s.releases,
@@ -1015,7 +1019,10 @@ fn verify_usage(a: VerifyUsageArgs) -> Result<()> {
             s.denials,
             s.revokes,
             s.peak,
-            s.seat_hours()
+            s.seat_hours(),
+            s.borrows,
+            s.returns,
+            s.borrowed_hours()
         );
     }
     Ok(())

@@ -381,6 +381,13 @@ fn admin(a: AdminArgs) -> Result<()> {
                         field(s, "pid"),
                         time_field(s, "since"),
                         time_field(s, "lease_expires"),
+                        // A borrowed seat: held by another machine's container until its
+                        // end (or its return), never renewed.
+                        if s.get("borrowed").and_then(serde_json::Value::as_bool) == Some(true) {
+                            format!("borrowed by {}", field(s, "borrower"))
+                        } else {
+                            "-".into()
+                        },
                     ]
                 })
                 .collect();
@@ -395,6 +402,7 @@ fn admin(a: AdminArgs) -> Result<()> {
                     "PID",
                     "SINCE",
                     "LEASE UNTIL",
+                    "BORROWED",
                 ],
                 &rows,
             );

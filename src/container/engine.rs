@@ -994,4 +994,129 @@ mod tests {
         let again = EngineState::decode(&postcard::to_allocvec(old.state()).unwrap()).unwrap();
         assert_eq!(again.usage_signatures, 3);
     }
+
+    /// A container lends a seat of a borrowable license: the grant chains to the publisher,
+    /// is for the borrowing container and seals the product secret to it; refused for a
+    /// license that does not allow it, days beyond it, a borrower that is not what it says,
+    /// itself, and a clock behind the container's mark.
+    #[test]
+    fn a_container_lends_a_seat_only_as_its_license_allows() {
+        use crate::license::borrow::{self, BorrowGrant, DAY};
+        use crate::license::{CountingUnit, VmPolicy};
+        use crate::publisher::{LicenseSpec, PublisherKey};
+        let now = 1_800_000_000;
+        let key = PublisherKey::generate(9, "p");
+        let mut lender = Engine::create(ContainerKind::Software, 9, now);
+        let req = lender
+            .activation_request(&Fingerprint::default(), MachineKind::Physical, "srv", now)
+            .unwrap();
+        let spec = |product_code, borrow_days| LicenseSpec {
+            product_code,
+            product_name: "P".into(),
+            features: 1,
+            quantity: 5,
+            counting_unit: CountingUnit::Station,
+            exclusive_allowed: false,
+            borrow_days,
+            expiry: None,
+            vm_policy: VmPolicy::Allow,
+        };
+        let act = key.activate(&req, &[spec(1, 3), spec(2, 0)], now).unwrap();
+        lender
+            .install_activation(&act, Some(&key.public_key()), now)
+            .unwrap();
+        let id = |i: usize| lender.licenses()[i].license_id;
+        let (lid, not_borrowable) = (id(0), id(1));
+        let laptop = Engine::create(ContainerKind::Software, 9, now);
+        let borrower = laptop
+            .activation_request(
+                &Fingerprint::default(),
+                MachineKind::Physical,
+                "laptop",
+                now,
+            )
+            .unwrap();
+        let ctx = |now| RequestContext {
+            now,
+            now_ms: 0,
+            host: None,
+            machine: MachineKind::Physical,
+        };
+        let lend = |e: &mut Engine, license_id, borrower: &[u8], days, now| {
+            e.handle(
+                Request::Lend {
+                    license_id,
+                    seat_id: [4; 16],
+                    borrower: borrower.to_vec(),
+                    days,
+                },
+                &ctx(now),
+            )
+            .0
+        };
+        let refused = |r: Response| match r {
+            Response::Error { status, message } => {
+                crate::container::protocol::response_error(status, message)
+            }
+            other => panic!("lent: {other:?}"),
+        };
+        let Response::Lent { grant, certificate } = lend(&mut lender, lid, &borrower, 2, now)
+        else {
+            panic!()
+        };
+        let (g, lic) = BorrowGrant::verify(
+            &grant,
+            &certificate,
+            &key.public_key(),
+            9,
+            laptop.serial(),
+            &laptop.sign_key().to_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            (g.issued_at, g.until, lic.license_id),
+            (now, now + 2 * DAY, lid)
+        );
+        assert_eq!(g.borrower_host, "laptop");
+        let seal = StaticSecret::from(laptop.state().seal_secret);
+        let secret = cipher::open_secret(
+            &seal,
+            &borrow::secret_context(laptop.serial(), &[4; 16]),
+            &g.secret,
+        )
+        .unwrap();
+        assert_eq!(*secret, lender.state().licenses[0].secret);
+
+        let e = refused(lend(&mut lender, not_borrowable, &borrower, 1, now));
+        assert!(matches!(e, Error::NoLicense(_)), "{e}");
+        for days in [0, 4] {
+            let e = refused(lend(&mut lender, lid, &borrower, days, now));
+            assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
+        }
+        let e = refused(lend(&mut lender, [0; 16], &borrower, 1, now));
+        assert!(matches!(e, Error::NoLicense(_)), "{e}");
+        let mut forged = borrower.clone();
+        let n = forged.len();
+        forged[n - 1] ^= 1;
+        assert!(matches!(
+            refused(lend(&mut lender, lid, &forged, 1, now)),
+            Error::BadSignature(_)
+        ));
+        let e = refused(lend(&mut lender, lid, b"junk", 1, now));
+        assert!(matches!(e, Error::Malformed { .. }), "{e}");
+        let own = lender
+            .activation_request(&Fingerprint::default(), MachineKind::Physical, "srv", now)
+            .unwrap();
+        assert!(matches!(
+            refused(lend(&mut lender, lid, &own, 1, now)),
+            Error::InvalidArgument(_)
+        ));
+        // The clock moves on a day, then back two: nothing is lent on it.
+        assert!(matches!(
+            lend(&mut lender, lid, &borrower, 1, now + DAY),
+            Response::Lent { .. }
+        ));
+        let e = refused(lend(&mut lender, lid, &borrower, 1, now - DAY));
+        assert!(matches!(e, Error::ClockRollback { .. }), "{e}");
+    }
 }

@@ -1262,6 +1262,109 @@ mod tests {
         assert!(take(&mut t, &spec(2, &lic, &host(1, "s", 11), T0 + 1)).is_err());
     }
 
+    fn lent(until_s: u64) -> Arc<Borrowed> {
+        Arc::new(Borrowed {
+            borrower_key: [9; 32],
+            borrower_serial: "SW-LAPTOP".into(),
+            hostname: "laptop".into(),
+            user: "uid:1000/tty1".into(),
+            issued_at: T0 / 1000,
+            until: until_s,
+            grant: vec![1],
+            certificate: vec![2],
+        })
+    }
+
+    fn borrow_spec<'a>(seat: u32, lic: &'a License, now_ms: u64) -> BorrowSpec<'a> {
+        const PHYSICAL: MachineKind = MachineKind::Physical;
+        BorrowSpec {
+            seat_id: sid(seat),
+            license: lic,
+            machine: &PHYSICAL,
+            client: ALICE,
+            features: 0,
+            now_ms,
+        }
+    }
+
+    /// A borrowed seat takes a slot of its own (even on a station that holds one), counted
+    /// against the quantity until its end: not renewed, released or revoked; given back only
+    /// by `give_back`; kept with its end, neither shortened nor extended, by a restart.
+    #[test]
+    fn a_borrowed_seat_holds_a_slot_of_its_own_until_its_end() {
+        let lic = license(CountingUnit::Station, 2);
+        let until = T0 / 1000 + 3 * 86_400;
+        let mut t = SeatTable::new();
+        let h = host(1, "s", 1);
+        take(&mut t, &spec(1, &lic, &h, T0)).unwrap();
+        let (row, change, in_use) = t.borrow(&borrow_spec(2, &lic, T0), lent(until)).unwrap();
+        t.check_invariants();
+        assert_eq!(in_use, 2, "the station's leased seat and the borrowed one");
+        assert_eq!(change, Change::Upsert(row.clone()));
+        assert_eq!(
+            (row.expires_ms, row.unit_key.clone()),
+            (until * 1000, borrow_unit_key(&sid(2)))
+        );
+        // Full: neither another borrow nor another station's acquire.
+        assert!(matches!(
+            t.borrow(&borrow_spec(3, &lic, T0), lent(until)),
+            Err(Error::NoSeat { quantity: 2 })
+        ));
+        assert!(matches!(
+            take(&mut t, &spec(4, &lic, &host(2, "s", 1), T0)),
+            Err(Error::NoSeat { .. })
+        ));
+        // Its id is neither acquired, renewed, released nor revoked.
+        assert!(matches!(
+            take(&mut t, &spec(2, &lic, &h, T0)),
+            Err(Error::InvalidArgument(_))
+        ));
+        let (changes, lost) = t.renew(&[sid(2)], &ALICE, T0 + 1, LEASE);
+        assert!(changes.is_empty() && lost.is_empty());
+        assert_eq!(t.release(&sid(2), &ALICE), None);
+        assert_eq!(t.revoke(&sid(2), T0), None);
+        assert_eq!(t.seat(&sid(2)).unwrap().expires_ms, until * 1000);
+        // A restart keeps it with its end, even when the end is within a lease.
+        let mut t2 = SeatTable::new();
+        let soon = until * 1000 - 10;
+        t2.load_extended(vec![row.clone()], soon, LEASE);
+        assert_eq!(t2.seat(&sid(2)).unwrap().expires_ms, until * 1000);
+        assert!(t2.expire(until * 1000 - 1).is_empty());
+        assert_eq!(t2.expire(until * 1000), vec![Change::Delete(sid(2))]);
+        assert_eq!(t2.take_expired()[0].seat_id, sid(2));
+        // Given back: freed at once, once.
+        assert!(t.borrowed(&sid(2), T0).is_some());
+        assert_eq!(t.give_back(&sid(2), T0).unwrap().seat_id, sid(2));
+        assert_eq!(t.give_back(&sid(2), T0), None);
+        assert_eq!(
+            t.give_back(&sid(1), T0),
+            None,
+            "a leased seat is not given back"
+        );
+        assert_eq!(
+            take(&mut t, &spec(4, &lic, &host(2, "s", 1), T0)).unwrap(),
+            2
+        );
+        t.check_invariants();
+        // An exclusive holder blocks borrowing, and an end not after now is refused.
+        let mut ex_lic = license(CountingUnit::Station, 5);
+        ex_lic.license_id = [8; 16];
+        let mut ex = spec(5, &ex_lic, &h, T0);
+        ex.exclusive = true;
+        take(&mut t, &ex).unwrap();
+        assert!(matches!(
+            t.borrow(&borrow_spec(6, &ex_lic, T0), lent(until)),
+            Err(Error::ExclusiveDenied(_))
+        ));
+        let mut other = license(CountingUnit::Station, 5);
+        other.license_id = [9; 16];
+        assert!(matches!(
+            t.borrow(&borrow_spec(6, &other, T0), lent(T0 / 1000)),
+            Err(Error::InvalidArgument(_))
+        ));
+        t.check_invariants();
+    }
+
     /// 16 threads hammer one table of a 10-seat license; after every operation, under the
     /// lock, the license never has more than 10 seats in use.
     #[test]

@@ -1003,12 +1003,87 @@ mod tests {
         let mut s = SqliteStore::open(&dir.path().join("seats.db")).unwrap();
         s.conn
             .execute(
-                "INSERT INTO seats VALUES (x'0102', x'00', 'k', x'00', 0, 5)",
+                "INSERT INTO seats (seat_id, license_id, unit_key, client, exclusive, expires_ms)
+                 VALUES (x'0102', x'00', 'k', x'00', 0, 5)",
                 [],
             )
             .unwrap();
         assert!(matches!(s.load(), Err(Error::Malformed { .. })));
         assert!(SqliteStore::open(&dir.path().join("no/such/dir/seats.db")).is_err());
+        // A borrowed seat's record that does not decode is reported too.
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SqliteStore::open(&dir.path().join("seats.db")).unwrap();
+        let mut r = row(1, 5);
+        r.borrow = Some(Arc::new(borrowed(5)));
+        s.commit(&[Change::Upsert(r)]).unwrap();
+        s.conn
+            .execute("UPDATE seats SET borrow = x'0100ff'", [])
+            .unwrap();
+        assert!(matches!(s.load(), Err(Error::Malformed { .. })));
+    }
+
+    fn borrowed(until: u64) -> Borrowed {
+        Borrowed {
+            borrower_key: [3; 32],
+            borrower_serial: "SW-LAPTOP".into(),
+            hostname: "laptop".into(),
+            user: "uid:1000/tty1".into(),
+            issued_at: 1,
+            until,
+            grant: vec![1, 2, 3],
+            certificate: vec![4, 5],
+        }
+    }
+
+    /// A seat table written before borrowing (schema 1: no `borrow` column) opens: its rows
+    /// load as leased seats, the column is added, and borrowed seats round-trip with their
+    /// record. A table of a newer schema is refused, not half read.
+    #[test]
+    fn a_seat_table_from_before_borrowing_opens_and_borrowed_seats_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seats.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE seats (
+                    seat_id    BLOB PRIMARY KEY,
+                    license_id BLOB NOT NULL,
+                    unit_key   TEXT NOT NULL,
+                    client     BLOB NOT NULL,
+                    exclusive  INTEGER NOT NULL,
+                    expires_ms INTEGER NOT NULL
+                ) WITHOUT ROWID;
+                INSERT INTO seats VALUES (x'01010101010101010101010101010101',
+                    x'07070707070707070707070707070707', 'handle:x',
+                    x'a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1', 0, 77);",
+            )
+            .unwrap();
+        }
+        let mut s = SqliteStore::open(&path).unwrap();
+        let rows = s.load().unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].expires_ms, rows[0].borrow.is_none()), (77, true));
+        let mut lent = row(2, 9_000);
+        lent.borrow = Some(Arc::new(borrowed(9)));
+        s.commit(&[Change::Upsert(lent.clone())]).unwrap();
+        drop(s);
+        let mut s = SqliteStore::open(&path).unwrap();
+        let rows = s.load().unwrap();
+        assert_eq!(rows.len(), 2);
+        assert!(rows.contains(&lent), "{rows:?}");
+        let v: i64 = s
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        s.conn
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(s);
+        assert!(matches!(
+            SqliteStore::open(&path),
+            Err(Error::UnknownVersion { .. })
+        ));
     }
 
     #[test]

@@ -29,7 +29,20 @@ impl ServerProc {
     /// unless they say otherwise). With `--config FILE` among them, the server gets only
     /// these arguments: the file says everything (flags would override it).
     pub fn start_with(state: &Path, home: &Path, port: u16, extra: &[&str]) -> ServerProc {
+        Self::start_with_env(state, home, port, extra, &[])
+    }
+
+    /// [`ServerProc::start_with`], with extra environment variables (a shifted clock:
+    /// [`faketime_at`]). A restart starts it without them.
+    pub fn start_with_env(
+        state: &Path,
+        home: &Path,
+        port: u16,
+        extra: &[&str],
+        env: &[(String, String)],
+    ) -> ServerProc {
         let mut cmd = Command::new(super::bin("tessera-server"));
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         if !extra.contains(&"--config") {
             if !extra.contains(&"--admin-listen") {
                 cmd.args(["--admin-listen", "127.0.0.1:0"]);
@@ -115,6 +128,27 @@ impl Drop for ServerProc {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// The environment that runs a process under libfaketime with its wall clock starting at
+/// Unix time `t` and ticking on (the monotonic clock left alone, as
+/// scripts/test-shifted-clock.sh does). `None` when libfaketime is not installed.
+pub fn faketime_at(t: u64) -> Option<Vec<(String, String)>> {
+    let preload = std::fs::read_dir("/usr/lib")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("faketime/libfaketime.so.1"))
+        .find(|p| p.exists())?;
+    let at = tessera::util::format_time(t);
+    Some(vec![
+        ("LD_PRELOAD".into(), preload.display().to_string()),
+        (
+            "FAKETIME".into(),
+            format!("@{}", at.trim_end_matches(" UTC")),
+        ),
+        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+        ("TZ".into(), "UTC".into()),
+    ])
 }
 
 /// For a test binary's child mode: a session on the license server named by

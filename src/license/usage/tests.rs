@@ -637,3 +637,98 @@ fn a_statement_signed_before_anchors_existed_reads_as_unanchored() {
     let env = Envelope::parse(Kind::UsageCheckpoint, &junk).unwrap();
     assert!(UsageStatement::decode(&env).is_err());
 }
+
+/// Borrowed seats in a log: a seat lent at 20:00 on the last day of a month for a day and
+/// returned after 6 h, one lent for a day that runs out (its expiry logged at its end), and
+/// one lent across the month's end that the log ends inside. Each is a unit of its own;
+/// their time counts from the borrow to the return or the end, month by month, in both
+/// the seat time and the borrowed time.
+#[test]
+fn borrowed_seats_count_from_borrow_to_return_or_end() {
+    let key = PublisherKey::generate(VENDOR, "p");
+    let mut engine = container(&key);
+    let t = t0() + 20 * H; // 2026-11-30 20:00
+    let lent = |n: u8, until_ms: u64| Event::Borrow {
+        seat: seat(n, &format!("borrow:{n}")),
+        borrower: format!("SW-LAPTOP-{n}"),
+        until_ms,
+    };
+    let mut l = Log::new();
+    l.push(t, start());
+    l.push(t, lent(1, t + 24 * H));
+    l.push(t + H, lent(2, t + 24 * H));
+    l.push(t + 2 * H, lent(3, t + 72 * H));
+    l.push(t + 6 * H, Event::Return(seat(1, "borrow:1")));
+    l.push(
+        t + 25 * H,
+        Event::Expire {
+            seat: seat(2, "borrow:2"),
+            lease_end_ms: t + 24 * H,
+        },
+    );
+    l.checkpoint(t + 30 * H, &mut engine);
+    let r = verify(&l.bytes[..], &key.public_key()).unwrap();
+    let nov = month_of(t0());
+    let (a, b) = (&r.months[&(1, nov)], &r.months[&(1, nov + 1)]);
+    assert_eq!((a.borrows, a.returns, a.grants), (3, 0, 0));
+    assert_eq!((b.borrows, b.returns, b.expiries), (0, 1, 1));
+    assert_eq!(a.peak, 3);
+    // To midnight: seat 1 for 4 h, seat 2 for 3 h, seat 3 for 2 h.
+    assert_eq!(a.borrowed_ms, 9 * H);
+    // After midnight: seat 1 for 2 h (returned at 02:00), seat 2 up to its end at 20:00
+    // (20 h), seat 3 up to the log's end at 02:00 the day after (26 h).
+    assert_eq!(b.borrowed_ms, 2 * H + 20 * H + 26 * H);
+    assert_eq!((a.seat_ms, b.seat_ms), (a.borrowed_ms, b.borrowed_ms));
+    assert_eq!(r.open_at_end, 1);
+
+    // A log that ends after a borrowed seat's end, its expiry not logged yet (the server
+    // was down): the seat's time stops at its end.
+    let mut l = Log::new();
+    l.push(t, start());
+    l.push(t, lent(1, t + 2 * H));
+    l.push(t + 10 * H, Event::Grant(seat(2, "a")));
+    let r = verify(&l.bytes[..], &key.public_key()).unwrap();
+    let total: u64 = r.months.values().map(|m| m.borrowed_ms).sum();
+    assert_eq!(total, 2 * H);
+    assert_eq!(r.open_at_end, 1, "the leased seat only");
+}
+
+/// The events a log held before borrowing keep their numbers (postcard numbers enum
+/// variants), so the logs written before it verify as they did; the new ones come after.
+#[test]
+fn the_events_from_before_borrowing_keep_their_encoding() {
+    let index = |e: &Event| postcard::to_allocvec(e).unwrap()[0];
+    let s = seat(1, "a");
+    let before = [
+        start(),
+        Event::Grant(s.clone()),
+        Event::Release(s.clone()),
+        Event::Expire {
+            seat: s.clone(),
+            lease_end_ms: 1,
+        },
+        Event::Deny {
+            seat: s.clone(),
+            status: 1,
+        },
+        Event::Revoke(s.clone()),
+    ];
+    for (i, e) in before.iter().enumerate() {
+        assert_eq!(usize::from(index(e)), i, "{}", e.name());
+    }
+    let borrow = Event::Borrow {
+        seat: s.clone(),
+        borrower: "SW".into(),
+        until_ms: 1,
+    };
+    assert_eq!((index(&borrow), index(&Event::Return(s))), (8, 9));
+    // And the sample log from before borrowing verifies with its figures.
+    let key = PublisherKey::generate(VENDOR, "p");
+    let mut engine = container(&key);
+    let r = verify(&sample(&mut engine).bytes[..], &key.public_key()).unwrap();
+    assert!(
+        r.months
+            .values()
+            .all(|m| m.borrows == 0 && m.borrowed_ms == 0)
+    );
+}

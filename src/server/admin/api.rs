@@ -212,7 +212,13 @@ pub async fn seats(State(st): State<AdminState>) -> Response {
         Ok(r) => r,
         Err(e) => return internal(e),
     };
-    rows.sort_by_key(|r| (meta.get(&r.seat_id).map_or(0, |m| m.since_ms), r.seat_id));
+    rows.sort_by_key(|r| {
+        let since = match &r.borrow {
+            Some(b) => b.issued_at.saturating_mul(1000),
+            None => meta.get(&r.seat_id).map_or(0, |m| m.since_ms),
+        };
+        (since, r.seat_id)
+    });
     let list: Vec<Value> = rows
         .iter()
         .map(|r| {
@@ -225,14 +231,39 @@ pub async fn seats(State(st): State<AdminState>) -> Response {
                 let (s, v) = machine_json(&m.holder.machine);
                 (Some(s), Some(v))
             });
-            let user = m.and_then(|m| {
+            let uid = |session: &str| {
                 crate::host::SessionId {
                     kind: crate::host::SessionKind::Login,
-                    id: m.holder.session.clone(),
+                    id: session.to_string(),
                 }
                 .uid()
                 .map(|u| format!("uid {u}"))
-            });
+            };
+            // A borrowed seat: who has it (from its borrow) and until when.
+            if let Some(b) = &r.borrow {
+                return json!({
+                    "seat_id": hex::encode(r.seat_id),
+                    "license_id": hex::encode(r.license_id),
+                    "vendor_id": lic.map(|l| l.vendor_id),
+                    "product_code": lic.map(|l| l.product_code),
+                    "product_name": lic.map(|l| l.product_name.clone()),
+                    "counting_unit": lic.map(|l| unit_label(l.counting_unit)),
+                    "host": b.hostname,
+                    "user": uid(&b.user),
+                    "session": b.user,
+                    "machine": None::<String>,
+                    "vm": None::<String>,
+                    "pid": None::<u32>,
+                    "since": b.issued_at,
+                    "lease_expires": r.expires_ms / 1000,
+                    "lease_expires_ms": r.expires_ms,
+                    "exclusive": false,
+                    "borrowed": true,
+                    "borrowed_until": b.until,
+                    "borrower": b.borrower_serial,
+                });
+            }
+            let user = m.and_then(|m| uid(&m.holder.session));
             json!({
                 "seat_id": hex::encode(r.seat_id),
                 "license_id": hex::encode(r.license_id),
@@ -250,6 +281,7 @@ pub async fn seats(State(st): State<AdminState>) -> Response {
                 "lease_expires": r.expires_ms / 1000,
                 "lease_expires_ms": r.expires_ms,
                 "exclusive": r.exclusive,
+                "borrowed": false,
             })
         })
         .collect();
@@ -665,8 +697,47 @@ pub async fn metrics(State(st): State<AdminState>) -> Response {
                 "Configuration reloads.",
                 &stats.reloads,
             ),
+            (
+                "tessera_borrows_total",
+                "Seats lent to other machines (retries included).",
+                &stats.borrows,
+            ),
+            (
+                "tessera_returns_total",
+                "Borrowed seats given back before their end.",
+                &stats.returns,
+            ),
         ],
     );
+    // Borrowed seats held now, per product (each holds a slot of its own until its end).
+    let mut borrowed: std::collections::BTreeMap<(u32, u32), u32> =
+        usage.keys().map(|k| (*k, 0)).collect();
+    let now = now_ms();
+    let _ = s.with_table(|t| {
+        for r in t.rows().filter(|r| r.is_borrowed() && r.expires_ms > now) {
+            if let Some((ci, li)) = hosting.hosted.by_license_id(&r.license_id) {
+                let l = &hosting.hosted.containers[ci].licenses[li];
+                *borrowed.entry((l.vendor_id, l.product_code)).or_default() += 1;
+            }
+        }
+    });
+    e.family(
+        "tessera_seats_borrowed",
+        "gauge",
+        "Borrowed seats held now per product (counted among the seats in use).",
+    );
+    for ((v, p), n) in &borrowed {
+        let name = names.get(&(*v, *p)).map_or("", String::as_str);
+        e.sample(
+            "tessera_seats_borrowed",
+            &[
+                ("vendor", &v.to_string()),
+                ("product", &p.to_string()),
+                ("product_name", name),
+            ],
+            f64::from(*n),
+        );
+    }
     e.single(
         "tessera_connections",
         "gauge",

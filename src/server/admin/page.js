@@ -140,11 +140,15 @@ function renderSeats(seats) {
     el("td", {}, s.host || "(re-attaching)"),
     el("td", {}, s.user || "–"),
     el("td", { class: "mono" }, s.session || "–"),
-    el("td", {}, s.machine || "–", s.vm ? el("span", { class: "badge" }, "VM") : null),
-    el("td", { class: "num" }, s.pid === null ? "–" : s.pid),
+    s.borrowed
+      // A borrowed seat: another machine's container has it until its end (or its return);
+      // it cannot be revoked (that machine may be offline).
+      ? el("td", {}, el("span", { class: "badge borrowed" }, "borrowed"), el("span", { class: "sub mono" }, s.borrower))
+      : el("td", {}, s.machine || "–", s.vm ? el("span", { class: "badge" }, "VM") : null),
+    el("td", { class: "num" }, s.pid === null || s.pid === undefined ? "–" : s.pid),
     el("td", {}, when(s.since)),
-    el("td", {}, when(s.lease_expires)),
-    el("td", {}, revokeButton(s)),
+    el("td", {}, when(s.lease_expires), s.borrowed ? el("span", { class: "sub" }, "borrowed until") : null),
+    el("td", {}, s.borrowed ? el("span", { class: "sub", title: "a borrowed seat ends at its time or when it is returned" }, "not revocable") : revokeButton(s)),
   )));
 }
 
