@@ -1225,6 +1225,20 @@ mod tests {
             tessera_status::TESSERA_E_INVALID_HANDLE
         );
         assert_eq!(seat, 0);
+        let mut until = 7u64;
+        assert_eq!(
+            tessera_borrow(forged_session, 1, 0, 1, &mut until),
+            tessera_status::TESSERA_E_INVALID_HANDLE
+        );
+        assert_eq!(
+            tessera_borrow(forged_session, 1, 0, 1, std::ptr::null_mut()),
+            tessera_status::TESSERA_E_INVALID_ARGUMENT
+        );
+        assert_eq!(until, 7, "nothing written on failure");
+        assert_eq!(
+            tessera_return_borrowed(forged_session, 1),
+            tessera_status::TESSERA_E_INVALID_HANDLE
+        );
         // The detail of the last failure, read as C reads it.
         // SAFETY: never NULL, NUL-terminated, valid until the next call on this thread.
         let detail = unsafe { CStr::from_ptr(tessera_last_error()) };
