@@ -336,3 +336,34 @@ fn the_cpp_wrapper_borrows_and_returns() {
     );
     assert!(text.contains(", 0 failed"), "{text}");
 }
+
+/// Eight laptops borrow at once from a license of three seats: exactly three get one, the
+/// others are refused with NO_SEAT, and a network acquire finds nothing left.
+#[test]
+fn racing_borrows_never_lend_more_than_the_quantity() {
+    let f = fixture(3);
+    let results: Vec<Result<(u64, [u8; 16]), Error>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let f = &f;
+                scope.spawn(move || laptop(f, &format!("racer{i}"), 0).borrow(7, 0, 1))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let lent = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(lent, 3, "{results:?}");
+    for r in &results {
+        if let Err(e) = r {
+            assert!(matches!(e, Error::NoSeat { .. }), "{e}");
+        }
+    }
+    let seat_ids: std::collections::HashSet<[u8; 16]> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|(_, id)| *id)
+        .collect();
+    assert_eq!(seat_ids.len(), 3, "three different seats");
+    let e = desk(&f, "desk").acquire(7, 0, false).unwrap_err();
+    assert!(matches!(e, Error::NoSeat { .. }), "{e}");
+}
