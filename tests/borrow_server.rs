@@ -699,3 +699,56 @@ fn an_acquire_waiting_for_a_seat_gets_the_one_returned() {
     give_back(&mut conn, seat(1), alice.return_signature(&seat(1))).unwrap();
     assert_eq!(waiter.join().unwrap().unwrap(), 1);
 }
+
+/// Borrows and acquires racing from many connections never hold more than the quantity, and
+/// retries of one borrow racing each other all get its one grant.
+#[test]
+fn racing_borrows_and_acquires_never_exceed_the_quantity() {
+    let f = std::sync::Arc::new(fixture(&[borrowable(1, 3, 2)]));
+    let outcomes: Vec<(bool, bool)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..12u8)
+            .map(|n| {
+                let f = &f;
+                s.spawn(move || {
+                    let name = format!("machine-{n}");
+                    let mut conn = f.connect(&name);
+                    let got = if n % 3 == 0 {
+                        acquire(&mut conn, seat(100 + n), 1).map(drop)
+                    } else {
+                        borrow(&mut conn, seat(100 + n), 1, 1, &laptop(&name)).map(drop)
+                    };
+                    match got {
+                        Ok(()) => (true, n % 3 == 0),
+                        Err(Error::NoSeat { quantity: 3 }) => (false, n % 3 == 0),
+                        Err(e) => panic!("{name}: {e}"),
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        outcomes.iter().filter(|(ok, _)| *ok).count(),
+        3,
+        "{outcomes:?}"
+    );
+    assert_eq!(f.seats().len(), 3);
+
+    // One borrow retried from four connections at once: one seat, one grant.
+    let g = std::sync::Arc::new(fixture(&[borrowable(1, 1, 2)]));
+    let alice = laptop("alice");
+    let grants: Vec<Vec<u8>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let (g, alice) = (&g, &alice);
+                s.spawn(move || {
+                    let mut conn = g.connect("alice");
+                    borrow(&mut conn, seat(7), 1, 2, alice).unwrap().0
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(grants.iter().all(|x| *x == grants[0]));
+    assert_eq!(g.seats().len(), 1);
+}

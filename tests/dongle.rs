@@ -636,7 +636,10 @@ fn a_license_server_hosts_the_dongle_attached_to_it() {
         serial,
         dir,
         ..
-    } = hid_rig(&[spec(1, 2, CountingUnit::Handle)]);
+    } = hid_rig(&[tessera::publisher::LicenseSpec {
+        borrow_days: 2,
+        ..spec(1, 2, CountingUnit::Handle)
+    }]);
     // The server finds the dongle through the same discovery the client uses.
     let mut server = Command::new(env!("CARGO_BIN_EXE_tessera-server"))
         .args([
@@ -671,7 +674,7 @@ fn a_license_server_hosts_the_dongle_attached_to_it() {
     // A client elsewhere (its own home, no dongle source) gets a seat of the dongle's license.
     let mut o = SessionOptions::new(VENDOR, key.public_key());
     o.sources = sources::NETWORK;
-    o.servers = vec![addr];
+    o.servers = vec![addr.clone()];
     let s = Session::open_in(o, env(&dir.path().join("client-home"), "remote host")).unwrap();
     let seat = s
         .acquire(1, 0, false)
@@ -695,6 +698,8 @@ fn a_license_server_hosts_the_dongle_attached_to_it() {
         );
     }
     drop(seat);
+    // The dongle lends a seat (the engine behind its channel signs the grant) and takes it back.
+    borrow_and_return(&addr, &key, &serial);
     // At SIGTERM the server checkpoints its usage log, signed by the dongle over its channel.
     common::server::sigterm(&mut server.0);
     let log = dir
@@ -707,6 +712,78 @@ fn a_license_server_hosts_the_dongle_attached_to_it() {
     assert!(r.checkpoints >= 1 && r.unverified_tail == 0, "{r:?}");
     let m = r.months.values().next().unwrap();
     assert_eq!((m.grants, m.releases), (1, 1));
+    assert_eq!((m.borrows, m.returns), (1, 1));
+}
+
+/// Borrows a seat of product 1 from the server at `addr` for a container of its own, checks
+/// the grant against the publisher and the lending dongle `serial`, and gives it back.
+fn borrow_and_return(addr: &str, key: &PublisherKey, serial: &str) {
+    use tessera::license::borrow::{self, BorrowGrant};
+    use tessera::net::proto::{ClientHello, HostInfo, NetRequest, NetResponse, PROTOCOL_VERSION};
+    let now = tessera::util::now();
+    let laptop = tessera::container::Engine::create(
+        tessera::container::ContainerKind::Software,
+        VENDOR,
+        now,
+    );
+    let hello = ClientHello {
+        version: PROTOCOL_VERSION,
+        host: HostInfo {
+            machine: MachineKind::Physical,
+            hostname: "laptop".into(),
+            station: [0; 32],
+            session: "uid:1000/1".into(),
+            pid: 1,
+            pid_namespace: 1,
+        },
+    };
+    let mut conn = tessera::net::conn::ServerConn::connect(
+        addr,
+        &[0x1A; 32],
+        &hello,
+        &key.public_key(),
+        VENDOR,
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let borrower = laptop
+        .activation_request(
+            &tessera::host::Fingerprint::default(),
+            MachineKind::Physical,
+            "laptop",
+            now,
+        )
+        .unwrap();
+    let seat_id = [0xB0; 16];
+    let r = conn
+        .call(&NetRequest::Borrow {
+            seat_id,
+            vendor_id: VENDOR,
+            product_code: 1,
+            features: 0,
+            days: 2,
+            borrower,
+        })
+        .unwrap();
+    let NetResponse::Borrowed { grant, certificate } = r else {
+        panic!("{r:?}")
+    };
+    let (g, _) = BorrowGrant::verify(
+        &grant,
+        &certificate,
+        &key.public_key(),
+        VENDOR,
+        laptop.serial(),
+        &laptop.sign_key().to_bytes(),
+    )
+    .unwrap();
+    assert_eq!(g.lender_serial, serial);
+    let signature = laptop.sign(&borrow::return_message(&seat_id)).to_vec();
+    assert!(matches!(
+        conn.call(&NetRequest::Return { seat_id, signature })
+            .unwrap(),
+        NetResponse::Returned
+    ));
 }
 
 #[test]

@@ -16,6 +16,10 @@
 //! license, and the invariant: never more distinct live units than the quantity, and an
 //! exclusive seat alone.
 //!
+//! Borrowed seats (`SeatTable::borrow`) are in the cases too: a slot of their own, counted
+//! against the quantity until their end, never renewed, released or revoked, given back by
+//! `give_back`, and kept with their end (not one more lease) by a restart.
+//!
 //! Time is the harness's `now`, starting at a fixed instant and moved only by the case's
 //! clock steps: nothing here reads the real clock.
 
@@ -28,7 +32,9 @@ use tessera::Error;
 use tessera::host::{Hypervisor, MachineKind};
 use tessera::license::{Binding, CountingUnit, License, VmPolicy};
 use tessera::net::proto::HostInfo;
-use tessera::server::seats::{AcquireSpec, Change, SeatId, SeatRow, SeatTable};
+use tessera::server::seats::{
+    AcquireSpec, BorrowSpec, Borrowed, Change, SeatId, SeatRow, SeatTable,
+};
 use tessera::server::store::{Durability, SeatStore, SqliteStore};
 
 /// The server's lease (ms).
@@ -108,6 +114,17 @@ pub enum Op {
     },
     /// An admin revokes a seat.
     Revoke { seat: usize },
+    /// Machine `machine` borrows seat `seat` of license `lic` for `secs` seconds (from the
+    /// current second on).
+    Borrow {
+        seat: usize,
+        lic: usize,
+        machine: usize,
+        features: usize,
+        secs: u64,
+    },
+    /// The borrowing container gives seat `seat` back.
+    GiveBack { seat: usize },
     /// The clock moves on.
     Step { ms: u64 },
     /// The clock moves to the next lease end, a millisecond before it or after it.
@@ -195,6 +212,21 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         2 => Just(Op::Sweep),
         1 => Just(Op::Flush),
         2 => any::<bool>().prop_map(|graceful| Op::Restart { graceful }),
+        2 => (
+            0..SEATS,
+            prop::bool::weighted(0.8).prop_map(|first| if first { 0 } else { 1 }),
+            0..MACHINES,
+            prop::sample::select(vec![0usize, 0, 0, 0, 1, 2]),
+            1u64..3 * LEASE / 1000,
+        )
+            .prop_map(|(seat, lic, machine, features, secs)| Op::Borrow {
+                seat,
+                lic,
+                machine,
+                features,
+                secs,
+            }),
+        2 => (0..SEATS).prop_map(|seat| Op::GiveBack { seat }),
     ]
 }
 
@@ -247,6 +279,8 @@ enum Unit {
     Session(usize, usize),
     Process(usize, usize, usize, usize),
     Handle(usize),
+    /// A borrowed seat: a slot of its own.
+    Borrowed(usize),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -256,6 +290,7 @@ struct MSeat {
     machine: usize,
     exclusive: bool,
     expires: u64,
+    borrowed: bool,
 }
 
 /// An answer, as the model and the real table give it.
@@ -431,6 +466,8 @@ impl Model {
                 let (mut renewed, mut lost) = (Vec::new(), Vec::new());
                 for id in (0..SEATS).filter(|i| seats & (1 << i) != 0) {
                     match self.mem.get_mut(&id) {
+                        // A borrowed seat is never renewed, nor lost.
+                        Some(s) if s.borrowed => {}
                         Some(s) if s.machine == machine => {
                             s.expires = self.now + LEASE;
                             let s = s.clone();
@@ -445,7 +482,10 @@ impl Model {
             Op::Release { seat, machine, .. } => {
                 // Release does not look at the time: a seat expired but not dropped yet is
                 // released (and its row deleted) like a live one.
-                let gone = self.mem.get(&seat).is_some_and(|s| s.machine == machine);
+                let gone = self
+                    .mem
+                    .get(&seat)
+                    .is_some_and(|s| s.machine == machine && !s.borrowed);
                 if gone {
                     self.mem.remove(&seat);
                     self.write(vec![(seat, None)]);
@@ -453,7 +493,44 @@ impl Model {
                 Answer::Gone(gone)
             }
             Op::Revoke { seat } => {
-                let gone = self.mem.get(&seat).is_some_and(|s| s.expires > self.now);
+                let gone = self
+                    .mem
+                    .get(&seat)
+                    .is_some_and(|s| s.expires > self.now && !s.borrowed);
+                if gone {
+                    self.mem.remove(&seat);
+                    self.write(vec![(seat, None)]);
+                }
+                Answer::Gone(gone)
+            }
+            Op::Borrow {
+                seat,
+                lic,
+                machine,
+                features,
+                secs,
+            } => {
+                let answer = self.borrow(seat, lic, machine, features, secs);
+                let dropped = self.expire();
+                match answer {
+                    Answer::Granted { .. } => {
+                        let mut changes = Self::deletes(&dropped);
+                        changes.push((seat, Some(self.mem[&seat].clone())));
+                        self.write(changes);
+                    }
+                    _ => {
+                        for id in dropped {
+                            self.lazy.insert(id, None);
+                        }
+                    }
+                }
+                answer
+            }
+            Op::GiveBack { seat } => {
+                let gone = self
+                    .mem
+                    .get(&seat)
+                    .is_some_and(|s| s.expires > self.now && s.borrowed);
                 if gone {
                     self.mem.remove(&seat);
                     self.write(vec![(seat, None)]);
@@ -486,10 +563,26 @@ impl Model {
                     .iter()
                     .map(|(id, s)| {
                         let mut s = s.clone();
-                        s.expires = s.expires.max(floor);
+                        // A borrowed seat keeps its end.
+                        if !s.borrowed {
+                            s.expires = s.expires.max(floor);
+                        }
                         (*id, s)
                     })
                     .collect();
+                // One whose end passed while the server was down is dropped at the start
+                // (its row's `Delete` comes out of the next sweep).
+                let now = self.now;
+                let ended: Vec<usize> = self
+                    .mem
+                    .iter()
+                    .filter(|(_, s)| s.expires <= now)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in ended {
+                    self.mem.remove(&id);
+                    self.pruned.insert(id);
+                }
                 Answer::Nothing
             }
             Op::Step { .. } | Op::StepToLeaseEnd { .. } => Answer::Nothing,
@@ -519,9 +612,10 @@ impl Model {
             return Answer::VmNotAllowed;
         }
         self.prune();
-        // A seat id is its holder's: another license's or another client's is refused.
+        // A seat id is its holder's: another license's or another client's is refused, and
+        // a borrowed seat's to anyone.
         if let Some(own) = self.mem.get(&seat)
-            && (own.lic != lic || own.machine != machine)
+            && (own.lic != lic || own.machine != machine || own.borrowed)
         {
             return Answer::InvalidArgument;
         }
@@ -555,6 +649,60 @@ impl Model {
                 machine,
                 exclusive,
                 expires: self.now + LEASE,
+                borrowed: false,
+            },
+        );
+        self.pruned.remove(&seat);
+        Answer::Granted {
+            in_use: self.in_use(lic),
+        }
+    }
+
+    /// A borrow (docs/SERVER.md, Borrowing): the license's rules, a seat id not in use, no
+    /// exclusive holder, a slot free; held until its end.
+    fn borrow(
+        &mut self,
+        seat: usize,
+        lic: usize,
+        machine: usize,
+        features: usize,
+        secs: u64,
+    ) -> Answer {
+        let cfg = self.lics[lic].clone();
+        if FEATURES[features] & !LICENSED != 0 {
+            return Answer::FeatureMissing;
+        }
+        if let Some(e) = cfg.expiry.map(|s| T0 / 1000 + s)
+            && self.now / 1000 >= e
+        {
+            return Answer::Expired { expiry: e };
+        }
+        if cfg.vm_deny && VIRTUAL[machine] {
+            return Answer::VmNotAllowed;
+        }
+        self.prune();
+        if self.mem.contains_key(&seat) {
+            return Answer::InvalidArgument;
+        }
+        let others: Vec<&MSeat> = self.mem.values().filter(|s| s.lic == lic).collect();
+        if others.iter().any(|s| s.exclusive) {
+            return Answer::ExclusiveDenied;
+        }
+        let units: BTreeSet<&Unit> = others.iter().map(|s| &s.unit).collect();
+        if units.len() >= cfg.quantity as usize {
+            return Answer::NoSeat {
+                quantity: cfg.quantity,
+            };
+        }
+        self.mem.insert(
+            seat,
+            MSeat {
+                lic,
+                unit: Unit::Borrowed(seat),
+                machine,
+                exclusive: false,
+                expires: (self.now / 1000 + secs) * 1000,
+                borrowed: true,
             },
         );
         self.pruned.remove(&seat);
@@ -727,6 +875,58 @@ impl Server {
                 }
                 (Answer::Gone(gone), None)
             }
+            Op::Borrow {
+                seat,
+                lic,
+                machine,
+                features,
+                secs,
+            } => {
+                let license = self.lics[lic].clone();
+                let kind = if VIRTUAL[machine] {
+                    MachineKind::Virtual(Hypervisor::Kvm)
+                } else {
+                    MachineKind::Physical
+                };
+                let spec = BorrowSpec {
+                    seat_id: seat_id(seat),
+                    license: &license,
+                    machine: &kind,
+                    client: host_key(machine),
+                    features: FEATURES[features],
+                    now_ms: now,
+                };
+                let record = std::sync::Arc::new(Borrowed {
+                    borrower_key: [machine as u8; 32],
+                    borrower_serial: format!("SW-LAPTOP-{machine}"),
+                    hostname: format!("machine-{machine}"),
+                    user: "uid:1000/1".into(),
+                    issued_at: now / 1000,
+                    until: now / 1000 + secs,
+                    grant: vec![seat as u8],
+                    certificate: vec![1],
+                });
+                let lent = self.table.borrow(&spec, record);
+                let mut changes = self.table.expire(now);
+                match lent {
+                    Ok((row, change, in_use)) => {
+                        changes.push(change);
+                        self.write(changes);
+                        (Answer::Granted { in_use }, Some(row))
+                    }
+                    Err(e) => {
+                        self.write_lazy(changes);
+                        (answer_of(&Err(e)), None)
+                    }
+                }
+            }
+            Op::GiveBack { seat } => {
+                let row = self.table.give_back(&seat_id(seat), now);
+                if let Some(r) = &row {
+                    self.write(vec![Change::Delete(r.seat_id)]);
+                }
+                (Answer::Gone(row.is_some()), None)
+            }
             Op::Sweep => {
                 let changes = self.table.expire(now);
                 let mut swept = BTreeSet::new();
@@ -825,6 +1025,7 @@ fn same_row(keys: &mut Keys, what: &str, row: &SeatRow, m: &MSeat) -> Result<(),
         || row.client != host_key(m.machine)
         || row.exclusive != m.exclusive
         || row.expires_ms != m.expires
+        || row.is_borrowed() != m.borrowed
     {
         return Err(format!("{what}: real {row:?}, model {m:?}"));
     }
@@ -970,7 +1171,16 @@ fn run_case_counted(case: &Case, tally: &mut Tally) -> Result<(), String> {
             return Err(at(format!("real {real:?}, model {expected:?}")));
         }
         *tally.entry(kind(&real)).or_default() += 1;
-        if let (Some(row), Op::Acquire { seat, .. }) = (row, op) {
+        match (op, &real) {
+            (Op::Borrow { .. }, Answer::Granted { .. }) => {
+                *tally.entry("borrowed").or_default() += 1
+            }
+            (Op::GiveBack { .. }, Answer::Gone(true)) => {
+                *tally.entry("given back").or_default() += 1
+            }
+            _ => {}
+        }
+        if let (Some(row), Op::Acquire { seat, .. } | Op::Borrow { seat, .. }) = (row, op) {
             same_row(&mut keys, "granted row", &row, &model.mem[seat]).map_err(at)?;
         }
         compare_state(&mut server, &model, &mut keys).map_err(at)?;
@@ -1013,6 +1223,8 @@ fn check_unit(unit: CountingUnit) {
                     "no seat",
                     "exclusive denied",
                     "seat id of another",
+                    "borrowed",
+                    "given back",
                 ] {
                     assert!(tally.get(k).is_some_and(|n| *n > 0), "no {k} in {tally:?}");
                 }

@@ -236,22 +236,18 @@ impl Server {
         } = want;
         let req = borrow::read_borrower(&borrower, vendor_id)?;
         // A retry after a lost answer.
+        if let Some(again) = self.lent_again(&seat_id, &req.sign_key).await? {
+            return Ok(again);
+        }
+        if self
+            .table()?
+            .seat(&seat_id)
+            .is_some_and(|r| r.expires_ms > now_ms())
         {
-            let t = self.table()?;
-            if let Some(row) = t.seat(&seat_id)
-                && row.expires_ms > now_ms()
-            {
-                return match &row.borrow {
-                    Some(b) if b.borrower_key == req.sign_key => Ok(NetResponse::Borrowed {
-                        grant: b.grant.clone(),
-                        certificate: b.certificate.clone(),
-                    }),
-                    _ => Err(Error::InvalidArgument(format!(
-                        "seat id {} is in use",
-                        hex::encode(seat_id)
-                    ))),
-                };
-            }
+            return Err(Error::InvalidArgument(format!(
+                "seat id {} is in use",
+                hex::encode(seat_id)
+            )));
         }
         let hosting = self.hosting();
         let candidates = hosting.hosted.find(vendor_id, product_code);
@@ -368,7 +364,13 @@ impl Server {
                         certificate: record.certificate.clone(),
                     });
                 }
-                Err(e) => keep(e, lic),
+                Err(e) => {
+                    // A retry that overtook its first try: the first's grant is the answer.
+                    if let Some(again) = self.lent_again(&seat_id, &req.sign_key).await? {
+                        return Ok(again);
+                    }
+                    keep(e, lic)
+                }
             }
         }
         match best {
@@ -386,6 +388,30 @@ impl Server {
             }
             None => Err(Error::NoLicense("no license fits".into())),
         }
+    }
+
+    /// The grant of seat `seat_id` when it is lent to the container with key `borrower`, once
+    /// it is durable (a retry may come while its first try waits for the disk: everything
+    /// submitted before an empty commit is written when that commit is).
+    async fn lent_again(
+        &self,
+        seat_id: &[u8; 16],
+        borrower: &[u8; 32],
+    ) -> Result<Option<NetResponse>> {
+        let lent = |t: &crate::server::seats::SeatTable| {
+            t.borrowed(seat_id, now_ms())
+                .and_then(|r| r.borrow.clone())
+                .filter(|b| b.borrower_key == *borrower)
+        };
+        if lent(&*self.table()?).is_none() {
+            return Ok(None);
+        }
+        self.committer.submit(Vec::new()).wait_async().await?;
+        // Still there: its first try was not undone.
+        Ok(lent(&*self.table()?).map(|b| NetResponse::Borrowed {
+            grant: b.grant.clone(),
+            certificate: b.certificate.clone(),
+        }))
     }
 
     /// Takes a borrowed seat back before its end: the return must be signed by the
