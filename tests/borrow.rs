@@ -30,16 +30,19 @@ struct Fixture {
     server: ServerProc,
 }
 
-/// Product 7 (`quantity` seats by station, borrowable for 3 days) and product 8 (not
-/// borrowable) on a server of this machine.
+/// Product 7 (`quantity` seats by station, borrowable for 3 days), product 8 (not
+/// borrowable) and product 9 (4 seats by handle, borrowable for 2 days) on a server of this
+/// machine.
 fn fixture(quantity: u32) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let key = PublisherKey::generate(VENDOR, "borrow tests");
     let mut seven = spec(7, quantity, CountingUnit::Station);
     seven.borrow_days = 3;
     let eight: LicenseSpec = spec(8, quantity, CountingUnit::Station);
+    let mut nine = spec(9, 4, CountingUnit::Handle);
+    nine.borrow_days = 2;
     let home = dir.path().join("server-home");
-    common::activate(&common::env_in(&home), &key, &[seven, eight]);
+    common::activate(&common::env_in(&home), &key, &[seven, eight, nine]);
     let server = ServerProc::start(&dir.path().join("server-state"), &home, 0);
     Fixture { dir, key, server }
 }
@@ -366,4 +369,36 @@ fn racing_borrows_never_lend_more_than_the_quantity() {
     assert_eq!(seat_ids.len(), 3, "three different seats");
     let e = desk(&f, "desk").acquire(7, 0, false).unwrap_err();
     assert!(matches!(e, Error::NoSeat { .. }), "{e}");
+}
+
+/// A borrowed seat is one seat by the license's counting unit, counted with the local
+/// seat-slot locks: of a license counted per acquire (4 seats on the server), the laptop holds
+/// one at a time, in this process or another.
+#[test]
+fn a_borrowed_seat_is_one_seat_by_the_licenses_unit() {
+    let f = fixture(1);
+    laptop(&f, "laptop", 0).borrow(9, 0, 2).expect("borrow");
+    // Away from the office: the software source only (online, a second acquire would get a
+    // seat of the server).
+    let away = || session_of(&f, "laptop", "laptop", 0, sources::SOFTWARE);
+    let s = away();
+    let first = s.acquire(9, 0, false).expect("the borrowed seat");
+    assert_eq!(first.info().unwrap().counting_unit, CountingUnit::Handle);
+    let e = s.acquire(9, 0, false).unwrap_err();
+    assert!(matches!(e, Error::NoSeat { .. }), "{e}");
+    // Another session (as another process would) is counted by the same slot lock.
+    let other = away();
+    let e = other.acquire(9, 0, false).unwrap_err();
+    assert!(matches!(e, Error::NoSeat { .. }), "{e}");
+    assert_eq!(
+        other
+            .licenses()
+            .unwrap()
+            .iter()
+            .find(|l| l.borrowed_until.is_some())
+            .map(|l| (l.in_use, l.license.quantity)),
+        Some((1, 1))
+    );
+    drop(first);
+    other.acquire(9, 0, false).expect("free again");
 }
