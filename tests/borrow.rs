@@ -144,6 +144,12 @@ fn a_borrowed_seat_works_with_no_server_until_it_ends_and_not_after() {
         seat.decrypt(&office_ct, &mut pt).unwrap();
         assert_eq!(&pt, b"borrowed, far from the office");
     }
+    // Giving it back needs the server: without it the seat stays, with the error.
+    let s = laptop(&f, "laptop", 0);
+    let e = s.return_borrowed(7).unwrap_err();
+    assert!(matches!(e, Error::Io { .. } | Error::Timeout(_)), "{e}");
+    assert_eq!(s.borrowed().unwrap().len(), 1);
+    drop(s);
     // The clock set back a day behind what the container has seen: refused.
     let e = laptop(&f, "laptop", DAY as i64)
         .acquire(7, 0, false)

@@ -976,15 +976,18 @@ pub extern "C" fn tessera_borrow(
 
 /// Gives a seat of `product_code` borrowed into this machine (`tessera_borrow`) back to the
 /// license server before it ends (the one that ends first, when several are). The return is
-/// signed with this machine's container key; the seat leaves the container when the server
-/// confirms, or says it no longer holds the seat, and the server frees it at once. Seats of
-/// it held in this session answer `TESSERA_E_LEASE_LOST` afterwards. Uses the session's
-/// servers, else the server the seat came from.
+/// signed with this machine's container key and sent to the server the seat came from (when
+/// it cannot be reached, to the session's servers); the seat leaves the container when a
+/// server confirms, or the server it came from says it no longer holds the seat, and the
+/// server frees it at once. Seats of it held in this session answer `TESSERA_E_LEASE_LOST`
+/// afterwards.
 ///
 /// Statuses: `TESSERA_OK`; `TESSERA_E_INVALID_HANDLE` (unknown or closed session);
 /// `TESSERA_E_NO_LICENSE` (no seat of the product is borrowed here); `TESSERA_E_IO`,
 /// `TESSERA_E_TIMEOUT` (no server could be reached: the seat is kept, try again later);
 /// `TESSERA_E_BAD_SIGNATURE` (the server did not accept the signature: the seat is kept);
+/// `TESSERA_E_LEASE_LOST` (a server other than the one the seat came from does not know it:
+/// the seat is kept);
 /// `TESSERA_E_FORKED` (a session of the parent process). Thread-safe.
 #[unsafe(no_mangle)]
 pub extern "C" fn tessera_return_borrowed(

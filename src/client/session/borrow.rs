@@ -113,10 +113,12 @@ impl Session {
 
     /// Gives a seat of `product_code` borrowed into this machine's container back to the
     /// license server before it ends (the one with the earliest end, when there are
-    /// several). The return is signed with the container's key; the seat leaves the
-    /// container when the server confirms it, or says it no longer holds it (it ended, or
-    /// the server forgot it). When no server can be reached the seat is kept and the error
-    /// returned. `NoLicense` when no seat of the product is borrowed here.
+    /// several). The return is signed with the container's key and goes to the server the
+    /// seat came from (when it cannot be reached, to the session's servers). The seat leaves
+    /// the container when a server confirms the return, or when the server it came from
+    /// says it no longer holds it (it ended, or was returned before). When no server can be
+    /// reached the seat is kept and the error returned. `NoLicense` when no seat of the
+    /// product is borrowed here.
     pub fn return_borrowed(&self, product_code: u32) -> Result<()> {
         self.check_owner()?;
         let i = &self.inner;
@@ -132,28 +134,46 @@ impl Session {
                 i.opts.vendor_id
             )));
         };
-        let net = match self.net_seats()? {
-            Some(n) => n,
-            // No server configured or found: the one it came from.
-            None => std::sync::Arc::new(self.connect_to(vec![b.server.clone()])?),
-        };
         let containers = i.containers.read().map_err(|_| poisoned())?.clone();
         let Some(loaded) = containers.iter().find(|c| c.serial == b.container_serial) else {
             return Err(Error::Internal("the borrowing container is gone".into()));
         };
-        let signature = loaded
-            .container
-            .read()
-            .map_err(|_| poisoned())?
-            .engine
-            .sign(&return_message(&b.seat_id))
-            .to_vec();
-        let answer = net.call(&NetRequest::Return {
+        let req = NetRequest::Return {
             seat_id: b.seat_id,
-            signature,
-        });
+            signature: loaded
+                .container
+                .read()
+                .map_err(|_| poisoned())?
+                .engine
+                .sign(&return_message(&b.seat_id))
+                .to_vec(),
+        };
+        // The server the seat came from first: only its word that the seat is gone
+        // (LEASE_LOST) lets the seat go here. When it cannot be reached, the session's
+        // servers (it may have moved); one of those that does not know the seat leaves it
+        // here, with the error.
+        let lender = (!b.server.is_empty())
+            .then(|| self.connect_to(vec![b.server.clone()]))
+            .transpose()?;
+        let first = match &lender {
+            Some(net) => net.call(&req),
+            None => Err(Error::NoLicense(
+                "the borrowed seat does not name its server".into(),
+            )),
+        };
+        let answer = match first {
+            Ok(r) => Ok(r),
+            Err(Error::LeaseLost(_)) => Ok(NetResponse::Returned),
+            Err(e @ (Error::Io { .. } | Error::Timeout(_) | Error::NoLicense(_))) => {
+                match self.net_seats()? {
+                    Some(net) => net.call(&req),
+                    None => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        };
         match answer {
-            Ok(NetResponse::Returned) | Err(Error::LeaseLost(_)) => {}
+            Ok(NetResponse::Returned) => {}
             Ok(other) => return Err(unexpected_net(&other)),
             Err(e) => return Err(e),
         }
