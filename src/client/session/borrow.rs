@@ -7,6 +7,7 @@
 use super::network::unexpected_net;
 use super::{Session, poisoned};
 use crate::client::activation::own_container;
+use crate::container::SoftwareContainer;
 use crate::license::MAX_BORROW_DAYS;
 use crate::license::borrow::return_message;
 use crate::net::proto::{NetRequest, NetResponse};
@@ -177,10 +178,15 @@ impl Session {
             Ok(other) => return Err(unexpected_net(&other)),
             Err(e) => return Err(e),
         }
-        loaded
+        // A fresh copy of the container takes the change: a loaded one is never changed
+        // under the indexes the session keeps of it (the reload makes new ones).
+        let path = loaded
             .container
-            .write()
+            .read()
             .map_err(|_| poisoned())?
+            .path()
+            .to_path_buf();
+        SoftwareContainer::load(&path, &env.host)?
             .update(&env.host, |e| Ok(e.remove_borrowed(&b.seat_id)))?;
         self.reload()
     }
