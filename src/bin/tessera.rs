@@ -1,7 +1,8 @@
 //! `tessera`: the end user's and admin's command line (in the manner of FlexNet's `lmutil`
 //! and CodeMeter's `cmu`): host info, offline activation of software containers, the list
-//! of containers on this machine with their licenses and seats in use, and a license
-//! server's administration through its admin API (`tessera admin`).
+//! of containers on this machine with their licenses, borrowed seats and seats in use,
+//! borrowing a seat of a license server and returning it, and a license server's
+//! administration through its admin API (`tessera admin`).
 //!
 //! Thin by design: every step is a call into the `tessera` library; this file parses
 //! arguments and prints.
