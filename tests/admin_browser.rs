@@ -349,6 +349,7 @@ fn the_admin_page_shows_a_held_seat_and_revokes_it() {
     cad.product_name = "Orbit CAD".into();
     let mut viewer = spec(2, 10, CountingUnit::Handle);
     viewer.product_name = "Orbit Viewer".into();
+    viewer.borrow_days = 3;
     common::activate(&common::env_in(&home), &key, &[cad, viewer]);
     let server = ServerProc::start(&dir.path().join("server-state"), &home, 0);
     let keyfile = dir.path().join("key");
@@ -382,6 +383,10 @@ fn the_admin_page_shows_a_held_seat_and_revokes_it() {
     .unwrap();
     let _v1 = viewer.acquire(2, 0, false).unwrap();
     let _v2 = viewer.acquire(2, 0, false).unwrap();
+    // And a viewer seat borrowed by a laptop.
+    let laptop = common::borrow::laptop(VENDOR, "field-laptop");
+    let mut conn = common::borrow::connect(&server.addr, &key.public_key(), VENDOR, "field-laptop");
+    common::borrow::borrow(&mut conn, VENDOR, [0xBB; 16], 2, 3, &laptop).unwrap();
 
     let browser = Browser::start(&dir.path().join("profile"));
     let url = format!("http://{}/", server.admin);
@@ -393,15 +398,30 @@ fn the_admin_page_shows_a_held_seat_and_revokes_it() {
     });
     assert!(cad_row.contains("1 of 2"), "{cad_row}");
     browser.wait_text("#licenses tbody tr", "the viewer's usage", |t| {
-        t.contains("Orbit Viewer") && t.contains("2 of 10")
+        t.contains("Orbit Viewer") && t.contains("3 of 10")
     });
     let seat_row = browser.wait_text("#seats tbody tr", "the client's seat", |t| {
         t.contains("workstation-7")
     });
     assert!(seat_row.contains("Orbit CAD"), "{seat_row}");
     assert!(seat_row.contains("uid "), "the user: {seat_row}");
-    let summary = browser.wait_text("#sum-seats", "seats in use", |t| t.contains("3 / 12"));
-    assert_eq!(summary, "3 / 12");
+    let summary = browser.wait_text("#sum-seats", "seats in use", |t| t.contains("4 / 12"));
+    assert_eq!(summary, "4 / 12");
+    // The borrowed seat: marked, with who has it, and no revoke button.
+    let borrowed = browser.wait_text("#seats tbody tr", "the borrowed seat", |t| {
+        t.contains("field-laptop")
+    });
+    assert!(borrowed.contains("borrowed"), "{borrowed}");
+    assert!(borrowed.contains(laptop.engine.serial()), "{borrowed}");
+    assert!(borrowed.contains("not revocable"), "{borrowed}");
+    assert!(
+        browser
+            .find_all(&format!(
+                "button.revoke[data-seat-id=\"{}\"]",
+                hex::encode([0xBB; 16])
+            ))
+            .is_empty()
+    );
     // The chart has a line per product, drawn by the page itself.
     let lines = browser.script(
         "return [...document.querySelectorAll('#chart svg path.line')].map(p => p.dataset.product)",
@@ -438,7 +458,7 @@ fn the_admin_page_shows_a_held_seat_and_revokes_it() {
     browser.wait_text(&button, "the confirmation", |t| t.contains("Confirm"));
     assert_eq!(
         browser.find_all("#seats tbody tr").len(),
-        3,
+        4,
         "one click revokes nothing"
     );
     browser.click(&button);

@@ -18,10 +18,11 @@ use tessera::license::CountingUnit;
 use tessera::license::borrow::{self, BorrowGrant, DAY};
 use tessera::license::usage::{self, Event};
 use tessera::net::conn::ServerConn;
-use tessera::net::proto::{ClientHello, HostInfo, NetRequest, NetResponse, PROTOCOL_VERSION};
+use tessera::net::proto::{NetRequest, NetResponse};
 use tessera::publisher::{LicenseSpec, PublisherKey};
 
 mod common;
+use common::borrow::{Laptop, give_back};
 use common::http::{get, request};
 use common::server::{ServerProc, faketime_at};
 use common::spec;
@@ -80,31 +81,7 @@ impl Fixture {
 
     /// A connection as the machine `name` (its own host key: a station of its own).
     fn connect(&self, name: &str) -> ServerConn {
-        let mut host_secret = [0u8; 32];
-        for (i, b) in name.bytes().enumerate() {
-            host_secret[i % 32] ^= b;
-        }
-        host_secret[31] ^= 0x5A;
-        let hello = ClientHello {
-            version: PROTOCOL_VERSION,
-            host: HostInfo {
-                machine: MachineKind::Physical,
-                hostname: name.into(),
-                station: [0; 32],
-                session: "uid:1000/tty1".into(),
-                pid: 1,
-                pid_namespace: 1,
-            },
-        };
-        ServerConn::connect(
-            &self.server.addr,
-            &host_secret,
-            &hello,
-            &self.publisher(),
-            VENDOR,
-            Duration::from_secs(10),
-        )
-        .unwrap()
+        common::borrow::connect(&self.server.addr, &self.publisher(), VENDOR, name)
     }
 
     /// The live seats the admin API lists.
@@ -136,33 +113,8 @@ impl Fixture {
     }
 }
 
-/// A borrowing machine's container (never activated: borrowing needs no activation).
-struct Laptop {
-    engine: Engine,
-    request: Vec<u8>,
-}
-
 fn laptop(name: &str) -> Laptop {
-    let now = tessera::util::now();
-    let engine = Engine::create(ContainerKind::Software, VENDOR, now);
-    let request = engine
-        .activation_request(&Fingerprint::default(), MachineKind::Physical, name, now)
-        .unwrap();
-    Laptop { engine, request }
-}
-
-impl Laptop {
-    fn key(&self) -> [u8; 32] {
-        self.engine.sign_key().to_bytes()
-    }
-
-    fn return_signature(&self, seat: &[u8; 16]) -> Vec<u8> {
-        self.engine.sign(&borrow::return_message(seat)).to_vec()
-    }
-}
-
-fn seat(n: u8) -> [u8; 16] {
-    [n; 16]
+    common::borrow::laptop(VENDOR, name)
 }
 
 fn borrow(
@@ -172,24 +124,11 @@ fn borrow(
     days: u32,
     l: &Laptop,
 ) -> tessera::Result<(Vec<u8>, Vec<u8>)> {
-    match conn.call(&NetRequest::Borrow {
-        seat_id,
-        vendor_id: VENDOR,
-        product_code: product,
-        features: 0,
-        days,
-        borrower: l.request.clone(),
-    })? {
-        NetResponse::Borrowed { grant, certificate } => Ok((grant, certificate)),
-        other => panic!("{other:?}"),
-    }
+    common::borrow::borrow(conn, VENDOR, seat_id, product, days, l)
 }
 
-fn give_back(conn: &mut ServerConn, seat_id: [u8; 16], signature: Vec<u8>) -> tessera::Result<()> {
-    match conn.call(&NetRequest::Return { seat_id, signature })? {
-        NetResponse::Returned => Ok(()),
-        other => panic!("{other:?}"),
-    }
+fn seat(n: u8) -> [u8; 16] {
+    [n; 16]
 }
 
 fn acquire(conn: &mut ServerConn, seat_id: [u8; 16], product: u32) -> tessera::Result<u32> {

@@ -718,72 +718,22 @@ fn a_license_server_hosts_the_dongle_attached_to_it() {
 /// Borrows a seat of product 1 from the server at `addr` for a container of its own, checks
 /// the grant against the publisher and the lending dongle `serial`, and gives it back.
 fn borrow_and_return(addr: &str, key: &PublisherKey, serial: &str) {
-    use tessera::license::borrow::{self, BorrowGrant};
-    use tessera::net::proto::{ClientHello, HostInfo, NetRequest, NetResponse, PROTOCOL_VERSION};
-    let now = tessera::util::now();
-    let laptop = tessera::container::Engine::create(
-        tessera::container::ContainerKind::Software,
-        VENDOR,
-        now,
-    );
-    let hello = ClientHello {
-        version: PROTOCOL_VERSION,
-        host: HostInfo {
-            machine: MachineKind::Physical,
-            hostname: "laptop".into(),
-            station: [0; 32],
-            session: "uid:1000/1".into(),
-            pid: 1,
-            pid_namespace: 1,
-        },
-    };
-    let mut conn = tessera::net::conn::ServerConn::connect(
-        addr,
-        &[0x1A; 32],
-        &hello,
-        &key.public_key(),
-        VENDOR,
-        Duration::from_secs(10),
-    )
-    .unwrap();
-    let borrower = laptop
-        .activation_request(
-            &tessera::host::Fingerprint::default(),
-            MachineKind::Physical,
-            "laptop",
-            now,
-        )
-        .unwrap();
+    use common::borrow;
+    let laptop = borrow::laptop(VENDOR, "laptop");
+    let mut conn = borrow::connect(addr, &key.public_key(), VENDOR, "laptop");
     let seat_id = [0xB0; 16];
-    let r = conn
-        .call(&NetRequest::Borrow {
-            seat_id,
-            vendor_id: VENDOR,
-            product_code: 1,
-            features: 0,
-            days: 2,
-            borrower,
-        })
-        .unwrap();
-    let NetResponse::Borrowed { grant, certificate } = r else {
-        panic!("{r:?}")
-    };
-    let (g, _) = BorrowGrant::verify(
+    let (grant, certificate) = borrow::borrow(&mut conn, VENDOR, seat_id, 1, 2, &laptop).unwrap();
+    let (g, _) = tessera::license::BorrowGrant::verify(
         &grant,
         &certificate,
         &key.public_key(),
         VENDOR,
-        laptop.serial(),
-        &laptop.sign_key().to_bytes(),
+        laptop.engine.serial(),
+        &laptop.key(),
     )
     .unwrap();
     assert_eq!(g.lender_serial, serial);
-    let signature = laptop.sign(&borrow::return_message(&seat_id)).to_vec();
-    assert!(matches!(
-        conn.call(&NetRequest::Return { seat_id, signature })
-            .unwrap(),
-        NetResponse::Returned
-    ));
+    borrow::give_back(&mut conn, seat_id, laptop.return_signature(&seat_id)).unwrap();
 }
 
 #[test]

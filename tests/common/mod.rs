@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+pub mod borrow;
 pub mod http;
 pub mod server;
 pub mod swtpm;
