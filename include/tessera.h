@@ -170,6 +170,19 @@
 #define TESSERA_LICENSE_EXCLUSIVE_ALLOWED 1
 
 /**
+ * `tessera_license_info.flags` bit: a seat borrowed from a license server
+ * (`tessera_borrow`), held in this machine's software container: quantity 1, usable with no
+ * server until `borrowed_until`.
+ */
+#define TESSERA_LICENSE_BORROWED 2
+
+/**
+ * `tessera_seat_details.flags` bit: the seat is a borrowed one (`tessera_borrow`); its
+ * `expiry` is when the borrowing ends (or the license's expiry, when that comes first).
+ */
+#define TESSERA_SEAT_BORROWED 2
+
+/**
  * The result of every fallible call. `TESSERA_OK` (0) is the only success: anything else
  * means "not licensed" / "not done". Numbers are stable and never reused; they are grouped:
  * 1–99 arguments and handles, 100–199 licensing verdicts, 200–299 transport, 900–999
@@ -395,9 +408,16 @@ typedef struct tessera_license_info {
    */
   char container_serial[TESSERA_SERIAL_MAX];
   /**
-   * The license server's name, NUL-terminated, for a network license; "" otherwise.
+   * The license server's name, NUL-terminated, for a network license; "" otherwise. For
+   * a borrowed seat, the server it was borrowed from.
    */
   char server[TESSERA_SERIAL_MAX];
+  /**
+   * For a borrowed seat (`TESSERA_LICENSE_BORROWED`): when it ends, in seconds since the
+   * Unix epoch; 0 otherwise. Added after the first version of the struct: an entry whose
+   * `struct_size` does not reach it was not filled in this far.
+   */
+  uint64_t borrowed_until;
 } tessera_license_info;
 
 /**
@@ -446,7 +466,8 @@ typedef struct tessera_seat_details {
    */
   uint32_t container_kind;
   /**
-   * `TESSERA_ACQUIRE_EXCLUSIVE` when the seat is held exclusively.
+   * `TESSERA_ACQUIRE_EXCLUSIVE` when the seat is held exclusively; `TESSERA_SEAT_BORROWED`
+   * when it is a borrowed seat (`tessera_borrow`).
    */
   uint32_t flags;
   /**
@@ -459,7 +480,8 @@ typedef struct tessera_seat_details {
    */
   uint32_t transport;
   /**
-   * The license server's name, NUL-terminated, for a network seat; "" otherwise.
+   * The license server's name, NUL-terminated, for a network seat (for a borrowed seat,
+   * the server it was borrowed from); "" otherwise.
    */
   char server[TESSERA_SERIAL_MAX];
 } tessera_seat_details;
@@ -535,7 +557,10 @@ enum tessera_status tessera_acquire_wait(tessera_session session,
  *
  * `out` is an array of `out_cap` entries of `entry_size` bytes each; pass
  * `entry_size = sizeof(tessera_license_info)` (a newer, larger struct is filled as far as
- * this library knows it, and each entry's `struct_size` says how far). On success
+ * this library knows it, an older, smaller one as far as it goes, and each entry's
+ * `struct_size` says how far). A seat borrowed into this machine (`tessera_borrow`) is
+ * listed as a software license of quantity 1 with `TESSERA_LICENSE_BORROWED` set, its end
+ * in `borrowed_until` and `expiry`, and the server it came from in `server`. On success
  * `*out_count` is the number of entries written. Size query: `out = NULL, out_cap = 0`
  * gives `TESSERA_E_BUFFER_TOO_SMALL` with the number of entries in `*out_count` (as does
  * any `out_cap` that is too small; nothing is written to `out` then). No license at all is
@@ -666,6 +691,56 @@ enum tessera_status tessera_activation_request(tessera_session session,
 enum tessera_status tessera_activation_install(tessera_session session,
                                                const uint8_t *activation,
                                                size_t activation_len);
+
+/**
+ * Borrows a seat of `product_code` whose license grants at least the `features` bits from
+ * the session's license server (the servers it was opened with, else `TESSERA_SERVERS`, else
+ * a discovery broadcast) for `days` days, and writes when the borrowing ends (seconds since
+ * the Unix epoch) to `*until_out`. The seat is kept in this machine's software container of
+ * the publisher (made if there is none; bound to this machine, so a copy does not open on
+ * another): from then on `tessera_acquire` serves it from that container with no server at
+ * all, as one seat by the license's counting unit, until it ends (or the license expires,
+ * if that is sooner). The server counts it as held until then or until
+ * `tessera_return_borrowed`. Blocks while it talks to the server (up to the session's
+ * timeout per server, one retry after a connection failure). `*until_out` is written only
+ * on success.
+ *
+ * Statuses: `TESSERA_OK`; `TESSERA_E_INVALID_ARGUMENT` (`until_out` NULL, `days` 0 or
+ * beyond what the license allows); `TESSERA_E_INVALID_HANDLE` (unknown or closed session);
+ * `TESSERA_E_NO_LICENSE` (no server, no license of the product there, or the license does
+ * not allow borrowing); `TESSERA_E_NO_SEAT` (every seat is taken);
+ * `TESSERA_E_FEATURE_MISSING`, `TESSERA_E_EXPIRED`, `TESSERA_E_VM_NOT_ALLOWED` (the
+ * license's verdict); `TESSERA_E_BINDING_MISMATCH`, `TESSERA_E_BAD_SIGNATURE`,
+ * `TESSERA_E_TAMPERED`, `TESSERA_E_WRONG_VENDOR` (the grant or this machine's container
+ * does not check out); `TESSERA_E_CLOCK_ROLLBACK` (this machine's clock runs behind its
+ * container's high-water mark); `TESSERA_E_IO`, `TESSERA_E_TIMEOUT` (no server could be
+ * reached; nothing is borrowed); `TESSERA_E_FORKED` (a session of the parent process).
+ * Thread-safe.
+ */
+enum tessera_status tessera_borrow(tessera_session session,
+                                   uint32_t product_code,
+                                   uint32_t features,
+                                   uint32_t days,
+                                   uint64_t *until_out);
+
+/**
+ * Gives a seat of `product_code` borrowed into this machine (`tessera_borrow`) back to the
+ * license server before it ends (the one that ends first, when several are). The return is
+ * signed with this machine's container key and sent to the server the seat came from (when
+ * it cannot be reached, to the session's servers); the seat leaves the container when a
+ * server confirms, or the server it came from says it no longer holds the seat, and the
+ * server frees it at once. Seats of it held in this session answer `TESSERA_E_LEASE_LOST`
+ * afterwards.
+ *
+ * Statuses: `TESSERA_OK`; `TESSERA_E_INVALID_HANDLE` (unknown or closed session);
+ * `TESSERA_E_NO_LICENSE` (no seat of the product is borrowed here); `TESSERA_E_IO`,
+ * `TESSERA_E_TIMEOUT` (no server could be reached: the seat is kept, try again later);
+ * `TESSERA_E_BAD_SIGNATURE` (the server did not accept the signature: the seat is kept);
+ * `TESSERA_E_LEASE_LOST` (a server other than the one the seat came from does not know it:
+ * the seat is kept);
+ * `TESSERA_E_FORKED` (a session of the parent process). Thread-safe.
+ */
+enum tessera_status tessera_return_borrowed(tessera_session session, uint32_t product_code);
 
 /**
  * A static, NUL-terminated description of a status ("no seat available"). Never NULL; an

@@ -168,6 +168,23 @@ public:
         return seat(s);
     }
 
+    /**
+     * Borrows a seat of `product_code` (with at least the `features` bits) from the license
+     * server (TESSERA_SERVERS, or discovery) for `days` days: it is kept in this machine's
+     * container and acquire() serves it from there, with no server, until it ends. Returns
+     * when it ends (seconds since the Unix epoch).
+     */
+    uint64_t borrow(uint32_t product_code, uint32_t days, uint32_t features = 0) const {
+        uint64_t until = 0;
+        check(tessera_borrow(handle_, product_code, features, days, &until), "tessera_borrow");
+        return until;
+    }
+
+    /** Gives a borrowed seat of `product_code` back to the license server before it ends. */
+    void return_borrowed(uint32_t product_code) const {
+        check(tessera_return_borrowed(handle_, product_code), "tessera_return_borrowed");
+    }
+
     /** The licenses the session can see, without taking a seat. */
     std::vector<tessera_license_info> licenses() const {
         for (;;) {

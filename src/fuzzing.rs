@@ -423,6 +423,14 @@ pub fn activation(data: &[u8]) {
         if act.is_none() {
             assert!(e.install_activation(data, None, NOW).is_err());
         }
+        // The same bytes as a borrowed seat's grant (and as the lender's certificate): no
+        // grant lent to this container can be among them.
+        assert!(
+            e.install_borrowed(data, data, &p.public_key(), "fuzz", NOW)
+                .is_err(),
+            "a borrowed seat lent to no one was installed"
+        );
+        assert!(e.borrowed().is_empty());
     });
 }
 

@@ -13,6 +13,8 @@ use tessera::container::{Activation, SoftwareContainer};
 use tessera::host::HostIdentity;
 use tessera::license::{Envelope, Kind, License};
 
+mod common;
+
 const VENDOR: &str = "4242";
 
 /// A working directory with its own `TESSERA_HOME`.
@@ -818,4 +820,163 @@ fn info_shows_the_machine_home_and_version() {
     assert!(r.stdout.contains("fingerprint:"), "{}", r.stdout);
     assert_eq!(field(&r.stdout, "home:"), sb.home.display().to_string());
     assert_eq!(field(&r.stdout, "version:"), tessera::VERSION);
+}
+
+#[test]
+fn borrow_list_and_return_a_seat_from_a_server() {
+    let sb = Sandbox::new();
+    let (key, public) = sb.keygen();
+    // The server's container, activated in a home of its own on this machine.
+    let server_home = sb.with_home("server-home");
+    server_home.activate(
+        &key,
+        "7",
+        &[
+            "--name",
+            "Frobnicator",
+            "--quantity",
+            "1",
+            "--unit",
+            "station",
+            "--borrow-days",
+            "3",
+        ],
+        "srv",
+    );
+    let server = common::server::ServerProc::start(&sb.path("server-state"), &server_home.home, 0);
+    let pubkey = public.to_str().unwrap();
+    let addr = server.addr.as_str();
+
+    // Beyond what the license allows: refused, nothing kept.
+    let r = sb
+        .tessera(&[
+            "borrow",
+            "--product",
+            "7",
+            "--days",
+            "4",
+            "--publisher-key",
+            pubkey,
+            "--servers",
+            addr,
+        ])
+        .fails("tessera");
+    assert!(r.stderr.contains("1 to 3 days"), "{}", r.stderr);
+
+    let before = tessera::util::format_time(tessera::util::now() + 3 * 86_400);
+    let r = sb
+        .tessera(&[
+            "borrow",
+            "--product",
+            "7",
+            "--days",
+            "3",
+            "--publisher-key",
+            pubkey,
+            "--servers",
+            addr,
+        ])
+        .ok();
+    let after = tessera::util::format_time(tessera::util::now() + 3 * 86_400);
+    assert!(
+        field(&r.stdout, "borrowed:").contains("product 7 of vendor 4242"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(field(&r.stdout, "from:"), addr);
+    let until = field(&r.stdout, "until:");
+    // Three days from now (to the second, within the run of the command).
+    assert!(
+        before <= until && until <= after,
+        "{before} <= {until} <= {after}"
+    );
+
+    // The list shows it: product, until, the server it came from.
+    let list = sb.tessera(&["list"]).ok();
+    assert!(list.stdout.contains("borrowed:     1"), "{}", list.stdout);
+    assert!(
+        list.stdout.contains("of product 7 (Frobnicator)"),
+        "{}",
+        list.stdout
+    );
+    assert!(
+        list.stdout.contains(&format!("from:        {addr}")),
+        "{}",
+        list.stdout
+    );
+    assert!(
+        list.stdout.contains(&format!("until:       {until}")),
+        "{}",
+        list.stdout
+    );
+    assert!(
+        list.stdout.contains("in use:      0 of 1"),
+        "{}",
+        list.stdout
+    );
+
+    // The only seat is lent: a second borrow (another home of this machine) is refused.
+    let other = sb.with_home("other-home");
+    let r = other
+        .tessera(&[
+            "borrow",
+            "--product",
+            "7",
+            "--days",
+            "1",
+            "--publisher-key",
+            pubkey,
+            "--servers",
+            addr,
+        ])
+        .fails("tessera");
+    assert!(r.stderr.contains("seat"), "{}", r.stderr);
+
+    // Returned with the key pinned at the borrow (no key file): gone from the list, and the
+    // other home can borrow it now.
+    let r = sb
+        .tessera(&[
+            "return",
+            "--product",
+            "7",
+            "--vendor-id",
+            VENDOR,
+            "--servers",
+            addr,
+        ])
+        .ok();
+    assert!(r.stdout.contains("returned:"), "{}", r.stdout);
+    let list = sb.tessera(&["list"]).ok();
+    assert!(!list.stdout.contains("borrowed seat"), "{}", list.stdout);
+    other
+        .tessera(&[
+            "borrow",
+            "--product",
+            "7",
+            "--days",
+            "1",
+            "--publisher-key",
+            pubkey,
+            "--servers",
+            addr,
+        ])
+        .ok();
+    // Nothing left to give back here; and no way to name the publisher is a clear error.
+    let r = sb
+        .tessera(&[
+            "return",
+            "--product",
+            "7",
+            "--publisher-key",
+            pubkey,
+            "--servers",
+            addr,
+        ])
+        .fails("tessera");
+    assert!(r.stderr.contains("no seat"), "{}", r.stderr);
+    let fresh = sb.with_home("fresh-home");
+    let r = fresh
+        .tessera(&["return", "--product", "7"])
+        .fails("tessera");
+    assert!(r.stderr.contains("--publisher-key"), "{}", r.stderr);
 }

@@ -23,6 +23,7 @@ use tessera::client::{Environment, Session, SessionOptions, sources};
 use tessera::ffi::status::from_error;
 use tessera::host::HostIdentity;
 use tessera::license::CountingUnit;
+use tessera::license::borrow::DAY;
 use tessera::publisher::{LicenseSpec, PublisherKey};
 use tessera::util::SystemClock;
 
@@ -313,8 +314,20 @@ impl Lab {
     }
 
     fn child(&self, mode: &str, host: &str, c: &ClientOpts) -> Proc {
+        self.child_with(mode, host, c, &c.name, &[])
+    }
+
+    /// A child (`child_<mode>`) with extra environment variables, its log named `label`.
+    fn child_with(
+        &self,
+        mode: &str,
+        host: &str,
+        c: &ClientOpts,
+        label: &str,
+        extra_env: &[(&str, String)],
+    ) -> Proc {
         let h = self.host(host);
-        let label = format!("{mode}-{}", c.name);
+        let label = format!("{mode}-{label}");
         let mut cmd = in_ns(&h.ns, &std::env::current_exe().unwrap());
         cmd.args([
             "--exact",
@@ -332,7 +345,30 @@ impl Lab {
         .env("TESSERA_DISCOVERY", if c.discovery { "on" } else { "off" })
         .env_remove("TESSERA_SERVERS")
         .env("RUST_BACKTRACE", "1");
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
         Proc::spawn(cmd, &label, &self.log(&label))
+    }
+
+    /// A client that borrows, uses and returns seats (`child_borrower`) with its clock at
+    /// `at` (Unix seconds, under libfaketime, ticking on from there) or the real one.
+    fn borrower(&self, host: &str, c: &ClientOpts, at: Option<u64>) -> Proc {
+        let mut env = Vec::new();
+        let label = match at {
+            None => c.name.clone(),
+            Some(t) => {
+                env.push(("LD_PRELOAD", faketime_library()));
+                // An absolute start (in UTC): it holds under a shifted-clock run too, where
+                // FAKETIME is already set for this process.
+                let when = tessera::util::format_time(t);
+                env.push(("FAKETIME", format!("@{}", when.trim_end_matches(" UTC"))));
+                env.push(("TZ", "UTC".to_string()));
+                env.push(("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_string()));
+                format!("{}-at-{t}", c.name)
+            }
+        };
+        self.child_with("borrower", host, c, &label, &env)
     }
 
     /// A client that does what it is told on stdin (`child_agent`).
@@ -749,6 +785,85 @@ fn child_worker() {
     emit("EXIT", "");
 }
 
+/// libfaketime, as scripts/test-shifted-clock.sh finds it (a test that needs it fails
+/// without it; scripts/install-deps.sh installs it).
+fn faketime_library() -> String {
+    let found = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("faketime/libfaketime.so.1"))
+        .find(|p| p.exists());
+    found
+        .expect("libfaketime is missing (scripts/install-deps.sh installs faketime)")
+        .display()
+        .to_string()
+}
+
+/// Acquires product 1, encrypts and decrypts in both modes, releases: `<source> <until>`.
+fn use_borrowed(s: &Session) -> tessera::Result<String> {
+    let seat = s.acquire(1, 0, false)?;
+    let info = seat.info()?;
+    for mode in [Mode::Derived, Mode::Direct] {
+        let msg = b"on the road";
+        let mut ct = vec![0u8; tessera::cipher::ciphertext_len(msg.len())];
+        let n = seat.encrypt(mode, msg, &mut ct)?;
+        let mut pt = vec![0u8; msg.len()];
+        seat.decrypt(&ct[..n], &mut pt)?;
+        assert_eq!(&pt, msg);
+    }
+    Ok(format!(
+        "{:?} {}",
+        info.source,
+        info.borrowed_until.unwrap_or(0)
+    ))
+}
+
+/// Child mode: a laptop that borrows. Its session uses the software source (where borrowed
+/// seats are) and the network. Commands: `borrow <days>` (`BORROWED ok <until>` /
+/// `BORROWED err <STATUS> <message>`), `use` (acquire, encrypt and decrypt in both modes,
+/// release: `USE ok <source> <until>` / `USE err ...`), `return` (`RET ok` / `RET err ...`).
+#[test]
+fn child_borrower() {
+    if std::env::var(CHILD).as_deref() != Ok("borrower") {
+        return;
+    }
+    let key =
+        PublisherKey::from_bytes(&std::fs::read(std::env::var(C_KEY).unwrap()).unwrap()).unwrap();
+    let mut o = SessionOptions::new(VENDOR, key.public_key());
+    o.sources = sources::SOFTWARE | sources::NETWORK;
+    o.servers = vec![std::env::var(C_SERVERS).unwrap()];
+    o.timeout = Duration::from_millis(env_u64(C_TIMEOUT));
+    let env = Environment {
+        home: PathBuf::from(std::env::var(C_HOME).unwrap()),
+        host: HostIdentity::simulated(&std::env::var(C_HOST).unwrap()),
+        clock: Arc::new(SystemClock),
+    };
+    let s = Session::open_in(o, env).expect("session");
+    // Not waited for: with --nocapture the first line shares libtest's "test ... " line.
+    emit("READY", "");
+    for line in std::io::stdin().lock().lines() {
+        let line = line.unwrap();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["borrow", days] => match s.borrow(1, 0, days.parse().unwrap()) {
+                Ok((until, _)) => emit("BORROWED", &format!("ok {until}")),
+                Err(e) => emit("BORROWED", &format!("err {}", describe(&e))),
+            },
+            ["use"] => match use_borrowed(&s) {
+                Ok(what) => emit("USE", &format!("ok {what}")),
+                Err(e) => emit("USE", &format!("err {}", describe(&e))),
+            },
+            ["return"] => match s.return_borrowed(1) {
+                Ok(()) => emit("RET", "ok"),
+                Err(e) => emit("RET", &format!("err {}", describe(&e))),
+            },
+            other => panic!("unknown command {other:?}"),
+        }
+    }
+    emit("EXIT", "");
+}
+
 // ---------------------------------------------------------------------------------------------
 // The tests.
 
@@ -1094,4 +1209,92 @@ fn server_sigkill_under_load_never_over_grants_and_reattaches() {
             );
         }
     }
+}
+
+/// Borrowing across a real link: the laptop borrows the only seat (the desk is refused),
+/// gives it back early (the desk gets it at once), borrows it again, and its cable is
+/// pulled. Separate client processes on the laptop, with their clocks moved by libfaketime,
+/// use the seat two days on, are refused after its end, and still refused with the clock
+/// set back. Borrowing beyond what the license allows is refused.
+#[test]
+fn a_borrowed_seat_goes_home_and_works_off_the_network_for_its_days_only() {
+    let _one = serial();
+    let lab = Lab::new(5, &["srv", "lap", "desk"]);
+    let mut lendable = spec(1, 1, CountingUnit::Station);
+    lendable.borrow_days = 3;
+    let _server = lab.server(
+        "srv",
+        &[lendable],
+        ServerOpts {
+            lease_ms: 3000,
+            renew_ms: 300,
+            discovery: false,
+        },
+    );
+    let servers = [lab.addr("srv")];
+    let laptop = ClientOpts {
+        discovery: false,
+        ..ClientOpts::new("laptop", &servers)
+    };
+    let mut desk = lab.agent(
+        "desk",
+        &ClientOpts {
+            discovery: false,
+            ..ClientOpts::new("desk", &servers)
+        },
+    );
+    let mut lap = lab.borrower("lap", &laptop, None);
+
+    // Beyond borrow_days: refused, nothing lent.
+    let e = lap.ask("borrow 4", "BORROWED");
+    assert!(
+        e.rest.starts_with("err TESSERA_E_INVALID_ARGUMENT"),
+        "{e:?}"
+    );
+    assert!(desk.ask("acquire", "SEAT").rest.starts_with("ok "));
+    desk.ask("release", "REL");
+
+    // Borrowed: the desk is refused; returned early: the desk gets it at once.
+    let e = lap.ask("borrow 3", "BORROWED");
+    assert!(e.rest.starts_with("ok "), "{e:?}");
+    let e = desk.ask("acquire", "SEAT");
+    assert!(e.rest.starts_with("refused TESSERA_E_NO_SEAT"), "{e:?}");
+    assert_eq!(lap.ask("return", "RET").rest, "ok");
+    let e = desk.ask("acquire", "SEAT");
+    assert!(e.rest.starts_with("ok "), "{e:?}");
+    desk.ask("release", "REL");
+
+    // Borrowed again, for the trip.
+    let e = lap.ask("borrow 3", "BORROWED");
+    let until: u64 = e
+        .rest
+        .strip_prefix("ok ")
+        .unwrap_or_else(|| panic!("{e:?}"))
+        .parse()
+        .unwrap();
+    let e = desk.ask("acquire", "SEAT");
+    assert!(e.rest.starts_with("refused TESSERA_E_NO_SEAT"), "{e:?}");
+    lap.finish();
+
+    // The laptop leaves the network.
+    lab.link("lap", false);
+    let now = tessera::util::now();
+    let use_at = |at: Option<u64>| {
+        let mut p = lab.borrower("lap", &laptop, at);
+        let e = p.ask("use", "USE");
+        p.finish();
+        e
+    };
+    for at in [None, Some(now + 2 * DAY)] {
+        let e = use_at(at);
+        assert_eq!(e.rest, format!("ok Software {until}"), "at {at:?}");
+    }
+    // After its end: refused as expired, even with the network gone.
+    let e = use_at(Some(until + 60));
+    assert!(e.rest.starts_with("err TESSERA_E_EXPIRED"), "{e:?}");
+    // The clock set back into the borrowed days: still refused.
+    let e = use_at(Some(now + DAY));
+    assert!(e.rest.starts_with("err "), "{e:?}");
+    assert!(!e.rest.contains("Software"), "{e:?}");
+    desk.finish();
 }

@@ -1,7 +1,8 @@
 //! `tessera`: the end user's and admin's command line (in the manner of FlexNet's `lmutil`
 //! and CodeMeter's `cmu`): host info, offline activation of software containers, the list
-//! of containers on this machine with their licenses and seats in use, and a license
-//! server's administration through its admin API (`tessera admin`).
+//! of containers on this machine with their licenses, borrowed seats and seats in use,
+//! borrowing a seat of a license server and returning it, and a license server's
+//! administration through its admin API (`tessera admin`).
 //!
 //! Thin by design: every step is a call into the `tessera` library; this file parses
 //! arguments and prints.
@@ -36,8 +37,14 @@ enum Command {
     /// Offline activation of this machine's software container.
     #[command(subcommand)]
     Activate(ActivateCommand),
-    /// List the software containers under TESSERA_HOME with their licenses and seats in use.
+    /// List the software containers under TESSERA_HOME with their licenses, borrowed seats
+    /// and seats in use.
     List(ListArgs),
+    /// Borrow a seat of a network license for some days: it is kept in this machine's
+    /// container and works with no server until it ends.
+    Borrow(BorrowArgs),
+    /// Give a borrowed seat back to the license server before it ends.
+    Return(ReturnArgs),
     /// Administer a license server through its admin API (status, licenses, seats, revoke,
     /// reload, export usage).
     Admin(AdminArgs),
@@ -118,6 +125,47 @@ struct InstallArgs {
     publisher_key: Option<PathBuf>,
 }
 
+/// Who the publisher is and where the servers are, for a session (`borrow`, `return`).
+#[derive(Args, Debug)]
+struct PublisherArgs {
+    /// The publisher's public key file (`tessera-publisher <vendor> <hex>`, as the publisher
+    /// ships it); default: the TESSERA_PUBLISHER_KEY environment variable, else the key
+    /// pinned in this machine's container of `--vendor-id`.
+    #[arg(long)]
+    publisher_key: Option<PathBuf>,
+    /// The publisher's vendor id (decimal or 0x hex); default: the one the key file names.
+    #[arg(long, value_parser = parse_u32)]
+    vendor_id: Option<u32>,
+    /// License servers, comma-separated `host[:port]`; default: TESSERA_SERVERS, else a
+    /// discovery broadcast.
+    #[arg(long)]
+    servers: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct BorrowArgs {
+    /// The product.
+    #[arg(long, value_parser = parse_u32)]
+    product: u32,
+    /// For how many days (1 to what the license allows).
+    #[arg(long)]
+    days: u32,
+    /// Feature bits the seat must grant (decimal or 0x hex).
+    #[arg(long, value_parser = parse_u32, default_value = "0")]
+    features: u32,
+    #[command(flatten)]
+    publisher: PublisherArgs,
+}
+
+#[derive(Args, Debug)]
+struct ReturnArgs {
+    /// The product whose borrowed seat to give back.
+    #[arg(long, value_parser = parse_u32)]
+    product: u32,
+    #[command(flatten)]
+    publisher: PublisherArgs,
+}
+
 #[derive(Args, Debug)]
 struct ListArgs {
     /// Only this publisher's containers (decimal or 0x hex).
@@ -151,6 +199,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Activate(ActivateCommand::Request(a)) => request(a),
         Command::Activate(ActivateCommand::Install(a)) => install(a),
         Command::List(a) => list(a),
+        Command::Borrow(a) => borrow(a),
+        Command::Return(a) => give_back(a),
         Command::Admin(a) => admin(a),
     }
 }
@@ -555,7 +605,126 @@ fn list(a: ListArgs) -> Result<()> {
                 Err(e) => println!("  in use:      unknown ({e})"),
             }
         }
+        let borrowed = c.engine.borrowed();
+        if !borrowed.is_empty() {
+            println!("borrowed:     {}", borrowed.len());
+        }
+        for (b, lic) in borrowed.iter().zip(c.engine.borrowed_licenses()) {
+            println!(
+                "  borrowed seat {} of product {} ({})",
+                hex::encode(b.seat_id),
+                lic.product_code,
+                lic.product_name
+            );
+            println!("  from:        {}", b.server);
+            let ended = b.until <= util::now();
+            println!(
+                "  until:       {}{}",
+                format_time(b.until),
+                if ended { " (ended)" } else { "" }
+            );
+            let pool = client::borrowed_pool_name(lic, &b.seat_id);
+            match Registry::machine().count_in_use(&st.serial, &pool) {
+                Ok(n) => println!("  in use:      {n} of 1"),
+                Err(e) => println!("  in use:      unknown ({e})"),
+            }
+        }
     }
+    Ok(())
+}
+
+/// A session for the publisher `a` names (key file, or the key pinned in this machine's
+/// container of the vendor), on the servers it names.
+fn open_session(a: &PublisherArgs) -> Result<client::Session> {
+    let env = Environment::detect();
+    let file = a
+        .publisher_key
+        .clone()
+        .or_else(|| std::env::var_os("TESSERA_PUBLISHER_KEY").map(PathBuf::from));
+    let (vendor_id, key) = match file {
+        Some(path) => {
+            let bytes = fs::read(&path)
+                .with_context(|| format!("reading the public key {}", path.display()))?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| anyhow!("{} is not a text public key file", path.display()))?;
+            let (named, key) = publisher::parse_public_key(&text)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let vendor = a.vendor_id.or(named).ok_or_else(|| {
+                anyhow!(
+                    "{} does not name the publisher's vendor id: pass --vendor-id",
+                    path.display()
+                )
+            })?;
+            (vendor, key)
+        }
+        None => {
+            let vendor = a.vendor_id.ok_or_else(|| {
+                anyhow!("pass --publisher-key FILE (or set TESSERA_PUBLISHER_KEY), or --vendor-id")
+            })?;
+            let pinned = software::list_for_vendor(&env.home, vendor)
+                .into_iter()
+                .filter_map(|p| SoftwareContainer::load(&p, &env.host).ok())
+                .find_map(|c| c.engine.state().publisher_key)
+                .ok_or_else(|| {
+                    anyhow!(
+                        "no container of vendor {vendor} on this machine knows the publisher's                          key: pass --publisher-key FILE"
+                    )
+                })?;
+            let key = VerifyingKey::from_bytes(&pinned)
+                .map_err(|_| anyhow!("the pinned publisher key is not valid"))?;
+            (vendor, key)
+        }
+    };
+    let mut opts = client::SessionOptions::new(vendor_id, key);
+    let servers = a
+        .servers
+        .clone()
+        .or_else(|| std::env::var("TESSERA_SERVERS").ok())
+        .unwrap_or_default();
+    opts.servers = servers
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    client::Session::open_in(opts, env).context("opening a session")
+}
+
+fn borrow(a: BorrowArgs) -> Result<()> {
+    let s = open_session(&a.publisher)?;
+    let (until, seat_id) = s
+        .borrow(a.product, a.features, a.days)
+        .with_context(|| format!("borrowing a seat of product {}", a.product))?;
+    let from = s
+        .borrowed()?
+        .into_iter()
+        .find(|b| b.seat_id == seat_id)
+        .map(|b| b.server)
+        .unwrap_or_default();
+    println!(
+        "borrowed:     product {} of vendor {}",
+        a.product,
+        s.options().vendor_id
+    );
+    println!("seat:         {}", hex::encode(seat_id));
+    println!("from:         {from}");
+    println!("until:        {}", format_time(until));
+    println!(
+        "It works on this machine with no server until then; `tessera return --product {}`          gives it back earlier.",
+        a.product
+    );
+    Ok(())
+}
+
+fn give_back(a: ReturnArgs) -> Result<()> {
+    let s = open_session(&a.publisher)?;
+    s.return_borrowed(a.product)
+        .with_context(|| format!("returning the borrowed seat of product {}", a.product))?;
+    println!(
+        "returned:     product {} of vendor {}",
+        a.product,
+        s.options().vendor_id
+    );
     Ok(())
 }
 

@@ -16,14 +16,8 @@ use crate::{Error, Result};
 /// added to it); when there is none, a new one is made.
 pub fn request_activation(env: &Environment, vendor_id: u32) -> Result<(String, Vec<u8>)> {
     let fingerprint = env.host.trusted_fingerprint()?;
-    let existing = list_for_vendor(&env.home, vendor_id)
-        .into_iter()
-        .find_map(|p| SoftwareContainer::load(&p, &env.host).ok());
+    let c = own_container(env, vendor_id)?;
     let now = env.clock.now();
-    let c = match existing {
-        Some(c) => c,
-        None => SoftwareContainer::create(&env.home, vendor_id, &env.host, now)?,
-    };
     let req = c.engine.activation_request(
         fingerprint,
         env.host.machine.clone(),
@@ -31,6 +25,19 @@ pub fn request_activation(env: &Environment, vendor_id: u32) -> Result<(String, 
         now,
     )?;
     Ok((c.engine.serial().to_string(), req))
+}
+
+/// This machine's software container of `vendor_id`: the first of that publisher that opens
+/// here, else a new one. Activations and borrowed seats go into it.
+pub(crate) fn own_container(env: &Environment, vendor_id: u32) -> Result<SoftwareContainer> {
+    env.host.trusted_fingerprint()?;
+    let existing = list_for_vendor(&env.home, vendor_id)
+        .into_iter()
+        .find_map(|p| SoftwareContainer::load(&p, &env.host).ok());
+    match existing {
+        Some(c) => Ok(c),
+        None => SoftwareContainer::create(&env.home, vendor_id, &env.host, env.clock.now()),
+    }
 }
 
 /// The size of the request [`request_activation`] would write now, found without changing

@@ -25,13 +25,18 @@ use crate::license::{
 };
 use crate::{Error, Result};
 
+mod borrowed;
+
+pub use borrowed::BorrowedSeat;
+use borrowed::borrowed_license;
+
 /// How far the clock may run behind the high-water mark before time-limited licenses are
 /// refused (covers NTP corrections and time-zone mistakes, not a week-long rollback).
 pub const CLOCK_TOLERANCE_SECS: u64 = 3600;
 /// The most license bytes one `ListLicenses` answer carries (it must fit a channel frame).
 pub const LIST_PAGE_BYTES: usize = 4096;
-/// The engine state format version.
-pub const STATE_VERSION: u16 = 2;
+/// The engine state format version (3: borrowed seats).
+pub const STATE_VERSION: u16 = 3;
 
 /// A license as stored in the engine: the signed bytes and the unsealed product secret.
 #[derive(Clone, Serialize, Deserialize)]
@@ -80,6 +85,26 @@ pub struct EngineState {
     /// ([`crate::license::usage::UsageStatement::sequence`]), so a publisher sees signatures
     /// missing from a log, or a container state put back to an earlier copy.
     pub usage_signatures: u64,
+    /// Seats of network licenses lent to this container ([`BorrowedSeat`]).
+    pub borrowed: Vec<BorrowedSeat>,
+}
+
+/// [`EngineState`] as format 2 wrote it (before `borrowed`).
+#[derive(Deserialize)]
+struct EngineStateV2 {
+    _version: u16,
+    serial: String,
+    kind: ContainerKind,
+    vendor_id: u32,
+    sign_seed: [u8; 32],
+    seal_secret: [u8; 32],
+    noise_secret: [u8; 32],
+    publisher_key: Option<[u8; 32]>,
+    certificate: Option<Vec<u8>>,
+    licenses: Vec<StoredLicense>,
+    clock_high_water: u64,
+    created_at: u64,
+    usage_signatures: u64,
 }
 
 /// [`EngineState`] as format 1 wrote it (before `usage_signatures`).
@@ -100,8 +125,8 @@ struct EngineStateV1 {
 }
 
 impl EngineState {
-    /// Decodes a persisted state of this format or of format 1 (which had no usage
-    /// signature count: it starts at 0).
+    /// Decodes a persisted state of this format, of format 2 (no borrowed seats) or of
+    /// format 1 (no usage signature count either: it starts at 0).
     pub fn decode(bytes: &[u8]) -> std::result::Result<EngineState, postcard::Error> {
         let version = postcard::take_from_bytes::<u16>(bytes).map(|(v, _)| v);
         if version == Ok(1) {
@@ -120,10 +145,34 @@ impl EngineState {
                 clock_high_water: v1.clock_high_water,
                 created_at: v1.created_at,
                 usage_signatures: 0,
+                borrowed: Vec::new(),
             };
             v1.sign_seed.zeroize();
             v1.seal_secret.zeroize();
             v1.noise_secret.zeroize();
+            return Ok(state);
+        }
+        if version == Ok(2) {
+            let mut v2: EngineStateV2 = postcard::from_bytes(bytes)?;
+            let state = EngineState {
+                version: STATE_VERSION,
+                serial: std::mem::take(&mut v2.serial),
+                kind: v2.kind,
+                vendor_id: v2.vendor_id,
+                sign_seed: v2.sign_seed,
+                seal_secret: v2.seal_secret,
+                noise_secret: v2.noise_secret,
+                publisher_key: v2.publisher_key,
+                certificate: v2.certificate.take(),
+                licenses: std::mem::take(&mut v2.licenses),
+                clock_high_water: v2.clock_high_water,
+                created_at: v2.created_at,
+                usage_signatures: v2.usage_signatures,
+                borrowed: Vec::new(),
+            };
+            v2.sign_seed.zeroize();
+            v2.seal_secret.zeroize();
+            v2.noise_secret.zeroize();
             return Ok(state);
         }
         postcard::from_bytes(bytes)
@@ -165,6 +214,8 @@ pub struct Engine {
     seal: StaticSecret,
     /// Decoded licenses, in the same order as `state.licenses`.
     licenses: Vec<License>,
+    /// The licenses of the borrowed seats, in the same order as `state.borrowed`.
+    borrowed: Vec<License>,
     rollback: bool,
     hosts: HostTracker,
     /// What keeps the usage-signature count from going back, as the container that runs
@@ -222,6 +273,7 @@ impl Engine {
             clock_high_water: now,
             created_at: now,
             usage_signatures: 0,
+            borrowed: Vec::new(),
         };
         // A fresh state has no licenses to decode, so this cannot fail.
         Engine::from_state(state).unwrap_or_else(|_| unreachable!())
@@ -241,10 +293,16 @@ impl Engine {
             .iter()
             .map(|l| SignedLicense::parse_unverified(&l.bytes))
             .collect::<Result<Vec<_>>>()?;
+        let borrowed = state
+            .borrowed
+            .iter()
+            .map(borrowed_license)
+            .collect::<Result<Vec<_>>>()?;
         Ok(Engine {
             signing: SigningKey::from_bytes(&state.sign_seed),
             seal: StaticSecret::from(state.seal_secret),
             licenses,
+            borrowed,
             rollback: false,
             hosts: HostTracker::new(SharePolicy::default()),
             // A dongle keeps its count in its firmware; a software container says whether its
@@ -911,10 +969,12 @@ mod tests {
     fn a_format_1_state_loads_with_no_usage_signatures_and_signatures_are_numbered() {
         let mut e = Engine::create(ContainerKind::Dongle, 7, 1_000);
         e.state.usage_signatures = 0;
-        // Format 1 is format 2 without the count at the end (a 0 count is one byte).
+        // Format 1 is format 3 without the count and the borrowed seats at the end (a 0
+        // count and no seats are one byte each).
         let mut v1 = e.state().clone();
         v1.version = 1;
         let mut bytes = postcard::to_allocvec(&v1).unwrap();
+        assert_eq!(bytes.pop(), Some(0));
         assert_eq!(bytes.pop(), Some(0));
         let old = EngineState::decode(&bytes).unwrap();
         assert_eq!((old.version, old.usage_signatures), (STATE_VERSION, 0));

@@ -614,6 +614,8 @@ impl SoftwareContainer {
         let mut fresh = Self::from_bytes(&self.path, &bytes, machine, self.tpm.as_ref(), true)?
             .map_err(|()| Error::Internal("counter check under the lock".into()))?;
         let r = change(&mut fresh.engine)?;
+        // A borrowed seat that has ended goes with the next save.
+        fresh.engine.prune_borrowed();
         fresh.commit()?;
         *self = fresh;
         Ok(r)

@@ -126,20 +126,29 @@ pub struct tessera_seat_details {
     pub counting_unit: u32,
     /// The container kind: `TESSERA_CONTAINER_*`.
     pub container_kind: u32,
-    /// `TESSERA_ACQUIRE_EXCLUSIVE` when the seat is held exclusively.
+    /// `TESSERA_ACQUIRE_EXCLUSIVE` when the seat is held exclusively; `TESSERA_SEAT_BORROWED`
+    /// when it is a borrowed seat (`tessera_borrow`).
     pub flags: u32,
     /// The container serial, NUL-terminated.
     pub container_serial: [c_char; TESSERA_SERIAL_MAX],
     /// How a dongle is attached: `TESSERA_TRANSPORT_*` (`TESSERA_TRANSPORT_NONE` for a
     /// software container).
     pub transport: u32,
-    /// The license server's name, NUL-terminated, for a network seat; "" otherwise.
+    /// The license server's name, NUL-terminated, for a network seat (for a borrowed seat,
+    /// the server it was borrowed from); "" otherwise.
     pub server: [c_char; TESSERA_SERIAL_MAX],
 }
 
 /// `tessera_license_info.flags` bit: the license allows exclusive use
 /// (`TESSERA_ACQUIRE_EXCLUSIVE`).
 pub const TESSERA_LICENSE_EXCLUSIVE_ALLOWED: u32 = 1;
+/// `tessera_license_info.flags` bit: a seat borrowed from a license server
+/// (`tessera_borrow`), held in this machine's software container: quantity 1, usable with no
+/// server until `borrowed_until`.
+pub const TESSERA_LICENSE_BORROWED: u32 = 2;
+/// `tessera_seat_details.flags` bit: the seat is a borrowed one (`tessera_borrow`); its
+/// `expiry` is when the borrowing ends (or the license's expiry, when that comes first).
+pub const TESSERA_SEAT_BORROWED: u32 = 2;
 
 /// One license `tessera_license_list` reports. The library sets `struct_size` of each entry
 /// to the bytes it filled in.
@@ -177,8 +186,13 @@ pub struct tessera_license_info {
     pub transport: u32,
     /// The container serial, NUL-terminated.
     pub container_serial: [c_char; TESSERA_SERIAL_MAX],
-    /// The license server's name, NUL-terminated, for a network license; "" otherwise.
+    /// The license server's name, NUL-terminated, for a network license; "" otherwise. For
+    /// a borrowed seat, the server it was borrowed from.
     pub server: [c_char; TESSERA_SERIAL_MAX],
+    /// For a borrowed seat (`TESSERA_LICENSE_BORROWED`): when it ends, in seconds since the
+    /// Unix epoch; 0 otherwise. Added after the first version of the struct: an entry whose
+    /// `struct_size` does not reach it was not filled in this far.
+    pub borrowed_until: u64,
 }
 
 struct SessionEntry {
@@ -352,8 +366,11 @@ pub extern "C" fn tessera_open_options_init(
 const OPTIONS_V1_SIZE: usize = size_of::<tessera_open_options>();
 // The defaults are copied as bytes: the struct must have no padding (4+4+8+8+4+4+8).
 const _: () = assert!(size_of::<tessera_open_options>() == 40);
-// A license entry is copied as bytes too: no padding (6*4 + 8 + 6*4 + 2*64).
-const _: () = assert!(size_of::<tessera_license_info>() == 184);
+// A license entry is copied as bytes too: no padding (6*4 + 8 + 6*4 + 2*64 + 8).
+const _: () = assert!(size_of::<tessera_license_info>() == 192);
+/// The size of the first `tessera_license_info` (before `borrowed_until`): apps built
+/// against it pass it as `entry_size`.
+const LICENSE_INFO_V1_SIZE: usize = 184;
 
 /// The largest `struct_size` accepted: anything beyond is a wrong value, not a struct.
 const OPTIONS_MAX_SIZE: usize = 4096;
@@ -596,7 +613,10 @@ pub extern "C" fn tessera_acquire_wait(
 ///
 /// `out` is an array of `out_cap` entries of `entry_size` bytes each; pass
 /// `entry_size = sizeof(tessera_license_info)` (a newer, larger struct is filled as far as
-/// this library knows it, and each entry's `struct_size` says how far). On success
+/// this library knows it, an older, smaller one as far as it goes, and each entry's
+/// `struct_size` says how far). A seat borrowed into this machine (`tessera_borrow`) is
+/// listed as a software license of quantity 1 with `TESSERA_LICENSE_BORROWED` set, its end
+/// in `borrowed_until` and `expiry`, and the server it came from in `server`. On success
 /// `*out_count` is the number of entries written. Size query: `out = NULL, out_cap = 0`
 /// gives `TESSERA_E_BUFFER_TOO_SMALL` with the number of entries in `*out_count` (as does
 /// any `out_cap` that is too small; nothing is written to `out` then). No license at all is
@@ -613,7 +633,9 @@ pub extern "C" fn tessera_license_list(
     boundary(|| {
         check_ptr!(out_count, "out_count");
         let ours = size_of::<tessera_license_info>();
-        if !(ours..=OPTIONS_MAX_SIZE).contains(&entry_size) {
+        // The first struct, or today's or a newer (larger) one: a size between two
+        // versions is no version of it.
+        if entry_size != LICENSE_INFO_V1_SIZE && !(ours..=OPTIONS_MAX_SIZE).contains(&entry_size) {
             return Err(Error::InvalidArgument(format!(
                 "entry_size {entry_size} is not a tessera_license_info size \
                  (pass sizeof(tessera_license_info))"
@@ -630,34 +652,43 @@ pub extern "C" fn tessera_license_list(
             put(out_count, list.len());
             return Err(Error::BufferTooSmall { needed: list.len() });
         }
+        let filled = ours.min(entry_size);
         for (l, dst) in list.iter().zip(buf.chunks_exact_mut(entry_size)) {
+            let mut flags = 0;
+            if l.license.exclusive_allowed {
+                flags |= TESSERA_LICENSE_EXCLUSIVE_ALLOWED;
+            }
+            if l.borrowed_until.is_some() {
+                flags |= TESSERA_LICENSE_BORROWED;
+            }
+            let expiry = match (l.license.expiry, l.borrowed_until) {
+                (Some(e), Some(u)) => e.min(u),
+                (e, u) => e.or(u).unwrap_or(0),
+            };
             let info = tessera_license_info {
-                struct_size: ours as u32,
+                struct_size: filled as u32,
                 vendor_id: l.license.vendor_id,
                 product_code: l.license.product_code,
                 features: l.license.features,
                 quantity: l.license.quantity,
                 seats_in_use: l.in_use,
-                expiry: l.license.expiry.unwrap_or(0),
+                expiry,
                 source: source_code(l.source),
                 counting_unit: l.license.counting_unit.code(),
                 container_kind: container_code(l.container_kind),
-                flags: if l.license.exclusive_allowed {
-                    TESSERA_LICENSE_EXCLUSIVE_ALLOWED
-                } else {
-                    0
-                },
+                flags,
                 status: l.verdict.code() as i32,
                 transport: transport_code(l.dongle_mode),
                 container_serial: fixed_str(&l.container_serial),
                 server: fixed_str(l.server.as_deref().unwrap_or_default()),
+                borrowed_until: l.borrowed_until.unwrap_or(0),
             };
             // SAFETY: plain-old-data, `ours` bytes, read as bytes.
             let raw = unsafe {
                 std::slice::from_raw_parts(&info as *const tessera_license_info as *const u8, ours)
             };
-            dst[..ours].copy_from_slice(raw);
-            dst[ours..].fill(0);
+            dst[..filled].copy_from_slice(&raw[..filled]);
+            dst[filled..].fill(0);
         }
         put(out_count, list.len());
         Ok(())
@@ -755,6 +786,10 @@ pub extern "C" fn tessera_seat_info(
             container_kind: container_code(i.container_kind),
             flags: if i.exclusive {
                 TESSERA_ACQUIRE_EXCLUSIVE
+            } else {
+                0
+            } | if i.borrowed_until.is_some() {
+                TESSERA_SEAT_BORROWED
             } else {
                 0
             },
@@ -924,6 +959,72 @@ pub extern "C" fn tessera_activation_install(
         let e = SESSIONS.get(session)?;
         e.session.activation_install(data)?;
         Ok(())
+    })
+}
+
+/// Borrows a seat of `product_code` whose license grants at least the `features` bits from
+/// the session's license server (the servers it was opened with, else `TESSERA_SERVERS`, else
+/// a discovery broadcast) for `days` days, and writes when the borrowing ends (seconds since
+/// the Unix epoch) to `*until_out`. The seat is kept in this machine's software container of
+/// the publisher (made if there is none; bound to this machine, so a copy does not open on
+/// another): from then on `tessera_acquire` serves it from that container with no server at
+/// all, as one seat by the license's counting unit, until it ends (or the license expires,
+/// if that is sooner). The server counts it as held until then or until
+/// `tessera_return_borrowed`. Blocks while it talks to the server (up to the session's
+/// timeout per server, one retry after a connection failure). `*until_out` is written only
+/// on success.
+///
+/// Statuses: `TESSERA_OK`; `TESSERA_E_INVALID_ARGUMENT` (`until_out` NULL, `days` 0 or
+/// beyond what the license allows); `TESSERA_E_INVALID_HANDLE` (unknown or closed session);
+/// `TESSERA_E_NO_LICENSE` (no server, no license of the product there, or the license does
+/// not allow borrowing); `TESSERA_E_NO_SEAT` (every seat is taken);
+/// `TESSERA_E_FEATURE_MISSING`, `TESSERA_E_EXPIRED`, `TESSERA_E_VM_NOT_ALLOWED` (the
+/// license's verdict); `TESSERA_E_BINDING_MISMATCH`, `TESSERA_E_BAD_SIGNATURE`,
+/// `TESSERA_E_TAMPERED`, `TESSERA_E_WRONG_VENDOR` (the grant or this machine's container
+/// does not check out); `TESSERA_E_CLOCK_ROLLBACK` (this machine's clock runs behind its
+/// container's high-water mark); `TESSERA_E_IO`, `TESSERA_E_TIMEOUT` (no server could be
+/// reached; nothing is borrowed); `TESSERA_E_FORKED` (a session of the parent process).
+/// Thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn tessera_borrow(
+    session: tessera_session,
+    product_code: u32,
+    features: u32,
+    days: u32,
+    until_out: *mut u64,
+) -> tessera_status {
+    boundary(|| {
+        check_ptr!(until_out, "until_out");
+        let e = SESSIONS.get(session)?;
+        let (until, _) = e.session.borrow(product_code, features, days)?;
+        put(until_out, until);
+        Ok(())
+    })
+}
+
+/// Gives a seat of `product_code` borrowed into this machine (`tessera_borrow`) back to the
+/// license server before it ends (the one that ends first, when several are). The return is
+/// signed with this machine's container key and sent to the server the seat came from (when
+/// it cannot be reached, to the session's servers); the seat leaves the container when a
+/// server confirms, or the server it came from says it no longer holds the seat, and the
+/// server frees it at once. Seats of it held in this session answer `TESSERA_E_LEASE_LOST`
+/// afterwards.
+///
+/// Statuses: `TESSERA_OK`; `TESSERA_E_INVALID_HANDLE` (unknown or closed session);
+/// `TESSERA_E_NO_LICENSE` (no seat of the product is borrowed here); `TESSERA_E_IO`,
+/// `TESSERA_E_TIMEOUT` (no server could be reached: the seat is kept, try again later);
+/// `TESSERA_E_BAD_SIGNATURE` (the server did not accept the signature: the seat is kept);
+/// `TESSERA_E_LEASE_LOST` (a server other than the one the seat came from does not know it:
+/// the seat is kept);
+/// `TESSERA_E_FORKED` (a session of the parent process). Thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn tessera_return_borrowed(
+    session: tessera_session,
+    product_code: u32,
+) -> tessera_status {
+    boundary(|| {
+        let e = SESSIONS.get(session)?;
+        e.session.return_borrowed(product_code)
     })
 }
 
@@ -1155,6 +1256,20 @@ mod tests {
             tessera_status::TESSERA_E_INVALID_HANDLE
         );
         assert_eq!(seat, 0);
+        let mut until = 7u64;
+        assert_eq!(
+            tessera_borrow(forged_session, 1, 0, 1, &mut until),
+            tessera_status::TESSERA_E_INVALID_HANDLE
+        );
+        assert_eq!(
+            tessera_borrow(forged_session, 1, 0, 1, std::ptr::null_mut()),
+            tessera_status::TESSERA_E_INVALID_ARGUMENT
+        );
+        assert_eq!(until, 7, "nothing written on failure");
+        assert_eq!(
+            tessera_return_borrowed(forged_session, 1),
+            tessera_status::TESSERA_E_INVALID_HANDLE
+        );
         // The detail of the last failure, read as C reads it.
         // SAFETY: never NULL, NUL-terminated, valid until the next call on this thread.
         let detail = unsafe { CStr::from_ptr(tessera_last_error()) };

@@ -740,6 +740,12 @@ impl NetSeats {
         lock(&self.inner.server_name).clone()
     }
 
+    /// The address of the server connected to (or last connected to), as configured
+    /// (`host[:port]`).
+    pub fn server_address(&self) -> Option<String> {
+        lock(&self.inner.current).and_then(|i| self.inner.servers.get(i).cloned())
+    }
+
     /// A copy of a held seat's state.
     pub fn seat(&self, seat_id: &[u8; 16]) -> Option<SeatState> {
         lock(&self.inner.seats).get(seat_id).cloned()

@@ -11,6 +11,7 @@
 #define _DEFAULT_SOURCE
 #include <errno.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -242,6 +243,43 @@ static void license_list(tessera_session s, tessera_seat seat) {
     EXPECT(strcmp(d.container_serial, l->container_serial) == 0);
     EXPECT(list[0].newer[0] == 0 && list[0].newer[15] == 0);
     EXPECT(((uint8_t *)&list[1])[0] == 0xAB); /* nothing past the entries listed */
+    EXPECT((l->flags & TESSERA_LICENSE_BORROWED) == 0 && l->borrowed_until == 0);
+    EXPECT((d.flags & TESSERA_SEAT_BORROWED) == 0);
+    /* An app built against the first struct (before borrowed_until): filled that far. */
+    size_t v1 = offsetof(tessera_license_info, borrowed_until);
+    uint8_t old[2 * sizeof(tessera_license_info)];
+    memset(old, 0xAB, sizeof old);
+    EXPECT(tessera_license_list(s, (tessera_license_info *)(void *)old, 1, v1, &count) == TESSERA_OK);
+    uint32_t filled;
+    memcpy(&filled, old, sizeof filled);
+    EXPECT(filled == v1 && old[v1] == 0xAB);
+}
+
+/* 4c. Borrowing: argument and handle checks, nothing borrowed to return, and a server that
+ * cannot be reached borrows nothing. In a child: it changes TESSERA_SERVERS. */
+static void borrowing(void) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        setenv("TESSERA_SERVERS", "127.0.0.1:9", 1); /* discard port: nothing listens */
+        tessera_session s = open_demo();
+        uint64_t until = 4242;
+        EXPECT(tessera_borrow(s, 1, 0, 3, NULL) == TESSERA_E_INVALID_ARGUMENT);
+        EXPECT(tessera_borrow(0, 1, 0, 3, &until) == TESSERA_E_INVALID_HANDLE);
+        EXPECT(tessera_borrow(s, 1, 0, 0, &until) == TESSERA_E_INVALID_ARGUMENT);
+        EXPECT(tessera_borrow(s, 1, 0, 100000, &until) == TESSERA_E_INVALID_ARGUMENT);
+        EXPECT(tessera_borrow(s, 1, 0, 3, &until) == TESSERA_E_IO);
+        EXPECT(until == 4242); /* written only on success */
+        EXPECT(tessera_return_borrowed(0, 1) == TESSERA_E_INVALID_HANDLE);
+        EXPECT(tessera_return_borrowed(s, 1) == TESSERA_E_NO_LICENSE);
+        tessera_close(s);
+        EXPECT(tessera_borrow(s, 1, 0, 3, &until) == TESSERA_E_INVALID_HANDLE);
+        EXPECT(tessera_return_borrowed(s, 1) == TESSERA_E_INVALID_HANDLE);
+        fflush(stdout);
+        _exit(failures == 0 ? 0 : 1);
+    }
+    int status = 0;
+    EXPECT(pid > 0 && waitpid(pid, &status, 0) == pid);
+    EXPECT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
 struct waiter {
@@ -350,6 +388,7 @@ int main(int argc, char **argv) {
     handles(s);
     tessera_close(s);
     homes(scratch);
+    borrowing();
     acquire_wait();
 
     printf("%d checks, %d failed\n", checks, failures);

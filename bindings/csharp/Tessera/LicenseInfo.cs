@@ -1,5 +1,6 @@
 // LicenseInfo.cs: one license a session can see without taking a seat (tessera_license_info).
 using System;
+using System.Runtime.InteropServices;
 
 namespace Tessera
 {
@@ -40,6 +41,13 @@ namespace Tessera
         /// <summary>The license server's name for a network license; "" otherwise.</summary>
         public string Server { get; private set; }
 
+        /// <summary>For a borrowed seat (<see cref="LicenseFlags.Borrowed"/>): when it ends, in
+        /// seconds since the Unix epoch; 0 otherwise.</summary>
+        public ulong BorrowedUntilUnixSeconds { get; private set; }
+
+        /// <summary>Whether it is a seat borrowed from a license server, kept on this machine.</summary>
+        public bool Borrowed { get { return (Flags & LicenseFlags.Borrowed) != 0; } }
+
         /// <summary>Whether the license allows exclusive use.</summary>
         public bool ExclusiveAllowed { get { return (Flags & LicenseFlags.ExclusiveAllowed) != 0; } }
 
@@ -69,6 +77,9 @@ namespace Tessera
             Transport = (Transport)d.transport;
             ContainerSerial = SeatInfo.Decode(d.container_serial);
             Server = SeatInfo.Decode(d.server);
+            // An entry filled only as far as the first struct (an older library) leaves it 0.
+            BorrowedUntilUnixSeconds = d.struct_size >= Marshal.OffsetOf(typeof(LicenseInfoNative), "borrowed_until").ToInt64() + 8
+                ? d.borrowed_until : 0;
         }
 
         /// <summary>A one-line description.</summary>

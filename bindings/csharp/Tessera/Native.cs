@@ -43,7 +43,7 @@ namespace Tessera
         public fixed byte server[NativeMethods.TESSERA_SERIAL_MAX];
     }
 
-    /// <summary><c>tessera_license_info</c>: 184 bytes on LP64. Blittable (fixed buffers), so an
+    /// <summary><c>tessera_license_info</c>: 192 bytes on LP64. Blittable (fixed buffers), so an
     /// array of it is passed to <c>tessera_license_list</c> pinned, without copies.</summary>
     [StructLayout(LayoutKind.Sequential)]
     internal unsafe struct LicenseInfoNative
@@ -63,6 +63,7 @@ namespace Tessera
         public uint transport;
         public fixed byte container_serial[NativeMethods.TESSERA_SERIAL_MAX];
         public fixed byte server[NativeMethods.TESSERA_SERIAL_MAX];
+        public ulong borrowed_until;
     }
 
     /// <summary>Every function of tessera.h. Handles are uint64_t; on input they are passed
@@ -121,6 +122,13 @@ namespace Tessera
         [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
         internal static extern Status tessera_activation_install(SessionHandle session, byte[] activation,
                                                                  UIntPtr activation_len);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern Status tessera_borrow(SessionHandle session, uint product_code, uint features,
+                                                     uint days, out ulong until_out);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern Status tessera_return_borrowed(SessionHandle session, uint product_code);
 
         [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
         internal static extern IntPtr tessera_status_str(int status);

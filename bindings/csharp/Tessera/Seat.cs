@@ -133,6 +133,7 @@ namespace Tessera
     /// <summary>What a seat is (<c>tessera_seat_details</c>, strings decoded).</summary>
     public sealed class SeatInfo
     {
+
         /// <summary>The publisher.</summary>
         public uint VendorId { get; private set; }
         /// <summary>The product.</summary>
@@ -153,6 +154,9 @@ namespace Tessera
         public ContainerKind ContainerKind { get; private set; }
         /// <summary>Whether the seat is held exclusively.</summary>
         public bool Exclusive { get; private set; }
+        /// <summary>Whether the seat is one borrowed from a license server
+        /// (<c>TESSERA_SEAT_BORROWED</c>); its expiry is then when the borrowing ends.</summary>
+        public bool Borrowed { get; private set; }
         /// <summary>The container serial.</summary>
         public string ContainerSerial { get; private set; }
         /// <summary>How a dongle is attached (<see cref="Tessera.Transport.None"/> for a software container).</summary>
@@ -182,6 +186,7 @@ namespace Tessera
             CountingUnit = (CountingUnit)d.counting_unit;
             ContainerKind = (ContainerKind)d.container_kind;
             Exclusive = (d.flags & (uint)AcquireFlags.Exclusive) != 0;
+            Borrowed = (d.flags & (uint)SeatFlags.Borrowed) != 0;
             Transport = (Transport)d.transport;
             ContainerSerial = Decode(d.container_serial);
             Server = Decode(d.server);

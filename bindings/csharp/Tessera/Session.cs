@@ -276,6 +276,35 @@ namespace Tessera
             Errors.ThrowIfError(st, "tessera_activation_install");
         }
 
+        /// <summary>Borrows a seat of <paramref name="productCode"/> (with at least the
+        /// <paramref name="features"/> bits) from the session's license server for
+        /// <paramref name="days"/> days (<c>tessera_borrow</c>). It is kept in this machine's
+        /// container, and <see cref="Acquire"/> serves it from there with no server until it
+        /// ends. Returns when it ends (UTC). Throws <see cref="InvalidArgumentException"/> for
+        /// days beyond what the license allows, <see cref="NoLicenseException"/> when the
+        /// license does not lend (or there is no server), <see cref="NoSeatException"/> when
+        /// every seat is taken, a <see cref="TransportException"/> when no server can be reached.</summary>
+        public DateTime Borrow(uint productCode, uint days, uint features = 0)
+        {
+            ThrowIfClosed();
+            ulong until;
+            Status st = NativeMethods.tessera_borrow(handle, productCode, features, days, out until);
+            Errors.ThrowIfError(st, "tessera_borrow");
+            return new DateTime(1970, 1, 1, 0, 0, 0, DateTimeKind.Utc).AddSeconds(until);
+        }
+
+        /// <summary>Gives a seat of <paramref name="productCode"/> borrowed into this machine
+        /// back to the license server before it ends (<c>tessera_return_borrowed</c>); the
+        /// server frees it at once. Throws <see cref="NoLicenseException"/> when none is
+        /// borrowed here, a <see cref="TransportException"/> when no server can be reached
+        /// (the seat is kept).</summary>
+        public void ReturnBorrowed(uint productCode)
+        {
+            ThrowIfClosed();
+            Status st = NativeMethods.tessera_return_borrowed(handle, productCode);
+            Errors.ThrowIfError(st, "tessera_return_borrowed");
+        }
+
         /// <summary>Closes the session (its seats are released). Closing twice is harmless.</summary>
         public void Close()
         {

@@ -94,6 +94,20 @@ namespace Tessera
         None = 0,
         /// <summary>The license allows exclusive use (<see cref="AcquireFlags.Exclusive"/>).</summary>
         ExclusiveAllowed = 1,
+        /// <summary>A seat borrowed from a license server (<see cref="Session.Borrow"/>), kept on
+        /// this machine (<c>TESSERA_LICENSE_BORROWED</c>).</summary>
+        Borrowed = 2,
+    }
+
+    /// <summary>Bits of <c>tessera_seat_details.flags</c> beyond <see cref="AcquireFlags"/>
+    /// (<c>TESSERA_SEAT_*</c>); <see cref="SeatInfo.Borrowed"/> reads them.</summary>
+    [Flags]
+    public enum SeatFlags : uint
+    {
+        /// <summary>No flag.</summary>
+        None = 0,
+        /// <summary>A seat borrowed from a license server (<c>TESSERA_SEAT_BORROWED</c>).</summary>
+        Borrowed = 2,
     }
 
     /// <summary>How <see cref="Seat.Encrypt"/> encrypts (<c>TESSERA_CRYPT_*</c>).</summary>

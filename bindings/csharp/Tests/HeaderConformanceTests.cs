@@ -90,7 +90,7 @@ namespace Tessera.Tests
                 { "SOURCE_", typeof(Sources) }, { "UNIT_", typeof(CountingUnit) },
                 { "TRANSPORT_", typeof(Transport) }, { "CONTAINER_", typeof(ContainerKind) },
                 { "CRYPT_", typeof(CryptMode) }, { "ACQUIRE_", typeof(AcquireFlags) },
-                { "LICENSE_", typeof(LicenseFlags) },
+                { "LICENSE_", typeof(LicenseFlags) }, { "SEAT_", typeof(SeatFlags) },
             };
             string[] version = Library.Version.Split('.');
             var singles = new Dictionary<string, long>
@@ -142,6 +142,7 @@ namespace Tessera.Tests
             { "const uint8_t *", new[] { typeof(byte[]), typeof(IntPtr) } },
             { "uint8_t *", new[] { typeof(byte[]), typeof(IntPtr) } },
             { "size_t *", new[] { typeof(UIntPtr).MakeByRefType() } },
+            { "uint64_t *", new[] { typeof(ulong).MakeByRefType() } },
             { "tessera_session *", new[] { typeof(SessionHandle).MakeByRefType() } },
             { "tessera_seat *", new[] { typeof(SeatHandle).MakeByRefType() } },
             { "struct tessera_open_options *", new[] { typeof(IntPtr), typeof(OpenOptionsNative).MakeByRefType() } },
@@ -228,7 +229,7 @@ int main(void) {
     F(tessera_license_info, counting_unit); F(tessera_license_info, container_kind);
     F(tessera_license_info, flags); F(tessera_license_info, status);
     F(tessera_license_info, transport); F(tessera_license_info, container_serial);
-    F(tessera_license_info, server);
+    F(tessera_license_info, server); F(tessera_license_info, borrowed_until);
     S(tessera_session); S(tessera_seat); S(tessera_status);
     return 0;
 }
@@ -279,7 +280,7 @@ int main(void) {
                         fieldsChecked[t] = (fieldsChecked.ContainsKey(t) ? fieldsChecked[t] : 0) + 1;
                     }
                 }
-                Assert.AreEqual(42, lines, r.Stdout);
+                Assert.AreEqual(43, lines, r.Stdout);
                 foreach (var t in types.Values)
                     Assert.AreEqual(t.GetFields(BindingFlags.Instance | BindingFlags.Public).Length, fieldsChecked[t],
                                     t.Name + ": every field is checked");

@@ -99,6 +99,35 @@ namespace Tessera.Tests
         }
 
         [Test]
+        public void BorrowingALicenseThatDoesNotLendIsRefusedAndNothingIsBorrowedToReturn()
+        {
+            // The licensed home's licenses have no borrow_days: the server refuses to lend.
+            using (Session s = Session.Open(new SessionOptions(Demo.VendorId, Demo.PublisherKey)
+            {
+                Sources = Sources.Software | Sources.Network,
+                Servers = address,
+                Timeout = TimeSpan.FromSeconds(5),
+            }))
+            {
+                var e = Assert.Throws<NoLicenseException>(() => s.Borrow(Products.SingleSeat, 1));
+                StringAssert.Contains("borrow", e.Message, log.ToString());
+                Assert.Throws<InvalidArgumentException>(() => s.Borrow(Products.SingleSeat, 0));
+                Assert.Throws<NoLicenseException>(() => s.ReturnBorrowed(Products.SingleSeat));
+                foreach (LicenseInfo l in s.Licenses())
+                {
+                    Assert.IsFalse(l.Borrowed, l.ToString());
+                    Assert.AreEqual(0UL, l.BorrowedUntilUnixSeconds, l.ToString());
+                }
+                // Nothing was counted: the single seat is free.
+                using (Seat seat = s.Acquire(Products.SingleSeat))
+                    Assert.IsFalse(seat.Info.Borrowed);
+                s.Close();
+                Assert.Throws<ObjectDisposedException>(() => s.Borrow(Products.SingleSeat, 1));
+                Assert.Throws<ObjectDisposedException>(() => s.ReturnBorrowed(Products.SingleSeat));
+            }
+        }
+
+        [Test]
         public void ASeatComesFromTheServerNamedInTheOptions()
         {
             using (Session s = OpenNetworkOnly())

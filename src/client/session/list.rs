@@ -34,6 +34,9 @@ pub struct LicenseEntry {
     /// What an acquire of it would meet now, free seats aside: [`Status::Ok`], or the
     /// verdict (expired, VM not allowed, clock set back, ...).
     pub verdict: Status,
+    /// For a seat borrowed from a license server (source software, quantity 1): when it
+    /// ends. `None` for any other license.
+    pub borrowed_until: Option<u64>,
 }
 
 /// The first pause between two tries of [`Session::acquire_wait`]; it doubles up to
@@ -78,6 +81,25 @@ impl Session {
                         container_kind: c.kind,
                         dongle_mode: None,
                         server: None,
+                        borrowed_until: None,
+                    });
+                }
+                // Borrowed seats: one seat each.
+                for &idx in &c.borrowed {
+                    let b = &sc.engine.borrowed()[idx];
+                    let mut lic = sc.engine.borrowed_licenses()[idx].clone();
+                    let pool = super::borrowed_pool_name(&lic, &b.seat_id);
+                    lic.quantity = 1;
+                    out.push(LicenseEntry {
+                        in_use: registry.count_in_use(&c.serial, &pool).unwrap_or(0),
+                        verdict: verdict(sc.engine.check_borrowed(idx, &query).map(drop)),
+                        license: lic,
+                        source: SourceKind::Software,
+                        container_serial: c.serial.clone(),
+                        container_kind: c.kind,
+                        dongle_mode: None,
+                        server: Some(b.server.clone()),
+                        borrowed_until: Some(b.until),
                     });
                 }
             }
@@ -118,6 +140,7 @@ impl Session {
                         container_kind: ContainerKind::Dongle,
                         dongle_mode: Some(d.mode),
                         server: None,
+                        borrowed_until: None,
                     });
                 }
             }
@@ -174,6 +197,7 @@ impl Session {
                     server: server.clone(),
                     in_use: s.in_use,
                     verdict,
+                    borrowed_until: None,
                 })
             })
             .collect())

@@ -29,12 +29,14 @@ use crate::util::process::{self, Owner};
 use crate::util::{SharedClock, SystemClock};
 use crate::{Error, Result};
 
+mod borrow;
 mod dongle;
 mod list;
 mod network;
 mod seat;
 mod software;
 
+pub use borrow::BorrowedEntry;
 pub use list::LicenseEntry;
 pub use network::station_id;
 pub use seat::{Seat, SeatInfo};
@@ -162,8 +164,14 @@ pub enum SourceKind {
     Network,
 }
 
-/// A seat pool's key: the container serial and the license id.
-type PoolKey = (String, [u8; 16]);
+/// A seat pool's key: the container serial and the pool's name (a license id in hex, or
+/// [`borrowed_pool_name`]).
+type PoolKey = (String, String);
+
+/// The name of a borrowed seat's pool of one seat: the license id and the seat id, in hex.
+pub fn borrowed_pool_name(lic: &License, seat_id: &[u8; 16]) -> String {
+    format!("{}{}", lic.id_hex(), hex::encode(seat_id))
+}
 
 struct Inner {
     opts: SessionOptions,
@@ -255,14 +263,17 @@ impl Session {
                 "the license does not allow exclusive use".into(),
             ));
         }
-        let serial = match &backing {
-            Backing::Software(c, _) => c.serial.clone(),
-            Backing::Dongle(d) => d.serial.clone(),
+        let pool = match &backing {
+            Backing::Software(c, _) => self.pool(&c.serial, &lic.id_hex(), lic.quantity)?,
+            Backing::Dongle(d) => self.pool(&d.serial, &lic.id_hex(), lic.quantity)?,
+            // One seat, whatever the license's quantity, in a pool of its own.
+            Backing::Borrowed {
+                container, seat_id, ..
+            } => self.pool(&container.serial, &borrowed_pool_name(&lic, seat_id), 1)?,
             Backing::Network { .. } => {
                 return Err(Error::Internal("a network seat has no local seat".into()));
             }
         };
-        let pool = self.pool(&serial, &lic)?;
         let guard = pool.acquire(&self.identity(lic.counting_unit), exclusive)?;
         Ok(Seat {
             session: self.clone(),
@@ -301,22 +312,19 @@ impl Session {
         }
     }
 
-    /// The seat pool of `lic` in container `serial`, in the machine-wide registry (never
-    /// under the home: a copy of the home holds the same container and the same seats).
-    fn pool(&self, serial: &str, lic: &License) -> Result<Arc<SeatPool>> {
+    /// The seat pool `name` (a license id, or [`borrowed_pool_name`]) of `quantity` seats in
+    /// container `serial`, in the machine-wide registry (never under the home: a copy of the
+    /// home holds the same container and the same seats).
+    fn pool(&self, serial: &str, name: &str, quantity: u32) -> Result<Arc<SeatPool>> {
         let mut pools = self.inner.pools.lock().map_err(|_| poisoned())?;
-        let key = (serial.to_string(), lic.license_id);
+        let key = (serial.to_string(), name.to_string());
         if let Some(p) = pools.get(&key)
-            && p.quantity() == lic.quantity.min(super::seats::MAX_LOCAL_SLOTS)
+            && p.quantity() == quantity.min(super::seats::MAX_LOCAL_SLOTS)
         {
             return Ok(p.clone());
         }
-        let p = Arc::new(Registry::machine().pool(
-            serial,
-            &lic.id_hex(),
-            lic.quantity,
-            self.inner.opts.timeout,
-        )?);
+        let p =
+            Arc::new(Registry::machine().pool(serial, name, quantity, self.inner.opts.timeout)?);
         pools.insert(key, p.clone());
         Ok(p)
     }

@@ -42,6 +42,14 @@ impl Session {
         if servers.is_empty() {
             return Ok(None);
         }
+        let n = Arc::new(self.connect_to(servers)?);
+        *net = Some(n.clone());
+        Ok(Some(n))
+    }
+
+    /// Seats on `servers` as this host (nothing connects yet).
+    pub(super) fn connect_to(&self, servers: Vec<String>) -> Result<NetSeats> {
+        let i = &self.inner;
         let host_secret =
             crate::client::hostkey::load_or_create(&i.env.home, i.env.host.trusted_fingerprint()?)?;
         let h = &i.env.host;
@@ -59,16 +67,14 @@ impl Session {
                 pid_namespace: crate::host::pid_namespace(),
             },
         };
-        let n = Arc::new(NetSeats::new(
+        Ok(NetSeats::new(
             servers,
             &host_secret,
             client,
             i.opts.publisher_key,
             i.opts.vendor_id,
             i.opts.timeout,
-        ));
-        *net = Some(n.clone());
-        Ok(Some(n))
+        ))
     }
 
     /// Tries the license servers for a seat.

@@ -43,8 +43,11 @@ pub struct SeatInfo {
     pub exclusive: bool,
     /// How the dongle is attached, for a dongle license.
     pub dongle_mode: Option<DongleMode>,
-    /// The license server's name, for a network seat.
+    /// The license server's name, for a network seat, and the server a borrowed seat came
+    /// from.
     pub server: Option<String>,
+    /// When a borrowed seat ends (it is then also `expiry`); `None` for any other seat.
+    pub borrowed_until: Option<u64>,
 }
 
 /// Where a seat's license is.
@@ -53,6 +56,17 @@ pub(super) enum Backing {
     Software(Arc<Loaded>, usize),
     /// A dongle.
     Dongle(Arc<Dongle>),
+    /// A seat borrowed from a license server, held in a software container of this machine.
+    Borrowed {
+        /// The container.
+        container: Arc<Loaded>,
+        /// The seat id the server counts it under.
+        seat_id: [u8; 16],
+        /// When it ends.
+        until: u64,
+        /// The server it came from.
+        server: String,
+    },
     /// A seat on a license server.
     Network {
         /// The session's server seats.
@@ -122,18 +136,26 @@ impl Seat {
             }
             (None, _) => (0, None),
         };
+        let (server, borrowed_until) = match &self.backing {
+            Backing::Borrowed { until, server, .. } => (Some(server.clone()), Some(*until)),
+            _ => (server, None),
+        };
         Ok(SeatInfo {
             vendor_id: self.license.vendor_id,
             product_code: self.license.product_code,
             features: self.license.features,
             quantity: self.license.quantity,
             in_use,
-            expiry: self.license.expiry,
+            expiry: match borrowed_until {
+                Some(u) => Some(self.license.expiry.map_or(u, |e| e.min(u))),
+                None => self.license.expiry,
+            },
             source: self.source,
             counting_unit: self.license.counting_unit,
             container_serial: self.container_serial(),
             container_kind: match &self.backing {
                 Backing::Software(c, _) => c.kind,
+                Backing::Borrowed { container, .. } => container.kind,
                 Backing::Dongle(_) => ContainerKind::Dongle,
                 Backing::Network { container_kind, .. } => *container_kind,
             },
@@ -143,6 +165,7 @@ impl Seat {
             },
             exclusive: self.exclusive,
             server,
+            borrowed_until,
         })
     }
 
@@ -161,12 +184,42 @@ impl Seat {
         {
             return Err(Error::Expired { expiry });
         }
+        if let Backing::Borrowed {
+            container, seat_id, ..
+        } = &self.backing
+        {
+            // The container's verdict each time: the seat's end, the clock mark; and the
+            // session's current copy of the container must still hold it (not returned).
+            let current = self
+                .session
+                .inner
+                .containers
+                .read()
+                .map_err(|_| poisoned())?
+                .iter()
+                .find(|c| c.serial == container.serial)
+                .cloned();
+            if let Some(cur) = current {
+                let c = cur.container.read().map_err(|_| poisoned())?;
+                borrowed_index(&c.engine, seat_id)?;
+            }
+            let c = container.container.read().map_err(|_| poisoned())?;
+            let i = borrowed_index(&c.engine, seat_id)?;
+            c.engine.check_borrowed(
+                i,
+                &crate::container::UseQuery {
+                    features: 0,
+                    now,
+                    machine: env.host.machine.clone(),
+                },
+            )?;
+        }
         Ok(())
     }
 
     fn remote(&self) -> Option<Box<dyn RemoteContainer + '_>> {
         match &self.backing {
-            Backing::Software(..) => None,
+            Backing::Software(..) | Backing::Borrowed { .. } => None,
             Backing::Dongle(d) => Some(Box::new(DongleLicense(d, self.license.license_id))),
             Backing::Network { net, seat_id, .. } => Some(Box::new(ServerSeat(net, *seat_id))),
         }
@@ -193,6 +246,21 @@ impl Seat {
                     cipher::seal_with_key(&key, &header, plaintext, out)
                 }
                 Mode::Direct => copy_out(r.encrypt(plaintext)?, out),
+            };
+        }
+        if let Backing::Borrowed {
+            container, seat_id, ..
+        } = &self.backing
+        {
+            let c = container.container.read().map_err(|_| poisoned())?;
+            let i = borrowed_index(&c.engine, seat_id)?;
+            return match mode {
+                Mode::Direct => c.engine.borrowed_encrypt_direct(i, plaintext, out),
+                Mode::Derived => {
+                    let key = c.engine.borrowed_message_key(i, &header)?;
+                    drop(c);
+                    cipher::seal_with_key(&key, &header, plaintext, out)
+                }
             };
         }
         let Backing::Software(c, index) = &self.backing else {
@@ -247,6 +315,21 @@ impl Seat {
                 Mode::Direct => copy_out(r.decrypt(ct)?, out),
             };
         }
+        if let Backing::Borrowed {
+            container, seat_id, ..
+        } = &self.backing
+        {
+            let c = container.container.read().map_err(|_| poisoned())?;
+            let i = borrowed_index(&c.engine, seat_id)?;
+            return match header.mode {
+                Mode::Direct => c.engine.borrowed_decrypt_direct(i, ct, out),
+                Mode::Derived => {
+                    let key = c.engine.borrowed_message_key(i, &header)?;
+                    drop(c);
+                    cipher::open_with_key(&key, &header, ct, out)
+                }
+            };
+        }
         let Backing::Software(c, index) = &self.backing else {
             return Err(Error::Internal("seat without a container".into()));
         };
@@ -264,6 +347,7 @@ impl Seat {
     fn container_serial(&self) -> String {
         match &self.backing {
             Backing::Software(c, _) => c.serial.clone(),
+            Backing::Borrowed { container, .. } => container.serial.clone(),
             Backing::Dongle(d) => d.serial.clone(),
             Backing::Network {
                 container_serial, ..
@@ -280,8 +364,26 @@ impl Seat {
         }
     }
 
+    /// When the seat ends, for a seat borrowed from a license server; `None` otherwise.
+    pub fn borrowed_until(&self) -> Option<u64> {
+        match &self.backing {
+            Backing::Borrowed { until, .. } => Some(*until),
+            _ => None,
+        }
+    }
+
     /// Releases the seat (same as dropping it).
     pub fn release(self) {}
+}
+
+/// The index of borrowed seat `seat_id` in `engine`; `LeaseLost` once it is gone (returned).
+fn borrowed_index(engine: &crate::container::Engine, seat_id: &[u8; 16]) -> Result<usize> {
+    engine.borrowed_index(seat_id).ok_or_else(|| {
+        Error::LeaseLost(format!(
+            "borrowed seat {} is no longer in its container (returned)",
+            hex::encode(seat_id)
+        ))
+    })
 }
 
 impl Drop for Seat {

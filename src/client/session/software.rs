@@ -17,6 +17,11 @@ pub(super) struct Loaded {
     pub(super) kind: ContainerKind,
     /// Licenses that verify against the session's publisher key.
     pub(super) verified: Vec<usize>,
+    /// Borrowed seats whose grant chain verifies against the session's publisher key.
+    pub(super) borrowed: Vec<usize>,
+    /// Borrowed seats (product, end) that had ended when the container was loaded: the save
+    /// of the clock mark drops them, and an acquire of their product says they ended.
+    pub(super) ended: Vec<(u32, u64)>,
 }
 
 /// Only persist the clock's high-water mark when it moved this far, to keep opens cheap.
@@ -31,6 +36,14 @@ fn load_one(env: &Environment, opts: &SessionOptions, path: &std::path::Path) ->
         });
     }
     let now = env.clock.now();
+    let ended = c
+        .engine
+        .verified_borrowed(&opts.publisher_key, opts.vendor_id)
+        .into_iter()
+        .map(|i| (&c.engine.borrowed()[i], &c.engine.borrowed_licenses()[i]))
+        .filter(|(b, _)| b.until <= now.max(c.engine.state().clock_high_water))
+        .map(|(b, l)| (l.product_code, b.until))
+        .collect();
     let persisted = c.engine.state().clock_high_water;
     c.engine.observe_clock(now);
     if now > persisted.saturating_add(HIGH_WATER_PERSIST_STEP) {
@@ -43,7 +56,12 @@ fn load_one(env: &Environment, opts: &SessionOptions, path: &std::path::Path) ->
     let verified = c
         .engine
         .verified_licenses(&opts.publisher_key, opts.vendor_id);
+    let borrowed = c
+        .engine
+        .verified_borrowed(&opts.publisher_key, opts.vendor_id);
     Ok(Loaded {
+        borrowed,
+        ended,
         serial: c.engine.serial().to_string(),
         kind: c.engine.state().kind,
         container: RwLock::new(c),
@@ -110,6 +128,36 @@ impl Session {
                     SourceKind::Software,
                     exclusive,
                 ) {
+                    Ok(seat) => return Ok(Some(seat)),
+                    Err(e) => consider(e),
+                }
+            }
+            for &(product, until) in &c.ended {
+                if product == product_code {
+                    consider(Error::Expired { expiry: until });
+                }
+            }
+            // Seats borrowed from a license server: one seat each, by the license's unit.
+            for &idx in &c.borrowed {
+                let lic = sc.engine.borrowed_licenses()[idx].clone();
+                if lic.product_code != product_code {
+                    continue;
+                }
+                if let Err(e) = sc.engine.check_borrowed(idx, &query) {
+                    consider(e);
+                    continue;
+                }
+                let b = &sc.engine.borrowed()[idx];
+                // One seat, whatever the license's quantity.
+                let mut lic = lic;
+                lic.quantity = 1;
+                let backing = Backing::Borrowed {
+                    container: c.clone(),
+                    seat_id: b.seat_id,
+                    until: b.until,
+                    server: b.server.clone(),
+                };
+                match self.take_seat(lic, backing, SourceKind::Software, exclusive) {
                     Ok(seat) => return Ok(Some(seat)),
                     Err(e) => consider(e),
                 }

@@ -67,6 +67,8 @@ TESSERA_CONTAINER_SOFTWARE = 1
 TESSERA_CONTAINER_DONGLE = 2
 
 TESSERA_LICENSE_EXCLUSIVE_ALLOWED = 1
+TESSERA_LICENSE_BORROWED = 2
+TESSERA_SEAT_BORROWED = 2
 
 # --- types -----------------------------------------------------------------------------------
 
@@ -135,6 +137,7 @@ class tessera_license_info(ctypes.Structure):
         ("transport", c_uint32),
         ("container_serial", c_char * TESSERA_SERIAL_MAX),
         ("server", c_char * TESSERA_SERIAL_MAX),
+        ("borrowed_until", c_uint64),
     ]
 
 
@@ -191,6 +194,11 @@ FUNCTIONS: dict[str, tuple[Any, tuple[Any, ...]]] = {
         (tessera_session, _u8p, c_size_t, _sizep),
     ),
     "tessera_activation_install": (tessera_status, (tessera_session, _u8p, c_size_t)),
+    "tessera_borrow": (
+        tessera_status,
+        (tessera_session, c_uint32, c_uint32, c_uint32, POINTER(c_uint64)),
+    ),
+    "tessera_return_borrowed": (tessera_status, (tessera_session, c_uint32)),
     "tessera_status_str": (c_char_p, (c_int32,)),
     "tessera_last_error": (c_char_p, ()),
     "tessera_version": (c_char_p, ()),

@@ -14,7 +14,7 @@ import math
 import threading
 import weakref
 from collections.abc import Callable, Iterable
-from ctypes import POINTER, byref, c_size_t, c_uint8
+from ctypes import POINTER, byref, c_size_t, c_uint8, c_uint64
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from enum import IntFlag
@@ -98,6 +98,8 @@ class LicenseFlag(IntFlag):
 
     #: The license allows exclusive use (``AcquireFlag.EXCLUSIVE``).
     EXCLUSIVE_ALLOWED = _ffi.TESSERA_LICENSE_EXCLUSIVE_ALLOWED
+    #: A seat borrowed from a license server (:meth:`Session.borrow`), kept on this machine.
+    BORROWED = _ffi.TESSERA_LICENSE_BORROWED
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,12 @@ class SeatInfo:
     def exclusive(self) -> bool:
         """Whether the seat is held exclusively."""
         return bool(self.flags & AcquireFlag.EXCLUSIVE)
+
+    @property
+    def borrowed(self) -> bool:
+        """Whether it is a seat borrowed from a license server (``TESSERA_SEAT_BORROWED``);
+        its :attr:`expiry` is then when the borrowing ends."""
+        return bool(int(self.flags) & _ffi.TESSERA_SEAT_BORROWED)
 
     @property
     def expires_at(self) -> datetime | None:
@@ -186,8 +194,17 @@ class LicenseInfo:
     #: How a dongle is attached (``Transport.NONE`` for a software container).
     transport: Transport
     container_serial: str
-    #: The license server's name for a network license; "" otherwise.
+    #: The license server's name for a network license (for a borrowed seat, the server
+    #: it came from); "" otherwise.
     server: str
+    #: For a borrowed seat (``LicenseFlag.BORROWED``): when it ends, in seconds since the
+    #: Unix epoch; 0 otherwise.
+    borrowed_until: int = 0
+
+    @property
+    def borrowed(self) -> bool:
+        """Whether it is a seat borrowed from a license server, kept on this machine."""
+        return bool(self.flags & LicenseFlag.BORROWED)
 
     @property
     def exclusive_allowed(self) -> bool:
@@ -219,6 +236,10 @@ class LicenseInfo:
             transport=Transport(d.transport),
             container_serial=_decode(d.container_serial),
             server=_decode(d.server),
+            # An entry the library filled only as far as the first struct leaves it 0.
+            borrowed_until=d.borrowed_until
+            if d.struct_size >= _ffi.tessera_license_info.borrowed_until.offset + 8
+            else 0,
         )
 
 
@@ -508,6 +529,34 @@ class Session:
         data = _as_bytes("activation", activation)
         handle = self._live(fn)
         _check(_ffi.lib.tessera_activation_install(handle, _in_ptr(data), len(data)), fn)
+
+    def borrow(self, product_code: int, days: int, features: int = 0) -> int:
+        """Borrows a seat of ``product_code`` (with at least the ``features`` bits) from the
+        session's license server for ``days`` days (``tessera_borrow``): it is kept in this
+        machine's container, and :meth:`acquire` serves it from there with no server until
+        it ends. Returns when it ends, in seconds since the Unix epoch. Raises
+        :class:`InvalidArgumentError` for days beyond what the license allows,
+        :class:`NoLicenseError` when the license does not lend (or there is no server),
+        :class:`NoSeatError` when every seat is taken, a :class:`TransportError` when no
+        server can be reached."""
+        fn = "tessera_borrow"
+        product = _u32("product_code", product_code, fn)
+        n_days = _u32("days", days, fn)
+        feats = _u32("features", features, fn)
+        handle = self._live(fn)
+        until = c_uint64(0)
+        _check(_ffi.lib.tessera_borrow(handle, product, feats, n_days, byref(until)), fn)
+        return until.value
+
+    def return_borrowed(self, product_code: int) -> None:
+        """Gives a seat of ``product_code`` borrowed into this machine back to the license
+        server before it ends (``tessera_return_borrowed``); the server frees it at once.
+        Raises :class:`NoLicenseError` when none is borrowed here, a
+        :class:`TransportError` when no server can be reached (the seat is kept)."""
+        fn = "tessera_return_borrowed"
+        product = _u32("product_code", product_code, fn)
+        handle = self._live(fn)
+        _check(_ffi.lib.tessera_return_borrowed(handle, product), fn)
 
     def __enter__(self) -> Session:
         return self
