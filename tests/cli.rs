@@ -282,10 +282,10 @@ fn full_flow_lists_the_product_and_a_second_activation_keeps_the_first() {
     );
 
     // A seat held by this process shows in the list.
-    let lic1: License = Envelope::parse(Kind::License, &activation_of(&act1).licenses[0])
-        .unwrap()
-        .decode()
-        .unwrap();
+    let lic1 = License::decode(
+        &Envelope::parse(Kind::License, &activation_of(&act1).licenses[0]).unwrap(),
+    )
+    .unwrap();
     // Local seats are counted machine-wide, by the container's serial.
     let pool = Registry::machine()
         .pool(&serial, &lic1.id_hex(), 3, Duration::from_secs(2))
