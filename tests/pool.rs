@@ -372,3 +372,79 @@ fn the_pool_keeps_serving_when_the_etcd_leader_is_killed() {
     assert_eq!(seat.info().unwrap().in_use, 2);
     assert_eq!(seats_in_etcd(&p).len(), 2);
 }
+
+#[test]
+fn a_borrowed_seat_is_counted_by_every_member_outlives_its_lender_and_returns_anywhere() {
+    use common::borrow::{borrow, connect, give_back, laptop};
+    let mut s = spec(1, 1, CountingUnit::Station);
+    s.borrow_days = 7;
+    let mut p = pool(Etcd::single(), &[s], 3);
+    let publisher = p.key.public_key();
+    let l = laptop(VENDOR, "laptop");
+    let seat_id = [0xB7; 16];
+    let mut c0 = connect(&p.members[0].addr, &publisher, VENDOR, "laptop");
+    let (grant, _) = borrow(&mut c0, VENDOR, seat_id, 1, 3, &l).expect("lent by m0");
+    // A retry through another member gets the same grant.
+    let mut c1 = connect(&p.members[1].addr, &publisher, VENDOR, "laptop");
+    let (again, _) = borrow(&mut c1, VENDOR, seat_id, 1, 3, &l).unwrap();
+    assert_eq!(again, grant);
+    // The lender dies; the borrowed seat stays counted, past any lease.
+    p.members[0].kill9();
+    std::thread::sleep(Duration::from_millis(2 * LEASE_MS));
+    assert_eq!(seats_in_etcd(&p).len(), 1);
+    let other = session(&p, "desk", &[1, 2]);
+    assert!(matches!(
+        other.acquire(1, 0, false),
+        Err(Error::NoSeat { .. })
+    ));
+    // Returned through a third member: freed at once for everyone.
+    let mut c2 = connect(&p.members[2].addr, &publisher, VENDOR, "laptop");
+    let wrong = laptop(VENDOR, "thief");
+    assert!(give_back(&mut c2, seat_id, wrong.return_signature(&seat_id)).is_err());
+    give_back(&mut c2, seat_id, l.return_signature(&seat_id)).expect("returned");
+    assert!(seats_in_etcd(&p).is_empty());
+    assert!(other.acquire(1, 0, false).is_ok());
+}
+
+#[test]
+fn a_member_without_etcd_answers_a_transient_error_and_never_grants() {
+    let mut p = pool(Etcd::single(), &[spec(1, 2, CountingUnit::Station)], 2);
+    let a = session(&p, "host-a", &[0]);
+    let held = a.acquire(1, 0, false).unwrap();
+    p.etcd.kill(0);
+    let b = session(&p, "host-b", &[1]);
+    let e = b.acquire(1, 0, false).map(drop).unwrap_err();
+    assert!(matches!(e, Error::Timeout(_)), "{e}");
+    assert!(e.to_string().contains("etcd"), "{e}");
+    // etcd back: served again, and the pool still counts the seat held before.
+    p.etcd.restart(0);
+    p.etcd.wait_healthy(Duration::from_secs(20));
+    let mut seat_b = None;
+    assert!(eventually(Duration::from_secs(15), || {
+        seat_b = b.acquire(1, 0, false).ok();
+        seat_b.is_some()
+    }));
+    let c = session(&p, "host-c", &[1]);
+    assert!(matches!(c.acquire(1, 0, false), Err(Error::NoSeat { .. })));
+    drop(held);
+}
+
+#[test]
+fn a_bad_pool_url_is_refused_with_a_clear_message_and_help_names_the_option() {
+    let out = std::process::Command::new(common::bin("tessera-server"))
+        .args(["--pool", "http://h1:2379", "--no-admin"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("etcd://host:port"), "{err}");
+    let help = std::process::Command::new(common::bin("tessera-server"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--pool") && help.contains("etcd://"),
+        "{help}"
+    );
+}
