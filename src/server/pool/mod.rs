@@ -57,6 +57,9 @@ const CALL_TIMEOUT: Duration = Duration::from_millis(1000);
 /// client hears why rather than timing out.
 const PATIENCE: Duration = Duration::from_millis(2000);
 
+/// How long etcd counts as down after a call gave up on it.
+const DOWN_FOR: Duration = Duration::from_secs(1);
+
 /// The expiry of every row in a member's cache: live for as long as etcd holds it.
 const IN_ETCD: u64 = u64::MAX;
 
@@ -184,6 +187,9 @@ pub struct EtcdSeats {
     cache: Mutex<HashMap<[u8; 16], Cached>>,
     served: Mutex<HashMap<SeatId, Served>>,
     keepers: Mutex<HashMap<i64, Keeper>>,
+    /// Until when etcd counts as down (a call just gave up): calls meanwhile try once and
+    /// give up at once, so that clients move on to another member quickly.
+    down_until: Mutex<Option<Instant>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -221,6 +227,7 @@ impl EtcdSeats {
             cache: Mutex::new(HashMap::new()),
             served: Mutex::new(HashMap::new()),
             keepers: Mutex::new(HashMap::new()),
+            down_until: Mutex::new(None),
         })
     }
 
@@ -288,11 +295,18 @@ impl EtcdSeats {
         Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
         let start = Instant::now();
+        let patience = match *lock(&self.down_until) {
+            Some(t) if Instant::now() < t => Duration::ZERO,
+            _ => PATIENCE,
+        };
         let mut last;
         loop {
             match self.client().await {
                 Ok(c) => match tokio::time::timeout(CALL_TIMEOUT, call(c)).await {
-                    Ok(Ok(v)) => return Ok(v),
+                    Ok(Ok(v)) => {
+                        *lock(&self.down_until) = None;
+                        return Ok(v);
+                    }
                     Ok(Err(e)) => {
                         last = e.to_string();
                         self.failed().await;
@@ -304,7 +318,8 @@ impl EtcdSeats {
                 },
                 Err(e) => last = e.to_string(),
             }
-            if start.elapsed() >= PATIENCE {
+            if start.elapsed() >= patience {
+                *lock(&self.down_until) = Some(Instant::now() + DOWN_FOR);
                 return Err(Error::Timeout(format!(
                     "the pool's etcd ({}) did not answer ({what}): {last}; try another member",
                     self.urls.join(",")
