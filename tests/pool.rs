@@ -496,3 +496,19 @@ fn clients_move_on_from_a_member_cut_off_from_etcd() {
     assert!(works(&seat_b) && works(&seat_a), "both kept their seats");
     assert_eq!(seats_in_etcd(&p).len(), 2);
 }
+
+#[test]
+fn a_seat_gone_from_etcd_is_lost_for_its_holder_and_free_for_others() {
+    let p = pool(Etcd::single(), &[spec(1, 1, CountingUnit::Station)], 2);
+    let a = session(&p, "host-a", &[0]);
+    let seat = a.acquire(1, 0, false).unwrap();
+    let b = session(&p, "host-b", &[1]);
+    assert!(matches!(b.acquire(1, 0, false), Err(Error::NoSeat { .. })));
+    // The row goes behind the members' backs (its lease lives on): the members follow etcd.
+    let out = p.etcd.etcdctl(&["del", "--prefix", "/tessera/test/seats/"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+    let e = failure_of(&seat);
+    assert!(matches!(e, Error::LeaseLost(_)), "{e}");
+    assert!(b.acquire(1, 0, false).is_ok());
+}

@@ -18,6 +18,12 @@
 //! are not seen by the compare, which only makes the cache conservative). So a grant is exact
 //! across members without a lock.
 //!
+//! A watch on the pool's seats keeps the caches current ([`EtcdSeats::follow`]): another
+//! member's grant, a release, a revoke, an expiry. A cache entry is kept only when it was
+//! read after the watch started (so no event it needs was missed), and every event moves its
+//! revision on; without the watch (etcd down, a restart of the watch) the compare still keeps
+//! every grant exact, at the cost of a failed transaction.
+//!
 //! In the cache every row counts as live for as long as it is there (its expiry is etcd's
 //! lease, not the row's `expires_ms`): the table never drops a row etcd still holds.
 //!
@@ -31,8 +37,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, LeaseKeepAliveStream, LeaseKeeper,
-    PutOptions, Txn, TxnOp, TxnOpResponse,
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, LeaseKeepAliveStream,
+    LeaseKeeper, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
@@ -161,6 +167,8 @@ struct Served {
     license_id: [u8; 16],
     client: [u8; 32],
     lease: i64,
+    /// The revision this member wrote the row at (older events say nothing of it).
+    rev: i64,
 }
 
 type Keeper = Arc<tokio::sync::Mutex<Option<(LeaseKeeper, LeaseKeepAliveStream)>>>;
@@ -533,6 +541,7 @@ impl EtcdSeats {
                         license_id: *license_id,
                         client: *client,
                         lease,
+                        rev: at,
                     },
                 );
                 if let Some(old) = old
@@ -760,6 +769,126 @@ impl EtcdSeats {
             .get(seat_id)
             .filter(|s| s.client == *client)
             .map(|s| s.license_id)
+    }
+
+    /// Follows the pool's seats with an etcd watch until `stop` resolves, restarting the
+    /// watch after a failure: the caches see other members' changes as they happen, and a
+    /// seat revoked or taken over elsewhere is no longer served here.
+    pub async fn follow(self: Arc<Self>, stop: impl Future<Output = ()>) {
+        let weak = Arc::downgrade(&self);
+        drop(self);
+        let run = async move {
+            loop {
+                let Some(me) = weak.upgrade() else { return };
+                if let Err(e) = me.watch_once().await {
+                    debug!(error = %e, "the pool's watch stopped; restarting it");
+                }
+                drop(me);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        };
+        tokio::select! {
+            () = run => {},
+            () = stop => {},
+        }
+    }
+
+    async fn watch_once(&self) -> Result<()> {
+        let key = format!("{}seats/", self.prefix);
+        let failed = |e: &dyn std::fmt::Display| {
+            Error::Timeout(format!("the pool's watch on etcd failed: {e}"))
+        };
+        let mut c = self.client().await?;
+        let mut stream = tokio::time::timeout(
+            CALL_TIMEOUT,
+            c.watch(key, Some(WatchOptions::new().with_prefix())),
+        )
+        .await
+        .map_err(|e| failed(&e))?
+        .map_err(|e| failed(&e))?;
+        let created = tokio::time::timeout(CALL_TIMEOUT, stream.message())
+            .await
+            .map_err(|e| failed(&e))?
+            .map_err(|e| failed(&e))?
+            .ok_or_else(|| failed(&"no answer"))?;
+        let from = created.header().map_or(i64::MAX, |h| h.revision());
+        // Entries read before the watch's start may miss changes it will not report.
+        lock(&self.cache).retain(|_, c| c.rev >= from);
+        debug!(revision = from, "following the pool's seats");
+        loop {
+            let Some(resp) = stream.message().await.map_err(|e| failed(&e))? else {
+                return Ok(());
+            };
+            if resp.canceled() {
+                return Err(failed(&resp.cancel_reason()));
+            }
+            for ev in resp.events() {
+                self.apply(ev);
+            }
+        }
+    }
+
+    /// Applies one change of the pool's seats to the cache of its license (when cached and
+    /// not already in it).
+    fn apply(&self, ev: &etcd_client::Event) {
+        let Some(kv) = ev.kv() else { return };
+        let rest = &kv.key()[self.prefix.len().min(kv.key().len())..];
+        let Some(rest) = rest.strip_prefix(b"seats/") else {
+            return;
+        };
+        let mut parts = rest.split(|b| *b == b'/');
+        let (Some(lic), Some(seat)) = (parts.next(), parts.next()) else {
+            return;
+        };
+        let (Ok(license_id), Ok(seat_id)) = (
+            <[u8; 16]>::try_from(hex::decode(lic).unwrap_or_default().as_slice()),
+            <[u8; 16]>::try_from(hex::decode(seat).unwrap_or_default().as_slice()),
+        ) else {
+            return;
+        };
+        let rev = kv.mod_revision();
+        let row = match ev.event_type() {
+            EventType::Put => match PoolRow::decode(kv.value()) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    warn!(error = %e, "pool seat not read");
+                    None
+                }
+            },
+            EventType::Delete => None,
+        };
+        {
+            let mut served = lock(&self.served);
+            if let Some(s) = served.get(&seat_id)
+                && rev > s.rev
+                && row.as_ref().is_none_or(|r| r.lease != s.lease)
+            {
+                // Gone, or taken over by another member.
+                let lease = s.lease;
+                served.remove(&seat_id);
+                self.forget_lease(lease);
+            }
+        }
+        let mut cache = lock(&self.cache);
+        let Some(c) = cache.get_mut(&license_id) else {
+            return;
+        };
+        if rev <= c.rev {
+            return;
+        }
+        match row.map(|r| r.seat_row()) {
+            Some(Ok(mut r)) => {
+                r.expires_ms = IN_ETCD;
+                c.table.load(vec![r], now_ms());
+            }
+            Some(Err(_)) => {}
+            None => {
+                if c.table.revoke(&seat_id, 0).is_none() {
+                    c.table.give_back(&seat_id, 0);
+                }
+            }
+        }
+        c.rev = rev;
     }
 
     /// How many seats this member serves.
