@@ -37,8 +37,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, LeaseKeepAliveStream,
-    LeaseKeeper, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions,
+    LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
@@ -803,6 +803,42 @@ impl EtcdSeats {
     /// Releases the client's (leased) seat. `None` when the pool has no such seat of this
     /// client.
     pub async fn release(&self, seat_id: &SeatId, client: &[u8; 32]) -> Result<Option<SeatRow>> {
+        // A seat served here: one transaction, deleting it if it is still on the lease this
+        // member wrote it with (the lease names the row: only this member's write has it).
+        let served = lock(&self.served).get(seat_id).cloned();
+        if let Some(s) = served.filter(|s| s.client == *client) {
+            let key = self.seat_key(&s.license_id, seat_id);
+            let txn = Txn::new()
+                .when([Compare::lease(key.clone(), CompareOp::Equal, s.lease)])
+                .and_then([TxnOp::delete(
+                    key,
+                    Some(DeleteOptions::new().with_prev_key()),
+                )]);
+            let resp = self
+                .call("release a seat", |mut c| {
+                    let txn = txn.clone();
+                    async move { c.txn(txn).await }
+                })
+                .await?;
+            if resp.succeeded() {
+                let row = resp
+                    .op_responses()
+                    .into_iter()
+                    .find_map(|r| match r {
+                        TxnOpResponse::Delete(d) => d.prev_kvs().first().cloned(),
+                        _ => None,
+                    })
+                    .map(|kv| PoolRow::decode(kv.value()))
+                    .transpose()?;
+                lock(&self.served).remove(seat_id);
+                if let Some(c) = lock(&self.cache).get_mut(&s.license_id) {
+                    c.table.revoke(seat_id, 0);
+                }
+                self.forget_lease(s.lease);
+                self.drop_lease(s.lease);
+                return row.map(|r| r.seat_row()).transpose();
+            }
+        }
         let known = lock(&self.served).get(seat_id).map(|s| s.license_id);
         let Some((row, key, rev)) = self.find(seat_id, known).await? else {
             lock(&self.served).remove(seat_id);
