@@ -683,19 +683,25 @@ impl EtcdSeats {
     /// (revoked, released elsewhere, expired). A borrowed seat is never renewed nor lost.
     pub async fn renew(&self, ids: &[SeatId], client: &[u8; 32]) -> Result<Vec<SeatId>> {
         let mut lost = Vec::new();
+        let mut mine = Vec::new();
         for id in ids {
-            let served = lock(&self.served).get(id).cloned();
-            let Some(s) = served.filter(|s| s.client == *client) else {
-                lost.push(*id);
-                continue;
-            };
-            if !self.keep_alive(s.lease).await? {
-                lock(&self.served).remove(id);
+            match lock(&self.served).get(id).filter(|s| s.client == *client) {
+                Some(s) => mine.push((*id, s.clone())),
+                None => lost.push(*id),
+            }
+        }
+        // The leases kept alive side by side: one round trip for all of a client's seats.
+        let alive =
+            futures_util::future::join_all(mine.iter().map(|(_, s)| self.keep_alive(s.lease)))
+                .await;
+        for ((id, s), alive) in mine.into_iter().zip(alive) {
+            if !alive? {
+                lock(&self.served).remove(&id);
                 self.forget_lease(s.lease);
                 if let Some(c) = lock(&self.cache).get_mut(&s.license_id) {
-                    c.table.revoke(id, 0);
+                    c.table.revoke(&id, 0);
                 }
-                lost.push(*id);
+                lost.push(id);
             }
         }
         Ok(lost)
