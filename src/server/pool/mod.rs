@@ -199,6 +199,9 @@ pub struct EtcdSeats {
     /// One gate per license: a member decides and writes one grant of a license at a time,
     /// so that only members, not every request, race each other's transactions.
     gates: Mutex<HashMap<[u8; 16], Arc<tokio::sync::Mutex<()>>>>,
+    /// What must hold for this member to grant (P2's pool activation: a majority of the
+    /// activation's members registered); `None`: always.
+    gate: Mutex<Option<GrantGate>>,
     /// Seat leases granted ahead, so that a grant costs one transaction.
     stock: Mutex<Vec<Stocked>>,
     /// The TTL of the leases to stock (the last an acquire wanted; 0: none yet).
@@ -206,6 +209,10 @@ pub struct EtcdSeats {
     /// Wakes the stock's refill.
     refill: tokio::sync::Notify,
 }
+
+/// A check a member makes before every grant (an acquire, a re-attach, a borrow): `Err`
+/// refuses it with that error. Renewals and releases do not ask it.
+pub type GrantGate = Arc<dyn Fn() -> Result<()> + Send + Sync>;
 
 /// A lease granted ahead: `ttl` + [`STOCK_SLACK`] seconds from `granted`, so that it still has
 /// `ttl` seconds left while it is used within the slack.
@@ -259,6 +266,7 @@ impl EtcdSeats {
             served: Mutex::new(HashMap::new()),
             down_until: Mutex::new(None),
             gates: Mutex::new(HashMap::new()),
+            gate: Mutex::new(None),
             stock: Mutex::new(Vec::new()),
             stock_ttl: AtomicI64::new(0),
             refill: tokio::sync::Notify::new(),
@@ -278,6 +286,12 @@ impl EtcdSeats {
     /// This member's name (written into the rows it writes).
     pub fn member(&self) -> &str {
         &self.member
+    }
+
+    /// Sets what must hold for this member to grant a seat (`None`: nothing). The pool
+    /// activation (who may form a pool) plugs in here.
+    pub fn set_grant_gate(&self, gate: Option<GrantGate>) {
+        *lock(&self.gate) = gate;
     }
 
     /// A connected client (the endpoint in use, or the next one that answers a connect).
@@ -481,6 +495,10 @@ impl EtcdSeats {
         (ttl, stocked): (i64, bool),
         mut decide: impl FnMut(&mut SeatTable) -> Result<(SeatRow, u32)>,
     ) -> Result<Claimed> {
+        let check = lock(&self.gate).clone();
+        if let Some(check) = check {
+            check()?;
+        }
         let gate = Arc::clone(lock(&self.gates).entry(*license_id).or_default());
         let _one_at_a_time = gate.lock().await;
         let prefix = self.license_prefix(license_id);
