@@ -20,8 +20,8 @@ use crate::license::borrow::{self, BorrowGrant};
 use crate::license::delegation::{Delegation, sign_delegation};
 use crate::license::usage::CounterAnchor;
 use crate::license::{
-    Activation, ActivationRequest, Binding, ContainerCertificate, ContainerKind, Envelope, Kind,
-    License, SignedLicense, envelope,
+    Activation, ActivationRequest, ContainerCertificate, ContainerKind, Envelope, Kind, License,
+    SignedLicense, envelope,
 };
 use crate::{Error, Result};
 
@@ -544,6 +544,15 @@ impl Engine {
                 let (grant, certificate) = self.lend(i, seat_id, &borrower, days, ctx.now)?;
                 (Response::Lent { grant, certificate }, false)
             }
+            Request::SignPoolMember {
+                license_id,
+                server_key,
+                cluster_id,
+            } => {
+                let i = self.licensed(&license_id, ctx)?;
+                let r = self.sign_pool_member(i, server_key, cluster_id, ctx.now)?;
+                (Response::PoolRegistration(r), false)
+            }
             Request::Clock { now } => {
                 let rollback =
                     now.saturating_add(CLOCK_TOLERANCE_SECS) < self.state.clock_high_water;
@@ -641,6 +650,46 @@ impl Engine {
             expiry,
         };
         Ok((sign_delegation(&d, &self.signing)?, certificate))
+    }
+
+    /// Signs this container's registration as a member of the pool of license `index`
+    /// (checked usable by the caller) for the server key `server_key` in the etcd cluster
+    /// `cluster_id`, dated no earlier than the clock's high-water mark. A license that is not
+    /// a pool license naming this container is refused.
+    pub fn sign_pool_member(
+        &self,
+        index: usize,
+        server_key: [u8; 32],
+        cluster_id: u64,
+        now: u64,
+    ) -> Result<Vec<u8>> {
+        let lic = self
+            .licenses
+            .get(index)
+            .ok_or_else(|| Error::Internal(format!("no license at index {index}")))?;
+        let Some((pool, _)) = lic.binding.pool() else {
+            return Err(Error::BindingMismatch(format!(
+                "license {} is not a pool license",
+                lic.id_hex()
+            )));
+        };
+        let key = self.sign_key().to_bytes();
+        if !lic.binding.admits(&self.state.serial, Some(&key)) {
+            return Err(Error::BindingMismatch(format!(
+                "{} is not a member of pool {pool}",
+                self.state.serial
+            )));
+        }
+        crate::license::PoolRegistration {
+            pool: pool.to_string(),
+            license_id: lic.license_id,
+            serial: self.state.serial.clone(),
+            container_key: key,
+            server_key,
+            cluster_id,
+            signed_at: now.max(self.state.clock_high_water),
+        }
+        .sign(&self.signing)
     }
 
     /// Signs a usage log checkpoint digest (`license::usage::checkpoint_digest`) as a
@@ -910,11 +959,16 @@ impl Engine {
         for lb in &act.licenses {
             let s = SignedLicense::verify(lb, &trusted)?;
             s.check_vendor(vendor_id)?;
-            let Binding::Container { serial, key } = &s.license.binding;
-            if *serial != self.state.serial || *key != self.sign_key().to_bytes() {
+            // A pool license carries the whole member list: each member installs it.
+            if !s
+                .license
+                .binding
+                .admits(&self.state.serial, Some(&self.sign_key().to_bytes()))
+            {
                 return Err(Error::BindingMismatch(format!(
-                    "license {} is bound to container {serial}",
-                    s.license.id_hex()
+                    "license {} is bound to {}",
+                    s.license.id_hex(),
+                    s.license.binding
                 )));
             }
             let sealed = act
