@@ -349,7 +349,7 @@ impl PublisherKey {
             publisher_key: self.public_key().to_bytes(),
             serial: req.serial.clone(),
             sign_key: req.sign_key,
-            certificate: self.certify(&req, now)?,
+            certificate: self.certify(req, now)?,
             licenses,
             secrets,
             issued_at: now,

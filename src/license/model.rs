@@ -94,9 +94,12 @@ pub enum Binding {
         /// The pool's name (its etcd prefix defaults to `/tessera/<name>/`).
         name: String,
         /// The member containers: serial and Ed25519 key, each serial once.
-        members: Vec<(String, [u8; 32])>,
+        members: Vec<PoolMember>,
     },
 }
+
+/// A pool member: its container serial and Ed25519 key.
+pub type PoolMember = (String, [u8; 32]);
 
 /// The longest pool name (it is part of the pool's etcd keys).
 pub const MAX_POOL_NAME: usize = 64;
@@ -106,7 +109,7 @@ pub const MAX_POOL_MEMBERS: usize = 64;
 /// Checks a pool's name and member list as the publisher's tool and the runtime want them:
 /// a name of 1 to [`MAX_POOL_NAME`] letters, digits, `.`, `_` or `-`; 1 to
 /// [`MAX_POOL_MEMBERS`] members, each serial once.
-pub fn check_pool(name: &str, members: &[(String, [u8; 32])]) -> Result<()> {
+pub fn check_pool(name: &str, members: &[PoolMember]) -> Result<()> {
     if name.is_empty()
         || name.len() > MAX_POOL_NAME
         || !name
@@ -135,7 +138,7 @@ pub fn check_pool(name: &str, members: &[(String, [u8; 32])]) -> Result<()> {
 
 impl Binding {
     /// The pool's name and members, for a pool binding.
-    pub fn pool(&self) -> Option<(&str, &[(String, [u8; 32])])> {
+    pub fn pool(&self) -> Option<(&str, &[PoolMember])> {
         match self {
             Binding::Pool { name, members } => Some((name, members)),
             Binding::Container { .. } => None,
