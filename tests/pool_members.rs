@@ -8,8 +8,6 @@
 //! (`PublisherKey::activate_pool`); each signs its registration through the same
 //! `SignPoolMember` request a hosted container answers. Time is pinned (`NOW`).
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,87 +17,28 @@ use tessera::container::protocol::{Request, Response};
 use tessera::host::{Fingerprint, MachineKind};
 use tessera::license::{License, PoolRegistration};
 use tessera::publisher::{LicenseSpec, PublisherKey};
-use tessera::server::pool::members::{Members, Quorum, Signer, member_key};
+use tessera::server::pool::members::{Members, Quorum, Served, Signer, member_key};
 use tessera::{Error, license};
+
+mod common;
+use common::etcd::Etcd;
+use common::server::{LEASE_MS, RENEW_MS, ServerProc};
 
 const NOW: u64 = 1_800_000_000;
 const VENDOR: u32 = 77;
 /// The registrations' lease: short, so a member that stops is gone soon.
 const TTL: Duration = Duration::from_secs(2);
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+/// A one-node etcd cluster of its own (its own ports, data folder and so cluster id),
+/// started off the async runtime (`common::etcd` waits for it blocking).
+async fn etcd() -> Etcd {
+    tokio::task::spawn_blocking(Etcd::single).await.unwrap()
+}
+
+async fn client(etcd: &Etcd) -> etcd_client::Client {
+    etcd_client::Client::connect(etcd.endpoints(), None)
+        .await
         .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A one-node etcd cluster of its own (its own ports, data folder and cluster id), killed
-/// on drop, also when a test fails.
-struct Etcd {
-    child: Child,
-    endpoint: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Etcd {
-    async fn start(name: &str) -> Etcd {
-        let dir = tempfile::tempdir().unwrap();
-        let (client, peer) = (free_port(), free_port());
-        let client_url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let mut cmd = Command::new("etcd");
-        cmd.arg("--name")
-            .arg(name)
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .arg("--listen-client-urls")
-            .arg(&client_url)
-            .arg("--advertise-client-urls")
-            .arg(&client_url)
-            .arg("--listen-peer-urls")
-            .arg(&peer_url)
-            .arg("--initial-advertise-peer-urls")
-            .arg(&peer_url)
-            .arg("--initial-cluster")
-            .arg(format!("{name}={peer_url}"))
-            .arg("--initial-cluster-token")
-            .arg(format!("{name}-{}", std::process::id()))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("etcd.log")).unwrap());
-        if std::env::consts::ARCH != "x86_64" {
-            cmd.env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH);
-        }
-        let etcd = Etcd {
-            child: cmd.spawn().expect("etcd (scripts/install-deps.sh)"),
-            endpoint: format!("127.0.0.1:{client}"),
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(mut c) = etcd_client::Client::connect([&etcd.endpoint], None).await
-                && c.status().await.is_ok()
-            {
-                return etcd;
-            }
-            assert!(Instant::now() < deadline, "etcd {name} did not come up");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn client(&self) -> etcd_client::Client {
-        etcd_client::Client::connect([&self.endpoint], None)
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A member machine's container.
@@ -136,34 +75,41 @@ impl Member {
     /// The container's `SignPoolMember`, as a hosted container answers it.
     fn signer(&self) -> Signer {
         let engine = self.engine.clone();
-        Arc::new(move |license_id: &[u8; 16], cluster_id: u64| {
-            let ctx = RequestContext {
-                now: NOW,
-                now_ms: 0,
-                host: None,
-                machine: MachineKind::Physical,
-            };
-            match engine.lock().unwrap().handle(
-                Request::SignPoolMember {
-                    license_id: *license_id,
-                    server_key: [9; 32],
-                    cluster_id,
-                },
-                &ctx,
-            ) {
-                (Response::PoolRegistration(r), _) => Ok(r),
-                (other, _) => Err(Error::Internal(format!("{other:?}"))),
-            }
-        })
+        Arc::new(
+            move |_serial: &str, license_id: &[u8; 16], cluster_id: u64| {
+                let ctx = RequestContext {
+                    now: NOW,
+                    now_ms: 0,
+                    host: None,
+                    machine: MachineKind::Physical,
+                };
+                match engine.lock().unwrap().handle(
+                    Request::SignPoolMember {
+                        license_id: *license_id,
+                        server_key: [9; 32],
+                        cluster_id,
+                    },
+                    &ctx,
+                ) {
+                    (Response::PoolRegistration(r), _) => Ok(r),
+                    (other, _) => Err(Error::Internal(format!("{other:?}"))),
+                }
+            },
+        )
     }
 
     /// Starts registering in `etcd` for `license` under `prefix`.
     async fn join(&self, etcd: &Etcd, prefix: &str, license: &License) -> Members {
         Members::start(
-            etcd.client().await,
+            etcd.endpoints()
+                .iter()
+                .map(|e| format!("http://{e}"))
+                .collect(),
             prefix,
-            &self.serial,
-            vec![license.clone()],
+            vec![Served {
+                serial: self.serial.clone(),
+                license: license.clone(),
+            }],
             self.signer(),
             TTL,
         )
@@ -219,7 +165,7 @@ async fn settle(m: &Members, lic: &License, registered: usize) -> Quorum {
 async fn a_one_member_pool_on_a_one_node_etcd_grants() {
     let key = PublisherKey::generate(VENDOR, "Acme");
     let (members, lic) = pool(&key, "solo", 1);
-    let etcd = Etcd::start("solo").await;
+    let etcd = etcd().await;
     let m = members[0].join(&etcd, "/tessera/solo/", &lic).await;
     let q = settle(&m, &lic, 1).await;
     assert_eq!(
@@ -231,7 +177,7 @@ async fn a_one_member_pool_on_a_one_node_etcd_grants() {
     );
     m.check(&lic).unwrap();
     // Its registration is in etcd, under its key, and verifies for this cluster.
-    let mut c = etcd.client().await;
+    let mut c = client(&etcd).await;
     let got = c
         .get(
             member_key("/tessera/solo/", &members[0].serial, &lic.license_id),
@@ -253,7 +199,7 @@ async fn a_one_member_pool_on_a_one_node_etcd_grants() {
 async fn a_split_pool_grants_on_the_majority_side_only() {
     let key = PublisherKey::generate(VENDOR, "Acme");
     let (members, lic) = pool(&key, "site", 3);
-    let (a, b) = (Etcd::start("a").await, Etcd::start("b").await);
+    let (a, b) = (etcd().await, etcd().await);
     let prefix = "/tessera/site/";
     let m0 = members[0].join(&a, prefix, &lic).await;
     let m1 = members[1].join(&a, prefix, &lic).await;
@@ -270,8 +216,8 @@ async fn a_split_pool_grants_on_the_majority_side_only() {
     assert!(e.to_string().contains("majority (2)"), "{e}");
 
     // The customer copies both registrations of cluster a into cluster b, under their keys.
-    let mut ca = a.client().await;
-    let mut cb = b.client().await;
+    let mut ca = client(&a).await;
+    let mut cb = client(&b).await;
     for m in &members[..2] {
         let k = member_key(prefix, &m.serial, &lic.license_id);
         let v = ca.get(k.as_str(), None).await.unwrap().kvs()[0]
@@ -333,16 +279,16 @@ async fn forged_registrations_do_not_count() {
     let other_lic = members[1].engine.lock().unwrap().licenses()[1].clone();
     assert_ne!(other_lic.license_id, lic.license_id);
 
-    let etcd = Etcd::start("forge").await;
+    let etcd = etcd().await;
     let prefix = "/tessera/site/";
     let m0 = members[0].join(&etcd, prefix, &lic).await;
     settle(&m0, &lic, 1).await;
     let cluster = m0.cluster_id().unwrap();
-    let mut c = etcd.client().await;
+    let mut c = client(&etcd).await;
 
     // Member 1's registration as a stranger signs it.
     let stranger = Member::new();
-    let genuine = |m: &Member, l: &License| (m.signer())(&l.license_id, cluster).unwrap();
+    let genuine = |m: &Member, l: &License| (m.signer())("", &l.license_id, cluster).unwrap();
     let mine = PoolRegistration::parse_unverified(&genuine(&members[1], &lic)).unwrap();
     let forged = mine
         .sign(&ed25519_dalek::SigningKey::from_bytes(&[3; 32]))
@@ -423,4 +369,133 @@ async fn forged_registrations_do_not_count() {
     stranger.install(&key, &key.activate(&req, &[spec(1)], NOW).unwrap());
     let single = stranger.engine.lock().unwrap().licenses()[0].clone();
     m0.check(&single).unwrap();
+}
+
+/// A `tessera-server` pool member in its own state folder, hosting the container in `home`,
+/// on the etcd cluster `etcd` (pool `split`).
+fn server_member(
+    dir: &std::path::Path,
+    etcd: &Etcd,
+    i: usize,
+    home: &std::path::Path,
+) -> ServerProc {
+    let state = dir.join(format!("state-{i}"));
+    let endpoints: Vec<String> = etcd.endpoints().iter().map(|e| format!("{e:?}")).collect();
+    let config = format!(
+        "name = \"m{i}\"\nlisten = [\"127.0.0.1:0\"]\ndiscovery = false\ndongles = false\n\
+         state_dir = {state:?}\nhome = {home:?}\nlease_ms = {LEASE_MS}\nrenew_ms = {RENEW_MS}\n\
+         fsync = false\nadmin_listen = \"127.0.0.1:0\"\n[pool]\nendpoints = [{}]\nname = \"split\"\n",
+        endpoints.join(", ")
+    );
+    let file = dir.join(format!("member-{i}.toml"));
+    std::fs::write(&file, config).unwrap();
+    ServerProc::start_wrapped(&state, home, 0, &["--config", file.to_str().unwrap()], &[])
+}
+
+/// The split-pool attack with real servers: a pool activation of three member machines
+/// (three containers, one license of 2 seats), its members started on two separate etcd
+/// clusters, two on one and one on the other. Clients of the two-member side get the
+/// license's two seats and no more; clients of the lone member are refused, told 1 of 3
+/// members are registered; so the total granted never exceeds the quantity.
+#[test]
+fn a_split_pool_of_servers_grants_the_quantity_once() {
+    use tessera::client::{Session, SessionOptions, sources};
+    use tessera::client::{install_activation, request_activation};
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = PublisherKey::generate(VENDOR, "Acme");
+    let homes: Vec<_> = (0..3)
+        .map(|i| dir.path().join(format!("home-{i}")))
+        .collect();
+    let reqs: Vec<Vec<u8>> = homes
+        .iter()
+        .map(|h| request_activation(&common::env_in(h), VENDOR).unwrap().1)
+        .collect();
+    let now = tessera::util::now();
+    let acts = key.activate_pool("split", &reqs, &[spec(2)], now).unwrap();
+    for (h, (_, act)) in homes.iter().zip(&acts) {
+        install_activation(&common::env_in(h), act, Some(&key.public_key())).unwrap();
+    }
+    let (a, b) = (Etcd::single(), Etcd::single());
+    let servers = [
+        server_member(dir.path(), &a, 0, &homes[0]),
+        server_member(dir.path(), &a, 1, &homes[1]),
+        server_member(dir.path(), &b, 2, &homes[2]),
+    ];
+    let session = |name: &str, member: usize| {
+        let mut o = SessionOptions::new(VENDOR, key.public_key());
+        o.sources = sources::NETWORK;
+        o.servers = vec![servers[member].addr.clone()];
+        o.timeout = Duration::from_secs(3);
+        Session::open_in(
+            o,
+            tessera::client::Environment {
+                home: dir.path().join(format!("client-{name}")),
+                host: tessera::host::HostIdentity::simulated(name),
+                clock: Arc::new(tessera::util::SystemClock),
+            },
+        )
+        .unwrap()
+    };
+    // Once both members of cluster a have registered, each grants a seat.
+    let mut held = Vec::new();
+    for (name, member) in [("left-0", 0), ("left-1", 1)] {
+        let s = session(name, member);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let seat = loop {
+            match s.acquire(5, 0, false) {
+                Ok(seat) => break seat,
+                Err(e) => {
+                    assert!(
+                        e.to_string().contains("registered"),
+                        "only a missing registration may refuse: {e}"
+                    );
+                    assert!(Instant::now() < deadline, "m{member} never granted: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        };
+        assert_eq!(
+            seat.info().unwrap().server.as_deref(),
+            Some(format!("m{member}").as_str())
+        );
+        held.push((s, seat));
+    }
+    // The quantity is reached on the majority side.
+    let more = session("left-2", 0);
+    assert!(matches!(
+        more.acquire(5, 0, false),
+        Err(Error::NoSeat { quantity: 2 })
+    ));
+    // The lone member refuses, naming how many members are registered, once it has
+    // registered itself; it never grants.
+    let lone = session("right", 2);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let e = loop {
+        let e = lone
+            .acquire(5, 0, false)
+            .expect_err("the lone member granted a seat");
+        if e.to_string().contains("1 of 3 members") || Instant::now() > deadline {
+            break e;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(matches!(e, Error::NoLicense(_)), "{e:?}");
+    assert!(
+        e.to_string().contains("1 of 3 members are registered"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("majority (2)"), "{e}");
+    // No seat in cluster b; two in cluster a.
+    let seats = |etcd: &Etcd| {
+        let out = etcd.etcdctl(&["get", "--prefix", "--keys-only", "/tessera/split/seats/"]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .count()
+    };
+    assert_eq!(seats(&a), 2);
+    assert_eq!(seats(&b), 0);
+    drop(held);
 }

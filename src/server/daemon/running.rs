@@ -82,6 +82,8 @@ impl Running {
             self.server.clone(),
             self.stopped.clone(),
         )));
+        // Pool mode: register this member in etcd and watch the others'.
+        self.server.refresh_pool_members(true);
         if let Ok(mut mine) = self.server.bound.lock() {
             *mine = self.bound.clone();
         }

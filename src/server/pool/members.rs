@@ -23,16 +23,25 @@ use std::convert::Infallible;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use etcd_client::{Client, EventType, GetOptions, PutOptions, WatchOptions};
+use etcd_client::{Client, ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::license::{License, PoolRegistration};
 use crate::{Error, Result};
 
-/// Signs this member's registration for a pool license (by id) in an etcd cluster (by id):
-/// the hosted container's `SignPoolMember` request.
-pub type Signer = Arc<dyn Fn(&[u8; 16], u64) -> Result<Vec<u8>> + Send + Sync>;
+/// Signs the registration of the hosted container `serial` for a pool license (by id) in an
+/// etcd cluster (by id): the hosted container's `SignPoolMember` request.
+pub type Signer = Arc<dyn Fn(&str, &[u8; 16], u64) -> Result<Vec<u8>> + Send + Sync>;
+
+/// A pool license this member serves, and the serial of the hosted container holding it.
+#[derive(Clone, Debug)]
+pub struct Served {
+    /// The container that signs the registration.
+    pub serial: String,
+    /// The pool license.
+    pub license: License,
+}
 
 /// How many of a pool license's members are registered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,7 +83,7 @@ struct View {
 /// this is dropped.
 pub struct Members {
     prefix: String,
-    licenses: Arc<Vec<License>>,
+    served: Arc<Vec<Served>>,
     view: Arc<RwLock<View>>,
     task: JoinHandle<()>,
 }
@@ -89,7 +98,7 @@ impl std::fmt::Debug for Members {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Members")
             .field("prefix", &self.prefix)
-            .field("licenses", &self.licenses.len())
+            .field("served", &self.served.len())
             .finish_non_exhaustive()
     }
 }
@@ -100,46 +109,70 @@ pub fn member_key(prefix: &str, serial: &str, license_id: &[u8; 16]) -> String {
 }
 
 impl Members {
-    /// Starts registering this member (container `serial`) for each pool license of
-    /// `licenses` (others are ignored) under `prefix` in the etcd cluster `client` reaches,
-    /// with registrations `signer` signs, on an etcd lease of `ttl`; and watching the
+    /// Starts registering this member for each pool license of `served` (others are
+    /// ignored) under `prefix` in the etcd cluster at `endpoints` (`http://host:port`), with
+    /// registrations `signer` signs, on an etcd lease of `ttl`; and watching the
     /// registrations. Needs a tokio runtime.
     pub fn start(
-        client: Client,
+        endpoints: Vec<String>,
         prefix: &str,
-        serial: &str,
-        licenses: Vec<License>,
+        served: Vec<Served>,
         signer: Signer,
         ttl: Duration,
     ) -> Members {
-        let licenses: Arc<Vec<License>> = Arc::new(
-            licenses
+        let served: Arc<Vec<Served>> = Arc::new(
+            served
                 .into_iter()
-                .filter(|l| l.binding.pool().is_some())
+                .filter(|s| s.license.binding.admits(&s.serial, None))
                 .collect(),
         );
         let view = Arc::new(RwLock::new(View::default()));
         let task = tokio::spawn(register_loop(
-            client,
+            endpoints,
             prefix.to_string(),
-            serial.to_string(),
-            licenses.clone(),
+            served.clone(),
             signer,
             ttl.max(Duration::from_secs(1)),
             view.clone(),
         ));
         Members {
             prefix: prefix.to_string(),
-            licenses,
+            served,
             view,
             task,
         }
     }
 
+    /// Whether this registers exactly the pool licenses of `served` (by serial and id).
+    pub fn serves(&self, served: &[Served]) -> bool {
+        let ids = |v: &[Served]| {
+            let mut ids: Vec<(String, [u8; 16])> = v
+                .iter()
+                .filter(|s| s.license.binding.admits(&s.serial, None))
+                .map(|s| (s.serial.clone(), s.license.license_id))
+                .collect();
+            ids.sort();
+            ids
+        };
+        ids(&self.served) == ids(served)
+    }
+
+    /// The pool licenses this member registers for, with the containers holding them.
+    pub fn served(&self) -> &[Served] {
+        &self.served
+    }
+
+    fn license(&self, license_id: &[u8; 16]) -> Option<&License> {
+        self.served
+            .iter()
+            .map(|s| &s.license)
+            .find(|l| l.license_id == *license_id)
+    }
+
     /// How many members of pool license `license_id` are registered, or `None` for a license
     /// that is not one of this member's pool licenses.
     pub fn quorum(&self, license_id: &[u8; 16]) -> Option<Quorum> {
-        let lic = self.licenses.iter().find(|l| l.license_id == *license_id)?;
+        let lic = self.license(license_id)?;
         let members = lic.binding.pool().map_or(0, |(_, m)| m.len());
         let view = self.view.read().unwrap_or_else(|e| e.into_inner());
         let mut seen = vec![false; members];
@@ -214,12 +247,13 @@ fn admit(
     prefix: &str,
     key: &[u8],
     value: &[u8],
-    licenses: &[License],
+    served: &[Served],
     cluster_id: u64,
 ) -> Option<([u8; 16], usize)> {
     let unverified = PoolRegistration::parse_unverified(value).ok()?;
-    let lic = licenses
+    let lic = served
         .iter()
+        .map(|s| &s.license)
         .find(|l| l.license_id == unverified.license_id)?;
     match PoolRegistration::verify(value, lic, cluster_id) {
         Ok((index, r)) if member_key(prefix, &r.serial, &r.license_id).as_bytes() == key => {
@@ -237,35 +271,25 @@ fn admit(
 }
 
 async fn register_loop(
-    client: Client,
+    endpoints: Vec<String>,
     prefix: String,
-    serial: String,
-    licenses: Arc<Vec<License>>,
+    served: Arc<Vec<Served>>,
     signer: Signer,
     ttl: Duration,
     view: Arc<RwLock<View>>,
 ) {
-    if licenses.is_empty() {
+    if served.is_empty() {
         return;
     }
     let retry = (ttl / 4).max(Duration::from_millis(200));
     loop {
-        let Err(e) = register_and_watch(
-            client.clone(),
-            &prefix,
-            &serial,
-            &licenses,
-            &signer,
-            ttl,
-            &view,
-        )
-        .await;
+        let Err(e) = register_and_watch(&endpoints, &prefix, &served, &signer, ttl, &view).await;
         {
             let mut v = view.write().unwrap_or_else(|e| e.into_inner());
             v.current = false;
             v.last_error = Some(e.to_string());
         }
-        tracing::warn!("pool registration of {serial}: {e}; registering again");
+        tracing::warn!("pool registration: {e}; registering again");
         tokio::time::sleep(retry).await;
     }
 }
@@ -277,28 +301,37 @@ fn etcd(what: &str, e: etcd_client::Error) -> Error {
 /// Registers, reads every registration, then keeps the lease alive and follows the watch
 /// until something fails, and says why.
 async fn register_and_watch(
-    mut client: Client,
+    endpoints: &[String],
     prefix: &str,
-    serial: &str,
-    licenses: &[License],
+    served: &[Served],
     signer: &Signer,
     ttl: Duration,
     view: &RwLock<View>,
 ) -> Result<Infallible> {
     {
+        // With a leader required, a node cut off from its cluster's majority answers
+        // nothing (and ends the watch) rather than stale registrations.
+        let options = ConnectOptions::new()
+            .with_connect_timeout(ttl)
+            .with_keep_alive(ttl / 2, ttl)
+            .with_require_leader(true);
+        let mut client = tokio::time::timeout(ttl, Client::connect(endpoints, Some(options)))
+            .await
+            .map_err(|_| Error::Timeout("connecting to etcd timed out".into()))?
+            .map_err(|e| etcd("connect", e))?;
         let status = client.status().await.map_err(|e| etcd("status", e))?;
         let cluster_id = status
             .header()
             .map(|h| h.cluster_id())
             .ok_or_else(|| Error::Internal("etcd status without a header".into()))?;
         let mut signed = Vec::new();
-        for lic in licenses {
-            let s = signer.clone();
-            let id = lic.license_id;
-            let bytes = tokio::task::spawn_blocking(move || s(&id, cluster_id))
+        for s in served {
+            let signer = signer.clone();
+            let (serial, id) = (s.serial.clone(), s.license.license_id);
+            let bytes = tokio::task::spawn_blocking(move || signer(&serial, &id, cluster_id))
                 .await
                 .map_err(|e| Error::Internal(format!("signing the registration: {e}")))??;
-            signed.push((member_key(prefix, serial, &id), bytes));
+            signed.push((member_key(prefix, &s.serial, &id), bytes));
         }
         let lease = client
             .lease_grant(ttl.as_secs().max(1) as i64, None)
@@ -342,7 +375,7 @@ async fn register_and_watch(
                 .kvs()
                 .iter()
                 .filter_map(|kv| {
-                    admit(prefix, kv.key(), kv.value(), licenses, cluster_id)
+                    admit(prefix, kv.key(), kv.value(), served, cluster_id)
                         .map(|a| (kv.key().to_vec(), a))
                 })
                 .collect();
@@ -351,7 +384,8 @@ async fn register_and_watch(
             v.revision = revision;
         }
         tracing::info!(
-            "pool member {serial} registered in etcd cluster {cluster_id:x} (lease {:x})",
+            "pool member registered {} license(s) in etcd cluster {cluster_id:x} (lease {:x})",
+            served.len(),
             lease.id()
         );
         let mut tick = tokio::time::interval(ttl / 3);
@@ -389,7 +423,7 @@ async fn register_and_watch(
                         let Some(kv) = ev.kv() else { continue };
                         match ev.event_type() {
                             EventType::Put => {
-                                match admit(prefix, kv.key(), kv.value(), licenses, cluster_id) {
+                                match admit(prefix, kv.key(), kv.value(), served, cluster_id) {
                                     Some(a) => v.valid.insert(kv.key().to_vec(), a),
                                     None => v.valid.remove(kv.key()),
                                 };
