@@ -55,11 +55,12 @@ pub const POOL_ROW_VERSION: u16 = 1;
 const MAX_RACES: usize = 16;
 
 /// How long one etcd call may take on one endpoint.
-const CALL_TIMEOUT: Duration = Duration::from_millis(1500);
+const CALL_TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// How long a member keeps trying etcd (other endpoints, a leader election) before it
-/// answers a transient error.
-const PATIENCE: Duration = Duration::from_millis(4000);
+/// answers a transient error: well within a client's timeout (5 s by default), so the
+/// client hears why rather than timing out.
+const PATIENCE: Duration = Duration::from_millis(2000);
 
 /// The expiry of every row in a member's cache: live for as long as etcd holds it.
 const IN_ETCD: u64 = u64::MAX;
