@@ -100,11 +100,13 @@ impl Member {
 
     /// Starts registering in `etcd` for `license` under `prefix`.
     async fn join(&self, etcd: &Etcd, prefix: &str, license: &License) -> Members {
+        self.join_at(etcd.endpoints(), prefix, license)
+    }
+
+    /// Starts registering through the etcd endpoints `endpoints` (`host:port`).
+    fn join_at(&self, endpoints: Vec<String>, prefix: &str, license: &License) -> Members {
         Members::start(
-            etcd.endpoints()
-                .iter()
-                .map(|e| format!("http://{e}"))
-                .collect(),
+            endpoints.iter().map(|e| format!("http://{e}")).collect(),
             prefix,
             vec![Served {
                 serial: self.serial.clone(),
@@ -243,6 +245,40 @@ async fn a_split_pool_grants_on_the_majority_side_only() {
     assert!(!q.holds());
     let e = m0.check(&lic).unwrap_err();
     assert!(e.to_string().contains("1 of 3 members"), "{e}");
+}
+
+/// A member whose etcd endpoints reach two clusters (it could count a majority in one and
+/// write seats in the other) does not register and refuses, naming both clusters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_endpoints_reach_two_etcd_clusters_refuses() {
+    let key = PublisherKey::generate(VENDOR, "Acme");
+    let (members, lic) = pool(&key, "site", 1);
+    let (a, b) = (etcd().await, etcd().await);
+    let endpoints = [a.endpoints(), b.endpoints()].concat();
+    let m = members[0].join_at(endpoints, "/tessera/site/", &lic);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let e = loop {
+        let e = m.check(&lic).expect_err("a member on two clusters granted");
+        if e.to_string().contains("different etcd clusters") {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "{e}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(matches!(e, Error::NoLicense(_)), "{e:?}");
+    assert!(!m.is_current());
+    // It wrote no registration in either cluster.
+    for etcd in [&a, &b] {
+        let got = client(etcd)
+            .await
+            .get(
+                "/tessera/site/members/",
+                Some(etcd_client::GetOptions::new().with_prefix()),
+            )
+            .await
+            .unwrap();
+        assert!(got.kvs().is_empty());
+    }
 }
 
 /// Waits (up to 30 s) until `m`'s watch has reached etcd revision `revision`.
@@ -498,4 +534,37 @@ fn a_split_pool_of_servers_grants_the_quantity_once() {
     assert_eq!(seats(&a), 2);
     assert_eq!(seats(&b), 0);
     drop(held);
+}
+
+/// Three members on a three-node etcd, each through all three endpoints: all see 3 of 3.
+/// With the etcd leader killed, the cluster keeps a majority of nodes and the members keep
+/// (or regain) their registrations and grant; a member stopped drops out with its lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_on_a_three_node_etcd_keep_their_majority_when_the_leader_dies() {
+    let key = PublisherKey::generate(VENDOR, "Acme");
+    let (members, lic) = pool(&key, "trio", 3);
+    let mut etcd = tokio::task::spawn_blocking(|| Etcd::cluster(3))
+        .await
+        .unwrap();
+    let prefix = "/tessera/trio/";
+    let m: Vec<Members> = members
+        .iter()
+        .map(|x| x.join_at(etcd.endpoints(), prefix, &lic))
+        .collect();
+    for x in &m {
+        settle(x, &lic, 3).await;
+        x.check(&lic).unwrap();
+    }
+    let leader = etcd.leader().expect("a leader");
+    etcd.kill(leader);
+    for x in &m {
+        settle(x, &lic, 3).await;
+        x.check(&lic).unwrap();
+    }
+    let mut m = m;
+    drop(m.pop());
+    drop(m.pop());
+    let q = settle(&m[0], &lic, 1).await;
+    assert_eq!(q.needed(), 2);
+    assert!(m[0].check(&lic).is_err());
 }

@@ -298,6 +298,47 @@ fn etcd(what: &str, e: etcd_client::Error) -> Error {
     Error::Timeout(format!("etcd {what}: {e}"))
 }
 
+/// The cluster id every endpoint of `endpoints` that answers (within `ttl / 4` in all)
+/// reports,
+/// through a client of its own kept in `each`; an error when none answers or two answer for
+/// different clusters.
+async fn one_cluster(
+    endpoints: &[String],
+    each: &mut [Option<Client>],
+    options: &ConnectOptions,
+    ttl: Duration,
+) -> Result<u64> {
+    let mut ids: Vec<(u64, &str)> = Vec::new();
+    for (endpoint, slot) in endpoints.iter().zip(each.iter_mut()) {
+        let answer = async {
+            if slot.is_none() {
+                *slot = Some(Client::connect([endpoint], Some(options.clone())).await?);
+            }
+            match slot.as_mut() {
+                Some(c) => c.status().await.map(|s| s.header().map(|h| h.cluster_id())),
+                None => Ok(None),
+            }
+        };
+        let within = ttl / 4 / endpoints.len().max(1) as u32;
+        match tokio::time::timeout(within.max(Duration::from_millis(100)), answer).await {
+            Ok(Ok(Some(id))) => ids.push((id, endpoint)),
+            _ => *slot = None,
+        }
+    }
+    match ids.split_first() {
+        None => Err(Error::Timeout(format!(
+            "no etcd endpoint answered ({})",
+            endpoints.join(",")
+        ))),
+        Some(((first, at), rest)) => match rest.iter().find(|(id, _)| id != first) {
+            Some((other, there)) => Err(Error::BindingMismatch(format!(
+                "the pool's etcd endpoints belong to different etcd clusters ({at}: {first:x}, {there}: {other:x}); a pool's members must share one"
+            ))),
+            None => Ok(*first),
+        },
+    }
+}
+
 /// Registers, reads every registration, then keeps the lease alive and follows the watch
 /// until something fails, and says why.
 async fn register_and_watch(
@@ -315,15 +356,19 @@ async fn register_and_watch(
             .with_connect_timeout(ttl)
             .with_keep_alive(ttl / 2, ttl)
             .with_require_leader(true);
-        let mut client = tokio::time::timeout(ttl, Client::connect(endpoints, Some(options)))
-            .await
-            .map_err(|_| Error::Timeout("connecting to etcd timed out".into()))?
-            .map_err(|e| etcd("connect", e))?;
+        let mut client =
+            tokio::time::timeout(ttl, Client::connect(endpoints, Some(options.clone())))
+                .await
+                .map_err(|_| Error::Timeout("connecting to etcd timed out".into()))?
+                .map_err(|e| etcd("connect", e))?;
+        let mut each: Vec<Option<Client>> = vec![None; endpoints.len()];
+        let cluster_id = one_cluster(endpoints, &mut each, &options, ttl).await?;
         let status = client.status().await.map_err(|e| etcd("status", e))?;
-        let cluster_id = status
-            .header()
-            .map(|h| h.cluster_id())
-            .ok_or_else(|| Error::Internal("etcd status without a header".into()))?;
+        if status.header().map(|h| h.cluster_id()) != Some(cluster_id) {
+            return Err(Error::BindingMismatch(
+                "the pool's etcd endpoints answer for different etcd clusters".into(),
+            ));
+        }
         let mut signed = Vec::new();
         for s in served {
             let signer = signer.clone();
@@ -389,6 +434,7 @@ async fn register_and_watch(
             lease.id()
         );
         let mut tick = tokio::time::interval(ttl / 3);
+        let mut ticks = 0u64;
         let mut last_alive = Instant::now();
         loop {
             tokio::select! {
@@ -400,6 +446,18 @@ async fn register_and_watch(
                         )));
                     }
                     keeper.keep_alive().await.map_err(|e| etcd("keep-alive", e))?;
+                    // Every endpoint must stay in this cluster: a member whose endpoints
+                    // reach two clusters could count a majority in one and write seats in
+                    // the other.
+                    ticks += 1;
+                    if endpoints.len() > 1
+                        && ticks % 3 == 0
+                        && one_cluster(endpoints, &mut each, &options, ttl).await? != cluster_id
+                    {
+                        return Err(Error::BindingMismatch(
+                            "the pool's etcd endpoints now answer for another etcd cluster".into(),
+                        ));
+                    }
                 }
                 m = alive.message() => match m.map_err(|e| etcd("keep-alive", e))? {
                     Some(r) if r.ttl() > 0 => last_alive = Instant::now(),
