@@ -451,7 +451,7 @@ async fn register_and_watch(
                     // the other.
                     ticks += 1;
                     if endpoints.len() > 1
-                        && ticks % 3 == 0
+                        && ticks.is_multiple_of(3)
                         && one_cluster(endpoints, &mut each, &options, ttl).await? != cluster_id
                     {
                         return Err(Error::BindingMismatch(
