@@ -568,3 +568,85 @@ async fn members_on_a_three_node_etcd_keep_their_majority_when_the_leader_dies()
     assert_eq!(q.needed(), 2);
     assert!(m[0].check(&lic).is_err());
 }
+
+/// A pool license is served only by pool members: a member machine's server run as a single
+/// server (no `--pool`) refuses it, and so does the member's container to a local app (each
+/// would count seats of its own, `quantity` per member machine). The same machine as the
+/// one member of a one-member pool, on a one-node etcd, grants.
+#[test]
+fn a_pool_license_is_served_only_by_pool_members() {
+    use tessera::client::{
+        Session, SessionOptions, install_activation, request_activation, sources,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = PublisherKey::generate(VENDOR, "Acme");
+    let home = dir.path().join("home");
+    let env = common::env_in(&home);
+    let req = request_activation(&env, VENDOR).unwrap().1;
+    let acts = key
+        .activate_pool("solo", &[req], &[spec(2)], tessera::util::now())
+        .unwrap();
+    install_activation(&env, &acts[0].1, Some(&key.public_key())).unwrap();
+
+    // A local app on the member machine.
+    let mut o = SessionOptions::new(VENDOR, key.public_key());
+    o.sources = sources::SOFTWARE;
+    let local = Session::open_in(o, common::env_in(&home)).unwrap();
+    let e = local
+        .acquire(5, 0, false)
+        .expect_err("a local seat of a pool license");
+    assert!(e.to_string().contains("belongs to pool solo"), "{e}");
+
+    // The member's server without --pool.
+    let server = ServerProc::start(&dir.path().join("state"), &home, 0);
+    let mut o = SessionOptions::new(VENDOR, key.public_key());
+    o.sources = sources::NETWORK;
+    o.servers = vec![server.addr.clone()];
+    o.timeout = Duration::from_secs(3);
+    let client = Session::open_in(
+        o,
+        tessera::client::Environment {
+            home: dir.path().join("client"),
+            host: tessera::host::HostIdentity::simulated("client"),
+            clock: Arc::new(tessera::util::SystemClock),
+        },
+    )
+    .unwrap();
+    let e = client
+        .acquire(5, 0, false)
+        .expect_err("a single server granted a pool license");
+    assert!(matches!(e, Error::NoLicense(_)), "{e:?}");
+    assert!(e.to_string().contains("only a pool member"), "{e}");
+    drop(client);
+    drop(server);
+
+    // The same machine as the one member of its pool, on a one-node etcd, grants.
+    let etcd = Etcd::single();
+    let member = server_member(dir.path(), &etcd, 0, &home);
+    let mut o = SessionOptions::new(VENDOR, key.public_key());
+    o.sources = sources::NETWORK;
+    o.servers = vec![member.addr.clone()];
+    o.timeout = Duration::from_secs(3);
+    let client = Session::open_in(
+        o,
+        tessera::client::Environment {
+            home: dir.path().join("client-2"),
+            host: tessera::host::HostIdentity::simulated("client-2"),
+            clock: Arc::new(tessera::util::SystemClock),
+        },
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let seat = loop {
+        match client.acquire(5, 0, false) {
+            Ok(seat) => break seat,
+            Err(e) => {
+                assert!(e.to_string().contains("regist"), "{e}");
+                assert!(Instant::now() < deadline, "{e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    assert_eq!(seat.info().unwrap().server.as_deref(), Some("m0"));
+}

@@ -83,13 +83,20 @@ impl Server {
         )));
     }
 
-    /// Pool mode: may this member grant a seat of `license`? A pool license only while a
-    /// strict majority of its members are registered in the pool's etcd cluster
-    /// ([`Members::check`]); any other license, yes.
+    /// May this server grant a seat of `license`? A pool license only in pool mode, and only
+    /// while a strict majority of its members are registered in the pool's etcd cluster
+    /// ([`Members::check`]): a member run as a single server would count its own seats.
+    /// Any other license, yes.
     pub(super) fn pool_quorum(&self, license: &License) -> Result<()> {
         let Some((name, _)) = license.binding.pool() else {
             return Ok(());
         };
+        if self.pool.is_none() {
+            return Err(Error::NoLicense(format!(
+                "license {} belongs to pool {name}: only a pool member (tessera-server --pool) serves it",
+                license.id_hex()
+            )));
+        }
         let members = match self.members.read() {
             Ok(m) => m.clone(),
             Err(p) => p.into_inner().clone(),
