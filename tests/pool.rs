@@ -72,9 +72,20 @@ fn pool_leased(etcd: Etcd, specs: &[LicenseSpec], n: usize, lease: (u64, u64)) -
 }
 
 fn member(dir: &Path, etcd: &Etcd, i: usize, home: &Path, lease: (u64, u64)) -> ServerProc {
+    member_on(dir, &etcd.endpoints(), i, home, lease)
+}
+
+/// Member `m<i>` on the etcd endpoints `endpoints`.
+fn member_on(
+    dir: &Path,
+    endpoints: &[String],
+    i: usize,
+    home: &Path,
+    lease: (u64, u64),
+) -> ServerProc {
     let (lease_ms, renew_ms) = lease;
     let state = dir.join(format!("state-{i}"));
-    let endpoints: Vec<String> = etcd.endpoints().iter().map(|e| format!("{e:?}")).collect();
+    let endpoints: Vec<String> = endpoints.iter().map(|e| format!("{e:?}")).collect();
     let config = format!(
         "name = \"m{i}\"\nlisten = [\"127.0.0.1:0\"]\ndiscovery = false\ndongles = false\n\
          state_dir = {state:?}\nhome = {home:?}\nlease_ms = {lease_ms}\nrenew_ms = {renew_ms}\n\
@@ -447,4 +458,57 @@ fn a_bad_pool_url_is_refused_with_a_clear_message_and_help_names_the_option() {
         help.contains("--pool") && help.contains("etcd://"),
         "{help}"
     );
+}
+
+#[test]
+fn clients_move_on_from_a_member_cut_off_from_etcd() {
+    // Leases longer than the time a member takes to give up on its etcd (2 s).
+    let lease = (6000, 500);
+    let mut p = pool_leased(
+        Etcd::single(),
+        &[spec(1, 2, CountingUnit::Station)],
+        2,
+        lease,
+    );
+    // m2 hosts the license too, but its etcd is nowhere.
+    let home = p.dir.path().join("home-2");
+    copy_dir(&p.dir.path().join("home-0"), &home);
+    let nowhere = vec![format!("127.0.0.1:{}", common::etcd::free_port())];
+    let cut = member_on(p.dir.path(), &nowhere, 2, &home, lease);
+    p.members.push(cut);
+    // Asked first, m2 answers that it cannot serve now; the client asks the next member.
+    let a = session(&p, "host-a", &[2, 0]);
+    let seat_a = a.acquire(1, 0, false).expect("served by m0");
+    assert_eq!(seat_a.info().unwrap().server.as_deref(), Some("m0"));
+    // A client served by m1 re-attaches past m2 when m1 dies.
+    let b = session(&p, "host-b", &[1, 2, 0]);
+    let seat_b = b.acquire(1, 0, false).unwrap();
+    assert_eq!(seat_b.info().unwrap().server.as_deref(), Some("m1"));
+    p.members[1].kill9();
+    assert!(
+        eventually(Duration::from_secs(10), || works(&seat_b)
+            && seat_b
+                .info()
+                .is_ok_and(|i| i.server.as_deref() == Some("m0"))),
+        "re-attached to m0"
+    );
+    std::thread::sleep(Duration::from_millis(lease.0 + 1000));
+    assert!(works(&seat_b) && works(&seat_a), "both kept their seats");
+    assert_eq!(seats_in_etcd(&p).len(), 2);
+}
+
+#[test]
+fn a_seat_gone_from_etcd_is_lost_for_its_holder_and_free_for_others() {
+    let p = pool(Etcd::single(), &[spec(1, 1, CountingUnit::Station)], 2);
+    let a = session(&p, "host-a", &[0]);
+    let seat = a.acquire(1, 0, false).unwrap();
+    let b = session(&p, "host-b", &[1]);
+    assert!(matches!(b.acquire(1, 0, false), Err(Error::NoSeat { .. })));
+    // The row goes behind the members' backs (its lease lives on): the members follow etcd.
+    let out = p.etcd.etcdctl(&["del", "--prefix", "/tessera/test/seats/"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+    let e = failure_of(&seat);
+    assert!(matches!(e, Error::LeaseLost(_)), "{e}");
+    assert!(b.acquire(1, 0, false).is_ok());
 }

@@ -18,6 +18,12 @@
 //! are not seen by the compare, which only makes the cache conservative). So a grant is exact
 //! across members without a lock.
 //!
+//! A watch on the pool's seats keeps the caches current ([`EtcdSeats::follow`]): another
+//! member's grant, a release, a revoke, an expiry. A cache entry is kept only when it was
+//! read after the watch started (so no event it needs was missed), and every event moves its
+//! revision on; without the watch (etcd down, a restart of the watch) the compare still keeps
+//! every grant exact, at the cost of a failed transaction.
+//!
 //! In the cache every row counts as live for as long as it is there (its expiry is etcd's
 //! lease, not the row's `expires_ms`): the table never drops a row etcd still holds.
 //!
@@ -36,8 +42,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, LeaseKeepAliveStream, LeaseKeeper,
-    PutOptions, Txn, TxnOp, TxnOpResponse,
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, LeaseKeepAliveStream,
+    LeaseKeeper, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
@@ -61,6 +67,9 @@ const CALL_TIMEOUT: Duration = Duration::from_millis(1000);
 /// answers a transient error: well within a client's timeout (5 s by default), so the
 /// client hears why rather than timing out.
 const PATIENCE: Duration = Duration::from_millis(2000);
+
+/// How long etcd counts as down after a call gave up on it.
+const DOWN_FOR: Duration = Duration::from_secs(1);
 
 /// The expiry of every row in a member's cache: live for as long as etcd holds it.
 const IN_ETCD: u64 = u64::MAX;
@@ -163,6 +172,8 @@ struct Served {
     license_id: [u8; 16],
     client: [u8; 32],
     lease: i64,
+    /// The revision this member wrote the row at (older events say nothing of it).
+    rev: i64,
 }
 
 type Keeper = Arc<tokio::sync::Mutex<Option<(LeaseKeeper, LeaseKeepAliveStream)>>>;
@@ -189,6 +200,9 @@ pub struct EtcdSeats {
     cache: Mutex<HashMap<[u8; 16], Cached>>,
     served: Mutex<HashMap<SeatId, Served>>,
     keepers: Mutex<HashMap<i64, Keeper>>,
+    /// Until when etcd counts as down (a call just gave up): calls meanwhile try once and
+    /// give up at once, so that clients move on to another member quickly.
+    down_until: Mutex<Option<Instant>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -226,6 +240,7 @@ impl EtcdSeats {
             cache: Mutex::new(HashMap::new()),
             served: Mutex::new(HashMap::new()),
             keepers: Mutex::new(HashMap::new()),
+            down_until: Mutex::new(None),
         })
     }
 
@@ -293,11 +308,18 @@ impl EtcdSeats {
         Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
         let start = Instant::now();
+        let patience = match *lock(&self.down_until) {
+            Some(t) if Instant::now() < t => Duration::ZERO,
+            _ => PATIENCE,
+        };
         let mut last;
         loop {
             match self.client().await {
                 Ok(c) => match tokio::time::timeout(CALL_TIMEOUT, call(c)).await {
-                    Ok(Ok(v)) => return Ok(v),
+                    Ok(Ok(v)) => {
+                        *lock(&self.down_until) = None;
+                        return Ok(v);
+                    }
                     Ok(Err(e)) => {
                         last = e.to_string();
                         self.failed().await;
@@ -309,7 +331,8 @@ impl EtcdSeats {
                 },
                 Err(e) => last = e.to_string(),
             }
-            if start.elapsed() >= PATIENCE {
+            if start.elapsed() >= patience {
+                *lock(&self.down_until) = Some(Instant::now() + DOWN_FOR);
                 return Err(Error::Timeout(format!(
                     "the pool's etcd ({}) did not answer ({what}): {last}; try another member",
                     self.urls.join(",")
@@ -523,6 +546,7 @@ impl EtcdSeats {
                         license_id: *license_id,
                         client: *client,
                         lease,
+                        rev: at,
                     },
                 );
                 if let Some(old) = old
@@ -750,6 +774,126 @@ impl EtcdSeats {
             .get(seat_id)
             .filter(|s| s.client == *client)
             .map(|s| s.license_id)
+    }
+
+    /// Follows the pool's seats with an etcd watch until `stop` resolves, restarting the
+    /// watch after a failure: the caches see other members' changes as they happen, and a
+    /// seat revoked or taken over elsewhere is no longer served here.
+    pub async fn follow(self: Arc<Self>, stop: impl Future<Output = ()>) {
+        let weak = Arc::downgrade(&self);
+        drop(self);
+        let run = async move {
+            loop {
+                let Some(me) = weak.upgrade() else { return };
+                if let Err(e) = me.watch_once().await {
+                    debug!(error = %e, "the pool's watch stopped; restarting it");
+                }
+                drop(me);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        };
+        tokio::select! {
+            () = run => {},
+            () = stop => {},
+        }
+    }
+
+    async fn watch_once(&self) -> Result<()> {
+        let key = format!("{}seats/", self.prefix);
+        let failed = |e: &dyn std::fmt::Display| {
+            Error::Timeout(format!("the pool's watch on etcd failed: {e}"))
+        };
+        let mut c = self.client().await?;
+        let mut stream = tokio::time::timeout(
+            CALL_TIMEOUT,
+            c.watch(key, Some(WatchOptions::new().with_prefix())),
+        )
+        .await
+        .map_err(|e| failed(&e))?
+        .map_err(|e| failed(&e))?;
+        let created = tokio::time::timeout(CALL_TIMEOUT, stream.message())
+            .await
+            .map_err(|e| failed(&e))?
+            .map_err(|e| failed(&e))?
+            .ok_or_else(|| failed(&"no answer"))?;
+        let from = created.header().map_or(i64::MAX, |h| h.revision());
+        // Entries read before the watch's start may miss changes it will not report.
+        lock(&self.cache).retain(|_, c| c.rev >= from);
+        debug!(revision = from, "following the pool's seats");
+        loop {
+            let Some(resp) = stream.message().await.map_err(|e| failed(&e))? else {
+                return Ok(());
+            };
+            if resp.canceled() {
+                return Err(failed(&resp.cancel_reason()));
+            }
+            for ev in resp.events() {
+                self.apply(ev);
+            }
+        }
+    }
+
+    /// Applies one change of the pool's seats to the cache of its license (when cached and
+    /// not already in it).
+    fn apply(&self, ev: &etcd_client::Event) {
+        let Some(kv) = ev.kv() else { return };
+        let rest = &kv.key()[self.prefix.len().min(kv.key().len())..];
+        let Some(rest) = rest.strip_prefix(b"seats/") else {
+            return;
+        };
+        let mut parts = rest.split(|b| *b == b'/');
+        let (Some(lic), Some(seat)) = (parts.next(), parts.next()) else {
+            return;
+        };
+        let (Ok(license_id), Ok(seat_id)) = (
+            <[u8; 16]>::try_from(hex::decode(lic).unwrap_or_default().as_slice()),
+            <[u8; 16]>::try_from(hex::decode(seat).unwrap_or_default().as_slice()),
+        ) else {
+            return;
+        };
+        let rev = kv.mod_revision();
+        let row = match ev.event_type() {
+            EventType::Put => match PoolRow::decode(kv.value()) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    warn!(error = %e, "pool seat not read");
+                    None
+                }
+            },
+            EventType::Delete => None,
+        };
+        {
+            let mut served = lock(&self.served);
+            if let Some(s) = served.get(&seat_id)
+                && rev > s.rev
+                && row.as_ref().is_none_or(|r| r.lease != s.lease)
+            {
+                // Gone, or taken over by another member.
+                let lease = s.lease;
+                served.remove(&seat_id);
+                self.forget_lease(lease);
+            }
+        }
+        let mut cache = lock(&self.cache);
+        let Some(c) = cache.get_mut(&license_id) else {
+            return;
+        };
+        if rev <= c.rev {
+            return;
+        }
+        match row.map(|r| r.seat_row()) {
+            Some(Ok(mut r)) => {
+                r.expires_ms = IN_ETCD;
+                c.table.load(vec![r], now_ms());
+            }
+            Some(Err(_)) => {}
+            None => {
+                if c.table.revoke(&seat_id, 0).is_none() {
+                    c.table.give_back(&seat_id, 0);
+                }
+            }
+        }
+        c.rev = rev;
     }
 
     /// How many seats this member serves.
