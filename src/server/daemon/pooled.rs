@@ -103,8 +103,8 @@ impl Server {
         };
         match members {
             Some(m) => m.check(license),
-            None => Err(Error::NoLicense(format!(
-                "pool {name}: this member has not registered in the pool's etcd cluster"
+            None => Err(Error::Timeout(format!(
+                "pool {name}: this member has not registered in the pool's etcd cluster yet"
             ))),
         }
     }

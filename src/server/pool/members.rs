@@ -207,8 +207,9 @@ impl Members {
 
     /// May this member grant a seat of `license`? Yes for a license that is not a pool
     /// license; for a pool license only while this member is in step with the pool's etcd
-    /// cluster and a strict majority of the license's members are registered there. The
-    /// refusal names how many of how many are.
+    /// cluster (else `Timeout`, which sends a client on to the next member of its list) and
+    /// a strict majority of the license's members are registered there (else `NoLicense`,
+    /// naming how many of how many are).
     pub fn check(&self, license: &License) -> Result<()> {
         let Some((pool, _)) = license.binding.pool() else {
             return Ok(());
@@ -221,7 +222,9 @@ impl Members {
         };
         let view = self.view.read().unwrap_or_else(|e| e.into_inner());
         if !view.current {
-            return Err(Error::NoLicense(format!(
+            // Transient, as a member cut off from etcd answers: a client moves on to the
+            // next member of its list.
+            return Err(Error::Timeout(format!(
                 "pool {pool}: this member is not registered in the pool's etcd cluster ({}); it grants seats again once it is and sees a majority ({} of {}) of the members registered",
                 view.last_error.as_deref().unwrap_or("registering"),
                 q.needed(),
