@@ -109,6 +109,16 @@ impl Server {
         }
     }
 
+    /// Pool mode: stops this member's registrations (at the server's stop: their leases run
+    /// out, and a reload does not start them again).
+    pub(super) fn stop_pool_members(&self) {
+        let stopped = match self.members.write() {
+            Ok(mut m) => m.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        drop(stopped);
+    }
+
     /// Pool mode: this member's registrations and its view of the others' (for the admin
     /// API), once started.
     pub fn pool_members(&self) -> Option<Arc<Members>> {

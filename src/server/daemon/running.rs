@@ -107,6 +107,8 @@ impl Running {
         for t in self.tasks {
             let _ = t.await;
         }
+        // Pool mode: no more keep-alives for this member's registrations.
+        server.stop_pool_members();
         server.committer.submit(Vec::new()).wait_async().await?;
         // Who holds which seat, for the admin page after the restart (clients re-attach their
         // seats, but the page would not know who held them until then, nor since when).
