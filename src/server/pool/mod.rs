@@ -37,13 +37,13 @@ pub mod members;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, LeaseKeepAliveStream,
-    LeaseKeeper, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions,
+    LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
@@ -203,7 +203,29 @@ pub struct EtcdSeats {
     /// Until when etcd counts as down (a call just gave up): calls meanwhile try once and
     /// give up at once, so that clients move on to another member quickly.
     down_until: Mutex<Option<Instant>>,
+    /// Seat leases granted ahead, so that a grant costs one transaction.
+    stock: Mutex<Vec<Stocked>>,
+    /// The TTL of the leases to stock (the last an acquire wanted; 0: none yet).
+    stock_ttl: AtomicI64,
+    /// Wakes the stock's refill.
+    refill: tokio::sync::Notify,
 }
+
+/// A lease granted ahead: `ttl` + [`STOCK_SLACK`] seconds from `granted`, so that it still has
+/// `ttl` seconds left while it is used within the slack.
+struct Stocked {
+    ttl: i64,
+    lease: i64,
+    granted: Instant,
+}
+
+/// How many leases a member grants ahead.
+const STOCK: usize = 4;
+
+/// How much longer than the lease a stocked lease is granted for, and so how long it may
+/// wait in the stock (less a margin). A seat on a stocked lease whose client dies lives up to
+/// this much longer: never shorter than its lease.
+const STOCK_SLACK: Duration = Duration::from_secs(2);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -241,6 +263,9 @@ impl EtcdSeats {
             served: Mutex::new(HashMap::new()),
             keepers: Mutex::new(HashMap::new()),
             down_until: Mutex::new(None),
+            stock: Mutex::new(Vec::new()),
+            stock_ttl: AtomicI64::new(0),
+            refill: tokio::sync::Notify::new(),
         })
     }
 
@@ -406,7 +431,7 @@ impl EtcdSeats {
             &spec.license.license_id,
             &spec.seat_id,
             &spec.client,
-            ttl,
+            (ttl, true),
             |t| t.acquire(spec).map(|(row, _, n)| (row, n)),
         )
         .await
@@ -439,7 +464,7 @@ impl EtcdSeats {
             &spec.license.license_id,
             &spec.seat_id,
             &spec.client,
-            ttl,
+            (ttl, false),
             |t| {
                 t.borrow(spec, Arc::clone(&record))
                     .map(|(row, _, n)| (row, n))
@@ -449,14 +474,15 @@ impl EtcdSeats {
     }
 
     /// Decides with `decide` on the cache of the license and writes the row it made, under
-    /// a new lease of `ttl` seconds, if no row of the license was written since the cache's
-    /// revision; else decides again on the rows the failed transaction read.
+    /// a new lease of `ttl.0` seconds (from the stock when `ttl.1`), if no row of the
+    /// license was written since the cache's revision; else decides again on the rows the
+    /// failed transaction read.
     async fn claim(
         &self,
         license_id: &[u8; 16],
         seat_id: &SeatId,
         client: &[u8; 32],
-        ttl: i64,
+        (ttl, stocked): (i64, bool),
         mut decide: impl FnMut(&mut SeatTable) -> Result<(SeatRow, u32)>,
     ) -> Result<Claimed> {
         let prefix = self.license_prefix(license_id);
@@ -487,13 +513,22 @@ impl EtcdSeats {
                 }
                 Err(e) => return Err(e),
             };
-            let lease = match self
-                .call("grant a seat lease", |mut c| async move {
-                    c.lease_grant(ttl, None).await
-                })
-                .await
-            {
-                Ok(l) => l.id(),
+            let ahead = if stocked {
+                self.take_stocked(ttl)
+            } else {
+                None
+            };
+            let lease = match ahead {
+                Some(l) => Ok(l),
+                None => self
+                    .call("grant a seat lease", |mut c| async move {
+                        c.lease_grant(ttl, None).await
+                    })
+                    .await
+                    .map(|l| l.id()),
+            };
+            let lease = match lease {
+                Ok(l) => l,
                 Err(e) => {
                     lock(&self.cache).remove(license_id);
                     return Err(e);
@@ -575,6 +610,56 @@ impl EtcdSeats {
              try again",
             hex::encode(license_id)
         )))
+    }
+
+    /// A stocked lease of `ttl` seconds still fit to use, if any; asks for a refill.
+    fn take_stocked(&self, ttl: i64) -> Option<i64> {
+        let usable = STOCK_SLACK.saturating_sub(Duration::from_millis(500));
+        let mut stale = Vec::new();
+        let got = {
+            let mut stock = lock(&self.stock);
+            stock.retain(|s| {
+                let fit = s.ttl == ttl && s.granted.elapsed() < usable;
+                if !fit {
+                    stale.push(s.lease);
+                }
+                fit
+            });
+            stock.pop().map(|s| s.lease)
+        };
+        for l in stale {
+            self.drop_lease(l);
+        }
+        self.stock_ttl.store(ttl, Ordering::Relaxed);
+        self.refill.notify_one();
+        got
+    }
+
+    /// Fills the stock of leases whenever an acquire took from it (or found it empty).
+    async fn refill_stock(weak: std::sync::Weak<EtcdSeats>) {
+        loop {
+            // Held while it waits: the server's stop ends this task (`follow`).
+            let Some(me) = weak.upgrade() else { return };
+            me.refill.notified().await;
+            let ttl = me.stock_ttl.load(Ordering::Relaxed);
+            while ttl > 0 && lock(&me.stock).len() < STOCK {
+                let granted = Instant::now();
+                let full = ttl + STOCK_SLACK.as_secs() as i64;
+                match me
+                    .call("grant seat leases ahead", |mut c| async move {
+                        c.lease_grant(full, None).await
+                    })
+                    .await
+                {
+                    Ok(l) => lock(&me.stock).push(Stocked {
+                        ttl,
+                        lease: l.id(),
+                        granted,
+                    }),
+                    Err(_) => break,
+                }
+            }
+        }
     }
 
     /// Revokes a lease nobody uses (in the background).
@@ -723,6 +808,42 @@ impl EtcdSeats {
     /// Releases the client's (leased) seat. `None` when the pool has no such seat of this
     /// client.
     pub async fn release(&self, seat_id: &SeatId, client: &[u8; 32]) -> Result<Option<SeatRow>> {
+        // A seat served here: one transaction, deleting it if it is still on the lease this
+        // member wrote it with (the lease names the row: only this member's write has it).
+        let served = lock(&self.served).get(seat_id).cloned();
+        if let Some(s) = served.filter(|s| s.client == *client) {
+            let key = self.seat_key(&s.license_id, seat_id);
+            let txn = Txn::new()
+                .when([Compare::lease(key.clone(), CompareOp::Equal, s.lease)])
+                .and_then([TxnOp::delete(
+                    key,
+                    Some(DeleteOptions::new().with_prev_key()),
+                )]);
+            let resp = self
+                .call("release a seat", |mut c| {
+                    let txn = txn.clone();
+                    async move { c.txn(txn).await }
+                })
+                .await?;
+            if resp.succeeded() {
+                let row = resp
+                    .op_responses()
+                    .into_iter()
+                    .find_map(|r| match r {
+                        TxnOpResponse::Delete(d) => d.prev_kvs().first().cloned(),
+                        _ => None,
+                    })
+                    .map(|kv| PoolRow::decode(kv.value()))
+                    .transpose()?;
+                lock(&self.served).remove(seat_id);
+                if let Some(c) = lock(&self.cache).get_mut(&s.license_id) {
+                    c.table.revoke(seat_id, 0);
+                }
+                self.forget_lease(s.lease);
+                self.drop_lease(s.lease);
+                return row.map(|r| r.seat_row()).transpose();
+            }
+        }
         let known = lock(&self.served).get(seat_id).map(|s| s.license_id);
         let Some((row, key, rev)) = self.find(seat_id, known).await? else {
             lock(&self.served).remove(seat_id);
@@ -778,10 +899,12 @@ impl EtcdSeats {
 
     /// Follows the pool's seats with an etcd watch until `stop` resolves, restarting the
     /// watch after a failure: the caches see other members' changes as they happen, and a
-    /// seat revoked or taken over elsewhere is no longer served here.
+    /// seat revoked or taken over elsewhere is no longer served here. Keeps the stock of
+    /// leases granted ahead meanwhile.
     pub async fn follow(self: Arc<Self>, stop: impl Future<Output = ()>) {
         let weak = Arc::downgrade(&self);
         drop(self);
+        let stock = Self::refill_stock(weak.clone());
         let run = async move {
             loop {
                 let Some(me) = weak.upgrade() else { return };
@@ -793,7 +916,7 @@ impl EtcdSeats {
             }
         };
         tokio::select! {
-            () = run => {},
+            _ = async { tokio::join!(run, stock) } => {},
             () = stop => {},
         }
     }
