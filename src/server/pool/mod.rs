@@ -57,8 +57,9 @@ use crate::{Error, Result};
 /// The format version of a stored [`PoolRow`].
 pub const POOL_ROW_VERSION: u16 = 1;
 
-/// How many times an acquire decides again after another member raced it.
-const MAX_RACES: usize = 16;
+/// How many times an acquire decides again after another member raced it (each time,
+/// another member's grant of the license went in).
+const MAX_RACES: usize = 32;
 
 /// How long one etcd call may take on one endpoint.
 const CALL_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -203,6 +204,9 @@ pub struct EtcdSeats {
     /// Until when etcd counts as down (a call just gave up): calls meanwhile try once and
     /// give up at once, so that clients move on to another member quickly.
     down_until: Mutex<Option<Instant>>,
+    /// One gate per license: a member decides and writes one grant of a license at a time,
+    /// so that only members, not every request, race each other's transactions.
+    gates: Mutex<HashMap<[u8; 16], Arc<tokio::sync::Mutex<()>>>>,
     /// Seat leases granted ahead, so that a grant costs one transaction.
     stock: Mutex<Vec<Stocked>>,
     /// The TTL of the leases to stock (the last an acquire wanted; 0: none yet).
@@ -263,6 +267,7 @@ impl EtcdSeats {
             served: Mutex::new(HashMap::new()),
             keepers: Mutex::new(HashMap::new()),
             down_until: Mutex::new(None),
+            gates: Mutex::new(HashMap::new()),
             stock: Mutex::new(Vec::new()),
             stock_ttl: AtomicI64::new(0),
             refill: tokio::sync::Notify::new(),
@@ -485,6 +490,8 @@ impl EtcdSeats {
         (ttl, stocked): (i64, bool),
         mut decide: impl FnMut(&mut SeatTable) -> Result<(SeatRow, u32)>,
     ) -> Result<Claimed> {
+        let gate = Arc::clone(lock(&self.gates).entry(*license_id).or_default());
+        let _one_at_a_time = gate.lock().await;
         let prefix = self.license_prefix(license_id);
         let key = self.seat_key(license_id, seat_id);
         let mut fresh = false;
@@ -681,19 +688,25 @@ impl EtcdSeats {
     /// (revoked, released elsewhere, expired). A borrowed seat is never renewed nor lost.
     pub async fn renew(&self, ids: &[SeatId], client: &[u8; 32]) -> Result<Vec<SeatId>> {
         let mut lost = Vec::new();
+        let mut mine = Vec::new();
         for id in ids {
-            let served = lock(&self.served).get(id).cloned();
-            let Some(s) = served.filter(|s| s.client == *client) else {
-                lost.push(*id);
-                continue;
-            };
-            if !self.keep_alive(s.lease).await? {
-                lock(&self.served).remove(id);
+            match lock(&self.served).get(id).filter(|s| s.client == *client) {
+                Some(s) => mine.push((*id, s.clone())),
+                None => lost.push(*id),
+            }
+        }
+        // The leases kept alive side by side: one round trip for all of a client's seats.
+        let alive =
+            futures_util::future::join_all(mine.iter().map(|(_, s)| self.keep_alive(s.lease)))
+                .await;
+        for ((id, s), alive) in mine.into_iter().zip(alive) {
+            if !alive? {
+                lock(&self.served).remove(&id);
                 self.forget_lease(s.lease);
                 if let Some(c) = lock(&self.cache).get_mut(&s.license_id) {
-                    c.table.revoke(id, 0);
+                    c.table.revoke(&id, 0);
                 }
-                lost.push(*id);
+                lost.push(id);
             }
         }
         Ok(lost)
