@@ -178,6 +178,10 @@ async fn a_one_member_pool_on_a_one_node_etcd_grants() {
         }
     );
     m.check(&lic).unwrap();
+    assert_eq!(
+        m.registered(),
+        vec![(members[0].serial.clone(), lic.license_id)]
+    );
     // Its registration is in etcd, under its key, and verifies for this cluster.
     let mut c = client(&etcd).await;
     let got = c
@@ -375,6 +379,10 @@ async fn forged_registrations_do_not_count() {
     // None of it counts: m0 has seen it all and still counts itself only, and refuses.
     seen(&m0, last).await;
     assert_eq!(settle(&m0, &lic, 1).await.registered, 1);
+    assert_eq!(
+        m0.registered(),
+        vec![(members[0].serial.clone(), lic.license_id)]
+    );
     let e = m0.check(&lic).unwrap_err();
     assert!(e.to_string().contains("1 of 3 members"), "{e}");
 

@@ -187,6 +187,24 @@ impl Members {
         })
     }
 
+    /// The valid registrations this member sees now: each member's serial and the pool
+    /// license it is registered for, sorted (for the admin API; forged or foreign keys under
+    /// the prefix are not among them).
+    pub fn registered(&self) -> Vec<(String, [u8; 16])> {
+        let view = self.view.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<(String, [u8; 16])> = view
+            .valid
+            .values()
+            .filter_map(|(id, index)| {
+                let (_, members) = self.license(id)?.binding.pool()?;
+                Some((members.get(*index)?.0.clone(), *id))
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Whether the member is registered and its watch in step with etcd.
     pub fn is_current(&self) -> bool {
         self.view.read().unwrap_or_else(|e| e.into_inner()).current
