@@ -400,7 +400,8 @@ async fn register_and_watch(
             signed.push((member_key(prefix, &s.serial, &id), bytes));
         }
         let lease = client
-            .lease_grant(ttl.as_secs().max(1) as i64, None)
+            // Whole seconds, rounded up (etcd raises a TTL below its minimum itself).
+            .lease_grant(ttl.as_millis().div_ceil(1000).max(1) as i64, None)
             .await
             .map_err(|e| etcd("lease grant", e))?;
         for (key, bytes) in &signed {
