@@ -505,13 +505,13 @@ impl EtcdSeats {
                 let Some(c) = cache.get_mut(license_id) else {
                     return Err(Error::Internal("pool cache lost".into()));
                 };
-                let held = c
-                    .table
-                    .seat(seat_id)
+                let prev = c.table.seat(seat_id).cloned();
+                let held = prev
+                    .as_ref()
                     .is_some_and(|r| r.client == *client && r.license_id == *license_id);
-                decide(&mut c.table).map(|(row, in_use)| (row, in_use, held, c.rev))
+                decide(&mut c.table).map(|(row, in_use)| (row, in_use, held, c.rev, prev))
             };
-            let (row, in_use, held, rev) = match decided {
+            let (row, in_use, held, rev, prev) = match decided {
                 Ok(d) => d,
                 Err(e) if !fresh && refusal(&e) => {
                     self.refresh(license_id).await?;
@@ -599,6 +599,14 @@ impl EtcdSeats {
                 return Ok(Claimed { row, in_use, held });
             }
             self.drop_lease(lease);
+            // The decision is undone: the cache may be newer than the failed transaction's
+            // read (the watch), and then stays, without a seat that was never written.
+            if let Some(c) = lock(&self.cache).get_mut(license_id) {
+                remove_row(&mut c.table, seat_id);
+                if let Some(p) = prev {
+                    c.table.load(vec![p], now_ms());
+                }
+            }
             let kvs: Vec<etcd_client::KeyValue> = resp
                 .op_responses()
                 .into_iter()
@@ -804,7 +812,7 @@ impl EtcdSeats {
             .await?;
         if resp.succeeded() {
             if let Some(c) = lock(&self.cache).get_mut(&row.license_id) {
-                c.table.revoke(&row.seat_id, 0);
+                remove_row(&mut c.table, &row.seat_id);
             }
             lock(&self.served).remove(&row.seat_id);
             self.forget_lease(row.lease);
@@ -1023,11 +1031,7 @@ impl EtcdSeats {
                 c.table.load(vec![r], now_ms());
             }
             Some(Err(_)) => {}
-            None => {
-                if c.table.revoke(&seat_id, 0).is_none() {
-                    c.table.give_back(&seat_id, 0);
-                }
-            }
+            None => remove_row(&mut c.table, &seat_id),
         }
         c.rev = rev;
     }
@@ -1064,6 +1068,13 @@ impl EtcdSeats {
             .iter()
             .filter_map(|kv| PoolRow::decode(kv.value()).ok())
             .collect())
+    }
+}
+
+/// Takes a row out of a cache's table, leased or borrowed.
+fn remove_row(table: &mut SeatTable, seat_id: &SeatId) {
+    if table.revoke(seat_id, 0).is_none() {
+        table.give_back(seat_id, 0);
     }
 }
 
