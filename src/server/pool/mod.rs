@@ -42,8 +42,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions,
-    LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions,
+    Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
@@ -177,8 +177,6 @@ struct Served {
     rev: i64,
 }
 
-type Keeper = Arc<tokio::sync::Mutex<Option<(LeaseKeeper, LeaseKeepAliveStream)>>>;
-
 /// What a successful claim wrote.
 pub struct Claimed {
     /// The row as written (its real expiry).
@@ -200,7 +198,6 @@ pub struct EtcdSeats {
     next: AtomicUsize,
     cache: Mutex<HashMap<[u8; 16], Cached>>,
     served: Mutex<HashMap<SeatId, Served>>,
-    keepers: Mutex<HashMap<i64, Keeper>>,
     /// Until when etcd counts as down (a call just gave up): calls meanwhile try once and
     /// give up at once, so that clients move on to another member quickly.
     down_until: Mutex<Option<Instant>>,
@@ -265,7 +262,6 @@ impl EtcdSeats {
             next: AtomicUsize::new(0),
             cache: Mutex::new(HashMap::new()),
             served: Mutex::new(HashMap::new()),
-            keepers: Mutex::new(HashMap::new()),
             down_until: Mutex::new(None),
             gates: Mutex::new(HashMap::new()),
             stock: Mutex::new(Vec::new()),
@@ -594,7 +590,8 @@ impl EtcdSeats {
                 if let Some(old) = old
                     && old.lease != lease
                 {
-                    self.forget_lease(old.lease);
+                    // Re-attached here on a new lease: the old one holds nothing now.
+                    self.drop_lease(old.lease);
                 }
                 return Ok(Claimed { row, in_use, held });
             }
@@ -687,10 +684,6 @@ impl EtcdSeats {
         }
     }
 
-    fn forget_lease(&self, lease: i64) {
-        lock(&self.keepers).remove(&lease);
-    }
-
     /// Renews the client's seats this member serves (their etcd leases kept alive). Returns
     /// the seats that are lost: not served here for this client, or gone from the pool
     /// (revoked, released elsewhere, expired). A borrowed seat is never renewed nor lost.
@@ -710,7 +703,6 @@ impl EtcdSeats {
         for ((id, s), alive) in mine.into_iter().zip(alive) {
             if !alive? {
                 lock(&self.served).remove(&id);
-                self.forget_lease(s.lease);
                 if let Some(c) = lock(&self.cache).get_mut(&s.license_id) {
                     c.table.revoke(&id, 0);
                 }
@@ -720,45 +712,18 @@ impl EtcdSeats {
         Ok(lost)
     }
 
-    /// Keeps a lease alive once; `false` when etcd no longer has it.
+    /// Keeps a lease alive once; `false` when etcd no longer has it. One keep-alive stream
+    /// per renewal, closed after its answer: a member keeps no stream per seat.
     async fn keep_alive(&self, lease: i64) -> Result<bool> {
-        let keeper: Keeper = Arc::clone(lock(&self.keepers).entry(lease).or_default());
-        let mut k = keeper.lock().await;
-        let start = Instant::now();
-        loop {
-            if k.is_none() {
-                match self
-                    .call("keep a seat lease alive", |mut c| async move {
-                        c.lease_keep_alive(lease).await
-                    })
-                    .await
-                {
-                    Ok(ks) => *k = Some(ks),
-                    Err(e) => return Err(e),
-                }
+        self.call("keep a seat lease alive", |mut c| async move {
+            // Opening the stream sends one keep-alive and reads its answer.
+            match c.lease_keep_alive(lease).await {
+                Ok(_) => Ok(true),
+                Err(etcd_client::Error::LeaseKeepAliveError(_)) => Ok(false),
+                Err(e) => Err(e),
             }
-            let Some((keeper, stream)) = k.as_mut() else {
-                continue;
-            };
-            let once = async {
-                keeper.keep_alive().await?;
-                stream.message().await
-            };
-            match tokio::time::timeout(CALL_TIMEOUT, once).await {
-                Ok(Ok(Some(r))) => return Ok(r.ttl() > 0),
-                Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
-                    *k = None;
-                    self.failed().await;
-                    if start.elapsed() >= PATIENCE {
-                        return Err(Error::Timeout(format!(
-                            "the pool's etcd ({}) did not keep a seat's lease alive; try \
-                             another member",
-                            self.urls.join(",")
-                        )));
-                    }
-                }
-            }
-        }
+        })
+        .await
     }
 
     /// Reads the row of a seat: from the key of a license when it is known, else among
@@ -815,7 +780,6 @@ impl EtcdSeats {
                 remove_row(&mut c.table, &row.seat_id);
             }
             lock(&self.served).remove(&row.seat_id);
-            self.forget_lease(row.lease);
             let lease = row.lease;
             let _ = self
                 .call("revoke a seat lease", |mut c| async move {
@@ -860,7 +824,6 @@ impl EtcdSeats {
                 if let Some(c) = lock(&self.cache).get_mut(&s.license_id) {
                     c.table.revoke(seat_id, 0);
                 }
-                self.forget_lease(s.lease);
                 self.drop_lease(s.lease);
                 return row.map(|r| r.seat_row()).transpose();
             }
@@ -1013,9 +976,7 @@ impl EtcdSeats {
                 && row.as_ref().is_none_or(|r| r.lease != s.lease)
             {
                 // Gone, or taken over by another member.
-                let lease = s.lease;
                 served.remove(&seat_id);
-                self.forget_lease(lease);
             }
         }
         let mut cache = lock(&self.cache);
