@@ -358,6 +358,22 @@ fn signed_license(data: &[u8], key: &VerifyingKey, signer: &SigningKey) -> Optio
     None
 }
 
+/// A pool member registration the fixed container key signed.
+fn seed_pool_member() -> Vec<u8> {
+    let ck = container_key();
+    crate::license::PoolRegistration {
+        pool: "site-a".into(),
+        license_id: [3; 16],
+        serial: "SW-FUZZ".into(),
+        container_key: ck.verifying_key().to_bytes(),
+        server_key: [9; 32],
+        cluster_id: 0x1234_5678,
+        signed_at: NOW,
+    }
+    .sign(&ck)
+    .expect("signs")
+}
+
 /// Signed envelopes of every kind, each body decoded as its type, each verified against the
 /// fixed key that signs it (publisher or container).
 pub fn envelope(data: &[u8]) {
@@ -379,6 +395,37 @@ pub fn envelope(data: &[u8]) {
     signed_as::<ContainerCertificate>(Kind::Certificate, data, &pk, ps);
     signed_as::<Delegation>(Kind::Delegation, data, &cv, &ck);
     signed_as::<usage::UsageStatement>(Kind::UsageCheckpoint, data, &cv, &ck);
+    if let Some(r) = signed_as::<crate::license::PoolRegistration>(Kind::PoolMember, data, &cv, &ck)
+    {
+        // Counted only for a pool whose license names its signer under its serial.
+        let mut lic = crate::license::License {
+            license_id: r.license_id,
+            vendor_id: VENDOR,
+            product_code: 1,
+            product_name: "pool".into(),
+            features: 1,
+            quantity: 1,
+            counting_unit: crate::license::CountingUnit::Station,
+            exclusive_allowed: false,
+            issued_at: 0,
+            expiry: None,
+            vm_policy: crate::license::VmPolicy::Allow,
+            binding: crate::license::Binding::Pool {
+                name: r.pool.clone(),
+                members: vec![(r.serial.clone(), cv.to_bytes())],
+            },
+            borrow_days: 0,
+        };
+        let counted = crate::license::PoolRegistration::verify(data, &lic, r.cluster_id);
+        assert_eq!(counted.is_ok(), r.container_key == cv.to_bytes());
+        assert!(crate::license::PoolRegistration::verify(data, &lic, r.cluster_id ^ 1).is_err());
+        lic.binding = crate::license::Binding::Pool {
+            name: r.pool.clone(),
+            members: vec![(r.serial.clone(), [7; 32])],
+        };
+        assert!(crate::license::PoolRegistration::verify(data, &lic, r.cluster_id).is_err());
+    }
+    let _ = crate::license::PoolRegistration::parse_unverified(data);
     if let Some(g) = signed_as::<crate::license::BorrowGrant>(Kind::Borrow, data, &cv, &ck) {
         // The chain check never panics, and a grant for another borrower never passes.
         let _ = crate::license::BorrowGrant::verify(
@@ -997,6 +1044,7 @@ pub fn seeds(home: &std::path::Path) -> Vec<Seed> {
     let (borrowable, grant) = seed_borrow();
     add("envelope", "license-v2", borrowable);
     add("envelope", "borrow", grant);
+    add("envelope", "pool-member", seed_pool_member());
     add("activation", "request", seed_request());
     add("activation", "activation", act.clone());
     add("envelope", "activation", act.clone());

@@ -213,6 +213,23 @@ impl PublisherKey {
 
     /// A signed license bound to the container of `req`.
     pub fn issue(&self, req: &ActivationRequest, spec: &LicenseSpec, now: u64) -> Result<Vec<u8>> {
+        self.issue_bound(
+            spec,
+            Binding::Container {
+                serial: req.serial.clone(),
+                key: req.sign_key,
+            },
+            now,
+        )
+    }
+
+    /// A signed license of `spec` with `binding`, under a fresh license id.
+    fn issue_bound(&self, spec: &LicenseSpec, binding: Binding, now: u64) -> Result<Vec<u8>> {
+        if spec.quantity == 0 {
+            return Err(Error::InvalidArgument(
+                "license quantity must be at least 1".into(),
+            ));
+        }
         let lic = License {
             license_id: crate::util::random(),
             vendor_id: self.vendor_id,
@@ -226,10 +243,7 @@ impl PublisherKey {
             issued_at: now,
             expiry: spec.expiry,
             vm_policy: spec.vm_policy,
-            binding: Binding::Container {
-                serial: req.serial.clone(),
-                key: req.sign_key,
-            },
+            binding,
         };
         Ok(lic.sign(&self.signing)?.bytes)
     }
@@ -261,14 +275,65 @@ impl PublisherKey {
         }
         let req = self.read_request(request)?;
         let mut licenses = Vec::new();
+        for spec in specs {
+            licenses.push(self.issue(&req, spec, now)?);
+        }
+        self.activation_for(&req, specs, licenses, now)
+    }
+
+    /// Activates a license-server pool: one activation per member request (in their order),
+    /// each carrying the same licenses (one license id and quantity per spec, signed once)
+    /// bound to the pool `name` and all its members (`Binding::Pool`), with the product
+    /// secrets sealed to that member. Every member's request must verify and name a
+    /// different container. Returns each member's serial and activation.
+    pub fn activate_pool(
+        &self,
+        name: &str,
+        requests: &[Vec<u8>],
+        specs: &[LicenseSpec],
+        now: u64,
+    ) -> Result<Vec<(String, Vec<u8>)>> {
+        if specs.is_empty() {
+            return Err(Error::InvalidArgument(
+                "an activation needs at least one license".into(),
+            ));
+        }
+        let reqs = requests
+            .iter()
+            .map(|r| self.read_request(r))
+            .collect::<Result<Vec<_>>>()?;
+        let members: Vec<(String, [u8; 32])> = reqs
+            .iter()
+            .map(|r| (r.serial.clone(), r.sign_key))
+            .collect();
+        crate::license::check_pool(name, &members)?;
+        let binding = Binding::Pool {
+            name: name.to_string(),
+            members,
+        };
+        let licenses = specs
+            .iter()
+            .map(|spec| self.issue_bound(spec, binding.clone(), now))
+            .collect::<Result<Vec<_>>>()?;
+        reqs.iter()
+            .map(|req| {
+                let act = self.activation_for(req, specs, licenses.clone(), now)?;
+                Ok((req.serial.clone(), act))
+            })
+            .collect()
+    }
+
+    /// The signed activation for `req` carrying the signed `licenses` of `specs` (in the same
+    /// order) and their product secrets sealed to the container.
+    fn activation_for(
+        &self,
+        req: &ActivationRequest,
+        specs: &[LicenseSpec],
+        licenses: Vec<Vec<u8>>,
+        now: u64,
+    ) -> Result<Vec<u8>> {
         let mut secrets: Vec<cipher::SealedSecret> = Vec::new();
         for spec in specs {
-            if spec.quantity == 0 {
-                return Err(Error::InvalidArgument(
-                    "license quantity must be at least 1".into(),
-                ));
-            }
-            licenses.push(self.issue(&req, spec, now)?);
             if !secrets.iter().any(|s| s.product_code == spec.product_code) {
                 secrets.push(cipher::seal_secret(
                     &req.seal_key,
@@ -284,7 +349,7 @@ impl PublisherKey {
             publisher_key: self.public_key().to_bytes(),
             serial: req.serial.clone(),
             sign_key: req.sign_key,
-            certificate: self.certify(&req, now)?,
+            certificate: self.certify(req, now)?,
             licenses,
             secrets,
             issued_at: now,

@@ -786,6 +786,100 @@ fn an_activation_for_another_home_is_refused_and_changes_nothing() {
     assert!(!list.stdout.contains("Second"), "{}", list.stdout);
 }
 
+/// `tessera-vendor activate-pool`: one activation per member request, each carrying the
+/// same pool license (one id, one quantity) naming every member; each member installs its
+/// own, and a member's activation does not install in another container. Bad pool names and
+/// a member named twice fail cleanly.
+#[test]
+fn activate_pool_writes_one_activation_per_member_with_the_same_license() {
+    let a = Sandbox::new();
+    let (key, public) = a.keygen();
+    let b = a.with_home("member-b");
+    let request = |sb: &Sandbox, name: &str| {
+        let req = sb.path(name);
+        let r = sb
+            .tessera(&[
+                "activate",
+                "request",
+                "--vendor-id",
+                VENDOR,
+                "--out",
+                req.to_str().unwrap(),
+            ])
+            .ok();
+        (field(&r.stdout, "container:"), req)
+    };
+    let (serial_a, req_a) = request(&a, "req-a.bin");
+    let (serial_b, req_b) = request(&b, "req-b.bin");
+    let out = a.path("pool");
+    let pool = |name: &str, reqs: &[&Path]| {
+        let mut args = vec![
+            "activate-pool",
+            "--key",
+            key.to_str().unwrap(),
+            "--pool",
+            name,
+            "--out-dir",
+            out.to_str().unwrap(),
+            "--product",
+            "7",
+            "--quantity",
+            "5",
+        ];
+        for r in reqs {
+            args.extend(["--request", r.to_str().unwrap()]);
+        }
+        a.vendor(&args)
+    };
+    let r = pool("site-a", &[&req_a, &req_b]).ok();
+    assert!(
+        r.stdout
+            .contains("pool site-a of 2 member(s): seats are granted while at least 2"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("5 per station"), "{}", r.stdout);
+    let act_a = out.join(format!("{serial_a}.act"));
+    let act_b = out.join(format!("{serial_b}.act"));
+    let (doc_a, doc_b) = (activation_of(&act_a), activation_of(&act_b));
+    assert_eq!(doc_a.licenses, doc_b.licenses, "the same signed license");
+    assert_ne!(doc_a.serial, doc_b.serial);
+
+    let r = a
+        .vendor(&[
+            "inspect",
+            act_b.to_str().unwrap(),
+            "--publisher-key",
+            public.to_str().unwrap(),
+        ])
+        .ok();
+    assert!(
+        r.stdout.contains("bound to:    pool site-a of 2 member(s)"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains(&serial_a) && r.stdout.contains(&serial_b));
+
+    // Each member installs its own; member a cannot install member b's.
+    let r = a
+        .tessera(&["activate", "install", act_b.to_str().unwrap()])
+        .fails("tessera");
+    assert!(r.stderr.contains("binding mismatch"), "{}", r.stderr);
+    a.tessera(&["activate", "install", act_a.to_str().unwrap()])
+        .ok();
+    b.tessera(&["activate", "install", act_b.to_str().unwrap()])
+        .ok();
+    for sb in [&a, &b] {
+        let list = sb.tessera(&["list"]).ok();
+        assert_eq!(field(&list.stdout, "licenses:"), "1", "{}", list.stdout);
+    }
+
+    let r = pool("a/b", &[&req_a]).fails("tessera-vendor");
+    assert!(r.stderr.contains("pool name `a/b`"), "{}", r.stderr);
+    let r = pool("site-a", &[&req_a, &req_a]).fails("tessera-vendor");
+    assert!(r.stderr.contains("twice"), "{}", r.stderr);
+}
+
 #[test]
 fn a_container_of_another_machine_is_listed_as_such() {
     let sb = Sandbox::new();

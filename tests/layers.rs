@@ -33,6 +33,7 @@ const SERVER_LAYERS: &[&[&str]] = &[
     &["seats", "hosted", "stats"],
     &["store"],
     &["config", "usage", "history"],
+    &["pool"],
     &["daemon"],
     &["admin"],
 ];

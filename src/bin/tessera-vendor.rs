@@ -39,6 +39,11 @@ enum Command {
     /// from it. The result is the same kind of document as `activate`; installing it keeps
     /// the licenses the container already holds.
     Issue(IssueArgs),
+    /// Activate a license-server pool: answer each member machine's activation request
+    /// (`tessera activate request` on each member) with one activation per member, all
+    /// carrying the same license (one license id, one quantity) bound to the pool and its
+    /// member list. Written as `<out-dir>/<serial>.act`; install each on its member.
+    ActivatePool(PoolArgs),
     /// Say what a Tessera file is and what it holds (license, activation request,
     /// activation, certificate, software container, ciphertext, publisher key). With
     /// --publisher-key, also check signatures; exits 1 when one does not verify.
@@ -119,6 +124,26 @@ struct IssueArgs {
     /// Where to write the activation.
     #[arg(long)]
     out: PathBuf,
+    #[command(flatten)]
+    spec: SpecArgs,
+}
+
+#[derive(Args, Debug)]
+struct PoolArgs {
+    /// The publisher key file.
+    #[arg(long)]
+    key: PathBuf,
+    /// The pool's name (letters, digits, `.`, `_`, `-`; its etcd keys live under
+    /// `/tessera/<name>/` by default).
+    #[arg(long)]
+    pool: String,
+    /// One member's activation request; give it once per member (a majority of the members
+    /// must be registered in the pool's etcd cluster for any member to grant seats).
+    #[arg(long = "request", required = true)]
+    requests: Vec<PathBuf>,
+    /// The folder the activations are written to, one `<serial>.act` per member.
+    #[arg(long)]
+    out_dir: PathBuf,
     #[command(flatten)]
     spec: SpecArgs,
 }
@@ -225,6 +250,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Keygen(a) => keygen(a),
         Command::Activate(a) | Command::Issue(a) => activate(a),
+        Command::ActivatePool(a) => activate_pool(a),
         Command::Inspect(a) => inspect(a),
         Command::EncryptFile(a) => encrypt_file(a),
         Command::DecryptFile(a) => decrypt_file(a),
@@ -388,6 +414,43 @@ fn activate(a: IssueArgs) -> Result<()> {
     Ok(())
 }
 
+fn activate_pool(a: PoolArgs) -> Result<()> {
+    let key = load_key(&a.key)?;
+    let requests = a
+        .requests
+        .iter()
+        .map(|p| read_file(p, "activation request"))
+        .collect::<Result<Vec<_>>>()?;
+    let now = util::now();
+    let spec = spec_from(&a.spec, now)?;
+    let acts = key
+        .activate_pool(&a.pool, &requests, &[spec], now)
+        .context("making the pool activation")?;
+    fs::create_dir_all(&a.out_dir)
+        .with_context(|| format!("cannot create {}", a.out_dir.display()))?;
+    for (serial, act) in &acts {
+        let out = a.out_dir.join(format!("{serial}.act"));
+        write_file(&out, act, 0o644)?;
+        println!(
+            "activation for member {serial} written to {}",
+            out.display()
+        );
+    }
+    println!(
+        "pool {} of {} member(s): seats are granted while at least {} are registered",
+        a.pool,
+        acts.len(),
+        acts.len() / 2 + 1
+    );
+    if let Some((_, act)) = acts.first() {
+        let doc: Activation = Envelope::parse(Kind::Activation, act)?.decode()?;
+        for lb in &doc.licenses {
+            println!("{}", License::decode(&Envelope::parse(Kind::License, lb)?)?);
+        }
+    }
+    Ok(())
+}
+
 /// Prints a signature verdict and remembers a failure.
 struct Verdicts {
     failed: usize,
@@ -464,6 +527,23 @@ fn inspect(a: InspectArgs) -> Result<()> {
                 println!(
                     "  signature:   not checked here (the borrowing runtime checks it against the lender's certificate)"
                 );
+            }
+            Kind::PoolMember => {
+                let r: tessera::license::PoolRegistration =
+                    env.decode().with_context(|| format!("reading {name}"))?;
+                println!("  pool:        {}", r.pool);
+                println!("  license:     {}", hex::encode(r.license_id));
+                println!(
+                    "  container:   {} (key {})",
+                    r.serial,
+                    hex_prefix(&r.container_key)
+                );
+                println!("  server key:  {}", hex_prefix(&r.server_key));
+                println!("  etcd:        cluster {:x}", r.cluster_id);
+                println!("  signed:      {}", format_time(r.signed_at));
+                let ok = VerifyingKey::from_bytes(&r.container_key)
+                    .is_ok_and(|ck| env.verify(&ck).is_ok());
+                v.report("signed by the container key", ok);
             }
             Kind::UsageCheckpoint => {
                 let st: UsageStatement = env.decode().with_context(|| format!("reading {name}"))?;

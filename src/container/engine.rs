@@ -20,8 +20,8 @@ use crate::license::borrow::{self, BorrowGrant};
 use crate::license::delegation::{Delegation, sign_delegation};
 use crate::license::usage::CounterAnchor;
 use crate::license::{
-    Activation, ActivationRequest, Binding, ContainerCertificate, ContainerKind, Envelope, Kind,
-    License, SignedLicense, envelope,
+    Activation, ActivationRequest, ContainerCertificate, ContainerKind, Envelope, Kind, License,
+    SignedLicense, envelope,
 };
 use crate::{Error, Result};
 
@@ -544,6 +544,15 @@ impl Engine {
                 let (grant, certificate) = self.lend(i, seat_id, &borrower, days, ctx.now)?;
                 (Response::Lent { grant, certificate }, false)
             }
+            Request::SignPoolMember {
+                license_id,
+                server_key,
+                cluster_id,
+            } => {
+                let i = self.licensed(&license_id, ctx)?;
+                let r = self.sign_pool_member(i, server_key, cluster_id, ctx.now)?;
+                (Response::PoolRegistration(r), false)
+            }
             Request::Clock { now } => {
                 let rollback =
                     now.saturating_add(CLOCK_TOLERANCE_SECS) < self.state.clock_high_water;
@@ -641,6 +650,46 @@ impl Engine {
             expiry,
         };
         Ok((sign_delegation(&d, &self.signing)?, certificate))
+    }
+
+    /// Signs this container's registration as a member of the pool of license `index`
+    /// (checked usable by the caller) for the server key `server_key` in the etcd cluster
+    /// `cluster_id`, dated no earlier than the clock's high-water mark. A license that is not
+    /// a pool license naming this container is refused.
+    pub fn sign_pool_member(
+        &self,
+        index: usize,
+        server_key: [u8; 32],
+        cluster_id: u64,
+        now: u64,
+    ) -> Result<Vec<u8>> {
+        let lic = self
+            .licenses
+            .get(index)
+            .ok_or_else(|| Error::Internal(format!("no license at index {index}")))?;
+        let Some((pool, _)) = lic.binding.pool() else {
+            return Err(Error::BindingMismatch(format!(
+                "license {} is not a pool license",
+                lic.id_hex()
+            )));
+        };
+        let key = self.sign_key().to_bytes();
+        if !lic.binding.admits(&self.state.serial, Some(&key)) {
+            return Err(Error::BindingMismatch(format!(
+                "{} is not a member of pool {pool}",
+                self.state.serial
+            )));
+        }
+        crate::license::PoolRegistration {
+            pool: pool.to_string(),
+            license_id: lic.license_id,
+            serial: self.state.serial.clone(),
+            container_key: key,
+            server_key,
+            cluster_id,
+            signed_at: now.max(self.state.clock_high_water),
+        }
+        .sign(&self.signing)
     }
 
     /// Signs a usage log checkpoint digest (`license::usage::checkpoint_digest`) as a
@@ -910,11 +959,16 @@ impl Engine {
         for lb in &act.licenses {
             let s = SignedLicense::verify(lb, &trusted)?;
             s.check_vendor(vendor_id)?;
-            let Binding::Container { serial, key } = &s.license.binding;
-            if *serial != self.state.serial || *key != self.sign_key().to_bytes() {
+            // A pool license carries the whole member list: each member installs it.
+            if !s
+                .license
+                .binding
+                .admits(&self.state.serial, Some(&self.sign_key().to_bytes()))
+            {
                 return Err(Error::BindingMismatch(format!(
-                    "license {} is bound to container {serial}",
-                    s.license.id_hex()
+                    "license {} is bound to {}",
+                    s.license.id_hex(),
+                    s.license.binding
                 )));
             }
             let sealed = act
@@ -1011,6 +1065,125 @@ mod tests {
         // The current format round-trips the count.
         let again = EngineState::decode(&postcard::to_allocvec(old.state()).unwrap()).unwrap();
         assert_eq!(again.usage_signatures, 3);
+    }
+
+    /// A pool activation installs the one pool license in each member, never in a container
+    /// outside the pool; each member signs its registration, which verifies for its own key
+    /// only; a container refuses to register for a license that is not a pool license.
+    #[test]
+    fn each_pool_member_installs_the_pool_license_and_signs_its_registration() {
+        use crate::license::{CountingUnit, PoolRegistration, VmPolicy};
+        use crate::publisher::{LicenseSpec, PublisherKey};
+        let now = 1_800_000_000;
+        let key = PublisherKey::generate(9, "p");
+        let spec = LicenseSpec {
+            product_code: 1,
+            product_name: "P".into(),
+            features: 1,
+            quantity: 4,
+            counting_unit: CountingUnit::Station,
+            exclusive_allowed: false,
+            borrow_days: 0,
+            expiry: None,
+            vm_policy: VmPolicy::Allow,
+        };
+        let mut members: Vec<Engine> = (0..3)
+            .map(|_| Engine::create(ContainerKind::Software, 9, now))
+            .collect();
+        let reqs: Vec<Vec<u8>> = members
+            .iter()
+            .map(|e| {
+                e.activation_request(&Fingerprint::default(), MachineKind::Physical, "m", now)
+                    .unwrap()
+            })
+            .collect();
+        let acts = key
+            .activate_pool("site-a", &reqs, std::slice::from_ref(&spec), now)
+            .unwrap();
+        assert_eq!(acts.len(), 3);
+        let ctx = RequestContext {
+            now,
+            now_ms: 0,
+            host: None,
+            machine: MachineKind::Physical,
+        };
+        for (e, (serial, act)) in members.iter_mut().zip(&acts) {
+            assert_eq!(serial, e.serial());
+            e.install_activation(act, Some(&key.public_key()), now)
+                .unwrap();
+        }
+        let lic = members[0].licenses()[0].clone();
+        for e in &members {
+            assert_eq!(e.licenses()[0], lic, "one license, one id and quantity");
+        }
+        assert_eq!(lic.binding.pool().unwrap().1.len(), 3);
+        for (i, e) in members.iter_mut().enumerate() {
+            let (r, _) = e.handle(
+                Request::SignPoolMember {
+                    license_id: lic.license_id,
+                    server_key: [7; 32],
+                    cluster_id: 99,
+                },
+                &ctx,
+            );
+            let Response::PoolRegistration(bytes) = r else {
+                panic!("{r:?}")
+            };
+            let (index, reg) = PoolRegistration::verify(&bytes, &lic, 99).unwrap();
+            assert_eq!((index, reg.server_key, reg.signed_at), (i, [7; 32], now));
+        }
+        // A stranger cannot install a member's activation, nor the pool license.
+        let mut stranger = Engine::create(ContainerKind::Software, 9, now);
+        assert!(matches!(
+            stranger.install_activation(&acts[0].1, Some(&key.public_key()), now),
+            Err(Error::BindingMismatch(_))
+        ));
+        // A single-container license is not a pool license to register for.
+        let req = stranger
+            .activation_request(&Fingerprint::default(), MachineKind::Physical, "s", now)
+            .unwrap();
+        let act = key.activate(&req, &[spec], now).unwrap();
+        stranger
+            .install_activation(&act, Some(&key.public_key()), now)
+            .unwrap();
+        let (r, _) = stranger.handle(
+            Request::SignPoolMember {
+                license_id: stranger.licenses()[0].license_id,
+                server_key: [7; 32],
+                cluster_id: 99,
+            },
+            &ctx,
+        );
+        assert!(
+            matches!(&r, Response::Error { message, .. } if message.contains("not a pool license")),
+            "{r:?}"
+        );
+        // The same request twice is refused, and a bad pool name too.
+        assert!(
+            key.activate_pool("site-a", &[reqs[0].clone(), reqs[0].clone()], &[], now)
+                .is_err()
+        );
+        let one = LicenseSpec {
+            product_code: 1,
+            product_name: "P".into(),
+            features: 1,
+            quantity: 1,
+            counting_unit: CountingUnit::Station,
+            exclusive_allowed: false,
+            borrow_days: 0,
+            expiry: None,
+            vm_policy: VmPolicy::Allow,
+        };
+        let e = key
+            .activate_pool(
+                "site-a",
+                &[reqs[0].clone(), reqs[0].clone()],
+                std::slice::from_ref(&one),
+                now,
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("twice"), "{e}");
+        assert!(key.activate_pool("a/b", &reqs, &[one], now).is_err());
     }
 
     /// A container lends a seat of a borrowable license: the grant chains to the publisher,

@@ -98,6 +98,18 @@ pub enum Request {
         /// The key id the seat picked.
         key_id: [u8; 12],
     },
+    /// Signs this container's registration as a member of a license-server pool
+    /// (`license::PoolRegistration`, envelope kind `PoolMember`), answered with
+    /// [`Response::PoolRegistration`]: the container checks it holds the pool license, usable
+    /// now, with a pool binding that names it.
+    SignPoolMember {
+        /// The pool license.
+        license_id: [u8; 16],
+        /// The member server's Noise static key.
+        server_key: [u8; 32],
+        /// The etcd cluster id the member registers in.
+        cluster_id: u64,
+    },
 }
 
 /// What a container answers.
@@ -182,6 +194,8 @@ pub enum Response {
         /// The publisher-signed container certificate.
         certificate: Vec<u8>,
     },
+    /// Answer to `SignPoolMember`: the container-signed `PoolRegistration`.
+    PoolRegistration(Vec<u8>),
 }
 
 /// Encodes a request with the protocol version in front.

@@ -41,6 +41,9 @@ pub enum Kind {
     /// A seat of a network license lent by the container holding it to another machine's
     /// container for some days (`license::borrow`).
     Borrow,
+    /// A license-server pool member's registration in the pool's etcd cluster, signed by the
+    /// member's container (`license::pool`).
+    PoolMember,
 }
 
 impl Kind {
@@ -54,6 +57,7 @@ impl Kind {
             Kind::Delegation => *b"TSDl",
             Kind::UsageCheckpoint => *b"TSUc",
             Kind::Borrow => *b"TSBw",
+            Kind::PoolMember => *b"TSPm",
         }
     }
 
@@ -67,6 +71,7 @@ impl Kind {
             Kind::Delegation => "delegation",
             Kind::UsageCheckpoint => "usage checkpoint",
             Kind::Borrow => "borrowed seat",
+            Kind::PoolMember => "pool member registration",
         }
     }
 
@@ -81,6 +86,7 @@ impl Kind {
             Kind::Delegation,
             Kind::UsageCheckpoint,
             Kind::Borrow,
+            Kind::PoolMember,
         ]
         .into_iter()
         .find(|k| k.magic() == m)

@@ -9,6 +9,7 @@
 //!   │           └─ container key ─signs─▶ Delegation ... delegation: a server key, for a while
 //!   │           └─ container key ─signs─▶ UsageStatement ... usage: a usage log's head
 //!   │           └─ container key ─signs─▶ BorrowGrant ... borrow: a seat lent to a machine
+//!   │           └─ container key ─signs─▶ PoolRegistration ... pool: a pool member in etcd
 //!   └─signs─▶ Activation ......................... activation: certificate, licenses, sealed
 //!               ▲                                  secrets, for an ActivationRequest the
 //!               └─ ActivationRequest               container signed
@@ -29,6 +30,7 @@ pub mod certificate;
 pub mod delegation;
 pub mod envelope;
 mod model;
+pub mod pool;
 pub mod usage;
 
 pub use activation::{Activation, ActivationRequest};
@@ -37,3 +39,4 @@ pub use certificate::{ContainerCertificate, ContainerKind};
 pub use delegation::Delegation;
 pub use envelope::{Envelope, Kind};
 pub use model::*;
+pub use pool::PoolRegistration;

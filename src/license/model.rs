@@ -84,6 +84,80 @@ pub enum Binding {
         /// The container's Ed25519 public key.
         key: [u8; 32],
     },
+    /// Usable in every member container of a license-server pool: the same license (one
+    /// license id, one quantity) in each member's container, counted once in the pool's
+    /// shared seat table. A member grants seats only while a strict majority of these
+    /// members are registered in the pool's etcd cluster (`server::pool::members`), so the
+    /// publisher's signature over this list is what stops a split pool from counting twice.
+    /// (Variants are numbered on the wire: new ones go last.)
+    Pool {
+        /// The pool's name (its etcd prefix defaults to `/tessera/<name>/`).
+        name: String,
+        /// The member containers: serial and Ed25519 key, each serial once.
+        members: Vec<PoolMember>,
+    },
+}
+
+/// A pool member: its container serial and Ed25519 key.
+pub type PoolMember = (String, [u8; 32]);
+
+/// The longest pool name (it is part of the pool's etcd keys).
+pub const MAX_POOL_NAME: usize = 64;
+/// The most members a pool activation may name.
+pub const MAX_POOL_MEMBERS: usize = 64;
+
+/// Checks a pool's name and member list as the publisher's tool and the runtime want them:
+/// a name of 1 to [`MAX_POOL_NAME`] letters, digits, `.`, `_` or `-`; 1 to
+/// [`MAX_POOL_MEMBERS`] members, each serial once.
+pub fn check_pool(name: &str, members: &[PoolMember]) -> Result<()> {
+    if name.is_empty()
+        || name.len() > MAX_POOL_NAME
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err(Error::InvalidArgument(format!(
+            "pool name `{name}`: 1 to {MAX_POOL_NAME} letters, digits, `.`, `_` or `-`"
+        )));
+    }
+    if members.is_empty() || members.len() > MAX_POOL_MEMBERS {
+        return Err(Error::InvalidArgument(format!(
+            "pool {name} has {} members (1 to {MAX_POOL_MEMBERS})",
+            members.len()
+        )));
+    }
+    for (i, (serial, _)) in members.iter().enumerate() {
+        if members[..i].iter().any(|(s, _)| s == serial) {
+            return Err(Error::InvalidArgument(format!(
+                "pool {name} names container {serial} twice"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Binding {
+    /// The pool's name and members, for a pool binding.
+    pub fn pool(&self) -> Option<(&str, &[PoolMember])> {
+        match self {
+            Binding::Pool { name, members } => Some((name, members)),
+            Binding::Container { .. } => None,
+        }
+    }
+
+    /// Whether the container with `serial` and, when known, signing `key` may hold a
+    /// license with this binding.
+    pub fn admits(&self, serial: &str, key: Option<&[u8; 32]>) -> bool {
+        match self {
+            Binding::Container {
+                serial: bound,
+                key: bound_key,
+            } => bound == serial && key.is_none_or(|k| k == bound_key),
+            Binding::Pool { members, .. } => members
+                .iter()
+                .any(|(s, k)| s == serial && key.is_none_or(|key| key == k)),
+        }
+    }
 }
 
 impl fmt::Display for Binding {
@@ -91,6 +165,16 @@ impl fmt::Display for Binding {
         match self {
             Binding::Container { serial, key } => {
                 write!(f, "container {serial} (key {})", &hex::encode(key)[..16])
+            }
+            Binding::Pool { name, members } => {
+                write!(f, "pool {name} of {} member(s): ", members.len())?;
+                for (i, (serial, key)) in members.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{serial} (key {})", &hex::encode(key)[..16])?;
+                }
+                Ok(())
             }
         }
     }
@@ -256,12 +340,9 @@ impl License {
     /// Checks that the license is bound to the container with `serial` and, when known,
     /// signing `key`: a license signed for another container is refused
     /// (`BindingMismatch`) wherever it turns up, whatever else it grants.
+    /// A pool license is accepted in any of its member containers.
     pub fn check_binding(&self, serial: &str, key: Option<&[u8; 32]>) -> Result<()> {
-        let Binding::Container {
-            serial: bound,
-            key: bound_key,
-        } = &self.binding;
-        if bound != serial || key.is_some_and(|k| k != bound_key) {
+        if !self.binding.admits(serial, key) {
             let here = match key {
                 Some(k) => format!("container {serial} (key {})", &hex::encode(k)[..16]),
                 None => format!("container {serial}"),
@@ -438,6 +519,51 @@ mod tests {
             Envelope::parse(Kind::Certificate, &cert),
             Err(Error::UnknownVersion { found: 2, .. })
         ));
+    }
+
+    #[test]
+    fn a_pool_license_binds_every_member_and_no_one_else() {
+        let k = SigningKey::from_bytes(&[5; 32]);
+        let mut l = sample();
+        l.binding = Binding::Pool {
+            name: "site-a".into(),
+            members: vec![("SW-1".into(), [1; 32]), ("SW-2".into(), [2; 32])],
+        };
+        let back = SignedLicense::verify(&l.sign(&k).unwrap().bytes, &k.verifying_key()).unwrap();
+        assert_eq!(back.license, l);
+        for (serial, key) in [("SW-1", [1; 32]), ("SW-2", [2; 32])] {
+            assert!(l.check_binding(serial, Some(&key)).is_ok());
+            assert!(l.check_binding(serial, None).is_ok());
+        }
+        // A member's serial with another member's key, or a stranger.
+        assert!(matches!(
+            l.check_binding("SW-1", Some(&[2; 32])),
+            Err(Error::BindingMismatch(_))
+        ));
+        let e = l.check_binding("SW-3", Some(&[3; 32])).unwrap_err();
+        assert!(e.to_string().contains("pool site-a of 2 member(s)"), "{e}");
+        assert!(l.to_string().contains("SW-1 (key 0101"), "{l}");
+        assert_eq!(
+            l.binding.pool().map(|(n, m)| (n, m.len())),
+            Some(("site-a", 2))
+        );
+        assert_eq!(sample().binding.pool(), None);
+    }
+
+    #[test]
+    fn pool_names_and_member_lists_are_checked() {
+        let one = vec![("SW-1".to_string(), [1; 32])];
+        assert!(check_pool("site-a.eu_1", &one).is_ok());
+        for bad in ["", "a/b", "a b", &"x".repeat(MAX_POOL_NAME + 1)] {
+            assert!(matches!(
+                check_pool(bad, &one),
+                Err(Error::InvalidArgument(_))
+            ));
+        }
+        assert!(check_pool("p", &[]).is_err());
+        let twice = vec![("SW-1".to_string(), [1; 32]), ("SW-1".to_string(), [2; 32])];
+        let e = check_pool("p", &twice).unwrap_err();
+        assert!(e.to_string().contains("SW-1 twice"), "{e}");
     }
 
     #[test]

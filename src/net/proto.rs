@@ -154,7 +154,8 @@ fn verify_bundle(
 /// Checks a seat grant against the delegations the server's hello proved: the license must
 /// be signed by `publisher` for `vendor_id` and bound to one of the delegating containers,
 /// the one the grant names (`BindingMismatch` otherwise: a license taken from another
-/// container is refused, whatever it grants). Returns the license.
+/// container is refused, whatever it grants). A pool license (`Binding::Pool`) is accepted
+/// from any of its member containers that delegated. Returns the license.
 pub fn check_grant(
     grant: &SeatGrant,
     delegations: &[Delegation],
@@ -651,5 +652,77 @@ mod tests {
             delegations: vec![],
         };
         assert!(tampered(verify_server(&empty, &pk, 5, &[9; 32], 1_000)));
+    }
+
+    /// A client accepts a seat of a pool license from any member whose container delegated
+    /// to the server it talks to, and from no container outside the pool.
+    #[test]
+    fn a_pool_license_is_granted_by_any_member_that_delegated() {
+        use crate::license::{Binding, CountingUnit, License, VmPolicy};
+        let publisher = SigningKey::from_bytes(&[1; 32]);
+        let member = |i: u8| (format!("SW-{i}"), SigningKey::from_bytes(&[i; 32]));
+        let lic = License {
+            license_id: [7; 16],
+            vendor_id: 5,
+            product_code: 1,
+            product_name: "P".into(),
+            features: 1,
+            quantity: 2,
+            counting_unit: CountingUnit::Station,
+            exclusive_allowed: false,
+            issued_at: 0,
+            expiry: None,
+            vm_policy: VmPolicy::Allow,
+            binding: Binding::Pool {
+                name: "site".into(),
+                members: (2..=4)
+                    .map(|i| (member(i).0, member(i).1.verifying_key().to_bytes()))
+                    .collect(),
+            },
+            borrow_days: 0,
+        };
+        let signed = lic.sign(&publisher).unwrap().bytes;
+        let delegation = |(serial, key): (String, SigningKey)| Delegation {
+            vendor_id: 5,
+            serial,
+            container_key: key.verifying_key().to_bytes(),
+            server_key: [9; 32],
+            issued_at: 0,
+            expiry: 2_000,
+        };
+        let grant = |serial: &str| SeatGrant {
+            seat_id: [1; 16],
+            license: signed.clone(),
+            container_serial: serial.into(),
+            lease_ms: 1,
+            renew_ms: 1,
+            in_use: 1,
+        };
+        let pk = publisher.verifying_key();
+        for i in 2..=4 {
+            let d = [delegation(member(i))];
+            assert_eq!(
+                check_grant(&grant(&format!("SW-{i}")), &d, &pk, 5).unwrap(),
+                lic
+            );
+        }
+        // A container outside the pool, even one that delegated.
+        let outsider = [delegation(member(5))];
+        assert!(matches!(
+            check_grant(&grant("SW-5"), &outsider, &pk, 5),
+            Err(Error::BindingMismatch(_))
+        ));
+        // A member's serial with another key.
+        let mut impostor = delegation(member(2));
+        impostor.container_key = [5; 32];
+        assert!(matches!(
+            check_grant(&grant("SW-2"), &[impostor], &pk, 5),
+            Err(Error::BindingMismatch(_))
+        ));
+        // A member that did not delegate to this server.
+        assert!(matches!(
+            check_grant(&grant("SW-3"), &[delegation(member(2))], &pk, 5),
+            Err(Error::BindingMismatch(_))
+        ));
     }
 }

@@ -7,7 +7,7 @@
 //! ([`admin`]). See `docs/SERVER.md`.
 //!
 //! Each of these uses only those before it in this list (lowest first: seats, hosted, stats;
-//! store, pool; config, usage, history; daemon; admin). [`run`] puts the daemon and the admin API
+//! store; config, usage, history; pool; daemon; admin). [`run`] puts the daemon and the admin API
 //! together.
 
 pub mod admin;

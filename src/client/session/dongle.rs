@@ -105,6 +105,7 @@ impl Session {
                 // a license of another container is refused before a seat is counted.
                 let checked = lic
                     .check_binding(&d.serial, d.sign_key.as_ref())
+                    .and_then(|()| super::software::served_here(&lic))
                     .and_then(|()| lic.check(features, now, &i.env.host.machine, None));
                 if let Err(e) = checked {
                     consider(e);

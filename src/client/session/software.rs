@@ -118,6 +118,10 @@ impl Session {
                 if lic.product_code != product_code {
                     continue;
                 }
+                if let Err(e) = served_here(&lic) {
+                    consider(e);
+                    continue;
+                }
                 if let Err(e) = sc.engine.check_use(idx, &query) {
                     consider(e);
                     continue;
@@ -164,5 +168,18 @@ impl Session {
             }
         }
         Ok(None)
+    }
+}
+
+/// A pool license (`Binding::Pool`) is served by the pool's license servers, which count it
+/// once across the members; the member machines' containers do not serve it to local apps
+/// (each would count its own seats).
+pub(super) fn served_here(lic: &crate::license::License) -> Result<()> {
+    match lic.binding.pool() {
+        Some((pool, _)) => Err(Error::NoLicense(format!(
+            "license {} belongs to pool {pool}: its seats come from the pool's license servers, not from this machine's container",
+            lic.id_hex()
+        ))),
+        None => Ok(()),
     }
 }

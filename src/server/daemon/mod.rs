@@ -42,6 +42,7 @@ use crate::net::proto::{self, ServerHello};
 use crate::server::config::{AdminToken, ServerConfig};
 use crate::server::history::{Recorder, Usage};
 use crate::server::hosted::Hosted;
+use crate::server::pool::members::Members;
 use crate::server::pool::{EtcdSeats, NoSeatStore};
 use crate::server::seats::{Change, SeatId, SeatTable};
 use crate::server::stats::Stats;
@@ -112,6 +113,10 @@ pub struct Server {
     /// Pool mode: the pool's seat table in etcd (then `table` stays empty and the committer
     /// writes only the usage log).
     pool: Option<Arc<EtcdSeats>>,
+    /// Pool mode: this member's registrations in etcd and its watch of every member's
+    /// (`server::pool::members`), started by `Running::ready`, restarted when the pool
+    /// licenses it hosts change.
+    members: RwLock<Option<Arc<Members>>>,
     seat_meta: Mutex<HashMap<SeatId, SeatMeta>>,
     committer: GroupCommitter<UsageEvent>,
     history: Recorder,
@@ -246,6 +251,7 @@ impl Server {
             usage,
             table: Mutex::new(table),
             pool,
+            members: RwLock::new(None),
             seat_meta: Mutex::new(seat_meta),
             hosting: RwLock::new(Arc::new(Hosting { hosted, hello })),
             lease_ms: AtomicU64::new(config.lease_ms),

@@ -6,19 +6,128 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use super::requests::{Lend, Peer, Want};
 use super::{Hosting, Server};
 use crate::container::protocol::{Request, Response};
+use crate::license::License;
 use crate::license::borrow::{self, BorrowGrant};
 use crate::net::proto::{NetResponse, SeatGrant, ServedLicense};
 use crate::server::pool::EtcdSeats;
+use crate::server::pool::members::{Members, Served, Signer};
 use crate::server::seats::{AcquireSpec, BorrowSpec, Borrowed, SeatId};
 use crate::server::usage;
 use crate::util::now_ms;
 use crate::{Error, Result};
 
 impl Server {
+    /// Pool mode: starts this member's registrations (`start`: at the start, from
+    /// `Running::ready`), or restarts them when the pool licenses hosted now are not those it
+    /// registers for (after a reload). Each registration is signed by the hosted container
+    /// holding the license, for this server's key, on an etcd lease of one seat lease.
+    pub(super) fn refresh_pool_members(&self, start: bool) {
+        let Some(pool) = &self.pool else { return };
+        let hosting = self.hosting();
+        let served: Vec<Served> = hosting
+            .hosted
+            .containers
+            .iter()
+            .flat_map(|c| {
+                c.licenses
+                    .iter()
+                    .filter(|l| l.binding.pool().is_some())
+                    .map(|l| Served {
+                        serial: c.serial.clone(),
+                        license: l.clone(),
+                    })
+            })
+            .collect();
+        let mut members = match self.members.write() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        match members.as_ref() {
+            None if !start => return,
+            Some(m) if m.serves(&served) => return,
+            _ => {}
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let server_key = self.public_key();
+        let snapshot = hosting.clone();
+        let signer: Signer = Arc::new(move |serial: &str, license_id: &[u8; 16], cluster_id| {
+            let c = snapshot
+                .hosted
+                .containers
+                .iter()
+                .find(|c| c.serial == serial)
+                .ok_or_else(|| Error::NoLicense(format!("container {serial} is not hosted")))?;
+            match c.call(Request::SignPoolMember {
+                license_id: *license_id,
+                server_key,
+                cluster_id,
+            })? {
+                Response::PoolRegistration(r) => Ok(r),
+                other => Err(Error::malformed("container answer", format!("{other:?}"))),
+            }
+        });
+        let ttl = Duration::from_millis(self.lease_ms().max(1000));
+        *members = Some(Arc::new(Members::start(
+            pool.endpoints().to_vec(),
+            pool.prefix(),
+            served,
+            signer,
+            ttl,
+        )));
+    }
+
+    /// May this server grant a seat of `license`? A pool license only in pool mode, and only
+    /// while a strict majority of its members are registered in the pool's etcd cluster
+    /// ([`Members::check`]): a member run as a single server would count its own seats.
+    /// Any other license, yes.
+    pub(super) fn pool_quorum(&self, license: &License) -> Result<()> {
+        let Some((name, _)) = license.binding.pool() else {
+            return Ok(());
+        };
+        if self.pool.is_none() {
+            return Err(Error::NoLicense(format!(
+                "license {} belongs to pool {name}: only a pool member (tessera-server --pool) serves it",
+                license.id_hex()
+            )));
+        }
+        let members = match self.members.read() {
+            Ok(m) => m.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        match members {
+            Some(m) => m.check(license),
+            None => Err(Error::Timeout(format!(
+                "pool {name}: this member has not registered in the pool's etcd cluster yet"
+            ))),
+        }
+    }
+
+    /// Pool mode: stops this member's registrations (at the server's stop: their leases run
+    /// out, and a reload does not start them again).
+    pub(super) fn stop_pool_members(&self) {
+        let stopped = match self.members.write() {
+            Ok(mut m) => m.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        drop(stopped);
+    }
+
+    /// Pool mode: this member's registrations and its view of the others' (for the admin
+    /// API), once started.
+    pub fn pool_members(&self) -> Option<Arc<Members>> {
+        match self.members.read() {
+            Ok(m) => m.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
     /// `Acquire` on the pool: the first hosted license that grants, as on a single server.
     pub(super) async fn pool_acquire(
         &self,
@@ -51,6 +160,7 @@ impl Server {
             if let Err(e) = lic
                 .check_binding(&c.serial, c.sign_key.as_ref())
                 .and_then(|()| c.keep_hosting())
+                .and_then(|()| self.pool_quorum(lic))
             {
                 keep(e, lic);
                 continue;
@@ -295,6 +405,7 @@ impl Server {
             let fits = lic
                 .check_binding(&c.serial, c.sign_key.as_ref())
                 .and_then(|()| c.keep_hosting())
+                .and_then(|()| self.pool_quorum(lic))
                 .and_then(|()| borrow::borrow_until(lic, days, spec.now_ms / 1000).map(drop));
             let fits = match fits {
                 Ok(()) => pool.check_borrow(&spec).await,

@@ -53,6 +53,8 @@ impl Server {
             Ok(mut h) => *h = hosting,
             Err(p) => *p.into_inner() = hosting,
         }
+        // Pool mode: register for the pool licenses hosted now (when they changed).
+        self.refresh_pool_members(false);
     }
 
     /// Renews the delegations past half their validity: they are signed for

@@ -111,6 +111,7 @@ impl Server {
             if let Err(e) = lic
                 .check_binding(&c.serial, c.sign_key.as_ref())
                 .and_then(|()| c.keep_hosting())
+                .and_then(|()| self.pool_quorum(lic))
             {
                 if best
                     .as_ref()
@@ -288,6 +289,7 @@ impl Server {
             let fits = lic
                 .check_binding(&c.serial, c.sign_key.as_ref())
                 .and_then(|()| c.keep_hosting())
+                .and_then(|()| self.pool_quorum(lic))
                 .and_then(|()| borrow::borrow_until(lic, days, spec.now_ms / 1000).map(drop))
                 .and_then(|()| self.table()?.check_borrow(&spec));
             if let Err(e) = fits {
@@ -690,6 +692,7 @@ impl Server {
                             || lic
                                 .check_binding(&c.serial, c.sign_key.as_ref())
                                 .and_then(|()| c.keep_hosting())
+                                .and_then(|()| self.pool_quorum(lic))
                                 .is_err()
                         {
                             continue;

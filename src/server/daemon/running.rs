@@ -86,6 +86,8 @@ impl Running {
             // The pool's caches follow etcd.
             self.tasks.push(tokio::spawn(pool.follow(self.stopping())));
         }
+        // Pool mode: register this member in etcd and watch the others'.
+        self.server.refresh_pool_members(true);
         if let Ok(mut mine) = self.server.bound.lock() {
             *mine = self.bound.clone();
         }
@@ -105,6 +107,8 @@ impl Running {
         for t in self.tasks {
             let _ = t.await;
         }
+        // Pool mode: no more keep-alives for this member's registrations.
+        server.stop_pool_members();
         server.committer.submit(Vec::new()).wait_async().await?;
         // Who holds which seat, for the admin page after the restart (clients re-attach their
         // seats, but the page would not know who held them until then, nor since when).

@@ -29,6 +29,11 @@
 //!
 //! A member that cannot reach etcd (no quorum, no leader: the client asks with
 //! `require_leader`) answers `Timeout`, never a grant on stale data.
+//!
+//! Who may form a pool: [`members`] (a pool license's members register in etcd, and a member
+//! grants only while a strict majority of them is registered).
+
+pub mod members;
 
 use std::collections::HashMap;
 use std::future::Future;
