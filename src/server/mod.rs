@@ -14,6 +14,7 @@ pub mod config;
 pub mod daemon;
 pub mod history;
 pub mod hosted;
+pub mod pool_status;
 pub mod seats;
 pub mod stats;
 pub mod store;
