@@ -74,6 +74,17 @@ struct Cli {
     /// Threads serving client connections (default 0: one fewer than the CPUs, at least 1).
     #[arg(long)]
     worker_threads: Option<usize>,
+    /// Pool mode: share the seat table with the other members of a pool in etcd
+    /// (`etcd://host:2379,host2:2379`, the etcd cluster's client endpoints) instead of this
+    /// server's SQLite file. The TOML equivalent is `[pool] endpoints = [...]`.
+    #[arg(long, value_name = "etcd://HOST:PORT,...")]
+    pool: Option<String>,
+    /// The pool's key prefix in etcd (default `/tessera/<pool name>/`).
+    #[arg(long, requires = "pool")]
+    pool_prefix: Option<String>,
+    /// The pool's name (default `default`).
+    #[arg(long, requires = "pool")]
+    pool_name: Option<String>,
 }
 
 // mimalloc: every request allocates a few small buffers on whichever tokio worker runs it;
@@ -139,6 +150,12 @@ fn load_config(cli: &Cli) -> Result<ServerConfig> {
     }
     if let Some(v) = cli.worker_threads {
         c.worker_threads = v;
+    }
+    if let Some(url) = &cli.pool {
+        let mut p = tessera::server::config::PoolConfig::from_url(url)?;
+        p.prefix = cli.pool_prefix.clone();
+        p.name = cli.pool_name.clone();
+        c.pool = Some(p);
     }
     c.discovery &= !cli.no_discovery;
     c.dongles &= !cli.no_dongles;

@@ -107,6 +107,127 @@ pub struct ServerConfig {
     /// Threads serving client connections; 0 picks one fewer than the CPUs (at least one),
     /// leaving a CPU to the seat table's commit thread.
     pub worker_threads: usize,
+    /// Pool mode (`[pool]`): the seat table is shared with the other members of a pool in
+    /// etcd instead of this server's SQLite file. `None`: a single server.
+    pub pool: Option<PoolConfig>,
+}
+
+/// The `[pool]` section: where the pool's shared seat table lives in etcd.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// The etcd cluster's client endpoints (`host:port`, `http://host:port`).
+    pub endpoints: Vec<String>,
+    /// The key prefix of this pool in etcd (default `/tessera/<name>/`).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// The pool's name (default `default`).
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+impl PoolConfig {
+    /// The pool of `tessera-server --pool etcd://h1:2379,h2:2379`: its endpoints, with the
+    /// default name and prefix.
+    pub fn from_url(url: &str) -> Result<PoolConfig> {
+        let bad = |why: &str| {
+            Error::InvalidArgument(format!(
+                "--pool {url:?}: {why}; expected etcd://host:port[,host:port...]"
+            ))
+        };
+        let rest = url
+            .strip_prefix("etcd://")
+            .ok_or_else(|| bad("not an etcd:// URL"))?;
+        let endpoints: Vec<String> = rest
+            .trim_end_matches('/')
+            .split(',')
+            .map(|e| e.trim().to_string())
+            .collect();
+        let c = PoolConfig {
+            endpoints,
+            prefix: None,
+            name: None,
+        };
+        c.check().map_err(|e| bad(&e.to_string()))?;
+        Ok(c)
+    }
+
+    /// The pool's name.
+    pub fn pool_name(&self) -> &str {
+        self.name.as_deref().unwrap_or("default")
+    }
+
+    /// The key prefix, ending in `/`: `prefix`, or `/tessera/<name>/`.
+    pub fn key_prefix(&self) -> String {
+        let mut p = match &self.prefix {
+            Some(p) => p.clone(),
+            None => format!("/tessera/{}/", self.pool_name()),
+        };
+        if !p.ends_with('/') {
+            p.push('/');
+        }
+        p
+    }
+
+    /// The endpoints as URLs the etcd client takes (`http://host:port`).
+    pub fn urls(&self) -> Vec<String> {
+        self.endpoints
+            .iter()
+            .map(|e| {
+                if e.starts_with("http://") || e.starts_with("https://") {
+                    e.clone()
+                } else {
+                    format!("http://{e}")
+                }
+            })
+            .collect()
+    }
+
+    /// Checks the endpoints (`host:port` each), the name and the prefix.
+    pub fn check(&self) -> Result<()> {
+        if self.endpoints.is_empty() {
+            return Err(Error::InvalidArgument(
+                "pool: at least one etcd endpoint".into(),
+            ));
+        }
+        for e in &self.endpoints {
+            let hostport = e
+                .strip_prefix("http://")
+                .or_else(|| e.strip_prefix("https://"))
+                .unwrap_or(e);
+            let ok = hostport.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty()
+                    && host
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-.[]:_".contains(&b))
+                    && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+            if !ok {
+                return Err(Error::InvalidArgument(format!(
+                    "pool: etcd endpoint {e:?} is not host:port"
+                )));
+            }
+        }
+        if let Some(n) = &self.name
+            && (n.is_empty()
+                || n.len() > 64
+                || !n
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
+        {
+            return Err(Error::InvalidArgument(format!(
+                "pool: name {n:?} must be 1 to 64 letters, digits, '-', '_' or '.'"
+            )));
+        }
+        if let Some(p) = &self.prefix
+            && (!p.starts_with('/') || p.len() > 256 || p.bytes().any(|b| b.is_ascii_control()))
+        {
+            return Err(Error::InvalidArgument(format!(
+                "pool: prefix {p:?} must start with '/' (at most 256 characters)"
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Default for ServerConfig {
@@ -137,6 +258,7 @@ impl Default for ServerConfig {
             usage_checkpoint_s: 60,
             commit_window_us: super::store::DEFAULT_COMMIT_WINDOW.as_micros() as u64,
             worker_threads: 0,
+            pool: None,
         }
     }
 }
@@ -239,6 +361,9 @@ impl ServerConfig {
                 "commit_window_us ({}) must be at most {MAX_COMMIT_WINDOW_US} (100 ms)",
                 self.commit_window_us
             )));
+        }
+        if let Some(p) = &self.pool {
+            p.check()?;
         }
         if self.worker_threads > 1024 {
             return Err(Error::InvalidArgument(format!(
@@ -386,5 +511,40 @@ mod tests {
             "the token never shows in Debug output"
         );
         assert!(ServerConfig::from_toml("admin_hosts = [\"a b\"]\n").is_err());
+    }
+
+    #[test]
+    fn a_pool_is_an_etcd_url_or_a_pool_section() {
+        let p = PoolConfig::from_url("etcd://h1:2379,10.0.0.2:2379").unwrap();
+        assert_eq!(p.endpoints, vec!["h1:2379", "10.0.0.2:2379"]);
+        assert_eq!(p.urls(), vec!["http://h1:2379", "http://10.0.0.2:2379"]);
+        assert_eq!(p.key_prefix(), "/tessera/default/");
+        for bad in [
+            "http://h1:2379",
+            "etcd://",
+            "etcd://h1",
+            "etcd://h1:x",
+            "etcd://h1:0,h2:1",
+        ] {
+            let e = PoolConfig::from_url(bad).unwrap_err();
+            assert!(matches!(e, Error::InvalidArgument(_)), "{bad}: {e}");
+            assert!(e.to_string().contains("etcd://host:port"), "{e}");
+        }
+        let c = ServerConfig::from_toml(
+            "[pool]\nendpoints = [\"a:1\", \"http://b:2\"]\nname = \"site-1\"\n",
+        )
+        .unwrap();
+        let p = c.pool.unwrap();
+        assert_eq!(p.key_prefix(), "/tessera/site-1/");
+        assert_eq!(p.urls(), vec!["http://a:1", "http://b:2"]);
+        let c =
+            ServerConfig::from_toml("[pool]\nendpoints = [\"a:1\"]\nprefix = \"/x/y\"\n").unwrap();
+        assert_eq!(c.pool.unwrap().key_prefix(), "/x/y/");
+        assert!(ServerConfig::from_toml("[pool]\nendpoints = []\n").is_err());
+        assert!(
+            ServerConfig::from_toml("[pool]\nendpoints = [\"a:1\"]\nprefix = \"x\"\n").is_err()
+        );
+        assert!(ServerConfig::from_toml("[pool]\nendpoints = [\"a:1\"]\nfoo = 1\n").is_err());
+        assert!(ServerConfig::from_toml("").unwrap().pool.is_none());
     }
 }

@@ -1,12 +1,13 @@
 //! The license server (`tessera-server`): its configuration ([`config`]), the seat table that
 //! counts seats by unit and keeps their leases ([`seats`]), its durable, group-committed
 //! store ([`store`]), the containers it hosts ([`hosted`]), its hash-chained usage logs
-//! ([`usage`]), the seat history ([`history`]), its counters ([`stats`]), the daemon that
+//! ([`usage`]), the seat history ([`history`]), its counters ([`stats`]), the pool's seat
+//! table shared in etcd ([`pool`], issue 17), the daemon that
 //! serves the license protocol on them ([`daemon`]) and the admin HTTP API and page on top
 //! ([`admin`]). See `docs/SERVER.md`.
 //!
 //! Each of these uses only those before it in this list (lowest first: seats, hosted, stats;
-//! store; config, usage, history; daemon; admin). [`run`] puts the daemon and the admin API
+//! store, pool; config, usage, history; daemon; admin). [`run`] puts the daemon and the admin API
 //! together.
 
 pub mod admin;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod daemon;
 pub mod history;
 pub mod hosted;
+pub mod pool;
 pub mod pool_status;
 pub mod seats;
 pub mod stats;

@@ -456,6 +456,7 @@ fn server(state: &Path, home: &Path, log: &Path) -> ServerProc {
         home: home.to_path_buf(),
         port: 0,
         lease: (common::server::LEASE_MS, common::server::RENEW_MS),
+        wrap: Vec::new(),
     }
 }
 

@@ -6,6 +6,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 pub mod borrow;
+pub mod etcd;
 pub mod http;
 pub mod server;
 pub mod swtpm;

@@ -7,6 +7,19 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 pub const LEASE_MS: u64 = 1500;
 pub const RENEW_MS: u64 = 300;
 
+/// A command prefix that runs a process in a mount namespace of its own with a private
+/// `/dev/shm` (where the machine-wide hosting locks live): servers of a pool on one machine
+/// may each host a copy of the same container. Needs root (the tests run as root).
+pub const PRIVATE_SHM: &[&str] = &[
+    "unshare",
+    "--mount",
+    "--propagation",
+    "private",
+    "sh",
+    "-c",
+    "mount -t tmpfs tmpfs /dev/shm && exec \"$0\" \"$@\"",
+];
+
 /// A running `tessera-server`; killed on drop.
 pub struct ServerProc {
     pub child: Option<Child>,
@@ -20,6 +33,8 @@ pub struct ServerProc {
     pub port: u16,
     /// `lease_ms` and `renew_ms` it was started with (kept for a restart).
     pub lease: (u64, u64),
+    /// The command prefix it runs under (kept for a restart; empty: none).
+    pub wrap: Vec<String>,
 }
 
 impl ServerProc {
@@ -32,6 +47,20 @@ impl ServerProc {
     /// these arguments: the file says everything (flags would override it).
     pub fn start_with(state: &Path, home: &Path, port: u16, extra: &[&str]) -> ServerProc {
         Self::start_full(state, home, port, extra, (LEASE_MS, RENEW_MS), &[])
+    }
+
+    /// [`ServerProc::start_with`] under a command prefix (`wrap`: e.g. a private mount
+    /// namespace, [`PRIVATE_SHM`], so that servers on one machine may host copies of one
+    /// container; or `ip netns exec NS`).
+    pub fn start_wrapped(
+        state: &Path,
+        home: &Path,
+        port: u16,
+        extra: &[&str],
+        wrap: &[&str],
+    ) -> ServerProc {
+        let wrap: Vec<String> = wrap.iter().map(|s| s.to_string()).collect();
+        Self::start_inner(state, home, port, extra, (LEASE_MS, RENEW_MS), &[], &wrap)
     }
 
     /// [`ServerProc::start_with`], with extra environment variables (a shifted clock:
@@ -66,7 +95,26 @@ impl ServerProc {
         lease: (u64, u64),
         env: &[(String, String)],
     ) -> ServerProc {
-        let mut cmd = Command::new(super::bin("tessera-server"));
+        Self::start_inner(state, home, port, extra, lease, env, &[])
+    }
+
+    fn start_inner(
+        state: &Path,
+        home: &Path,
+        port: u16,
+        extra: &[&str],
+        lease: (u64, u64),
+        env: &[(String, String)],
+        wrap: &[String],
+    ) -> ServerProc {
+        let mut cmd = match wrap.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(super::bin("tessera-server"));
+                c
+            }
+            None => Command::new(super::bin("tessera-server")),
+        };
         cmd.envs(env.iter().map(|(k, v)| (k, v)));
         if !extra.contains(&"--config") {
             if !extra.contains(&"--admin-listen") {
@@ -126,6 +174,7 @@ impl ServerProc {
             home: home.to_path_buf(),
             port,
             lease,
+            wrap: wrap.to_vec(),
         }
     }
 
@@ -140,13 +189,14 @@ impl ServerProc {
         self.kill9();
         let extra = self.extra.clone();
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-        *self = ServerProc::start_full(
+        *self = ServerProc::start_inner(
             &self.state.clone(),
             &self.home.clone(),
             self.port,
             &extra,
             self.lease,
             &[],
+            &self.wrap.clone(),
         );
     }
 

@@ -93,6 +93,12 @@ impl Control {
         self.server.usage()
     }
 
+    /// Pool mode: the pool's seat table in etcd (`None` for a single server, whose seats
+    /// are in [`Control::with_table`]).
+    pub fn pool(&self) -> Option<&std::sync::Arc<crate::server::pool::EtcdSeats>> {
+        self.server.pool.as_ref()
+    }
+
     /// Runs `f` on the seat table, under its lock (keep it short: grants wait for it).
     pub fn with_table<R>(&self, f: impl FnOnce(&SeatTable) -> R) -> Result<R> {
         Ok(f(&*self.server.table()?))
@@ -129,6 +135,9 @@ impl Control {
     /// when it is returned.
     pub async fn revoke(&self, seat_id: &SeatId) -> Result<bool> {
         let server = &self.server;
+        if let Some(pool) = &server.pool {
+            return server.pool_revoke(pool, seat_id).await;
+        }
         // Submitted under the table's lock, with its usage-log record: the log keeps the
         // table's order.
         let waiter = {

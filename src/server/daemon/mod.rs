@@ -18,6 +18,7 @@
 
 mod control;
 mod listen;
+mod pooled;
 mod reload;
 mod requests;
 mod running;
@@ -39,6 +40,7 @@ use crate::net::proto::{self, ServerHello};
 use crate::server::config::{AdminToken, ServerConfig};
 use crate::server::history::{Recorder, Usage};
 use crate::server::hosted::Hosted;
+use crate::server::pool::{EtcdSeats, NoSeatStore};
 use crate::server::seats::{Change, SeatId, SeatTable};
 use crate::server::stats::Stats;
 use crate::server::store::{Durability, GroupCommitter, SeatStore, SqliteStore};
@@ -105,6 +107,9 @@ pub struct Server {
     renew_ms: AtomicU64,
     admin_auth: RwLock<AdminAuth>,
     table: Mutex<SeatTable>,
+    /// Pool mode: the pool's seat table in etcd (then `table` stays empty and the committer
+    /// writes only the usage log).
+    pool: Option<Arc<EtcdSeats>>,
     seat_meta: Mutex<HashMap<SeatId, SeatMeta>>,
     committer: GroupCommitter<UsageEvent>,
     history: Recorder,
@@ -161,16 +166,35 @@ impl Server {
         } else {
             Durability::ProcessCrash
         };
-        let db = config.state_dir.join("seats.db");
-        let mut store = SqliteStore::open_with(&db, durability)?;
+        // Pool mode: the seats are in etcd; the history keeps its own file.
+        let pool = match &config.pool {
+            Some(p) => {
+                let seats = EtcdSeats::new(p, &config.name)?;
+                info!(etcd = %seats.endpoints().join(","), prefix = %seats.prefix(), "pool member: the seat table is in etcd");
+                Some(Arc::new(seats))
+            }
+            None => None,
+        };
+        let db = config.state_dir.join(if pool.is_some() {
+            "history.db"
+        } else {
+            "seats.db"
+        });
+        let mut store: Box<dyn SeatStore> = if pool.is_some() {
+            Box::new(NoSeatStore)
+        } else {
+            Box::new(SqliteStore::open_with(&db, durability)?)
+        };
         let history = Recorder::open(&db)?;
-        let rows = SeatStore::load(&mut store)?;
+        let rows = store.load()?;
         let mut table = SeatTable::new();
         let n = rows.len();
         // Every row is kept for one more lease: a renewal answered before a SIGKILL may not
         // be on disk yet (`SeatTable::load_extended`).
         table.load_extended(rows, now_ms(), config.lease_ms);
-        info!(seats = table.len(), loaded = n, "seat table loaded");
+        if pool.is_none() {
+            info!(seats = table.len(), loaded = n, "seat table loaded");
+        }
         let (usage, _refused) = UsageLog::open(
             UsageOptions {
                 dir: config.state_dir.join("usage"),
@@ -213,12 +237,13 @@ impl Server {
         }
         let server = Arc::new(Server {
             committer: GroupCommitter::start_with(
-                Box::new(store),
+                store,
                 Some(Box::new(usage.journal()?)),
                 config.commit_window(),
             ),
             usage,
             table: Mutex::new(table),
+            pool,
             seat_meta: Mutex::new(seat_meta),
             hosting: RwLock::new(Arc::new(Hosting { hosted, hello })),
             lease_ms: AtomicU64::new(config.lease_ms),
@@ -281,8 +306,16 @@ impl Server {
         &self.config
     }
 
-    /// Seats held now.
+    /// Pool mode: the pool's seat table in etcd (`None` for a single server).
+    pub fn pool(&self) -> Option<&Arc<EtcdSeats>> {
+        self.pool.as_ref()
+    }
+
+    /// Seats held now (in pool mode: the seats this member serves).
     pub fn seats(&self) -> usize {
+        if let Some(p) = &self.pool {
+            return p.served_count();
+        }
         self.table.lock().map(|t| t.len()).unwrap_or(0)
     }
 
@@ -313,7 +346,11 @@ impl Server {
         for c in &hosting.hosted.containers {
             for l in &c.licenses {
                 let e = usage.entry((l.vendor_id, l.product_code)).or_default();
-                e.0 += table.in_use(&l.license_id, now);
+                e.0 += match &self.pool {
+                    // As this member last read the pool.
+                    Some(p) => p.cached_in_use(&l.license_id),
+                    None => table.in_use(&l.license_id, now),
+                };
                 e.1 += l.quantity;
             }
         }

@@ -23,9 +23,9 @@ use crate::{Error, Result};
 /// One connection's client: its hello, and what the admin page and the usage log keep of
 /// it, made once at the handshake rather than for every seat.
 pub(super) struct Peer {
-    hello: ClientHello,
-    holder: Arc<SeatHolder>,
-    client_info: Arc<crate::license::usage::ClientInfo>,
+    pub(super) hello: ClientHello,
+    pub(super) holder: Arc<SeatHolder>,
+    pub(super) client_info: Arc<crate::license::usage::ClientInfo>,
 }
 
 impl Peer {
@@ -47,22 +47,22 @@ impl Peer {
 }
 
 /// What an acquire asks for.
-struct Want {
-    seat_id: [u8; 16],
-    vendor_id: u32,
-    product_code: u32,
-    features: u32,
-    exclusive: bool,
+pub(super) struct Want {
+    pub(super) seat_id: [u8; 16],
+    pub(super) vendor_id: u32,
+    pub(super) product_code: u32,
+    pub(super) features: u32,
+    pub(super) exclusive: bool,
 }
 
 /// What a borrow asks for.
-struct Lend {
-    seat_id: [u8; 16],
-    vendor_id: u32,
-    product_code: u32,
-    features: u32,
-    days: u32,
-    borrower: Vec<u8>,
+pub(super) struct Lend {
+    pub(super) seat_id: [u8; 16],
+    pub(super) vendor_id: u32,
+    pub(super) product_code: u32,
+    pub(super) features: u32,
+    pub(super) days: u32,
+    pub(super) borrower: Vec<u8>,
 }
 
 impl Server {
@@ -82,6 +82,9 @@ impl Server {
     }
 
     async fn acquire(&self, client: &[u8; 32], peer: &Peer, want: Want) -> Result<NetResponse> {
+        if let Some(pool) = &self.pool {
+            return self.pool_acquire(pool, client, peer, want).await;
+        }
         let hello = &peer.hello;
         let Want {
             seat_id,
@@ -226,6 +229,9 @@ impl Server {
         peer: &Peer,
         want: Lend,
     ) -> Result<NetResponse> {
+        if let Some(pool) = &self.pool {
+            return self.pool_borrow(pool, client, peer, want).await;
+        }
         let Lend {
             seat_id,
             vendor_id,
@@ -417,6 +423,9 @@ impl Server {
     /// Takes a borrowed seat back before its end: the return must be signed by the
     /// borrowing container. Freed at once, durably, before it is answered.
     async fn give_back(&self, seat_id: &[u8; 16], signature: &[u8]) -> Result<NetResponse> {
+        if let Some(pool) = &self.pool {
+            return self.pool_give_back(pool, seat_id, signature).await;
+        }
         let waiter = {
             let mut t = self.table()?;
             let now = now_ms();
@@ -449,7 +458,7 @@ impl Server {
     }
 
     /// Notes who holds a seat (kept from its first grant on).
-    fn remember(&self, seat_id: &SeatId, holder: &Arc<SeatHolder>, now_ms: u64) {
+    pub(super) fn remember(&self, seat_id: &SeatId, holder: &Arc<SeatHolder>, now_ms: u64) {
         if let Ok(mut m) = self.seat_meta.lock() {
             m.entry(*seat_id).or_insert_with(|| SeatMeta {
                 holder: Arc::clone(holder),
@@ -474,6 +483,9 @@ impl Server {
         client: &[u8; 32],
         seat_id: &[u8; 16],
     ) -> Result<(usize, [u8; 16])> {
+        if let Some(pool) = &self.pool {
+            return self.pool_seat_container(pool, hosting, client, seat_id);
+        }
         let t = self.table()?;
         let row = t
             .seat(seat_id)
@@ -518,6 +530,22 @@ impl Server {
         peer: &Peer,
         req: NetRequest,
     ) -> Result<NetResponse> {
+        // Pool mode: the seat requests go to the pool's seat table in etcd.
+        let req = match (&self.pool, req) {
+            (Some(pool), NetRequest::Renew { seat_ids }) => {
+                return self.pool_renew(pool, client, &seat_ids).await;
+            }
+            (Some(pool), NetRequest::Release { seat_id }) => {
+                return self.pool_release(pool, client, peer, &seat_id).await;
+            }
+            (Some(pool), NetRequest::SeatInfo { seat_id }) => {
+                return self.pool_seat_info(pool, client, &seat_id).await;
+            }
+            (Some(pool), NetRequest::Licenses { vendor_id }) => {
+                return self.pool_licenses(pool, vendor_id).await;
+            }
+            (_, req) => req,
+        };
         match req {
             NetRequest::Acquire {
                 seat_id,
@@ -698,6 +726,10 @@ impl Server {
     }
 
     pub(super) fn expire(&self) {
+        if self.pool.is_some() {
+            // The pool's seats expire with their etcd leases.
+            return;
+        }
         let Ok(mut t) = self.table() else { return };
         let changes = t.expire(now_ms());
         let events = usage::expired(&self.hosting().hosted, &mut t);

@@ -1,0 +1,458 @@
+//! The license protocol's seat requests in pool mode (issue 17): the same rules as
+//! `requests`, on the pool's seat table in etcd ([`EtcdSeats`]) instead of this server's
+//! table and SQLite file. The usage log stays this member's: its records go through the
+//! group committer (which writes no seats in pool mode), and a grant is answered only once
+//! its record is written, as on a single server.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::requests::{Lend, Peer, Want};
+use super::{Hosting, Server};
+use crate::container::protocol::{Request, Response};
+use crate::license::borrow::{self, BorrowGrant};
+use crate::net::proto::{NetResponse, SeatGrant, ServedLicense};
+use crate::server::pool::EtcdSeats;
+use crate::server::seats::{AcquireSpec, BorrowSpec, Borrowed, SeatId};
+use crate::server::usage;
+use crate::util::now_ms;
+use crate::{Error, Result};
+
+impl Server {
+    /// `Acquire` on the pool: the first hosted license that grants, as on a single server.
+    pub(super) async fn pool_acquire(
+        &self,
+        pool: &EtcdSeats,
+        client: &[u8; 32],
+        peer: &Peer,
+        want: Want,
+    ) -> Result<NetResponse> {
+        let hello = &peer.hello;
+        let hosting = self.hosting();
+        let candidates = hosting.hosted.find(want.vendor_id, want.product_code);
+        if candidates.is_empty() {
+            return Err(Error::NoLicense(format!(
+                "server {} hosts no license for vendor {} product {}",
+                self.config.name, want.vendor_id, want.product_code
+            )));
+        }
+        let mut best: Option<(Error, &crate::license::License)> = None;
+        let mut keep = |e: Error, lic| {
+            if best
+                .as_ref()
+                .is_none_or(|(b, _)| e.specificity() > b.specificity())
+            {
+                best = Some((e, lic));
+            }
+        };
+        for (ci, li) in candidates {
+            let c = &hosting.hosted.containers[ci];
+            let lic = &c.licenses[li];
+            if let Err(e) = lic
+                .check_binding(&c.serial, c.sign_key.as_ref())
+                .and_then(|()| c.keep_hosting())
+            {
+                keep(e, lic);
+                continue;
+            }
+            let spec = AcquireSpec {
+                seat_id: want.seat_id,
+                license: lic,
+                host: &hello.host,
+                client: *client,
+                exclusive: want.exclusive,
+                features: want.features,
+                now_ms: now_ms(),
+                lease_ms: self.lease_ms(),
+            };
+            match pool.acquire(&spec).await {
+                Ok(claimed) => {
+                    if !claimed.held {
+                        // In this member's usage log before it is answered.
+                        let event = usage::granted(lic, &claimed.row, &peer.client_info);
+                        self.committer
+                            .submit_with(Vec::new(), vec![event])
+                            .wait_async()
+                            .await?;
+                    }
+                    self.remember(&want.seat_id, &peer.holder, spec.now_ms);
+                    return Ok(NetResponse::Granted(SeatGrant {
+                        seat_id: want.seat_id,
+                        license: c.license_bytes[li].clone(),
+                        container_serial: c.serial.clone(),
+                        lease_ms: spec.lease_ms,
+                        renew_ms: self.renew_ms(),
+                        in_use: claimed.in_use,
+                    }));
+                }
+                // etcd unreachable: a transient error, never a refusal.
+                Err(e @ Error::Timeout(_)) => return Err(e),
+                Err(e) => keep(e, lic),
+            }
+        }
+        match best {
+            Some((e, lic)) => {
+                let denied = usage::denied(
+                    lic,
+                    &want.seat_id,
+                    client,
+                    &hello.host,
+                    &peer.client_info,
+                    &e,
+                );
+                self.committer.submit_lazy_with(Vec::new(), vec![denied]);
+                Err(e)
+            }
+            None => Err(Error::NoLicense("no license fits".into())),
+        }
+    }
+
+    /// `Renew` on the pool: the seats' etcd leases kept alive.
+    pub(super) async fn pool_renew(
+        &self,
+        pool: &EtcdSeats,
+        client: &[u8; 32],
+        seat_ids: &[SeatId],
+    ) -> Result<NetResponse> {
+        let lease_ms = self.lease_ms();
+        let lost = pool.renew(seat_ids, client).await?;
+        if !lost.is_empty()
+            && let Ok(mut m) = self.seat_meta.lock()
+        {
+            for id in &lost {
+                m.remove(id);
+            }
+        }
+        Ok(NetResponse::Renewed { lost, lease_ms })
+    }
+
+    /// `Release` on the pool.
+    pub(super) async fn pool_release(
+        &self,
+        pool: &EtcdSeats,
+        client: &[u8; 32],
+        peer: &Peer,
+        seat_id: &SeatId,
+    ) -> Result<NetResponse> {
+        if let Some(mut row) = pool.release(seat_id, client).await? {
+            let now = now_ms();
+            // Released while live (etcd held it): not an expiry.
+            row.expires_ms = row.expires_ms.max(now + 1);
+            let events = usage::released(&self.hosting().hosted, &row, &peer.client_info, now);
+            if let Ok(mut m) = self.seat_meta.lock() {
+                m.remove(seat_id);
+            }
+            drop(
+                self.committer
+                    .submit_with(Vec::new(), events.into_iter().collect()),
+            );
+        }
+        Ok(NetResponse::Released)
+    }
+
+    /// The container and license of a seat this member serves for `client`.
+    pub(super) fn pool_seat_container(
+        &self,
+        pool: &EtcdSeats,
+        hosting: &Hosting,
+        client: &[u8; 32],
+        seat_id: &SeatId,
+    ) -> Result<(usize, [u8; 16])> {
+        let license_id = pool.served(seat_id, client).ok_or_else(|| {
+            Error::LeaseLost(format!(
+                "pool member {} serves no seat {}",
+                self.config.name,
+                hex::encode(seat_id)
+            ))
+        })?;
+        let (ci, _) = hosting
+            .hosted
+            .by_license_id(&license_id)
+            .ok_or_else(|| Error::NoLicense("the seat's license is no longer hosted".into()))?;
+        hosting.hosted.containers[ci].keep_hosting().map_err(|e| {
+            Error::LeaseLost(format!("this server no longer hosts the container: {e}"))
+        })?;
+        Ok((ci, license_id))
+    }
+
+    /// `SeatInfo` on the pool: the license's seats in use across the pool, read now.
+    pub(super) async fn pool_seat_info(
+        &self,
+        pool: &EtcdSeats,
+        client: &[u8; 32],
+        seat_id: &SeatId,
+    ) -> Result<NetResponse> {
+        let hosting = self.hosting();
+        let (ci, license_id) = self.pool_seat_container(pool, &hosting, client, seat_id)?;
+        let quantity = hosting.hosted.containers[ci]
+            .licenses
+            .iter()
+            .find(|l| l.license_id == license_id)
+            .map(|l| l.quantity)
+            .unwrap_or(0);
+        let in_use = pool.in_use(&license_id).await?;
+        Ok(NetResponse::Info { in_use, quantity })
+    }
+
+    /// `Licenses` on the pool: what an acquire could be served from, with the seats in use
+    /// across the pool.
+    pub(super) async fn pool_licenses(
+        &self,
+        pool: &EtcdSeats,
+        vendor_id: u32,
+    ) -> Result<NetResponse> {
+        let hosting = self.hosting();
+        let mut out = Vec::new();
+        for c in &hosting.hosted.containers {
+            for (li, lic) in c.licenses.iter().enumerate() {
+                if lic.vendor_id != vendor_id
+                    || lic
+                        .check_binding(&c.serial, c.sign_key.as_ref())
+                        .and_then(|()| c.keep_hosting())
+                        .is_err()
+                {
+                    continue;
+                }
+                out.push(ServedLicense {
+                    license: c.license_bytes[li].clone(),
+                    container_serial: c.serial.clone(),
+                    in_use: pool.in_use(&lic.license_id).await?,
+                });
+            }
+        }
+        Ok(NetResponse::Licenses(out))
+    }
+
+    /// The grant of a seat lent to the container with key `borrower`, as the pool holds it.
+    async fn pool_lent_again(
+        &self,
+        pool: &EtcdSeats,
+        seat_id: &SeatId,
+        borrower: &[u8; 32],
+    ) -> Result<Option<NetResponse>> {
+        let Some(row) = pool.seat(seat_id).await? else {
+            return Ok(None);
+        };
+        let row = row.seat_row()?;
+        Ok(row
+            .borrow
+            .filter(|b| b.borrower_key == *borrower && b.until.saturating_mul(1000) > now_ms())
+            .map(|b| NetResponse::Borrowed {
+                grant: b.grant.clone(),
+                certificate: b.certificate.clone(),
+            }))
+    }
+
+    /// `Borrow` on the pool: as on a single server, the row in etcd under a lease that runs
+    /// to the seat's end (it survives every member).
+    pub(super) async fn pool_borrow(
+        &self,
+        pool: &EtcdSeats,
+        client: &[u8; 32],
+        peer: &Peer,
+        want: Lend,
+    ) -> Result<NetResponse> {
+        let Lend {
+            seat_id,
+            vendor_id,
+            product_code,
+            features,
+            days,
+            borrower,
+        } = want;
+        let req = borrow::read_borrower(&borrower, vendor_id)?;
+        if let Some(again) = self.pool_lent_again(pool, &seat_id, &req.sign_key).await? {
+            return Ok(again);
+        }
+        let hosting = self.hosting();
+        let candidates = hosting.hosted.find(vendor_id, product_code);
+        if candidates.is_empty() {
+            return Err(Error::NoLicense(format!(
+                "server {} hosts no license for vendor {vendor_id} product {product_code}",
+                self.config.name
+            )));
+        }
+        let mut best: Option<(Error, &crate::license::License)> = None;
+        let mut keep = |e: Error, lic| {
+            if best
+                .as_ref()
+                .is_none_or(|(b, _)| e.specificity() > b.specificity())
+            {
+                best = Some((e, lic));
+            }
+        };
+        for (ci, li) in candidates {
+            let c = &hosting.hosted.containers[ci];
+            let lic = &c.licenses[li];
+            let spec = BorrowSpec {
+                seat_id,
+                license: lic,
+                machine: &peer.hello.host.machine,
+                client: *client,
+                features,
+                now_ms: now_ms(),
+            };
+            let fits = lic
+                .check_binding(&c.serial, c.sign_key.as_ref())
+                .and_then(|()| c.keep_hosting())
+                .and_then(|()| borrow::borrow_until(lic, days, spec.now_ms / 1000).map(drop));
+            let fits = match fits {
+                Ok(()) => pool.check_borrow(&spec).await,
+                Err(e) => Err(e),
+            };
+            match fits {
+                Ok(()) => {}
+                Err(e @ Error::Timeout(_)) => return Err(e),
+                Err(e) => {
+                    keep(e, lic);
+                    continue;
+                }
+            }
+            let container = c.clone();
+            let request = Request::Lend {
+                license_id: lic.license_id,
+                seat_id,
+                borrower: borrower.clone(),
+                days,
+            };
+            let lent = tokio::task::spawn_blocking(move || container.call(request))
+                .await
+                .map_err(|e| Error::Internal(format!("container task: {e}")))?;
+            let (grant, certificate) = match lent {
+                Ok(Response::Lent { grant, certificate }) => (grant, certificate),
+                Ok(other) => {
+                    return Err(Error::malformed("container answer", format!("{other:?}")));
+                }
+                Err(e) => {
+                    keep(e, lic);
+                    continue;
+                }
+            };
+            let g = BorrowGrant::parse_unverified(&grant)?;
+            let record = Arc::new(Borrowed {
+                borrower_key: req.sign_key,
+                borrower_serial: req.serial.clone(),
+                hostname: peer.holder.hostname.clone(),
+                user: peer.holder.session.clone(),
+                issued_at: g.issued_at,
+                until: g.until,
+                grant,
+                certificate,
+            });
+            let spec = BorrowSpec {
+                now_ms: now_ms(),
+                ..spec
+            };
+            match pool.borrow(&spec, Arc::clone(&record)).await {
+                Ok(claimed) => {
+                    let event = usage::borrowed(lic, &claimed.row, &peer.client_info);
+                    self.committer
+                        .submit_with(Vec::new(), vec![event])
+                        .wait_async()
+                        .await?;
+                    return Ok(NetResponse::Borrowed {
+                        grant: record.grant.clone(),
+                        certificate: record.certificate.clone(),
+                    });
+                }
+                Err(e @ Error::Timeout(_)) => return Err(e),
+                Err(e) => {
+                    if let Some(again) = self.pool_lent_again(pool, &seat_id, &req.sign_key).await?
+                    {
+                        return Ok(again);
+                    }
+                    keep(e, lic)
+                }
+            }
+        }
+        match best {
+            Some((e, lic)) => {
+                let denied = usage::denied(
+                    lic,
+                    &seat_id,
+                    client,
+                    &peer.hello.host,
+                    &peer.client_info,
+                    &e,
+                );
+                self.committer.submit_lazy_with(Vec::new(), vec![denied]);
+                Err(e)
+            }
+            None => Err(Error::NoLicense("no license fits".into())),
+        }
+    }
+
+    /// `Return` on the pool: signed by the borrowing container; freed at once.
+    pub(super) async fn pool_give_back(
+        &self,
+        pool: &EtcdSeats,
+        seat_id: &SeatId,
+        signature: &[u8],
+    ) -> Result<NetResponse> {
+        let gone = || {
+            Error::LeaseLost(format!(
+                "the pool has no borrowed seat {} (returned, or its time ended)",
+                hex::encode(seat_id)
+            ))
+        };
+        let row = pool.seat(seat_id).await?.ok_or_else(gone)?.seat_row()?;
+        let Some(b) = row.borrow.clone() else {
+            return Err(gone());
+        };
+        if b.until.saturating_mul(1000) <= now_ms() {
+            return Err(gone());
+        }
+        borrow::verify_return(&b.borrower_key, seat_id, signature)?;
+        if pool.give_back(seat_id).await?.is_some() {
+            let hosting = self.hosting();
+            if let Some((ci, li)) = hosting.hosted.by_license_id(&row.license_id) {
+                let event =
+                    usage::returned(&hosting.hosted.containers[ci].licenses[li], seat_id, &b);
+                self.committer
+                    .submit_with(Vec::new(), vec![event])
+                    .wait_async()
+                    .await?;
+            }
+        }
+        Ok(NetResponse::Returned)
+    }
+
+    /// An admin's revoke on the pool, from any member: the row deleted and its lease
+    /// revoked; the holder learns at its next renewal. `Ok(false)` when the pool has no
+    /// such seat.
+    pub(super) async fn pool_revoke(&self, pool: &EtcdSeats, seat_id: &SeatId) -> Result<bool> {
+        let Some(row) = pool.seat(seat_id).await? else {
+            return Ok(false);
+        };
+        let row = row.seat_row()?;
+        if let Some(b) = &row.borrow
+            && b.until.saturating_mul(1000) > now_ms()
+        {
+            return Err(Error::InvalidArgument(format!(
+                "seat {} is borrowed by {} on {} until {}: a borrowed seat cannot be revoked \
+                 (the machine that has it may be offline); it ends at its time or when it is \
+                 returned",
+                hex::encode(seat_id),
+                b.borrower_serial,
+                b.hostname,
+                crate::util::format_time(b.until)
+            )));
+        }
+        let Some(row) = pool.revoke(seat_id).await? else {
+            return Ok(false);
+        };
+        let events = usage::revoked(&self.hosting().hosted, &row)
+            .into_iter()
+            .collect();
+        self.committer
+            .submit_with(Vec::new(), events)
+            .wait_async()
+            .await?;
+        if let Ok(mut m) = self.seat_meta.lock() {
+            m.remove(seat_id);
+        }
+        self.stats.revocations.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(seat = %hex::encode(seat_id), "pool seat revoked by an admin");
+        Ok(true)
+    }
+}

@@ -1,0 +1,828 @@
+//! The pool's seat table in etcd (issue 17): several `tessera-server` members share one
+//! seat table, so that a license's quantity is enforced exactly across all of them.
+//!
+//! Keys under the pool's prefix (`config::PoolConfig::key_prefix`):
+//! `<prefix>seats/<license id hex>/<seat id hex>` → a [`PoolRow`] (postcard, versioned),
+//! attached to an etcd lease: a leased seat's lease is its lease length, kept alive while its
+//! client renews (through whichever member it talks to); a borrowed seat's lease runs to its
+//! end. An expired seat vanishes with its lease; a revoke deletes the row and revokes the
+//! lease.
+//!
+//! Counting stays [`SeatTable`]'s: each member keeps a cache per license, a `SeatTable` fed
+//! with the license's rows as etcd held them at a revision. An acquire decides on the cache
+//! and commits with ONE transaction whose compare is "no key under the license's prefix was
+//! written after the cached revision"; when another member raced, the transaction fails and
+//! its else branch reads the license's rows at that revision, the cache is replaced and the
+//! decision made again (bounded). A refusal decided on a cache not read during this acquire
+//! is decided again on a fresh read (rows deleted since, by an expiry or a release elsewhere,
+//! are not seen by the compare, which only makes the cache conservative). So a grant is exact
+//! across members without a lock.
+//!
+//! In the cache every row counts as live for as long as it is there (its expiry is etcd's
+//! lease, not the row's `expires_ms`): the table never drops a row etcd still holds.
+//!
+//! A member that cannot reach etcd (no quorum, no leader: the client asks with
+//! `require_leader`) answers `Timeout`, never a grant on stale data.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, LeaseKeepAliveStream, LeaseKeeper,
+    PutOptions, Txn, TxnOp, TxnOpResponse,
+};
+use serde::{Deserialize, Serialize};
+use tracing::{debug, warn};
+
+use crate::server::config::PoolConfig;
+use crate::server::seats::{AcquireSpec, BorrowSpec, Borrowed, SeatId, SeatRow, SeatTable};
+use crate::server::store::SeatStore;
+use crate::util::now_ms;
+use crate::{Error, Result};
+
+/// The format version of a stored [`PoolRow`].
+pub const POOL_ROW_VERSION: u16 = 1;
+
+/// How many times an acquire decides again after another member raced it.
+const MAX_RACES: usize = 16;
+
+/// How long one etcd call may take on one endpoint.
+const CALL_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// How long a member keeps trying etcd (other endpoints, a leader election) before it
+/// answers a transient error.
+const PATIENCE: Duration = Duration::from_millis(4000);
+
+/// The expiry of every row in a member's cache: live for as long as etcd holds it.
+const IN_ETCD: u64 = u64::MAX;
+
+/// One seat as the pool stores it in etcd.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolRow {
+    /// The seat.
+    pub seat_id: SeatId,
+    /// The license it is a seat of.
+    pub license_id: [u8; 16],
+    /// What its counting unit counts.
+    pub unit_key: String,
+    /// The client's Noise static key.
+    pub client: [u8; 32],
+    /// Exclusive use.
+    pub exclusive: bool,
+    /// When its lease ran out as granted (Unix ms; etcd's lease keeps it alive beyond), or a
+    /// borrowed seat's end.
+    pub expires_ms: u64,
+    /// A borrowed seat's record (`Borrowed::encode`), empty for a leased seat.
+    #[serde(with = "serde_bytes")]
+    pub borrow: Vec<u8>,
+    /// The member that wrote it (the server name its client connected to).
+    pub member: String,
+    /// The etcd lease it is attached to.
+    pub lease: i64,
+}
+
+impl PoolRow {
+    fn of(row: &SeatRow, member: &str, lease: i64) -> Result<PoolRow> {
+        Ok(PoolRow {
+            seat_id: row.seat_id,
+            license_id: row.license_id,
+            unit_key: row.unit_key.clone(),
+            client: row.client,
+            exclusive: row.exclusive,
+            expires_ms: row.expires_ms,
+            borrow: match &row.borrow {
+                Some(b) => b.encode()?,
+                None => Vec::new(),
+            },
+            member: member.to_string(),
+            lease,
+        })
+    }
+
+    /// The stored form.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        crate::util::encode_versioned(POOL_ROW_VERSION, self, "pool seat")
+    }
+
+    /// Reads the stored form.
+    pub fn decode(bytes: &[u8]) -> Result<PoolRow> {
+        crate::util::decode_versioned(POOL_ROW_VERSION, bytes, "pool seat")
+    }
+
+    /// The seat table's row (with its stored expiry).
+    pub fn seat_row(&self) -> Result<SeatRow> {
+        Ok(SeatRow {
+            seat_id: self.seat_id,
+            license_id: self.license_id,
+            unit_key: self.unit_key.clone(),
+            client: self.client,
+            exclusive: self.exclusive,
+            expires_ms: self.expires_ms,
+            borrow: if self.borrow.is_empty() {
+                None
+            } else {
+                Some(Arc::new(Borrowed::decode(&self.borrow)?))
+            },
+        })
+    }
+}
+
+/// A seat store that keeps nothing: in pool mode the seats are in etcd, and the group
+/// committer only carries the usage log's records.
+pub struct NoSeatStore;
+
+impl SeatStore for NoSeatStore {
+    fn load(&mut self) -> Result<Vec<SeatRow>> {
+        Ok(Vec::new())
+    }
+
+    fn commit(&mut self, _changes: &[crate::server::seats::Change]) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A member's cache of one license's rows.
+struct Cached {
+    table: SeatTable,
+    /// The etcd revision the table reflects (every row written up to it is in the table).
+    rev: i64,
+}
+
+/// A seat this member serves: its client renews it here.
+#[derive(Clone, Debug)]
+struct Served {
+    license_id: [u8; 16],
+    client: [u8; 32],
+    lease: i64,
+}
+
+type Keeper = Arc<tokio::sync::Mutex<Option<(LeaseKeeper, LeaseKeepAliveStream)>>>;
+
+/// What a successful claim wrote.
+pub struct Claimed {
+    /// The row as written (its real expiry).
+    pub row: SeatRow,
+    /// The license's seats in use with it.
+    pub in_use: u32,
+    /// Whether the seat id was already this client's (a re-attach, not a new seat).
+    pub held: bool,
+}
+
+/// One member's view of the pool's seat table in etcd.
+pub struct EtcdSeats {
+    urls: Vec<String>,
+    prefix: String,
+    member: String,
+    /// The connection to the endpoint now in use.
+    conn: tokio::sync::Mutex<Option<Client>>,
+    /// The endpoint to connect to next.
+    next: AtomicUsize,
+    cache: Mutex<HashMap<[u8; 16], Cached>>,
+    served: Mutex<HashMap<SeatId, Served>>,
+    keepers: Mutex<HashMap<i64, Keeper>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The first key after every key starting with `prefix`.
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    // The prefix ends in '/', never 0xFF.
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    end
+}
+
+/// Whether an error is a licensing refusal the cache may have decided on stale rows.
+fn refusal(e: &Error) -> bool {
+    matches!(e, Error::NoSeat { .. } | Error::ExclusiveDenied(_)) || {
+        // A seat id that is in the cache for another client or license may have gone.
+        matches!(e, Error::InvalidArgument(m) if m.starts_with("seat id"))
+    }
+}
+
+impl EtcdSeats {
+    /// The pool's seat table as the member `member` sees it (connects on first use).
+    pub fn new(config: &PoolConfig, member: &str) -> Result<EtcdSeats> {
+        config.check()?;
+        Ok(EtcdSeats {
+            urls: config.urls(),
+            prefix: config.key_prefix(),
+            member: member.to_string(),
+            conn: tokio::sync::Mutex::new(None),
+            next: AtomicUsize::new(0),
+            cache: Mutex::new(HashMap::new()),
+            served: Mutex::new(HashMap::new()),
+            keepers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The pool's key prefix (ends in `/`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The etcd endpoints.
+    pub fn endpoints(&self) -> &[String] {
+        &self.urls
+    }
+
+    /// This member's name (written into the rows it writes).
+    pub fn member(&self) -> &str {
+        &self.member
+    }
+
+    /// A connected client (the endpoint in use, or the next one that answers a connect).
+    pub async fn client(&self) -> Result<Client> {
+        let mut conn = self.conn.lock().await;
+        if let Some(c) = conn.as_ref() {
+            return Ok(c.clone());
+        }
+        let i = self.next.load(Ordering::Relaxed) % self.urls.len();
+        let url = &self.urls[i];
+        let options = ConnectOptions::new()
+            .with_connect_timeout(CALL_TIMEOUT)
+            .with_timeout(CALL_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(2), CALL_TIMEOUT)
+            .with_require_leader(true);
+        match tokio::time::timeout(CALL_TIMEOUT, Client::connect([url.as_str()], Some(options)))
+            .await
+        {
+            Ok(Ok(c)) => {
+                debug!(etcd = %url, "connected to the pool's etcd");
+                *conn = Some(c.clone());
+                Ok(c)
+            }
+            Ok(Err(e)) => {
+                self.next.store(i + 1, Ordering::Relaxed);
+                Err(unreachable(url, &e.to_string()))
+            }
+            Err(_) => {
+                self.next.store(i + 1, Ordering::Relaxed);
+                Err(unreachable(url, "connect timed out"))
+            }
+        }
+    }
+
+    /// Drops the connection `failed` (another call may have replaced it already) and moves
+    /// to the next endpoint.
+    async fn failed(&self) {
+        let mut conn = self.conn.lock().await;
+        if conn.take().is_some() {
+            self.next.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs `call` on a connected client, trying the endpoints in turn (a dead node, a node
+    /// without a leader during an election) for at most [`PATIENCE`]; then a `Timeout`.
+    pub async fn call<T, F, Fut>(&self, what: &str, call: F) -> Result<T>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let start = Instant::now();
+        let mut last;
+        loop {
+            match self.client().await {
+                Ok(c) => match tokio::time::timeout(CALL_TIMEOUT, call(c)).await {
+                    Ok(Ok(v)) => return Ok(v),
+                    Ok(Err(e)) => {
+                        last = e.to_string();
+                        self.failed().await;
+                    }
+                    Err(_) => {
+                        last = "timed out".into();
+                        self.failed().await;
+                    }
+                },
+                Err(e) => last = e.to_string(),
+            }
+            if start.elapsed() >= PATIENCE {
+                return Err(Error::Timeout(format!(
+                    "the pool's etcd ({}) did not answer ({what}): {last}; try another member",
+                    self.urls.join(",")
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn license_prefix(&self, license_id: &[u8; 16]) -> String {
+        format!("{}seats/{}/", self.prefix, hex::encode(license_id))
+    }
+
+    fn seat_key(&self, license_id: &[u8; 16], seat_id: &SeatId) -> String {
+        format!(
+            "{}{}",
+            self.license_prefix(license_id),
+            hex::encode(seat_id)
+        )
+    }
+
+    /// Replaces the cache of a license with `kvs` as etcd held them at `rev`.
+    fn load(&self, license_id: &[u8; 16], kvs: &[etcd_client::KeyValue], rev: i64) {
+        let mut table = SeatTable::new();
+        let now = now_ms();
+        let rows = kvs
+            .iter()
+            .filter_map(|kv| match PoolRow::decode(kv.value()) {
+                Ok(r) => r.seat_row().ok(),
+                Err(e) => {
+                    warn!(key = %String::from_utf8_lossy(kv.key()), error = %e, "pool seat not read");
+                    None
+                }
+            })
+            .filter(|r| r.license_id == *license_id)
+            .map(|mut r| {
+                r.expires_ms = IN_ETCD;
+                r
+            })
+            .collect();
+        table.load(rows, now);
+        let mut cache = lock(&self.cache);
+        match cache.get_mut(license_id) {
+            Some(c) if c.rev > rev => {}
+            _ => {
+                cache.insert(*license_id, Cached { table, rev });
+            }
+        }
+    }
+
+    /// Reads a license's rows from etcd into the cache.
+    pub async fn refresh(&self, license_id: &[u8; 16]) -> Result<()> {
+        let prefix = self.license_prefix(license_id);
+        let mut resp = self
+            .call("read the license's seats", |mut c| {
+                let prefix = prefix.clone();
+                async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+            })
+            .await?;
+        let rev = resp.take_header().map_or(0, |h| h.revision());
+        self.load(license_id, resp.kvs(), rev);
+        Ok(())
+    }
+
+    /// Takes a seat with [`SeatTable::acquire`]'s rules on the license's rows in the pool,
+    /// under an etcd lease of the spec's lease length. Idempotent per seat id: the same
+    /// client's seat is taken over (a new lease, this member), whichever member granted it.
+    pub async fn acquire(&self, spec: &AcquireSpec<'_>) -> Result<Claimed> {
+        let ttl = spec.lease_ms.div_ceil(1000).max(1) as i64;
+        self.claim(
+            &spec.license.license_id,
+            &spec.seat_id,
+            &spec.client,
+            ttl,
+            |t| t.acquire(spec).map(|(row, _, n)| (row, n)),
+        )
+        .await
+    }
+
+    /// Checks that a seat could be lent now ([`SeatTable::check_borrow`] on the pool's rows,
+    /// read afresh when the cache refuses).
+    pub async fn check_borrow(&self, spec: &BorrowSpec<'_>) -> Result<()> {
+        let lic = spec.license.license_id;
+        let check = |s: &Self| -> Option<Result<()>> {
+            lock(&s.cache)
+                .get_mut(&lic)
+                .map(|c| c.table.check_borrow(spec))
+        };
+        match check(self) {
+            Some(Ok(())) => return Ok(()),
+            Some(Err(e)) if !refusal(&e) => return Err(e),
+            _ => {}
+        }
+        self.refresh(&lic).await?;
+        check(self).unwrap_or_else(|| Err(Error::Internal("pool cache lost".into())))
+    }
+
+    /// Lends a seat ([`SeatTable::borrow`] on the pool's rows) under an etcd lease that runs
+    /// to its end.
+    pub async fn borrow(&self, spec: &BorrowSpec<'_>, record: Arc<Borrowed>) -> Result<Claimed> {
+        let end_ms = record.until.saturating_mul(1000);
+        let ttl = (end_ms.saturating_sub(now_ms()) / 1000).max(1) as i64;
+        self.claim(
+            &spec.license.license_id,
+            &spec.seat_id,
+            &spec.client,
+            ttl,
+            |t| {
+                t.borrow(spec, Arc::clone(&record))
+                    .map(|(row, _, n)| (row, n))
+            },
+        )
+        .await
+    }
+
+    /// Decides with `decide` on the cache of the license and writes the row it made, under
+    /// a new lease of `ttl` seconds, if no row of the license was written since the cache's
+    /// revision; else decides again on the rows the failed transaction read.
+    async fn claim(
+        &self,
+        license_id: &[u8; 16],
+        seat_id: &SeatId,
+        client: &[u8; 32],
+        ttl: i64,
+        mut decide: impl FnMut(&mut SeatTable) -> Result<(SeatRow, u32)>,
+    ) -> Result<Claimed> {
+        let prefix = self.license_prefix(license_id);
+        let key = self.seat_key(license_id, seat_id);
+        let mut fresh = false;
+        if !lock(&self.cache).contains_key(license_id) {
+            self.refresh(license_id).await?;
+            fresh = true;
+        }
+        for _ in 0..MAX_RACES {
+            let decided = {
+                let mut cache = lock(&self.cache);
+                let Some(c) = cache.get_mut(license_id) else {
+                    return Err(Error::Internal("pool cache lost".into()));
+                };
+                let held = c
+                    .table
+                    .seat(seat_id)
+                    .is_some_and(|r| r.client == *client && r.license_id == *license_id);
+                decide(&mut c.table).map(|(row, in_use)| (row, in_use, held, c.rev))
+            };
+            let (row, in_use, held, rev) = match decided {
+                Ok(d) => d,
+                Err(e) if !fresh && refusal(&e) => {
+                    self.refresh(license_id).await?;
+                    fresh = true;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let lease = match self
+                .call("grant a seat lease", |mut c| async move {
+                    c.lease_grant(ttl, None).await
+                })
+                .await
+            {
+                Ok(l) => l.id(),
+                Err(e) => {
+                    lock(&self.cache).remove(license_id);
+                    return Err(e);
+                }
+            };
+            let value = PoolRow::of(&row, &self.member, lease)?.encode()?;
+            let txn = Txn::new()
+                .when([
+                    Compare::mod_revision(prefix.clone(), CompareOp::Less, rev + 1)
+                        .with_range(prefix_end(&prefix)),
+                ])
+                .and_then([TxnOp::put(
+                    key.clone(),
+                    value,
+                    Some(PutOptions::new().with_lease(lease)),
+                )])
+                .or_else([TxnOp::get(
+                    prefix.clone(),
+                    Some(GetOptions::new().with_prefix()),
+                )]);
+            let resp = self
+                .call("write a seat", |mut c| {
+                    let txn = txn.clone();
+                    async move { c.txn(txn).await }
+                })
+                .await;
+            let resp = match resp {
+                Ok(r) => r,
+                Err(e) => {
+                    // Written or not: the next acquire reads the license afresh.
+                    lock(&self.cache).remove(license_id);
+                    self.drop_lease(lease);
+                    return Err(e);
+                }
+            };
+            let at = resp.header().map_or(0, |h| h.revision());
+            if resp.succeeded() {
+                {
+                    let mut cache = lock(&self.cache);
+                    if let Some(c) = cache.get_mut(license_id) {
+                        let mut live = row.clone();
+                        live.expires_ms = IN_ETCD;
+                        c.table.load(vec![live], now_ms());
+                        c.rev = c.rev.max(at);
+                    }
+                }
+                let old = lock(&self.served).insert(
+                    *seat_id,
+                    Served {
+                        license_id: *license_id,
+                        client: *client,
+                        lease,
+                    },
+                );
+                if let Some(old) = old
+                    && old.lease != lease
+                {
+                    self.forget_lease(old.lease);
+                }
+                return Ok(Claimed { row, in_use, held });
+            }
+            self.drop_lease(lease);
+            let kvs: Vec<etcd_client::KeyValue> = resp
+                .op_responses()
+                .into_iter()
+                .filter_map(|r| match r {
+                    TxnOpResponse::Get(g) => Some(g.kvs().to_vec()),
+                    _ => None,
+                })
+                .flatten()
+                .collect();
+            debug!(license = %hex::encode(license_id), "another member raced: deciding again");
+            self.load(license_id, &kvs, at);
+            fresh = true;
+        }
+        Err(Error::Timeout(format!(
+            "the pool's seat table for license {} changed under {MAX_RACES} tries in a row; \
+             try again",
+            hex::encode(license_id)
+        )))
+    }
+
+    /// Revokes a lease nobody uses (in the background).
+    fn drop_lease(&self, lease: i64) {
+        if let Ok(Some(c)) = self.conn.try_lock().map(|c| c.clone()) {
+            let mut c = c;
+            tokio::spawn(async move {
+                let _ = c.lease_revoke(lease).await;
+            });
+        }
+    }
+
+    fn forget_lease(&self, lease: i64) {
+        lock(&self.keepers).remove(&lease);
+    }
+
+    /// Renews the client's seats this member serves (their etcd leases kept alive). Returns
+    /// the seats that are lost: not served here for this client, or gone from the pool
+    /// (revoked, released elsewhere, expired). A borrowed seat is never renewed nor lost.
+    pub async fn renew(&self, ids: &[SeatId], client: &[u8; 32]) -> Result<Vec<SeatId>> {
+        let mut lost = Vec::new();
+        for id in ids {
+            let served = lock(&self.served).get(id).cloned();
+            let Some(s) = served.filter(|s| s.client == *client) else {
+                lost.push(*id);
+                continue;
+            };
+            if !self.keep_alive(s.lease).await? {
+                lock(&self.served).remove(id);
+                self.forget_lease(s.lease);
+                if let Some(c) = lock(&self.cache).get_mut(&s.license_id) {
+                    c.table.revoke(id, 0);
+                }
+                lost.push(*id);
+            }
+        }
+        Ok(lost)
+    }
+
+    /// Keeps a lease alive once; `false` when etcd no longer has it.
+    async fn keep_alive(&self, lease: i64) -> Result<bool> {
+        let keeper: Keeper = Arc::clone(lock(&self.keepers).entry(lease).or_default());
+        let mut k = keeper.lock().await;
+        let start = Instant::now();
+        loop {
+            if k.is_none() {
+                match self
+                    .call("keep a seat lease alive", |mut c| async move {
+                        c.lease_keep_alive(lease).await
+                    })
+                    .await
+                {
+                    Ok(ks) => *k = Some(ks),
+                    Err(e) => return Err(e),
+                }
+            }
+            let Some((keeper, stream)) = k.as_mut() else {
+                continue;
+            };
+            let once = async {
+                keeper.keep_alive().await?;
+                stream.message().await
+            };
+            match tokio::time::timeout(CALL_TIMEOUT, once).await {
+                Ok(Ok(Some(r))) => return Ok(r.ttl() > 0),
+                Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
+                    *k = None;
+                    self.failed().await;
+                    if start.elapsed() >= PATIENCE {
+                        return Err(Error::Timeout(format!(
+                            "the pool's etcd ({}) did not keep a seat's lease alive; try \
+                             another member",
+                            self.urls.join(",")
+                        )));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the row of a seat: from the key of a license when it is known, else among
+    /// every seat of the pool. Returns the row, its key and the key's mod revision.
+    async fn find(
+        &self,
+        seat_id: &SeatId,
+        license_id: Option<[u8; 16]>,
+    ) -> Result<Option<(PoolRow, String, i64)>> {
+        let (key, opts) = match license_id {
+            Some(l) => (self.seat_key(&l, seat_id), None),
+            None => (
+                format!("{}seats/", self.prefix),
+                Some(GetOptions::new().with_prefix()),
+            ),
+        };
+        let resp = self
+            .call("read a seat", |mut c| {
+                let key = key.clone();
+                let opts = opts.clone();
+                async move { c.get(key, opts).await }
+            })
+            .await?;
+        let suffix = format!("/{}", hex::encode(seat_id));
+        for kv in resp.kvs() {
+            if kv.key().ends_with(suffix.as_bytes()) {
+                let row = PoolRow::decode(kv.value())?;
+                let key = String::from_utf8_lossy(kv.key()).into_owned();
+                return Ok(Some((row, key, kv.mod_revision())));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The seat's row as the pool holds it now, if any.
+    pub async fn seat(&self, seat_id: &SeatId) -> Result<Option<PoolRow>> {
+        let known = lock(&self.served).get(seat_id).map(|s| s.license_id);
+        Ok(self.find(seat_id, known).await?.map(|(r, _, _)| r))
+    }
+
+    /// Deletes the row if it is still the one read (at `rev`), and revokes its lease.
+    async fn delete(&self, key: &str, rev: i64, row: &PoolRow) -> Result<bool> {
+        let txn = Txn::new()
+            .when([Compare::mod_revision(key, CompareOp::Equal, rev)])
+            .and_then([TxnOp::delete(key, None)]);
+        let resp = self
+            .call("delete a seat", |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
+        if resp.succeeded() {
+            if let Some(c) = lock(&self.cache).get_mut(&row.license_id) {
+                c.table.revoke(&row.seat_id, 0);
+            }
+            lock(&self.served).remove(&row.seat_id);
+            self.forget_lease(row.lease);
+            let lease = row.lease;
+            let _ = self
+                .call("revoke a seat lease", |mut c| async move {
+                    c.lease_revoke(lease).await
+                })
+                .await;
+        }
+        Ok(resp.succeeded())
+    }
+
+    /// Releases the client's (leased) seat. `None` when the pool has no such seat of this
+    /// client.
+    pub async fn release(&self, seat_id: &SeatId, client: &[u8; 32]) -> Result<Option<SeatRow>> {
+        let known = lock(&self.served).get(seat_id).map(|s| s.license_id);
+        let Some((row, key, rev)) = self.find(seat_id, known).await? else {
+            lock(&self.served).remove(seat_id);
+            return Ok(None);
+        };
+        if row.client != *client || !row.borrow.is_empty() {
+            return Ok(None);
+        }
+        if self.delete(&key, rev, &row).await? {
+            Ok(Some(row.seat_row()?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Takes a live seat away from whichever client holds it, from any member (an admin's
+    /// revoke). A borrowed seat is refused by the caller before (`seat` says what it is).
+    pub async fn revoke(&self, seat_id: &SeatId) -> Result<Option<SeatRow>> {
+        let Some((row, key, rev)) = self.find(seat_id, None).await? else {
+            return Ok(None);
+        };
+        if self.delete(&key, rev, &row).await? {
+            Ok(Some(row.seat_row()?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Takes back a borrowed seat (its return). `None` when the pool has no borrowed seat
+    /// with this id.
+    pub async fn give_back(&self, seat_id: &SeatId) -> Result<Option<SeatRow>> {
+        let Some((row, key, rev)) = self.find(seat_id, None).await? else {
+            return Ok(None);
+        };
+        if row.borrow.is_empty() {
+            return Ok(None);
+        }
+        if self.delete(&key, rev, &row).await? {
+            Ok(Some(row.seat_row()?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// The license a seat this member serves for `client` is of (for the calls that run in
+    /// the seat's container). A seat revoked elsewhere is found gone at the next renewal.
+    pub fn served(&self, seat_id: &SeatId, client: &[u8; 32]) -> Option<[u8; 16]> {
+        lock(&self.served)
+            .get(seat_id)
+            .filter(|s| s.client == *client)
+            .map(|s| s.license_id)
+    }
+
+    /// How many seats this member serves.
+    pub fn served_count(&self) -> usize {
+        lock(&self.served).len()
+    }
+
+    /// The license's seats in use in the pool now (read from etcd).
+    pub async fn in_use(&self, license_id: &[u8; 16]) -> Result<u32> {
+        self.refresh(license_id).await?;
+        Ok(self.cached_in_use(license_id))
+    }
+
+    /// The license's seats in use as this member last read them (no etcd call).
+    pub fn cached_in_use(&self, license_id: &[u8; 16]) -> u32 {
+        lock(&self.cache)
+            .get(license_id)
+            .map_or(0, |c| c.table.in_use(license_id, now_ms()))
+    }
+
+    /// Every seat in the pool now, as stored.
+    pub async fn rows(&self) -> Result<Vec<PoolRow>> {
+        let key = format!("{}seats/", self.prefix);
+        let resp = self
+            .call("read the seats", |mut c| {
+                let key = key.clone();
+                async move { c.get(key, Some(GetOptions::new().with_prefix())).await }
+            })
+            .await?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| PoolRow::decode(kv.value()).ok())
+            .collect())
+    }
+}
+
+fn unreachable(url: &str, why: &str) -> Error {
+    Error::Timeout(format!("the pool's etcd at {url} is unreachable: {why}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pool_row_round_trips_and_a_damaged_one_is_refused() {
+        let b = Borrowed {
+            borrower_key: [3; 32],
+            borrower_serial: "SW-B".into(),
+            hostname: "h".into(),
+            user: "uid:1".into(),
+            issued_at: 10,
+            until: 20,
+            grant: vec![1, 2],
+            certificate: vec![3],
+        };
+        let row = SeatRow {
+            seat_id: [1; 16],
+            license_id: [2; 16],
+            unit_key: "handle:01".into(),
+            client: [9; 32],
+            exclusive: false,
+            expires_ms: 20_000,
+            borrow: Some(Arc::new(b)),
+        };
+        let p = PoolRow::of(&row, "m1", 77).unwrap();
+        let bytes = p.encode().unwrap();
+        let back = PoolRow::decode(&bytes).unwrap();
+        assert_eq!(back, p);
+        assert_eq!(back.seat_row().unwrap(), row);
+        assert!(PoolRow::decode(&bytes[..bytes.len() - 3]).is_err());
+        assert!(PoolRow::decode(b"").is_err());
+    }
+
+    #[test]
+    fn the_prefix_end_bounds_exactly_the_prefix() {
+        assert_eq!(prefix_end("/t/p/seats/ab/"), b"/t/p/seats/ab0".to_vec());
+        assert!(b"/t/p/seats/ab/ff".as_slice() < prefix_end("/t/p/seats/ab/").as_slice());
+        assert!(b"/t/p/seats/ab0".as_slice() >= prefix_end("/t/p/seats/ab/").as_slice());
+    }
+}
