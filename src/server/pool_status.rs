@@ -151,6 +151,20 @@ impl EtcdOp {
         EtcdOp::Put,
     ];
 
+    /// The kind of a pool seat-table call, by the words it is made with
+    /// (`server::pool::EtcdSeats::call`).
+    pub fn of_call(what: &str) -> EtcdOp {
+        if what.starts_with("write") || what.starts_with("delete") {
+            EtcdOp::Txn
+        } else if what.starts_with("read") {
+            EtcdOp::Range
+        } else if what.starts_with("keep") {
+            EtcdOp::KeepAlive
+        } else {
+            EtcdOp::Lease
+        }
+    }
+
     /// The `op` label.
     pub fn label(self) -> &'static str {
         match self {
@@ -188,19 +202,11 @@ impl PoolStats {
         self.rtt[op as usize].counts()
     }
 
-    /// Times `f`, an etcd call, as `op` (a failed call counts in `etcd_errors` too).
-    pub async fn timed<T, E>(
-        &self,
-        op: EtcdOp,
-        f: impl std::future::Future<Output = Result<T, E>>,
-    ) -> Result<T, E> {
+    /// Times `f`, an etcd call, as `op`.
+    pub async fn timed<T>(&self, op: EtcdOp, f: impl std::future::Future<Output = T>) -> T {
         let t = Instant::now();
         let r = f.await;
         self.observe(op, t.elapsed());
-        if r.is_err() {
-            self.etcd_errors
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
         r
     }
 }

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::server::stats::{LATENCY_BUCKETS, RequestKind, RequestLatency};
+use crate::server::stats::{LATENCY_BUCKETS, LatencyCounts, RequestKind, RequestLatency};
 
 /// A Prometheus text-format document being written.
 pub struct Exposition {
@@ -79,6 +79,24 @@ impl Exposition {
                 cumulative as f64,
             );
         }
+    }
+
+    /// One histogram's samples (cumulative buckets of [`LATENCY_BUCKETS`], `_sum` in
+    /// seconds, `_count`) with `labels`; the family's lines come from [`Exposition::family`].
+    pub fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &LatencyCounts) {
+        let mut cumulative = 0u64;
+        let bucket = format!("{name}_bucket");
+        for (i, n) in h.buckets.iter().enumerate() {
+            cumulative += n;
+            let le = LATENCY_BUCKETS
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |b| number(*b));
+            let mut l = labels.to_vec();
+            l.push(("le", &le));
+            self.sample(&bucket, &l, cumulative as f64);
+        }
+        self.sample(&format!("{name}_sum"), labels, h.sum_ns as f64 / 1e9);
+        self.sample(&format!("{name}_count"), labels, cumulative as f64);
     }
 
     /// The document.

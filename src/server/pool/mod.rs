@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
 use crate::server::config::PoolConfig;
+use crate::server::pool_status::{EtcdOp, PoolMonitor, PoolStats};
 use crate::server::seats::{AcquireSpec, BorrowSpec, Borrowed, SeatId, SeatRow, SeatTable};
 use crate::server::store::SeatStore;
 use crate::util::now_ms;
@@ -183,6 +184,10 @@ pub struct EtcdSeats {
     cache: Mutex<HashMap<[u8; 16], Cached>>,
     served: Mutex<HashMap<SeatId, Served>>,
     keepers: Mutex<HashMap<i64, Keeper>>,
+    /// etcd round trips and transaction retries, for `/metrics`.
+    stats: Arc<PoolStats>,
+    /// The members' heartbeats and the endpoints' health, once the server runs.
+    monitor: std::sync::OnceLock<Arc<PoolMonitor>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -220,6 +225,8 @@ impl EtcdSeats {
             cache: Mutex::new(HashMap::new()),
             served: Mutex::new(HashMap::new()),
             keepers: Mutex::new(HashMap::new()),
+            stats: Arc::default(),
+            monitor: std::sync::OnceLock::new(),
         })
     }
 
@@ -236,6 +243,22 @@ impl EtcdSeats {
     /// This member's name (written into the rows it writes).
     pub fn member(&self) -> &str {
         &self.member
+    }
+
+    /// etcd round trips and transaction retries.
+    pub fn stats(&self) -> &Arc<PoolStats> {
+        &self.stats
+    }
+
+    /// The pool's members and endpoints as the admin sees them (`None` until the server
+    /// started its monitor).
+    pub fn monitor(&self) -> Option<&Arc<PoolMonitor>> {
+        self.monitor.get()
+    }
+
+    /// Sets the monitor (once).
+    pub fn set_monitor(&self, m: Arc<PoolMonitor>) {
+        let _ = self.monitor.set(m);
     }
 
     /// A connected client (the endpoint in use, or the next one that answers a connect).
@@ -290,10 +313,18 @@ impl EtcdSeats {
         let mut last;
         loop {
             match self.client().await {
-                Ok(c) => match tokio::time::timeout(CALL_TIMEOUT, call(c)).await {
+                Ok(c) => match self
+                    .stats
+                    .timed(
+                        EtcdOp::of_call(what),
+                        tokio::time::timeout(CALL_TIMEOUT, call(c)),
+                    )
+                    .await
+                {
                     Ok(Ok(v)) => return Ok(v),
                     Ok(Err(e)) => {
                         last = e.to_string();
+                        self.stats.etcd_errors.fetch_add(1, Ordering::Relaxed);
                         self.failed().await;
                     }
                     Err(_) => {
@@ -537,9 +568,11 @@ impl EtcdSeats {
                 .flatten()
                 .collect();
             debug!(license = %hex::encode(license_id), "another member raced: deciding again");
+            self.stats.txn_retries.fetch_add(1, Ordering::Relaxed);
             self.load(license_id, &kvs, at);
             fresh = true;
         }
+        self.stats.txn_gave_up.fetch_add(1, Ordering::Relaxed);
         Err(Error::Timeout(format!(
             "the pool's seat table for license {} changed under {MAX_RACES} tries in a row; \
              try again",
@@ -608,7 +641,10 @@ impl EtcdSeats {
                 keeper.keep_alive().await?;
                 stream.message().await
             };
-            match tokio::time::timeout(CALL_TIMEOUT, once).await {
+            let t = Instant::now();
+            let answer = tokio::time::timeout(CALL_TIMEOUT, once).await;
+            self.stats.observe(EtcdOp::KeepAlive, t.elapsed());
+            match answer {
                 Ok(Ok(Some(r))) => return Ok(r.ttl() > 0),
                 Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
                     *k = None;
