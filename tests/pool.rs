@@ -46,6 +46,11 @@ fn copy_dir(from: &Path, to: &Path) {
 /// `n` members named `m0`, `m1`, ... on `etcd`, each hosting a copy of one container with
 /// `specs`; configured by TOML files (`[pool]`).
 fn pool(etcd: Etcd, specs: &[LicenseSpec], n: usize) -> Pool {
+    pool_leased(etcd, specs, n, (LEASE_MS, RENEW_MS))
+}
+
+/// [`pool`] with leases of `lease.0` ms renewed every `lease.1` ms.
+fn pool_leased(etcd: Etcd, specs: &[LicenseSpec], n: usize, lease: (u64, u64)) -> Pool {
     let dir = tempfile::tempdir().unwrap();
     let key = PublisherKey::generate(VENDOR, "pool tests");
     let home0 = dir.path().join("home-0");
@@ -56,7 +61,7 @@ fn pool(etcd: Etcd, specs: &[LicenseSpec], n: usize) -> Pool {
         if i > 0 {
             copy_dir(&home0, &home);
         }
-        members.push(member(dir.path(), &etcd, i, &home));
+        members.push(member(dir.path(), &etcd, i, &home, lease));
     }
     Pool {
         dir,
@@ -66,12 +71,24 @@ fn pool(etcd: Etcd, specs: &[LicenseSpec], n: usize) -> Pool {
     }
 }
 
-fn member(dir: &Path, etcd: &Etcd, i: usize, home: &Path) -> ServerProc {
+fn member(dir: &Path, etcd: &Etcd, i: usize, home: &Path, lease: (u64, u64)) -> ServerProc {
+    member_on(dir, &etcd.endpoints(), i, home, lease)
+}
+
+/// Member `m<i>` on the etcd endpoints `endpoints`.
+fn member_on(
+    dir: &Path,
+    endpoints: &[String],
+    i: usize,
+    home: &Path,
+    lease: (u64, u64),
+) -> ServerProc {
+    let (lease_ms, renew_ms) = lease;
     let state = dir.join(format!("state-{i}"));
-    let endpoints: Vec<String> = etcd.endpoints().iter().map(|e| format!("{e:?}")).collect();
+    let endpoints: Vec<String> = endpoints.iter().map(|e| format!("{e:?}")).collect();
     let config = format!(
         "name = \"m{i}\"\nlisten = [\"127.0.0.1:0\"]\ndiscovery = false\ndongles = false\n\
-         state_dir = {state:?}\nhome = {home:?}\nlease_ms = {LEASE_MS}\nrenew_ms = {RENEW_MS}\n\
+         state_dir = {state:?}\nhome = {home:?}\nlease_ms = {lease_ms}\nrenew_ms = {renew_ms}\n\
          fsync = false\nadmin_listen = \"127.0.0.1:0\"\n\
          [pool]\nendpoints = [{}]\nname = \"test\"\n",
         endpoints.join(", ")
@@ -247,4 +264,235 @@ fn a_revoke_from_any_member_frees_the_seat_and_its_holder_learns_it() {
     // Revoked once: a second revoke finds nothing.
     let again = request(&admin, "POST", &path, &[("X-Tessera-CSRF", &csrf)], b"");
     assert_eq!(again.status, 404, "{again:?}");
+}
+
+/// Whether `seat` encrypts now.
+fn works(seat: &tessera::client::Seat) -> bool {
+    let mut buf = vec![0u8; 200];
+    seat.encrypt(tessera::cipher::Mode::Derived, b"licensed", &mut buf)
+        .is_ok()
+}
+
+#[test]
+fn a_killed_members_clients_reattach_to_another_member_and_keep_their_seats() {
+    let mut p = pool(Etcd::single(), &[spec(1, 3, CountingUnit::Station)], 3);
+    // Three clients listing every member, all served by m0 (the first).
+    let clients: Vec<Session> = (0..3)
+        .map(|i| session(&p, &format!("holder-{i}"), &[0, 1, 2]))
+        .collect();
+    let seats: Vec<_> = clients
+        .iter()
+        .map(|s| s.acquire(1, 0, false).unwrap())
+        .collect();
+    for seat in &seats {
+        assert_eq!(seat.info().unwrap().server.as_deref(), Some("m0"));
+    }
+    let outsider = session(&p, "outsider", &[2]);
+    assert!(matches!(
+        outsider.acquire(1, 0, false),
+        Err(Error::NoSeat { .. })
+    ));
+
+    p.members[0].kill9();
+    // While they re-attach, and after, the pool never grants a fourth station.
+    let mut refused = 0;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(3 * LEASE_MS) {
+        match outsider.acquire(1, 0, false) {
+            Err(Error::NoSeat { .. }) => refused += 1,
+            Ok(_) => panic!("a fourth seat was granted while the pool held three"),
+            Err(e) => panic!("{e}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(refused > 0);
+    // Each kept its seat, now served by another member, well past the dead member's leases.
+    for seat in &seats {
+        assert!(works(seat), "a re-attached seat works");
+        let info = seat.info().unwrap();
+        assert_ne!(
+            info.server.as_deref(),
+            Some("m0"),
+            "served by a live member"
+        );
+        assert_eq!(info.in_use, 3);
+    }
+    assert_eq!(seats_in_etcd(&p).len(), 3);
+    // A release through the new member frees a slot for the outsider.
+    drop(seats);
+    drop(clients);
+    assert!(eventually(Duration::from_secs(5), || outsider
+        .acquire(1, 0, false)
+        .is_ok()));
+}
+
+#[test]
+fn an_exclusive_seat_holds_the_license_across_members() {
+    let mut ex = spec(1, 4, CountingUnit::Station);
+    ex.exclusive_allowed = true;
+    let p = pool(Etcd::single(), &[ex], 2);
+    let a = session(&p, "host-a", &[0]);
+    let b = session(&p, "host-b", &[1]);
+    let seat = a.acquire(1, 0, true).expect("exclusive");
+    assert!(matches!(
+        b.acquire(1, 0, false),
+        Err(Error::ExclusiveDenied(_))
+    ));
+    drop(seat);
+    let shared = b.acquire(1, 0, false).expect("free again");
+    assert!(matches!(
+        a.acquire(1, 0, true),
+        Err(Error::ExclusiveDenied(_))
+    ));
+    drop(shared);
+}
+
+#[test]
+fn the_pool_keeps_serving_when_the_etcd_leader_is_killed() {
+    let mut p = pool_leased(
+        Etcd::cluster(3),
+        &[spec(1, 2, CountingUnit::Station)],
+        2,
+        (6000, 500),
+    );
+    let a = session(&p, "host-a", &[0, 1]);
+    let seat = a.acquire(1, 0, false).unwrap();
+    assert_eq!(seat.info().unwrap().server.as_deref(), Some("m0"));
+    let leader = p.etcd.leader().expect("a leader");
+    p.etcd.kill(leader);
+    // Served again once the other two nodes elected a leader: a second station gets a seat
+    // (a transient error meanwhile, never a refusal).
+    let b = session(&p, "host-b", &[1, 0]);
+    let mut granted = None;
+    assert!(
+        eventually(Duration::from_secs(20), || match b.acquire(1, 0, false) {
+            Ok(s) => {
+                granted = Some(s);
+                true
+            }
+            Err(Error::Timeout(_)) => false,
+            Err(e) => panic!("{e}"),
+        }),
+        "no member served after the leader died"
+    );
+    let c = session(&p, "host-c", &[0]);
+    assert!(matches!(c.acquire(1, 0, false), Err(Error::NoSeat { .. })));
+    // The first seat lived through it: renewed past its lease and still counted.
+    std::thread::sleep(Duration::from_millis(6000));
+    assert!(works(&seat), "the seat held through the leader's death");
+    assert_eq!(seat.info().unwrap().in_use, 2);
+    assert_eq!(seats_in_etcd(&p).len(), 2);
+}
+
+#[test]
+fn a_borrowed_seat_is_counted_by_every_member_outlives_its_lender_and_returns_anywhere() {
+    use common::borrow::{borrow, connect, give_back, laptop};
+    let mut s = spec(1, 1, CountingUnit::Station);
+    s.borrow_days = 7;
+    let mut p = pool(Etcd::single(), &[s], 3);
+    let publisher = p.key.public_key();
+    let l = laptop(VENDOR, "laptop");
+    let seat_id = [0xB7; 16];
+    let mut c0 = connect(&p.members[0].addr, &publisher, VENDOR, "laptop");
+    let (grant, _) = borrow(&mut c0, VENDOR, seat_id, 1, 3, &l).expect("lent by m0");
+    // A retry through another member gets the same grant.
+    let mut c1 = connect(&p.members[1].addr, &publisher, VENDOR, "laptop");
+    let (again, _) = borrow(&mut c1, VENDOR, seat_id, 1, 3, &l).unwrap();
+    assert_eq!(again, grant);
+    // The lender dies; the borrowed seat stays counted, past any lease.
+    p.members[0].kill9();
+    std::thread::sleep(Duration::from_millis(2 * LEASE_MS));
+    assert_eq!(seats_in_etcd(&p).len(), 1);
+    let other = session(&p, "desk", &[1, 2]);
+    assert!(matches!(
+        other.acquire(1, 0, false),
+        Err(Error::NoSeat { .. })
+    ));
+    // Returned through a third member: freed at once for everyone.
+    let mut c2 = connect(&p.members[2].addr, &publisher, VENDOR, "laptop");
+    let wrong = laptop(VENDOR, "thief");
+    assert!(give_back(&mut c2, seat_id, wrong.return_signature(&seat_id)).is_err());
+    give_back(&mut c2, seat_id, l.return_signature(&seat_id)).expect("returned");
+    assert!(seats_in_etcd(&p).is_empty());
+    assert!(other.acquire(1, 0, false).is_ok());
+}
+
+#[test]
+fn a_member_without_etcd_answers_a_transient_error_and_never_grants() {
+    let mut p = pool(Etcd::single(), &[spec(1, 2, CountingUnit::Station)], 2);
+    let a = session(&p, "host-a", &[0]);
+    let held = a.acquire(1, 0, false).unwrap();
+    p.etcd.kill(0);
+    let b = session(&p, "host-b", &[1]);
+    let e = b.acquire(1, 0, false).map(drop).unwrap_err();
+    assert!(matches!(e, Error::Timeout(_)), "{e}");
+    assert!(e.to_string().contains("etcd"), "{e}");
+    // etcd back: served again, and the pool still counts the seat held before.
+    p.etcd.restart(0);
+    p.etcd.wait_healthy(Duration::from_secs(20));
+    let mut seat_b = None;
+    assert!(eventually(Duration::from_secs(15), || {
+        seat_b = b.acquire(1, 0, false).ok();
+        seat_b.is_some()
+    }));
+    let c = session(&p, "host-c", &[1]);
+    assert!(matches!(c.acquire(1, 0, false), Err(Error::NoSeat { .. })));
+    drop(held);
+}
+
+#[test]
+fn a_bad_pool_url_is_refused_with_a_clear_message_and_help_names_the_option() {
+    let out = std::process::Command::new(common::bin("tessera-server"))
+        .args(["--pool", "http://h1:2379", "--no-admin"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("etcd://host:port"), "{err}");
+    let help = std::process::Command::new(common::bin("tessera-server"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--pool") && help.contains("etcd://"),
+        "{help}"
+    );
+}
+
+#[test]
+fn clients_move_on_from_a_member_cut_off_from_etcd() {
+    // Leases longer than the time a member takes to give up on its etcd (2 s).
+    let lease = (6000, 500);
+    let mut p = pool_leased(
+        Etcd::single(),
+        &[spec(1, 2, CountingUnit::Station)],
+        2,
+        lease,
+    );
+    // m2 hosts the license too, but its etcd is nowhere.
+    let home = p.dir.path().join("home-2");
+    copy_dir(&p.dir.path().join("home-0"), &home);
+    let nowhere = vec![format!("127.0.0.1:{}", common::etcd::free_port())];
+    let cut = member_on(p.dir.path(), &nowhere, 2, &home, lease);
+    p.members.push(cut);
+    // Asked first, m2 answers that it cannot serve now; the client asks the next member.
+    let a = session(&p, "host-a", &[2, 0]);
+    let seat_a = a.acquire(1, 0, false).expect("served by m0");
+    assert_eq!(seat_a.info().unwrap().server.as_deref(), Some("m0"));
+    // A client served by m1 re-attaches past m2 when m1 dies.
+    let b = session(&p, "host-b", &[1, 2, 0]);
+    let seat_b = b.acquire(1, 0, false).unwrap();
+    assert_eq!(seat_b.info().unwrap().server.as_deref(), Some("m1"));
+    p.members[1].kill9();
+    assert!(
+        eventually(Duration::from_secs(10), || works(&seat_b)
+            && seat_b
+                .info()
+                .is_ok_and(|i| i.server.as_deref() == Some("m0"))),
+        "re-attached to m0"
+    );
+    std::thread::sleep(Duration::from_millis(lease.0 + 1000));
+    assert!(works(&seat_b) && works(&seat_a), "both kept their seats");
+    assert_eq!(seats_in_etcd(&p).len(), 2);
 }

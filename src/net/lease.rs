@@ -103,6 +103,13 @@ fn is_verdict(e: &Error) -> bool {
     )
 }
 
+/// Whether a server's answer says it cannot serve now while another server may: a pool
+/// member cut off from its etcd answers `Timeout` (issue 17). The client then moves on to
+/// the next server of its list.
+fn is_transient(e: &Error) -> bool {
+    matches!(e, Error::Timeout(_))
+}
+
 /// What the session and the keeper thread share. Lock order: `conn`, then `seats`.
 struct Inner {
     servers: Vec<String>,
@@ -169,6 +176,19 @@ impl Inner {
             return Err(Error::Internal("a grant without a connection".into()));
         };
         proto::check_grant(grant, c.delegations(), &self.publisher, self.vendor_id).map(|_| ())
+    }
+
+    /// Leaves the server connected to for the next one of the list, when there is another
+    /// (a pool member that answered a transient error): the connection is dropped and the
+    /// next connect starts with the next server. Returns whether it moved.
+    fn move_on(&self, conn: &mut Option<ServerConn>) -> bool {
+        if self.servers.len() < 2 {
+            return false;
+        }
+        self.disconnected(conn);
+        let mut current = lock(&self.current);
+        *current = Some(current.map_or(0, |i| (i + 1) % self.servers.len()));
+        true
     }
 
     /// Drops a failed connection; every seat then needs re-attaching.
@@ -286,6 +306,12 @@ impl Inner {
                         self.disconnected(conn);
                         return Err(e);
                     }
+                    if is_transient(&e) && self.servers.len() > 1 {
+                        // This server cannot serve now; the next round tries another.
+                        drop(seats);
+                        self.move_on(conn);
+                        return Err(e);
+                    }
                 }
             }
         }
@@ -337,6 +363,8 @@ impl Inner {
             Err(e) => {
                 if c.is_broken() {
                     self.disconnected(conn);
+                } else if is_transient(&e) {
+                    self.move_on(conn);
                 }
                 Err(e)
             }
@@ -509,8 +537,8 @@ impl NetSeats {
             let mut conn = lock(&self.inner.conn);
             // Counted from before the request (as renewals are): never longer than the
             // server's lease, which starts when the server handles it.
-            let sent = Instant::now();
-            let response = self.call_retrying(&mut conn, &req, None)?;
+            let mut sent = Instant::now();
+            let response = self.call_retrying_sent(&mut conn, &req, None, &mut sent)?;
             let grant = match response {
                 NetResponse::Granted(g) if g.seat_id == seat_id => g,
                 other => {
@@ -558,7 +586,21 @@ impl NetSeats {
         req: &NetRequest,
         seat: Option<&[u8; 16]>,
     ) -> Result<NetResponse> {
+        let mut sent = Instant::now();
+        self.call_retrying_sent(conn, req, seat, &mut sent)
+    }
+
+    /// [`NetSeats::call_retrying`], telling when the request that was answered was sent (a
+    /// lease counts from then, not from a first try on a server that could not serve).
+    fn call_retrying_sent(
+        &self,
+        conn: &mut Option<ServerConn>,
+        req: &NetRequest,
+        seat: Option<&[u8; 16]>,
+        sent: &mut Instant,
+    ) -> Result<NetResponse> {
         let mut attempt = 0;
+        let mut moved = 0;
         loop {
             attempt += 1;
             let result = self.inner.reattach(conn).and_then(|()| {
@@ -566,7 +608,10 @@ impl NetSeats {
                     self.check_attached(id)?;
                 }
                 match conn.as_mut() {
-                    Some(c) => c.call(req),
+                    Some(c) => {
+                        *sent = Instant::now();
+                        c.call(req)
+                    }
                     None => Err(Error::Internal("connected without a connection".into())),
                 }
             });
@@ -575,6 +620,17 @@ impl NetSeats {
                 Err(e) if connection_failed(conn) && attempt < 2 => {
                     tracing::debug!(error = %e, "license server call failed, reconnecting");
                     self.inner.disconnected(conn);
+                }
+                // A server that cannot serve now (a pool member cut off from its etcd): the
+                // next server of the list, each at most once.
+                Err(e)
+                    if is_transient(&e)
+                        && moved + 1 < self.inner.servers.len()
+                        && self.inner.move_on(conn) =>
+                {
+                    tracing::debug!(error = %e, "license server cannot serve now, trying the next");
+                    moved += 1;
+                    attempt = 0;
                 }
                 Err(e) => {
                     if connection_failed(conn) {

@@ -51,11 +51,15 @@ pub const POOL_ROW_VERSION: u16 = 1;
 const MAX_RACES: usize = 16;
 
 /// How long one etcd call may take on one endpoint.
-const CALL_TIMEOUT: Duration = Duration::from_millis(1500);
+const CALL_TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// How long a member keeps trying etcd (other endpoints, a leader election) before it
-/// answers a transient error.
-const PATIENCE: Duration = Duration::from_millis(4000);
+/// answers a transient error: well within a client's timeout (5 s by default), so the
+/// client hears why rather than timing out.
+const PATIENCE: Duration = Duration::from_millis(2000);
+
+/// How long etcd counts as down after a call gave up on it.
+const DOWN_FOR: Duration = Duration::from_secs(1);
 
 /// The expiry of every row in a member's cache: live for as long as etcd holds it.
 const IN_ETCD: u64 = u64::MAX;
@@ -188,6 +192,9 @@ pub struct EtcdSeats {
     stats: Arc<PoolStats>,
     /// The members' heartbeats and the endpoints' health, once the server runs.
     monitor: std::sync::OnceLock<Arc<PoolMonitor>>,
+    /// Until when etcd counts as down (a call just gave up): calls meanwhile try once and
+    /// give up at once, so that clients move on to another member quickly.
+    down_until: Mutex<Option<Instant>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -227,6 +234,7 @@ impl EtcdSeats {
             keepers: Mutex::new(HashMap::new()),
             stats: Arc::default(),
             monitor: std::sync::OnceLock::new(),
+            down_until: Mutex::new(None),
         })
     }
 
@@ -310,6 +318,10 @@ impl EtcdSeats {
         Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
         let start = Instant::now();
+        let patience = match *lock(&self.down_until) {
+            Some(t) if Instant::now() < t => Duration::ZERO,
+            _ => PATIENCE,
+        };
         let mut last;
         loop {
             match self.client().await {
@@ -321,7 +333,10 @@ impl EtcdSeats {
                     )
                     .await
                 {
-                    Ok(Ok(v)) => return Ok(v),
+                    Ok(Ok(v)) => {
+                        *lock(&self.down_until) = None;
+                        return Ok(v);
+                    }
                     Ok(Err(e)) => {
                         last = e.to_string();
                         self.stats.etcd_errors.fetch_add(1, Ordering::Relaxed);
@@ -334,7 +349,8 @@ impl EtcdSeats {
                 },
                 Err(e) => last = e.to_string(),
             }
-            if start.elapsed() >= PATIENCE {
+            if start.elapsed() >= patience {
+                *lock(&self.down_until) = Some(Instant::now() + DOWN_FOR);
                 return Err(Error::Timeout(format!(
                     "the pool's etcd ({}) did not answer ({what}): {last}; try another member",
                     self.urls.join(",")
