@@ -666,3 +666,115 @@ fn the_logs_of_a_pools_members_sum_up_with_a_moved_seat_counted_once() {
         text(&out.stderr)
     );
 }
+
+/// The same with a real pool: two members on one etcd, a client's seat granted by the first,
+/// the first SIGKILLed, the seat re-attached to the second (which takes its row over and
+/// logs no second grant, only the release): the two logs sum to one seat, granted and
+/// released once.
+#[test]
+fn a_seat_that_moves_between_pool_members_counts_once_in_their_logs() {
+    use common::server::PRIVATE_SHM;
+    let etcd = common::etcd::Etcd::single();
+    let dir = tempfile::tempdir().unwrap();
+    let key = PublisherKey::generate(VENDOR, "pool usage");
+    let pub_file = dir.path().join("publisher.pub");
+    std::fs::write(&pub_file, key.public_key_text()).unwrap();
+    let home0 = dir.path().join("home-m0");
+    common::activate(
+        &common::env_in(&home0),
+        &key,
+        &[spec(1, 2, CountingUnit::Handle)],
+    );
+    let home1 = dir.path().join("home-m1");
+    assert!(
+        Command::new("cp")
+            .arg("-a")
+            .arg(&home0)
+            .arg(&home1)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let member = |name: &str, home: &Path| {
+        let state = dir.path().join(format!("state-{name}"));
+        let config = format!(
+            "name = \"{name}\"\nlisten = [\"127.0.0.1:0\"]\ndiscovery = false\n\
+             dongles = false\nstate_dir = {state:?}\nhome = {home:?}\nlease_ms = {LEASE_MS}\n\
+             renew_ms = {}\nfsync = false\nadmin = false\nusage_checkpoint_s = 1\n\
+             [pool]\nendpoints = [{:?}]\nname = \"usage\"\n",
+            common::server::RENEW_MS,
+            etcd.endpoints()[0]
+        );
+        let file = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&file, config).unwrap();
+        ServerProc::start_wrapped(
+            &state,
+            home,
+            0,
+            &["--config", file.to_str().unwrap(), "--no-admin"],
+            PRIVATE_SHM,
+        )
+    };
+    let mut m0 = member("m0", &home0);
+    let mut m1 = member("m1", &home1);
+    let mut o = SessionOptions::new(VENDOR, key.public_key());
+    o.sources = sources::NETWORK;
+    o.servers = vec![m0.addr.clone(), m1.addr.clone()];
+    o.timeout = Duration::from_secs(2);
+    let client = Session::open_in(
+        o,
+        Environment {
+            home: dir.path().join("client"),
+            host: HostIdentity::simulated("mover"),
+            clock: Arc::new(SystemClock),
+        },
+    )
+    .unwrap();
+    let seat = client.acquire(1, 0, false).unwrap();
+    assert_eq!(seat.info().unwrap().server.as_deref(), Some("m0"));
+    // m0's periodic checkpoint signs the grant; then m0 dies.
+    std::thread::sleep(Duration::from_millis(1500));
+    m0.kill9();
+    // The client's lease keeper re-attaches the seat to m1 at its next renewal.
+    let start = std::time::Instant::now();
+    while seat.info().unwrap().server.as_deref() != Some("m1") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the seat never moved to m1"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(seat); // released on m1
+    drop(client);
+    let status = m1.stop();
+    assert!(status.success(), "{status}");
+
+    let log = |s: &ServerProc| s.state.join("usage").join(format!("{VENDOR}.log"));
+    let (log0, log1) = (log(&m0), log(&m1));
+    let out = vendor_tool(&[
+        OsStr::new("verify-usage"),
+        OsStr::new("--json"),
+        OsStr::new("--key"),
+        pub_file.as_os_str(),
+        log0.as_os_str(),
+        log1.as_os_str(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json = text(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    // Each log alone: m0 granted and never saw the end; m1 saw only the release.
+    assert_eq!(v["logs"][0]["open_at_end"], 1, "{json}");
+    assert_eq!(v["logs"][1]["ends_without_grant"], 1, "{json}");
+    let pool = &v["pool"];
+    assert_eq!(pool["seats"], 1, "{json}");
+    assert_eq!(pool["seats_in_several_logs"], 1, "{json}");
+    assert_eq!(pool["open_at_end"], 0, "{json}");
+    assert_eq!(pool["ends_without_grant"], 0, "{json}");
+    let month = &pool["months"][0];
+    assert_eq!(
+        (month["grants"].as_u64(), month["releases"].as_u64()),
+        (Some(1), Some(1)),
+        "{json}"
+    );
+    assert_eq!(month["peak"], 1, "{json}");
+}
