@@ -496,3 +496,149 @@ fn clients_move_on_from_a_member_cut_off_from_etcd() {
     assert!(works(&seat_b) && works(&seat_a), "both kept their seats");
     assert_eq!(seats_in_etcd(&p).len(), 2);
 }
+
+#[test]
+fn a_seat_gone_from_etcd_is_lost_for_its_holder_and_free_for_others() {
+    let p = pool(Etcd::single(), &[spec(1, 1, CountingUnit::Station)], 2);
+    let a = session(&p, "host-a", &[0]);
+    let seat = a.acquire(1, 0, false).unwrap();
+    let b = session(&p, "host-b", &[1]);
+    assert!(matches!(b.acquire(1, 0, false), Err(Error::NoSeat { .. })));
+    // The row goes behind the members' backs (its lease lives on): the members follow etcd.
+    let out = p.etcd.etcdctl(&["del", "--prefix", "/tessera/test/seats/"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+    let e = failure_of(&seat);
+    assert!(matches!(e, Error::LeaseLost(_)), "{e}");
+    assert!(b.acquire(1, 0, false).is_ok());
+}
+
+/// The etcd seat table itself, without processes: three members' `EtcdSeats` in one
+/// runtime, many tasks acquiring (some re-attaching their seat through another member),
+/// holding and releasing, with station keys shared by some. A checker counts the stations
+/// that hold a granted, unreleased seat: never more than the quantity; at the end etcd holds
+/// exactly the rows of the seats still held.
+#[test]
+fn racing_members_of_the_etcd_seat_table_never_exceed_the_quantity() {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use tessera::host::MachineKind;
+    use tessera::license::{Binding, License, VmPolicy};
+    use tessera::net::proto::HostInfo;
+    use tessera::server::config::PoolConfig;
+    use tessera::server::pool::EtcdSeats;
+    use tessera::server::seats::AcquireSpec;
+
+    const QUANTITY: u32 = 3;
+    let etcd = Etcd::single();
+    let config = PoolConfig {
+        endpoints: etcd.endpoints(),
+        prefix: Some("/race/".into()),
+        name: None,
+    };
+    let lic = License {
+        license_id: [0x5A; 16],
+        vendor_id: VENDOR,
+        product_code: 1,
+        product_name: "Race".into(),
+        features: 0xFF,
+        quantity: QUANTITY,
+        counting_unit: CountingUnit::Station,
+        exclusive_allowed: false,
+        borrow_days: 0,
+        issued_at: 0,
+        expiry: None,
+        vm_policy: VmPolicy::Allow,
+        binding: Binding::Container {
+            serial: "SW-RACE".into(),
+            key: [1; 32],
+        },
+    };
+    let members: Vec<Arc<EtcdSeats>> = (0..3)
+        .map(|i| Arc::new(EtcdSeats::new(&config, &format!("r{i}")).unwrap()))
+        .collect();
+    // Station -> seats held (granted, not released).
+    let held: Arc<Mutex<HashMap<u8, u32>>> = Arc::default();
+    let grants = Arc::new(AtomicU32::new(0));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for t in 0..24u8 {
+            let members = members.clone();
+            let lic = lic.clone();
+            let held = Arc::clone(&held);
+            let grants = Arc::clone(&grants);
+            tasks.push(tokio::spawn(async move {
+                // Six stations, four tasks each.
+                let station = t % 6;
+                let client = [station + 1; 32];
+                let host = HostInfo {
+                    machine: MachineKind::Physical,
+                    hostname: format!("h{station}"),
+                    station: [0; 32],
+                    session: "s".into(),
+                    pid: 1,
+                    pid_namespace: 1,
+                };
+                for round in 0..8u8 {
+                    let seat_id = [t, round, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+                    let spec = AcquireSpec {
+                        seat_id,
+                        license: &lic,
+                        host: &host,
+                        client,
+                        exclusive: false,
+                        features: 0,
+                        now_ms: tessera::util::now_ms(),
+                        lease_ms: 30_000,
+                    };
+                    let first = (t as usize + round as usize) % 3;
+                    match members[first].acquire(&spec).await {
+                        Ok(c) => {
+                            assert!(!c.held);
+                            grants.fetch_add(1, Ordering::SeqCst);
+                            {
+                                let mut h = held.lock().unwrap();
+                                *h.entry(station).or_default() += 1;
+                                assert!(
+                                    h.len() <= QUANTITY as usize,
+                                    "{} stations hold seats: {h:?}",
+                                    h.len()
+                                );
+                            }
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                            // Re-attached through the next member: the same seat, not a new one.
+                            let next = (first + 1) % 3;
+                            let again = members[next].acquire(&spec).await.unwrap();
+                            assert!(again.held, "a re-attach is not a new seat");
+                            {
+                                let mut h = held.lock().unwrap();
+                                let n = h.get_mut(&station).unwrap();
+                                *n -= 1;
+                                if *n == 0 {
+                                    h.remove(&station);
+                                }
+                            }
+                            let row = members[next].release(&seat_id, &client).await.unwrap();
+                            assert!(row.is_some(), "released where it was re-attached");
+                        }
+                        Err(tessera::Error::NoSeat { .. }) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert!(grants.load(Ordering::SeqCst) > 0);
+        assert!(
+            members[0].rows().await.unwrap().is_empty(),
+            "every seat released"
+        );
+    });
+}

@@ -82,6 +82,10 @@ impl Running {
             self.server.clone(),
             self.stopped.clone(),
         )));
+        if let Some(pool) = self.server.pool.clone() {
+            // The pool's caches follow etcd.
+            self.tasks.push(tokio::spawn(pool.follow(self.stopping())));
+        }
         if let Ok(mut mine) = self.server.bound.lock() {
             *mine = self.bound.clone();
         }

@@ -18,6 +18,12 @@
 //! are not seen by the compare, which only makes the cache conservative). So a grant is exact
 //! across members without a lock.
 //!
+//! A watch on the pool's seats keeps the caches current ([`EtcdSeats::follow`]): another
+//! member's grant, a release, a revoke, an expiry. A cache entry is kept only when it was
+//! read after the watch started (so no event it needs was missed), and every event moves its
+//! revision on; without the watch (etcd down, a restart of the watch) the compare still keeps
+//! every grant exact, at the cost of a failed transaction.
+//!
 //! In the cache every row counts as live for as long as it is there (its expiry is etcd's
 //! lease, not the row's `expires_ms`): the table never drops a row etcd still holds.
 //!
@@ -26,13 +32,13 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, LeaseKeepAliveStream, LeaseKeeper,
-    PutOptions, Txn, TxnOp, TxnOpResponse,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions,
+    LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
@@ -47,8 +53,9 @@ use crate::{Error, Result};
 /// The format version of a stored [`PoolRow`].
 pub const POOL_ROW_VERSION: u16 = 1;
 
-/// How many times an acquire decides again after another member raced it.
-const MAX_RACES: usize = 16;
+/// How many times an acquire decides again after another member raced it (each time,
+/// another member's grant of the license went in).
+const MAX_RACES: usize = 32;
 
 /// How long one etcd call may take on one endpoint.
 const CALL_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -162,6 +169,8 @@ struct Served {
     license_id: [u8; 16],
     client: [u8; 32],
     lease: i64,
+    /// The revision this member wrote the row at (older events say nothing of it).
+    rev: i64,
 }
 
 type Keeper = Arc<tokio::sync::Mutex<Option<(LeaseKeeper, LeaseKeepAliveStream)>>>;
@@ -195,7 +204,32 @@ pub struct EtcdSeats {
     /// Until when etcd counts as down (a call just gave up): calls meanwhile try once and
     /// give up at once, so that clients move on to another member quickly.
     down_until: Mutex<Option<Instant>>,
+    /// One gate per license: a member decides and writes one grant of a license at a time,
+    /// so that only members, not every request, race each other's transactions.
+    gates: Mutex<HashMap<[u8; 16], Arc<tokio::sync::Mutex<()>>>>,
+    /// Seat leases granted ahead, so that a grant costs one transaction.
+    stock: Mutex<Vec<Stocked>>,
+    /// The TTL of the leases to stock (the last an acquire wanted; 0: none yet).
+    stock_ttl: AtomicI64,
+    /// Wakes the stock's refill.
+    refill: tokio::sync::Notify,
 }
+
+/// A lease granted ahead: `ttl` + [`STOCK_SLACK`] seconds from `granted`, so that it still has
+/// `ttl` seconds left while it is used within the slack.
+struct Stocked {
+    ttl: i64,
+    lease: i64,
+    granted: Instant,
+}
+
+/// How many leases a member grants ahead.
+const STOCK: usize = 4;
+
+/// How much longer than the lease a stocked lease is granted for, and so how long it may
+/// wait in the stock (less a margin). A seat on a stocked lease whose client dies lives up to
+/// this much longer: never shorter than its lease.
+const STOCK_SLACK: Duration = Duration::from_secs(2);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -235,6 +269,10 @@ impl EtcdSeats {
             stats: Arc::default(),
             monitor: std::sync::OnceLock::new(),
             down_until: Mutex::new(None),
+            gates: Mutex::new(HashMap::new()),
+            stock: Mutex::new(Vec::new()),
+            stock_ttl: AtomicI64::new(0),
+            refill: tokio::sync::Notify::new(),
         })
     }
 
@@ -424,7 +462,7 @@ impl EtcdSeats {
             &spec.license.license_id,
             &spec.seat_id,
             &spec.client,
-            ttl,
+            (ttl, true),
             |t| t.acquire(spec).map(|(row, _, n)| (row, n)),
         )
         .await
@@ -457,7 +495,7 @@ impl EtcdSeats {
             &spec.license.license_id,
             &spec.seat_id,
             &spec.client,
-            ttl,
+            (ttl, false),
             |t| {
                 t.borrow(spec, Arc::clone(&record))
                     .map(|(row, _, n)| (row, n))
@@ -467,16 +505,19 @@ impl EtcdSeats {
     }
 
     /// Decides with `decide` on the cache of the license and writes the row it made, under
-    /// a new lease of `ttl` seconds, if no row of the license was written since the cache's
-    /// revision; else decides again on the rows the failed transaction read.
+    /// a new lease of `ttl.0` seconds (from the stock when `ttl.1`), if no row of the
+    /// license was written since the cache's revision; else decides again on the rows the
+    /// failed transaction read.
     async fn claim(
         &self,
         license_id: &[u8; 16],
         seat_id: &SeatId,
         client: &[u8; 32],
-        ttl: i64,
+        (ttl, stocked): (i64, bool),
         mut decide: impl FnMut(&mut SeatTable) -> Result<(SeatRow, u32)>,
     ) -> Result<Claimed> {
+        let gate = Arc::clone(lock(&self.gates).entry(*license_id).or_default());
+        let _one_at_a_time = gate.lock().await;
         let prefix = self.license_prefix(license_id);
         let key = self.seat_key(license_id, seat_id);
         let mut fresh = false;
@@ -505,13 +546,22 @@ impl EtcdSeats {
                 }
                 Err(e) => return Err(e),
             };
-            let lease = match self
-                .call("grant a seat lease", |mut c| async move {
-                    c.lease_grant(ttl, None).await
-                })
-                .await
-            {
-                Ok(l) => l.id(),
+            let ahead = if stocked {
+                self.take_stocked(ttl)
+            } else {
+                None
+            };
+            let lease = match ahead {
+                Some(l) => Ok(l),
+                None => self
+                    .call("grant a seat lease", |mut c| async move {
+                        c.lease_grant(ttl, None).await
+                    })
+                    .await
+                    .map(|l| l.id()),
+            };
+            let lease = match lease {
+                Ok(l) => l,
                 Err(e) => {
                     lock(&self.cache).remove(license_id);
                     return Err(e);
@@ -564,6 +614,7 @@ impl EtcdSeats {
                         license_id: *license_id,
                         client: *client,
                         lease,
+                        rev: at,
                     },
                 );
                 if let Some(old) = old
@@ -596,6 +647,56 @@ impl EtcdSeats {
         )))
     }
 
+    /// A stocked lease of `ttl` seconds still fit to use, if any; asks for a refill.
+    fn take_stocked(&self, ttl: i64) -> Option<i64> {
+        let usable = STOCK_SLACK.saturating_sub(Duration::from_millis(500));
+        let mut stale = Vec::new();
+        let got = {
+            let mut stock = lock(&self.stock);
+            stock.retain(|s| {
+                let fit = s.ttl == ttl && s.granted.elapsed() < usable;
+                if !fit {
+                    stale.push(s.lease);
+                }
+                fit
+            });
+            stock.pop().map(|s| s.lease)
+        };
+        for l in stale {
+            self.drop_lease(l);
+        }
+        self.stock_ttl.store(ttl, Ordering::Relaxed);
+        self.refill.notify_one();
+        got
+    }
+
+    /// Fills the stock of leases whenever an acquire took from it (or found it empty).
+    async fn refill_stock(weak: std::sync::Weak<EtcdSeats>) {
+        loop {
+            // Held while it waits: the server's stop ends this task (`follow`).
+            let Some(me) = weak.upgrade() else { return };
+            me.refill.notified().await;
+            let ttl = me.stock_ttl.load(Ordering::Relaxed);
+            while ttl > 0 && lock(&me.stock).len() < STOCK {
+                let granted = Instant::now();
+                let full = ttl + STOCK_SLACK.as_secs() as i64;
+                match me
+                    .call("grant seat leases ahead", |mut c| async move {
+                        c.lease_grant(full, None).await
+                    })
+                    .await
+                {
+                    Ok(l) => lock(&me.stock).push(Stocked {
+                        ttl,
+                        lease: l.id(),
+                        granted,
+                    }),
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+
     /// Revokes a lease nobody uses (in the background).
     fn drop_lease(&self, lease: i64) {
         if let Ok(Some(c)) = self.conn.try_lock().map(|c| c.clone()) {
@@ -615,19 +716,25 @@ impl EtcdSeats {
     /// (revoked, released elsewhere, expired). A borrowed seat is never renewed nor lost.
     pub async fn renew(&self, ids: &[SeatId], client: &[u8; 32]) -> Result<Vec<SeatId>> {
         let mut lost = Vec::new();
+        let mut mine = Vec::new();
         for id in ids {
-            let served = lock(&self.served).get(id).cloned();
-            let Some(s) = served.filter(|s| s.client == *client) else {
-                lost.push(*id);
-                continue;
-            };
-            if !self.keep_alive(s.lease).await? {
-                lock(&self.served).remove(id);
+            match lock(&self.served).get(id).filter(|s| s.client == *client) {
+                Some(s) => mine.push((*id, s.clone())),
+                None => lost.push(*id),
+            }
+        }
+        // The leases kept alive side by side: one round trip for all of a client's seats.
+        let alive =
+            futures_util::future::join_all(mine.iter().map(|(_, s)| self.keep_alive(s.lease)))
+                .await;
+        for ((id, s), alive) in mine.into_iter().zip(alive) {
+            if !alive? {
+                lock(&self.served).remove(&id);
                 self.forget_lease(s.lease);
                 if let Some(c) = lock(&self.cache).get_mut(&s.license_id) {
-                    c.table.revoke(id, 0);
+                    c.table.revoke(&id, 0);
                 }
-                lost.push(*id);
+                lost.push(id);
             }
         }
         Ok(lost)
@@ -745,6 +852,42 @@ impl EtcdSeats {
     /// Releases the client's (leased) seat. `None` when the pool has no such seat of this
     /// client.
     pub async fn release(&self, seat_id: &SeatId, client: &[u8; 32]) -> Result<Option<SeatRow>> {
+        // A seat served here: one transaction, deleting it if it is still on the lease this
+        // member wrote it with (the lease names the row: only this member's write has it).
+        let served = lock(&self.served).get(seat_id).cloned();
+        if let Some(s) = served.filter(|s| s.client == *client) {
+            let key = self.seat_key(&s.license_id, seat_id);
+            let txn = Txn::new()
+                .when([Compare::lease(key.clone(), CompareOp::Equal, s.lease)])
+                .and_then([TxnOp::delete(
+                    key,
+                    Some(DeleteOptions::new().with_prev_key()),
+                )]);
+            let resp = self
+                .call("release a seat", |mut c| {
+                    let txn = txn.clone();
+                    async move { c.txn(txn).await }
+                })
+                .await?;
+            if resp.succeeded() {
+                let row = resp
+                    .op_responses()
+                    .into_iter()
+                    .find_map(|r| match r {
+                        TxnOpResponse::Delete(d) => d.prev_kvs().first().cloned(),
+                        _ => None,
+                    })
+                    .map(|kv| PoolRow::decode(kv.value()))
+                    .transpose()?;
+                lock(&self.served).remove(seat_id);
+                if let Some(c) = lock(&self.cache).get_mut(&s.license_id) {
+                    c.table.revoke(seat_id, 0);
+                }
+                self.forget_lease(s.lease);
+                self.drop_lease(s.lease);
+                return row.map(|r| r.seat_row()).transpose();
+            }
+        }
         let known = lock(&self.served).get(seat_id).map(|s| s.license_id);
         let Some((row, key, rev)) = self.find(seat_id, known).await? else {
             lock(&self.served).remove(seat_id);
@@ -796,6 +939,128 @@ impl EtcdSeats {
             .get(seat_id)
             .filter(|s| s.client == *client)
             .map(|s| s.license_id)
+    }
+
+    /// Follows the pool's seats with an etcd watch until `stop` resolves, restarting the
+    /// watch after a failure: the caches see other members' changes as they happen, and a
+    /// seat revoked or taken over elsewhere is no longer served here. Keeps the stock of
+    /// leases granted ahead meanwhile.
+    pub async fn follow(self: Arc<Self>, stop: impl Future<Output = ()>) {
+        let weak = Arc::downgrade(&self);
+        drop(self);
+        let stock = Self::refill_stock(weak.clone());
+        let run = async move {
+            loop {
+                let Some(me) = weak.upgrade() else { return };
+                if let Err(e) = me.watch_once().await {
+                    debug!(error = %e, "the pool's watch stopped; restarting it");
+                }
+                drop(me);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        };
+        tokio::select! {
+            _ = async { tokio::join!(run, stock) } => {},
+            () = stop => {},
+        }
+    }
+
+    async fn watch_once(&self) -> Result<()> {
+        let key = format!("{}seats/", self.prefix);
+        let failed = |e: &dyn std::fmt::Display| {
+            Error::Timeout(format!("the pool's watch on etcd failed: {e}"))
+        };
+        let mut c = self.client().await?;
+        let mut stream = tokio::time::timeout(
+            CALL_TIMEOUT,
+            c.watch(key, Some(WatchOptions::new().with_prefix())),
+        )
+        .await
+        .map_err(|e| failed(&e))?
+        .map_err(|e| failed(&e))?;
+        let created = tokio::time::timeout(CALL_TIMEOUT, stream.message())
+            .await
+            .map_err(|e| failed(&e))?
+            .map_err(|e| failed(&e))?
+            .ok_or_else(|| failed(&"no answer"))?;
+        let from = created.header().map_or(i64::MAX, |h| h.revision());
+        // Entries read before the watch's start may miss changes it will not report.
+        lock(&self.cache).retain(|_, c| c.rev >= from);
+        debug!(revision = from, "following the pool's seats");
+        loop {
+            let Some(resp) = stream.message().await.map_err(|e| failed(&e))? else {
+                return Ok(());
+            };
+            if resp.canceled() {
+                return Err(failed(&resp.cancel_reason()));
+            }
+            for ev in resp.events() {
+                self.apply(ev);
+            }
+        }
+    }
+
+    /// Applies one change of the pool's seats to the cache of its license (when cached and
+    /// not already in it).
+    fn apply(&self, ev: &etcd_client::Event) {
+        let Some(kv) = ev.kv() else { return };
+        let rest = &kv.key()[self.prefix.len().min(kv.key().len())..];
+        let Some(rest) = rest.strip_prefix(b"seats/") else {
+            return;
+        };
+        let mut parts = rest.split(|b| *b == b'/');
+        let (Some(lic), Some(seat)) = (parts.next(), parts.next()) else {
+            return;
+        };
+        let (Ok(license_id), Ok(seat_id)) = (
+            <[u8; 16]>::try_from(hex::decode(lic).unwrap_or_default().as_slice()),
+            <[u8; 16]>::try_from(hex::decode(seat).unwrap_or_default().as_slice()),
+        ) else {
+            return;
+        };
+        let rev = kv.mod_revision();
+        let row = match ev.event_type() {
+            EventType::Put => match PoolRow::decode(kv.value()) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    warn!(error = %e, "pool seat not read");
+                    None
+                }
+            },
+            EventType::Delete => None,
+        };
+        {
+            let mut served = lock(&self.served);
+            if let Some(s) = served.get(&seat_id)
+                && rev > s.rev
+                && row.as_ref().is_none_or(|r| r.lease != s.lease)
+            {
+                // Gone, or taken over by another member.
+                let lease = s.lease;
+                served.remove(&seat_id);
+                self.forget_lease(lease);
+            }
+        }
+        let mut cache = lock(&self.cache);
+        let Some(c) = cache.get_mut(&license_id) else {
+            return;
+        };
+        if rev <= c.rev {
+            return;
+        }
+        match row.map(|r| r.seat_row()) {
+            Some(Ok(mut r)) => {
+                r.expires_ms = IN_ETCD;
+                c.table.load(vec![r], now_ms());
+            }
+            Some(Err(_)) => {}
+            None => {
+                if c.table.revoke(&seat_id, 0).is_none() {
+                    c.table.give_back(&seat_id, 0);
+                }
+            }
+        }
+        c.rev = rev;
     }
 
     /// How many seats this member serves.
