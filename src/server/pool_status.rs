@@ -154,7 +154,7 @@ impl EtcdOp {
     /// The kind of a pool seat-table call, by the words it is made with
     /// (`server::pool::EtcdSeats::call`).
     pub fn of_call(what: &str) -> EtcdOp {
-        if what.starts_with("write") || what.starts_with("delete") {
+        if what.starts_with("write") || what.starts_with("delete") || what.starts_with("release") {
             EtcdOp::Txn
         } else if what.starts_with("read") {
             EtcdOp::Range
