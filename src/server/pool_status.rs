@@ -531,3 +531,68 @@ impl PoolMonitor {
         view
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seat_tables_calls_are_timed_by_kind() {
+        assert_eq!(EtcdOp::of_call("write a seat"), EtcdOp::Txn);
+        assert_eq!(EtcdOp::of_call("release a seat"), EtcdOp::Txn);
+        assert_eq!(EtcdOp::of_call("delete a seat"), EtcdOp::Txn);
+        assert_eq!(EtcdOp::of_call("read the license's seats"), EtcdOp::Range);
+        assert_eq!(
+            EtcdOp::of_call("keep a seat lease alive"),
+            EtcdOp::KeepAlive
+        );
+        assert_eq!(EtcdOp::of_call("grant seat leases ahead"), EtcdOp::Lease);
+        let st = PoolStats::default();
+        st.observe(EtcdOp::Txn, Duration::from_micros(800));
+        st.observe(EtcdOp::Txn, Duration::from_secs(5));
+        let h = st.counts(EtcdOp::Txn);
+        assert_eq!(h.count, 2);
+        assert_eq!(h.buckets[3], 1, "0.8 ms in the 1 ms bucket");
+        assert_eq!(*h.buckets.last().unwrap(), 1, "5 s past the last bound");
+        assert_eq!(st.counts(EtcdOp::Range).count, 0);
+    }
+
+    #[test]
+    fn a_view_counts_members_up_and_healthy_endpoints() {
+        let m = |name: &str, up| MemberView {
+            name: name.into(),
+            up,
+            version: "0".into(),
+            listen: vec![],
+            admin: None,
+            started_at: 0,
+            this: false,
+        };
+        let mut v = PoolView {
+            members: vec![m("a", true), m("b", false), m("c", true)],
+            ..PoolView::default()
+        };
+        assert_eq!(v.members_up(), 2);
+        v.endpoints = ["x:1", "y:2"]
+            .iter()
+            .enumerate()
+            .map(|(i, e)| EndpointView {
+                endpoint: e.to_string(),
+                healthy: i == 0,
+                leader: false,
+                member_id: None,
+                version: None,
+                db_size: None,
+                raft_term: None,
+                raft_index: None,
+                round_trip_ms: None,
+                error: None,
+            })
+            .collect();
+        assert_eq!(v.endpoints_healthy(), 1);
+        assert_eq!(endpoint_url("h:2379"), "http://h:2379");
+        assert_eq!(endpoint_url("https://h:2379"), "https://h:2379");
+        assert_eq!(heartbeat_key("/t/p/", "m1"), "/t/p/heartbeat/m1");
+        assert_eq!(info_key("/t/p/", "m1"), "/t/p/member-info/m1");
+    }
+}

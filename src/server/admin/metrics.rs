@@ -157,6 +157,20 @@ mod tests {
     }
 
     #[test]
+    fn a_labelled_histogram_is_cumulative_with_its_labels() {
+        let h = crate::server::stats::Histogram::default();
+        h.observe(Duration::from_micros(50));
+        h.observe(Duration::from_micros(700));
+        let mut e = Exposition::new();
+        e.histogram("p_seconds", &[("member", "m1"), ("op", "txn")], &h.counts());
+        let text = e.finish();
+        assert!(text.contains("p_seconds_bucket{member=\"m1\",op=\"txn\",le=\"0.0001\"} 1\n"));
+        assert!(text.contains("p_seconds_bucket{member=\"m1\",op=\"txn\",le=\"0.001\"} 2\n"));
+        assert!(text.contains("p_seconds_bucket{member=\"m1\",op=\"txn\",le=\"+Inf\"} 2\n"));
+        assert!(text.contains("p_seconds_count{member=\"m1\",op=\"txn\"} 2\n"));
+    }
+
+    #[test]
     fn labels_are_escaped() {
         let mut e = Exposition::new();
         e.sample("m", &[("product", "a \"b\"\\\n")], 1.5);
