@@ -173,8 +173,8 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
-/// A latency histogram (one request kind's, one etcd call kind's): counts per bucket (not cumulative; the exposition sums
-/// them), the sum in nanoseconds and the count.
+/// A latency histogram (one request kind's, one kind of etcd call's): counts per bucket (not
+/// cumulative; the exposition sums them), the sum in nanoseconds and the count.
 #[derive(Debug, Default)]
 pub struct Histogram {
     buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
