@@ -84,10 +84,12 @@ fn member_on(
     lease: (u64, u64),
 ) -> ServerProc {
     let (lease_ms, renew_ms) = lease;
+    // A port of its own, kept across a restart.
+    let port = common::etcd::free_port();
     let state = dir.join(format!("state-{i}"));
     let endpoints: Vec<String> = endpoints.iter().map(|e| format!("{e:?}")).collect();
     let config = format!(
-        "name = \"m{i}\"\nlisten = [\"127.0.0.1:0\"]\ndiscovery = false\ndongles = false\n\
+        "name = \"m{i}\"\nlisten = [\"127.0.0.1:{port}\"]\ndiscovery = false\ndongles = false\n\
          state_dir = {state:?}\nhome = {home:?}\nlease_ms = {lease_ms}\nrenew_ms = {renew_ms}\n\
          fsync = false\nadmin_listen = \"127.0.0.1:0\"\n\
          [pool]\nendpoints = [{}]\nname = \"test\"\n",
@@ -640,5 +642,65 @@ fn racing_members_of_the_etcd_seat_table_never_exceed_the_quantity() {
             members[0].rows().await.unwrap().is_empty(),
             "every seat released"
         );
+
+        // A member whose grant gate says no (the pool activation plugs in there) grants
+        // nothing, with the gate's error; another member still grants.
+        members[0].set_grant_gate(Some(Arc::new(|| {
+            Err(tessera::Error::NoLicense(
+                "no majority of the pool's members".into(),
+            ))
+        })));
+        let host = HostInfo {
+            machine: MachineKind::Physical,
+            hostname: "gate".into(),
+            station: [0; 32],
+            session: "s".into(),
+            pid: 1,
+            pid_namespace: 1,
+        };
+        let spec = AcquireSpec {
+            seat_id: [0xEE; 16],
+            license: &lic,
+            host: &host,
+            client: [0xEE; 32],
+            exclusive: false,
+            features: 0,
+            now_ms: tessera::util::now_ms(),
+            lease_ms: 30_000,
+        };
+        let e = members[0].acquire(&spec).await.map(drop).unwrap_err();
+        assert!(e.to_string().contains("majority"), "{e}");
+        assert!(members[1].rows().await.unwrap().is_empty());
+        assert!(members[1].acquire(&spec).await.is_ok());
+        members[0].set_grant_gate(None);
+        assert!(members[0].acquire(&spec).await.unwrap().held);
     });
+}
+
+#[test]
+fn after_everything_restarts_clients_keep_their_seats_and_nothing_is_granted_twice() {
+    let lease = (6000, 500);
+    let mut p = pool_leased(
+        Etcd::single(),
+        &[spec(1, 1, CountingUnit::Station)],
+        2,
+        lease,
+    );
+    let a = session(&p, "host-a", &[0, 1]);
+    let seat = a.acquire(1, 0, false).unwrap();
+    // Every member and the etcd node die, and come back on their state.
+    p.members[0].kill9();
+    p.members[1].kill9();
+    p.etcd.restart(0);
+    p.etcd.wait_healthy(Duration::from_secs(20));
+    p.members[0].restart();
+    p.members[1].restart();
+    // The seat held through it (re-attached within its lease); no second station got one.
+    let b = session(&p, "host-b", &[1, 0]);
+    assert!(eventually(Duration::from_secs(5), || works(&seat)
+        && seat.info().is_ok_and(|i| i.in_use == 1)));
+    assert!(matches!(b.acquire(1, 0, false), Err(Error::NoSeat { .. })));
+    std::thread::sleep(Duration::from_millis(lease.0 + 1000));
+    assert!(works(&seat), "still held a lease later");
+    assert_eq!(seats_in_etcd(&p).len(), 1);
 }

@@ -7,6 +7,8 @@
 //!   and discovery on UDP;
 //! - `requests`: what the license protocol's requests do to the seat table, the hosted
 //!   containers and the usage log, and lease expiry;
+//! - `pooled`: the same seat requests in pool mode (issue 17), on the pool's seat table in
+//!   etcd (`server::pool::EtcdSeats`) instead of this server's table and SQLite file;
 //! - `reload`: a configuration reload and the renewal of the delegations;
 //! - `running`: the lifecycle: [`start`], the background work (seat history, lease expiry,
 //!   delegation renewal) and a graceful stop ([`Running`]);

@@ -169,6 +169,7 @@ impl Server {
         );
         restart("log_format", new.log_format != old.log_format);
         restart("fsync", new.fsync != old.fsync);
+        restart("pool", new.pool != old.pool);
         restart("admin", new.admin != old.admin);
         restart("admin_listen", new.admin_listen != old.admin_listen);
         restart(

@@ -37,8 +37,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions,
-    LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions,
+    Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
@@ -173,8 +173,6 @@ struct Served {
     rev: i64,
 }
 
-type Keeper = Arc<tokio::sync::Mutex<Option<(LeaseKeeper, LeaseKeepAliveStream)>>>;
-
 /// What a successful claim wrote.
 pub struct Claimed {
     /// The row as written (its real expiry).
@@ -196,7 +194,6 @@ pub struct EtcdSeats {
     next: AtomicUsize,
     cache: Mutex<HashMap<[u8; 16], Cached>>,
     served: Mutex<HashMap<SeatId, Served>>,
-    keepers: Mutex<HashMap<i64, Keeper>>,
     /// etcd round trips and transaction retries, for `/metrics`.
     stats: Arc<PoolStats>,
     /// The members' heartbeats and the endpoints' health, once the server runs.
@@ -207,6 +204,9 @@ pub struct EtcdSeats {
     /// One gate per license: a member decides and writes one grant of a license at a time,
     /// so that only members, not every request, race each other's transactions.
     gates: Mutex<HashMap<[u8; 16], Arc<tokio::sync::Mutex<()>>>>,
+    /// What must hold for this member to grant (P2's pool activation: a majority of the
+    /// activation's members registered); `None`: always.
+    gate: Mutex<Option<GrantGate>>,
     /// Seat leases granted ahead, so that a grant costs one transaction.
     stock: Mutex<Vec<Stocked>>,
     /// The TTL of the leases to stock (the last an acquire wanted; 0: none yet).
@@ -214,6 +214,10 @@ pub struct EtcdSeats {
     /// Wakes the stock's refill.
     refill: tokio::sync::Notify,
 }
+
+/// A check a member makes before every grant (an acquire, a re-attach, a borrow): `Err`
+/// refuses it with that error. Renewals and releases do not ask it.
+pub type GrantGate = Arc<dyn Fn() -> Result<()> + Send + Sync>;
 
 /// A lease granted ahead: `ttl` + [`STOCK_SLACK`] seconds from `granted`, so that it still has
 /// `ttl` seconds left while it is used within the slack.
@@ -265,11 +269,11 @@ impl EtcdSeats {
             next: AtomicUsize::new(0),
             cache: Mutex::new(HashMap::new()),
             served: Mutex::new(HashMap::new()),
-            keepers: Mutex::new(HashMap::new()),
             stats: Arc::default(),
             monitor: std::sync::OnceLock::new(),
             down_until: Mutex::new(None),
             gates: Mutex::new(HashMap::new()),
+            gate: Mutex::new(None),
             stock: Mutex::new(Vec::new()),
             stock_ttl: AtomicI64::new(0),
             refill: tokio::sync::Notify::new(),
@@ -305,6 +309,12 @@ impl EtcdSeats {
     /// Sets the monitor (once).
     pub fn set_monitor(&self, m: Arc<PoolMonitor>) {
         let _ = self.monitor.set(m);
+    }
+
+    /// Sets what must hold for this member to grant a seat (`None`: nothing). The pool
+    /// activation (who may form a pool) plugs in here.
+    pub fn set_grant_gate(&self, gate: Option<GrantGate>) {
+        *lock(&self.gate) = gate;
     }
 
     /// A connected client (the endpoint in use, or the next one that answers a connect).
@@ -516,6 +526,10 @@ impl EtcdSeats {
         (ttl, stocked): (i64, bool),
         mut decide: impl FnMut(&mut SeatTable) -> Result<(SeatRow, u32)>,
     ) -> Result<Claimed> {
+        let check = lock(&self.gate).clone();
+        if let Some(check) = check {
+            check()?;
+        }
         let gate = Arc::clone(lock(&self.gates).entry(*license_id).or_default());
         let _one_at_a_time = gate.lock().await;
         let prefix = self.license_prefix(license_id);
@@ -531,13 +545,13 @@ impl EtcdSeats {
                 let Some(c) = cache.get_mut(license_id) else {
                     return Err(Error::Internal("pool cache lost".into()));
                 };
-                let held = c
-                    .table
-                    .seat(seat_id)
+                let prev = c.table.seat(seat_id).cloned();
+                let held = prev
+                    .as_ref()
                     .is_some_and(|r| r.client == *client && r.license_id == *license_id);
-                decide(&mut c.table).map(|(row, in_use)| (row, in_use, held, c.rev))
+                decide(&mut c.table).map(|(row, in_use)| (row, in_use, held, c.rev, prev))
             };
-            let (row, in_use, held, rev) = match decided {
+            let (row, in_use, held, rev, prev) = match decided {
                 Ok(d) => d,
                 Err(e) if !fresh && refusal(&e) => {
                     self.refresh(license_id).await?;
@@ -620,11 +634,20 @@ impl EtcdSeats {
                 if let Some(old) = old
                     && old.lease != lease
                 {
-                    self.forget_lease(old.lease);
+                    // Re-attached here on a new lease: the old one holds nothing now.
+                    self.drop_lease(old.lease);
                 }
                 return Ok(Claimed { row, in_use, held });
             }
             self.drop_lease(lease);
+            // The decision is undone: the cache may be newer than the failed transaction's
+            // read (the watch), and then stays, without a seat that was never written.
+            if let Some(c) = lock(&self.cache).get_mut(license_id) {
+                remove_row(&mut c.table, seat_id);
+                if let Some(p) = prev {
+                    c.table.load(vec![p], now_ms());
+                }
+            }
             let kvs: Vec<etcd_client::KeyValue> = resp
                 .op_responses()
                 .into_iter()
@@ -707,10 +730,6 @@ impl EtcdSeats {
         }
     }
 
-    fn forget_lease(&self, lease: i64) {
-        lock(&self.keepers).remove(&lease);
-    }
-
     /// Renews the client's seats this member serves (their etcd leases kept alive). Returns
     /// the seats that are lost: not served here for this client, or gone from the pool
     /// (revoked, released elsewhere, expired). A borrowed seat is never renewed nor lost.
@@ -730,7 +749,6 @@ impl EtcdSeats {
         for ((id, s), alive) in mine.into_iter().zip(alive) {
             if !alive? {
                 lock(&self.served).remove(&id);
-                self.forget_lease(s.lease);
                 if let Some(c) = lock(&self.cache).get_mut(&s.license_id) {
                     c.table.revoke(&id, 0);
                 }
@@ -740,48 +758,18 @@ impl EtcdSeats {
         Ok(lost)
     }
 
-    /// Keeps a lease alive once; `false` when etcd no longer has it.
+    /// Keeps a lease alive once; `false` when etcd no longer has it. One keep-alive stream
+    /// per renewal, closed after its answer: a member keeps no stream per seat.
     async fn keep_alive(&self, lease: i64) -> Result<bool> {
-        let keeper: Keeper = Arc::clone(lock(&self.keepers).entry(lease).or_default());
-        let mut k = keeper.lock().await;
-        let start = Instant::now();
-        loop {
-            if k.is_none() {
-                match self
-                    .call("keep a seat lease alive", |mut c| async move {
-                        c.lease_keep_alive(lease).await
-                    })
-                    .await
-                {
-                    Ok(ks) => *k = Some(ks),
-                    Err(e) => return Err(e),
-                }
+        self.call("keep a seat lease alive", |mut c| async move {
+            // Opening the stream sends one keep-alive and reads its answer.
+            match c.lease_keep_alive(lease).await {
+                Ok(_) => Ok(true),
+                Err(etcd_client::Error::LeaseKeepAliveError(_)) => Ok(false),
+                Err(e) => Err(e),
             }
-            let Some((keeper, stream)) = k.as_mut() else {
-                continue;
-            };
-            let once = async {
-                keeper.keep_alive().await?;
-                stream.message().await
-            };
-            let t = Instant::now();
-            let answer = tokio::time::timeout(CALL_TIMEOUT, once).await;
-            self.stats.observe(EtcdOp::KeepAlive, t.elapsed());
-            match answer {
-                Ok(Ok(Some(r))) => return Ok(r.ttl() > 0),
-                Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
-                    *k = None;
-                    self.failed().await;
-                    if start.elapsed() >= PATIENCE {
-                        return Err(Error::Timeout(format!(
-                            "the pool's etcd ({}) did not keep a seat's lease alive; try \
-                             another member",
-                            self.urls.join(",")
-                        )));
-                    }
-                }
-            }
-        }
+        })
+        .await
     }
 
     /// Reads the row of a seat: from the key of a license when it is known, else among
@@ -835,10 +823,9 @@ impl EtcdSeats {
             .await?;
         if resp.succeeded() {
             if let Some(c) = lock(&self.cache).get_mut(&row.license_id) {
-                c.table.revoke(&row.seat_id, 0);
+                remove_row(&mut c.table, &row.seat_id);
             }
             lock(&self.served).remove(&row.seat_id);
-            self.forget_lease(row.lease);
             let lease = row.lease;
             let _ = self
                 .call("revoke a seat lease", |mut c| async move {
@@ -883,7 +870,6 @@ impl EtcdSeats {
                 if let Some(c) = lock(&self.cache).get_mut(&s.license_id) {
                     c.table.revoke(seat_id, 0);
                 }
-                self.forget_lease(s.lease);
                 self.drop_lease(s.lease);
                 return row.map(|r| r.seat_row()).transpose();
             }
@@ -1036,9 +1022,7 @@ impl EtcdSeats {
                 && row.as_ref().is_none_or(|r| r.lease != s.lease)
             {
                 // Gone, or taken over by another member.
-                let lease = s.lease;
                 served.remove(&seat_id);
-                self.forget_lease(lease);
             }
         }
         let mut cache = lock(&self.cache);
@@ -1054,11 +1038,7 @@ impl EtcdSeats {
                 c.table.load(vec![r], now_ms());
             }
             Some(Err(_)) => {}
-            None => {
-                if c.table.revoke(&seat_id, 0).is_none() {
-                    c.table.give_back(&seat_id, 0);
-                }
-            }
+            None => remove_row(&mut c.table, &seat_id),
         }
         c.rev = rev;
     }
@@ -1095,6 +1075,13 @@ impl EtcdSeats {
             .iter()
             .filter_map(|kv| PoolRow::decode(kv.value()).ok())
             .collect())
+    }
+}
+
+/// Takes a row out of a cache's table, leased or borrowed.
+fn remove_row(table: &mut SeatTable, seat_id: &SeatId) {
+    if table.revoke(seat_id, 0).is_none() {
+        table.give_back(seat_id, 0);
     }
 }
 
