@@ -492,3 +492,57 @@ fn the_admin_page_shows_a_held_seat_and_revokes_it() {
     drop(browser);
     drop(child);
 }
+
+/// A pool member's page shows the pool: its members (which are up) and the etcd endpoints
+/// (their health), and a seat its client holds.
+#[test]
+fn a_pool_members_page_shows_the_members_and_the_etcd_endpoints() {
+    let etcd = common::etcd::Etcd::single();
+    let dir = tempfile::tempdir().unwrap();
+    let key = PublisherKey::generate(VENDOR + 1, "browser pool test");
+    let home = dir.path().join("member-home");
+    common::activate(
+        &common::env_in(&home),
+        &key,
+        &[spec(1, 2, CountingUnit::Handle)],
+    );
+    let member = ServerProc::start_with(
+        &dir.path().join("member-state"),
+        &home,
+        0,
+        &["--pool", &etcd.pool_url(), "--pool-name", "browser"],
+    );
+    let mut o = SessionOptions::new(VENDOR + 1, key.public_key());
+    o.sources = sources::NETWORK;
+    o.servers = vec![member.addr.clone()];
+    let client = Session::open_in(
+        o,
+        Environment {
+            home: dir.path().join("client-home"),
+            host: HostIdentity::simulated("pool-pc-1"),
+            clock: Arc::new(SystemClock),
+        },
+    )
+    .unwrap();
+    let _seat = client.acquire(1, 0, false).unwrap();
+
+    let browser = Browser::start(&dir.path().join("profile"));
+    browser.goto(&format!("http://{}/", member.admin));
+    let summary = browser.wait_text("#pool-summary", "the pool's summary", |t| {
+        t.contains("1 of 1 members up") && t.contains("1 of 1 etcd endpoints healthy")
+    });
+    assert!(summary.contains("member test-server"), "{summary}");
+    let row = browser.wait_text("#pool-members tbody tr", "the member", |t| {
+        t.contains("test-server")
+    });
+    assert!(row.contains("up") && row.contains("this member"), "{row}");
+    let endpoint = browser.wait_text("#pool-endpoints tbody tr", "the endpoint", |t| {
+        t.contains("healthy")
+    });
+    assert!(endpoint.contains(&etcd.endpoints()[0]), "{endpoint}");
+    assert!(endpoint.contains("leader"), "{endpoint}");
+    browser.wait_text("#seats tbody tr", "the pool's seat", |t| {
+        t.contains("pool-pc-1")
+    });
+    assert!(browser.console().is_empty(), "{:?}", browser.console());
+}

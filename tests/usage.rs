@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tessera::Error;
+use tessera::cipher::Mode;
 use tessera::client::{Environment, Session, SessionOptions, sources};
 use tessera::container::{ContainerKind, Engine};
 use tessera::host::{Fingerprint, HostIdentity, MachineKind};
@@ -524,4 +525,256 @@ fn a_later_report_goes_on_from_the_earlier_one() {
     let json = after(&f, &january, &march);
     assert!(json.contains("\"continuous\":false"), "{json}");
     assert!(json.contains("in neither"), "{json}");
+}
+
+/// A pool's members each keep their own log; `verify-usage` given all of them sums them up,
+/// and a seat whose client moved from a killed member to another (the same seat id,
+/// re-attached by the lease keeper) counts once. Two servers of the same publisher stand in
+/// for two members here: the logs, the kill and the re-attach are real.
+#[test]
+fn the_logs_of_a_pools_members_sum_up_with_a_moved_seat_counted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = PublisherKey::generate(VENDOR, "pool usage");
+    let pub_file = dir.path().join("publisher.pub");
+    std::fs::write(&pub_file, key.public_key_text()).unwrap();
+    let member = |name: &str| {
+        let home = dir.path().join(format!("{name}-home"));
+        common::activate(
+            &common::env_in(&home),
+            &key,
+            &[spec(1, 2, CountingUnit::Handle)],
+        );
+        ServerProc::start_with(
+            &dir.path().join(format!("{name}-state")),
+            &home,
+            0,
+            &["--usage-checkpoint-s", "1"],
+        )
+    };
+    let (mut a, mut b) = (member("a"), member("b"));
+    let log_of = |s: &ServerProc| s.state.join("usage").join(format!("{VENDOR}.log"));
+    let session = |name: &str, servers: Vec<String>| {
+        let mut o = SessionOptions::new(VENDOR, key.public_key());
+        o.sources = sources::NETWORK;
+        o.servers = servers;
+        o.timeout = Duration::from_secs(2);
+        let env = Environment {
+            home: dir.path().join(format!("client-{name}")),
+            host: HostIdentity::simulated(name),
+            clock: Arc::new(SystemClock),
+        };
+        Session::open_in(o, env).unwrap()
+    };
+    // A client of both members takes its seat from the first, A.
+    let mover = session("mover", vec![a.addr.clone(), b.addr.clone()]);
+    let seat = mover.acquire(1, 0, false).unwrap();
+    // Another client uses member B alone.
+    drop(
+        session("steady", vec![b.addr.clone()])
+            .acquire(1, 0, false)
+            .unwrap(),
+    );
+    // Let A's periodic checkpoint (every second) sign the grant, then kill A.
+    std::thread::sleep(Duration::from_millis(1500));
+    a.kill9();
+    // The lease keeper re-attaches the seat, by its id, to B: B logs it as a grant.
+    let grants_on_b = || {
+        records(&std::fs::read(log_of(&b)).unwrap())
+            .iter()
+            .filter(|s| matches!(s.record.event, Event::Grant(_)))
+            .count()
+    };
+    let start = std::time::Instant::now();
+    while grants_on_b() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the seat never moved to B"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut buf = vec![0u8; 64];
+    assert!(seat.encrypt(Mode::Derived, b"moved", &mut buf).is_ok());
+    drop(seat); // released on B
+    drop(mover);
+    let status = b.stop();
+    assert!(status.success(), "{status}");
+
+    let (log_a, log_b) = (log_of(&a), log_of(&b));
+    // Each log alone: A saw one grant and no end, B two grants (its own and the re-attach).
+    for (log, grants, open) in [(&log_a, 1, 1), (&log_b, 2, 0)] {
+        let out = verify_usage(&pub_file, log, true);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let json = text(&out.stdout);
+        assert_eq!(months(&json, "grants", false), grants, "{json}");
+        assert_eq!(field(&json, "open_at_end"), open, "{json}");
+    }
+    // Both together: two seats, each granted and released once.
+    let out = vendor_tool(&[
+        OsStr::new("verify-usage"),
+        OsStr::new("--json"),
+        OsStr::new("--key"),
+        pub_file.as_os_str(),
+        log_a.as_os_str(),
+        log_b.as_os_str(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json = text(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["logs"].as_array().map(Vec::len), Some(2), "{json}");
+    let pool = &v["pool"];
+    assert_eq!(pool["seats"], 2, "{json}");
+    assert_eq!(pool["seats_in_several_logs"], 1, "{json}");
+    assert_eq!(pool["open_at_end"], 0, "{json}");
+    let sum = |k: &str| -> u64 {
+        pool["months"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m[k].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!((sum("grants"), sum("releases")), (2, 2), "{json}");
+    // The moved seat's time runs from its grant on A to its release on B, once.
+    let seat_ms = sum("seat_ms");
+    assert!(seat_ms > 1500, "{json}");
+    // The text report says how many seats moved.
+    let out = vendor_tool(&[
+        OsStr::new("verify-usage"),
+        OsStr::new("--key"),
+        pub_file.as_os_str(),
+        log_a.as_os_str(),
+        log_b.as_os_str(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let words = text(&out.stdout);
+    assert!(
+        words.contains("pool: 2 logs summed; 2 seats granted, 1 of them in more than one log"),
+        "{words}"
+    );
+    // The same log given twice is refused, not summed twice.
+    let out = vendor_tool(&[
+        OsStr::new("verify-usage"),
+        OsStr::new("--key"),
+        pub_file.as_os_str(),
+        log_b.as_os_str(),
+        log_b.as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("are the same log"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// The same with a real pool: two members on one etcd, a client's seat granted by the first,
+/// the first SIGKILLed, the seat re-attached to the second (which takes its row over and
+/// logs no second grant, only the release): the two logs sum to one seat, granted and
+/// released once.
+#[test]
+fn a_seat_that_moves_between_pool_members_counts_once_in_their_logs() {
+    use common::server::PRIVATE_SHM;
+    let etcd = common::etcd::Etcd::single();
+    let dir = tempfile::tempdir().unwrap();
+    let key = PublisherKey::generate(VENDOR, "pool usage");
+    let pub_file = dir.path().join("publisher.pub");
+    std::fs::write(&pub_file, key.public_key_text()).unwrap();
+    let home0 = dir.path().join("home-m0");
+    common::activate(
+        &common::env_in(&home0),
+        &key,
+        &[spec(1, 2, CountingUnit::Handle)],
+    );
+    let home1 = dir.path().join("home-m1");
+    assert!(
+        Command::new("cp")
+            .arg("-a")
+            .arg(&home0)
+            .arg(&home1)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let member = |name: &str, home: &Path| {
+        let state = dir.path().join(format!("state-{name}"));
+        let config = format!(
+            "name = \"{name}\"\nlisten = [\"127.0.0.1:0\"]\ndiscovery = false\n\
+             dongles = false\nstate_dir = {state:?}\nhome = {home:?}\nlease_ms = {LEASE_MS}\n\
+             renew_ms = {}\nfsync = false\nadmin = false\nusage_checkpoint_s = 1\n\
+             [pool]\nendpoints = [{:?}]\nname = \"usage\"\n",
+            common::server::RENEW_MS,
+            etcd.endpoints()[0]
+        );
+        let file = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&file, config).unwrap();
+        ServerProc::start_wrapped(
+            &state,
+            home,
+            0,
+            &["--config", file.to_str().unwrap(), "--no-admin"],
+            PRIVATE_SHM,
+        )
+    };
+    let mut m0 = member("m0", &home0);
+    let mut m1 = member("m1", &home1);
+    let mut o = SessionOptions::new(VENDOR, key.public_key());
+    o.sources = sources::NETWORK;
+    o.servers = vec![m0.addr.clone(), m1.addr.clone()];
+    o.timeout = Duration::from_secs(2);
+    let client = Session::open_in(
+        o,
+        Environment {
+            home: dir.path().join("client"),
+            host: HostIdentity::simulated("mover"),
+            clock: Arc::new(SystemClock),
+        },
+    )
+    .unwrap();
+    let seat = client.acquire(1, 0, false).unwrap();
+    assert_eq!(seat.info().unwrap().server.as_deref(), Some("m0"));
+    // m0's periodic checkpoint signs the grant; then m0 dies.
+    std::thread::sleep(Duration::from_millis(1500));
+    m0.kill9();
+    // The client's lease keeper re-attaches the seat to m1 at its next renewal.
+    let start = std::time::Instant::now();
+    while seat.info().unwrap().server.as_deref() != Some("m1") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the seat never moved to m1"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(seat); // released on m1
+    drop(client);
+    let status = m1.stop();
+    assert!(status.success(), "{status}");
+
+    let log = |s: &ServerProc| s.state.join("usage").join(format!("{VENDOR}.log"));
+    let (log0, log1) = (log(&m0), log(&m1));
+    let out = vendor_tool(&[
+        OsStr::new("verify-usage"),
+        OsStr::new("--json"),
+        OsStr::new("--key"),
+        pub_file.as_os_str(),
+        log0.as_os_str(),
+        log1.as_os_str(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json = text(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    // Each log alone: m0 granted and never saw the end; m1 saw only the release.
+    assert_eq!(v["logs"][0]["open_at_end"], 1, "{json}");
+    assert_eq!(v["logs"][1]["ends_without_grant"], 1, "{json}");
+    let pool = &v["pool"];
+    assert_eq!(pool["seats"], 1, "{json}");
+    assert_eq!(pool["seats_in_several_logs"], 1, "{json}");
+    assert_eq!(pool["open_at_end"], 0, "{json}");
+    assert_eq!(pool["ends_without_grant"], 0, "{json}");
+    let month = &pool["months"][0];
+    assert_eq!(
+        (month["grants"].as_u64(), month["releases"].as_u64()),
+        (Some(1), Some(1)),
+        "{json}"
+    );
+    assert_eq!(month["peak"], 1, "{json}");
 }

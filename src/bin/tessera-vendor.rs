@@ -59,6 +59,8 @@ enum Command {
     /// publisher key: the hash chain from its first record and every checkpoint's container
     /// signature and certificate; then print what it holds per product and month. Exits 1,
     /// naming the first bad record (sequence number and byte offset), when anything fails.
+    /// Given the logs of all members of a license-server pool, checks each and sums them,
+    /// a seat re-attached from one member to another counted once.
     VerifyUsage(VerifyUsageArgs),
 }
 
@@ -75,8 +77,11 @@ struct VerifyUsageArgs {
     /// (each container's signature numbers on from where they ended there).
     #[arg(long, value_name = "PREVIOUS_LOG")]
     after: Option<PathBuf>,
-    /// The usage log.
-    log: PathBuf,
+    /// The usage log; for a license-server pool, the logs of all its members (each is
+    /// checked on its own, then they are summed per product and month, a seat re-attached
+    /// from one member to another counted once).
+    #[arg(required = true, num_args = 1..)]
+    log: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -839,12 +844,135 @@ fn anchor_name(a: tessera::license::usage::CounterAnchor) -> &'static str {
 }
 
 fn verify_usage(a: VerifyUsageArgs) -> Result<()> {
+    use tessera::license::usage;
+
+    let (key_vendor, key) = load_any_public_key(&a.key)?;
+    if let [log] = &a.log[..] {
+        let (_, json) = verify_log(&a, log, key_vendor, &key)?;
+        if let Some(json) = json {
+            println!("{json}");
+        }
+        return Ok(());
+    }
+    if a.after.is_some() {
+        bail!(
+            "--after goes with one log (the same server's previous one): check each member's \
+             log against its previous one on its own"
+        );
+    }
+    // A pool: every member's log checked on its own, then summed.
+    let mut logs = Vec::new();
+    let mut jsons = Vec::new();
+    for log in &a.log {
+        let (r, json) = verify_log(&a, log, key_vendor, &key)?;
+        if let Some(json) = json {
+            jsons.push(json);
+        }
+        let f = fs::File::open(log).with_context(|| format!("reading {}", log.display()))?;
+        let spans = usage::seat_spans(std::io::BufReader::new(f), r.records)
+            .map_err(|e| anyhow::anyhow!("{} changed while it was read: {e}", log.display()))?;
+        logs.push((log.display().to_string(), r, spans));
+    }
+    for (i, (name, r, _)) in logs.iter().enumerate() {
+        let (first, ..) = &logs[0];
+        if r.vendor_id != logs[0].1.vendor_id {
+            bail!(
+                "{name} is the usage log of vendor {}, {first} of vendor {}: a pool's logs \
+                 are one publisher's",
+                r.vendor_id,
+                logs[0].1.vendor_id
+            );
+        }
+        if let Some((other, ..)) = logs[..i]
+            .iter()
+            .find(|(_, o, _)| o.server_key == r.server_key && o.first_ms == r.first_ms)
+        {
+            bail!(
+                "{name} and {other} are the same log (the same server began both at the same \
+                 time): give each member's log once"
+            );
+        }
+    }
+    let reports: Vec<_> = logs.into_iter().map(|(_, r, s)| (r, s)).collect();
+    let pool = usage::pool_summary(&reports);
+    if a.json {
+        let months: Vec<serde_json::Value> = pool
+            .months
+            .iter()
+            .map(|((p, m), s)| {
+                serde_json::json!({
+                    "product": p,
+                    "month": usage::month_label(*m),
+                    "grants": s.grants,
+                    "releases": s.releases,
+                    "expiries": s.expiries,
+                    "denials": s.denials,
+                    "revokes": s.revokes,
+                    "peak": s.peak,
+                    "seat_hours": s.seat_hours(),
+                    "borrows": s.borrows,
+                    "returns": s.returns,
+                    "borrowed_hours": s.borrowed_hours(),
+                    "seat_ms": s.seat_ms,
+                    "borrowed_ms": s.borrowed_ms,
+                })
+            })
+            .collect();
+        let logs: Vec<serde_json::Value> = jsons
+            .iter()
+            .map(|j| serde_json::from_str(j))
+            .collect::<Result<_, _>>()?;
+        let out = serde_json::json!({
+            "ok": true,
+            "logs": logs,
+            "pool": {
+                "logs": pool.logs,
+                "seats": pool.seats,
+                "seats_in_several_logs": pool.seats_in_several_logs,
+                "open_at_end": pool.open_at_end,
+                "ends_without_grant": pool.ends_without_grant,
+                "months": months,
+            },
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    println!();
+    println!(
+        "pool: {} summed; {} granted, {} of them in more than one log (re-attached to another \
+         member, counted once)",
+        plural(pool.logs as u64, "log"),
+        plural(pool.seats, "seat"),
+        pool.seats_in_several_logs
+    );
+    if pool.open_at_end > 0 {
+        println!(
+            "  seats held when the last of their logs ends: {}",
+            pool.open_at_end
+        );
+    }
+    if pool.ends_without_grant > 0 {
+        println!(
+            "  ends of seats granted before the logs began: {}",
+            pool.ends_without_grant
+        );
+    }
+    print_months(&pool.months);
+    Ok(())
+}
+
+/// Checks one usage log and prints its report (text), or returns it as JSON (`--json`).
+fn verify_log(
+    a: &VerifyUsageArgs,
+    log: &Path,
+    key_vendor: Option<u32>,
+    key: &VerifyingKey,
+) -> Result<(tessera::license::usage::Report, Option<String>)> {
     use std::io::Read;
     use tessera::license::usage::{self, LogHeader, ScanError};
 
-    let (key_vendor, key) = load_any_public_key(&a.key)?;
-    let name = a.log.display();
-    let file = fs::File::open(&a.log).with_context(|| format!("reading the usage log {name}"))?;
+    let name = log.display();
+    let file = fs::File::open(log).with_context(|| format!("reading the usage log {name}"))?;
     let mut head = Vec::new();
     (&file)
         .take(usage::HEADER_LEN as u64)
@@ -859,9 +987,9 @@ fn verify_usage(a: VerifyUsageArgs) -> Result<()> {
         );
     }
     let reader = std::io::BufReader::new(
-        fs::File::open(&a.log).with_context(|| format!("reading the usage log {name}"))?,
+        fs::File::open(log).with_context(|| format!("reading the usage log {name}"))?,
     );
-    let mut r = match usage::verify(reader, &key) {
+    let mut r = match usage::verify(reader, key) {
         Ok(r) => r,
         Err(ScanError::Io(e)) => return Err(e).with_context(|| format!("reading {name}")),
         Err(ScanError::Damaged(d)) => {
@@ -883,7 +1011,7 @@ fn verify_usage(a: VerifyUsageArgs) -> Result<()> {
     if let Some(prev) = &a.after {
         let f = fs::File::open(prev)
             .with_context(|| format!("reading the previous usage log {}", prev.display()))?;
-        let p = usage::verify(std::io::BufReader::new(f), &key).map_err(|e| match e {
+        let p = usage::verify(std::io::BufReader::new(f), key).map_err(|e| match e {
             ScanError::Io(e) => anyhow::Error::from(e),
             ScanError::Damaged(d) => {
                 anyhow::anyhow!("the previous log {} does not verify: {d}", prev.display())
@@ -905,7 +1033,7 @@ fn verify_usage(a: VerifyUsageArgs) -> Result<()> {
                 .map(std::io::BufReader::new)
                 .with_context(|| format!("reading {}", p.display()))
         };
-        let gaps = match usage::first_difference(open(prev)?, open(&a.log)?)? {
+        let gaps = match usage::first_difference(open(prev)?, open(log)?)? {
             None => Vec::new(),
             Some(at) if p.records > 0 && at >= p.first_record_end => vec![format!(
                 "this copy of the log is not the earlier copy with records added: they differ \
@@ -951,7 +1079,7 @@ fn verify_usage(a: VerifyUsageArgs) -> Result<()> {
         let follows = follows.as_ref().map_or("null".to_string(), |(p, ok)| {
             format!("{{\"log\":{},\"continuous\":{ok}}}", json_str(p))
         });
-        println!(
+        let json = format!(
             "{{\"ok\":true,\"vendor_id\":{},\"server_key\":{},\"records\":{},\"bytes\":{},\"starts\":{},\"cut_bytes\":{},\"checkpoints\":{},\"verified_records\":{},\"unverified_tail\":{},\"signers\":[{}],\"first_ms\":{},\"last_ms\":{},\"last_checkpoint_ms\":{},\"max_sign_lag_s\":{},\"open_at_end\":{},\"ends_without_grant\":{},\"signature_numbers\":[{}],\"signatures_missing\":{},\"signature_rewinds\":{},\"unanchored_signers\":[{}],\"findings\":[{}],\"follows\":{},\"months\":[{}]}}",
             r.vendor_id,
             json_str(&hex::encode(r.server_key)),
@@ -978,7 +1106,7 @@ fn verify_usage(a: VerifyUsageArgs) -> Result<()> {
             follows,
             months.join(",")
         );
-        return Ok(());
+        return Ok((r, Some(json)));
     }
     println!(
         "{name}: usage log of vendor {}, {}, {} bytes",
@@ -1080,6 +1208,17 @@ fn verify_usage(a: VerifyUsageArgs) -> Result<()> {
             r.ends_without_grant
         );
     }
+    print_months(&r.months);
+    Ok((r, None))
+}
+
+/// The table per product and month.
+fn print_months(
+    months: &std::collections::BTreeMap<
+        (u32, tessera::license::usage::MonthIndex),
+        tessera::license::usage::MonthSummary,
+    >,
+) {
     println!();
     println!(
         "{:>8}  {:7}  {:>7}  {:>8}  {:>8}  {:>7}  {:>7}  {:>5}  {:>10}  {:>7}  {:>7}  {:>14}",
@@ -1096,7 +1235,7 @@ fn verify_usage(a: VerifyUsageArgs) -> Result<()> {
         "returns",
         "borrowed-hours"
     );
-    for ((p, m), s) in &r.months {
+    for ((p, m), s) in months {
         println!(
             "{p:>8}  {:7}  {:>7}  {:>8}  {:>8}  {:>7}  {:>7}  {:>5}  {:>10.2}  {:>7}  {:>7}  {:>14.2}",
             tessera::license::usage::month_label(*m),
@@ -1112,5 +1251,4 @@ fn verify_usage(a: VerifyUsageArgs) -> Result<()> {
             s.borrowed_hours()
         );
     }
-    Ok(())
 }

@@ -311,6 +311,9 @@ fn admin(a: AdminArgs) -> Result<()> {
                 n("lease_ms"),
                 n("renew_ms")
             );
+            if let Some(p) = s.get("pool").filter(|p| !p.is_null()) {
+                print_pool(p);
+            }
         }
         AdminCommand::Licenses => {
             let v = api.get("/api/v1/licenses")?;
@@ -803,5 +806,75 @@ fn list_dongles(env: &Environment, vendor: Option<u32>) {
             }
             Err(e) => println!("licenses:     {e}"),
         }
+    }
+}
+
+/// The pool part of `tessera admin status`: members (which are up), the etcd endpoints and
+/// their health.
+fn print_pool(p: &serde_json::Value) {
+    use serde_json::Value;
+    let list = |k: &str| {
+        p.get(k)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let n = |k: &str| p.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let (members, endpoints) = (list("members"), list("endpoints"));
+    println!(
+        "pool:         member {} of the pool at {} ({} seats served here)",
+        field(p, "member"),
+        field(p, "prefix"),
+        n("seats_served")
+    );
+    println!("members:      {} of {} up", n("members_up"), members.len());
+    for m in &members {
+        let up = m.get("up").and_then(Value::as_bool).unwrap_or(false);
+        let this = m.get("this").and_then(Value::as_bool).unwrap_or(false);
+        let listen: Vec<String> = m
+            .get("listen")
+            .and_then(Value::as_array)
+            .map(|l| l.iter().filter_map(|x| x.as_str()).map(clean).collect())
+            .unwrap_or_default();
+        println!(
+            "  {:<4} {}{}  {}  version {}, since {}",
+            if up { "up" } else { "DOWN" },
+            field(m, "name"),
+            if this { " (this one)" } else { "" },
+            listen.join(", "),
+            field(m, "version"),
+            time_field(m, "started_at")
+        );
+    }
+    println!(
+        "etcd:         {} of {} endpoints healthy",
+        n("endpoints_healthy"),
+        endpoints.len()
+    );
+    for e in &endpoints {
+        let healthy = e.get("healthy").and_then(Value::as_bool).unwrap_or(false);
+        let leader = e.get("leader").and_then(Value::as_bool).unwrap_or(false);
+        let detail = if healthy {
+            format!(
+                "etcd {}, member {}{}, {:.1} ms",
+                field(e, "version"),
+                field(e, "member_id"),
+                if leader { ", leader" } else { "" },
+                e.get("round_trip_ms")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0)
+            )
+        } else {
+            field(e, "error")
+        };
+        println!(
+            "  {:<4} {}  {}",
+            if healthy { "ok" } else { "DOWN" },
+            field(e, "endpoint"),
+            detail
+        );
+    }
+    if let Some(err) = p.get("error").and_then(Value::as_str) {
+        println!("  pool keys not read at the last look: {}", clean(err));
     }
 }

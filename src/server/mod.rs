@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod history;
 pub mod hosted;
 pub mod pool;
+pub mod pool_status;
 pub mod seats;
 pub mod stats;
 pub mod store;
@@ -52,8 +53,36 @@ pub async fn run(
         running.with_admin(local, serving);
     }
     running.ready(bound);
+    // A pool member announces itself and watches the pool's members and etcd endpoints for
+    // the admin API (`pool_status`).
+    let monitor = server.pool().map(|pool| {
+        let b = server.control().bound();
+        let m = pool_status::PoolMonitor::new(
+            server
+                .config()
+                .pool
+                .as_ref()
+                .map_or_else(Vec::new, |p| p.endpoints.clone()),
+            pool.prefix().to_string(),
+            pool_status::MemberAnnounce {
+                name: server.config().name.clone(),
+                version: crate::VERSION.to_string(),
+                listen: b.listen.iter().map(|a| a.to_string()).collect(),
+                admin: b.admin.map(|a| a.to_string()),
+                started_at: crate::util::now_ms() / 1000,
+            },
+            Arc::clone(pool.stats()),
+        );
+        pool.set_monitor(Arc::clone(&m));
+        tokio::spawn(m.run(running.stopping()))
+    });
     shutdown.await;
-    running.stop().await
+    let stopped = running.stop().await;
+    if let Some(m) = monitor {
+        // Its heartbeat revoked: the other members see this one down at once.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), m).await;
+    }
+    stopped
 }
 
 /// Raises this process's open-file soft limit to its hard limit (every connection is a

@@ -173,13 +173,39 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
-/// One request kind's histogram: counts per bucket (not cumulative; the exposition sums
-/// them), the sum in nanoseconds and the count.
+/// A latency histogram (one request kind's, one kind of etcd call's): counts per bucket (not
+/// cumulative; the exposition sums them), the sum in nanoseconds and the count.
 #[derive(Debug, Default)]
-struct Histogram {
+pub struct Histogram {
     buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     sum_ns: AtomicU64,
     count: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one duration.
+    pub fn observe(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// What was recorded so far.
+    pub fn counts(&self) -> LatencyCounts {
+        LatencyCounts {
+            count: self.count.load(Ordering::Relaxed),
+            buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
+            sum_ns: self.sum_ns.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// Request latency by kind, from the frame read to the answer encoded.
@@ -191,18 +217,7 @@ pub struct RequestLatency {
 impl RequestLatency {
     /// Records one request.
     pub fn observe(&self, kind: RequestKind, took: Duration) {
-        let h = &self.kinds[kind.index()];
-        let secs = took.as_secs_f64();
-        let i = LATENCY_BUCKETS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        h.buckets[i].fetch_add(1, Ordering::Relaxed);
-        h.sum_ns.fetch_add(
-            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-        h.count.fetch_add(1, Ordering::Relaxed);
+        self.kinds[kind.index()].observe(took);
     }
 
     /// How many requests of `kind` were recorded.
@@ -212,12 +227,7 @@ impl RequestLatency {
 
     /// What was recorded for `kind` so far.
     pub fn counts(&self, kind: RequestKind) -> LatencyCounts {
-        let h = &self.kinds[kind.index()];
-        LatencyCounts {
-            count: h.count.load(Ordering::Relaxed),
-            buckets: std::array::from_fn(|i| h.buckets[i].load(Ordering::Relaxed)),
-            sum_ns: h.sum_ns.load(Ordering::Relaxed),
-        }
+        self.kinds[kind.index()].counts()
     }
 }
 

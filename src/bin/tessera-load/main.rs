@@ -17,6 +17,10 @@
 //! back seats; it counts over-grants and seats lost by clients that kept renewing (both must
 //! be 0) and exits non-zero when there was one (`soak`, docs/BENCHMARKS.md, "Soak").
 //!
+//! `tessera-load pool` starts a three-node etcd, a three-member pool and a single server of
+//! its own on loopback and measures them side by side with etcd's own round trips, then the
+//! fail-over time of a killed member's client (`pool`, docs/BENCHMARKS.md, "Pool").
+//!
 //! `tessera-load setup` makes a publisher key and activates a software container for this
 //! machine in a `TESSERA_HOME` for the server to host; `tessera-load bare` measures a plain
 //! TCP echo round trip on loopback (the baseline for a request's round trip).
@@ -34,6 +38,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 mod bare;
 mod client;
 mod epoll;
+mod pool;
 mod report;
 mod run;
 mod scenario;
@@ -64,6 +69,36 @@ enum Cmd {
     /// A server of its own SIGKILLed and restarted at random moments under load from many
     /// clients; counts over-grants and lost seats (exit 1 when there was one).
     Soak(SoakArgs),
+    /// A three-member license-server pool on a three-node etcd, started here on loopback,
+    /// measured beside a single server and etcd's own round trips; then the fail-over time
+    /// of a killed member's client (docs/BENCHMARKS.md, "Pool"). Needs root (each member
+    /// gets a private /dev/shm) and etcd.
+    Pool(PoolArgs),
+}
+
+#[derive(Args)]
+struct PoolArgs {
+    /// etcd nodes.
+    #[arg(long, default_value_t = 3)]
+    etcd_nodes: usize,
+    /// Clients of the throughput phase.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Seconds of each load phase.
+    #[arg(long, default_value_t = 5)]
+    duration_s: u64,
+    /// Round trips of each of etcd's own measurements (the floor).
+    #[arg(long, default_value_t = 2000)]
+    floor_ops: usize,
+    /// Seats of the license.
+    #[arg(long, default_value_t = 100_000)]
+    quantity: u32,
+    /// Servers without fsync (the single server's SQLite; the members write no seats).
+    #[arg(long)]
+    no_fsync: bool,
+    /// The tessera-server binary (default: beside tessera-load).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -239,6 +274,7 @@ fn real_main() -> Result<()> {
             Ok(())
         }
         Some(Cmd::Soak(a)) => soak::soak(&a),
+        Some(Cmd::Pool(a)) => pool::pool(&a),
         None => run::run(&cli.run),
     }
 }

@@ -245,16 +245,16 @@ impl Checker {
 
 /// The server process; SIGKILLed when dropped, and by the kernel when this thread ends
 /// (`PR_SET_PDEATHSIG`), so a killed `tessera-load` leaves no server behind.
-struct Server {
+pub(crate) struct Server {
     child: Option<Child>,
     bin: PathBuf,
     args: Vec<String>,
     log: PathBuf,
-    addr: String,
+    pub(crate) addr: String,
 }
 
 impl Server {
-    fn start(bin: &Path, args: Vec<String>, log: &Path) -> Result<Server> {
+    pub(crate) fn start(bin: &Path, args: Vec<String>, log: &Path) -> Result<Server> {
         let mut s = Server {
             child: None,
             bin: bin.to_path_buf(),
@@ -267,7 +267,7 @@ impl Server {
     }
 
     /// Starts the server and waits until it listens.
-    fn restart(&mut self) -> Result<()> {
+    pub(crate) fn restart(&mut self) -> Result<()> {
         self.kill9();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -314,7 +314,7 @@ impl Server {
         Ok(())
     }
 
-    fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -329,9 +329,9 @@ impl Drop for Server {
 }
 
 /// The soak's folder: removed at the end unless the user named it or asked to keep it.
-struct Folder {
-    path: PathBuf,
-    remove: bool,
+pub(crate) struct Folder {
+    pub(crate) path: PathBuf,
+    pub(crate) remove: bool,
 }
 
 impl Drop for Folder {

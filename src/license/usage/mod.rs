@@ -21,14 +21,17 @@
 //!
 //! [`log`] is the format and its reading, [`checkpoint`] the container's signature over a
 //! log's head and its check against the publisher key, [`report`] the publisher's summary of
-//! a verified log. Everything is re-exported here.
+//! a verified log, [`pool`] the sum of a license-server pool's logs (one per member) that
+//! counts a seat re-attached to another member once. Everything is re-exported here.
 
 pub mod checkpoint;
 pub mod log;
+pub mod pool;
 pub mod report;
 
 pub use checkpoint::*;
 pub use log::*;
+pub use pool::*;
 pub use report::*;
 
 #[cfg(test)]

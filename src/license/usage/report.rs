@@ -144,7 +144,7 @@ struct ProductState {
 
 /// Seat-time and peak bookkeeping while reading a log in order.
 #[derive(Default)]
-struct Tally {
+pub(super) struct Tally {
     products: HashMap<u32, ProductState>,
     /// Open seats → (product, license, unit key).
     seats: HashMap<[u8; 16], (u32, [u8; 16], String)>,
@@ -190,7 +190,7 @@ impl Tally {
         }
     }
 
-    fn open(
+    pub(super) fn open(
         &mut self,
         months: &mut BTreeMap<(u32, MonthIndex), MonthSummary>,
         s: &SeatEvent,
@@ -216,7 +216,7 @@ impl Tally {
     }
 
     /// Opens a borrowed seat at `t`, held until `until` at the latest.
-    fn borrow(
+    pub(super) fn borrow(
         &mut self,
         months: &mut BTreeMap<(u32, MonthIndex), MonthSummary>,
         s: &SeatEvent,
@@ -232,7 +232,7 @@ impl Tally {
 
     /// Closes a seat at `t`; false when it was not open. A borrowed seat ends by its
     /// `until` at the latest.
-    fn close(
+    pub(super) fn close(
         &mut self,
         months: &mut BTreeMap<(u32, MonthIndex), MonthSummary>,
         seat_id: &[u8; 16],

@@ -59,9 +59,14 @@ struct Log {
 
 impl Log {
     fn new() -> Log {
+        Log::of_server([5; 32])
+    }
+
+    /// A log another server (another member of a pool) began.
+    fn of_server(server_key: [u8; 32]) -> Log {
         let header = LogHeader {
             vendor_id: VENDOR,
-            server_key: [5; 32],
+            server_key,
         };
         Log {
             chain: Chain::new(header),
@@ -731,4 +736,142 @@ fn the_events_from_before_borrowing_keep_their_encoding() {
             .values()
             .all(|m| m.borrows == 0 && m.borrowed_ms == 0)
     );
+}
+
+/// A log verified and read again for its seat spans, as `verify-usage` sums a pool.
+fn with_spans(l: &Log, key: &PublisherKey) -> (Report, Vec<SeatSpan>) {
+    let r = verify(&l.bytes[..], &key.public_key()).unwrap();
+    let spans = seat_spans(&l.bytes[..], r.records).unwrap();
+    (r, spans)
+}
+
+#[test]
+fn one_log_summed_as_a_pool_sums_up_as_it_does_alone() {
+    let key = PublisherKey::generate(VENDOR, "p");
+    let mut engine = container(&key);
+    let t = t0() + 20 * H;
+    let mut borrowed = Log::new();
+    borrowed.push(t, start());
+    borrowed.push(
+        t,
+        Event::Borrow {
+            seat: seat(1, "borrow:1"),
+            borrower: "SW-1".into(),
+            until_ms: t + 30 * H,
+        },
+    );
+    borrowed.push(
+        t + H,
+        Event::Borrow {
+            seat: seat(2, "borrow:2"),
+            borrower: "SW-2".into(),
+            until_ms: t + 72 * H,
+        },
+    );
+    borrowed.push(t + 10 * H, Event::Grant(seat(3, "a")));
+    borrowed.checkpoint(t + 10 * H, &mut engine);
+    for l in [sample(&mut engine), borrowed] {
+        let (r, spans) = with_spans(&l, &key);
+        let p = pool_summary(&[(r.clone(), spans)]);
+        assert_eq!(p.months, r.months);
+        assert_eq!(p.open_at_end, r.open_at_end);
+        assert_eq!(p.ends_without_grant, r.ends_without_grant);
+        assert_eq!((p.logs, p.seats_in_several_logs), (1, 0));
+    }
+}
+
+#[test]
+fn a_seat_re_attached_to_another_member_counts_once() {
+    let key = PublisherKey::generate(VENDOR, "p");
+    let mut engine = container(&key);
+    let t = t0();
+    // Member A grants seats 1 (unit a) and 2 (unit b); it loses seat 1's client, which
+    // re-attaches to B at 03:00, and logs the seat's expiry late (its lease ran to 03:30);
+    // A is killed at 03:30 holding seat 2.
+    let mut a = Log::of_server([5; 32]);
+    a.push(t, start());
+    a.push(t + H, Event::Grant(seat(1, "a")));
+    a.push(t + H, Event::Grant(seat(2, "b")));
+    a.push(
+        t + 7 * H / 2,
+        Event::Expire {
+            seat: seat(1, "a"),
+            lease_end_ms: t + 7 * H / 2,
+        },
+    );
+    a.checkpoint(t + 7 * H / 2, &mut engine);
+    // Member B: seat 1 re-attached (logged as a grant) and released; seat 2's client
+    // re-attached and released it (B logged only the release); seat 3 its own.
+    let mut b = Log::of_server([6; 32]);
+    b.push(t, start());
+    b.push(t + 3 * H, Event::Grant(seat(1, "a")));
+    b.push(t + 4 * H, Event::Release(seat(2, "b")));
+    b.push(t + 4 * H, Event::Grant(seat(3, "c")));
+    b.push(t + 5 * H, Event::Release(seat(1, "a")));
+    b.push(t + 6 * H, Event::Release(seat(3, "c")));
+    b.push(
+        t + 6 * H,
+        Event::Deny {
+            seat: seat(4, "d"),
+            status: 101,
+        },
+    );
+    b.checkpoint(t + 6 * H, &mut engine);
+
+    let logs = [with_spans(&a, &key), with_spans(&b, &key)];
+    // Each log alone: A counts seat 2 still held, B a release it never saw granted.
+    assert_eq!(logs[0].0.open_at_end, 1);
+    assert_eq!(logs[1].0.ends_without_grant, 1);
+    let naive: u64 = logs
+        .iter()
+        .map(|(r, _)| r.months.values().map(|m| m.grants).sum::<u64>())
+        .sum();
+    assert_eq!(naive, 4, "summed log by log, seat 1 counts twice");
+
+    let p = pool_summary(&logs);
+    let nov = month_of(t0());
+    assert_eq!(p.months.len(), 1);
+    assert_eq!(
+        p.months[&(1, nov)],
+        MonthSummary {
+            grants: 3,
+            releases: 3,
+            expiries: 0,
+            denials: 1,
+            revokes: 0,
+            // Seats 1 and 2 at once; at 04:00 seat 2 ends as seat 3 begins.
+            peak: 2,
+            // Seat 1 from 01:00 to 05:00, seat 2 from 01:00 to 04:00 (through A's death:
+            // its client held it), seat 3 from 04:00 to 06:00.
+            seat_ms: 4 * H + 3 * H + 2 * H,
+            ..MonthSummary::default()
+        }
+    );
+    assert_eq!((p.seats, p.seats_in_several_logs), (3, 2));
+    assert_eq!((p.open_at_end, p.ends_without_grant), (0, 0));
+    // The order the logs are given in changes nothing.
+    let swapped = [logs[1].clone(), logs[0].clone()];
+    assert_eq!(pool_summary(&swapped), p);
+}
+
+#[test]
+fn a_seat_id_seen_again_after_its_end_is_another_seat() {
+    let key = PublisherKey::generate(VENDOR, "p");
+    let mut engine = container(&key);
+    let t = t0();
+    let mut a = Log::of_server([5; 32]);
+    a.push(t, start());
+    a.push(t + H, Event::Grant(seat(1, "a")));
+    a.push(t + 2 * H, Event::Release(seat(1, "a")));
+    a.checkpoint(t + 2 * H, &mut engine);
+    let mut b = Log::of_server([6; 32]);
+    b.push(t, start());
+    b.push(t + 3 * H, Event::Grant(seat(1, "a")));
+    b.push(t + 4 * H, Event::Release(seat(1, "a")));
+    b.checkpoint(t + 4 * H, &mut engine);
+    let p = pool_summary(&[with_spans(&a, &key), with_spans(&b, &key)]);
+    let m = &p.months[&(1, month_of(t))];
+    // Released on A before B saw it: two seats, no time between them.
+    assert_eq!((m.grants, m.releases, m.peak, m.seat_ms), (2, 2, 1, 2 * H));
+    assert_eq!(p.seats_in_several_logs, 0);
 }

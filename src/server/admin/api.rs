@@ -111,7 +111,29 @@ pub async fn status(State(st): State<AdminState>) -> Response {
         "licenses": hosting.hosted.containers.iter().map(|c| c.licenses.len()).sum::<usize>(),
         "lease_ms": s.lease_ms(),
         "renew_ms": s.renew_ms(),
+        "pool": pool_json(s),
     }))
+}
+
+/// Pool mode: the pool as this member last looked (members, which are up, the etcd
+/// endpoints and their health); `null` for a single server.
+fn pool_json(s: &crate::server::daemon::Control) -> Value {
+    let Some(pool) = s.pool() else {
+        return Value::Null;
+    };
+    let view = pool.monitor().map(|m| m.view()).unwrap_or_default();
+    json!({
+        "member": pool.member(),
+        "prefix": pool.prefix(),
+        "members": view.members,
+        "members_up": view.members_up(),
+        "registrations": view.registrations,
+        "endpoints": view.endpoints,
+        "endpoints_healthy": view.endpoints_healthy(),
+        "checked_ms": view.checked_ms,
+        "error": view.error,
+        "seats_served": pool.served_count(),
+    })
 }
 
 /// `GET /api/v1/containers`: kind, serial, mode, and whether each is used exclusively
@@ -163,6 +185,18 @@ fn unit_label(u: crate::license::CountingUnit) -> String {
 pub async fn licenses(State(st): State<AdminState>) -> Response {
     let hosting = st.server.hosting();
     let now = now_ms();
+    // Pool mode: the seats in use in the whole pool, read from etcd now.
+    let mut pooled: HashMap<[u8; 16], u32> = HashMap::new();
+    if let Some(pool) = st.server.pool() {
+        for c in &hosting.hosted.containers {
+            for l in &c.licenses {
+                match pool.in_use(&l.license_id).await {
+                    Ok(n) => pooled.insert(l.license_id, n),
+                    Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+                };
+            }
+        }
+    }
     let list = st.server.with_table(|t| {
         let mut out = Vec::new();
         for c in &hosting.hosted.containers {
@@ -175,7 +209,10 @@ pub async fn licenses(State(st): State<AdminState>) -> Response {
                     "product_name": l.product_name,
                     "features": format!("{:#010x}", l.features),
                     "quantity": l.quantity,
-                    "in_use": t.in_use(&l.license_id, now),
+                    "in_use": pooled
+                        .get(&l.license_id)
+                        .copied()
+                        .unwrap_or_else(|| t.in_use(&l.license_id, now)),
                     "counting_unit": unit_label(l.counting_unit),
                     "exclusive_allowed": l.exclusive_allowed,
                     "issued_at": l.issued_at,
@@ -202,15 +239,41 @@ pub async fn seats(State(st): State<AdminState>) -> Response {
     let hosting = st.server.hosting();
     let meta = st.server.seat_meta();
     let now = now_ms();
-    let rows = st.server.with_table(|t| {
-        t.rows()
-            .filter(|r| r.expires_ms > now)
-            .cloned()
-            .collect::<Vec<_>>()
-    });
+    // Pool mode: the pool's seats, whichever member serves them (the rows in etcd); who
+    // holds a seat is known to the member serving it (`member`), and its lease is etcd's.
+    let mut members: HashMap<[u8; 16], String> = HashMap::new();
+    let rows = match st.server.pool() {
+        Some(pool) => match pool.rows().await {
+            Ok(rows) => Ok(rows
+                .into_iter()
+                .filter_map(|p| {
+                    let r = p.seat_row().ok()?;
+                    members.insert(r.seat_id, p.member);
+                    Some(r)
+                })
+                .collect::<Vec<_>>()),
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        },
+        None => st.server.with_table(|t| {
+            t.rows()
+                .filter(|r| r.expires_ms > now)
+                .cloned()
+                .collect::<Vec<_>>()
+        }),
+    };
     let mut rows = match rows {
         Ok(r) => r,
         Err(e) => return internal(e),
+    };
+    let pooled = st.server.pool().is_some();
+    // A leased pool seat lives while etcd keeps its lease: its stored expiry is the one it
+    // was granted with, not when it ends.
+    let lease_end = |r: &crate::server::seats::SeatRow| {
+        if pooled && r.borrow.is_none() {
+            (None, None)
+        } else {
+            (Some(r.expires_ms / 1000), Some(r.expires_ms))
+        }
     };
     rows.sort_by_key(|r| {
         let since = match &r.borrow {
@@ -239,9 +302,12 @@ pub async fn seats(State(st): State<AdminState>) -> Response {
                 .uid()
                 .map(|u| format!("uid {u}"))
             };
+            let member = members.get(&r.seat_id);
+            let (lease_expires, lease_expires_ms) = lease_end(r);
             // A borrowed seat: who has it (from its borrow) and until when.
             if let Some(b) = &r.borrow {
                 return json!({
+                    "member": member,
                     "seat_id": hex::encode(r.seat_id),
                     "license_id": hex::encode(r.license_id),
                     "vendor_id": lic.map(|l| l.vendor_id),
@@ -255,8 +321,8 @@ pub async fn seats(State(st): State<AdminState>) -> Response {
                     "vm": None::<String>,
                     "pid": None::<u32>,
                     "since": b.issued_at,
-                    "lease_expires": r.expires_ms / 1000,
-                    "lease_expires_ms": r.expires_ms,
+                    "lease_expires": lease_expires,
+                    "lease_expires_ms": lease_expires_ms,
                     "exclusive": false,
                     "borrowed": true,
                     "borrowed_until": b.until,
@@ -265,6 +331,7 @@ pub async fn seats(State(st): State<AdminState>) -> Response {
             }
             let user = m.and_then(|m| uid(&m.holder.session));
             json!({
+                "member": member,
                 "seat_id": hex::encode(r.seat_id),
                 "license_id": hex::encode(r.license_id),
                 "vendor_id": lic.map(|l| l.vendor_id),
@@ -278,8 +345,8 @@ pub async fn seats(State(st): State<AdminState>) -> Response {
                 "vm": vm,
                 "pid": m.map(|m| m.holder.pid),
                 "since": m.map(|m| m.since_ms / 1000),
-                "lease_expires": r.expires_ms / 1000,
-                "lease_expires_ms": r.expires_ms,
+                "lease_expires": lease_expires,
+                "lease_expires_ms": lease_expires_ms,
                 "exclusive": r.exclusive,
                 "borrowed": false,
             })
@@ -784,6 +851,9 @@ pub async fn metrics(State(st): State<AdminState>) -> Response {
         "License-protocol request latency by kind, from the frame read to the answer.",
         &stats.latency,
     );
+    if let Some(pool) = s.pool() {
+        pool_metrics(&mut e, pool);
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -792,4 +862,98 @@ pub async fn metrics(State(st): State<AdminState>) -> Response {
         e.finish(),
     )
         .into_response()
+}
+
+/// Pool mode: the pool's metrics, each labelled with this member's name.
+fn pool_metrics(e: &mut Exposition, pool: &crate::server::pool::EtcdSeats) {
+    use crate::server::pool_status::EtcdOp;
+    use std::sync::atomic::Ordering::Relaxed;
+    let member = pool.member();
+    let me = [("member", member)];
+    let view = pool.monitor().map(|m| m.view()).unwrap_or_default();
+    e.family(
+        "tessera_pool_member_info",
+        "gauge",
+        "1 on a pool member: its name and the pool's key prefix in etcd.",
+    );
+    e.sample(
+        "tessera_pool_member_info",
+        &[("member", member), ("prefix", pool.prefix())],
+        1.0,
+    );
+    for (name, help, v) in [
+        (
+            "tessera_pool_members",
+            "Members that announced themselves in the pool, up or not.",
+            view.members.len() as f64,
+        ),
+        (
+            "tessera_pool_members_up",
+            "Members whose heartbeat is in etcd.",
+            view.members_up() as f64,
+        ),
+        (
+            "tessera_pool_etcd_endpoints",
+            "etcd endpoints configured.",
+            view.endpoints.len() as f64,
+        ),
+        (
+            "tessera_pool_etcd_endpoints_healthy",
+            "etcd endpoints that answered their status call.",
+            view.endpoints_healthy() as f64,
+        ),
+        (
+            "tessera_pool_seats_served",
+            "Seats this member serves (keeps their etcd leases alive).",
+            pool.served_count() as f64,
+        ),
+    ] {
+        e.family(name, "gauge", help);
+        e.sample(name, &me, v);
+    }
+    e.family(
+        "tessera_pool_etcd_endpoint_up",
+        "gauge",
+        "1 while an etcd endpoint answers its status call.",
+    );
+    for ep in &view.endpoints {
+        e.sample(
+            "tessera_pool_etcd_endpoint_up",
+            &[("member", member), ("endpoint", &ep.endpoint)],
+            if ep.healthy { 1.0 } else { 0.0 },
+        );
+    }
+    let st = pool.stats();
+    for (name, help, v) in [
+        (
+            "tessera_pool_txn_retries_total",
+            "Seat transactions decided again after another member granted in the same license.",
+            &st.txn_retries,
+        ),
+        (
+            "tessera_pool_txn_gave_up_total",
+            "Acquires that gave up after the bounded retries.",
+            &st.txn_gave_up,
+        ),
+        (
+            "tessera_pool_etcd_errors_total",
+            "etcd calls that failed (the endpoint or the cluster did not answer).",
+            &st.etcd_errors,
+        ),
+    ] {
+        e.family(name, "counter", help);
+        e.sample(name, &me, v.load(Relaxed) as f64);
+    }
+    let name = "tessera_pool_etcd_request_duration_seconds";
+    e.family(
+        name,
+        "histogram",
+        "etcd round trips of this member by kind (txn, range, keep_alive, lease, status, put).",
+    );
+    for op in EtcdOp::ALL {
+        let h = st.counts(op);
+        if h.count > 0 {
+            e.histogram(name, &[("member", member), ("op", op.label())], &h);
+        }
+    }
 }

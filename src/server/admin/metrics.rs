@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::server::stats::{LATENCY_BUCKETS, RequestKind, RequestLatency};
+use crate::server::stats::{LATENCY_BUCKETS, LatencyCounts, RequestKind, RequestLatency};
 
 /// A Prometheus text-format document being written.
 pub struct Exposition {
@@ -81,6 +81,24 @@ impl Exposition {
         }
     }
 
+    /// One histogram's samples (cumulative buckets of [`LATENCY_BUCKETS`], `_sum` in
+    /// seconds, `_count`) with `labels`; the family's lines come from [`Exposition::family`].
+    pub fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &LatencyCounts) {
+        let mut cumulative = 0u64;
+        let bucket = format!("{name}_bucket");
+        for (i, n) in h.buckets.iter().enumerate() {
+            cumulative += n;
+            let le = LATENCY_BUCKETS
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |b| number(*b));
+            let mut l = labels.to_vec();
+            l.push(("le", &le));
+            self.sample(&bucket, &l, cumulative as f64);
+        }
+        self.sample(&format!("{name}_sum"), labels, h.sum_ns as f64 / 1e9);
+        self.sample(&format!("{name}_count"), labels, cumulative as f64);
+    }
+
     /// The document.
     pub fn finish(self) -> String {
         self.out
@@ -136,6 +154,20 @@ mod tests {
             "kinds never seen are left out"
         );
         assert_eq!(l.count(RequestKind::Acquire), 3);
+    }
+
+    #[test]
+    fn a_labelled_histogram_is_cumulative_with_its_labels() {
+        let h = crate::server::stats::Histogram::default();
+        h.observe(Duration::from_micros(50));
+        h.observe(Duration::from_micros(700));
+        let mut e = Exposition::new();
+        e.histogram("p_seconds", &[("member", "m1"), ("op", "txn")], &h.counts());
+        let text = e.finish();
+        assert!(text.contains("p_seconds_bucket{member=\"m1\",op=\"txn\",le=\"0.0001\"} 1\n"));
+        assert!(text.contains("p_seconds_bucket{member=\"m1\",op=\"txn\",le=\"0.001\"} 2\n"));
+        assert!(text.contains("p_seconds_bucket{member=\"m1\",op=\"txn\",le=\"+Inf\"} 2\n"));
+        assert!(text.contains("p_seconds_count{member=\"m1\",op=\"txn\"} 2\n"));
     }
 
     #[test]

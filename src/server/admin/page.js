@@ -89,6 +89,29 @@ function renderStatus(s) {
   $("server-name").textContent = s.name;
 }
 
+// Pool mode: the members (which are up) and the etcd endpoints (their health).
+function renderPool(p) {
+  $("pool").hidden = !p;
+  if (!p) return;
+  $("pool-summary").textContent =
+    `member ${p.member} · ${p.members_up} of ${p.members.length} members up · ${p.endpoints_healthy} of ${p.endpoints.length} etcd endpoints healthy`;
+  const badge = (ok, yes, no) => el("span", { class: ok ? "badge good" : "badge bad" }, ok ? yes : no);
+  fill($("pool-members").tBodies[0], p.members.map((m) => el("tr", { "data-member": m.name, "data-up": m.up ? "yes" : "no" },
+    el("td", {}, m.name, m.this ? el("span", { class: "sub" }, "this member") : null),
+    el("td", {}, badge(m.up, "up", "down")),
+    el("td", { class: "mono" }, m.listen.join(", ")),
+    el("td", {}, m.version),
+    el("td", {}, when(m.started_at)),
+  )));
+  fill($("pool-endpoints").tBodies[0], p.endpoints.map((e) => el("tr", { "data-endpoint": e.endpoint, "data-healthy": e.healthy ? "yes" : "no" },
+    el("td", { class: "mono" }, e.endpoint),
+    el("td", {}, badge(e.healthy, "healthy", "down"), e.healthy ? null : el("span", { class: "sub" }, e.error || "")),
+    el("td", {}, e.healthy ? (e.leader ? "leader" : "follower") : "–"),
+    el("td", {}, e.version || "–"),
+    el("td", {}, e.round_trip_ms === null ? "–" : `${e.round_trip_ms.toFixed(1)} ms`),
+  )));
+}
+
 function usageBar(inUse, quantity) {
   const frac = quantity > 0 ? Math.min(1, inUse / quantity) : 0;
   const fillEl = el("span");
@@ -237,6 +260,7 @@ async function refresh() {
     ]);
     $("login").hidden = true;
     renderStatus(status);
+    renderPool(status.pool);
     renderLicenses(licenses.licenses);
     renderSeats(seats.seats);
     renderContainers(containers.containers);

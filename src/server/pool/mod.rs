@@ -49,6 +49,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
 use crate::server::config::PoolConfig;
+use crate::server::pool_status::{EtcdOp, PoolMonitor, PoolStats};
 use crate::server::seats::{AcquireSpec, BorrowSpec, Borrowed, SeatId, SeatRow, SeatTable};
 use crate::server::store::SeatStore;
 use crate::util::now_ms;
@@ -198,6 +199,10 @@ pub struct EtcdSeats {
     next: AtomicUsize,
     cache: Mutex<HashMap<[u8; 16], Cached>>,
     served: Mutex<HashMap<SeatId, Served>>,
+    /// etcd round trips and transaction retries, for `/metrics`.
+    stats: Arc<PoolStats>,
+    /// The members' heartbeats and the endpoints' health, once the server runs.
+    monitor: std::sync::OnceLock<Arc<PoolMonitor>>,
     /// Until when etcd counts as down (a call just gave up): calls meanwhile try once and
     /// give up at once, so that clients move on to another member quickly.
     down_until: Mutex<Option<Instant>>,
@@ -269,6 +274,8 @@ impl EtcdSeats {
             next: AtomicUsize::new(0),
             cache: Mutex::new(HashMap::new()),
             served: Mutex::new(HashMap::new()),
+            stats: Arc::default(),
+            monitor: std::sync::OnceLock::new(),
             down_until: Mutex::new(None),
             gates: Mutex::new(HashMap::new()),
             gate: Mutex::new(None),
@@ -291,6 +298,22 @@ impl EtcdSeats {
     /// This member's name (written into the rows it writes).
     pub fn member(&self) -> &str {
         &self.member
+    }
+
+    /// etcd round trips and transaction retries.
+    pub fn stats(&self) -> &Arc<PoolStats> {
+        &self.stats
+    }
+
+    /// The pool's members and endpoints as the admin sees them (`None` until the server
+    /// started its monitor).
+    pub fn monitor(&self) -> Option<&Arc<PoolMonitor>> {
+        self.monitor.get()
+    }
+
+    /// Sets the monitor (once).
+    pub fn set_monitor(&self, m: Arc<PoolMonitor>) {
+        let _ = self.monitor.set(m);
     }
 
     /// Sets what must hold for this member to grant a seat (`None`: nothing). The pool
@@ -355,13 +378,21 @@ impl EtcdSeats {
         let mut last;
         loop {
             match self.client().await {
-                Ok(c) => match tokio::time::timeout(CALL_TIMEOUT, call(c)).await {
+                Ok(c) => match self
+                    .stats
+                    .timed(
+                        EtcdOp::of_call(what),
+                        tokio::time::timeout(CALL_TIMEOUT, call(c)),
+                    )
+                    .await
+                {
                     Ok(Ok(v)) => {
                         *lock(&self.down_until) = None;
                         return Ok(v);
                     }
                     Ok(Err(e)) => {
                         last = e.to_string();
+                        self.stats.etcd_errors.fetch_add(1, Ordering::Relaxed);
                         self.failed().await;
                     }
                     Err(_) => {
@@ -632,9 +663,11 @@ impl EtcdSeats {
                 .flatten()
                 .collect();
             debug!(license = %hex::encode(license_id), "another member raced: deciding again");
+            self.stats.txn_retries.fetch_add(1, Ordering::Relaxed);
             self.load(license_id, &kvs, at);
             fresh = true;
         }
+        self.stats.txn_gave_up.fetch_add(1, Ordering::Relaxed);
         Err(Error::Timeout(format!(
             "the pool's seat table for license {} changed under {MAX_RACES} tries in a row; \
              try again",
