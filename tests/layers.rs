@@ -32,7 +32,7 @@ const LAYERS: &[&[&str]] = &[
 const SERVER_LAYERS: &[&[&str]] = &[
     &["seats", "hosted", "stats"],
     &["store"],
-    &["config", "usage", "history"],
+    &["config", "usage", "history", "pool_status"],
     &["pool"],
     &["daemon"],
     &["admin"],
