@@ -377,19 +377,20 @@ async fn register_and_watch(
             .with_connect_timeout(ttl)
             .with_keep_alive(ttl / 2, ttl)
             .with_require_leader(true);
-        let mut client =
-            tokio::time::timeout(ttl, Client::connect(endpoints, Some(options.clone())))
-                .await
-                .map_err(|_| Error::Timeout("connecting to etcd timed out".into()))?
-                .map_err(|e| etcd("connect", e))?;
         let mut each: Vec<Option<Client>> = vec![None; endpoints.len()];
         let cluster_id = one_cluster(endpoints, &mut each, &options, ttl).await?;
-        let status = client.status().await.map_err(|e| etcd("status", e))?;
-        if status.header().map(|h| h.cluster_id()) != Some(cluster_id) {
-            return Err(Error::BindingMismatch(
-                "the pool's etcd endpoints answer for different etcd clusters".into(),
-            ));
-        }
+        // Registers through one endpoint that just answered for the cluster. A client over
+        // every endpoint sent some calls to a dead node, and each such call failed the whole
+        // registration: with one etcd node down, every member kept falling out of step and
+        // the pool refused everyone for longer than a lease (tests/pool_chaos.rs, the etcd
+        // leader killed). When this endpoint dies, the stream ends and the next round
+        // registers through another.
+        let mut client = each
+            .iter()
+            .flatten()
+            .next()
+            .cloned()
+            .ok_or_else(|| Error::Timeout("no etcd endpoint answered".into()))?;
         let mut signed = Vec::new();
         for s in served {
             let signer = signer.clone();
