@@ -134,11 +134,26 @@ impl ServerProc {
                     &lease.1.to_string(),
                 ]);
         }
+        // TSR_SERVER_LOGS=DIR keeps every server's log (at TSR_SERVER_LOG, else `warn`) in
+        // DIR, one file per state folder: for a post-mortem of a failed run.
+        let stderr = match std::env::var_os("TSR_SERVER_LOGS") {
+            Some(dir) => {
+                let name = state.file_name().unwrap_or_default().to_string_lossy();
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(Path::new(&dir).join(format!("{name}.log")))
+                    .unwrap();
+                Stdio::from(file)
+            }
+            None => Stdio::null(),
+        };
+        let level = std::env::var("TSR_SERVER_LOG").unwrap_or_else(|_| "warn".into());
         let mut child = cmd
             .args(extra)
-            .env("TESSERA_LOG", "warn")
+            .env("TESSERA_LOG", level)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let mut line = String::new();

@@ -610,14 +610,24 @@ impl EtcdSeats {
             let resp = match resp {
                 Ok(r) => r,
                 Err(e) => {
-                    // Written or not: the next acquire reads the license afresh.
+                    // Written or not: the next acquire reads the license afresh. The lease is
+                    // left to run out, never revoked: if the transaction did commit (its
+                    // answer lost with a cut etcd node), the row is on this lease, and for a
+                    // client re-attaching a live seat that row is its seat; revoking would
+                    // free a seat its client still holds, and another client could take the
+                    // slot (an over-grant the netns fault test saw). An unused lease costs
+                    // nothing; a seat written but never answered is counted for one lease
+                    // at most, unless its client re-attaches it.
                     lock(&self.cache).remove(license_id);
-                    self.drop_lease(lease);
                     return Err(e);
                 }
             };
             let at = resp.header().map_or(0, |h| h.revision());
             if resp.succeeded() {
+                debug!(
+                    seat = %hex::encode(seat_id), lease, rev = at, held,
+                    "pool: seat written"
+                );
                 {
                     let mut cache = lock(&self.cache);
                     if let Some(c) = cache.get_mut(license_id) {
@@ -727,6 +737,7 @@ impl EtcdSeats {
 
     /// Revokes a lease nobody uses (in the background).
     fn drop_lease(&self, lease: i64) {
+        debug!(lease, "pool: revoking a lease");
         if let Ok(Some(c)) = self.conn.try_lock().map(|c| c.clone()) {
             let mut c = c;
             tokio::spawn(async move {
@@ -744,7 +755,10 @@ impl EtcdSeats {
         for id in ids {
             match lock(&self.served).get(id).filter(|s| s.client == *client) {
                 Some(s) => mine.push((*id, s.clone())),
-                None => lost.push(*id),
+                None => {
+                    debug!(seat = %hex::encode(id), "pool: renewal of a seat not served here");
+                    lost.push(*id)
+                }
             }
         }
         // The leases kept alive side by side: one round trip for all of a client's seats.
@@ -752,13 +766,28 @@ impl EtcdSeats {
             futures_util::future::join_all(mine.iter().map(|(_, s)| self.keep_alive(s.lease)))
                 .await;
         for ((id, s), alive) in mine.into_iter().zip(alive) {
-            if !alive? {
-                lock(&self.served).remove(&id);
-                if let Some(c) = lock(&self.cache).get_mut(&s.license_id) {
-                    c.table.revoke(&id, 0);
-                }
-                lost.push(id);
+            if alive? {
+                continue;
             }
+            {
+                let mut served = lock(&self.served);
+                match served.get(&id) {
+                    // Re-attached here on a new lease while this renewal ran (its client
+                    // gave up waiting and acquired it again): the claim revoked the lease
+                    // this renewal kept alive, and the seat lives on its new one.
+                    Some(now) if now.lease != s.lease => continue,
+                    Some(_) => {
+                        served.remove(&id);
+                    }
+                    None => {}
+                }
+            }
+            // The cache is left alone: its rows change only with what etcd says in order
+            // (the watch, a read). The row went with its lease, and the watch reports it;
+            // a row taken out here on a stale guess could be a live seat on a lease this
+            // renewal never saw, and the next grant would count one seat too few.
+            debug!(seat = %hex::encode(id), lease = s.lease, "pool: seat lease gone at renewal");
+            lost.push(id);
         }
         Ok(lost)
     }
@@ -1027,6 +1056,7 @@ impl EtcdSeats {
                 && row.as_ref().is_none_or(|r| r.lease != s.lease)
             {
                 // Gone, or taken over by another member.
+                debug!(seat = %hex::encode(seat_id), rev, "pool: seat no longer served here");
                 served.remove(&seat_id);
             }
         }
