@@ -301,8 +301,8 @@ def load_library(
             stacklevel=2,
         )
     elif override and path != override:
-        failed = dict(attempts).get(f"TESSERA_LIBRARY={override}")
-        why = f"did not load ({failed})" if failed else "is set, but the package bundles a library"
+        reason = dict(attempts).get(f"TESSERA_LIBRARY={override}")
+        why = f"did not load ({reason})" if reason else "is set, but the package bundles a library"
         warnings.warn(
             f"TESSERA_LIBRARY={override} {why}; using {path} instead",
             RuntimeWarning,
