@@ -116,3 +116,18 @@ install-files:
 
 clean:
 	$(CARGO) clean
+
+## wheel: the Python binding's platform wheel, libtessera inside, in target/packages
+## (tessera-VERSION-py3-none-manylinux_2_N_x86_64.whl; README, "Python"). PKG_LIB is the
+## directory of the library to package: target/release (built first) unless given, e.g.
+## `make wheel PKG_LIB=target/debug`. Tested by scripts/test-wheel.sh (make test-bindings).
+## nupkg: the C# binding's NuGet package, Tessera.VERSION.nupkg in target/packages
+## (Tessera.dll for netstandard2.0, libtessera.so for linux-x64; README, "C#"), with
+## Debian's nuget. Tested by scripts/test-nupkg.sh (make test-bindings).
+PKG_LIB ?= $(REL)
+PKG_OUT ?= target/packages
+.PHONY: wheel nupkg
+wheel: $(if $(filter $(REL),$(PKG_LIB)),build)
+	scripts/build-wheel.sh $(PKG_LIB) $(PKG_OUT)
+nupkg: $(if $(filter $(REL),$(PKG_LIB)),build)
+	scripts/build-nupkg.sh $(PKG_LIB) $(PKG_OUT)

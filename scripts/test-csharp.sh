@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The C# binding's tests: builds bindings/csharp (Tessera.dll, the NUnit tests, the
 # quickstart) into a temporary directory, makes a licensed TESSERA_HOME, runs the NUnit suite
-# against BIN_DIR/libtessera.so with nunit-console, then the C# quickstart.
+# against BIN_DIR/libtessera.so with nunit-console, then the C# quickstart, then the .nupkg
+# (scripts/test-nupkg.sh).
 # Usage: scripts/test-csharp.sh BIN_DIR      (make test-bindings passes target/debug)
 set -euo pipefail
 
@@ -74,5 +75,8 @@ echo "== examples/csharp/Quickstart.cs"
 out=$(cd "$WORK" && mono "$WORK/out/Quickstart.exe") || { echo "$out"; echo "test-csharp: Quickstart.exe failed" >&2; exit 1; }
 echo "$out"
 grep -qx 'quickstart: all steps succeeded' <<<"$out"
+
+echo "== the NuGet package (scripts/test-nupkg.sh)"
+"$ROOT/scripts/test-nupkg.sh" "$BIN"
 
 echo "test-csharp: ok"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Python binding's checks against the library in BIN_DIR: the pytest suite, the Python
-# quickstart, and `pip install` of the package into a fresh venv. Run by `make test-bindings`.
+# quickstart, `pip install` of the package into a fresh venv, and the platform wheel with the
+# library inside (scripts/test-wheel.sh). Run by `make test-bindings`.
 # Usage: scripts/test-python.sh BIN_DIR      (e.g. target/debug)
 #
 # Makes a temporary licensed TESSERA_HOME (scripts/licensed-home.sh) and removes everything
@@ -72,5 +73,8 @@ EOF
 )
 "$WORK/venv/bin/python" examples/python/quickstart.py >/dev/null
 echo "examples/python/quickstart.py on the installed package: ok"
+
+step "the platform wheel (scripts/test-wheel.sh)"
+"$ROOT/scripts/test-wheel.sh" "$BIN"
 
 printf '\ntest-python: all Python checks passed\n'

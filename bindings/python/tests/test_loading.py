@@ -1,4 +1,4 @@
-"""Finding and checking the library: TESSERA_LIBRARY, a library bundled beside the package,
+"""Finding and checking the library: a library bundled beside the package, TESSERA_LIBRARY,
 the system path; a missing library and one of another ABI give errors naming what was tried."""
 
 from __future__ import annotations
@@ -50,30 +50,33 @@ def test_a_library_bundled_beside_the_package_is_found(tmp_path: Path) -> None:
     assert out.stdout.strip() == str(site / "tessera" / "libtessera.so.0")
 
 
-def test_tessera_library_comes_before_the_bundled_library(tmp_path: Path) -> None:
+def test_the_bundled_library_comes_before_tessera_library(tmp_path: Path) -> None:
+    """A wheel's own library wins over TESSERA_LIBRARY (as wasmtime-py loads only its own),
+    and the passed-over TESSERA_LIBRARY is named in a warning."""
     site = installed_copy(tmp_path, bundle=True)
     out = support.run_python(
         "import tessera; print(tessera.library_path)",
-        support.python_env(PYTHONPATH=str(site)),
-        cwd=tmp_path,
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == str(support.LIBRARY)
-
-
-def test_a_broken_tessera_library_falls_back_with_a_warning(tmp_path: Path) -> None:
-    site = installed_copy(tmp_path, bundle=True)
-    missing = tmp_path / "nowhere" / "libtessera.so"
-    out = support.run_python(
-        "import tessera; print(tessera.library_path)",
-        support.python_env(
-            PYTHONPATH=str(site), TESSERA_LIBRARY=str(missing), PYTHONWARNINGS="always"
-        ),
+        support.python_env(PYTHONPATH=str(site), PYTHONWARNINGS="always"),
         cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str(site / "tessera" / "libtessera.so.0")
-    assert "RuntimeWarning" in out.stderr and str(missing) in out.stderr
+    assert "RuntimeWarning" in out.stderr, out.stderr
+    assert f"TESSERA_LIBRARY={support.LIBRARY} is set, but the package bundles" in out.stderr
+
+
+def test_a_bundled_library_that_does_not_load_falls_back_with_a_warning(tmp_path: Path) -> None:
+    site = installed_copy(tmp_path, bundle=False)
+    broken = site / "tessera" / "libtessera.so.0"
+    broken.write_bytes(b"not an ELF file\n")
+    out = support.run_python(
+        "import tessera; print(tessera.library_path)",
+        support.python_env(PYTHONPATH=str(site), PYTHONWARNINGS="always"),
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(support.LIBRARY)
+    assert "RuntimeWarning" in out.stderr and f"{broken}, did not load" in out.stderr
 
 
 def test_a_missing_library_names_every_place_looked_at(tmp_path: Path) -> None:
@@ -96,7 +99,8 @@ def test_a_missing_library_names_every_place_looked_at(tmp_path: Path) -> None:
         "libtessera-not-installed.so.0",
     ):
         assert place in text, f"{place!r} not named in:\n{text}"
-    assert err.attempts[0][0] == f"TESSERA_LIBRARY={missing}"
+    assert err.attempts[0][0] == f"beside the package: {empty_pkg}/libtessera.so*"
+    assert err.attempts[1][0] == f"TESSERA_LIBRARY={missing}"
     assert len(err.attempts) == 3
     assert "Set TESSERA_LIBRARY" in text
 
@@ -107,7 +111,7 @@ def test_a_missing_library_without_tessera_library_says_it_was_not_set(tmp_path:
             environ={}, package_dir=tmp_path, system_names=("libtessera-absent.so.0",)
         )
     places = [p for p, _ in e.value.attempts]
-    assert places[0] == "TESSERA_LIBRARY" and e.value.attempts[0][1] == "not set"
+    assert places[1] == "TESSERA_LIBRARY" and e.value.attempts[1][1] == "not set"
     assert any("find_library" in p for p in places), places
     assert places[-1] == "system library path: libtessera-absent.so.0"
 
@@ -197,7 +201,7 @@ def test_the_real_library_loads_through_every_route(tmp_path: Path) -> None:
     shutil.copy2(support.LIBRARY, tmp_path / "libtessera.so.0")
     lib, path = _ffi.load_library(environ={}, package_dir=tmp_path)
     assert path == str(tmp_path / "libtessera.so.0")
-    # A failing TESSERA_LIBRARY falls back to the bundled one, with a warning.
+    # The bundled one before TESSERA_LIBRARY, which is then named in a warning.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         lib, path = _ffi.load_library(

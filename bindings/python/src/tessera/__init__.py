@@ -11,8 +11,9 @@
             assert seat.decrypt(ciphertext) == b"data only licensed users can read"
 
 A ctypes binding of libtessera's C API (``include/tessera.h``). Importing it loads the
-library (``TESSERA_LIBRARY``, else a ``libtessera.so*`` bundled beside the package, else the
-system library path) and refuses one of another ABI version with an ``ImportError``.
+library (a ``libtessera.so*`` bundled beside the package, as a platform wheel ships it,
+else ``TESSERA_LIBRARY``, else the system library path) and refuses one of another ABI
+version with an ``ImportError``.
 Every failing call raises a :class:`TesseraError` subclass.
 """
 
@@ -23,7 +24,8 @@ from ._demo import DEMO_PRODUCT_CODE, DEMO_PUBLISHER_KEY, DEMO_VENDOR_ID
 from ._session import *  # noqa: F403  (sessions, seats and their enums: _session.__all__)
 from .errors import *  # noqa: F403  (Status and the exception classes: errors.__all__)
 
-__version__ = "0.1.0"
+#: The package version: the version of the C header it mirrors, Cargo.toml's version.
+__version__: str = _ffi.TESSERA_VERSION_STRING
 
 #: The ABI version this binding was written for (``TESSERA_ABI_VERSION``).
 ABI_VERSION: int = _ffi.TESSERA_ABI_VERSION

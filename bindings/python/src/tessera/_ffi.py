@@ -4,16 +4,21 @@ This module mirrors the header and nothing more: its ``TESSERA_*`` constants, it
 structs, and the return and argument types of every exported function (``FUNCTIONS``).
 ``tests/test_header.py`` parses the header and fails when anything here differs from it.
 
-The library is looked for, in this order:
+The library is looked for, in this order (as wasmtime-py loads the library its wheel
+ships):
 
-1. the path in the ``TESSERA_LIBRARY`` environment variable;
-2. a ``libtessera.so*`` beside this file (a library bundled into the installed package);
+1. a ``libtessera.so*`` beside this file: the library a platform wheel bundles
+   (``scripts/build-wheel.sh``), built together with this binding;
+2. the path in the ``TESSERA_LIBRARY`` environment variable (a package installed without
+   a library, e.g. from the source tree);
 3. the system's library path (``ctypes.util.find_library("tessera")``, then the soname
    ``libtessera.so.0``).
 
-The first library that loads is used, and its ``tessera_abi_version()`` must equal
-``TESSERA_ABI_VERSION``; otherwise importing ``tessera`` raises an ``ImportError``
-subclass that names every place looked at, or the library and both ABI versions.
+The first library that loads is used (a bundled library that does not load, and a
+``TESSERA_LIBRARY`` passed over or not loading, give a ``RuntimeWarning``), and its
+``tessera_abi_version()`` must equal ``TESSERA_ABI_VERSION``; otherwise importing
+``tessera`` raises an ``ImportError`` subclass that names every place looked at, or the
+library and both ABI versions.
 """
 
 from __future__ import annotations
@@ -246,22 +251,22 @@ def load_library(
 
     lib: ctypes.CDLL | None = None
     path = ""
-    override = env.get("TESSERA_LIBRARY", "")
-    if override:
-        lib = attempt(f"TESSERA_LIBRARY={override}", override)
-        path = override
-    else:
-        attempts.append(("TESSERA_LIBRARY", "not set"))
+    bundled = _bundled(pkg)
+    if not bundled:
+        attempts.append((f"beside the package: {pkg}/libtessera.so*", "no such file"))
+    for candidate in bundled:
+        lib = attempt(f"beside the package: {candidate}", str(candidate))
+        if lib is not None:
+            path = str(candidate)
+            break
 
+    override = env.get("TESSERA_LIBRARY", "")
     if lib is None:
-        bundled = _bundled(pkg)
-        if not bundled:
-            attempts.append((f"beside the package: {pkg}/libtessera.so*", "no such file"))
-        for candidate in bundled:
-            lib = attempt(f"beside the package: {candidate}", str(candidate))
-            if lib is not None:
-                path = str(candidate)
-                break
+        if override:
+            lib = attempt(f"TESSERA_LIBRARY={override}", override)
+            path = override
+        else:
+            attempts.append(("TESSERA_LIBRARY", "not set"))
 
     if lib is None and find_library:
         found = ctypes.util.find_library("tessera")
@@ -287,10 +292,19 @@ def load_library(
             attempts,
         )
 
-    if override and path != override:
-        failed = attempts[0][1] if attempts else "did not load"
+    if bundled and path not in map(str, bundled):
+        failed = dict(attempts).get(f"beside the package: {bundled[0]}", "did not load")
         warnings.warn(
-            f"TESSERA_LIBRARY={override} did not load ({failed}); using {path} instead",
+            f"the library bundled with the package, {bundled[0]}, did not load ({failed}); "
+            f"using {path} instead",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    elif override and path != override:
+        reason = dict(attempts).get(f"TESSERA_LIBRARY={override}")
+        why = f"did not load ({reason})" if reason else "is set, but the package bundles a library"
+        warnings.warn(
+            f"TESSERA_LIBRARY={override} {why}; using {path} instead",
             RuntimeWarning,
             stacklevel=2,
         )
