@@ -174,6 +174,8 @@ struct Served {
     license_id: [u8; 16],
     client: [u8; 32],
     lease: i64,
+    /// The TTL the lease was granted with (seconds): a keep-alive gives it that long again.
+    lease_ttl: i64,
     /// The revision this member wrote the row at (older events say nothing of it).
     rev: i64,
 }
@@ -213,7 +215,7 @@ pub struct EtcdSeats {
     /// activation's members registered); `None`: always.
     gate: Mutex<Option<GrantGate>>,
     /// Seat leases granted ahead, so that a grant costs one transaction.
-    stock: Mutex<Vec<Stocked>>,
+    stock: Arc<Mutex<Vec<Stocked>>>,
     /// The TTL of the leases to stock (the last an acquire wanted; 0: none yet).
     stock_ttl: AtomicI64,
     /// Wakes the stock's refill.
@@ -224,13 +226,33 @@ pub struct EtcdSeats {
 /// refuses it with that error. Renewals and releases do not ask it.
 pub type GrantGate = Arc<dyn Fn() -> Result<()> + Send + Sync>;
 
-/// A lease granted ahead: `ttl` + [`STOCK_SLACK`] seconds from `granted`, so that it still has
-/// `ttl` seconds left while it is used within the slack.
+/// A lease held ready for a seat of `ttl` seconds: granted ahead (`full` = `ttl` +
+/// [`STOCK_SLACK`] seconds) or freed by a release and kept alive again (`full`: the TTL it
+/// was granted with). It has `full` seconds from `granted` (when the grant or keep-alive was
+/// sent, so etcd holds it at least that long), and is fit while `ttl` seconds and a margin
+/// are left.
 struct Stocked {
     ttl: i64,
     lease: i64,
     granted: Instant,
+    full: i64,
 }
+
+impl Stocked {
+    /// Whether a seat of `ttl` seconds may be written on it now: etcd holds it for at least
+    /// `ttl` seconds and [`STOCK_MARGIN`] more, and at most [`STOCK_SLACK`] more.
+    fn fit(&self, ttl: i64) -> bool {
+        let left =
+            Duration::from_secs(self.full.max(0) as u64).saturating_sub(self.granted.elapsed());
+        let want = Duration::from_secs(ttl.max(0) as u64);
+        self.ttl == ttl && left >= want + STOCK_MARGIN && left <= want + STOCK_SLACK
+    }
+}
+
+/// What a stocked lease must have left beyond its seat's TTL when it is taken: the time from
+/// taking it to the seat's transaction committing, with room to spare. A client counts its
+/// lease from before it sent its acquire, so etcd holds the row at least as long.
+const STOCK_MARGIN: Duration = Duration::from_millis(500);
 
 /// How many leases a member grants ahead.
 const STOCK: usize = 4;
@@ -279,7 +301,7 @@ impl EtcdSeats {
             down_until: Mutex::new(None),
             gates: Mutex::new(HashMap::new()),
             gate: Mutex::new(None),
-            stock: Mutex::new(Vec::new()),
+            stock: Arc::default(),
             stock_ttl: AtomicI64::new(0),
             refill: tokio::sync::Notify::new(),
         })
@@ -572,20 +594,28 @@ impl EtcdSeats {
             };
             let lease = match ahead {
                 Some(l) => Ok(l),
-                None => self
-                    .call("grant a seat lease", |mut c| async move {
+                None => {
+                    let granted = Instant::now();
+                    self.call("grant a seat lease", |mut c| async move {
                         c.lease_grant(ttl, None).await
                     })
                     .await
-                    .map(|l| l.id()),
+                    .map(|l| Stocked {
+                        ttl,
+                        lease: l.id(),
+                        granted,
+                        full: ttl,
+                    })
+                }
             };
-            let lease = match lease {
+            let taken = match lease {
                 Ok(l) => l,
                 Err(e) => {
                     lock(&self.cache).remove(license_id);
                     return Err(e);
                 }
             };
+            let (lease, lease_ttl) = (taken.lease, taken.full);
             let value = PoolRow::of(&row, &self.member, lease)?.encode()?;
             let txn = Txn::new()
                 .when([
@@ -607,6 +637,11 @@ impl EtcdSeats {
                     async move { c.txn(txn).await }
                 })
                 .await;
+            if stocked {
+                // Refilled once the seat's transaction is done, not beside it: a lease grant
+                // is a write of its own through etcd's log, and would delay this one.
+                self.refill.notify_one();
+            }
             let resp = match resp {
                 Ok(r) => r,
                 Err(e) => {
@@ -623,7 +658,30 @@ impl EtcdSeats {
                 }
             };
             let at = resp.header().map_or(0, |h| h.revision());
-            if resp.succeeded() {
+            let kvs: Vec<etcd_client::KeyValue> = resp
+                .op_responses()
+                .into_iter()
+                .filter_map(|r| match r {
+                    TxnOpResponse::Get(g) => Some(g.kvs().to_vec()),
+                    _ => None,
+                })
+                .flatten()
+                .collect();
+            // The compare failed, but on our own write: an earlier try of this transaction
+            // committed and its answer was lost (the call tried the next etcd node). The
+            // row is ours (the lease names it): done, at the revision it was written.
+            let ours = (!resp.succeeded())
+                .then(|| {
+                    kvs.iter()
+                        .find(|kv| kv.key() == key.as_bytes() && kv.lease() == lease)
+                        .map(|kv| kv.mod_revision())
+                })
+                .flatten();
+            if ours.is_some() {
+                self.load(license_id, &kvs, at);
+            }
+            if resp.succeeded() || ours.is_some() {
+                let at = ours.unwrap_or(at);
                 debug!(
                     seat = %hex::encode(seat_id), lease, rev = at, held,
                     "pool: seat written"
@@ -643,6 +701,7 @@ impl EtcdSeats {
                         license_id: *license_id,
                         client: *client,
                         lease,
+                        lease_ttl,
                         rev: at,
                     },
                 );
@@ -654,7 +713,8 @@ impl EtcdSeats {
                 }
                 return Ok(Claimed { row, in_use, held });
             }
-            self.drop_lease(lease);
+            // Nothing was written on it: back to the stock while it is fit.
+            self.put_back(taken);
             // The decision is undone: the cache may be newer than the failed transaction's
             // read (the watch), and then stays, without a seat that was never written.
             if let Some(c) = lock(&self.cache).get_mut(license_id) {
@@ -663,15 +723,6 @@ impl EtcdSeats {
                     c.table.load(vec![p], now_ms());
                 }
             }
-            let kvs: Vec<etcd_client::KeyValue> = resp
-                .op_responses()
-                .into_iter()
-                .filter_map(|r| match r {
-                    TxnOpResponse::Get(g) => Some(g.kvs().to_vec()),
-                    _ => None,
-                })
-                .flatten()
-                .collect();
             debug!(license = %hex::encode(license_id), "another member raced: deciding again");
             self.stats.txn_retries.fetch_add(1, Ordering::Relaxed);
             self.load(license_id, &kvs, at);
@@ -685,27 +736,77 @@ impl EtcdSeats {
         )))
     }
 
-    /// A stocked lease of `ttl` seconds still fit to use, if any; asks for a refill.
-    fn take_stocked(&self, ttl: i64) -> Option<i64> {
-        let usable = STOCK_SLACK.saturating_sub(Duration::from_millis(500));
+    /// A stocked lease fit for a seat of `ttl` seconds, if any (the unfit are revoked). The
+    /// caller asks for the refill once its transaction is done.
+    fn take_stocked(&self, ttl: i64) -> Option<Stocked> {
         let mut stale = Vec::new();
         let got = {
             let mut stock = lock(&self.stock);
             stock.retain(|s| {
-                let fit = s.ttl == ttl && s.granted.elapsed() < usable;
+                let fit = s.fit(ttl);
                 if !fit {
                     stale.push(s.lease);
                 }
                 fit
             });
-            stock.pop().map(|s| s.lease)
+            stock.pop()
         };
         for l in stale {
             self.drop_lease(l);
         }
         self.stock_ttl.store(ttl, Ordering::Relaxed);
-        self.refill.notify_one();
         got
+    }
+
+    /// Returns a lease that holds nothing to the stock if it is fit for the seats granted
+    /// now and the stock has room; else revokes it.
+    fn put_back(&self, s: Stocked) {
+        let ttl = self.stock_ttl.load(Ordering::Relaxed);
+        let lease = s.lease;
+        {
+            let mut stock = lock(&self.stock);
+            if s.fit(ttl) && stock.len() < STOCK {
+                stock.push(s);
+                return;
+            }
+        }
+        self.drop_lease(lease);
+    }
+
+    /// A released seat's lease (it holds nothing now) kept alive once more and put in the
+    /// stock for the next grant, in the background: the next acquire then needs no lease
+    /// grant and the release no revoke, two writes through etcd's log saved per seat. A
+    /// keep-alive is answered by etcd's leader without a write. Revoked when unfit.
+    fn reuse_lease(&self, lease: i64, full: i64) {
+        let ttl = self.stock_ttl.load(Ordering::Relaxed);
+        if full < ttl || lock(&self.stock).len() >= STOCK {
+            self.drop_lease(lease);
+            return;
+        }
+        let Ok(Some(mut c)) = self.conn.try_lock().map(|c| c.clone()) else {
+            return;
+        };
+        let stock = Arc::clone(&self.stock);
+        tokio::spawn(async move {
+            let granted = Instant::now();
+            let alive = tokio::time::timeout(CALL_TIMEOUT, c.lease_keep_alive(lease))
+                .await
+                .is_ok_and(|r| r.is_ok());
+            let s = Stocked {
+                ttl,
+                lease,
+                granted,
+                full,
+            };
+            if alive {
+                let mut stock = lock(&stock);
+                if s.fit(ttl) && stock.len() < STOCK {
+                    stock.push(s);
+                    return;
+                }
+            }
+            let _ = c.lease_revoke(lease).await;
+        });
     }
 
     /// Fills the stock of leases whenever an acquire took from it (or found it empty).
@@ -728,6 +829,7 @@ impl EtcdSeats {
                         ttl,
                         lease: l.id(),
                         granted,
+                        full,
                     }),
                     Err(_) => break,
                 }
@@ -904,7 +1006,7 @@ impl EtcdSeats {
                 if let Some(c) = lock(&self.cache).get_mut(&s.license_id) {
                     c.table.revoke(seat_id, 0);
                 }
-                self.drop_lease(s.lease);
+                self.reuse_lease(s.lease, s.lease_ttl);
                 return row.map(|r| r.seat_row()).transpose();
             }
         }
