@@ -667,13 +667,114 @@ fn the_logs_of_a_pools_members_sum_up_with_a_moved_seat_counted_once() {
     );
 }
 
+/// A pool member `name` on the one-node `etcd` (pool `usage`), hosting the container in
+/// `home` (each member in a mount namespace of its own: copies of one container).
+fn pool_member(dir: &Path, etcd: &common::etcd::Etcd, name: &str, home: &Path) -> ServerProc {
+    let state = dir.join(format!("state-{name}"));
+    let config = format!(
+        "name = \"{name}\"\nlisten = [\"127.0.0.1:0\"]\ndiscovery = false\n\
+         dongles = false\nstate_dir = {state:?}\nhome = {home:?}\nlease_ms = {LEASE_MS}\n\
+         renew_ms = {}\nfsync = false\nadmin = false\nusage_checkpoint_s = 1\n\
+         [pool]\nendpoints = [{:?}]\nname = \"usage\"\n",
+        common::server::RENEW_MS,
+        etcd.endpoints()[0]
+    );
+    let file = dir.join(format!("{name}.toml"));
+    std::fs::write(&file, config).unwrap();
+    ServerProc::start_wrapped(
+        &state,
+        home,
+        0,
+        &["--config", file.to_str().unwrap(), "--no-admin"],
+        common::server::PRIVATE_SHM,
+    )
+}
+
+/// A pool seat whose client dies is dropped by etcd with its lease, and the member that
+/// wrote it logs the expiry (nobody releases it): the seat does not stay open to the end of
+/// the log, and its seat time is about its lease, not the member's whole run.
+#[test]
+fn a_pool_seat_whose_client_dies_is_logged_expired_by_the_member_that_served_it() {
+    let etcd = common::etcd::Etcd::single();
+    let dir = tempfile::tempdir().unwrap();
+    let key = PublisherKey::generate(VENDOR, "pool usage");
+    let pub_file = dir.path().join("publisher.pub");
+    std::fs::write(&pub_file, key.public_key_text()).unwrap();
+    let key_file = dir.path().join("publisher.key");
+    key.save(&key_file).unwrap();
+    let home = dir.path().join("home-m0");
+    common::activate(
+        &common::env_in(&home),
+        &key,
+        &[spec(1, 2, CountingUnit::Handle)],
+    );
+    let mut m0 = pool_member(dir.path(), &etcd, "m0", &home);
+    let granted = std::time::Instant::now();
+    let mut child = common::server::spawn_seat_holder(
+        "child_usage_holder",
+        &m0.addr,
+        &key_file,
+        &dir.path().join("child-home"),
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // etcd drops the row one lease (in whole seconds) after the last keep-alive.
+    let seats = || {
+        let out = etcd.etcdctl(&["get", "--prefix", "--keys-only", "/tessera/usage/seats/"]);
+        assert!(out.status.success(), "{out:?}");
+        text(&out.stdout).lines().filter(|l| !l.is_empty()).count()
+    };
+    assert_eq!(
+        seats(),
+        1,
+        "the dead client's seat is in etcd until its lease runs out"
+    );
+    while seats() > 0 {
+        assert!(
+            granted.elapsed() < Duration::from_secs(30),
+            "etcd never dropped the seat"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The member logs the expiry at its next sweep (a quarter of a renewal at most).
+    std::thread::sleep(Duration::from_millis(1000));
+    let held_for = granted.elapsed();
+    let status = m0.stop();
+    assert!(status.success(), "{status}");
+
+    let log = m0.state.join("usage").join(format!("{VENDOR}.log"));
+    let out = vendor_tool(&[
+        OsStr::new("verify-usage"),
+        OsStr::new("--json"),
+        OsStr::new("--key"),
+        pub_file.as_os_str(),
+        log.as_os_str(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json = text(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["open_at_end"], 0, "the seat ended in the log: {json}");
+    let month = &v["months"][0];
+    assert_eq!(
+        (month["grants"].as_u64(), month["expiries"].as_u64()),
+        (Some(1), Some(1)),
+        "{json}"
+    );
+    // Seat time runs from the grant to when etcd dropped it: at least the lease, at most
+    // the time until the member saw it gone.
+    let seat_ms = month["seat_ms"].as_u64().unwrap();
+    assert!(
+        seat_ms >= LEASE_MS && seat_ms <= held_for.as_millis() as u64,
+        "seat time {seat_ms} ms, lease {LEASE_MS} ms, seen gone within {held_for:?}: {json}"
+    );
+}
+
 /// The same with a real pool: two members on one etcd, a client's seat granted by the first,
 /// the first SIGKILLed, the seat re-attached to the second (which takes its row over and
 /// logs no second grant, only the release): the two logs sum to one seat, granted and
 /// released once.
 #[test]
 fn a_seat_that_moves_between_pool_members_counts_once_in_their_logs() {
-    use common::server::PRIVATE_SHM;
     let etcd = common::etcd::Etcd::single();
     let dir = tempfile::tempdir().unwrap();
     let key = PublisherKey::generate(VENDOR, "pool usage");
@@ -695,28 +796,8 @@ fn a_seat_that_moves_between_pool_members_counts_once_in_their_logs() {
             .unwrap()
             .success()
     );
-    let member = |name: &str, home: &Path| {
-        let state = dir.path().join(format!("state-{name}"));
-        let config = format!(
-            "name = \"{name}\"\nlisten = [\"127.0.0.1:0\"]\ndiscovery = false\n\
-             dongles = false\nstate_dir = {state:?}\nhome = {home:?}\nlease_ms = {LEASE_MS}\n\
-             renew_ms = {}\nfsync = false\nadmin = false\nusage_checkpoint_s = 1\n\
-             [pool]\nendpoints = [{:?}]\nname = \"usage\"\n",
-            common::server::RENEW_MS,
-            etcd.endpoints()[0]
-        );
-        let file = dir.path().join(format!("{name}.toml"));
-        std::fs::write(&file, config).unwrap();
-        ServerProc::start_wrapped(
-            &state,
-            home,
-            0,
-            &["--config", file.to_str().unwrap(), "--no-admin"],
-            PRIVATE_SHM,
-        )
-    };
-    let mut m0 = member("m0", &home0);
-    let mut m1 = member("m1", &home1);
+    let mut m0 = pool_member(dir.path(), &etcd, "m0", &home0);
+    let mut m1 = pool_member(dir.path(), &etcd, "m1", &home1);
     let mut o = SessionOptions::new(VENDOR, key.public_key());
     o.sources = sources::NETWORK;
     o.servers = vec![m0.addr.clone(), m1.addr.clone()];

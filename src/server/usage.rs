@@ -445,16 +445,25 @@ pub fn released(
 
 /// The seats the table dropped as expired since the last call (under its lock).
 pub fn expired(hosted: &Hosted, table: &mut SeatTable) -> Vec<UsageEvent> {
-    table
-        .take_expired()
-        .into_iter()
-        .filter_map(|row| {
+    ended(
+        hosted,
+        table.take_expired().into_iter().map(|r| {
+            let end = r.expires_ms;
+            (r, end)
+        }),
+    )
+}
+
+/// Seats whose lease ran out, each with the end of its lease (Unix ms).
+pub fn ended(hosted: &Hosted, rows: impl IntoIterator<Item = (SeatRow, u64)>) -> Vec<UsageEvent> {
+    rows.into_iter()
+        .filter_map(|(row, lease_end_ms)| {
             let lic = license_of(hosted, &row)?;
             Some(UsageEvent::now(
                 lic.vendor_id,
                 Event::Expire {
                     seat: seat_event(lic, &row, None),
-                    lease_end_ms: row.expires_ms,
+                    lease_end_ms,
                 },
             ))
         })

@@ -729,8 +729,17 @@ impl Server {
     }
 
     pub(super) fn expire(&self) {
-        if self.pool.is_some() {
-            // The pool's seats expire with their etcd leases.
+        if let Some(pool) = &self.pool {
+            // The pool's seats expire with their etcd leases; those this member wrote are
+            // logged here as etcd drops them (no one else's log has their grant).
+            let ended = pool.take_ended();
+            if !ended.is_empty() {
+                self.stats
+                    .lease_expiries
+                    .fetch_add(ended.len() as u64, Ordering::Relaxed);
+                let events = usage::ended(&self.hosting().hosted, ended);
+                self.committer.submit_lazy_with(Vec::new(), events);
+            }
             return;
         }
         let Ok(mut t) = self.table() else { return };

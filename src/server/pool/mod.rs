@@ -35,7 +35,7 @@
 
 pub mod members;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -201,6 +201,13 @@ pub struct EtcdSeats {
     next: AtomicUsize,
     cache: Mutex<HashMap<[u8; 16], Cached>>,
     served: Mutex<HashMap<SeatId, Served>>,
+    /// Seats this member wrote whose rows etcd dropped without this member ending them
+    /// (their lease ran out, or another member took them away), with when that was seen:
+    /// for this member's usage log ([`EtcdSeats::take_ended`]).
+    ended: Mutex<Vec<(SeatRow, u64)>>,
+    /// Seats this member is ending itself (a release, a revoke, a return): their deletion is
+    /// logged by the caller, not as an expiry.
+    ending: Mutex<HashSet<SeatId>>,
     /// etcd round trips and transaction retries, for `/metrics`.
     stats: Arc<PoolStats>,
     /// The members' heartbeats and the endpoints' health, once the server runs.
@@ -211,9 +218,6 @@ pub struct EtcdSeats {
     /// One gate per license: a member decides and writes one grant of a license at a time,
     /// so that only members, not every request, race each other's transactions.
     gates: Mutex<HashMap<[u8; 16], Arc<tokio::sync::Mutex<()>>>>,
-    /// What must hold for this member to grant (P2's pool activation: a majority of the
-    /// activation's members registered); `None`: always.
-    gate: Mutex<Option<GrantGate>>,
     /// Seat leases granted ahead, so that a grant costs one transaction.
     stock: Arc<Mutex<Vec<Stocked>>>,
     /// The TTL of the leases to stock (the last an acquire wanted; 0: none yet).
@@ -221,10 +225,6 @@ pub struct EtcdSeats {
     /// Wakes the stock's refill.
     refill: tokio::sync::Notify,
 }
-
-/// A check a member makes before every grant (an acquire, a re-attach, a borrow): `Err`
-/// refuses it with that error. Renewals and releases do not ask it.
-pub type GrantGate = Arc<dyn Fn() -> Result<()> + Send + Sync>;
 
 /// A lease held ready for a seat of `ttl` seconds: granted ahead (`full` = `ttl` +
 /// [`STOCK_SLACK`] seconds) or freed by a release and kept alive again (`full`: the TTL it
@@ -296,11 +296,12 @@ impl EtcdSeats {
             next: AtomicUsize::new(0),
             cache: Mutex::new(HashMap::new()),
             served: Mutex::new(HashMap::new()),
+            ended: Mutex::new(Vec::new()),
+            ending: Mutex::new(HashSet::new()),
             stats: Arc::default(),
             monitor: std::sync::OnceLock::new(),
             down_until: Mutex::new(None),
             gates: Mutex::new(HashMap::new()),
-            gate: Mutex::new(None),
             stock: Arc::default(),
             stock_ttl: AtomicI64::new(0),
             refill: tokio::sync::Notify::new(),
@@ -336,12 +337,6 @@ impl EtcdSeats {
     /// Sets the monitor (once).
     pub fn set_monitor(&self, m: Arc<PoolMonitor>) {
         let _ = self.monitor.set(m);
-    }
-
-    /// Sets what must hold for this member to grant a seat (`None`: nothing). The pool
-    /// activation (who may form a pool) plugs in here.
-    pub fn set_grant_gate(&self, gate: Option<GrantGate>) {
-        *lock(&self.gate) = gate;
     }
 
     /// A connected client (the endpoint in use, or the next one that answers a connect).
@@ -553,10 +548,6 @@ impl EtcdSeats {
         (ttl, stocked): (i64, bool),
         mut decide: impl FnMut(&mut SeatTable) -> Result<(SeatRow, u32)>,
     ) -> Result<Claimed> {
-        let check = lock(&self.gate).clone();
-        if let Some(check) = check {
-            check()?;
-        }
         let gate = Arc::clone(lock(&self.gates).entry(*license_id).or_default());
         let _one_at_a_time = gate.lock().await;
         let prefix = self.license_prefix(license_id);
@@ -952,9 +943,15 @@ impl EtcdSeats {
             .when([Compare::mod_revision(key, CompareOp::Equal, rev)])
             .and_then([TxnOp::delete(key, None)]);
         let resp = self
-            .call("delete a seat", |mut c| {
-                let txn = txn.clone();
-                async move { c.txn(txn).await }
+            .ending(&row.seat_id, async {
+                let resp = self
+                    .call("delete a seat", |mut c| {
+                        let txn = txn.clone();
+                        async move { c.txn(txn).await }
+                    })
+                    .await?;
+                let done = resp.succeeded();
+                Ok((resp, done))
             })
             .await?;
         if resp.succeeded() {
@@ -987,9 +984,15 @@ impl EtcdSeats {
                     Some(DeleteOptions::new().with_prev_key()),
                 )]);
             let resp = self
-                .call("release a seat", |mut c| {
-                    let txn = txn.clone();
-                    async move { c.txn(txn).await }
+                .ending(seat_id, async {
+                    let resp = self
+                        .call("release a seat", |mut c| {
+                            let txn = txn.clone();
+                            async move { c.txn(txn).await }
+                        })
+                        .await?;
+                    let done = resp.succeeded();
+                    Ok((resp, done))
                 })
                 .await?;
             if resp.succeeded() {
@@ -1095,7 +1098,7 @@ impl EtcdSeats {
         let mut c = self.client().await?;
         let mut stream = tokio::time::timeout(
             CALL_TIMEOUT,
-            c.watch(key, Some(WatchOptions::new().with_prefix())),
+            c.watch(key, Some(WatchOptions::new().with_prefix().with_prev_key())),
         )
         .await
         .map_err(|e| failed(&e))?
@@ -1108,6 +1111,8 @@ impl EtcdSeats {
         let from = created.header().map_or(i64::MAX, |h| h.revision());
         // Entries read before the watch's start may miss changes it will not report.
         lock(&self.cache).retain(|_, c| c.rev >= from);
+        // Deletions before the watch's start are not reported: nothing to wait for.
+        lock(&self.ending).clear();
         debug!(revision = from, "following the pool's seats");
         loop {
             let Some(resp) = stream.message().await.map_err(|e| failed(&e))? else {
@@ -1149,7 +1154,10 @@ impl EtcdSeats {
                     None
                 }
             },
-            EventType::Delete => None,
+            EventType::Delete => {
+                self.note_end(&seat_id, ev.prev_kv());
+                None
+            }
         };
         {
             let mut served = lock(&self.served);
@@ -1178,6 +1186,46 @@ impl EtcdSeats {
             None => remove_row(&mut c.table, &seat_id),
         }
         c.rev = rev;
+    }
+
+    /// A seat's row deleted (a watch event, with the row as it was): one this member wrote
+    /// and did not end itself ended by its lease (or elsewhere), for the usage log.
+    fn note_end(&self, seat_id: &SeatId, prev: Option<&etcd_client::KeyValue>) {
+        if lock(&self.ending).remove(seat_id) {
+            return;
+        }
+        let Some(row) = prev.and_then(|kv| PoolRow::decode(kv.value()).ok()) else {
+            return;
+        };
+        if row.member != self.member {
+            return;
+        }
+        if let Ok(r) = row.seat_row() {
+            debug!(seat = %hex::encode(seat_id), "pool: a seat written here ended in etcd");
+            lock(&self.ended).push((r, now_ms()));
+        }
+    }
+
+    /// The seats this member wrote that ended in etcd without its doing since the last call
+    /// (their lease ran out: the client stopped renewing), each with when that was seen.
+    pub fn take_ended(&self) -> Vec<(SeatRow, u64)> {
+        std::mem::take(&mut *lock(&self.ended))
+    }
+
+    /// Runs `end`, a deletion of a seat's row by this member, with the seat marked as ended
+    /// here: the watch's report of it is not an expiry. The mark stays until the watch
+    /// reports the deletion (or restarts) when `end` deleted the row.
+    async fn ending<T>(
+        &self,
+        seat_id: &SeatId,
+        end: impl Future<Output = Result<(T, bool)>>,
+    ) -> Result<T> {
+        lock(&self.ending).insert(*seat_id);
+        let out = end.await;
+        if !matches!(out, Ok((_, true))) {
+            lock(&self.ending).remove(seat_id);
+        }
+        out.map(|(v, _)| v)
     }
 
     /// How many seats this member serves.
