@@ -604,7 +604,7 @@ fn racing_members_of_the_etcd_seat_table_never_exceed_the_quantity() {
                         lease_ms: 30_000,
                     };
                     let first = (t as usize + round as usize) % 3;
-                    match members[first].acquire(&spec).await {
+                    match members[first].acquire(&spec, b"").await {
                         Ok(c) => {
                             assert!(!c.held);
                             grants.fetch_add(1, Ordering::SeqCst);
@@ -620,7 +620,7 @@ fn racing_members_of_the_etcd_seat_table_never_exceed_the_quantity() {
                             tokio::time::sleep(Duration::from_millis(5)).await;
                             // Re-attached through the next member: the same seat, not a new one.
                             let next = (first + 1) % 3;
-                            let again = members[next].acquire(&spec).await.unwrap();
+                            let again = members[next].acquire(&spec, b"").await.unwrap();
                             assert!(again.held, "a re-attach is not a new seat");
                             {
                                 let mut h = held.lock().unwrap();

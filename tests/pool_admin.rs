@@ -169,9 +169,11 @@ fn any_member_shows_the_pool_its_members_endpoints_seats_and_numbers() {
     assert_eq!(seats.len(), 1, "{seats:?}");
     assert_eq!(seats[0]["member"], "m0");
     assert_eq!(seats[0]["product_code"], 1);
-    // m0 knows who holds it.
+    // m0, which serves it, knows who holds it; so does m1, from the seat's row.
     let r = get(&m0.admin, "/api/v1/seats", &[]);
     assert_eq!(r.json()["seats"][0]["host"], "host-a", "{r:?}");
+    assert_eq!(seats[0]["host"], "host-a", "{seats:?}");
+    assert!(seats[0]["pid"].as_u64().is_some(), "{seats:?}");
     let r = get(&m1.admin, "/api/v1/licenses", &[]);
     assert_eq!(r.json()["licenses"][0]["in_use"], 1, "{r:?}");
 

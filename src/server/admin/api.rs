@@ -237,7 +237,7 @@ fn machine_json(m: &MachineKind) -> (String, bool) {
 /// `GET /api/v1/seats`: the live seats, who holds them, and until when.
 pub async fn seats(State(st): State<AdminState>) -> Response {
     let hosting = st.server.hosting();
-    let meta = st.server.seat_meta();
+    let mut meta = st.server.seat_meta();
     let now = now_ms();
     // Pool mode: the pool's seats, whichever member serves them (the rows in etcd); who
     // holds a seat is known to the member serving it (`member`), and its lease is etcd's.
@@ -248,6 +248,14 @@ pub async fn seats(State(st): State<AdminState>) -> Response {
                 .into_iter()
                 .filter_map(|p| {
                     let r = p.seat_row().ok()?;
+                    // Who holds a seat another member serves: as its row says.
+                    if let Some(h) = crate::server::daemon::SeatHolder::decode(&p.holder) {
+                        meta.entry(r.seat_id)
+                            .or_insert(crate::server::daemon::SeatMeta {
+                                holder: std::sync::Arc::new(h),
+                                since_ms: p.since_ms,
+                            });
+                    }
                     members.insert(r.seat_id, p.member);
                     Some(r)
                 })

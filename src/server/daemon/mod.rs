@@ -74,6 +74,19 @@ pub struct SeatHolder {
     pub pid: u32,
 }
 
+impl SeatHolder {
+    /// The form a pool's seat row carries (`PoolRow::holder`), so that every member shows
+    /// who holds every seat; empty if it cannot be encoded.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).unwrap_or_default()
+    }
+
+    /// Reads [`SeatHolder::encode`]'s form (`None`: empty, or another member's version).
+    pub fn decode(b: &[u8]) -> Option<SeatHolder> {
+        postcard::from_bytes(b).ok()
+    }
+}
+
 /// What the server hosts and announces; replaced as a whole by a reload.
 pub struct Hosting {
     /// The hosted containers.

@@ -175,7 +175,7 @@ impl Server {
                 now_ms: now_ms(),
                 lease_ms: self.lease_ms(),
             };
-            match pool.acquire(&spec).await {
+            match pool.acquire(&spec, &peer.holder.encode()).await {
                 Ok(claimed) => {
                     if !claimed.held {
                         // In this member's usage log before it is answered.

@@ -55,8 +55,9 @@ use crate::server::store::SeatStore;
 use crate::util::now_ms;
 use crate::{Error, Result};
 
-/// The format version of a stored [`PoolRow`].
-pub const POOL_ROW_VERSION: u16 = 1;
+/// The format version of a stored [`PoolRow`] (version 1, without the holder, is still read:
+/// a pool whose members are upgraded one by one).
+pub const POOL_ROW_VERSION: u16 = 2;
 
 /// How many times an acquire decides again after another member raced it (each time,
 /// another member's grant of the license went in).
@@ -99,10 +100,49 @@ pub struct PoolRow {
     pub member: String,
     /// The etcd lease it is attached to.
     pub lease: i64,
+    /// Who holds it, as the member that wrote it encoded its client for the admin view
+    /// (opaque here; empty: not known), so that every member shows who holds every seat.
+    #[serde(with = "serde_bytes")]
+    pub holder: Vec<u8>,
+    /// When it was written (Unix ms).
+    pub since_ms: u64,
+}
+
+/// A [`PoolRow`] as version 1 stored it.
+#[derive(Deserialize)]
+struct PoolRowV1 {
+    seat_id: SeatId,
+    license_id: [u8; 16],
+    unit_key: String,
+    client: [u8; 32],
+    exclusive: bool,
+    expires_ms: u64,
+    #[serde(with = "serde_bytes")]
+    borrow: Vec<u8>,
+    member: String,
+    lease: i64,
+}
+
+impl From<PoolRowV1> for PoolRow {
+    fn from(v: PoolRowV1) -> PoolRow {
+        PoolRow {
+            seat_id: v.seat_id,
+            license_id: v.license_id,
+            unit_key: v.unit_key,
+            client: v.client,
+            exclusive: v.exclusive,
+            expires_ms: v.expires_ms,
+            borrow: v.borrow,
+            member: v.member,
+            lease: v.lease,
+            holder: Vec::new(),
+            since_ms: 0,
+        }
+    }
 }
 
 impl PoolRow {
-    fn of(row: &SeatRow, member: &str, lease: i64) -> Result<PoolRow> {
+    fn of(row: &SeatRow, member: &str, lease: i64, holder: &[u8]) -> Result<PoolRow> {
         Ok(PoolRow {
             seat_id: row.seat_id,
             license_id: row.license_id,
@@ -116,6 +156,8 @@ impl PoolRow {
             },
             member: member.to_string(),
             lease,
+            holder: holder.to_vec(),
+            since_ms: now_ms(),
         })
     }
 
@@ -124,9 +166,14 @@ impl PoolRow {
         crate::util::encode_versioned(POOL_ROW_VERSION, self, "pool seat")
     }
 
-    /// Reads the stored form.
+    /// Reads the stored form (this version or version 1).
     pub fn decode(bytes: &[u8]) -> Result<PoolRow> {
-        crate::util::decode_versioned(POOL_ROW_VERSION, bytes, "pool seat")
+        match crate::util::decode_versioned(POOL_ROW_VERSION, bytes, "pool seat") {
+            Err(Error::UnknownVersion { found: 1, .. }) => {
+                crate::util::decode_versioned::<PoolRowV1>(1, bytes, "pool seat").map(Into::into)
+            }
+            other => other,
+        }
     }
 
     /// The seat table's row (with its stored expiry).
@@ -488,13 +535,15 @@ impl EtcdSeats {
     /// Takes a seat with [`SeatTable::acquire`]'s rules on the license's rows in the pool,
     /// under an etcd lease of the spec's lease length. Idempotent per seat id: the same
     /// client's seat is taken over (a new lease, this member), whichever member granted it.
-    pub async fn acquire(&self, spec: &AcquireSpec<'_>) -> Result<Claimed> {
+    /// `holder`: who holds it, for every member's admin view (opaque bytes).
+    pub async fn acquire(&self, spec: &AcquireSpec<'_>, holder: &[u8]) -> Result<Claimed> {
         let ttl = spec.lease_ms.div_ceil(1000).max(1) as i64;
         self.claim(
             &spec.license.license_id,
             &spec.seat_id,
             &spec.client,
             (ttl, true),
+            holder,
             |t| t.acquire(spec).map(|(row, _, n)| (row, n)),
         )
         .await
@@ -528,6 +577,7 @@ impl EtcdSeats {
             &spec.seat_id,
             &spec.client,
             (ttl, false),
+            &[],
             |t| {
                 t.borrow(spec, Arc::clone(&record))
                     .map(|(row, _, n)| (row, n))
@@ -546,6 +596,7 @@ impl EtcdSeats {
         seat_id: &SeatId,
         client: &[u8; 32],
         (ttl, stocked): (i64, bool),
+        holder: &[u8],
         mut decide: impl FnMut(&mut SeatTable) -> Result<(SeatRow, u32)>,
     ) -> Result<Claimed> {
         let gate = Arc::clone(lock(&self.gates).entry(*license_id).or_default());
@@ -607,7 +658,7 @@ impl EtcdSeats {
                 }
             };
             let (lease, lease_ttl) = (taken.lease, taken.full);
-            let value = PoolRow::of(&row, &self.member, lease)?.encode()?;
+            let value = PoolRow::of(&row, &self.member, lease, holder)?.encode()?;
             let txn = Txn::new()
                 .when([
                     Compare::mod_revision(prefix.clone(), CompareOp::Less, rev + 1)
@@ -1299,13 +1350,42 @@ mod tests {
             expires_ms: 20_000,
             borrow: Some(Arc::new(b)),
         };
-        let p = PoolRow::of(&row, "m1", 77).unwrap();
+        let p = PoolRow::of(&row, "m1", 77, b"who").unwrap();
         let bytes = p.encode().unwrap();
         let back = PoolRow::decode(&bytes).unwrap();
         assert_eq!(back, p);
         assert_eq!(back.seat_row().unwrap(), row);
         assert!(PoolRow::decode(&bytes[..bytes.len() - 3]).is_err());
         assert!(PoolRow::decode(b"").is_err());
+        assert_eq!(back.holder, b"who");
+
+        // A row a member of the version before wrote (no holder) is read, holder unknown.
+        let v1 = crate::util::encode_versioned(
+            1,
+            &(
+                p.seat_id,
+                p.license_id,
+                &p.unit_key,
+                p.client,
+                p.exclusive,
+                p.expires_ms,
+                &p.borrow,
+                &p.member,
+                p.lease,
+            ),
+            "test",
+        )
+        .unwrap();
+        let old = PoolRow::decode(&v1).unwrap();
+        assert_eq!(old.seat_row().unwrap(), row);
+        assert!(old.holder.is_empty());
+        assert_eq!((old.member.as_str(), old.lease), ("m1", 77));
+        // A version from the future is refused, not misread.
+        let v3 = crate::util::encode_versioned(3, &p, "test").unwrap();
+        assert!(matches!(
+            PoolRow::decode(&v3),
+            Err(Error::UnknownVersion { found: 3, .. })
+        ));
     }
 
     #[test]
