@@ -10,7 +10,6 @@
 //! make; every test removes them (and kills what it started) on success and on failure.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +27,7 @@ use tessera::publisher::{LicenseSpec, PublisherKey};
 use tessera::util::SystemClock;
 
 mod common;
+use common::netlab::{Net, in_ns, sweep_stale_namespaces};
 use common::spec;
 
 const VENDOR: u32 = 0x5F;
@@ -61,56 +61,6 @@ fn serial() -> MutexGuard<'static, ()> {
     lock(&SERIAL)
 }
 
-/// Runs `ip args...`; panics with its stderr when it fails.
-fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `ip` (iproute2): {e}"));
-    assert!(
-        out.status.success(),
-        "`ip {}` failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-}
-
-/// `ip netns exec <ns> <program>`, killed with SIGKILL if the spawning thread dies (a test
-/// that panics without unwinding leaves nothing running).
-fn in_ns(ns: &str, program: &Path) -> Command {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns]).arg(program);
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    cmd
-}
-
-/// Removes namespaces of earlier runs of these tests whose process is gone (a run killed
-/// with SIGKILL cannot clean up). Names are `tsr-<role>-<pid>-<test>`.
-fn sweep_stale_namespaces() {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let name = line.split_whitespace().next().unwrap_or("");
-        let parts: Vec<&str> = name.split('-').collect();
-        if parts.len() != 4 || parts[0] != "tsr" {
-            continue;
-        }
-        let Ok(pid) = parts[2].parse::<u32>() else {
-            continue;
-        };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // The lab: namespaces, links, processes.
 
@@ -124,69 +74,37 @@ struct Host {
 /// Namespaces joined by a bridge in a switch namespace, a temp dir and a publisher key.
 /// Dropping it kills every process left in its namespaces and deletes them.
 struct Lab {
-    switch: String,
+    net: Net,
     hosts: Vec<Host>,
     dir: tempfile::TempDir,
     key: PublisherKey,
     keyfile: PathBuf,
-    made: Vec<String>,
 }
 
 impl Lab {
     /// A switch and `hosts` on 10.203.`net`.0/24: the first host gets .1, the others .11,
     /// .12, ... Panics (the test fails) when namespaces cannot be made.
     fn new(net: u8, hosts: &[&str]) -> Lab {
-        sweep_stale_namespaces();
+        // Names are `tsr-<role>-<pid>-<net>`.
+        sweep_stale_namespaces("tsr", 4);
         let tag = format!("{}-{net}", std::process::id());
         let dir = tempfile::tempdir().unwrap();
         let key = PublisherKey::generate(VENDOR, "netns tests");
         let keyfile = dir.path().join("publisher.key");
         key.save(&keyfile).unwrap();
         let mut lab = Lab {
-            switch: format!("tsr-sw-{tag}"),
+            net: Net::new(&format!("tsr-sw-{tag}")),
             hosts: Vec::new(),
             dir,
             key,
             keyfile,
-            made: Vec::new(),
         };
-        lab.add_ns(&lab.switch.clone());
-        ip(&["-n", &lab.switch, "link", "add", "br0", "type", "bridge"]);
-        ip(&["-n", &lab.switch, "link", "set", "br0", "up"]);
         for (i, h) in hosts.iter().enumerate() {
             assert!(h.len() <= 8 && !h.contains('-'), "host name {h}");
             let ns = format!("tsr-{h}-{tag}");
-            lab.add_ns(&ns);
-            let port = format!("p-{h}");
-            ip(&[
-                "-n",
-                &lab.switch,
-                "link",
-                "add",
-                &port,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                &ns,
-            ]);
-            ip(&["-n", &lab.switch, "link", "set", &port, "master", "br0"]);
-            ip(&["-n", &lab.switch, "link", "set", &port, "up"]);
             let ipaddr = format!("10.203.{net}.{}", if i == 0 { 1 } else { 10 + i });
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{ipaddr}/24"),
-                "brd",
-                "+",
-                "dev",
-                "eth0",
-            ]);
-            ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+            lab.net
+                .add_host(h, &ns, &format!("{ipaddr}/24"), &["brd", "+"]);
             lab.hosts.push(Host {
                 name: h.to_string(),
                 ns,
@@ -194,21 +112,6 @@ impl Lab {
             });
         }
         lab
-    }
-
-    fn add_ns(&mut self, ns: &str) {
-        let out = Command::new("ip")
-            .args(["netns", "add", ns])
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run `ip` (iproute2 is required): {e}"));
-        assert!(
-            out.status.success(),
-            "`ip netns add {ns}` failed: {}\nThese tests need root (CAP_SYS_ADMIN + \
-             CAP_NET_ADMIN) and a kernel with network namespaces and veth; they do not skip.",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        self.made.push(ns.to_string());
-        ip(&["-n", ns, "link", "set", "lo", "up"]);
     }
 
     fn host(&self, name: &str) -> &Host {
@@ -225,15 +128,7 @@ impl Lab {
 
     /// Brings the switch port of `host` down or up (pulls or plugs its cable).
     fn link(&self, host: &str, up: bool) {
-        let port = format!("p-{host}");
-        ip(&[
-            "-n",
-            &self.switch,
-            "link",
-            "set",
-            &port,
-            if up { "up" } else { "down" },
-        ]);
+        self.net.link(host, up);
     }
 
     fn log(&self, name: &str) -> PathBuf {
@@ -384,20 +279,7 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for ns in &self.made {
-            // Whatever still runs in our namespaces was started by this test.
-            if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
-                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                    if let Ok(pid) = pid.parse::<i32>() {
-                        // SAFETY: kill has no memory preconditions.
-                        unsafe { libc::kill(pid, libc::SIGKILL) };
-                    }
-                }
-            }
-        }
-        for ns in self.made.iter().rev() {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
+        // The namespaces and whatever runs in them go with `net`, after this.
         if std::thread::panicking() {
             let mut logs: Vec<_> = std::fs::read_dir(self.dir.path())
                 .into_iter()

@@ -29,9 +29,8 @@
 //! starts (processes, namespaces, data folders) is removed on success and on failure.
 
 use std::io::{BufRead, BufReader, Read};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -47,6 +46,7 @@ use tessera::util::SystemClock;
 
 mod common;
 use common::etcd::{Etcd, EtcdNode};
+use common::netlab::{Net, in_ns, ip, sweep_stale_namespaces};
 use common::server::ServerProc;
 use common::spec;
 
@@ -92,54 +92,6 @@ fn sleep_ms(ms: u64) {
     std::thread::sleep(Duration::from_millis(ms));
 }
 
-/// Runs `ip args...`; panics with its stderr when it fails.
-fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `ip` (iproute2): {e}"));
-    assert!(
-        out.status.success(),
-        "`ip {}` failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-}
-
-/// `ip netns exec <ns> <program>`, killed with SIGKILL if the spawning thread dies.
-fn in_ns(ns: &str, program: &Path) -> Command {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns]).arg(program);
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    cmd
-}
-
-/// Removes namespaces of earlier runs whose process is gone (`tsx-<host>-<pid>`).
-fn sweep_stale_namespaces() {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let name = line.split_whitespace().next().unwrap_or("");
-        let parts: Vec<&str> = name.split('-').collect();
-        if parts.len() != 3 || parts[0] != "tsx" {
-            continue;
-        }
-        let Ok(pid) = parts[2].parse::<u32>() else {
-            continue;
-        };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // The lab.
 
@@ -148,51 +100,30 @@ fn sweep_stale_namespaces() {
 /// it kills whatever runs in its namespaces and deletes them (the root's veth goes with the
 /// switch).
 struct Lab {
-    switch: String,
+    net: Net,
     hosts: Vec<(String, String, String)>,
     dir: tempfile::TempDir,
-    made: Vec<String>,
 }
 
 impl Lab {
     fn new(hosts: &[&str]) -> Lab {
-        sweep_stale_namespaces();
+        // Names are `tsx-<host>-<pid>`.
+        sweep_stale_namespaces("tsx", 3);
         let pid = std::process::id();
         let mut lab = Lab {
-            switch: format!("tsx-sw-{pid}"),
+            net: Net::new(&format!("tsx-sw-{pid}")),
             hosts: Vec::new(),
             dir: tempfile::tempdir().unwrap(),
-            made: Vec::new(),
         };
-        lab.add_ns(&lab.switch.clone());
-        let sw = lab.switch.clone();
-        ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"]);
-        ip(&["-n", &sw, "link", "set", "br0", "up"]);
         for (i, h) in hosts.iter().enumerate() {
             let ns = format!("tsx-{h}-{pid}");
-            lab.add_ns(&ns);
-            let port = format!("p-{h}");
-            ip(&[
-                "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
-                &ns,
-            ]);
-            ip(&["-n", &sw, "link", "set", &port, "master", "br0"]);
-            ip(&["-n", &sw, "link", "set", &port, "up"]);
             let addr = format!("10.206.0.{}", 11 + i);
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{addr}/24"),
-                "dev",
-                "eth0",
-            ]);
-            ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+            lab.net.add_host(h, &ns, &format!("{addr}/24"), &[]);
             lab.hosts.push((h.to_string(), ns, addr));
         }
         // This process's own port on the bridge (its name is unique on the machine).
         let mine = format!("tsx{}", pid % 10_000_000);
+        let sw = lab.net.switch().to_string();
         ip(&[
             "-n", &sw, "link", "add", "p-root", "type", "veth", "peer", "name", &mine, "netns", "1",
         ]);
@@ -201,21 +132,6 @@ impl Lab {
         ip(&["addr", "add", "10.206.0.254/24", "dev", &mine]);
         ip(&["link", "set", &mine, "up"]);
         lab
-    }
-
-    fn add_ns(&mut self, ns: &str) {
-        let out = Command::new("ip")
-            .args(["netns", "add", ns])
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run `ip` (iproute2 is required): {e}"));
-        assert!(
-            out.status.success(),
-            "`ip netns add {ns}` failed: {}\nThis test needs root (CAP_SYS_ADMIN + \
-             CAP_NET_ADMIN); it does not skip.",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        self.made.push(ns.to_string());
-        ip(&["-n", ns, "link", "set", "lo", "up"]);
     }
 
     fn host(&self, name: &str) -> (&str, &str) {
@@ -236,9 +152,7 @@ impl Lab {
 
     /// Pulls (`false`) or plugs (`true`) the cable of `host`: its port on the switch.
     fn link(&self, host: &str, up: bool) {
-        let port = format!("p-{host}");
-        let state = if up { "up" } else { "down" };
-        ip(&["-n", &self.switch, "link", "set", &port, state]);
+        self.net.link(host, up);
     }
 
     /// Runs the `tessera` CLI in `host` with `TESSERA_HOME=home`.
@@ -253,24 +167,6 @@ impl Lab {
             "tessera {args:?} in {host}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for ns in &self.made {
-            if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
-                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                    if let Ok(pid) = pid.parse::<i32>() {
-                        // SAFETY: kill has no memory preconditions.
-                        unsafe { libc::kill(pid, libc::SIGKILL) };
-                    }
-                }
-            }
-        }
-        for ns in self.made.iter().rev() {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
     }
 }
 

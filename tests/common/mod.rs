@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 pub mod borrow;
 pub mod etcd;
 pub mod http;
+pub mod netlab;
 pub mod server;
 pub mod swtpm;
 
