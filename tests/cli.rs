@@ -1074,3 +1074,259 @@ fn borrow_list_and_return_a_seat_from_a_server() {
         .fails("tessera");
     assert!(r.stderr.contains("--publisher-key"), "{}", r.stderr);
 }
+
+/// Issue 18, point 8: a date the calendar does not have is refused, with the reason.
+#[test]
+fn an_expiry_the_calendar_does_not_have_is_refused() {
+    let sb = Sandbox::new();
+    let (key, _) = sb.keygen();
+    sb.tessera(&[
+        "activate",
+        "request",
+        "--vendor-id",
+        VENDOR,
+        "--out",
+        "req.bin",
+    ])
+    .ok();
+    let issue = |expires: &str| {
+        sb.vendor(&[
+            "activate",
+            "--key",
+            key.to_str().unwrap(),
+            "--request",
+            "req.bin",
+            "--out",
+            "act.bin",
+            "--product",
+            "1",
+            "--expires",
+            expires,
+        ])
+    };
+    let r = issue("2027-02-31").fails("tessera-vendor");
+    assert!(
+        r.stderr
+            .contains("--expires 2027-02-31 is not a date: February 2027 has 28 days"),
+        "{}",
+        r.stderr
+    );
+    let r = issue("2028-02-30").fails("tessera-vendor");
+    assert!(
+        r.stderr.contains("February 2028 has 29 days"),
+        "{}",
+        r.stderr
+    );
+    let r = issue("2027-13-01").fails("tessera-vendor");
+    assert!(r.stderr.contains("there is no month 13"), "{}", r.stderr);
+    let r = issue("31.12.2099").fails("tessera-vendor");
+    assert!(r.stderr.contains("give it as YYYY-MM-DD"), "{}", r.stderr);
+    assert!(!sb.path("act.bin").exists(), "a refused date wrote a file");
+    // A real date far ahead is taken as written (midnight UTC), whatever day the test runs.
+    let r = issue("2999-02-28").ok();
+    assert!(
+        r.stdout.contains("expires:     2999-02-28 00:00:00 UTC"),
+        "{}",
+        r.stdout
+    );
+}
+
+/// Issue 18, point 10: vendor id 0 is no publisher's, wherever a vendor id is read.
+#[test]
+fn vendor_id_0_is_refused_everywhere() {
+    let sb = Sandbox::new();
+    for zero in ["0", "0x0", "00"] {
+        let r = sb.tessera(&["activate", "request", "--vendor-id", zero]);
+        assert_eq!(r.code, Some(2), "{}{}", r.stdout, r.stderr);
+        assert!(
+            r.stderr.contains("vendor id 0 is no publisher's"),
+            "{}",
+            r.stderr
+        );
+        let r = sb.vendor(&["keygen", "--vendor-id", zero, "--name", "x", "--out", "k"]);
+        assert_eq!(r.code, Some(2), "{}{}", r.stdout, r.stderr);
+        assert!(r.stderr.contains("vendor id 0"), "{}", r.stderr);
+        let r = sb.tessera(&["list", "--vendor-id", zero]);
+        assert_eq!(r.code, Some(2), "{}", r.stderr);
+    }
+    assert!(!sb.home.exists(), "a refused vendor id made a home");
+    assert!(!sb.path("k").exists());
+    // A public key file naming vendor 0: refused when read.
+    let (_, public) = sb.keygen();
+    let text = fs::read_to_string(&public).unwrap();
+    let hexkey = text.split_whitespace().last().unwrap().to_string();
+    fs::write(
+        sb.path("zero.pub"),
+        format!("tessera-publisher 0 {hexkey}\n"),
+    )
+    .unwrap();
+    let r = sb.vendor(&["inspect", "zero.pub"]).fails("tessera-vendor");
+    assert!(r.stderr.contains("vendor id 0"), "{}", r.stderr);
+    let r = sb
+        .tessera(&[
+            "borrow",
+            "--product",
+            "1",
+            "--days",
+            "1",
+            "--publisher-key",
+            "zero.pub",
+        ])
+        .fails("tessera");
+    assert!(r.stderr.contains("vendor id 0"), "{}", r.stderr);
+    // Hex and decimal name the same publisher.
+    let r = sb
+        .tessera(&[
+            "activate",
+            "request",
+            "--vendor-id",
+            "0x1092",
+            "--out",
+            "a.bin",
+        ])
+        .ok();
+    let serial = field(&r.stdout, "container:");
+    let r = sb
+        .tessera(&[
+            "activate",
+            "request",
+            "--vendor-id",
+            "4242",
+            "--out",
+            "b.bin",
+        ])
+        .ok();
+    assert_eq!(field(&r.stdout, "container:"), serial);
+}
+
+/// A pipe whose reader is already gone.
+fn closed_pipe() -> std::io::PipeWriter {
+    let (r, w) = std::io::pipe().unwrap();
+    drop(r);
+    w
+}
+
+/// Issue 18, point 9: a tool whose reader goes away (`tessera list | head -3`) ends quietly,
+/// killed by SIGPIPE as `cat` would be (a shell sees 141), never a panic (exit 101).
+#[test]
+fn every_tool_ends_quietly_on_a_closed_pipe() {
+    use std::os::unix::process::ExitStatusExt;
+    let sb = Sandbox::new();
+    let (key, _) = sb.keygen();
+    sb.activate(&key, "1", &[], "1");
+    let dongle = sb.path("dongle.state");
+    Command::new(common::bin("tessera-dongle"))
+        .args(["create", "--state", dongle.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let dongle = dongle.to_str().unwrap();
+    let key = key.to_str().unwrap();
+    let load = env!("CARGO_BIN_EXE_tessera-load");
+    let runs: Vec<(String, Vec<&str>)> = vec![
+        (common::bin("tessera").display().to_string(), vec!["list"]),
+        (common::bin("tessera").display().to_string(), vec!["info"]),
+        (common::bin("tessera").display().to_string(), vec!["--help"]),
+        (
+            common::bin("tessera-vendor").display().to_string(),
+            vec!["inspect", key],
+        ),
+        (
+            common::bin("tessera-dongle").display().to_string(),
+            vec!["info", "--state", dongle],
+        ),
+        (
+            common::bin("tessera-server").display().to_string(),
+            vec!["--help"],
+        ),
+        (load.to_string(), vec!["--help"]),
+    ];
+    for (exe, args) in &runs {
+        let out = Command::new(exe)
+            .args(args)
+            .current_dir(sb.dir.path())
+            .env("TESSERA_HOME", &sb.home)
+            .stdout(closed_pipe())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "{exe} {args:?}: {stderr}"
+        );
+        assert!(
+            out.status.signal() == Some(libc::SIGPIPE) || out.status.code() == Some(0),
+            "{exe} {args:?} ended with {:?}: {stderr}",
+            out.status
+        );
+        assert_ne!(out.status.code(), Some(101), "{exe} {args:?}");
+    }
+    // A data command dies of the signal itself (its first line already fails).
+    let out = Command::new(common::bin("tessera"))
+        .arg("info")
+        .env("TESSERA_HOME", &sb.home)
+        .stdout(closed_pipe())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A real `| head -1`: the reader takes one line and goes; the writer ends quietly.
+    let mut child = Command::new(common::bin("tessera-vendor"))
+        .args(["inspect", key])
+        .current_dir(sb.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert!(first.contains("publisher key"), "{first}");
+    let out = child.wait_with_output().unwrap();
+    assert_ne!(out.status.code(), Some(101));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+
+    // The server is a daemon: a closed standard output does not stop it serving.
+    let free = |_| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string()
+    };
+    let (listen, admin) = (free(0), free(1));
+    let mut server = common::server::KillOnDrop(
+        Command::new(common::bin("tessera-server"))
+            .args(["--no-discovery", "--no-dongles", "--listen", &listen])
+            .args(["--admin-listen", &admin, "--state-dir"])
+            .arg(sb.path("server-state"))
+            .arg("--home")
+            .arg(&sb.home)
+            .stdout(closed_pipe())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let status = (0..200).find_map(|_| {
+        let r = sb.tessera(&["admin", "--server", &format!("http://{admin}"), "status"]);
+        if r.code == Some(0) {
+            return Some(r);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        None
+    });
+    let status = status.expect("the server with a closed stdout never answered");
+    assert!(status.stdout.contains(&listen), "{}", status.stdout);
+    let st = common::server::sigterm(&mut server.0);
+    assert!(st.success(), "{st:?}");
+    let mut err = String::new();
+    std::io::Read::read_to_string(server.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -210,10 +210,10 @@ fn real_main() -> Result<()> {
         let announce = tokio::spawn(async move {
             if let Ok(bound) = rx.await {
                 for a in bound.listen {
-                    println!("listening on {a}");
+                    tessera::util::say(format!("listening on {a}"));
                 }
                 if let Some(a) = bound.admin {
-                    println!("admin on {a}");
+                    tessera::util::say(format!("admin on {a}"));
                 }
             }
         });

@@ -101,8 +101,8 @@ struct ProgramArgs {
 
 #[derive(Args, Debug)]
 struct KeygenArgs {
-    /// The publisher's vendor id (decimal or 0x hex).
-    #[arg(long, value_parser = parse_u32, required_unless_present = "demo", conflicts_with = "demo")]
+    /// The publisher's vendor id (decimal or 0x hex; not 0).
+    #[arg(long, value_parser = publisher::vendor_id_arg, required_unless_present = "demo", conflicts_with = "demo")]
     vendor_id: Option<u32>,
     /// The publisher's name.
     #[arg(long, required_unless_present = "demo", conflicts_with = "demo")]
@@ -157,13 +157,13 @@ struct PoolArgs {
 #[derive(Args, Debug)]
 struct SpecArgs {
     /// The product code (decimal or 0x hex).
-    #[arg(long, value_parser = parse_u32)]
+    #[arg(long, value_parser = util::u32_arg)]
     product: u32,
     /// The product name shown to people (default "Product N").
     #[arg(long)]
     name: Option<String>,
     /// Feature bits (decimal or 0x hex).
-    #[arg(long, value_parser = parse_u32, default_value = "0xFFFFFFFF")]
+    #[arg(long, value_parser = util::u32_arg, default_value = "0xFFFFFFFF")]
     features: u32,
     /// Number of seats.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..), default_value_t = 1)]
@@ -204,7 +204,7 @@ struct EncryptArgs {
     #[arg(long)]
     key: PathBuf,
     /// The product whose key encrypts (decimal or 0x hex).
-    #[arg(long, value_parser = parse_u32)]
+    #[arg(long, value_parser = util::u32_arg)]
     product: u32,
     /// Mark the ciphertext as made in direct mode (default: derived mode).
     #[arg(long)]
@@ -226,21 +226,13 @@ struct DecryptArgs {
     output: PathBuf,
 }
 
-fn parse_u32(s: &str) -> std::result::Result<u32, String> {
-    let s = s.trim();
-    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(h) => u32::from_str_radix(&h.replace('_', ""), 16),
-        None => s.replace('_', "").parse::<u32>(),
-    };
-    r.map_err(|_| format!("`{s}` is not a 32-bit number (decimal or 0x hex)"))
-}
-
 fn parse_unit(s: &str) -> std::result::Result<CountingUnit, String> {
     CountingUnit::parse(s)
         .ok_or_else(|| format!("`{s}` is not a counting unit (station, session, process, handle)"))
 }
 
 fn main() -> ExitCode {
+    util::die_on_sigpipe();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -358,8 +350,7 @@ fn keygen(a: KeygenArgs) -> Result<()> {
 fn spec_from(s: &SpecArgs, now: u64) -> Result<LicenseSpec> {
     let expiry = match (&s.expires, s.days) {
         (Some(d), _) => {
-            let t = util::parse_date(d)
-                .ok_or_else(|| anyhow!("--expires `{d}` is not a date (YYYY-MM-DD)"))?;
+            let t = util::parse_date(d).map_err(|e| anyhow!("--expires {e}"))?;
             if t <= now {
                 bail!("--expires {d} is in the past");
             }

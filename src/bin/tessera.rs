@@ -91,7 +91,7 @@ enum AdminCommand {
         out: Option<PathBuf>,
         /// The publisher whose log to export (decimal or 0x hex); needed when the server
         /// keeps the logs of several.
-        #[arg(long, value_parser = parse_u32)]
+        #[arg(long, value_parser = publisher::vendor_id_arg)]
         vendor: Option<u32>,
     },
 }
@@ -107,8 +107,8 @@ enum ActivateCommand {
 
 #[derive(Args, Debug)]
 struct RequestArgs {
-    /// The publisher's vendor id (decimal or 0x hex).
-    #[arg(long, value_parser = parse_u32)]
+    /// The publisher's vendor id (decimal or 0x hex; not 0).
+    #[arg(long, value_parser = publisher::vendor_id_arg)]
     vendor_id: u32,
     /// The request file to write (default `tessera-<vendor>-request.bin`).
     #[arg(long)]
@@ -133,8 +133,9 @@ struct PublisherArgs {
     /// pinned in this machine's container of `--vendor-id`.
     #[arg(long)]
     publisher_key: Option<PathBuf>,
-    /// The publisher's vendor id (decimal or 0x hex); default: the one the key file names.
-    #[arg(long, value_parser = parse_u32)]
+    /// The publisher's vendor id (decimal or 0x hex; not 0); default: the one the key file
+    /// names.
+    #[arg(long, value_parser = publisher::vendor_id_arg)]
     vendor_id: Option<u32>,
     /// License servers, comma-separated `host[:port]`; default: TESSERA_SERVERS, else a
     /// discovery broadcast.
@@ -145,13 +146,13 @@ struct PublisherArgs {
 #[derive(Args, Debug)]
 struct BorrowArgs {
     /// The product.
-    #[arg(long, value_parser = parse_u32)]
+    #[arg(long, value_parser = util::u32_arg)]
     product: u32,
     /// For how many days (1 to what the license allows).
     #[arg(long)]
     days: u32,
     /// Feature bits the seat must grant (decimal or 0x hex).
-    #[arg(long, value_parser = parse_u32, default_value = "0")]
+    #[arg(long, value_parser = util::u32_arg, default_value = "0")]
     features: u32,
     #[command(flatten)]
     publisher: PublisherArgs,
@@ -160,7 +161,7 @@ struct BorrowArgs {
 #[derive(Args, Debug)]
 struct ReturnArgs {
     /// The product whose borrowed seat to give back.
-    #[arg(long, value_parser = parse_u32)]
+    #[arg(long, value_parser = util::u32_arg)]
     product: u32,
     #[command(flatten)]
     publisher: PublisherArgs,
@@ -168,21 +169,13 @@ struct ReturnArgs {
 
 #[derive(Args, Debug)]
 struct ListArgs {
-    /// Only this publisher's containers (decimal or 0x hex).
-    #[arg(long, value_parser = parse_u32)]
+    /// Only this publisher's containers (decimal or 0x hex; not 0).
+    #[arg(long, value_parser = publisher::vendor_id_arg)]
     vendor_id: Option<u32>,
 }
 
-fn parse_u32(s: &str) -> std::result::Result<u32, String> {
-    let s = s.trim();
-    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(h) => u32::from_str_radix(h, 16),
-        None => s.parse::<u32>(),
-    };
-    r.map_err(|_| format!("`{s}` is not a 32-bit number (decimal or 0x hex)"))
-}
-
 fn main() -> ExitCode {
+    util::die_on_sigpipe();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
