@@ -1330,3 +1330,184 @@ fn every_tool_ends_quietly_on_a_closed_pipe() {
     std::io::Read::read_to_string(server.0.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// An address of this machine that is not loopback (the admin API sees a peer coming from it
+/// as another machine): the first global IPv4 address, or one added to `lo` for the test.
+struct OtherAddress {
+    ip: String,
+    added: bool,
+}
+
+impl OtherAddress {
+    fn find() -> OtherAddress {
+        let out = Command::new("ip")
+            .args(["-4", "-o", "addr", "show", "scope", "global"])
+            .output()
+            .expect("iproute2 (ip) is installed by scripts/install-deps.sh");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let found = text.split_whitespace().skip_while(|w| *w != "inet").nth(1);
+        if let Some(cidr) = found {
+            let ip = cidr.split('/').next().unwrap().to_string();
+            return OtherAddress { ip, added: false };
+        }
+        // No global address (a bare build machine): one from the benchmarking range on `lo`.
+        let ip = "198.18.0.77".to_string();
+        let st = Command::new("ip")
+            .args(["addr", "add", &format!("{ip}/32"), "dev", "lo"])
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "cannot add {ip} to lo (the tests run as root)"
+        );
+        OtherAddress { ip, added: true }
+    }
+}
+
+impl Drop for OtherAddress {
+    fn drop(&mut self) {
+        if self.added {
+            let _ = Command::new("ip")
+                .args(["addr", "del", &format!("{}/32", self.ip), "dev", "lo"])
+                .status();
+        }
+    }
+}
+
+/// Issue 18, point 7: on a default server (no admin token), `tessera admin revoke` and
+/// `reload` work from the server's machine for root and the server's user (through the
+/// local admin token the server writes for them), are refused with a clear message for
+/// another user, and a server reached from another address still needs its token.
+#[test]
+fn admin_changes_on_the_servers_machine_need_root_or_the_servers_user() {
+    use std::os::unix::process::CommandExt;
+    use tessera::client::{Environment, Session, SessionOptions, sources};
+    use tessera::license::CountingUnit;
+    use tessera::publisher::PublisherKey;
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = PublisherKey::generate(0xAD, "admin cli");
+    let home = dir.path().join("server-home");
+    common::activate(
+        &common::env_in(&home),
+        &key,
+        &[common::spec(1, 2, CountingUnit::Handle)],
+    );
+    let state = dir.path().join("server-state");
+    let server = common::server::ServerProc::start(&state, &home, 0);
+    let url = format!("http://{}", server.admin);
+
+    // A seat held by a client.
+    let mut o = SessionOptions::new(0xAD, key.public_key());
+    o.sources = sources::NETWORK;
+    o.servers = vec![server.addr.clone()];
+    o.timeout = Duration::from_secs(2);
+    let env = Environment {
+        home: dir.path().join("client"),
+        host: HostIdentity::simulated("client-a"),
+        ..Environment::detect()
+    };
+    let session = Session::open_in(o, env).unwrap();
+    let _seat = session.acquire(1, 0, false).unwrap();
+
+    // `nobody` runs its own link to the tool (the build tree may not be open to it).
+    let bin = tempfile::tempdir().unwrap();
+    fs::set_permissions(bin.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let tool = bin.path().join("tessera");
+    if fs::hard_link(common::bin("tessera"), &tool).is_err() {
+        fs::copy(common::bin("tessera"), &tool).unwrap();
+    }
+    let admin = |args: &[&str], nobody: bool| {
+        let mut c = Command::new(&tool);
+        c.arg("admin").args(args).env_remove("TESSERA_ADMIN_TOKEN");
+        if nobody {
+            c.uid(65534).gid(65534).current_dir("/");
+        }
+        Run::from(c.output().unwrap())
+    };
+    let seats = admin(&["--server", &url, "--json", "seats"], false).ok();
+    let seats: serde_json::Value = serde_json::from_str(&seats.stdout).unwrap();
+    let id = seats["seats"][0]["seat_id"].as_str().unwrap().to_string();
+
+    // Reading needs nothing on this machine, for anyone.
+    admin(&["--server", &url, "status"], true).ok();
+    // Changes: refused for another user, with what to do.
+    for args in [vec!["reload"], vec!["revoke", id.as_str()]] {
+        let mut a = vec!["--server", url.as_str()];
+        a.extend(args);
+        let r = admin(&a, true).fails("tessera");
+        let file = state.join("local-admin.token");
+        assert!(
+            r.stderr.contains(&file.display().to_string())
+                && r.stderr.contains("only root and the server's user")
+                && r.stderr.contains("--token"),
+            "{}",
+            r.stderr
+        );
+    }
+    let meta = fs::metadata(state.join("local-admin.token")).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let still = admin(&["--server", &url, "--json", "seats"], false).ok();
+    assert!(still.stdout.contains(&id), "{}", still.stdout);
+
+    // Root (the server's user here) may.
+    let r = admin(&["--server", &url, "reload"], false).ok();
+    assert!(!r.stdout.is_empty());
+    let r = admin(&["--server", &url, "revoke", &id], false).ok();
+    assert!(
+        r.stdout.contains(&format!("revoked seat {id}")),
+        "{}",
+        r.stdout
+    );
+    let after = admin(&["--server", &url, "seats"], false).ok();
+    assert!(after.stdout.contains("no seat is held"), "{}", after.stdout);
+
+    // A token presented that is neither the server's token nor its local one: refused.
+    let r = admin(
+        &["--server", &url, "--token", &"ab".repeat(32), "reload"],
+        false,
+    )
+    .fails("tessera");
+    assert!(r.stderr.contains("401"), "{}", r.stderr);
+
+    // A server with a token, open to the network: from another address without the token,
+    // refused (the local token of the other server does not open it either); with it, done.
+    let other = OtherAddress::find();
+    fs::write(dir.path().join("token"), "cli-admin-token-0123456789\n").unwrap();
+    let state2 = dir.path().join("server-state-2");
+    let listen = format!("{}:0", other.ip);
+    let server2 = common::server::ServerProc::start_with(
+        &state2,
+        &home,
+        0,
+        &[
+            "--admin-listen",
+            &listen,
+            "--admin-token-file",
+            dir.path().join("token").to_str().unwrap(),
+        ],
+    );
+    let url2 = format!("http://{}", server2.admin);
+    assert!(url2.contains(&other.ip), "{url2}");
+    let r = admin(&["--server", &url2, "reload"], false).fails("tessera");
+    assert!(
+        r.stderr.contains("this server has an admin token"),
+        "{}",
+        r.stderr
+    );
+    let local = fs::read_to_string(state2.join("local-admin.token")).unwrap();
+    let local = local.split_whitespace().last().unwrap().to_string();
+    let r = admin(&["--server", &url2, "--token", &local, "reload"], false).fails("tessera");
+    assert!(r.stderr.contains("401"), "{}", r.stderr);
+    admin(
+        &[
+            "--server",
+            &url2,
+            "--token",
+            "cli-admin-token-0123456789",
+            "reload",
+        ],
+        false,
+    )
+    .ok();
+}

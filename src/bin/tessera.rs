@@ -56,7 +56,10 @@ struct AdminArgs {
     #[arg(long, global = true, default_value = tessera::admin_client::DEFAULT_URL)]
     server: String,
     /// The admin token (default: the TESSERA_ADMIN_TOKEN environment variable). Not needed
-    /// on the server's own machine unless the server has one.
+    /// on the server's own machine unless the server has one: without one, `revoke` and
+    /// `reload` use the local admin token the server writes at each start in
+    /// `<state_dir>/local-admin.token`, which only root and the server's user can read (run
+    /// them as one of those, e.g. with sudo). Reading needs no token on that machine.
     #[arg(long, global = true)]
     token: Option<String>,
     /// Print the API's JSON instead of text (for scripts).
@@ -248,8 +251,19 @@ fn admin(a: AdminArgs) -> Result<()> {
     use tessera::admin_client::AdminClient;
     let token = a
         .token
-        .or_else(|| std::env::var("TESSERA_ADMIN_TOKEN").ok());
-    let api = AdminClient::new(&a.server, token)?;
+        .or_else(|| std::env::var("TESSERA_ADMIN_TOKEN").ok())
+        .filter(|t| !t.is_empty());
+    let mut api = AdminClient::new(&a.server, token.clone())?;
+    // A change with no token given: the server's local admin token, which root and the
+    // server's user can read on its machine.
+    if token.is_none()
+        && matches!(
+            a.command,
+            AdminCommand::Revoke { .. } | AdminCommand::Reload
+        )
+    {
+        api.set_token(api.local_token()?);
+    }
     let print_json = |v: &serde_json::Value| -> Result<()> {
         println!("{}", serde_json::to_string_pretty(v)?);
         Ok(())
