@@ -1511,3 +1511,118 @@ fn admin_changes_on_the_servers_machine_need_root_or_the_servers_user() {
     )
     .ok();
 }
+
+/// Issue 18, point 11 (the server's command line): `--help` shows the defaults; a home that
+/// does not exist is refused; a port in use is said plainly, once, with no other warning;
+/// the log has colour only on a terminal, and never with NO_COLOR.
+#[test]
+fn the_server_shows_its_defaults_and_says_plainly_why_it_cannot_start() {
+    let sb = Sandbox::new();
+    let help = Command::new(common::bin("tessera-server"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    for want in [
+        "[default: [::]:22630]",
+        "[default: 127.0.0.1:22631]",
+        "[default: 90000]",
+        "[default: 30000]",
+        "[default: /var/lib/tessera-server]",
+        "[default: text]",
+        "[default: 60]",
+    ] {
+        assert!(help.contains(want), "no {want} in:\n{help}");
+    }
+    let home_line = help.lines().skip_while(|l| !l.contains("--home")).nth(1);
+    assert!(
+        home_line.is_some_and(|l| l.contains("[default: ")),
+        "{help}"
+    );
+
+    let server = |home: &Path, listen: &str| {
+        let mut c = Command::new(common::bin("tessera-server"));
+        c.args(["--no-discovery", "--no-dongles", "--listen", listen])
+            // Few connections: no warning about this machine's open-file limit.
+            .args(["--max-connections", "100"])
+            .args(["--admin-listen", "127.0.0.1:0", "--state-dir"])
+            .arg(sb.path("state"))
+            .arg("--home")
+            .arg(home)
+            .env("TESSERA_LOG", "info")
+            .env_remove("NO_COLOR");
+        c
+    };
+    let r = Run::from(
+        server(&sb.path("no-such-home"), "127.0.0.1:0")
+            .output()
+            .unwrap(),
+    )
+    .fails("tessera-server");
+    assert!(
+        r.stderr.contains(&format!(
+            "the home {} does not exist",
+            sb.path("no-such-home").display()
+        )),
+        "{}",
+        r.stderr
+    );
+
+    // A port in use, with a hosted container (its usage log is open when the bind fails).
+    let (key, _) = sb.keygen();
+    sb.activate(&key, "1", &[], "1");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let r = Run::from(server(&sb.home, &addr.to_string()).output().unwrap());
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    let port = addr.port();
+    assert!(
+        r.stderr.contains(&format!("port {port} is in use")),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !r.stderr.contains("WARN"),
+        "a spurious warning: {}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("server is gone"), "{}", r.stderr);
+    assert_eq!(
+        r.stderr.matches("Address already in use").count(),
+        1,
+        "the cause said more than once: {}",
+        r.stderr
+    );
+    // Written to a pipe (a file, the journal): no escape codes.
+    assert!(r.stderr.contains("INFO"), "{}", r.stderr);
+    assert!(
+        !r.stderr.contains('\u{1b}'),
+        "colour in a log file: {}",
+        r.stderr
+    );
+
+    // On a terminal (script(1) gives it one): colour, unless NO_COLOR says otherwise.
+    let on_terminal = |no_color: bool| {
+        let cmd = server(&sb.home, &addr.to_string());
+        let mut line: Vec<String> = vec![cmd.get_program().to_string_lossy().into_owned()];
+        line.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
+        let mut c = Command::new("script");
+        c.args(["-q", "-e", "-c", &line.join(" "), "/dev/null"])
+            .env("TESSERA_LOG", "info")
+            .env_remove("NO_COLOR");
+        if no_color {
+            c.env("NO_COLOR", "1");
+        }
+        String::from_utf8_lossy(&c.output().unwrap().stdout).into_owned()
+    };
+    let tty = on_terminal(false);
+    assert!(tty.contains("INFO"), "{tty}");
+    assert!(tty.contains('\u{1b}'), "no colour on a terminal: {tty}");
+    let plain = on_terminal(true);
+    assert!(plain.contains("INFO"), "{plain}");
+    assert!(
+        !plain.contains('\u{1b}'),
+        "colour despite NO_COLOR: {plain}"
+    );
+    drop(taken);
+}
