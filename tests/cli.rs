@@ -268,9 +268,11 @@ fn full_flow_lists_the_product_and_a_second_activation_keeps_the_first() {
 
     let list = sb.tessera(&["list"]).ok();
     assert_eq!(field(&list.stdout, "serial:"), serial);
-    assert_eq!(field(&list.stdout, "vendor:"), VENDOR);
+    // Vendor ids print in hex (4242 = 0x1092).
+    assert_eq!(field(&list.stdout, "vendor:"), "0x1092");
     assert!(
-        list.stdout.contains("Frobnicator (vendor 4242, product 7)"),
+        list.stdout
+            .contains("Frobnicator (vendor 0x1092, product 7)"),
         "{}",
         list.stdout
     );
@@ -357,12 +359,13 @@ fn full_flow_lists_the_product_and_a_second_activation_keeps_the_first() {
     let list = sb.tessera(&["list", "--vendor-id", VENDOR]).ok();
     assert_eq!(field(&list.stdout, "licenses:"), "2");
     assert!(
-        list.stdout.contains("(vendor 4242, product 7)"),
+        list.stdout.contains("(vendor 0x1092, product 7)"),
         "{}",
         list.stdout
     );
     assert!(
-        list.stdout.contains("Product 16 (vendor 4242, product 16)"),
+        list.stdout
+            .contains("Product 16 (vendor 0x1092, product 16)"),
         "{}",
         list.stdout
     );
@@ -383,10 +386,11 @@ fn full_flow_lists_the_product_and_a_second_activation_keeps_the_first() {
         .ok();
     assert_eq!(field(&r.stdout, "licenses:"), "0 added, 1 replaced");
 
-    // Another vendor's filter shows nothing.
-    let other = sb.tessera(&["list", "--vendor-id", "1"]).ok();
+    // Another vendor's filter shows nothing, and exits 3 (nothing matched).
+    let other = sb.tessera(&["list", "--vendor-id", "1"]);
+    assert_eq!(other.code, Some(3), "{}", other.stderr);
     assert!(
-        other.stdout.contains("no software containers"),
+        other.stdout.contains("no software containers of vendor 0x1"),
         "{}",
         other.stdout
     );
@@ -457,7 +461,7 @@ fn inspect_names_every_kind_and_checks_signatures() {
         r.stdout
     );
     assert!(
-        r.stdout.contains("(vendor 4242, product 3)"),
+        r.stdout.contains("(vendor 0x1092, product 3)"),
         "{}",
         r.stdout
     );
@@ -583,7 +587,7 @@ fn encrypt_and_decrypt_round_trip_and_a_flipped_byte_is_tampered() {
             "out.dat",
         ])
         .fails("tessera-vendor");
-    assert!(r.stderr.contains("vendor 4242"), "{}", r.stderr);
+    assert!(r.stderr.contains("vendor 0x1092"), "{}", r.stderr);
 }
 
 #[test]
@@ -779,7 +783,7 @@ fn an_activation_for_another_home_is_refused_and_changes_nothing() {
     assert_eq!(field(&list.stdout, "serial:"), serial_a);
     assert_eq!(field(&list.stdout, "licenses:"), "1");
     assert!(
-        list.stdout.contains("First (vendor 4242, product 1)"),
+        list.stdout.contains("First (vendor 0x1092, product 1)"),
         "{}",
         list.stdout
     );
@@ -973,7 +977,7 @@ fn borrow_list_and_return_a_seat_from_a_server() {
         .ok();
     let after = tessera::util::format_time(tessera::util::now() + 3 * 86_400);
     assert!(
-        field(&r.stdout, "borrowed:").contains("product 7 of vendor 4242"),
+        field(&r.stdout, "borrowed:").contains("product 7 of vendor 0x1092"),
         "{}",
         r.stdout
     );
@@ -1625,4 +1629,231 @@ fn the_server_shows_its_defaults_and_says_plainly_why_it_cannot_start() {
         "colour despite NO_COLOR: {plain}"
     );
     drop(taken);
+}
+
+/// Parses a tool's `--json` output.
+fn json_of(r: &Run) -> serde_json::Value {
+    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", r.stdout))
+}
+
+/// Issue 18, point 11 (the end user's and publisher's tools): `list` says why it shows
+/// nothing, and a filter that matched nothing exits 3; vendor ids print in hex; `--json` on
+/// every command that prints data; an I/O error is said once.
+#[test]
+fn list_says_why_it_is_empty_and_every_command_speaks_json() {
+    let sb = Sandbox::new();
+    let home = sb.home.display().to_string();
+    // No home at all: nothing, and which nothing.
+    let r = sb.tessera(&["list"]).ok();
+    assert!(
+        r.stdout
+            .contains(&format!("no software containers: {home} does not exist")),
+        "{}",
+        r.stdout
+    );
+    let r = sb.tessera(&["list", "--vendor-id", "99"]);
+    assert_eq!(r.code, Some(3), "{}{}", r.stdout, r.stderr);
+    let help = sb.tessera(&["--help"]).ok();
+    assert!(
+        help.stdout.contains("3 nothing matched a filter"),
+        "{}",
+        help.stdout
+    );
+
+    // JSON of keygen, request, activate, install.
+    let r = sb
+        .vendor(&[
+            "keygen",
+            "--vendor-id",
+            "0x1092",
+            "--name",
+            "Acme",
+            "--out",
+            "publisher.key",
+            "--json",
+        ])
+        .ok();
+    let j = json_of(&r);
+    assert_eq!(j["vendor_id"], 4242);
+    assert_eq!(j["public_key"].as_str().unwrap().len(), 64);
+    let r = sb
+        .tessera(&[
+            "--json",
+            "activate",
+            "request",
+            "--vendor-id",
+            VENDOR,
+            "--out",
+            "req.bin",
+        ])
+        .ok();
+    let j = json_of(&r);
+    let serial = j["container"].as_str().unwrap().to_string();
+    assert!(serial.starts_with("SW-"), "{j}");
+    assert_eq!(j["vendor_id"], 4242);
+    let r = sb
+        .vendor(&[
+            "activate",
+            "--key",
+            "publisher.key",
+            "--request",
+            "req.bin",
+            "--out",
+            "act.bin",
+            "--product",
+            "5",
+            "--name",
+            "Widget",
+            "--quantity",
+            "3",
+            "--json",
+        ])
+        .ok();
+    let j = json_of(&r);
+    assert_eq!(j["container"], serial.as_str());
+    assert_eq!(j["licenses"][0]["product_code"], 5);
+    assert_eq!(j["licenses"][0]["quantity"], 3);
+    assert_eq!(j["licenses"][0]["expiry"], serde_json::Value::Null);
+    let j = json_of(
+        &sb.tessera(&["activate", "install", "act.bin", "--json"])
+            .ok(),
+    );
+    assert_eq!(
+        (j["container"].as_str(), j["added"].as_u64()),
+        (Some(serial.as_str()), Some(1))
+    );
+
+    // list: text in hex, JSON with numbers; a filter of another vendor says what it saw.
+    let r = sb.tessera(&["list"]).ok();
+    assert_eq!(field(&r.stdout, "vendor:"), "0x1092");
+    assert!(
+        r.stdout.contains("Widget (vendor 0x1092, product 5)"),
+        "{}",
+        r.stdout
+    );
+    let r = sb.tessera(&["list", "--vendor-id", "99"]);
+    assert_eq!(r.code, Some(3), "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains(&format!(
+            "no software containers of vendor 0x63 in {home} (1 of another vendor)"
+        )),
+        "{}",
+        r.stdout
+    );
+    sb.tessera(&["list", "--vendor-id", "4242"]).ok();
+    let j = json_of(&sb.tessera(&["list", "--json"]).ok());
+    assert_eq!(j["home"], home.as_str());
+    assert_eq!(j["home_exists"], true);
+    let c = &j["containers"][0];
+    assert_eq!(c["serial"], serial.as_str());
+    assert_eq!(c["vendor_id"], 4242);
+    assert_eq!(c["licenses"][0]["product_name"], "Widget");
+    assert_eq!(c["licenses"][0]["in_use"], 0);
+    let j = json_of(&sb.tessera(&["info", "--json"]).ok());
+    assert_eq!(j["home"], home.as_str());
+    assert_eq!(j["version"], tessera::VERSION);
+    assert_eq!(j["containers"][0]["serial"], serial.as_str());
+
+    // inspect --json: every kind says what it is, with its facts and signature checks.
+    fs::write(sb.path("plain"), b"secret data").unwrap();
+    let j = json_of(
+        &sb.vendor(&[
+            "encrypt-file",
+            "--key",
+            "publisher.key",
+            "--product",
+            "5",
+            "plain",
+            "ct",
+            "--json",
+        ])
+        .ok(),
+    );
+    assert_eq!(
+        (j["product_code"].as_u64(), j["plaintext_bytes"].as_u64()),
+        (Some(5), Some(11))
+    );
+    let j = json_of(
+        &sb.vendor(&[
+            "decrypt-file",
+            "--key",
+            "publisher.key",
+            "ct",
+            "back",
+            "--json",
+        ])
+        .ok(),
+    );
+    assert_eq!(j["plaintext_bytes"], 11);
+    let container = tessera::container::software::list(&sb.home).pop().unwrap();
+    let container = container.to_str().unwrap();
+    for (file, kind, key, value) in [
+        (
+            "act.bin",
+            "activation",
+            "container",
+            serde_json::json!(serial),
+        ),
+        (
+            "req.bin",
+            "activation request",
+            "vendor_id",
+            serde_json::json!(4242),
+        ),
+        ("ct", "ciphertext", "product_code", serde_json::json!(5)),
+        (
+            "publisher.key",
+            "publisher key",
+            "name",
+            serde_json::json!("Acme"),
+        ),
+        (
+            "publisher.pub",
+            "publisher public key",
+            "vendor_id",
+            serde_json::json!(4242),
+        ),
+        (
+            container,
+            "software container",
+            "opens_here",
+            serde_json::json!(true),
+        ),
+    ] {
+        let j = json_of(
+            &sb.vendor(&[
+                "inspect",
+                file,
+                "--publisher-key",
+                "publisher.pub",
+                "--json",
+            ])
+            .ok(),
+        );
+        assert_eq!(j["kind"], kind, "{j}");
+        assert_eq!(j[key], value, "{file}: {j}");
+        assert_eq!(j["signatures_valid"], true, "{j}");
+    }
+    let j = json_of(&sb.vendor(&["inspect", "act.bin", "--json"]).ok());
+    assert_eq!(j["licenses"][0]["product_name"], "Widget");
+
+    // An I/O error is said once, not once per wrapping.
+    let r = sb
+        .vendor(&[
+            "activate",
+            "--key",
+            "no-such.key",
+            "--request",
+            "req.bin",
+            "--out",
+            "x",
+            "--product",
+            "1",
+        ])
+        .fails("tessera-vendor");
+    assert_eq!(r.stderr.matches("os error 2").count(), 1, "{}", r.stderr);
+    let r = sb
+        .tessera(&["activate", "install", "no-such.act"])
+        .fails("tessera");
+    assert_eq!(r.stderr.matches("os error 2").count(), 1, "{}", r.stderr);
 }

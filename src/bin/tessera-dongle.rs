@@ -89,7 +89,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Info { state } => {
             let e = load_state(&state).with_context(|| format!("reading {}", state.display()))?;
             println!("serial:       {}", e.serial());
-            println!("vendor:       {}", e.state().vendor_id);
+            match e.state().vendor_id {
+                0 => println!("vendor:       none (blank)"),
+                v => println!("vendor:       {}", tessera::publisher::vendor_hex(v)),
+            }
             println!(
                 "certified:    {}",
                 if e.certificate().is_some() {
