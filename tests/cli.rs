@@ -390,7 +390,9 @@ fn full_flow_lists_the_product_and_a_second_activation_keeps_the_first() {
     let other = sb.tessera(&["list", "--vendor-id", "1"]);
     assert_eq!(other.code, Some(3), "{}", other.stderr);
     assert!(
-        other.stdout.contains("no software containers of vendor 0x1"),
+        other
+            .stdout
+            .contains("no software containers of vendor 0x1"),
         "{}",
         other.stdout
     );
@@ -1836,6 +1838,24 @@ fn list_says_why_it_is_empty_and_every_command_speaks_json() {
     }
     let j = json_of(&sb.vendor(&["inspect", "act.bin", "--json"]).ok());
     assert_eq!(j["licenses"][0]["product_name"], "Widget");
+
+    // The virtual dongle's info too.
+    let state = sb.path("dongle.state");
+    let made = Command::new(common::bin("tessera-dongle"))
+        .args(["create", "--state", state.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let info = Command::new(common::bin("tessera-dongle"))
+        .args(["info", "--state", state.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    let j = json_of(&Run::from(info).ok());
+    assert!(j["serial"].as_str().is_some_and(|s| !s.is_empty()), "{j}");
+    assert_eq!(
+        (j["vendor_id"].as_u64(), j["certified"].as_bool()),
+        (Some(0), Some(false))
+    );
 
     // An I/O error is said once, not once per wrapping.
     let r = sb

@@ -55,6 +55,9 @@ enum Command {
         /// The state file.
         #[arg(long)]
         state: PathBuf,
+        /// Print them as JSON (for scripts) instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -86,8 +89,21 @@ fn run(cli: Cli) -> Result<()> {
             println!("state:        {}", state.display());
             println!("The dongle is blank: program it with `tessera-vendor program`.");
         }
-        Command::Info { state } => {
+        Command::Info { state, json } => {
             let e = load_state(&state).with_context(|| format!("reading {}", state.display()))?;
+            if json {
+                let licenses: Vec<tessera::view::LicenseView> =
+                    e.licenses().iter().map(Into::into).collect();
+                let out = serde_json::json!({
+                    "serial": e.serial(),
+                    "vendor_id": e.state().vendor_id,
+                    "certified": e.certificate().is_some(),
+                    "clock_high_water": e.state().clock_high_water,
+                    "licenses": licenses,
+                });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+                return Ok(());
+            }
             println!("serial:       {}", e.serial());
             match e.state().vendor_id {
                 0 => println!("vendor:       none (blank)"),
