@@ -265,3 +265,35 @@ impl AdminClient {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_local_token_is_read_only_for_the_address_it_names() {
+        let addr: std::net::SocketAddr = "127.0.0.1:22631".parse().unwrap();
+        let token = "ab".repeat(32);
+        let text = local_token_text(addr, &token);
+        assert_eq!(parse_local_token(&text), Some((addr, token.clone())));
+        // Anything else is not a token file: another word, a short or non-hex token.
+        for bad in [
+            "".to_string(),
+            format!("tessera-local-admin {addr}"),
+            format!("other {addr} {token}"),
+            format!("tessera-local-admin {addr} {}", &token[..63]),
+            format!("tessera-local-admin {addr} {}zz", &token[..62]),
+            format!("tessera-local-admin nowhere {token}"),
+        ] {
+            assert_eq!(parse_local_token(&bad), None, "{bad}");
+        }
+        let at = |base: &str| AdminClient::new(base, None).unwrap().is_address(addr);
+        assert!(at("http://127.0.0.1:22631"));
+        assert!(at("http://127.0.0.1:22631/"));
+        assert!(at("http://localhost:22631"));
+        assert!(!at("http://127.0.0.1:22632"));
+        assert!(!at("http://127.0.0.2:22631"));
+        assert!(!at("http://localhost:1"));
+        assert!(!at("http://example.com:22631"));
+    }
+}
