@@ -25,9 +25,9 @@ struct Cli {
     /// Where the server keeps its key and seat table.
     #[arg(long)]
     state_dir: Option<PathBuf>,
-    /// The TESSERA_HOME whose software containers to host. A home given here (or in the
-    /// configuration) that does not exist is refused; the default one may be missing on a
-    /// server that hosts dongles only (it then says so in its log).
+    /// The TESSERA_HOME whose software containers to host. A home given here (or another
+    /// than the default in the configuration) that does not exist is refused; the default
+    /// one may be missing on a server that hosts dongles only (the log then says so).
     #[arg(long)]
     home: Option<PathBuf>,
     /// Lease length in milliseconds.
