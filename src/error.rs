@@ -90,7 +90,7 @@ pub enum Error {
     #[error("bad signature: {0}")]
     BadSignature(String),
     /// Data belongs to another publisher (vendor id).
-    #[error("wrong vendor: expected {expected}, found {found}")]
+    #[error("wrong vendor: expected {expected:#x}, found {found:#x}")]
     WrongVendor {
         /// The vendor id the session was opened for.
         expected: u32,

@@ -88,7 +88,7 @@ pub fn install_activation(
     }
     Err(last_err.unwrap_or_else(|| {
         Error::BindingMismatch(format!(
-            "no software container {} of vendor {} on this machine (was the request made here?)",
+            "no software container {} of vendor {:#x} on this machine (was the request made here?)",
             act.serial, act.vendor_id
         ))
     }))

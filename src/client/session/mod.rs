@@ -396,7 +396,7 @@ impl Session {
                 where_.push("no license server is configured");
             }
             Error::NoLicense(format!(
-                "vendor {} product {product_code}: {}",
+                "vendor {:#x} product {product_code}: {}",
                 i.opts.vendor_id,
                 where_.join("; ")
             ))
