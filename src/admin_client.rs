@@ -32,6 +32,9 @@ pub enum AdminError {
     /// A success whose body is not JSON.
     #[error("the admin API's answer is not JSON: {0}")]
     BadAnswer(String),
+    /// The local admin token could not be had (see [`AdminClient::local_token`]).
+    #[error("{0}")]
+    LocalToken(String),
     /// Writing a download failed.
     #[error("writing the download: {0}")]
     Output(std::io::Error),
@@ -42,6 +45,29 @@ pub type Result<T> = std::result::Result<T, AdminError>;
 
 /// The admin API's default address.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:22631";
+
+/// The file in its state directory where a server with no admin token keeps the local admin
+/// token of this start (mode 0600: root and the server's user read it).
+pub const LOCAL_TOKEN_FILE: &str = "local-admin.token";
+
+/// The local admin token file's text: the admin API's address, then the token. The address
+/// ties the token to the server that wrote it: `tessera admin` sends it only to that address.
+pub fn local_token_text(admin: std::net::SocketAddr, token: &str) -> String {
+    format!("tessera-local-admin {admin} {token}\n")
+}
+
+/// Reads [`local_token_text`]: the address and the token (64 hex digits); `None` for
+/// anything else.
+pub fn parse_local_token(text: &str) -> Option<(std::net::SocketAddr, String)> {
+    match text.split_whitespace().collect::<Vec<_>>().as_slice() {
+        ["tessera-local-admin", addr, token]
+            if token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            Some((addr.parse().ok()?, token.to_string()))
+        }
+        _ => None,
+    }
+}
 
 /// An admin API at a base URL, with an optional token.
 pub struct AdminClient {
@@ -86,6 +112,87 @@ impl AdminClient {
             token: token.filter(|t| !t.is_empty()),
             agent,
         })
+    }
+
+    /// The local admin token of the server at this address, for a state change on the
+    /// server's own machine when no token was given: the server names the file in its
+    /// status (`local_token_file`), and it is read only if it is a `local-admin.token`
+    /// written for this very address, so a stranger listening on the admin port can
+    /// neither make this read another file nor learn another server's token.
+    pub fn local_token(&self) -> Result<String> {
+        let has_token = || {
+            AdminError::LocalToken(
+                "this server has an admin token: give it with --token or TESSERA_ADMIN_TOKEN"
+                    .into(),
+            )
+        };
+        let status = match self.get("/api/v1/status") {
+            Err(AdminError::Refused { status: 401, .. }) => return Err(has_token()),
+            r => r?,
+        };
+        if status.get("auth").and_then(Value::as_str) == Some("token") {
+            return Err(has_token());
+        }
+        let Some(path) = status.get("local_token_file").and_then(Value::as_str) else {
+            return Err(AdminError::LocalToken(
+                "the server does not name a local admin token file (an older server?): give \
+                 its admin token with --token"
+                    .into(),
+            ));
+        };
+        let path = std::path::Path::new(path);
+        if path.file_name() != Some(std::ffi::OsStr::new(LOCAL_TOKEN_FILE)) || !path.is_absolute() {
+            return Err(AdminError::LocalToken(format!(
+                "the server names {} as its local admin token file, which is not one",
+                path.display()
+            )));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            AdminError::LocalToken(if e.kind() == std::io::ErrorKind::PermissionDenied {
+                format!(
+                    "a change on this server needs its local admin token, in {}, which only \
+                     root and the server's user may read: run this command as one of them \
+                     (sudo), or give the admin token with --token",
+                    path.display()
+                )
+            } else {
+                format!("reading the local admin token {}: {e}", path.display())
+            })
+        })?;
+        let (addr, token) = parse_local_token(&text).ok_or_else(|| {
+            AdminError::LocalToken(format!(
+                "{} is not a local admin token file",
+                path.display()
+            ))
+        })?;
+        if !self.is_address(addr) {
+            return Err(AdminError::LocalToken(format!(
+                "{} holds the token of the admin API at {addr}, not of {}: another program \
+                 answers there",
+                path.display(),
+                self.base
+            )));
+        }
+        Ok(token)
+    }
+
+    /// Whether the base URL names `addr` (`localhost` names the loopback addresses).
+    fn is_address(&self, addr: std::net::SocketAddr) -> bool {
+        let hostport = self.base.trim_start_matches("http://");
+        if let Ok(a) = hostport.parse::<std::net::SocketAddr>() {
+            return a == addr;
+        }
+        match hostport.rsplit_once(':') {
+            Some((host, port)) if host.eq_ignore_ascii_case("localhost") => {
+                addr.ip().is_loopback() && port.parse() == Ok(addr.port())
+            }
+            _ => false,
+        }
+    }
+
+    /// Uses `token` from now on.
+    pub fn set_token(&mut self, token: String) {
+        self.token = Some(token).filter(|t| !t.is_empty());
     }
 
     fn url(&self, path: &str) -> String {
@@ -156,5 +263,37 @@ impl AdminClient {
             n += k as u64;
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_local_token_is_read_only_for_the_address_it_names() {
+        let addr: std::net::SocketAddr = "127.0.0.1:22631".parse().unwrap();
+        let token = "ab".repeat(32);
+        let text = local_token_text(addr, &token);
+        assert_eq!(parse_local_token(&text), Some((addr, token.clone())));
+        // Anything else is not a token file: another word, a short or non-hex token.
+        for bad in [
+            "".to_string(),
+            format!("tessera-local-admin {addr}"),
+            format!("other {addr} {token}"),
+            format!("tessera-local-admin {addr} {}", &token[..63]),
+            format!("tessera-local-admin {addr} {}zz", &token[..62]),
+            format!("tessera-local-admin nowhere {token}"),
+        ] {
+            assert_eq!(parse_local_token(&bad), None, "{bad}");
+        }
+        let at = |base: &str| AdminClient::new(base, None).unwrap().is_address(addr);
+        assert!(at("http://127.0.0.1:22631"));
+        assert!(at("http://127.0.0.1:22631/"));
+        assert!(at("http://localhost:22631"));
+        assert!(!at("http://127.0.0.1:22632"));
+        assert!(!at("http://127.0.0.2:22631"));
+        assert!(!at("http://localhost:1"));
+        assert!(!at("http://example.com:22631"));
     }
 }

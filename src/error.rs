@@ -90,7 +90,7 @@ pub enum Error {
     #[error("bad signature: {0}")]
     BadSignature(String),
     /// Data belongs to another publisher (vendor id).
-    #[error("wrong vendor: expected {expected}, found {found}")]
+    #[error("wrong vendor: expected {expected:#x}, found {found:#x}")]
     WrongVendor {
         /// The vendor id the session was opened for.
         expected: u32,
@@ -118,13 +118,13 @@ pub enum Error {
 
     // --- transport ----------------------------------------------------------------------
     /// An I/O operation failed.
-    #[error("i/o error on {path}: {source}")]
+    #[error("i/o error on {path}: {error}")]
     Io {
         /// The file involved.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        /// The underlying error. Its text is in this error's message, so it is not also
+        /// this error's `source()`: a chain printer (`{:#}`) would say it twice.
+        error: std::io::Error,
     },
     /// An operation did not finish within its timeout.
     #[error("timed out: {0}")]
@@ -141,7 +141,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 

@@ -25,6 +25,7 @@ pub mod publisher;
 pub mod server;
 pub mod status;
 pub mod util;
+pub mod view;
 
 pub use error::{Error, Result};
 

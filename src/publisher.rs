@@ -27,6 +27,44 @@ pub const DEMO_VENDOR_ID: u32 = 0x7E55;
 /// The product code the demo uses.
 pub const DEMO_PRODUCT_CODE: u32 = 1;
 
+/// Reads a vendor id as people write it, on a command line or in a file: decimal (`4242`)
+/// or hex (`0x1092`), with `_` allowed between digits. 0 is refused ([`check_vendor_id`]).
+/// Every tool and file reader takes vendor ids through this function.
+pub fn parse_vendor_id(s: &str) -> Result<u32> {
+    let v = crate::util::parse_u32(s).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "`{}` is not a vendor id (a 32-bit number, decimal or 0x hex)",
+            s.trim()
+        ))
+    })?;
+    check_vendor_id(v)
+}
+
+/// [`parse_vendor_id`] for a command-line parser (clap's `value_parser`): the message alone.
+pub fn vendor_id_arg(s: &str) -> std::result::Result<u32, String> {
+    parse_vendor_id(s).map_err(|e| match e {
+        Error::InvalidArgument(m) => m,
+        e => e.to_string(),
+    })
+}
+
+/// `v` unless it is 0: no publisher has vendor id 0 (a blank dongle, certified for no
+/// publisher yet, reports 0).
+pub fn check_vendor_id(v: u32) -> Result<u32> {
+    if v == 0 {
+        return Err(Error::InvalidArgument(
+            "vendor id 0 is no publisher's: a vendor id is 0x1 to 0xffffffff".into(),
+        ));
+    }
+    Ok(v)
+}
+
+/// A vendor id as every tool prints it: hex, `0x1092` (what the README and the publisher
+/// see in their key files' tools).
+pub fn vendor_hex(v: u32) -> String {
+    format!("{v:#x}")
+}
+
 #[derive(Serialize, Deserialize)]
 struct KeyFile {
     vendor_id: u32,
@@ -168,6 +206,7 @@ impl PublisherKey {
         }
         let kf: KeyFile =
             postcard::from_bytes(&bytes[6..]).map_err(|e| Error::malformed(what, e.to_string()))?;
+        check_vendor_id(kf.vendor_id)?;
         Ok(PublisherKey {
             vendor_id: kf.vendor_id,
             name: kf.name.clone(),
@@ -361,22 +400,22 @@ impl PublisherKey {
 /// Parses a public key file (`tessera-publisher <vendor_id> <hex>`) or bare hex.
 pub fn parse_public_key(text: &str) -> Result<(Option<u32>, VerifyingKey)> {
     let words: Vec<&str> = text.split_whitespace().collect();
-    let (vendor, hexkey) = match words.as_slice() {
-        ["tessera-publisher", v, k] => (
-            Some(
-                v.parse::<u32>()
-                    .map_err(|_| Error::malformed("public key file", "bad vendor id"))?,
+    let (vendor, hexkey) =
+        match words.as_slice() {
+            ["tessera-publisher", v, k] => (
+                Some(parse_vendor_id(v).map_err(|e| {
+                    Error::malformed("public key file", format!("bad vendor id: {e}"))
+                })?),
+                *k,
             ),
-            *k,
-        ),
-        [k] => (None, *k),
-        _ => {
-            return Err(Error::malformed(
-                "public key file",
-                "expected `tessera-publisher <vendor> <hex>`",
-            ));
-        }
-    };
+            [k] => (None, *k),
+            _ => {
+                return Err(Error::malformed(
+                    "public key file",
+                    "expected `tessera-publisher <vendor> <hex>`",
+                ));
+            }
+        };
     let bytes: [u8; 32] = hex::decode(hexkey)
         .ok()
         .and_then(|b| b.try_into().ok())
@@ -389,6 +428,49 @@ pub fn parse_public_key(text: &str) -> Result<(Option<u32>, VerifyingKey)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_vendor_id_is_decimal_or_hex_and_never_0() {
+        assert_eq!(parse_vendor_id("4242").unwrap(), 4242);
+        assert_eq!(parse_vendor_id("0x1092").unwrap(), 4242);
+        assert_eq!(parse_vendor_id(" 0X10_92 ").unwrap(), 4242);
+        assert_eq!(parse_vendor_id("4_242").unwrap(), 4242);
+        assert_eq!(parse_vendor_id("0xffffffff").unwrap(), u32::MAX);
+        for zero in ["0", "0x0", "0x00000000", "000"] {
+            let e = parse_vendor_id(zero).unwrap_err().to_string();
+            assert!(e.contains("vendor id 0 is no publisher's"), "{zero}: {e}");
+        }
+        for bad in [
+            "",
+            "-1",
+            "0x",
+            "4294967296",
+            "0x1_0000_0000",
+            "acme",
+            "0x12g",
+        ] {
+            let e = parse_vendor_id(bad).unwrap_err().to_string();
+            assert!(e.contains("is not a vendor id"), "{bad}: {e}");
+        }
+        assert_eq!(vendor_hex(4242), "0x1092");
+        // A public key file of vendor 0 is refused, one of a real vendor read in either base.
+        let k = PublisherKey::demo().public_key();
+        let hexkey = hex::encode(k.to_bytes());
+        assert!(parse_public_key(&format!("tessera-publisher 0 {hexkey}")).is_err());
+        assert_eq!(
+            parse_public_key(&format!("tessera-publisher 0x7e55 {hexkey}")).unwrap(),
+            (Some(DEMO_VENDOR_ID), k)
+        );
+    }
+
+    #[test]
+    fn a_key_file_of_vendor_0_does_not_load() {
+        let k = PublisherKey::generate(0, "nobody");
+        let e = PublisherKey::from_bytes(&k.to_bytes().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("vendor id 0"), "{e}");
+    }
 
     #[test]
     fn key_file_round_trips_and_rejects_garbage() {

@@ -160,6 +160,40 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(dir, e))
 }
 
+/// A 32-bit number as people write it (vendor ids, product codes, feature bits): decimal
+/// (`4242`) or hex (`0x1092`), with `_` allowed between digits.
+pub fn parse_u32(s: &str) -> Option<u32> {
+    let t = s.trim();
+    match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(h) => u32::from_str_radix(&h.replace('_', ""), 16).ok(),
+        None => t.replace('_', "").parse::<u32>().ok(),
+    }
+}
+
+/// [`parse_u32`] for a command-line parser (clap's `value_parser`).
+pub fn u32_arg(s: &str) -> std::result::Result<u32, String> {
+    parse_u32(s).ok_or_else(|| format!("`{}` is not a 32-bit number (decimal or 0x hex)", s.trim()))
+}
+
+/// For a one-shot command-line tool: die of `SIGPIPE`, as `ls` and `cat` do, when what reads
+/// standard output goes away (`tessera list | head -3`): no message, and a shell sees exit
+/// status 141. Rust starts programs with `SIGPIPE` ignored, which turns a write to a closed
+/// pipe into an error that `println!` makes a panic (exit 101). Every socket write in the
+/// crate passes `MSG_NOSIGNAL`, so this changes nothing else. The daemons
+/// (`tessera-server`, `tessera-dongle serve`) keep the signal ignored and write their
+/// standard output with [`say`].
+pub fn die_on_sigpipe() {
+    // SAFETY: resets one signal's disposition to the default; no handler runs.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
+/// One line on standard output for a daemon: a closed or full pipe is no reason to stop
+/// serving, so a failed write is dropped, never a panic.
+pub fn say(line: impl std::fmt::Display) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
 /// A Unix time (seconds) as a UTC civil date and time; `None` past jiff's range
 /// (year 9999).
 fn utc(t: u64) -> Option<jiff::civil::DateTime> {
@@ -175,16 +209,49 @@ pub fn format_time(t: u64) -> String {
     }
 }
 
+/// Why a text is not a date [`parse_date`] takes; the message names the text and the reason
+/// (`2027-02-31 is not a date: February 2027 has 28 days`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotADate(String);
+
 /// Parses `YYYY-MM-DD` (midnight UTC) into a Unix time. A day the month does not have
-/// (`2027-02-31`) or a date before 1970 is `None`.
-pub fn parse_date(s: &str) -> Option<u64> {
+/// (`2027-02-31`), a month past 12, another form than `YYYY-MM-DD` or a date before 1970 is
+/// refused with a message that says which.
+pub fn parse_date(s: &str) -> std::result::Result<u64, NotADate> {
     let s = s.trim();
-    // Exactly the extended form: jiff also reads ISO 8601's basic form and times.
+    let bad = |why: &str| NotADate(format!("{s} is not a date: {why}"));
+    // Exactly the extended form, digits only: jiff also reads ISO 8601's basic form and times.
     let b = s.as_bytes();
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    if b.len() != 10
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !digits(0..4)
+        || !digits(5..7)
+        || !digits(8..10)
+    {
+        return Err(bad("give it as YYYY-MM-DD"));
     }
-    midnight_utc(s.parse().ok()?)
+    let num = |r: std::ops::Range<usize>| s[r].parse::<i16>().unwrap_or(0);
+    let (year, month, day) = (num(0..4), num(5..7), num(8..10));
+    if !(1..=12).contains(&month) {
+        return Err(bad(&format!("there is no month {month}")));
+    }
+    let first = jiff::civil::Date::new(year, month as i8, 1).map_err(|e| bad(&e.to_string()))?;
+    let days = first.days_in_month();
+    if day < 1 || day > i16::from(days) {
+        return Err(bad(&format!(
+            "{} {year} has {days} days",
+            first.strftime("%B")
+        )));
+    }
+    let date = first
+        .with()
+        .day(day as i8)
+        .build()
+        .map_err(|e| bad(&e.to_string()))?;
+    midnight_utc(date).ok_or_else(|| bad("dates before 1970 are not accepted"))
 }
 
 /// Midnight UTC of a civil date, as a Unix time; `None` before 1970.
@@ -423,19 +490,49 @@ mod tests {
     fn dates_round_trip() {
         let t = parse_date("2027-03-01").unwrap();
         assert_eq!(format_time(t), "2027-03-01 00:00:00 UTC");
-        assert_eq!(parse_date("1970-01-01"), Some(0));
-        assert_eq!(parse_date("2024-13-01"), None);
-        assert_eq!(parse_date("garbage"), None);
-        assert_eq!(parse_date("1969-12-31"), None);
-        assert_eq!(parse_date("20270301"), None);
-        assert_eq!(parse_date("2027-03-01T12:00"), None);
+        assert_eq!(parse_date("1970-01-01"), Ok(0));
+        assert_eq!(parse_date(" 2027-03-01 "), Ok(t));
+        for bad in [
+            "garbage",
+            "20270301",
+            "2027-03-01T12:00",
+            "2027-3-01",
+            "+027-03-01",
+            "2027-03-0a",
+            "",
+        ] {
+            let e = parse_date(bad).unwrap_err().to_string();
+            assert!(
+                e.ends_with("is not a date: give it as YYYY-MM-DD"),
+                "{bad}: {e}"
+            );
+        }
+        assert_eq!(
+            parse_date("2024-13-01").unwrap_err().to_string(),
+            "2024-13-01 is not a date: there is no month 13"
+        );
+        assert_eq!(
+            parse_date("1969-12-31").unwrap_err().to_string(),
+            "1969-12-31 is not a date: dates before 1970 are not accepted"
+        );
     }
 
     #[test]
     fn a_day_the_month_does_not_have_is_no_date() {
-        assert_eq!(parse_date("2024-02-30"), None);
-        assert_eq!(parse_date("2027-02-29"), None);
-        assert_eq!(parse_date("2027-04-31"), None);
+        assert_eq!(
+            parse_date("2027-02-31").unwrap_err().to_string(),
+            "2027-02-31 is not a date: February 2027 has 28 days"
+        );
+        assert_eq!(
+            parse_date("2024-02-30").unwrap_err().to_string(),
+            "2024-02-30 is not a date: February 2024 has 29 days"
+        );
+        assert!(parse_date("2027-02-29").is_err());
+        assert_eq!(
+            parse_date("2027-04-31").unwrap_err().to_string(),
+            "2027-04-31 is not a date: April 2027 has 30 days"
+        );
+        assert!(parse_date("2027-04-00").is_err());
         // Leap days are days.
         let leap = parse_date("2028-02-29").unwrap();
         assert_eq!(format_time(leap + 86_399), "2028-02-29 23:59:59 UTC");

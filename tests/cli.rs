@@ -268,9 +268,11 @@ fn full_flow_lists_the_product_and_a_second_activation_keeps_the_first() {
 
     let list = sb.tessera(&["list"]).ok();
     assert_eq!(field(&list.stdout, "serial:"), serial);
-    assert_eq!(field(&list.stdout, "vendor:"), VENDOR);
+    // Vendor ids print in hex (4242 = 0x1092).
+    assert_eq!(field(&list.stdout, "vendor:"), "0x1092");
     assert!(
-        list.stdout.contains("Frobnicator (vendor 4242, product 7)"),
+        list.stdout
+            .contains("Frobnicator (vendor 0x1092, product 7)"),
         "{}",
         list.stdout
     );
@@ -357,12 +359,13 @@ fn full_flow_lists_the_product_and_a_second_activation_keeps_the_first() {
     let list = sb.tessera(&["list", "--vendor-id", VENDOR]).ok();
     assert_eq!(field(&list.stdout, "licenses:"), "2");
     assert!(
-        list.stdout.contains("(vendor 4242, product 7)"),
+        list.stdout.contains("(vendor 0x1092, product 7)"),
         "{}",
         list.stdout
     );
     assert!(
-        list.stdout.contains("Product 16 (vendor 4242, product 16)"),
+        list.stdout
+            .contains("Product 16 (vendor 0x1092, product 16)"),
         "{}",
         list.stdout
     );
@@ -383,10 +386,13 @@ fn full_flow_lists_the_product_and_a_second_activation_keeps_the_first() {
         .ok();
     assert_eq!(field(&r.stdout, "licenses:"), "0 added, 1 replaced");
 
-    // Another vendor's filter shows nothing.
-    let other = sb.tessera(&["list", "--vendor-id", "1"]).ok();
+    // Another vendor's filter shows nothing, and exits 3 (nothing matched).
+    let other = sb.tessera(&["list", "--vendor-id", "1"]);
+    assert_eq!(other.code, Some(3), "{}", other.stderr);
     assert!(
-        other.stdout.contains("no software containers"),
+        other
+            .stdout
+            .contains("no software containers of vendor 0x1"),
         "{}",
         other.stdout
     );
@@ -457,7 +463,7 @@ fn inspect_names_every_kind_and_checks_signatures() {
         r.stdout
     );
     assert!(
-        r.stdout.contains("(vendor 4242, product 3)"),
+        r.stdout.contains("(vendor 0x1092, product 3)"),
         "{}",
         r.stdout
     );
@@ -583,7 +589,7 @@ fn encrypt_and_decrypt_round_trip_and_a_flipped_byte_is_tampered() {
             "out.dat",
         ])
         .fails("tessera-vendor");
-    assert!(r.stderr.contains("vendor 4242"), "{}", r.stderr);
+    assert!(r.stderr.contains("vendor 0x1092"), "{}", r.stderr);
 }
 
 #[test]
@@ -779,7 +785,7 @@ fn an_activation_for_another_home_is_refused_and_changes_nothing() {
     assert_eq!(field(&list.stdout, "serial:"), serial_a);
     assert_eq!(field(&list.stdout, "licenses:"), "1");
     assert!(
-        list.stdout.contains("First (vendor 4242, product 1)"),
+        list.stdout.contains("First (vendor 0x1092, product 1)"),
         "{}",
         list.stdout
     );
@@ -973,7 +979,7 @@ fn borrow_list_and_return_a_seat_from_a_server() {
         .ok();
     let after = tessera::util::format_time(tessera::util::now() + 3 * 86_400);
     assert!(
-        field(&r.stdout, "borrowed:").contains("product 7 of vendor 4242"),
+        field(&r.stdout, "borrowed:").contains("product 7 of vendor 0x1092"),
         "{}",
         r.stdout
     );
@@ -1073,4 +1079,801 @@ fn borrow_list_and_return_a_seat_from_a_server() {
         .tessera(&["return", "--product", "7"])
         .fails("tessera");
     assert!(r.stderr.contains("--publisher-key"), "{}", r.stderr);
+}
+
+/// Issue 18, point 8: a date the calendar does not have is refused, with the reason.
+#[test]
+fn an_expiry_the_calendar_does_not_have_is_refused() {
+    let sb = Sandbox::new();
+    let (key, _) = sb.keygen();
+    sb.tessera(&[
+        "activate",
+        "request",
+        "--vendor-id",
+        VENDOR,
+        "--out",
+        "req.bin",
+    ])
+    .ok();
+    let issue = |expires: &str| {
+        sb.vendor(&[
+            "activate",
+            "--key",
+            key.to_str().unwrap(),
+            "--request",
+            "req.bin",
+            "--out",
+            "act.bin",
+            "--product",
+            "1",
+            "--expires",
+            expires,
+        ])
+    };
+    let r = issue("2027-02-31").fails("tessera-vendor");
+    assert!(
+        r.stderr
+            .contains("--expires 2027-02-31 is not a date: February 2027 has 28 days"),
+        "{}",
+        r.stderr
+    );
+    let r = issue("2028-02-30").fails("tessera-vendor");
+    assert!(
+        r.stderr.contains("February 2028 has 29 days"),
+        "{}",
+        r.stderr
+    );
+    let r = issue("2027-13-01").fails("tessera-vendor");
+    assert!(r.stderr.contains("there is no month 13"), "{}", r.stderr);
+    let r = issue("31.12.2099").fails("tessera-vendor");
+    assert!(r.stderr.contains("give it as YYYY-MM-DD"), "{}", r.stderr);
+    assert!(!sb.path("act.bin").exists(), "a refused date wrote a file");
+    // A real date far ahead is taken as written (midnight UTC), whatever day the test runs.
+    let r = issue("2999-02-28").ok();
+    assert!(
+        r.stdout.contains("expires:     2999-02-28 00:00:00 UTC"),
+        "{}",
+        r.stdout
+    );
+}
+
+/// Issue 18, point 10: vendor id 0 is no publisher's, wherever a vendor id is read.
+#[test]
+fn vendor_id_0_is_refused_everywhere() {
+    let sb = Sandbox::new();
+    for zero in ["0", "0x0", "00"] {
+        let r = sb.tessera(&["activate", "request", "--vendor-id", zero]);
+        assert_eq!(r.code, Some(2), "{}{}", r.stdout, r.stderr);
+        assert!(
+            r.stderr.contains("vendor id 0 is no publisher's"),
+            "{}",
+            r.stderr
+        );
+        let r = sb.vendor(&["keygen", "--vendor-id", zero, "--name", "x", "--out", "k"]);
+        assert_eq!(r.code, Some(2), "{}{}", r.stdout, r.stderr);
+        assert!(r.stderr.contains("vendor id 0"), "{}", r.stderr);
+        let r = sb.tessera(&["list", "--vendor-id", zero]);
+        assert_eq!(r.code, Some(2), "{}", r.stderr);
+    }
+    assert!(!sb.home.exists(), "a refused vendor id made a home");
+    assert!(!sb.path("k").exists());
+    // A public key file naming vendor 0: refused when read.
+    let (_, public) = sb.keygen();
+    let text = fs::read_to_string(&public).unwrap();
+    let hexkey = text.split_whitespace().last().unwrap().to_string();
+    fs::write(
+        sb.path("zero.pub"),
+        format!("tessera-publisher 0 {hexkey}\n"),
+    )
+    .unwrap();
+    let r = sb.vendor(&["inspect", "zero.pub"]).fails("tessera-vendor");
+    assert!(r.stderr.contains("vendor id 0"), "{}", r.stderr);
+    let r = sb
+        .tessera(&[
+            "borrow",
+            "--product",
+            "1",
+            "--days",
+            "1",
+            "--publisher-key",
+            "zero.pub",
+        ])
+        .fails("tessera");
+    assert!(r.stderr.contains("vendor id 0"), "{}", r.stderr);
+    // Hex and decimal name the same publisher.
+    let r = sb
+        .tessera(&[
+            "activate",
+            "request",
+            "--vendor-id",
+            "0x1092",
+            "--out",
+            "a.bin",
+        ])
+        .ok();
+    let serial = field(&r.stdout, "container:");
+    let r = sb
+        .tessera(&[
+            "activate",
+            "request",
+            "--vendor-id",
+            "4242",
+            "--out",
+            "b.bin",
+        ])
+        .ok();
+    assert_eq!(field(&r.stdout, "container:"), serial);
+}
+
+/// A pipe whose reader is already gone.
+fn closed_pipe() -> std::io::PipeWriter {
+    let (r, w) = std::io::pipe().unwrap();
+    drop(r);
+    w
+}
+
+/// Issue 18, point 9: a tool whose reader goes away (`tessera list | head -3`) ends quietly,
+/// killed by SIGPIPE as `cat` would be (a shell sees 141), never a panic (exit 101).
+#[test]
+fn every_tool_ends_quietly_on_a_closed_pipe() {
+    use std::os::unix::process::ExitStatusExt;
+    let sb = Sandbox::new();
+    let (key, _) = sb.keygen();
+    sb.activate(&key, "1", &[], "1");
+    let dongle = sb.path("dongle.state");
+    Command::new(common::bin("tessera-dongle"))
+        .args(["create", "--state", dongle.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let dongle = dongle.to_str().unwrap();
+    let key = key.to_str().unwrap();
+    let load = env!("CARGO_BIN_EXE_tessera-load");
+    let runs: Vec<(String, Vec<&str>)> = vec![
+        (common::bin("tessera").display().to_string(), vec!["list"]),
+        (common::bin("tessera").display().to_string(), vec!["info"]),
+        (common::bin("tessera").display().to_string(), vec!["--help"]),
+        (
+            common::bin("tessera-vendor").display().to_string(),
+            vec!["inspect", key],
+        ),
+        (
+            common::bin("tessera-dongle").display().to_string(),
+            vec!["info", "--state", dongle],
+        ),
+        (
+            common::bin("tessera-server").display().to_string(),
+            vec!["--help"],
+        ),
+        (load.to_string(), vec!["--help"]),
+    ];
+    for (exe, args) in &runs {
+        let out = Command::new(exe)
+            .args(args)
+            .current_dir(sb.dir.path())
+            .env("TESSERA_HOME", &sb.home)
+            .stdout(closed_pipe())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "{exe} {args:?}: {stderr}"
+        );
+        assert!(
+            out.status.signal() == Some(libc::SIGPIPE) || out.status.code() == Some(0),
+            "{exe} {args:?} ended with {:?}: {stderr}",
+            out.status
+        );
+        assert_ne!(out.status.code(), Some(101), "{exe} {args:?}");
+    }
+    // A data command dies of the signal itself (its first line already fails).
+    let out = Command::new(common::bin("tessera"))
+        .arg("info")
+        .env("TESSERA_HOME", &sb.home)
+        .stdout(closed_pipe())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A real `| head -1`: the reader takes one line and goes; the writer ends quietly.
+    let mut child = Command::new(common::bin("tessera-vendor"))
+        .args(["inspect", key])
+        .current_dir(sb.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert!(first.contains("publisher key"), "{first}");
+    let out = child.wait_with_output().unwrap();
+    assert_ne!(out.status.code(), Some(101));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+
+    // The server is a daemon: a closed standard output does not stop it serving.
+    let free = |_| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string()
+    };
+    let (listen, admin) = (free(0), free(1));
+    let mut server = common::server::KillOnDrop(
+        Command::new(common::bin("tessera-server"))
+            .args(["--no-discovery", "--no-dongles", "--listen", &listen])
+            .args(["--admin-listen", &admin, "--state-dir"])
+            .arg(sb.path("server-state"))
+            .arg("--home")
+            .arg(&sb.home)
+            .stdout(closed_pipe())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let status = (0..200).find_map(|_| {
+        let r = sb.tessera(&["admin", "--server", &format!("http://{admin}"), "status"]);
+        if r.code == Some(0) {
+            return Some(r);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        None
+    });
+    let status = status.expect("the server with a closed stdout never answered");
+    assert!(status.stdout.contains(&listen), "{}", status.stdout);
+    let st = common::server::sigterm(&mut server.0);
+    assert!(st.success(), "{st:?}");
+    let mut err = String::new();
+    std::io::Read::read_to_string(server.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// An address of this machine that is not loopback (the admin API sees a peer coming from it
+/// as another machine): the first global IPv4 address, or one added to `lo` for the test.
+struct OtherAddress {
+    ip: String,
+    added: bool,
+}
+
+impl OtherAddress {
+    fn find() -> OtherAddress {
+        let out = Command::new("ip")
+            .args(["-4", "-o", "addr", "show", "scope", "global"])
+            .output()
+            .expect("iproute2 (ip) is installed by scripts/install-deps.sh");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let found = text.split_whitespace().skip_while(|w| *w != "inet").nth(1);
+        if let Some(cidr) = found {
+            let ip = cidr.split('/').next().unwrap().to_string();
+            return OtherAddress { ip, added: false };
+        }
+        // No global address (a bare build machine): one from the benchmarking range on `lo`.
+        let ip = "198.18.0.77".to_string();
+        let st = Command::new("ip")
+            .args(["addr", "add", &format!("{ip}/32"), "dev", "lo"])
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "cannot add {ip} to lo (the tests run as root)"
+        );
+        OtherAddress { ip, added: true }
+    }
+}
+
+impl Drop for OtherAddress {
+    fn drop(&mut self) {
+        if self.added {
+            let _ = Command::new("ip")
+                .args(["addr", "del", &format!("{}/32", self.ip), "dev", "lo"])
+                .status();
+        }
+    }
+}
+
+/// Issue 18, point 7: on a default server (no admin token), `tessera admin revoke` and
+/// `reload` work from the server's machine for root and the server's user (through the
+/// local admin token the server writes for them), are refused with a clear message for
+/// another user, and a server reached from another address still needs its token.
+#[test]
+fn admin_changes_on_the_servers_machine_need_root_or_the_servers_user() {
+    use std::os::unix::process::CommandExt;
+    use tessera::client::{Environment, Session, SessionOptions, sources};
+    use tessera::license::CountingUnit;
+    use tessera::publisher::PublisherKey;
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = PublisherKey::generate(0xAD, "admin cli");
+    let home = dir.path().join("server-home");
+    common::activate(
+        &common::env_in(&home),
+        &key,
+        &[common::spec(1, 2, CountingUnit::Handle)],
+    );
+    let state = dir.path().join("server-state");
+    let server = common::server::ServerProc::start(&state, &home, 0);
+    let url = format!("http://{}", server.admin);
+
+    // A seat held by a client.
+    let mut o = SessionOptions::new(0xAD, key.public_key());
+    o.sources = sources::NETWORK;
+    o.servers = vec![server.addr.clone()];
+    o.timeout = Duration::from_secs(2);
+    let env = Environment {
+        home: dir.path().join("client"),
+        host: HostIdentity::simulated("client-a"),
+        ..Environment::detect()
+    };
+    let session = Session::open_in(o, env).unwrap();
+    let _seat = session.acquire(1, 0, false).unwrap();
+
+    // `nobody` runs its own link to the tool (the build tree may not be open to it).
+    let bin = tempfile::tempdir().unwrap();
+    fs::set_permissions(bin.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let tool = bin.path().join("tessera");
+    if fs::hard_link(common::bin("tessera"), &tool).is_err() {
+        fs::copy(common::bin("tessera"), &tool).unwrap();
+    }
+    let admin = |args: &[&str], nobody: bool| {
+        let mut c = Command::new(&tool);
+        c.arg("admin").args(args).env_remove("TESSERA_ADMIN_TOKEN");
+        if nobody {
+            c.uid(65534).gid(65534).current_dir("/");
+        }
+        Run::from(c.output().unwrap())
+    };
+    let seats = admin(&["--server", &url, "--json", "seats"], false).ok();
+    let seats: serde_json::Value = serde_json::from_str(&seats.stdout).unwrap();
+    let id = seats["seats"][0]["seat_id"].as_str().unwrap().to_string();
+
+    // Reading needs nothing on this machine, for anyone.
+    admin(&["--server", &url, "status"], true).ok();
+    // Changes: refused for another user, with what to do.
+    for args in [vec!["reload"], vec!["revoke", id.as_str()]] {
+        let mut a = vec!["--server", url.as_str()];
+        a.extend(args);
+        let r = admin(&a, true).fails("tessera");
+        let file = state.join("local-admin.token");
+        assert!(
+            r.stderr.contains(&file.display().to_string())
+                && r.stderr.contains("only root and the server's user")
+                && r.stderr.contains("--token"),
+            "{}",
+            r.stderr
+        );
+    }
+    let meta = fs::metadata(state.join("local-admin.token")).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let still = admin(&["--server", &url, "--json", "seats"], false).ok();
+    assert!(still.stdout.contains(&id), "{}", still.stdout);
+
+    // Root (the server's user here) may.
+    let r = admin(&["--server", &url, "reload"], false).ok();
+    assert!(!r.stdout.is_empty());
+    let r = admin(&["--server", &url, "revoke", &id], false).ok();
+    assert!(
+        r.stdout.contains(&format!("revoked seat {id}")),
+        "{}",
+        r.stdout
+    );
+    let after = admin(&["--server", &url, "seats"], false).ok();
+    assert!(after.stdout.contains("no seat is held"), "{}", after.stdout);
+
+    // A token presented that is neither the server's token nor its local one: refused.
+    let r = admin(
+        &["--server", &url, "--token", &"ab".repeat(32), "reload"],
+        false,
+    )
+    .fails("tessera");
+    assert!(r.stderr.contains("401"), "{}", r.stderr);
+
+    // A server with a token, open to the network: from another address without the token,
+    // refused (the local token of the other server does not open it either); with it, done.
+    let other = OtherAddress::find();
+    fs::write(dir.path().join("token"), "cli-admin-token-0123456789\n").unwrap();
+    let state2 = dir.path().join("server-state-2");
+    let listen = format!("{}:0", other.ip);
+    let server2 = common::server::ServerProc::start_with(
+        &state2,
+        &home,
+        0,
+        &[
+            "--admin-listen",
+            &listen,
+            "--admin-token-file",
+            dir.path().join("token").to_str().unwrap(),
+        ],
+    );
+    let url2 = format!("http://{}", server2.admin);
+    assert!(url2.contains(&other.ip), "{url2}");
+    let r = admin(&["--server", &url2, "reload"], false).fails("tessera");
+    assert!(
+        r.stderr.contains("this server has an admin token"),
+        "{}",
+        r.stderr
+    );
+    let local = fs::read_to_string(state2.join("local-admin.token")).unwrap();
+    let local = local.split_whitespace().last().unwrap().to_string();
+    let r = admin(&["--server", &url2, "--token", &local, "reload"], false).fails("tessera");
+    assert!(r.stderr.contains("401"), "{}", r.stderr);
+    admin(
+        &[
+            "--server",
+            &url2,
+            "--token",
+            "cli-admin-token-0123456789",
+            "reload",
+        ],
+        false,
+    )
+    .ok();
+}
+
+/// Issue 18, point 11 (the server's command line): `--help` shows the defaults; a home that
+/// does not exist is refused; a port in use is said plainly, once, with no other warning;
+/// the log has colour only on a terminal, and never with NO_COLOR.
+#[test]
+fn the_server_shows_its_defaults_and_says_plainly_why_it_cannot_start() {
+    let sb = Sandbox::new();
+    let help = Command::new(common::bin("tessera-server"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    for want in [
+        "[default: [::]:22630]",
+        "[default: 127.0.0.1:22631]",
+        "[default: 90000]",
+        "[default: 30000]",
+        "[default: /var/lib/tessera-server]",
+        "[default: text]",
+        "[default: 60]",
+    ] {
+        assert!(help.contains(want), "no {want} in:\n{help}");
+    }
+    let home_line = help.lines().skip_while(|l| !l.contains("--home")).nth(1);
+    assert!(
+        home_line.is_some_and(|l| l.contains("[default: ")),
+        "{help}"
+    );
+
+    let server = |home: &Path, listen: &str| {
+        let mut c = Command::new(common::bin("tessera-server"));
+        c.args(["--no-discovery", "--no-dongles", "--listen", listen])
+            // Few connections: no warning about this machine's open-file limit.
+            .args(["--max-connections", "100"])
+            .args(["--admin-listen", "127.0.0.1:0", "--state-dir"])
+            .arg(sb.path("state"))
+            .arg("--home")
+            .arg(home)
+            .env("TESSERA_LOG", "info")
+            .env_remove("NO_COLOR");
+        c
+    };
+    let r = Run::from(
+        server(&sb.path("no-such-home"), "127.0.0.1:0")
+            .output()
+            .unwrap(),
+    )
+    .fails("tessera-server");
+    assert!(
+        r.stderr.contains(&format!(
+            "the home {} does not exist",
+            sb.path("no-such-home").display()
+        )),
+        "{}",
+        r.stderr
+    );
+
+    // A port in use, with a hosted container (its usage log is open when the bind fails).
+    let (key, _) = sb.keygen();
+    sb.activate(&key, "1", &[], "1");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let r = Run::from(server(&sb.home, &addr.to_string()).output().unwrap());
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    let port = addr.port();
+    assert!(
+        r.stderr.contains(&format!("port {port} is in use")),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !r.stderr.contains("WARN"),
+        "a spurious warning: {}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("server is gone"), "{}", r.stderr);
+    assert_eq!(
+        r.stderr.matches("Address already in use").count(),
+        1,
+        "the cause said more than once: {}",
+        r.stderr
+    );
+    // Written to a pipe (a file, the journal): no escape codes.
+    assert!(r.stderr.contains("INFO"), "{}", r.stderr);
+    assert!(
+        !r.stderr.contains('\u{1b}'),
+        "colour in a log file: {}",
+        r.stderr
+    );
+
+    // On a terminal (script(1) gives it one): colour, unless NO_COLOR says otherwise.
+    let on_terminal = |no_color: bool| {
+        let cmd = server(&sb.home, &addr.to_string());
+        let mut line: Vec<String> = vec![cmd.get_program().to_string_lossy().into_owned()];
+        line.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
+        let mut c = Command::new("script");
+        c.args(["-q", "-e", "-c", &line.join(" "), "/dev/null"])
+            .env("TESSERA_LOG", "info")
+            .env_remove("NO_COLOR");
+        if no_color {
+            c.env("NO_COLOR", "1");
+        }
+        String::from_utf8_lossy(&c.output().unwrap().stdout).into_owned()
+    };
+    let tty = on_terminal(false);
+    assert!(tty.contains("INFO"), "{tty}");
+    assert!(tty.contains('\u{1b}'), "no colour on a terminal: {tty}");
+    let plain = on_terminal(true);
+    assert!(plain.contains("INFO"), "{plain}");
+    assert!(
+        !plain.contains('\u{1b}'),
+        "colour despite NO_COLOR: {plain}"
+    );
+    drop(taken);
+}
+
+/// Parses a tool's `--json` output.
+fn json_of(r: &Run) -> serde_json::Value {
+    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", r.stdout))
+}
+
+/// Issue 18, point 11 (the end user's and publisher's tools): `list` says why it shows
+/// nothing, and a filter that matched nothing exits 3; vendor ids print in hex; `--json` on
+/// every command that prints data; an I/O error is said once.
+#[test]
+fn list_says_why_it_is_empty_and_every_command_speaks_json() {
+    let sb = Sandbox::new();
+    let home = sb.home.display().to_string();
+    // No home at all: nothing, and which nothing.
+    let r = sb.tessera(&["list"]).ok();
+    assert!(
+        r.stdout
+            .contains(&format!("no software containers: {home} does not exist")),
+        "{}",
+        r.stdout
+    );
+    let r = sb.tessera(&["list", "--vendor-id", "99"]);
+    assert_eq!(r.code, Some(3), "{}{}", r.stdout, r.stderr);
+    let help = sb.tessera(&["--help"]).ok();
+    assert!(
+        help.stdout.contains("3 nothing matched a filter"),
+        "{}",
+        help.stdout
+    );
+
+    // JSON of keygen, request, activate, install.
+    let r = sb
+        .vendor(&[
+            "keygen",
+            "--vendor-id",
+            "0x1092",
+            "--name",
+            "Acme",
+            "--out",
+            "publisher.key",
+            "--json",
+        ])
+        .ok();
+    let j = json_of(&r);
+    assert_eq!(j["vendor_id"], 4242);
+    assert_eq!(j["public_key"].as_str().unwrap().len(), 64);
+    let r = sb
+        .tessera(&[
+            "--json",
+            "activate",
+            "request",
+            "--vendor-id",
+            VENDOR,
+            "--out",
+            "req.bin",
+        ])
+        .ok();
+    let j = json_of(&r);
+    let serial = j["container"].as_str().unwrap().to_string();
+    assert!(serial.starts_with("SW-"), "{j}");
+    assert_eq!(j["vendor_id"], 4242);
+    let r = sb
+        .vendor(&[
+            "activate",
+            "--key",
+            "publisher.key",
+            "--request",
+            "req.bin",
+            "--out",
+            "act.bin",
+            "--product",
+            "5",
+            "--name",
+            "Widget",
+            "--quantity",
+            "3",
+            "--json",
+        ])
+        .ok();
+    let j = json_of(&r);
+    assert_eq!(j["container"], serial.as_str());
+    assert_eq!(j["licenses"][0]["product_code"], 5);
+    assert_eq!(j["licenses"][0]["quantity"], 3);
+    assert_eq!(j["licenses"][0]["expiry"], serde_json::Value::Null);
+    let j = json_of(
+        &sb.tessera(&["activate", "install", "act.bin", "--json"])
+            .ok(),
+    );
+    assert_eq!(
+        (j["container"].as_str(), j["added"].as_u64()),
+        (Some(serial.as_str()), Some(1))
+    );
+
+    // list: text in hex, JSON with numbers; a filter of another vendor says what it saw.
+    let r = sb.tessera(&["list"]).ok();
+    assert_eq!(field(&r.stdout, "vendor:"), "0x1092");
+    assert!(
+        r.stdout.contains("Widget (vendor 0x1092, product 5)"),
+        "{}",
+        r.stdout
+    );
+    let r = sb.tessera(&["list", "--vendor-id", "99"]);
+    assert_eq!(r.code, Some(3), "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains(&format!(
+            "no software containers of vendor 0x63 in {home} (1 of another vendor)"
+        )),
+        "{}",
+        r.stdout
+    );
+    sb.tessera(&["list", "--vendor-id", "4242"]).ok();
+    let j = json_of(&sb.tessera(&["list", "--json"]).ok());
+    assert_eq!(j["home"], home.as_str());
+    assert_eq!(j["home_exists"], true);
+    let c = &j["containers"][0];
+    assert_eq!(c["serial"], serial.as_str());
+    assert_eq!(c["vendor_id"], 4242);
+    assert_eq!(c["licenses"][0]["product_name"], "Widget");
+    assert_eq!(c["licenses"][0]["in_use"], 0);
+    let j = json_of(&sb.tessera(&["info", "--json"]).ok());
+    assert_eq!(j["home"], home.as_str());
+    assert_eq!(j["version"], tessera::VERSION);
+    assert_eq!(j["containers"][0]["serial"], serial.as_str());
+
+    // inspect --json: every kind says what it is, with its facts and signature checks.
+    fs::write(sb.path("plain"), b"secret data").unwrap();
+    let j = json_of(
+        &sb.vendor(&[
+            "encrypt-file",
+            "--key",
+            "publisher.key",
+            "--product",
+            "5",
+            "plain",
+            "ct",
+            "--json",
+        ])
+        .ok(),
+    );
+    assert_eq!(
+        (j["product_code"].as_u64(), j["plaintext_bytes"].as_u64()),
+        (Some(5), Some(11))
+    );
+    let j = json_of(
+        &sb.vendor(&[
+            "decrypt-file",
+            "--key",
+            "publisher.key",
+            "ct",
+            "back",
+            "--json",
+        ])
+        .ok(),
+    );
+    assert_eq!(j["plaintext_bytes"], 11);
+    let container = tessera::container::software::list(&sb.home).pop().unwrap();
+    let container = container.to_str().unwrap();
+    for (file, kind, key, value) in [
+        (
+            "act.bin",
+            "activation",
+            "container",
+            serde_json::json!(serial),
+        ),
+        (
+            "req.bin",
+            "activation request",
+            "vendor_id",
+            serde_json::json!(4242),
+        ),
+        ("ct", "ciphertext", "product_code", serde_json::json!(5)),
+        (
+            "publisher.key",
+            "publisher key",
+            "name",
+            serde_json::json!("Acme"),
+        ),
+        (
+            "publisher.pub",
+            "publisher public key",
+            "vendor_id",
+            serde_json::json!(4242),
+        ),
+        (
+            container,
+            "software container",
+            "opens_here",
+            serde_json::json!(true),
+        ),
+    ] {
+        let j = json_of(
+            &sb.vendor(&[
+                "inspect",
+                file,
+                "--publisher-key",
+                "publisher.pub",
+                "--json",
+            ])
+            .ok(),
+        );
+        assert_eq!(j["kind"], kind, "{j}");
+        assert_eq!(j[key], value, "{file}: {j}");
+        assert_eq!(j["signatures_valid"], true, "{j}");
+    }
+    let j = json_of(&sb.vendor(&["inspect", "act.bin", "--json"]).ok());
+    assert_eq!(j["licenses"][0]["product_name"], "Widget");
+
+    // The virtual dongle's info too.
+    let state = sb.path("dongle.state");
+    let made = Command::new(common::bin("tessera-dongle"))
+        .args(["create", "--state", state.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let info = Command::new(common::bin("tessera-dongle"))
+        .args(["info", "--state", state.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    let j = json_of(&Run::from(info).ok());
+    assert!(j["serial"].as_str().is_some_and(|s| !s.is_empty()), "{j}");
+    assert_eq!(
+        (j["vendor_id"].as_u64(), j["certified"].as_bool()),
+        (Some(0), Some(false))
+    );
+
+    // An I/O error is said once, not once per wrapping.
+    let r = sb
+        .vendor(&[
+            "activate",
+            "--key",
+            "no-such.key",
+            "--request",
+            "req.bin",
+            "--out",
+            "x",
+            "--product",
+            "1",
+        ])
+        .fails("tessera-vendor");
+    assert_eq!(r.stderr.matches("os error 2").count(), 1, "{}", r.stderr);
+    let r = sb
+        .tessera(&["activate", "install", "no-such.act"])
+        .fails("tessera");
+    assert_eq!(r.stderr.matches("os error 2").count(), 1, "{}", r.stderr);
 }

@@ -640,6 +640,8 @@ fn a_license_server_hosts_the_dongle_attached_to_it() {
         borrow_days: 2,
         ..spec(1, 2, CountingUnit::Handle)
     }]);
+    // A server hosting dongles only: its home is empty (a missing one is refused).
+    std::fs::create_dir_all(dir.path().join("server-home")).unwrap();
     // The server finds the dongle through the same discovery the client uses.
     let mut server = Command::new(env!("CARGO_BIN_EXE_tessera-server"))
         .args([

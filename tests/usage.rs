@@ -249,7 +249,10 @@ fn a_servers_usage_log_verifies_sums_up_and_every_tampered_copy_is_refused() {
         assert!(out.status.success(), "{}", text(&out.stderr));
         let t = text(&out.stdout);
         assert!(t.contains("unverified tail: none"), "{t}");
-        assert!(t.contains(&format!("usage log of vendor {VENDOR}")), "{t}");
+        assert!(
+            t.contains(&format!("usage log of vendor {VENDOR:#x}")),
+            "{t}"
+        );
     }
     let out = verify_usage(&f.pub_file, &log, true);
     assert!(out.status.success(), "{}", text(&out.stderr));

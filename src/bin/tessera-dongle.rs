@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use tessera::container::hosts::SharePolicy;
 use tessera::dongle::device::{DongleDevice, create_state, load_state};
 use tessera::dongle::framing::ReportSink;
-use tessera::util::format_time;
+use tessera::util::{format_time, say};
 
 #[derive(Parser)]
 #[command(name = "tessera-dongle", version, about = "The Tessera virtual dongle")]
@@ -55,6 +55,9 @@ enum Command {
         /// The state file.
         #[arg(long)]
         state: PathBuf,
+        /// Print them as JSON (for scripts) instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -65,7 +68,13 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 fn main() {
-    if let Err(e) = run(Cli::parse()) {
+    let cli = Cli::parse();
+    // `create` and `info` are one-shot tools and end quietly on a closed pipe; `serve` keeps
+    // serving whatever becomes of its standard output (it writes it with `util::say`).
+    if !matches!(cli.command, Command::Serve { .. }) {
+        tessera::util::die_on_sigpipe();
+    }
+    if let Err(e) = run(cli) {
         eprintln!("tessera-dongle: error: {e:#}");
         std::process::exit(1);
     }
@@ -80,10 +89,26 @@ fn run(cli: Cli) -> Result<()> {
             println!("state:        {}", state.display());
             println!("The dongle is blank: program it with `tessera-vendor program`.");
         }
-        Command::Info { state } => {
+        Command::Info { state, json } => {
             let e = load_state(&state).with_context(|| format!("reading {}", state.display()))?;
+            if json {
+                let licenses: Vec<tessera::view::LicenseView> =
+                    e.licenses().iter().map(Into::into).collect();
+                let out = serde_json::json!({
+                    "serial": e.serial(),
+                    "vendor_id": e.state().vendor_id,
+                    "certified": e.certificate().is_some(),
+                    "clock_high_water": e.state().clock_high_water,
+                    "licenses": licenses,
+                });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+                return Ok(());
+            }
             println!("serial:       {}", e.serial());
-            println!("vendor:       {}", e.state().vendor_id);
+            match e.state().vendor_id {
+                0 => println!("vendor:       none (blank)"),
+                v => println!("vendor:       {}", tessera::publisher::vendor_hex(v)),
+            }
             println!(
                 "certified:    {}",
                 if e.certificate().is_some() {
@@ -136,20 +161,23 @@ fn run(cli: Cli) -> Result<()> {
                     std::fs::create_dir_all(dir)
                         .with_context(|| format!("creating {}", dir.display()))?;
                 }
-                println!("HID report socket: {}", path.display());
+                say(format!("HID report socket: {}", path.display()));
                 let (sink, stop) = (sink.clone(), stop.clone());
                 threads.push(std::thread::spawn(move || {
                     tessera::dongle::socket::serve(&path, sink, stop)
                 }));
             }
             if let Some(dir) = msd {
-                println!("MSD volume: {}", dir.display());
+                say(format!("MSD volume: {}", dir.display()));
                 let (sink, stop, serial) = (sink.clone(), stop.clone(), serial.clone());
                 threads.push(std::thread::spawn(move || {
                     tessera::dongle::msd_volume::serve_until(&dir, &serial, sink, stop)
                 }));
             }
-            println!("serving dongle {serial} (pid {})", std::process::id());
+            say(format!(
+                "serving dongle {serial} (pid {})",
+                std::process::id()
+            ));
             while !STOP.load(Ordering::SeqCst) && !threads.iter().all(|t| t.is_finished()) {
                 std::thread::sleep(Duration::from_millis(50));
             }

@@ -19,13 +19,15 @@ struct Cli {
     /// The server's name.
     #[arg(long)]
     name: Option<String>,
-    /// An address for the license protocol (repeatable; default `[::]:22630`).
+    /// An address for the license protocol (repeatable).
     #[arg(long)]
     listen: Vec<SocketAddr>,
     /// Where the server keeps its key and seat table.
     #[arg(long)]
     state_dir: Option<PathBuf>,
-    /// The TESSERA_HOME whose software containers to host.
+    /// The TESSERA_HOME whose software containers to host. A home given here (or another
+    /// than the default in the configuration) that does not exist is refused; the default
+    /// one may be missing on a server that hosts dongles only (the log then says so).
     #[arg(long)]
     home: Option<PathBuf>,
     /// Lease length in milliseconds.
@@ -50,8 +52,8 @@ struct Cli {
     /// Log format: text or json.
     #[arg(long)]
     log_format: Option<String>,
-    /// Where the admin HTTP API and page listen (default `127.0.0.1:22631`; an address
-    /// that is not loopback needs an admin token).
+    /// Where the admin HTTP API and page listen (an address that is not loopback needs an
+    /// admin token).
     #[arg(long)]
     admin_listen: Option<SocketAddr>,
     /// A file holding the admin API token (instead of `admin_token` in the configuration;
@@ -64,14 +66,14 @@ struct Cli {
     /// Do not serve the admin API.
     #[arg(long)]
     no_admin: bool,
-    /// Checkpoint the usage logs at least this often, in seconds (default 60).
+    /// Checkpoint the usage logs at least this often, in seconds.
     #[arg(long)]
     usage_checkpoint_s: Option<u64>,
-    /// When saturated, commit the seat table at most once per this many microseconds
-    /// (default 3000; 0 commits as requests come).
+    /// When saturated, commit the seat table at most once per this many microseconds (0
+    /// commits as requests come).
     #[arg(long)]
     commit_window_us: Option<u64>,
-    /// Threads serving client connections (default 0: one fewer than the CPUs, at least 1).
+    /// Threads serving client connections (0: one fewer than the CPUs, at least 1).
     #[arg(long)]
     worker_threads: Option<usize>,
     /// Pool mode: share the seat table with the other members of a pool in etcd
@@ -79,10 +81,10 @@ struct Cli {
     /// server's SQLite file. The TOML equivalent is `[pool] endpoints = [...]`.
     #[arg(long, value_name = "etcd://HOST:PORT,...")]
     pool: Option<String>,
-    /// The pool's key prefix in etcd (default `/tessera/<pool name>/`).
+    /// The pool's key prefix in etcd [default: /tessera/<pool name>/].
     #[arg(long, requires = "pool")]
     pool_prefix: Option<String>,
-    /// The pool's name (default `default`).
+    /// The pool's name [default: default].
     #[arg(long, requires = "pool")]
     pool_name: Option<String>,
 }
@@ -91,6 +93,36 @@ struct Cli {
 // glibc malloc's arena locking and consolidation cost about 9% of the server's CPU.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The command line, its help showing the defaults (those of `ServerConfig`, which a
+/// configuration file overrides, so they are not clap defaults).
+fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let d = ServerConfig::default();
+    let listen: Vec<String> = d.listen.iter().map(ToString::to_string).collect();
+    let defaults = [
+        ("name", d.name.clone() + " (this machine's host name)"),
+        ("listen", listen.join(", ")),
+        ("state_dir", d.state_dir.display().to_string()),
+        ("home", d.home.display().to_string()),
+        ("lease_ms", d.lease_ms.to_string()),
+        ("renew_ms", d.renew_ms.to_string()),
+        ("max_connections", d.max_connections.to_string()),
+        ("log_format", d.log_format.clone()),
+        ("admin_listen", d.admin_listen.to_string()),
+        ("usage_checkpoint_s", d.usage_checkpoint_s.to_string()),
+        ("commit_window_us", d.commit_window_us.to_string()),
+        ("worker_threads", d.worker_threads.to_string()),
+    ];
+    defaults
+        .into_iter()
+        .fold(Cli::command(), |cmd, (id, value)| {
+            cmd.mut_arg(id, |a| {
+                let help = a.get_help().map(ToString::to_string).unwrap_or_default();
+                a.help(format!("{help} [default: {value}]"))
+            })
+        })
+}
 
 fn main() {
     if let Err(e) = real_main() {
@@ -108,6 +140,7 @@ fn load_config(cli: &Cli) -> Result<ServerConfig> {
         }
         None => ServerConfig::default(),
     };
+    let home_given = cli.home.is_some();
     let cli = cli.clone();
     if let Some(v) = cli.name {
         c.name = v;
@@ -162,15 +195,29 @@ fn load_config(cli: &Cli) -> Result<ServerConfig> {
     c.fsync &= !cli.no_fsync;
     c.admin &= !cli.no_admin;
     c.check()?;
+    // A home named on purpose must be there: a typo would start a server hosting nothing.
+    if !c.home.exists() && (home_given || c.home != ServerConfig::default().home) {
+        anyhow::bail!(
+            "the home {} does not exist: give the TESSERA_HOME where `tessera activate` put \
+             this machine's software containers, or make the directory first (a server that \
+             hosts dongles only)",
+            c.home.display()
+        );
+    }
     Ok(c)
 }
 
 fn real_main() -> Result<()> {
-    let cli = Cli::parse();
+    use clap::FromArgMatches;
+    let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit());
     let c = load_config(&cli)?;
 
     let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
         .unwrap_or_else(|_| "info".into());
+    // Colour only for a terminal, and never with NO_COLOR set (https://no-color.org): a log
+    // written to a file or the journal gets no escape codes.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     if c.log_format == "json" {
         tracing_subscriber::fmt()
             .json()
@@ -180,8 +227,16 @@ fn real_main() -> Result<()> {
     } else {
         tracing_subscriber::fmt()
             .with_env_filter(filter)
+            .with_ansi(colour)
             .with_writer(std::io::stderr)
             .init();
+    }
+    if !c.home.exists() {
+        tracing::warn!(
+            home = %c.home.display(),
+            "the home does not exist: this server hosts no software container (only dongles); \
+             activate one there with `tessera activate request`, or give --home"
+        );
     }
 
     // One fewer worker than the CPUs by default: the seat table's commit thread is busy too,
@@ -210,10 +265,10 @@ fn real_main() -> Result<()> {
         let announce = tokio::spawn(async move {
             if let Ok(bound) = rx.await {
                 for a in bound.listen {
-                    println!("listening on {a}");
+                    tessera::util::say(format!("listening on {a}"));
                 }
                 if let Some(a) = bound.admin {
-                    println!("admin on {a}");
+                    tessera::util::say(format!("admin on {a}"));
                 }
             }
         });

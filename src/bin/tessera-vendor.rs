@@ -17,13 +17,17 @@ use tessera::cipher::{self, Header, Mode};
 use tessera::container::{Activation, ActivationRequest, ContainerCertificate, SoftwareContainer};
 use tessera::license::usage::UsageStatement;
 use tessera::license::{CountingUnit, Envelope, Kind, License, VmPolicy};
-use tessera::publisher::{self, DEMO_VENDOR_ID, LicenseSpec, PublisherKey};
+use tessera::publisher::{self, DEMO_VENDOR_ID, LicenseSpec, PublisherKey, vendor_hex};
 use tessera::util::{self, format_time};
+use tessera::view::LicenseView;
 
 /// The publisher's tool: keys, activations, file inspection and file encryption.
 #[derive(Parser, Debug)]
 #[command(name = "tessera-vendor", version, about, long_about = None)]
 struct Cli {
+    /// Print the data as JSON (for scripts) instead of text.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -70,9 +74,6 @@ struct VerifyUsageArgs {
     /// it) or the publisher key file itself.
     #[arg(long, visible_aliases = ["publisher-key", "vendor-key"])]
     key: PathBuf,
-    /// Print JSON (for scripts) instead of text.
-    #[arg(long)]
-    json: bool,
     /// The same server's previous report: checked too, and this log must go on from it
     /// (each container's signature numbers on from where they ended there).
     #[arg(long, value_name = "PREVIOUS_LOG")]
@@ -101,8 +102,8 @@ struct ProgramArgs {
 
 #[derive(Args, Debug)]
 struct KeygenArgs {
-    /// The publisher's vendor id (decimal or 0x hex).
-    #[arg(long, value_parser = parse_u32, required_unless_present = "demo", conflicts_with = "demo")]
+    /// The publisher's vendor id (decimal or 0x hex; not 0).
+    #[arg(long, value_parser = publisher::vendor_id_arg, required_unless_present = "demo", conflicts_with = "demo")]
     vendor_id: Option<u32>,
     /// The publisher's name.
     #[arg(long, required_unless_present = "demo", conflicts_with = "demo")]
@@ -157,13 +158,13 @@ struct PoolArgs {
 #[derive(Args, Debug)]
 struct SpecArgs {
     /// The product code (decimal or 0x hex).
-    #[arg(long, value_parser = parse_u32)]
+    #[arg(long, value_parser = util::u32_arg)]
     product: u32,
     /// The product name shown to people (default "Product N").
     #[arg(long)]
     name: Option<String>,
     /// Feature bits (decimal or 0x hex).
-    #[arg(long, value_parser = parse_u32, default_value = "0xFFFFFFFF")]
+    #[arg(long, value_parser = util::u32_arg, default_value = "0xFFFFFFFF")]
     features: u32,
     /// Number of seats.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..), default_value_t = 1)]
@@ -204,7 +205,7 @@ struct EncryptArgs {
     #[arg(long)]
     key: PathBuf,
     /// The product whose key encrypts (decimal or 0x hex).
-    #[arg(long, value_parser = parse_u32)]
+    #[arg(long, value_parser = util::u32_arg)]
     product: u32,
     /// Mark the ciphertext as made in direct mode (default: derived mode).
     #[arg(long)]
@@ -226,21 +227,13 @@ struct DecryptArgs {
     output: PathBuf,
 }
 
-fn parse_u32(s: &str) -> std::result::Result<u32, String> {
-    let s = s.trim();
-    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(h) => u32::from_str_radix(&h.replace('_', ""), 16),
-        None => s.replace('_', "").parse::<u32>(),
-    };
-    r.map_err(|_| format!("`{s}` is not a 32-bit number (decimal or 0x hex)"))
-}
-
 fn parse_unit(s: &str) -> std::result::Result<CountingUnit, String> {
     CountingUnit::parse(s)
         .ok_or_else(|| format!("`{s}` is not a counting unit (station, session, process, handle)"))
 }
 
 fn main() -> ExitCode {
+    util::die_on_sigpipe();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -252,16 +245,23 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let json = cli.json;
     match cli.command {
-        Command::Keygen(a) => keygen(a),
-        Command::Activate(a) | Command::Issue(a) => activate(a),
-        Command::ActivatePool(a) => activate_pool(a),
-        Command::Inspect(a) => inspect(a),
-        Command::EncryptFile(a) => encrypt_file(a),
-        Command::DecryptFile(a) => decrypt_file(a),
-        Command::Program(a) => program(a),
-        Command::VerifyUsage(a) => verify_usage(a),
+        Command::Keygen(a) => keygen(a, json),
+        Command::Activate(a) | Command::Issue(a) => activate(a, json),
+        Command::ActivatePool(a) => activate_pool(a, json),
+        Command::Inspect(a) => inspect(a, json),
+        Command::EncryptFile(a) => encrypt_file(a, json),
+        Command::DecryptFile(a) => decrypt_file(a, json),
+        Command::Program(a) => program(a, json),
+        Command::VerifyUsage(a) => verify_usage(a, json),
     }
+}
+
+/// Prints `value` as JSON (`--json`).
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
 }
 
 /// Writes `data` atomically. The path is made absolute first, so a bare file name writes
@@ -312,7 +312,7 @@ fn c_array(key: &[u8; 32]) -> String {
     s
 }
 
-fn keygen(a: KeygenArgs) -> Result<()> {
+fn keygen(a: KeygenArgs, json: bool) -> Result<()> {
     if a.out.exists() && !a.force {
         bail!(
             "{} already exists; refusing to overwrite a publisher key (use --force)",
@@ -336,9 +336,19 @@ fn keygen(a: KeygenArgs) -> Result<()> {
         .with_context(|| format!("writing {}", a.out.display()))?;
     let pub_path = public_key_path(&a.out);
     write_file(&pub_path, key.public_key_text().as_bytes(), 0o644)?;
+    if json {
+        return print_json(&serde_json::json!({
+            "vendor_id": key.vendor_id,
+            "name": key.name,
+            "key_file": a.out.display().to_string(),
+            "public_key_file": pub_path.display().to_string(),
+            "public_key": hex::encode(key.public_key().to_bytes()),
+            "demo": a.demo,
+        }));
+    }
     println!(
         "publisher key of vendor {} ({}) written to {} (mode 0600: keep it secret, back it up)",
-        key.vendor_id,
+        vendor_hex(key.vendor_id),
         key.name,
         a.out.display()
     );
@@ -349,7 +359,7 @@ fn keygen(a: KeygenArgs) -> Result<()> {
     println!();
     println!(
         "/* Embed in the protected app: the publisher public key of vendor {}. */",
-        key.vendor_id
+        vendor_hex(key.vendor_id)
     );
     println!("{}", c_array(&key.public_key().to_bytes()));
     Ok(())
@@ -358,8 +368,7 @@ fn keygen(a: KeygenArgs) -> Result<()> {
 fn spec_from(s: &SpecArgs, now: u64) -> Result<LicenseSpec> {
     let expiry = match (&s.expires, s.days) {
         (Some(d), _) => {
-            let t = util::parse_date(d)
-                .ok_or_else(|| anyhow!("--expires `{d}` is not a date (YYYY-MM-DD)"))?;
+            let t = util::parse_date(d).map_err(|e| anyhow!("--expires {e}"))?;
             if t <= now {
                 bail!("--expires {d} is in the past");
             }
@@ -388,7 +397,7 @@ fn spec_from(s: &SpecArgs, now: u64) -> Result<LicenseSpec> {
     })
 }
 
-fn activate(a: IssueArgs) -> Result<()> {
+fn activate(a: IssueArgs, json: bool) -> Result<()> {
     let key = load_key(&a.key)?;
     let request = read_file(&a.request, "activation request")?;
     let req = key
@@ -400,6 +409,16 @@ fn activate(a: IssueArgs) -> Result<()> {
         .activate(&request, &[spec], now)
         .context("making the activation")?;
     write_file(&a.out, &act, 0o644)?;
+    let licenses = activation_licenses(&act)?;
+    if json {
+        return print_json(&serde_json::json!({
+            "container": req.serial,
+            "host": req.hostname,
+            "vendor_id": key.vendor_id,
+            "activation": a.out.display().to_string(),
+            "licenses": licenses.iter().map(LicenseView::from).collect::<Vec<_>>(),
+        }));
+    }
     println!(
         "activation for container {} (host {}) of vendor {} written to {}",
         req.serial,
@@ -408,18 +427,25 @@ fn activate(a: IssueArgs) -> Result<()> {
         } else {
             &req.hostname
         },
-        key.vendor_id,
+        vendor_hex(key.vendor_id),
         a.out.display()
     );
-    let doc: Activation = Envelope::parse(Kind::Activation, &act)?.decode()?;
-    for lb in &doc.licenses {
-        let lic = License::decode(&Envelope::parse(Kind::License, lb)?)?;
+    for lic in &licenses {
         println!("{lic}");
     }
     Ok(())
 }
 
-fn activate_pool(a: PoolArgs) -> Result<()> {
+/// The licenses an activation carries.
+fn activation_licenses(act: &[u8]) -> Result<Vec<License>> {
+    let doc: Activation = Envelope::parse(Kind::Activation, act)?.decode()?;
+    doc.licenses
+        .iter()
+        .map(|lb| Ok(License::decode(&Envelope::parse(Kind::License, lb)?)?))
+        .collect()
+}
+
+fn activate_pool(a: PoolArgs, json: bool) -> Result<()> {
     let key = load_key(&a.key)?;
     let requests = a
         .requests
@@ -433,12 +459,33 @@ fn activate_pool(a: PoolArgs) -> Result<()> {
         .context("making the pool activation")?;
     fs::create_dir_all(&a.out_dir)
         .with_context(|| format!("cannot create {}", a.out_dir.display()))?;
+    let mut written = Vec::new();
     for (serial, act) in &acts {
         let out = a.out_dir.join(format!("{serial}.act"));
         write_file(&out, act, 0o644)?;
+        written.push(serde_json::json!({
+            "member": serial,
+            "activation": out.display().to_string(),
+        }));
+    }
+    let licenses = match acts.first() {
+        Some((_, act)) => activation_licenses(act)?,
+        None => Vec::new(),
+    };
+    if json {
+        return print_json(&serde_json::json!({
+            "pool": a.pool,
+            "vendor_id": key.vendor_id,
+            "members": written,
+            "majority": acts.len() / 2 + 1,
+            "licenses": licenses.iter().map(LicenseView::from).collect::<Vec<_>>(),
+        }));
+    }
+    for w in &written {
         println!(
-            "activation for member {serial} written to {}",
-            out.display()
+            "activation for member {} written to {}",
+            w["member"].as_str().unwrap_or_default(),
+            w["activation"].as_str().unwrap_or_default()
         );
     }
     println!(
@@ -447,32 +494,103 @@ fn activate_pool(a: PoolArgs) -> Result<()> {
         acts.len(),
         acts.len() / 2 + 1
     );
-    if let Some((_, act)) = acts.first() {
-        let doc: Activation = Envelope::parse(Kind::Activation, act)?.decode()?;
-        for lb in &doc.licenses {
-            println!("{}", License::decode(&Envelope::parse(Kind::License, lb)?)?);
-        }
+    for lic in &licenses {
+        println!("{lic}");
     }
     Ok(())
 }
 
-/// Prints a signature verdict and remembers a failure.
-struct Verdicts {
+/// What `inspect` finds: printed as it goes (text), or gathered into one JSON object
+/// (`--json`): the facts by key, the licenses, and each signature check.
+struct Inspection {
+    json: bool,
+    facts: serde_json::Map<String, serde_json::Value>,
+    licenses: Vec<LicenseView>,
+    signatures: Vec<serde_json::Value>,
     failed: usize,
 }
 
-impl Verdicts {
+impl Inspection {
+    fn new(json: bool) -> Inspection {
+        Inspection {
+            json,
+            facts: serde_json::Map::new(),
+            licenses: Vec::new(),
+            signatures: Vec::new(),
+            failed: 0,
+        }
+    }
+
+    /// One fact: `label: text` in the text output, `key: value` in the JSON.
+    fn fact(
+        &mut self,
+        label: &str,
+        key: &str,
+        text: impl std::fmt::Display,
+        value: impl Into<serde_json::Value>,
+    ) {
+        if self.json {
+            self.facts.insert(key.to_string(), value.into());
+        } else {
+            println!("  {:<12} {text}", format!("{label}:"));
+        }
+    }
+
+    /// A fact whose text is its value.
+    fn text(&mut self, label: &str, key: &str, text: impl std::fmt::Display) {
+        let t = text.to_string();
+        self.fact(label, key, &t, t.clone());
+    }
+
+    /// A fact of the JSON only (the text says it in its own words).
+    fn data(&mut self, key: &str, value: impl Into<serde_json::Value>) {
+        if self.json {
+            self.facts.insert(key.to_string(), value.into());
+        }
+    }
+
+    /// A line of the text output only (its facts are in the JSON under their own keys).
+    fn note(&mut self, line: impl std::fmt::Display) {
+        if !self.json {
+            println!("{line}");
+        }
+    }
+
+    fn license(&mut self, l: &License) {
+        if self.json {
+            self.licenses.push(l.into());
+        } else {
+            println!("{l}");
+        }
+    }
+
+    /// A signature verdict; a failure is remembered.
     fn report(&mut self, what: &str, ok: bool) {
-        if ok {
+        if !ok {
+            self.failed += 1;
+        }
+        if self.json {
+            self.signatures
+                .push(serde_json::json!({ "what": what, "valid": ok }));
+        } else if ok {
             println!("  signature:   valid ({what})");
         } else {
-            self.failed += 1;
             println!("  signature:   INVALID ({what})");
         }
     }
+
+    /// A time fact: its text, and Unix seconds in the JSON.
+    fn time(&mut self, label: &str, key: &str, t: u64) {
+        self.fact(label, key, format_time(t), t);
+    }
+
+    /// The vendor fact: hex in the text, a number in the JSON.
+    fn vendor(&mut self, v: u32) {
+        self.fact("vendor", "vendor_id", vendor_hex(v), v);
+    }
 }
 
-fn inspect(a: InspectArgs) -> Result<()> {
+fn inspect(a: InspectArgs, json: bool) -> Result<()> {
     let bytes = read_file(&a.file, "file")?;
     let pk = a
         .publisher_key
@@ -480,15 +598,17 @@ fn inspect(a: InspectArgs) -> Result<()> {
         .map(load_public_key)
         .transpose()?;
     let key = pk.as_ref().map(|(_, k)| k);
-    let mut v = Verdicts { failed: 0 };
+    let mut v = Inspection::new(json);
     let name = a.file.display();
+    let kind_name: &str;
     if let Some(kind) = Kind::sniff(&bytes) {
         let env = Envelope::parse(kind, &bytes).with_context(|| format!("reading {name}"))?;
-        println!("{name}: {}", kind.name());
+        kind_name = kind.name();
+        v.note(format!("{name}: {kind_name}"));
         match kind {
             Kind::License => {
                 let lic = License::decode(&env).with_context(|| format!("reading {name}"))?;
-                println!("{lic}");
+                v.license(&lic);
                 if let Some(k) = key {
                     v.report("license, publisher key", env.verify(k).is_ok());
                 }
@@ -496,7 +616,14 @@ fn inspect(a: InspectArgs) -> Result<()> {
             Kind::ActivationRequest => {
                 let req: ActivationRequest =
                     env.decode().with_context(|| format!("reading {name}"))?;
-                println!("{req}");
+                if json {
+                    v.vendor(req.vendor_id);
+                    v.text("container", "container", &req.serial);
+                    v.text("host", "host", &req.hostname);
+                    v.time("created", "created_at", req.created_at);
+                } else {
+                    println!("{req}");
+                }
                 let ok =
                     VerifyingKey::from_bytes(&req.sign_key).is_ok_and(|ck| env.verify(&ck).is_ok());
                 v.report("self-signed by the container key", ok);
@@ -511,15 +638,21 @@ fn inspect(a: InspectArgs) -> Result<()> {
             Kind::Delegation => {
                 let d: tessera::net::proto::Delegation =
                     env.decode().with_context(|| format!("reading {name}"))?;
-                println!("  vendor:      {}", d.vendor_id);
-                println!(
-                    "  container:   {} (key {})",
-                    d.serial,
-                    hex_prefix(&d.container_key)
+                v.vendor(d.vendor_id);
+                v.fact(
+                    "container",
+                    "container",
+                    format!("{} (key {})", d.serial, hex_prefix(&d.container_key)),
+                    d.serial.clone(),
                 );
-                println!("  server key:  {}", hex_prefix(&d.server_key));
-                println!("  issued:      {}", format_time(d.issued_at));
-                println!("  expires:     {}", format_time(d.expiry));
+                v.fact(
+                    "server key",
+                    "server_key",
+                    hex_prefix(&d.server_key),
+                    hex::encode(d.server_key),
+                );
+                v.time("issued", "issued_at", d.issued_at);
+                v.time("expires", "expiry", d.expiry);
                 let ok = VerifyingKey::from_bytes(&d.container_key)
                     .is_ok_and(|ck| env.verify(&ck).is_ok());
                 v.report("signed by the container key", ok);
@@ -527,39 +660,57 @@ fn inspect(a: InspectArgs) -> Result<()> {
             Kind::Borrow => {
                 let g: tessera::license::BorrowGrant =
                     env.decode().with_context(|| format!("reading {name}"))?;
-                println!("{g}");
+                if json {
+                    v.text("seat", "seat_id", hex::encode(g.seat_id));
+                    v.time("from", "issued_at", g.issued_at);
+                    v.time("until", "until", g.until);
+                } else {
+                    println!("{g}");
+                }
                 // Signed by the lending container, whose key the grant does not carry.
-                println!(
-                    "  signature:   not checked here (the borrowing runtime checks it against the lender's certificate)"
+                v.note(
+                    "  signature:   not checked here (the borrowing runtime checks it against the lender's certificate)",
                 );
             }
             Kind::PoolMember => {
                 let r: tessera::license::PoolRegistration =
                     env.decode().with_context(|| format!("reading {name}"))?;
-                println!("  pool:        {}", r.pool);
-                println!("  license:     {}", hex::encode(r.license_id));
-                println!(
-                    "  container:   {} (key {})",
-                    r.serial,
-                    hex_prefix(&r.container_key)
+                v.text("pool", "pool", &r.pool);
+                v.text("license", "license_id", hex::encode(r.license_id));
+                v.fact(
+                    "container",
+                    "container",
+                    format!("{} (key {})", r.serial, hex_prefix(&r.container_key)),
+                    r.serial.clone(),
                 );
-                println!("  server key:  {}", hex_prefix(&r.server_key));
-                println!("  etcd:        cluster {:x}", r.cluster_id);
-                println!("  signed:      {}", format_time(r.signed_at));
+                v.fact(
+                    "server key",
+                    "server_key",
+                    hex_prefix(&r.server_key),
+                    hex::encode(r.server_key),
+                );
+                v.fact(
+                    "etcd",
+                    "cluster_id",
+                    format!("cluster {:x}", r.cluster_id),
+                    r.cluster_id,
+                );
+                v.time("signed", "signed_at", r.signed_at);
                 let ok = VerifyingKey::from_bytes(&r.container_key)
                     .is_ok_and(|ck| env.verify(&ck).is_ok());
                 v.report("signed by the container key", ok);
             }
             Kind::UsageCheckpoint => {
                 let st: UsageStatement = env.decode().with_context(|| format!("reading {name}"))?;
-                println!("  vendor:      {}", st.vendor_id);
-                println!(
-                    "  container:   {} (key {})",
-                    st.serial,
-                    hex_prefix(&st.container_key)
+                v.vendor(st.vendor_id);
+                v.fact(
+                    "container",
+                    "container",
+                    format!("{} (key {})", st.serial, hex_prefix(&st.container_key)),
+                    st.serial.clone(),
                 );
-                println!("  digest:      {}", hex::encode(st.digest));
-                println!("  signed:      {}", format_time(st.signed_at));
+                v.text("digest", "digest", hex::encode(st.digest));
+                v.time("signed", "signed_at", st.signed_at);
                 let ok = VerifyingKey::from_bytes(&st.container_key)
                     .is_ok_and(|ck| env.verify(&ck).is_ok());
                 v.report("signed by the container key", ok);
@@ -567,32 +718,45 @@ fn inspect(a: InspectArgs) -> Result<()> {
             Kind::Certificate => {
                 let cert: ContainerCertificate =
                     env.decode().with_context(|| format!("reading {name}"))?;
-                print_certificate(&cert);
+                print_certificate(&cert, &mut v);
                 if let Some(k) = key {
                     v.report("certificate, publisher key", env.verify(k).is_ok());
                 }
             }
         }
     } else if bytes.starts_with(b"TSSC") {
-        println!("{name}: software container");
-        println!(
+        kind_name = "software container";
+        v.note(format!("{name}: software container"));
+        v.note(format!(
             "  sealed to the machine it was activated on; {} bytes",
             bytes.len()
-        );
+        ));
+        v.data("bytes", bytes.len());
         // This machine as the runtime sees it: its traits (through the mount guard) and its
         // TPM, so that a TPM-bound container opens here too.
         let host = tessera::host::HostIdentity::detect();
         match SoftwareContainer::load(&a.file, &host) {
             Ok(c) => {
                 let st = c.engine.state();
-                println!("  opens on this machine");
-                println!("  container:   {} ({})", st.serial, st.kind);
-                println!("  vendor:      {}", st.vendor_id);
-                println!("  created:     {}", format_time(st.created_at));
-                println!("  clock high-water: {}", format_time(st.clock_high_water));
-                println!("  licenses:    {}", c.engine.licenses().len());
+                v.note("  opens on this machine");
+                v.data("opens_here", true);
+                v.fact(
+                    "container",
+                    "container",
+                    format!("{} ({})", st.serial, st.kind),
+                    st.serial.clone(),
+                );
+                v.vendor(st.vendor_id);
+                v.time("created", "created_at", st.created_at);
+                v.time("clock high-water", "clock_high_water", st.clock_high_water);
+                v.fact(
+                    "licenses",
+                    "license_count",
+                    c.engine.licenses().len(),
+                    c.engine.licenses().len(),
+                );
                 for lic in c.engine.licenses() {
-                    println!("{lic}");
+                    v.license(lic);
                 }
                 if let Some(k) = key {
                     let good = c.engine.verified_licenses(k, st.vendor_id).len();
@@ -605,42 +769,63 @@ fn inspect(a: InspectArgs) -> Result<()> {
             }
             // Another machine's container is a normal sight for the publisher's tool; a
             // damaged file is an error.
-            Err(e @ tessera::Error::BindingMismatch(_)) => println!("  does not open here: {e}"),
+            Err(e @ tessera::Error::BindingMismatch(_)) => {
+                v.note(format!("  does not open here: {e}"));
+                v.data("opens_here", false);
+                v.data("error", e.to_string());
+            }
             Err(e) => return Err(e).with_context(|| format!("reading {name}")),
         }
     } else if bytes.starts_with(&cipher::MAGIC) {
         let h = Header::parse(&bytes).with_context(|| format!("reading {name}"))?;
-        println!("{name}: ciphertext");
+        kind_name = "ciphertext";
+        v.note(format!("{name}: ciphertext"));
         match h.key_id() {
-            Some(id) => println!(
-                "  format:      2 (a network seat's, key id {})",
-                hex::encode(id)
+            Some(id) => v.fact(
+                "format",
+                "format",
+                format!("2 (a network seat's, key id {})", hex::encode(id)),
+                2,
             ),
-            None => println!("  format:      {}", h.version),
+            None => v.fact("format", "format", h.version, h.version),
         }
-        println!(
-            "  mode:        {}",
+        v.text(
+            "mode",
+            "mode",
             match h.mode {
                 Mode::Direct => "direct",
                 Mode::Derived => "derived",
-            }
+            },
         );
-        println!("  vendor:      {}", h.vendor_id);
-        println!("  product:     {}", h.product_code);
-        println!(
-            "  length:      {} bytes ({} bytes of plaintext)",
+        v.vendor(h.vendor_id);
+        v.fact("product", "product_code", h.product_code, h.product_code);
+        v.fact(
+            "length",
+            "bytes",
+            format!(
+                "{} bytes ({} bytes of plaintext)",
+                bytes.len(),
+                cipher::plaintext_len(bytes.len())
+            ),
             bytes.len(),
-            cipher::plaintext_len(bytes.len())
         );
     } else if bytes.starts_with(b"TSPk") {
         let k = PublisherKey::from_bytes(&bytes).with_context(|| format!("reading {name}"))?;
-        println!("{name}: publisher key (PRIVATE: keep it secret)");
-        println!("  vendor:      {}", k.vendor_id);
-        println!("  name:        {}", k.name);
-        println!("  public key:  {}", hex::encode(k.public_key().to_bytes()));
-        if k.vendor_id == DEMO_VENDOR_ID && k.public_key() == PublisherKey::demo().public_key() {
-            println!("  WARNING: this is the public demo key; it protects nothing");
+        kind_name = "publisher key";
+        v.note(format!("{name}: publisher key (PRIVATE: keep it secret)"));
+        v.vendor(k.vendor_id);
+        v.text("name", "name", &k.name);
+        v.text(
+            "public key",
+            "public_key",
+            hex::encode(k.public_key().to_bytes()),
+        );
+        let demo =
+            k.vendor_id == DEMO_VENDOR_ID && k.public_key() == PublisherKey::demo().public_key();
+        if demo {
+            v.note("  WARNING: this is the public demo key; it protects nothing");
         }
+        v.data("demo", demo);
         if let Some(pk) = key {
             v.report("public key file matches this key", *pk == k.public_key());
         }
@@ -648,16 +833,30 @@ fn inspect(a: InspectArgs) -> Result<()> {
         let text = String::from_utf8_lossy(&bytes);
         let (vendor, k) =
             publisher::parse_public_key(&text).with_context(|| format!("reading {name}"))?;
-        println!("{name}: publisher public key");
+        kind_name = "publisher public key";
+        v.note(format!("{name}: publisher public key"));
         if let Some(vendor) = vendor {
-            println!("  vendor:      {vendor}");
+            v.vendor(vendor);
         }
-        println!("  public key:  {}", hex::encode(k.to_bytes()));
+        v.text("public key", "public_key", hex::encode(k.to_bytes()));
     } else {
         bail!(
             "{name} is not a Tessera file (unknown magic {})",
             hex::encode(&bytes[..bytes.len().min(4)])
         );
+    }
+    if json {
+        let mut out = serde_json::Map::new();
+        out.insert("file".into(), name.to_string().into());
+        out.insert("kind".into(), kind_name.into());
+        out.extend(std::mem::take(&mut v.facts));
+        out.insert("licenses".into(), serde_json::to_value(&v.licenses)?);
+        out.insert(
+            "signatures".into(),
+            serde_json::Value::Array(std::mem::take(&mut v.signatures)),
+        );
+        out.insert("signatures_valid".into(), (v.failed == 0).into());
+        print_json(&out)?;
     }
     if v.failed > 0 {
         bail!(
@@ -668,69 +867,107 @@ fn inspect(a: InspectArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_certificate(cert: &ContainerCertificate) {
-    println!("  vendor:      {}", cert.vendor_id);
-    println!("  container:   {} ({})", cert.serial, cert.kind);
-    println!("  sign key:    {}", hex::encode(cert.sign_key));
-    println!("  seal key:    {}", hex::encode(cert.seal_key));
-    println!("  issued:      {}", format_time(cert.issued_at));
+fn print_certificate(cert: &ContainerCertificate, v: &mut Inspection) {
+    v.vendor(cert.vendor_id);
+    v.fact(
+        "container",
+        "container",
+        format!("{} ({})", cert.serial, cert.kind),
+        cert.serial.clone(),
+    );
+    v.text("sign key", "sign_key", hex::encode(cert.sign_key));
+    v.text("seal key", "seal_key", hex::encode(cert.seal_key));
+    v.time("issued", "issued_at", cert.issued_at);
     match cert.expiry {
-        Some(t) => println!("  expires:     {}", format_time(t)),
-        None => println!("  expires:     never"),
+        Some(t) => v.time("expires", "expiry", t),
+        None => v.fact("expires", "expiry", "never", serde_json::Value::Null),
     }
 }
 
-fn print_activation(act: &Activation, key: Option<&VerifyingKey>, v: &mut Verdicts) {
-    println!("  vendor:      {}", act.vendor_id);
-    println!("  publisher key: {}", hex::encode(act.publisher_key));
-    println!("  container:   {}", act.serial);
-    println!("  issued:      {}", format_time(act.issued_at));
+fn print_activation(act: &Activation, key: Option<&VerifyingKey>, v: &mut Inspection) {
+    v.vendor(act.vendor_id);
+    v.text(
+        "publisher key",
+        "publisher_key",
+        hex::encode(act.publisher_key),
+    );
+    v.text("container", "container", &act.serial);
+    v.time("issued", "issued_at", act.issued_at);
     match Envelope::parse(Kind::Certificate, &act.certificate) {
         Ok(env) => {
             match env.decode::<ContainerCertificate>() {
-                Ok(c) => println!(
-                    "  certificate: container {} ({}), issued {}",
-                    c.serial,
-                    c.kind,
-                    format_time(c.issued_at)
+                Ok(c) => v.fact(
+                    "certificate",
+                    "certificate",
+                    format!(
+                        "container {} ({}), issued {}",
+                        c.serial,
+                        c.kind,
+                        format_time(c.issued_at)
+                    ),
+                    serde_json::json!({
+                        "container": c.serial,
+                        "kind": c.kind.to_string(),
+                        "issued_at": c.issued_at,
+                    }),
                 ),
-                Err(e) => println!("  certificate: unreadable: {e}"),
+                Err(e) => v.fact(
+                    "certificate",
+                    "certificate_error",
+                    format!("unreadable: {e}"),
+                    e.to_string(),
+                ),
             }
             if let Some(k) = key {
                 v.report("certificate, publisher key", env.verify(k).is_ok());
             }
         }
         Err(e) => {
-            println!("  certificate: unreadable: {e}");
+            v.fact(
+                "certificate",
+                "certificate_error",
+                format!("unreadable: {e}"),
+                e.to_string(),
+            );
             if key.is_some() {
                 v.report("certificate, publisher key", false);
             }
         }
     }
-    println!("  licenses:    {}", act.licenses.len());
+    v.fact(
+        "licenses",
+        "license_count",
+        act.licenses.len(),
+        act.licenses.len(),
+    );
     for lb in &act.licenses {
         match Envelope::parse(Kind::License, lb) {
             Ok(env) => {
                 match License::decode(&env) {
-                    Ok(l) => println!("{l}"),
-                    Err(e) => println!("license: unreadable: {e}"),
+                    Ok(l) => v.license(&l),
+                    Err(e) => v.note(format!("license: unreadable: {e}")),
                 }
                 if let Some(k) = key {
                     v.report("license, publisher key", env.verify(k).is_ok());
                 }
             }
             Err(e) => {
-                println!("license: unreadable: {e}");
+                v.note(format!("license: unreadable: {e}"));
                 if key.is_some() {
                     v.report("license, publisher key", false);
                 }
             }
         }
     }
-    println!("  sealed product secrets: {}", act.secrets.len());
+    v.fact(
+        "sealed product secrets",
+        "sealed_secrets",
+        act.secrets.len(),
+        act.secrets.len(),
+    );
 }
 
-fn encrypt_file(a: EncryptArgs) -> Result<()> {
+fn encrypt_file(a: EncryptArgs, json: bool) -> Result<()> {
     let key = load_key(&a.key)?;
     let data = read_file(&a.input, "plaintext")?;
     let mode = if a.direct {
@@ -742,10 +979,20 @@ fn encrypt_file(a: EncryptArgs) -> Result<()> {
     let ct =
         cipher::encrypt(&key.product_secret(a.product), &header, &data).context("encrypting")?;
     write_file(&a.output, &ct, 0o644)?;
+    if json {
+        return print_json(&serde_json::json!({
+            "vendor_id": key.vendor_id,
+            "product_code": a.product,
+            "mode": if a.direct { "direct" } else { "derived" },
+            "plaintext_bytes": data.len(),
+            "ciphertext_bytes": ct.len(),
+            "output": a.output.display().to_string(),
+        }));
+    }
     println!(
         "encrypted {} bytes for vendor {} product {} into {} ({} bytes)",
         data.len(),
-        key.vendor_id,
+        vendor_hex(key.vendor_id),
         a.product,
         a.output.display(),
         ct.len()
@@ -753,7 +1000,7 @@ fn encrypt_file(a: EncryptArgs) -> Result<()> {
     Ok(())
 }
 
-fn decrypt_file(a: DecryptArgs) -> Result<()> {
+fn decrypt_file(a: DecryptArgs, json: bool) -> Result<()> {
     let key = load_key(&a.key)?;
     let ct = read_file(&a.input, "ciphertext")?;
     let header = Header::parse(&ct).with_context(|| format!("reading {}", a.input.display()))?;
@@ -761,14 +1008,22 @@ fn decrypt_file(a: DecryptArgs) -> Result<()> {
         bail!(
             "{} is encrypted for vendor {}, but {} is the key of vendor {}",
             a.input.display(),
-            header.vendor_id,
+            vendor_hex(header.vendor_id),
             a.key.display(),
-            key.vendor_id
+            vendor_hex(key.vendor_id)
         );
     }
     let pt = cipher::decrypt(&key.product_secret(header.product_code), &ct)
         .with_context(|| format!("decrypting {}", a.input.display()))?;
     write_file(&a.output, &pt, 0o644)?;
+    if json {
+        return print_json(&serde_json::json!({
+            "vendor_id": header.vendor_id,
+            "product_code": header.product_code,
+            "plaintext_bytes": pt.len(),
+            "output": a.output.display().to_string(),
+        }));
+    }
     println!(
         "decrypted {} bytes of product {} into {}",
         pt.len(),
@@ -778,7 +1033,7 @@ fn decrypt_file(a: DecryptArgs) -> Result<()> {
     Ok(())
 }
 
-fn program(a: ProgramArgs) -> Result<()> {
+fn program(a: ProgramArgs, json: bool) -> Result<()> {
     let key = load_key(&a.key)?;
     let spec = spec_from(&a.spec, util::now())?;
     let timeout = std::time::Duration::from_millis(a.timeout_ms);
@@ -787,9 +1042,21 @@ fn program(a: ProgramArgs) -> Result<()> {
     let mode = conn.mode();
     let done = tessera::dongle::program::program(&key, &mut conn, &[spec])
         .context("programming the dongle")?;
+    if json {
+        return print_json(&serde_json::json!({
+            "dongle": done.serial,
+            "mode": mode.to_string(),
+            "vendor_id": key.vendor_id,
+            "added": done.added,
+            "replaced": done.replaced,
+        }));
+    }
     println!(
         "dongle {} ({mode}) programmed for vendor {}: {} license(s) added, {} replaced",
-        done.serial, key.vendor_id, done.added, done.replaced
+        done.serial,
+        vendor_hex(key.vendor_id),
+        done.added,
+        done.replaced
     );
     Ok(())
 }
@@ -809,20 +1076,129 @@ fn load_any_public_key(path: &Path) -> Result<(Option<u32>, VerifyingKey)> {
     load_public_key(path)
 }
 
-/// A JSON string literal.
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+/// `verify-usage --json`: one product's month.
+#[derive(serde::Serialize)]
+struct MonthJson {
+    product: u32,
+    month: String,
+    grants: u64,
+    releases: u64,
+    expiries: u64,
+    denials: u64,
+    revokes: u64,
+    peak: u64,
+    seat_hours: f64,
+    borrows: u64,
+    returns: u64,
+    borrowed_hours: f64,
+    seat_ms: u64,
+    borrowed_ms: u64,
+}
+
+/// Hours to three decimals, as the JSON has always given them.
+fn hours(h: f64) -> f64 {
+    (h * 1000.0).round() / 1000.0
+}
+
+/// The months of a report or a pool's summary, as JSON.
+fn months_json(
+    months: &std::collections::BTreeMap<
+        (u32, tessera::license::usage::MonthIndex),
+        tessera::license::usage::MonthSummary,
+    >,
+) -> Vec<MonthJson> {
+    months
+        .iter()
+        .map(|((p, m), s)| MonthJson {
+            product: *p,
+            month: tessera::license::usage::month_label(*m),
+            grants: s.grants,
+            releases: s.releases,
+            expiries: s.expiries,
+            denials: s.denials,
+            revokes: s.revokes,
+            peak: s.peak,
+            seat_hours: hours(s.seat_hours()),
+            borrows: s.borrows,
+            returns: s.returns,
+            borrowed_hours: hours(s.borrowed_hours()),
+            seat_ms: s.seat_ms,
+            borrowed_ms: s.borrowed_ms,
+        })
+        .collect()
+}
+
+/// `verify-usage --json`: one container's signature numbers in a log.
+#[derive(serde::Serialize)]
+struct SignatureNumbersJson {
+    serial: String,
+    first: u64,
+    last: u64,
+    anchor: &'static str,
+}
+
+/// `verify-usage --json`: whether a log goes on from the previous one (`--after`).
+#[derive(serde::Serialize)]
+struct FollowsJson {
+    log: String,
+    continuous: bool,
+}
+
+/// `verify-usage --json`: one verified log.
+#[derive(serde::Serialize)]
+struct LogJson {
+    ok: bool,
+    vendor_id: u32,
+    server_key: String,
+    records: u64,
+    bytes: u64,
+    starts: u64,
+    cut_bytes: u64,
+    checkpoints: u64,
+    verified_records: u64,
+    unverified_tail: u64,
+    signers: Vec<String>,
+    first_ms: u64,
+    last_ms: u64,
+    last_checkpoint_ms: Option<u64>,
+    max_sign_lag_s: u64,
+    open_at_end: u64,
+    ends_without_grant: u64,
+    signature_numbers: Vec<SignatureNumbersJson>,
+    signatures_missing: u64,
+    signature_rewinds: u64,
+    unanchored_signers: Vec<String>,
+    findings: Vec<String>,
+    follows: Option<FollowsJson>,
+    months: Vec<MonthJson>,
+}
+
+/// `verify-usage --json`: a log that does not verify.
+#[derive(serde::Serialize)]
+struct DamagedJson {
+    ok: bool,
+    error: String,
+    seq: Option<u64>,
+    offset: u64,
+}
+
+/// `verify-usage --json`: a pool's logs, each and summed.
+#[derive(serde::Serialize)]
+struct PoolJson {
+    ok: bool,
+    logs: Vec<LogJson>,
+    pool: PoolSumJson,
+}
+
+/// The sums of a pool's logs.
+#[derive(serde::Serialize)]
+struct PoolSumJson {
+    logs: usize,
+    seats: u64,
+    seats_in_several_logs: u64,
+    open_at_end: u64,
+    ends_without_grant: u64,
+    months: Vec<MonthJson>,
 }
 
 fn plural(n: u64, one: &str) -> String {
@@ -843,14 +1219,14 @@ fn anchor_name(a: tessera::license::usage::CounterAnchor) -> &'static str {
     }
 }
 
-fn verify_usage(a: VerifyUsageArgs) -> Result<()> {
+fn verify_usage(a: VerifyUsageArgs, json: bool) -> Result<()> {
     use tessera::license::usage;
 
     let (key_vendor, key) = load_any_public_key(&a.key)?;
     if let [log] = &a.log[..] {
-        let (_, json) = verify_log(&a, log, key_vendor, &key)?;
+        let (_, json) = verify_log(&a, json, log, key_vendor, &key)?;
         if let Some(json) = json {
-            println!("{json}");
+            println!("{}", serde_json::to_string(&json)?);
         }
         return Ok(());
     }
@@ -864,7 +1240,7 @@ fn verify_usage(a: VerifyUsageArgs) -> Result<()> {
     let mut logs = Vec::new();
     let mut jsons = Vec::new();
     for log in &a.log {
-        let (r, json) = verify_log(&a, log, key_vendor, &key)?;
+        let (r, json) = verify_log(&a, json, log, key_vendor, &key)?;
         if let Some(json) = json {
             jsons.push(json);
         }
@@ -879,8 +1255,8 @@ fn verify_usage(a: VerifyUsageArgs) -> Result<()> {
             bail!(
                 "{name} is the usage log of vendor {}, {first} of vendor {}: a pool's logs \
                  are one publisher's",
-                r.vendor_id,
-                logs[0].1.vendor_id
+                vendor_hex(r.vendor_id),
+                vendor_hex(logs[0].1.vendor_id)
             );
         }
         if let Some((other, ..)) = logs[..i]
@@ -895,46 +1271,20 @@ fn verify_usage(a: VerifyUsageArgs) -> Result<()> {
     }
     let reports: Vec<_> = logs.into_iter().map(|(_, r, s)| (r, s)).collect();
     let pool = usage::pool_summary(&reports);
-    if a.json {
-        let months: Vec<serde_json::Value> = pool
-            .months
-            .iter()
-            .map(|((p, m), s)| {
-                serde_json::json!({
-                    "product": p,
-                    "month": usage::month_label(*m),
-                    "grants": s.grants,
-                    "releases": s.releases,
-                    "expiries": s.expiries,
-                    "denials": s.denials,
-                    "revokes": s.revokes,
-                    "peak": s.peak,
-                    "seat_hours": s.seat_hours(),
-                    "borrows": s.borrows,
-                    "returns": s.returns,
-                    "borrowed_hours": s.borrowed_hours(),
-                    "seat_ms": s.seat_ms,
-                    "borrowed_ms": s.borrowed_ms,
-                })
-            })
-            .collect();
-        let logs: Vec<serde_json::Value> = jsons
-            .iter()
-            .map(|j| serde_json::from_str(j))
-            .collect::<Result<_, _>>()?;
-        let out = serde_json::json!({
-            "ok": true,
-            "logs": logs,
-            "pool": {
-                "logs": pool.logs,
-                "seats": pool.seats,
-                "seats_in_several_logs": pool.seats_in_several_logs,
-                "open_at_end": pool.open_at_end,
-                "ends_without_grant": pool.ends_without_grant,
-                "months": months,
+    if json {
+        let out = PoolJson {
+            ok: true,
+            logs: jsons,
+            pool: PoolSumJson {
+                logs: pool.logs,
+                seats: pool.seats,
+                seats_in_several_logs: pool.seats_in_several_logs,
+                open_at_end: pool.open_at_end,
+                ends_without_grant: pool.ends_without_grant,
+                months: months_json(&pool.months),
             },
-        });
-        println!("{out}");
+        };
+        println!("{}", serde_json::to_string(&out)?);
         return Ok(());
     }
     println!();
@@ -964,10 +1314,11 @@ fn verify_usage(a: VerifyUsageArgs) -> Result<()> {
 /// Checks one usage log and prints its report (text), or returns it as JSON (`--json`).
 fn verify_log(
     a: &VerifyUsageArgs,
+    json: bool,
     log: &Path,
     key_vendor: Option<u32>,
     key: &VerifyingKey,
-) -> Result<(tessera::license::usage::Report, Option<String>)> {
+) -> Result<(tessera::license::usage::Report, Option<LogJson>)> {
     use std::io::Read;
     use tessera::license::usage::{self, LogHeader, ScanError};
 
@@ -981,9 +1332,10 @@ fn verify_log(
         && kv != h.vendor_id
     {
         bail!(
-            "{name} is the usage log of vendor {}, but {} is the key of vendor {kv}",
-            h.vendor_id,
-            a.key.display()
+            "{name} is the usage log of vendor {}, but {} is the key of vendor {}",
+            vendor_hex(h.vendor_id),
+            a.key.display(),
+            vendor_hex(kv)
         );
     }
     let reader = std::io::BufReader::new(
@@ -993,15 +1345,14 @@ fn verify_log(
         Ok(r) => r,
         Err(ScanError::Io(e)) => return Err(e).with_context(|| format!("reading {name}")),
         Err(ScanError::Damaged(d)) => {
-            if a.json {
-                let (seq, offset) = match d.location() {
-                    Some((s, o)) => (s.to_string(), o.to_string()),
-                    None => ("null".into(), "0".into()),
+            if json {
+                let out = DamagedJson {
+                    ok: false,
+                    error: d.to_string(),
+                    seq: d.location().map(|(s, _)| s),
+                    offset: d.location().map_or(0, |(_, o)| o),
                 };
-                println!(
-                    "{{\"ok\":false,\"error\":{},\"seq\":{seq},\"offset\":{offset}}}",
-                    json_str(&d.to_string())
-                );
+                println!("{}", serde_json::to_string(&out)?);
             }
             bail!("{name} does not verify: {d}");
         }
@@ -1021,8 +1372,8 @@ fn verify_log(
             bail!(
                 "{} is the usage log of vendor {}, {name} of vendor {}",
                 prev.display(),
-                p.vendor_id,
-                r.vendor_id
+                vendor_hex(p.vendor_id),
+                vendor_hex(r.vendor_id)
             );
         }
         // A later copy of the same log (its first record the same) must begin with every
@@ -1048,69 +1399,51 @@ fn verify_log(
         );
     }
     let time = |ms: u64| format_time(ms / 1000);
-    if a.json {
-        let months: Vec<String> = r
-            .months
-            .iter()
-            .map(|((p, m), s)| {
-                format!(
-                    "{{\"product\":{p},\"month\":{},\"grants\":{},\"releases\":{},\"expiries\":{},\"denials\":{},\"revokes\":{},\"peak\":{},\"seat_hours\":{:.3},\"borrows\":{},\"returns\":{},\"borrowed_hours\":{:.3},\"seat_ms\":{},\"borrowed_ms\":{}}}",
-                    json_str(&usage::month_label(*m)),
-                    s.grants, s.releases, s.expiries, s.denials, s.revokes, s.peak,
-                    s.seat_hours(), s.borrows, s.returns, s.borrowed_hours(), s.seat_ms,
-                    s.borrowed_ms
-                )
-            })
-            .collect();
-        let signers: Vec<String> = r.signers.iter().map(|s| json_str(s)).collect();
-        let numbers: Vec<String> = r
-            .signature_numbers
-            .iter()
-            .map(|(serial, (first, last))| {
-                format!(
-                    "{{\"serial\":{},\"first\":{first},\"last\":{last},\"anchor\":{}}}",
-                    json_str(serial),
-                    json_str(anchor_name(r.anchor_of(serial)))
-                )
-            })
-            .collect();
-        let unanchored: Vec<String> = r.unanchored_signers().into_iter().map(json_str).collect();
-        let findings: Vec<String> = r.findings.iter().map(|f| json_str(f)).collect();
-        let follows = follows.as_ref().map_or("null".to_string(), |(p, ok)| {
-            format!("{{\"log\":{},\"continuous\":{ok}}}", json_str(p))
-        });
-        let json = format!(
-            "{{\"ok\":true,\"vendor_id\":{},\"server_key\":{},\"records\":{},\"bytes\":{},\"starts\":{},\"cut_bytes\":{},\"checkpoints\":{},\"verified_records\":{},\"unverified_tail\":{},\"signers\":[{}],\"first_ms\":{},\"last_ms\":{},\"last_checkpoint_ms\":{},\"max_sign_lag_s\":{},\"open_at_end\":{},\"ends_without_grant\":{},\"signature_numbers\":[{}],\"signatures_missing\":{},\"signature_rewinds\":{},\"unanchored_signers\":[{}],\"findings\":[{}],\"follows\":{},\"months\":[{}]}}",
-            r.vendor_id,
-            json_str(&hex::encode(r.server_key)),
-            r.records,
-            r.bytes,
-            r.starts,
-            r.cut_bytes,
-            r.checkpoints,
-            r.verified,
-            r.unverified_tail,
-            signers.join(","),
-            r.first_ms,
-            r.last_ms,
-            r.last_checkpoint_ms
-                .map_or("null".into(), |t| t.to_string()),
-            r.max_sign_lag_s,
-            r.open_at_end,
-            r.ends_without_grant,
-            numbers.join(","),
-            r.signatures_missing,
-            r.signature_rewinds,
-            unanchored.join(","),
-            findings.join(","),
-            follows,
-            months.join(",")
-        );
+    if json {
+        let json = LogJson {
+            ok: true,
+            vendor_id: r.vendor_id,
+            server_key: hex::encode(r.server_key),
+            records: r.records,
+            bytes: r.bytes,
+            starts: r.starts,
+            cut_bytes: r.cut_bytes,
+            checkpoints: r.checkpoints,
+            verified_records: r.verified,
+            unverified_tail: r.unverified_tail,
+            signers: r.signers.clone(),
+            first_ms: r.first_ms,
+            last_ms: r.last_ms,
+            last_checkpoint_ms: r.last_checkpoint_ms,
+            max_sign_lag_s: r.max_sign_lag_s,
+            open_at_end: r.open_at_end,
+            ends_without_grant: r.ends_without_grant,
+            signature_numbers: r
+                .signature_numbers
+                .iter()
+                .map(|(serial, (first, last))| SignatureNumbersJson {
+                    serial: serial.clone(),
+                    first: *first,
+                    last: *last,
+                    anchor: anchor_name(r.anchor_of(serial)),
+                })
+                .collect(),
+            signatures_missing: r.signatures_missing,
+            signature_rewinds: r.signature_rewinds,
+            unanchored_signers: r
+                .unanchored_signers()
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+            findings: r.findings.clone(),
+            follows: follows.map(|(log, continuous)| FollowsJson { log, continuous }),
+            months: months_json(&r.months),
+        };
         return Ok((r, Some(json)));
     }
     println!(
         "{name}: usage log of vendor {}, {}, {} bytes",
-        r.vendor_id,
+        vendor_hex(r.vendor_id),
         plural(r.records, "record"),
         r.bytes
     );
@@ -1143,7 +1476,7 @@ fn verify_log(
                 } else {
                     "containers"
                 },
-                r.vendor_id,
+                vendor_hex(r.vendor_id),
                 r.signers.join(", "),
                 r.verified.saturating_sub(1),
                 time(t)

@@ -24,11 +24,26 @@ use tessera::util::{self, format_time};
 
 /// Tessera licensing runtime: host info, activation, containers.
 #[derive(Parser, Debug)]
-#[command(name = "tessera", version, about, long_about = None)]
+#[command(
+    name = "tessera",
+    version,
+    about,
+    long_about = None,
+    after_help = "Exit status: 0 done; 1 an error (the message says which); 2 a command line \
+                  it does not understand; 3 nothing matched a filter (`list --vendor-id` with \
+                  no container or dongle of that vendor). Vendor ids are read in decimal or \
+                  0x hex and shown in hex (0x1092)."
+)]
 struct Cli {
+    /// Print the data as JSON (for scripts) instead of text.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
+
+/// The exit status of a filter that matched nothing (`tessera list --vendor-id`).
+const NOTHING_MATCHED: u8 = 3;
 
 #[derive(Subcommand, Debug)]
 enum Command {
@@ -56,12 +71,12 @@ struct AdminArgs {
     #[arg(long, global = true, default_value = tessera::admin_client::DEFAULT_URL)]
     server: String,
     /// The admin token (default: the TESSERA_ADMIN_TOKEN environment variable). Not needed
-    /// on the server's own machine unless the server has one.
+    /// on the server's own machine unless the server has one: without one, `revoke` and
+    /// `reload` use the local admin token the server writes at each start in
+    /// `<state_dir>/local-admin.token`, which only root and the server's user can read (run
+    /// them as one of those, e.g. with sudo). Reading needs no token on that machine.
     #[arg(long, global = true)]
     token: Option<String>,
-    /// Print the API's JSON instead of text (for scripts).
-    #[arg(long, global = true)]
-    json: bool,
     #[command(subcommand)]
     command: AdminCommand,
 }
@@ -91,7 +106,7 @@ enum AdminCommand {
         out: Option<PathBuf>,
         /// The publisher whose log to export (decimal or 0x hex); needed when the server
         /// keeps the logs of several.
-        #[arg(long, value_parser = parse_u32)]
+        #[arg(long, value_parser = publisher::vendor_id_arg)]
         vendor: Option<u32>,
     },
 }
@@ -107,8 +122,8 @@ enum ActivateCommand {
 
 #[derive(Args, Debug)]
 struct RequestArgs {
-    /// The publisher's vendor id (decimal or 0x hex).
-    #[arg(long, value_parser = parse_u32)]
+    /// The publisher's vendor id (decimal or 0x hex; not 0).
+    #[arg(long, value_parser = publisher::vendor_id_arg)]
     vendor_id: u32,
     /// The request file to write (default `tessera-<vendor>-request.bin`).
     #[arg(long)]
@@ -133,8 +148,9 @@ struct PublisherArgs {
     /// pinned in this machine's container of `--vendor-id`.
     #[arg(long)]
     publisher_key: Option<PathBuf>,
-    /// The publisher's vendor id (decimal or 0x hex); default: the one the key file names.
-    #[arg(long, value_parser = parse_u32)]
+    /// The publisher's vendor id (decimal or 0x hex; not 0); default: the one the key file
+    /// names.
+    #[arg(long, value_parser = publisher::vendor_id_arg)]
     vendor_id: Option<u32>,
     /// License servers, comma-separated `host[:port]`; default: TESSERA_SERVERS, else a
     /// discovery broadcast.
@@ -145,13 +161,13 @@ struct PublisherArgs {
 #[derive(Args, Debug)]
 struct BorrowArgs {
     /// The product.
-    #[arg(long, value_parser = parse_u32)]
+    #[arg(long, value_parser = util::u32_arg)]
     product: u32,
     /// For how many days (1 to what the license allows).
     #[arg(long)]
     days: u32,
     /// Feature bits the seat must grant (decimal or 0x hex).
-    #[arg(long, value_parser = parse_u32, default_value = "0")]
+    #[arg(long, value_parser = util::u32_arg, default_value = "0")]
     features: u32,
     #[command(flatten)]
     publisher: PublisherArgs,
@@ -160,7 +176,7 @@ struct BorrowArgs {
 #[derive(Args, Debug)]
 struct ReturnArgs {
     /// The product whose borrowed seat to give back.
-    #[arg(long, value_parser = parse_u32)]
+    #[arg(long, value_parser = util::u32_arg)]
     product: u32,
     #[command(flatten)]
     publisher: PublisherArgs,
@@ -168,24 +184,16 @@ struct ReturnArgs {
 
 #[derive(Args, Debug)]
 struct ListArgs {
-    /// Only this publisher's containers (decimal or 0x hex).
-    #[arg(long, value_parser = parse_u32)]
+    /// Only this publisher's containers (decimal or 0x hex; not 0).
+    #[arg(long, value_parser = publisher::vendor_id_arg)]
     vendor_id: Option<u32>,
 }
 
-fn parse_u32(s: &str) -> std::result::Result<u32, String> {
-    let s = s.trim();
-    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(h) => u32::from_str_radix(h, 16),
-        None => s.parse::<u32>(),
-    };
-    r.map_err(|_| format!("`{s}` is not a 32-bit number (decimal or 0x hex)"))
-}
-
 fn main() -> ExitCode {
+    util::die_on_sigpipe();
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("tessera: error: {e:#}");
             ExitCode::from(1)
@@ -193,16 +201,30 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<ExitCode> {
+    let json = cli.json;
     match cli.command {
-        Command::Info => info(),
-        Command::Activate(ActivateCommand::Request(a)) => request(a),
-        Command::Activate(ActivateCommand::Install(a)) => install(a),
-        Command::List(a) => list(a),
-        Command::Borrow(a) => borrow(a),
-        Command::Return(a) => give_back(a),
-        Command::Admin(a) => admin(a),
-    }
+        Command::Info => info(json),
+        Command::Activate(ActivateCommand::Request(a)) => request(a, json),
+        Command::Activate(ActivateCommand::Install(a)) => install(a, json),
+        Command::List(a) => {
+            return Ok(if list(a, json)? {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(NOTHING_MATCHED)
+            });
+        }
+        Command::Borrow(a) => borrow(a, json),
+        Command::Return(a) => give_back(a, json),
+        Command::Admin(a) => admin(a, json),
+    }?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints `value` as JSON (`--json`).
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
 }
 
 /// A string from the server made safe for a terminal (no control characters).
@@ -251,20 +273,27 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-fn admin(a: AdminArgs) -> Result<()> {
+fn admin(a: AdminArgs, json: bool) -> Result<()> {
     use tessera::admin_client::AdminClient;
     let token = a
         .token
-        .or_else(|| std::env::var("TESSERA_ADMIN_TOKEN").ok());
-    let api = AdminClient::new(&a.server, token)?;
-    let print_json = |v: &serde_json::Value| -> Result<()> {
-        println!("{}", serde_json::to_string_pretty(v)?);
-        Ok(())
-    };
+        .or_else(|| std::env::var("TESSERA_ADMIN_TOKEN").ok())
+        .filter(|t| !t.is_empty());
+    let mut api = AdminClient::new(&a.server, token.clone())?;
+    // A change with no token given: the server's local admin token, which root and the
+    // server's user can read on its machine.
+    if token.is_none()
+        && matches!(
+            a.command,
+            AdminCommand::Revoke { .. } | AdminCommand::Reload
+        )
+    {
+        api.set_token(api.local_token()?);
+    }
     match a.command {
         AdminCommand::Status => {
             let s = api.get("/api/v1/status")?;
-            if a.json {
+            if json {
                 return print_json(&s);
             }
             let n = |k: &str| s.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
@@ -317,7 +346,7 @@ fn admin(a: AdminArgs) -> Result<()> {
         }
         AdminCommand::Licenses => {
             let v = api.get("/api/v1/licenses")?;
-            if a.json {
+            if json {
                 return print_json(&v);
             }
             let list = v
@@ -330,7 +359,14 @@ fn admin(a: AdminArgs) -> Result<()> {
                 .map(|l| {
                     vec![
                         field(l, "product_name"),
-                        format!("{}:{}", field(l, "vendor_id"), field(l, "product_code")),
+                        format!(
+                            "{}:{}",
+                            l.get("vendor_id")
+                                .and_then(serde_json::Value::as_u64)
+                                .and_then(|v| u32::try_from(v).ok())
+                                .map_or_else(|| field(l, "vendor_id"), publisher::vendor_hex),
+                            field(l, "product_code")
+                        ),
                         format!("{} of {}", field(l, "in_use"), field(l, "quantity")),
                         field(l, "counting_unit"),
                         field(l, "features"),
@@ -360,7 +396,7 @@ fn admin(a: AdminArgs) -> Result<()> {
         }
         AdminCommand::Seats => {
             let v = api.get("/api/v1/seats")?;
-            if a.json {
+            if json {
                 return print_json(&v);
             }
             let list = v
@@ -417,14 +453,14 @@ fn admin(a: AdminArgs) -> Result<()> {
                 None => serde_json::json!({}),
             };
             let v = api.post(&format!("/api/v1/seats/{}/revoke", seat_id.trim()), &body)?;
-            if a.json {
+            if json {
                 return print_json(&v);
             }
             println!("revoked seat {}", field(&v, "revoked"));
         }
         AdminCommand::Reload => {
             let v = api.post("/api/v1/reload", &serde_json::json!({}))?;
-            if a.json {
+            if json {
                 return print_json(&v);
             }
             let list = |k: &str| -> Vec<String> {
@@ -482,37 +518,86 @@ fn admin(a: AdminArgs) -> Result<()> {
     Ok(())
 }
 
-fn info() -> Result<()> {
+fn info(json: bool) -> Result<()> {
+    use sha2::Digest;
     let host = HostIdentity::detect();
-    println!("{host}");
     let home = client::default_home();
+    // Each software container and what it is bound to.
+    let containers: Vec<serde_json::Value> = software::list(&home)
+        .iter()
+        .map(|p| match SoftwareContainer::load(p, &host) {
+            Ok(c) => serde_json::json!({
+                "file": p.display().to_string(),
+                "serial": c.engine.serial(),
+                "binding": c.binding_kind(),
+            }),
+            Err(e) => serde_json::json!({
+                "file": p.display().to_string(),
+                "error": e.to_string(),
+            }),
+        })
+        .collect();
+    if json {
+        // Trait values as the text shows them: the first 8 hex digits of their SHA-256.
+        let traits: Vec<serde_json::Value> = host
+            .fingerprint
+            .traits
+            .iter()
+            .map(|t| {
+                let digest = sha2::Sha256::digest(t.value.as_bytes());
+                serde_json::json!({
+                    "kind": t.kind.to_string(),
+                    "digest": hex::encode(&digest[..4]),
+                })
+            })
+            .collect();
+        return print_json(&serde_json::json!({
+            "hostname": host.hostname,
+            "machine": host.machine.to_string(),
+            "container": host.container.as_ref().map(ToString::to_string),
+            "session": host.session.to_string(),
+            "refused": host.overmounted.as_ref().map(ToString::to_string),
+            "fingerprint": traits,
+            "home": home.display().to_string(),
+            "version": tessera::VERSION,
+            "tpm": host.tpm.as_ref().map(|t| t.tcti.to_string()),
+            "containers": containers,
+        }));
+    }
+    println!("{host}");
     println!("home:         {}", home.display());
     println!("version:      {}", tessera::VERSION);
     match &host.tpm {
         Some(t) => println!("tpm:          {}", t.tcti),
         None => println!("tpm:          none"),
     }
-    // Each software container and what it is bound to.
-    for p in software::list(&home) {
-        let name = p.file_name().unwrap_or_default().to_string_lossy();
-        match SoftwareContainer::load(&p, &host) {
-            Ok(c) => println!(
+    for c in &containers {
+        let name = c["file"].as_str().unwrap_or_default();
+        let name = Path::new(name)
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy();
+        match c.get("error") {
+            None => println!(
                 "container:    {} binding {}",
-                c.engine.serial(),
-                c.binding_kind()
+                field(c, "serial"),
+                field(c, "binding")
             ),
-            Err(e) => println!("container:    {name} does not open here: {e}"),
+            Some(e) => println!(
+                "container:    {name} does not open here: {}",
+                e.as_str().unwrap_or_default()
+            ),
         }
     }
     Ok(())
 }
 
-fn request(a: RequestArgs) -> Result<()> {
+fn request(a: RequestArgs, json: bool) -> Result<()> {
     let env = Environment::detect();
+    let vendor = publisher::vendor_hex(a.vendor_id);
     let (serial, bytes) = client::request_activation(&env, a.vendor_id).with_context(|| {
         format!(
-            "making an activation request for vendor {} in {}",
-            a.vendor_id,
+            "making an activation request for vendor {vendor} in {}",
             env.home.display()
         )
     })?;
@@ -523,12 +608,18 @@ fn request(a: RequestArgs) -> Result<()> {
         .with_context(|| format!("cannot resolve the path {}", out.display()))?;
     util::write_atomic(&abs, &bytes, 0o644)
         .with_context(|| format!("writing {}", out.display()))?;
+    if json {
+        return print_json(&serde_json::json!({
+            "container": serial,
+            "vendor_id": a.vendor_id,
+            "request": out.display().to_string(),
+        }));
+    }
     println!("container:    {serial}");
     println!("request:      {}", out.display());
     println!(
-        "Send the request file to the publisher (vendor {}) and install the activation they \
-         send back with `tessera activate install FILE`.",
-        a.vendor_id
+        "Send the request file to the publisher (vendor {vendor}) and install the activation \
+         they send back with `tessera activate install FILE`."
     );
     Ok(())
 }
@@ -543,7 +634,7 @@ fn load_public_key(path: &Path) -> Result<VerifyingKey> {
     Ok(key)
 }
 
-fn install(a: InstallArgs) -> Result<()> {
+fn install(a: InstallArgs, json: bool) -> Result<()> {
     let key = a
         .publisher_key
         .as_deref()
@@ -554,6 +645,13 @@ fn install(a: InstallArgs) -> Result<()> {
     let env = Environment::detect();
     let (serial, report) = client::install_activation(&env, &bytes, key.as_ref())
         .with_context(|| format!("installing {}", a.file.display()))?;
+    if json {
+        return print_json(&serde_json::json!({
+            "container": serial,
+            "added": report.added,
+            "replaced": report.replaced,
+        }));
+    }
     println!("container:    {serial}");
     println!(
         "licenses:     {} added, {} replaced",
@@ -562,78 +660,168 @@ fn install(a: InstallArgs) -> Result<()> {
     Ok(())
 }
 
-fn list(a: ListArgs) -> Result<()> {
+/// `tessera list`: the dongles and software containers (of a vendor, with a filter), as
+/// text or JSON. `Ok(false)` when a filter matched nothing (exit status 3).
+fn list(a: ListArgs, json: bool) -> Result<bool> {
+    use tessera::view::{BorrowedView, ContainerView, LicenseInUse, ListView};
     let env = Environment::detect();
     let home = &env.home;
+    let all = software::list(home);
     let paths = match a.vendor_id {
         Some(v) => software::list_for_vendor(home, v),
-        None => software::list(home),
+        None => all.clone(),
     };
-    list_dongles(&env, a.vendor_id);
-    println!();
-    if paths.is_empty() {
-        println!("no software containers under {}", home.display());
-        return Ok(());
+    let in_use = |serial: &str, pool: &str| Registry::machine().count_in_use(serial, pool);
+    let containers: Vec<ContainerView> = paths
+        .iter()
+        .map(|p| {
+            let mut v = ContainerView {
+                file: p.display().to_string(),
+                error: None,
+                serial: None,
+                vendor_id: None,
+                binding: None,
+                tpm_counter: None,
+                clock_high_water: None,
+                licenses: Vec::new(),
+                borrowed: Vec::new(),
+            };
+            let c = match SoftwareContainer::load(p, &env.host) {
+                Ok(c) => c,
+                Err(e) => {
+                    v.error = Some(e.to_string());
+                    return v;
+                }
+            };
+            let st = c.engine.state();
+            v.serial = Some(st.serial.clone());
+            v.vendor_id = Some(st.vendor_id);
+            v.binding = Some(c.binding_kind().to_string());
+            v.tpm_counter = c.tpm_counter();
+            v.clock_high_water = Some(st.clock_high_water);
+            v.licenses = c
+                .engine
+                .licenses()
+                .iter()
+                .map(|lic| {
+                    let n = in_use(&st.serial, &lic.id_hex());
+                    LicenseInUse {
+                        license: lic.into(),
+                        in_use: n.as_ref().ok().map(|n| *n as u64),
+                        in_use_error: n.err().map(|e| e.to_string()),
+                    }
+                })
+                .collect();
+            v.borrowed = c
+                .engine
+                .borrowed()
+                .iter()
+                .zip(c.engine.borrowed_licenses())
+                .map(|(b, lic)| BorrowedView {
+                    seat_id: hex::encode(b.seat_id),
+                    product_code: lic.product_code,
+                    product_name: lic.product_name.clone(),
+                    server: b.server.clone(),
+                    until: b.until,
+                    ended: b.until <= util::now(),
+                    in_use: in_use(&st.serial, &client::borrowed_pool_name(lic, &b.seat_id))
+                        .ok()
+                        .map(|n| n as u64),
+                })
+                .collect();
+            v
+        })
+        .collect();
+    let view = ListView {
+        home: home.display().to_string(),
+        home_exists: home.exists(),
+        vendor_id: a.vendor_id,
+        dongles: list_dongles(&env, a.vendor_id),
+        others: all.len() - paths.len(),
+        containers,
+    };
+    let matched = a.vendor_id.is_none() || !view.dongles.is_empty() || !view.containers.is_empty();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+        return Ok(matched);
     }
-    for (i, p) in paths.iter().enumerate() {
+    print_dongles(&view.dongles);
+    println!();
+    if view.containers.is_empty() {
+        let others = match view.others {
+            0 => String::new(),
+            1 => " (1 of another vendor)".into(),
+            n => format!(" ({n} of other vendors)"),
+        };
+        match (a.vendor_id, view.home_exists) {
+            (_, false) => println!("no software containers: {} does not exist", view.home),
+            (Some(v), true) => println!(
+                "no software containers of vendor {} in {}{others}",
+                publisher::vendor_hex(v),
+                view.home
+            ),
+            (None, true) => println!("no software containers in {}", view.home),
+        }
+    }
+    for (i, c) in view.containers.iter().enumerate() {
         if i > 0 {
             println!();
         }
-        println!("file:         {}", p.display());
-        let c = match SoftwareContainer::load(p, &env.host) {
-            Ok(c) => c,
-            Err(e) => {
-                println!("status:       does not open here: {e}");
-                continue;
-            }
-        };
-        let st = c.engine.state();
-        println!("serial:       {}", st.serial);
-        println!("vendor:       {}", st.vendor_id);
-        match c.tpm_counter() {
-            Some((index, value)) => println!(
-                "binding:      {} (NV counter {index:#010x} at {value})",
-                c.binding_kind()
-            ),
-            None => println!("binding:      {}", c.binding_kind()),
+        print_container(c);
+    }
+    Ok(matched)
+}
+
+/// One software container of `tessera list`, as text.
+fn print_container(c: &tessera::view::ContainerView) {
+    println!("file:         {}", c.file);
+    if let Some(e) = &c.error {
+        println!("status:       does not open here: {e}");
+        return;
+    }
+    println!("serial:       {}", c.serial.as_deref().unwrap_or("-"));
+    println!(
+        "vendor:       {}",
+        c.vendor_id.map_or("-".into(), publisher::vendor_hex)
+    );
+    let binding = c.binding.as_deref().unwrap_or("-");
+    match c.tpm_counter {
+        Some((index, value)) => {
+            println!("binding:      {binding} (NV counter {index:#010x} at {value})")
         }
-        println!("clock high-water: {}", format_time(st.clock_high_water));
-        let lics = c.engine.licenses();
-        println!("licenses:     {}", lics.len());
-        for lic in lics {
-            println!("{lic}");
-            let seats = Registry::machine().count_in_use(&st.serial, &lic.id_hex());
-            match seats {
-                Ok(n) => println!("  in use:      {n} of {}", lic.quantity),
-                Err(e) => println!("  in use:      unknown ({e})"),
-            }
-        }
-        let borrowed = c.engine.borrowed();
-        if !borrowed.is_empty() {
-            println!("borrowed:     {}", borrowed.len());
-        }
-        for (b, lic) in borrowed.iter().zip(c.engine.borrowed_licenses()) {
-            println!(
-                "  borrowed seat {} of product {} ({})",
-                hex::encode(b.seat_id),
-                lic.product_code,
-                lic.product_name
-            );
-            println!("  from:        {}", b.server);
-            let ended = b.until <= util::now();
-            println!(
-                "  until:       {}{}",
-                format_time(b.until),
-                if ended { " (ended)" } else { "" }
-            );
-            let pool = client::borrowed_pool_name(lic, &b.seat_id);
-            match Registry::machine().count_in_use(&st.serial, &pool) {
-                Ok(n) => println!("  in use:      {n} of 1"),
-                Err(e) => println!("  in use:      unknown ({e})"),
-            }
+        None => println!("binding:      {binding}"),
+    }
+    println!(
+        "clock high-water: {}",
+        format_time(c.clock_high_water.unwrap_or(0))
+    );
+    println!("licenses:     {}", c.licenses.len());
+    for l in &c.licenses {
+        println!("{}", l.license.text);
+        match (l.in_use, &l.in_use_error) {
+            (Some(n), _) => println!("  in use:      {n} of {}", l.license.quantity),
+            (None, e) => println!("  in use:      unknown ({})", e.as_deref().unwrap_or("-")),
         }
     }
-    Ok(())
+    if !c.borrowed.is_empty() {
+        println!("borrowed:     {}", c.borrowed.len());
+    }
+    for b in &c.borrowed {
+        println!(
+            "  borrowed seat {} of product {} ({})",
+            b.seat_id, b.product_code, b.product_name
+        );
+        println!("  from:        {}", b.server);
+        println!(
+            "  until:       {}{}",
+            format_time(b.until),
+            if b.ended { " (ended)" } else { "" }
+        );
+        match b.in_use {
+            Some(n) => println!("  in use:      {n} of 1"),
+            None => println!("  in use:      unknown"),
+        }
+    }
 }
 
 /// A session for the publisher `a` names (key file, or the key pinned in this machine's
@@ -670,7 +858,9 @@ fn open_session(a: &PublisherArgs) -> Result<client::Session> {
                 .find_map(|c| c.engine.state().publisher_key)
                 .ok_or_else(|| {
                     anyhow!(
-                        "no container of vendor {vendor} on this machine knows the publisher's                          key: pass --publisher-key FILE"
+                        "no container of vendor {} on this machine knows the publisher's \
+                         key: pass --publisher-key FILE",
+                        publisher::vendor_hex(vendor)
                     )
                 })?;
             let key = VerifyingKey::from_bytes(&pinned)
@@ -693,7 +883,7 @@ fn open_session(a: &PublisherArgs) -> Result<client::Session> {
     client::Session::open_in(opts, env).context("opening a session")
 }
 
-fn borrow(a: BorrowArgs) -> Result<()> {
+fn borrow(a: BorrowArgs, json: bool) -> Result<()> {
     let s = open_session(&a.publisher)?;
     let (until, seat_id) = s
         .borrow(a.product, a.features, a.days)
@@ -704,45 +894,76 @@ fn borrow(a: BorrowArgs) -> Result<()> {
         .find(|b| b.seat_id == seat_id)
         .map(|b| b.server)
         .unwrap_or_default();
+    let vendor = s.options().vendor_id;
+    if json {
+        return print_json(&serde_json::json!({
+            "product_code": a.product,
+            "vendor_id": vendor,
+            "seat_id": hex::encode(seat_id),
+            "server": from,
+            "until": until,
+            "until_text": format_time(until),
+        }));
+    }
     println!(
         "borrowed:     product {} of vendor {}",
         a.product,
-        s.options().vendor_id
+        publisher::vendor_hex(vendor)
     );
     println!("seat:         {}", hex::encode(seat_id));
     println!("from:         {from}");
     println!("until:        {}", format_time(until));
     println!(
-        "It works on this machine with no server until then; `tessera return --product {}`          gives it back earlier.",
+        "It works on this machine with no server until then; `tessera return --product {}` \
+         gives it back earlier.",
         a.product
     );
     Ok(())
 }
 
-fn give_back(a: ReturnArgs) -> Result<()> {
+fn give_back(a: ReturnArgs, json: bool) -> Result<()> {
     let s = open_session(&a.publisher)?;
     s.return_borrowed(a.product)
         .with_context(|| format!("returning the borrowed seat of product {}", a.product))?;
+    let vendor = s.options().vendor_id;
+    if json {
+        return print_json(&serde_json::json!({
+            "returned": true,
+            "product_code": a.product,
+            "vendor_id": vendor,
+        }));
+    }
     println!(
         "returned:     product {} of vendor {}",
         a.product,
-        s.options().vendor_id
+        publisher::vendor_hex(vendor)
     );
     Ok(())
 }
 
-/// The dongles attached to this machine, as they describe themselves (nothing is trusted:
-/// an app checks the certificate against its own publisher key).
-fn list_dongles(env: &Environment, vendor: Option<u32>) {
+/// The dongles attached to this machine (of `vendor`, with a filter), as they describe
+/// themselves (nothing is trusted: an app checks the certificate against its own publisher
+/// key).
+fn list_dongles(env: &Environment, vendor: Option<u32>) -> Vec<tessera::view::DongleView> {
     use tessera::channel::{HostHello, Trust};
     use tessera::container::protocol::{Request, Response};
     use tessera::dongle::client::{Connection, discover};
     use tessera::license::SignedLicense;
+    use tessera::view::DongleView;
 
     let endpoints = discover();
+    let blank = |endpoint: String, error: String| DongleView {
+        endpoint,
+        error: Some(error),
+        serial: None,
+        mode: None,
+        vendor_id: None,
+        shared: None,
+        clock_high_water: None,
+        licenses: Vec::new(),
+    };
     if endpoints.is_empty() {
-        println!("no dongles attached");
-        return;
+        return Vec::new();
     }
     // This machine's own host key, so that listing does not make the dongle look shared.
     let host_secret = match env
@@ -752,38 +973,85 @@ fn list_dongles(env: &Environment, vendor: Option<u32>) {
     {
         Ok(k) => k,
         Err(e) => {
-            println!("dongles:      cannot read the host key: {e}");
-            return;
+            return vec![blank("-".into(), format!("cannot read the host key: {e}"))];
         }
     };
+    let mut out = Vec::new();
     for ep in endpoints {
         let hello = HostHello::new(env.host.machine.clone(), env.host.hostname.clone());
         let timeout = std::time::Duration::from_secs(3);
+        let name = format!("{ep:?}");
         let mut c = match Connection::connect(&ep, &host_secret, hello, Trust::FirstUse, timeout) {
             Ok(c) => c,
             Err(e) => {
-                println!("dongle at {ep:?}: does not answer: {e}");
+                out.push(blank(name, format!("does not answer: {e}")));
                 continue;
             }
         };
         if vendor.is_some_and(|v| v != c.vendor_id) {
             continue;
         }
-        println!("dongle:       {} ({} mode)", c.serial, c.mode());
-        println!(
-            "vendor:       {}",
-            if c.vendor_id == 0 {
-                "none (blank)".to_string()
-            } else {
-                c.vendor_id.to_string()
-            }
-        );
+        let mut d = DongleView {
+            endpoint: name,
+            error: None,
+            serial: Some(c.serial.clone()),
+            mode: Some(c.mode().to_string()),
+            vendor_id: Some(c.vendor_id),
+            shared: None,
+            clock_high_water: None,
+            licenses: Vec::new(),
+        };
         if let Ok(Response::Identity {
             shared,
             clock_high_water,
             ..
         }) = c.call(&Request::Identify)
         {
+            d.shared = Some(shared);
+            d.clock_high_water = Some(clock_high_water);
+        }
+        match tessera::dongle::client::list_all_licenses(|r| c.call(r)) {
+            Ok(list) => {
+                for b in list {
+                    match SignedLicense::parse_unverified(&b) {
+                        Ok(l) => d.licenses.push((&l).into()),
+                        Err(e) => d.error = Some(format!("unreadable license: {e}")),
+                    }
+                }
+            }
+            Err(e) => d.error = Some(e.to_string()),
+        }
+        out.push(d);
+    }
+    out
+}
+
+/// The dongles of `tessera list`, as text.
+fn print_dongles(dongles: &[tessera::view::DongleView]) {
+    if dongles.is_empty() {
+        println!("no dongles attached");
+    }
+    for d in dongles {
+        let Some(serial) = &d.serial else {
+            println!(
+                "dongle at {}: {}",
+                d.endpoint,
+                d.error.as_deref().unwrap_or("-")
+            );
+            continue;
+        };
+        println!(
+            "dongle:       {serial} ({} mode)",
+            d.mode.as_deref().unwrap_or("-")
+        );
+        println!(
+            "vendor:       {}",
+            match d.vendor_id {
+                Some(0) | None => "none (blank)".to_string(),
+                Some(v) => publisher::vendor_hex(v),
+            }
+        );
+        if let (Some(shared), Some(t)) = (d.shared, d.clock_high_water) {
             println!(
                 "exclusive:    {}",
                 if shared {
@@ -792,19 +1060,14 @@ fn list_dongles(env: &Environment, vendor: Option<u32>) {
                     "yes"
                 }
             );
-            println!("clock high-water: {}", format_time(clock_high_water));
+            println!("clock high-water: {}", format_time(t));
         }
-        match tessera::dongle::client::list_all_licenses(|r| c.call(r)) {
-            Ok(list) => {
-                println!("licenses:     {}", list.len());
-                for b in list {
-                    match SignedLicense::parse_unverified(&b) {
-                        Ok(l) => println!("{l}"),
-                        Err(e) => println!("  unreadable license: {e}"),
-                    }
-                }
-            }
-            Err(e) => println!("licenses:     {e}"),
+        println!("licenses:     {}", d.licenses.len());
+        for l in &d.licenses {
+            println!("{}", l.text);
+        }
+        if let Some(e) = &d.error {
+            println!("  {e}");
         }
     }
 }

@@ -30,6 +30,7 @@ pub fn request_activation(env: &Environment, vendor_id: u32) -> Result<(String, 
 /// This machine's software container of `vendor_id`: the first of that publisher that opens
 /// here, else a new one. Activations and borrowed seats go into it.
 pub(crate) fn own_container(env: &Environment, vendor_id: u32) -> Result<SoftwareContainer> {
+    crate::publisher::check_vendor_id(vendor_id)?;
     env.host.trusted_fingerprint()?;
     let existing = list_for_vendor(&env.home, vendor_id)
         .into_iter()
@@ -44,6 +45,7 @@ pub(crate) fn own_container(env: &Environment, vendor_id: u32) -> Result<Softwar
 /// anything on the machine: the existing container's request, or one of an unsaved
 /// container made only in memory (its keys differ, its size does not).
 pub fn activation_request_size(env: &Environment, vendor_id: u32) -> Result<usize> {
+    crate::publisher::check_vendor_id(vendor_id)?;
     let fingerprint = env.host.trusted_fingerprint()?;
     let now = env.clock.now();
     let existing = list_for_vendor(&env.home, vendor_id)
@@ -86,7 +88,7 @@ pub fn install_activation(
     }
     Err(last_err.unwrap_or_else(|| {
         Error::BindingMismatch(format!(
-            "no software container {} of vendor {} on this machine (was the request made here?)",
+            "no software container {} of vendor {:#x} on this machine (was the request made here?)",
             act.serial, act.vendor_id
         ))
     }))

@@ -832,7 +832,7 @@ impl Engine {
             .ok_or_else(|| Error::Internal(format!("no license at index {index}")))?;
         if header.vendor_id != lic.vendor_id || header.product_code != lic.product_code {
             return Err(Error::NoLicense(format!(
-                "ciphertext is for vendor {} product {}, the seat holds vendor {} product {}",
+                "ciphertext is for vendor {:#x} product {}, the seat holds vendor {:#x} product {}",
                 header.vendor_id, header.product_code, lic.vendor_id, lic.product_code
             )));
         }

@@ -211,7 +211,7 @@ fn expect_cmd(m: &framing::Message, want: u8) -> Result<()> {
     if m.cmd == cmd::ERROR {
         return Err(Error::Io {
             path: PathBuf::from("dongle"),
-            source: std::io::Error::other(format!(
+            error: std::io::Error::other(format!(
                 "the dongle answered with framing error {}",
                 m.payload.first().copied().unwrap_or(0)
             )),

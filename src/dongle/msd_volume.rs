@@ -816,7 +816,10 @@ mod tests {
             let _ = done.send(outcome);
         });
         match result.recv_timeout(Duration::from_secs(10)) {
-            Ok(Err(Error::Io { path, source })) => {
+            Ok(Err(Error::Io {
+                path,
+                error: source,
+            })) => {
                 assert_eq!(path, volume.io_path());
                 eprintln!("after unmount: {source}");
             }

@@ -367,7 +367,7 @@ impl fmt::Display for License {
         writeln!(f, "license {}", self.id_hex())?;
         writeln!(
             f,
-            "  product:     {} (vendor {}, product {})",
+            "  product:     {} (vendor {:#x}, product {})",
             self.product_name, self.vendor_id, self.product_code
         )?;
         writeln!(f, "  features:    {:#010x}", self.features)?;

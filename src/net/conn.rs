@@ -214,7 +214,7 @@ pub fn client_handshake(
 /// `write_frame` reports every write failure as I/O; a write that timed out is a timeout.
 fn transport_error(e: Error) -> Error {
     match e {
-        Error::Io { source, .. }
+        Error::Io { error: source, .. }
             if matches!(
                 source.kind(),
                 std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut

@@ -44,6 +44,13 @@ pub trait CheckpointSigner: Send + Sync {
     /// A `UsageStatement` over `digest` signed by a container of `vendor_id`, and that
     /// container's certificate.
     fn sign_usage(&self, vendor_id: u32, digest: [u8; 32]) -> Result<(Vec<u8>, Vec<u8>)>;
+
+    /// Whether the signer is gone for good (the server it signs for was dropped, e.g. after
+    /// a start that failed to bind its port): the logs are then written without a
+    /// checkpoint, quietly, as with no signer; the next start checkpoints them.
+    fn gone(&self) -> bool {
+        false
+    }
 }
 
 impl CheckpointSigner for Hosted {
@@ -645,7 +652,7 @@ impl Logs {
     fn checkpoint_all(&mut self, signer: Option<&dyn CheckpointSigner>) {
         for slot in self.slots.values_mut() {
             let Slot::Open(log) = slot else { continue };
-            let Some(signer) = signer else {
+            let Some(signer) = signer.filter(|s| !s.gone()) else {
                 // Nothing to sign with: the folded refusals are written all the same.
                 if let Err(e) = log.flush_folds(now_ms()).and_then(|()| log.flush(false)) {
                     warn!(log = %log.path().display(), error = %e, "folded denials not written");

@@ -251,6 +251,8 @@ fn parse_seed(s: &str) -> Result<u64, String> {
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    // A one-shot tool: ends quietly when what reads its report goes away.
+    tessera::util::die_on_sigpipe();
     if let Err(e) = real_main() {
         eprintln!("tessera-load: error: {e:#}");
         std::process::exit(1);

@@ -131,7 +131,7 @@ impl Session {
             .min_by_key(|b| b.until)
         else {
             return Err(Error::NoLicense(format!(
-                "no seat of vendor {} product {product_code} is borrowed on this machine",
+                "no seat of vendor {:#x} product {product_code} is borrowed on this machine",
                 i.opts.vendor_id
             )));
         };

@@ -396,7 +396,7 @@ impl Session {
                 where_.push("no license server is configured");
             }
             Error::NoLicense(format!(
-                "vendor {} product {product_code}: {}",
+                "vendor {:#x} product {product_code}: {}",
                 i.opts.vendor_id,
                 where_.join("; ")
             ))
@@ -480,9 +480,12 @@ fn clone_verdict(e: &Error) -> Error {
         },
         // The I/O failure stays one: a home that cannot be read is "could not look", not
         // "looked, found nothing".
-        Error::Io { path, source } => Error::Io {
+        Error::Io {
+            path,
+            error: source,
+        } => Error::Io {
             path: path.clone(),
-            source: std::io::Error::new(source.kind(), source.to_string()),
+            error: std::io::Error::new(source.kind(), source.to_string()),
         },
         other => Error::NoLicense(other.to_string()),
     }

@@ -204,7 +204,10 @@ fn needs_server(e: Error) -> Error {
     const WHY: &str = "this seat has not opened this ciphertext while its license server was \
                        reachable, and opening it needs the server";
     match e {
-        Error::Io { path, source } => Error::io(format!("{WHY}: {}", path.display()), source),
+        Error::Io {
+            path,
+            error: source,
+        } => Error::io(format!("{WHY}: {}", path.display()), source),
         Error::Timeout(m) => Error::Timeout(format!("{WHY}: {m}")),
         other => other,
     }

@@ -296,7 +296,7 @@ impl Seat {
         }
         if header.product_code != self.license.product_code {
             return Err(Error::NoLicense(format!(
-                "ciphertext is for vendor {} product {}, the seat holds vendor {} product {}",
+                "ciphertext is for vendor {:#x} product {}, the seat holds vendor {:#x} product {}",
                 header.vendor_id,
                 header.product_code,
                 self.license.vendor_id,

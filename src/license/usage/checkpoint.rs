@@ -122,7 +122,7 @@ pub fn verify_checkpoint(
         .map_err(|e| format!("its container certificate is unreadable: {e}"))?;
     if cert.vendor_id != header.vendor_id {
         return Err(format!(
-            "signed by a container of vendor {}, not {}",
+            "signed by a container of vendor {:#x}, not {:#x}",
             cert.vendor_id, header.vendor_id
         ));
     }
@@ -145,7 +145,7 @@ pub fn verify_checkpoint(
     }
     if st.vendor_id != header.vendor_id {
         return Err(format!(
-            "forged checkpoint: signed for vendor {}, not {}",
+            "forged checkpoint: signed for vendor {:#x}, not {:#x}",
             st.vendor_id, header.vendor_id
         ));
     }

@@ -623,7 +623,7 @@ pub fn scan(
                 seq,
                 offset,
                 format!(
-                    "is about vendor {}, in the log of vendor {}",
+                    "is about vendor {:#x}, in the log of vendor {:#x}",
                     s.vendor_id, header.vendor_id
                 ),
             )

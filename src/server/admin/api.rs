@@ -101,6 +101,9 @@ pub async fn status(State(st): State<AdminState>) -> Response {
         "listen": bound.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "admin_listen": bound.admin.map(|a| a.to_string()),
         "auth": if s.admin_auth().token.is_some() { "token" } else { "loopback" },
+        // Where `tessera admin` on this machine finds the local admin token (no admin token).
+        "local_token_file": s.admin_auth().token.is_none()
+            .then(|| s.local_token_file().display().to_string()),
         "connections": s.stats().connections.load(Relaxed),
         "connections_total": s.stats().accepted.load(Relaxed),
         "requests": s.stats().requests.load(Relaxed),

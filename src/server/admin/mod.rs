@@ -17,6 +17,9 @@
 //!   (401); without one the API is on a loopback address and answers loopback peers only;
 //! - state changes are `POST` only and need the token or the page's per-start CSRF token in
 //!   `X-Tessera-CSRF` (403); both are compared in constant time;
+//! - without an admin token, a per-start local token in `<state_dir>/local-admin.token`
+//!   (mode 0600: root and the server's user) is accepted as the token from loopback peers:
+//!   `tessera admin` on the server's machine reads it for revoke and reload;
 //! - bodies are limited to [`BODY_LIMIT`] (413); malformed JSON is a 400 with
 //!   `{"error": …}`; every error is such a JSON body;
 //! - responses carry a strict Content-Security-Policy (no inline script: the page's script
@@ -57,6 +60,10 @@ pub struct AdminState {
     pub server: Control,
     /// The CSRF token of this server start (random, in the page it serves).
     csrf: Arc<String>,
+    /// The local admin token of this server start: in `<state_dir>/local-admin.token`
+    /// (mode 0600), accepted as a bearer token from loopback peers while no admin token is
+    /// configured. `tessera admin` reads it to make changes on the server's own machine.
+    local_token: Arc<String>,
     /// Where the admin API listens.
     pub local: SocketAddr,
 }
@@ -64,9 +71,18 @@ pub struct AdminState {
 impl AdminState {
     fn new(server: Control, local: SocketAddr) -> AdminState {
         let csrf: [u8; 32] = crate::util::random();
+        let local_token = hex::encode(crate::util::random::<32>());
+        let file = server.local_token_file();
+        let text = crate::admin_client::local_token_text(local, &local_token);
+        match crate::util::write_atomic(&file, text.as_bytes(), 0o600) {
+            Ok(()) => info!(file = %file.display(), "local admin token written"),
+            Err(e) => warn!(error = %e, "cannot write the local admin token: `tessera admin` \
+                on this machine needs --token for changes"),
+        }
         AdminState {
             server,
             csrf: Arc::new(hex::encode(csrf)),
+            local_token: Arc::new(local_token),
             local,
         }
     }
@@ -187,6 +203,10 @@ fn check(st: &AdminState, peer: SocketAddr, req: &Request) -> Option<Response> {
     let presented = bearer(headers);
     let token_ok = match (&auth.token, presented) {
         (Some(t), Some(b)) => eq_ct(t.expose(), b),
+        // No admin token: this start's local token, from this machine only.
+        (None, Some(b)) => {
+            peer.ip().to_canonical().is_loopback() && eq_ct(st.local_token.as_bytes(), b)
+        }
         _ => false,
     };
     if presented.is_some() && !token_ok {

@@ -53,6 +53,17 @@ impl Control {
         }
     }
 
+    /// Where the admin API keeps the local admin token of this start
+    /// (`<state_dir>/local-admin.token`).
+    pub fn local_token_file(&self) -> std::path::PathBuf {
+        let p = self
+            .server
+            .config()
+            .state_dir
+            .join(crate::admin_client::LOCAL_TOKEN_FILE);
+        std::path::absolute(&p).unwrap_or(p)
+    }
+
     /// Time since the server started.
     pub fn uptime(&self) -> Duration {
         self.server.started.elapsed()

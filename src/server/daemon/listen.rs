@@ -70,6 +70,21 @@ pub(super) fn serve(
     Ok(addrs)
 }
 
+/// A failed bind, saying plainly when the port is taken.
+fn bind_error(addr: SocketAddr, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        let port = addr.port();
+        return Error::io(
+            format!(
+                "{addr} (port {port} is in use: another tessera-server or another program \
+                 listens on it; `ss -lntup 'sport = :{port}'` names it)"
+            ),
+            e,
+        );
+    }
+    Error::io(addr.to_string(), e)
+}
+
 /// A TCP listener made with socket2: dual-stack for `[::]`, reuse-address, no-delay and
 /// keepalive on accepted sockets are set per connection.
 pub(crate) fn tcp_listener(addr: SocketAddr) -> Result<std::net::TcpListener> {
@@ -82,8 +97,7 @@ pub(crate) fn tcp_listener(addr: SocketAddr) -> Result<std::net::TcpListener> {
         .map_err(|e| Error::io(addr.to_string(), e))?;
     s.set_nonblocking(true)
         .map_err(|e| Error::io(addr.to_string(), e))?;
-    s.bind(&addr.into())
-        .map_err(|e| Error::io(addr.to_string(), e))?;
+    s.bind(&addr.into()).map_err(|e| bind_error(addr, e))?;
     s.listen(1024).map_err(|e| Error::io(addr.to_string(), e))?;
     Ok(s.into())
 }
@@ -100,8 +114,7 @@ fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket> {
         .map_err(|e| Error::io(addr.to_string(), e))?;
     s.set_nonblocking(true)
         .map_err(|e| Error::io(addr.to_string(), e))?;
-    s.bind(&addr.into())
-        .map_err(|e| Error::io(addr.to_string(), e))?;
+    s.bind(&addr.into()).map_err(|e| bind_error(addr, e))?;
     Ok(s.into())
 }
 

@@ -391,6 +391,10 @@ impl CheckpointSigner for UsageSigner {
             .ok_or_else(|| Error::Internal("the server is gone".into()))?;
         server.hosting().hosted.sign_usage(vendor_id, digest)
     }
+
+    fn gone(&self) -> bool {
+        self.0.strong_count() == 0
+    }
 }
 
 /// What the store keeps for the changes the table makes (re-exported for tests).
