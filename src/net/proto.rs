@@ -608,6 +608,53 @@ mod tests {
     }
 
     #[test]
+    fn renewals_with_reasons_are_new_variants_at_the_end() {
+        // Byte 0 is the version, byte 1 the variant: older peers know 0..=11.
+        let req = encode(&NetRequest::RenewWhy {
+            seat_ids: vec![[1; 16]],
+        })
+        .unwrap();
+        assert_eq!(req[1], 12);
+        let lost = vec![
+            LostSeat {
+                seat_id: [1; 16],
+                reason: LossReason::Revoked {
+                    reason: "left".into(),
+                },
+            },
+            LostSeat {
+                seat_id: [2; 16],
+                reason: LossReason::NotHosted,
+            },
+        ];
+        let resp = NetResponse::RenewedWhy { lost, lease_ms: 9 };
+        let bytes = encode(&resp).unwrap();
+        assert_eq!(bytes[1], 12);
+        assert_eq!(decode::<NetResponse>(&bytes, "answer").unwrap(), resp);
+        // What older clients get is unchanged.
+        let old = encode(&NetResponse::Renewed {
+            lost: vec![[3; 16]],
+            lease_ms: 9,
+        })
+        .unwrap();
+        assert_eq!(old[1], 1);
+        let why = LossReason::Revoked {
+            reason: "left\nthe team".into(),
+        }
+        .describe("srv", &[0xAB; 16]);
+        assert!(why.contains("revoked by an administrator"), "{why}");
+        assert!(
+            why.contains("left?the team") && why.contains("srv"),
+            "{why}"
+        );
+        assert!(
+            LossReason::Unknown
+                .describe("srv", &[0; 16])
+                .contains("lease ran out")
+        );
+    }
+
+    #[test]
     fn byte_fields_keep_the_wire_format_of_a_sequence_of_bytes() {
         // serde_bytes writes a length and the bytes in one go; postcard wrote a Vec<u8> as the
         // same length and the same bytes one by one. Older peers read either.

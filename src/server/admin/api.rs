@@ -1363,3 +1363,44 @@ fn pool_metrics(e: &mut Exposition, pool: &crate::server::pool::EtcdSeats) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_and_formulas_defused() {
+        assert_eq!(csv_field("Orbit CAD"), "Orbit CAD");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("=1+1"), "'=1+1");
+        assert_eq!(csv_field("-x,y"), "\"'-x,y\"");
+    }
+
+    #[test]
+    fn a_report_query_names_its_format_and_a_history_query() {
+        let q = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let (json, h) = report_query(&q(&[("format", "json"), ("minutes", "120")])).unwrap();
+        assert!(json);
+        assert_eq!(h.minutes, 120);
+        let (json, h) = report_query(&q(&[])).unwrap();
+        assert!(!json, "CSV by default");
+        assert_eq!(h.minutes, 60);
+        assert!(report_query(&q(&[("format", "xml")])).is_err());
+        assert!(report_query(&q(&[("nope", "1")])).is_err());
+    }
+
+    #[test]
+    fn times_are_iso_8601_with_their_offset() {
+        assert_eq!(iso(0).as_deref(), Some("1970-01-01T00:00:00Z"));
+        assert_eq!(
+            iso_ms(1_700_000_000_123).as_deref(),
+            Some("2023-11-14T22:13:20.123Z")
+        );
+    }
+}
