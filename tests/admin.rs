@@ -9,6 +9,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde_json::json;
 use tessera::Error;
 use tessera::cipher::Mode;
 use tessera::client::{Environment, Seat, Session, SessionOptions, sources};
@@ -213,9 +214,14 @@ fn a_revoked_seat_is_gone_for_good_and_its_client_gets_lease_lost() {
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.json()["revoked"], id.as_str());
     assert!(seats(&admin, &[]).is_empty());
-    // Its client's next call says so, clearly.
+    // Its client's next call says so, clearly: revoked by an administrator, and why.
     let e = wait_for_failure(&seat);
     assert!(matches!(e, Error::LeaseLost(_)), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("revoked by an administrator") && text.ends_with(": test"),
+        "{text}"
+    );
     assert_eq!(
         tessera::ffi::status::from_error(&e),
         tessera::ffi::tessera_status::TESSERA_E_LEASE_LOST
@@ -510,6 +516,8 @@ fn with_a_token_every_api_request_needs_it() {
         "/api/v1/seats",
         "/api/v1/history",
         "/api/v1/usage",
+        "/api/v1/report",
+        "/api/v1/denials",
         "/metrics",
     ] {
         let r = get(admin, path, &[]);
@@ -609,6 +617,9 @@ fn every_answer(f: &Fixture) -> Vec<(String, String)> {
         "/api/v1/seats",
         "/api/v1/history?minutes=60",
         "/api/v1/usage",
+        "/api/v1/report?format=csv",
+        "/api/v1/report?format=json",
+        "/api/v1/denials",
         "/metrics",
         "/api/v1/nothing",
     ] {
@@ -772,6 +783,237 @@ fn metrics_count_grants_denials_renewals_and_latency() {
     }
     drop(seat);
     drop(a);
+}
+
+#[test]
+fn metrics_show_the_process_the_build_and_zero_series_from_the_start() {
+    let f = fixture(&[
+        spec(1, 1, CountingUnit::Station),
+        spec(2, 1, CountingUnit::Handle),
+    ]);
+    let m = get(&f.server.admin, "/metrics", &[]).body;
+    let value = |line_start: &str| -> f64 {
+        m.lines()
+            .find(|l| l.starts_with(line_start))
+            .unwrap_or_else(|| panic!("no {line_start} in\n{m}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    // Process metrics, as the Prometheus clients name them, of the server process.
+    for (name, kind) in [
+        ("process_cpu_seconds_total", "counter"),
+        ("process_resident_memory_bytes", "gauge"),
+        ("process_virtual_memory_bytes", "gauge"),
+        ("process_open_fds", "gauge"),
+        ("process_max_fds", "gauge"),
+        ("process_start_time_seconds", "gauge"),
+    ] {
+        assert!(
+            m.contains(&format!("# TYPE {name} {kind}\n")),
+            "{name}: {m}"
+        );
+    }
+    assert!(value("process_resident_memory_bytes ") > 1e6);
+    assert!(value("process_virtual_memory_bytes ") >= value("process_resident_memory_bytes "));
+    assert!(value("process_open_fds ") >= 3.0);
+    assert!(value("process_max_fds ") >= value("process_open_fds "));
+    let started = value("process_start_time_seconds ");
+    let st = get(&f.server.admin, "/api/v1/status", &[]).json();
+    let started_at = st["started_at"].as_f64().unwrap();
+    assert!(
+        (started - started_at).abs() < 60.0,
+        "{started} vs {started_at}"
+    );
+    // The build.
+    let build = m
+        .lines()
+        .find(|l| l.starts_with("tessera_build_info{"))
+        .unwrap_or_else(|| panic!("{m}"));
+    assert!(
+        build.starts_with(&format!(
+            "tessera_build_info{{version=\"{}\",git=\"",
+            tessera::VERSION
+        )) && build.ends_with("\"} 1"),
+        "{build}"
+    );
+    // Nothing refused yet, and every series is there at 0: per licensing verdict and per
+    // hosted product; the handles too.
+    assert_eq!(value("tessera_denials_total{reason=\"no_seat\"} "), 0.0);
+    assert_eq!(
+        value("tessera_denials_total{reason=\"feature_missing\"} "),
+        0.0
+    );
+    for p in [1, 2] {
+        let labels = format!("vendor=\"{VENDOR}\",product=\"{p}\",product_name=\"Product {p}\"");
+        assert_eq!(
+            value(&format!("tessera_seat_denials_total{{{labels}}} ")),
+            0.0
+        );
+        assert_eq!(value(&format!("tessera_handles{{{labels}}} ")), 0.0);
+    }
+    // One refusal: counted for its product, the other stays 0.
+    let a = session(&f, "host-a");
+    assert!(a.acquire(1, 0x100, false).is_err());
+    let m = get(&f.server.admin, "/metrics", &[]).body;
+    let l1 = format!("vendor=\"{VENDOR}\",product=\"1\",product_name=\"Product 1\"");
+    let l2 = format!("vendor=\"{VENDOR}\",product=\"2\",product_name=\"Product 2\"");
+    assert!(
+        m.contains(&format!("tessera_seat_denials_total{{{l1}}} 1\n")),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!("tessera_seat_denials_total{{{l2}}} 0\n")),
+        "{m}"
+    );
+    assert!(
+        m.contains("tessera_denials_total{reason=\"feature_missing\"} 1\n"),
+        "{m}"
+    );
+}
+
+#[test]
+fn every_count_says_seats_or_handles_and_they_agree() {
+    // Two handles of one station of a per-station license: one seat, two handles.
+    let f = fixture(&[spec(1, 2, CountingUnit::Station)]);
+    let a = session(&f, "host-a");
+    let _h1 = a.acquire(1, 0, false).unwrap();
+    let _h2 = a.acquire(1, 0, false).unwrap();
+    let admin = &f.server.admin;
+    let st = get(admin, "/api/v1/status", &[]).json();
+    assert_eq!(st["seats_in_use"], 1, "{st}");
+    assert_eq!(st["quantity"], 2, "{st}");
+    assert_eq!(st["handles"], 2, "{st}");
+    let lic = &get(admin, "/api/v1/licenses", &[]).json()["licenses"][0];
+    assert_eq!(
+        (&lic["in_use"], &lic["handles"]),
+        (&json!(1), &json!(2)),
+        "{lic}"
+    );
+    let list = seats(admin, &[]);
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0]["seat"], list[1]["seat"], "one seat: {list:?}");
+    assert_eq!(list[0]["handles_in_seat"], 2);
+    // Users keep their uid; a client on another machine gets no name from this one.
+    assert_eq!(list[0]["uid"], 1000);
+    assert_eq!(list[0]["user"], "uid 1000");
+    let since = list[0]["since_iso"].as_str().unwrap();
+    assert!(since.ends_with('Z') && since.contains('T'), "{since}");
+    let m = get(admin, "/metrics", &[]).body;
+    let labels = format!("vendor=\"{VENDOR}\",product=\"1\",product_name=\"Product 1\"");
+    assert!(
+        m.contains(&format!("tessera_seats_in_use{{{labels}}} 1\n")),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!("tessera_handles{{{labels}}} 2\n")),
+        "{m}"
+    );
+}
+
+#[test]
+fn refused_requests_are_listed_with_who_what_when_and_why() {
+    let f = fixture(&[spec(1, 1, CountingUnit::Handle)]);
+    let a = session(&f, "host-a");
+    let _s = a.acquire(1, 0, false).unwrap();
+    let b = session(&f, "host-b");
+    assert!(b.acquire(1, 0, false).is_err());
+    assert!(b.acquire(1, 0x100, false).is_err());
+    let admin = &f.server.admin;
+    let d = get(admin, "/api/v1/denials", &[]);
+    assert_eq!(d.status, 200, "{d:?}");
+    let d = d.json();
+    assert_eq!(d["total"], 2, "{d}");
+    let list = d["denials"].as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    // Newest first.
+    assert_eq!(list[0]["reason"], "feature_missing", "{d}");
+    assert_eq!(list[0]["features"], "0x00000100");
+    assert_eq!(list[1]["reason"], "no_seat", "{d}");
+    assert_eq!(list[1]["status"], "TESSERA_E_NO_SEAT");
+    for x in list {
+        assert_eq!(x["host"], "host-b");
+        assert_eq!(x["user"], "uid 1000");
+        assert_eq!(x["product_code"], 1);
+        assert_eq!(x["product_name"], "Product 1");
+        assert!(x["at_iso"].as_str().unwrap().ends_with('Z'), "{x}");
+        assert!(!x["message"].as_str().unwrap().is_empty());
+    }
+    let one = get(admin, "/api/v1/denials?limit=1", &[]).json();
+    assert_eq!(one["denials"].as_array().unwrap().len(), 1);
+    for bad in [
+        "/api/v1/denials?limit=0",
+        "/api/v1/denials?limit=x",
+        "/api/v1/denials?who=1",
+    ] {
+        let r = get(admin, bad, &[]);
+        assert_eq!(r.status, 400, "{bad}: {r:?}");
+        assert!(!r.error().is_empty());
+    }
+    let st = get(admin, "/api/v1/status", &[]).json();
+    assert_eq!(st["denials"], 2, "{st}");
+}
+
+#[test]
+fn the_usage_report_downloads_as_csv_or_json() {
+    let mut one = spec(1, 3, CountingUnit::Handle);
+    one.product_name = "Draw, \"Pro\"".into();
+    let f = fixture(&[one, spec(2, 1, CountingUnit::Handle)]);
+    let a = session(&f, "host-a");
+    let _s = a.acquire(1, 0, false).unwrap();
+    let admin = &f.server.admin;
+    let csv = get(admin, "/api/v1/report?format=csv", &[]);
+    assert_eq!(csv.status, 200, "{csv:?}");
+    assert_eq!(csv.header("content-type"), Some("text/csv; charset=utf-8"));
+    let cd = csv.header("content-disposition").unwrap();
+    assert!(
+        cd.starts_with("attachment; filename=\"tessera-report-") && cd.ends_with(".csv\""),
+        "{cd}"
+    );
+    let mut lines = csv.body.split("\r\n");
+    assert_eq!(
+        lines.next(),
+        Some("time,time_iso,vendor_id,product_code,product_name,seats_in_use,quantity")
+    );
+    let row = lines
+        .find(|l| l.contains(&format!(",{VENDOR},1,")))
+        .unwrap_or_else(|| panic!("{}", csv.body));
+    assert!(row.ends_with(",\"Draw, \"\"Pro\"\"\",1,3"), "{row}");
+    let iso = row.split(',').nth(1).unwrap();
+    assert!(iso.ends_with('Z'), "{row}");
+
+    let json = get(admin, "/api/v1/report?format=json&minutes=120", &[]);
+    assert_eq!(json.status, 200, "{json:?}");
+    assert!(
+        json.header("content-disposition")
+            .unwrap()
+            .ends_with(".json\"")
+    );
+    let doc = json.json();
+    let p1 = doc["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["product_code"] == 1)
+        .unwrap()
+        .clone();
+    assert_eq!(p1["product_name"], "Draw, \"Pro\"");
+    assert_eq!(p1["quantity"], 3);
+    assert_eq!(
+        p1["points"].as_array().unwrap().last().unwrap()["seats_in_use"],
+        1
+    );
+    assert!(doc["to"].as_u64().unwrap() - doc["from"].as_u64().unwrap() >= 119 * 60);
+    for bad in [
+        "/api/v1/report?format=xml",
+        "/api/v1/report?minutes=0",
+        "/api/v1/report?x=1",
+    ] {
+        let r = get(admin, bad, &[]);
+        assert_eq!(r.status, 400, "{bad}: {r:?}");
+    }
 }
 
 /// Child mode: acquire a network seat, say so, and hold it until killed.
