@@ -93,10 +93,14 @@ impl Stats {
 /// oldest forgotten first (a client learns of a revoke within one renewal interval).
 #[derive(Debug, Default)]
 pub struct Revoked {
-    inner: Mutex<(
-        std::collections::HashMap<[u8; 16], String>,
-        VecDeque<[u8; 16]>,
-    )>,
+    inner: Mutex<RevokedSeats>,
+}
+
+#[derive(Debug, Default)]
+struct RevokedSeats {
+    reasons: std::collections::HashMap<[u8; 16], String>,
+    /// Oldest first.
+    order: VecDeque<[u8; 16]>,
 }
 
 impl Revoked {
@@ -108,12 +112,12 @@ impl Revoked {
         let Ok(mut g) = self.inner.lock() else {
             return;
         };
-        let (map, order) = &mut *g;
-        if map.insert(seat_id, reason.to_string()).is_none() {
+        let RevokedSeats { reasons, order } = &mut *g;
+        if reasons.insert(seat_id, reason.to_string()).is_none() {
             if order.len() == Self::CAPACITY
                 && let Some(old) = order.pop_front()
             {
-                map.remove(&old);
+                reasons.remove(&old);
             }
             order.push_back(seat_id);
         }
@@ -121,7 +125,7 @@ impl Revoked {
 
     /// The reason `seat_id` was revoked, if it was (lately).
     pub fn reason(&self, seat_id: &[u8; 16]) -> Option<String> {
-        self.inner.lock().ok()?.0.get(seat_id).cloned()
+        self.inner.lock().ok()?.reasons.get(seat_id).cloned()
     }
 }
 

@@ -48,11 +48,16 @@ pub(crate) fn iso_ms(ms: u64) -> Option<String> {
     Some(format!("{ts:.3}"))
 }
 
+/// Handles per license id.
+type HandlesPerLicense = HashMap<[u8; 16], u32>;
+/// Handles per seat: (license id, unit key).
+type HandlesPerSeat<'a> = HashMap<([u8; 16], &'a str), u32>;
+
 /// Live handles (seat rows: one per acquire) per license, and per seat (license and unit
 /// key): rows sharing a unit key are one seat of the license's counting unit.
 fn handle_counts<'a>(
     rows: impl Iterator<Item = &'a crate::server::seats::SeatRow>,
-) -> (HashMap<[u8; 16], u32>, HashMap<([u8; 16], &'a str), u32>) {
+) -> (HandlesPerLicense, HandlesPerSeat<'a>) {
     let (mut per_license, mut per_seat) = (HashMap::new(), HashMap::new());
     for r in rows {
         *per_license.entry(r.license_id).or_default() += 1;
@@ -126,9 +131,14 @@ pub async fn status(State(st): State<AdminState>) -> Response {
     let hosting = s.hosting();
     let usage = s.usage();
     let now = now_ms();
-    let handles = s
-        .with_table(|t| t.rows().filter(|r| r.expires_ms > now).count())
-        .unwrap_or(0);
+    // Pool mode: the pool's handles are in etcd, not in this member's table.
+    let handles = match s.pool() {
+        Some(_) => None,
+        None => Some(
+            s.with_table(|t| t.rows().filter(|r| r.expires_ms > now).count())
+                .unwrap_or(0),
+        ),
+    };
     let (_, denials_total) = s.stats().recent_denials.latest();
     use std::sync::atomic::Ordering::Relaxed;
     json_ok(json!({
@@ -638,11 +648,11 @@ async fn history_series(
     Ok((since * 60, now_min * 60, series))
 }
 
+/// The query's parameters, or `None` for a malformed query string.
 fn query_map(
     q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
-) -> Result<HashMap<String, String>, Response> {
-    q.map(|Query(q)| q)
-        .map_err(|_| error(StatusCode::BAD_REQUEST, "malformed query string"))
+) -> Option<HashMap<String, String>> {
+    q.ok().map(|Query(q)| q)
 }
 
 /// `GET /api/v1/history?product=VENDOR:PRODUCT&minutes=N&step=S`: seats in use per product
@@ -653,9 +663,8 @@ pub async fn history(
     State(st): State<AdminState>,
     q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let q = match query_map(q) {
-        Ok(q) => q,
-        Err(r) => return r,
+    let Some(q) = query_map(q) else {
+        return error(StatusCode::BAD_REQUEST, "malformed query string");
     };
     let hq = match history_query(&q) {
         Ok(h) => h,
@@ -723,9 +732,8 @@ pub async fn report(
     State(st): State<AdminState>,
     q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let q = match query_map(q) {
-        Ok(q) => q,
-        Err(r) => return r,
+    let Some(q) = query_map(q) else {
+        return error(StatusCode::BAD_REQUEST, "malformed query string");
     };
     let (as_json, hq) = match report_query(&q) {
         Ok(x) => x,
@@ -807,9 +815,8 @@ pub async fn denials(
     q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     use crate::server::stats::RecentDenials;
-    let q = match query_map(q) {
-        Ok(q) => q,
-        Err(r) => return r,
+    let Some(q) = query_map(q) else {
+        return error(StatusCode::BAD_REQUEST, "malformed query string");
     };
     if let Some(k) = q.keys().find(|k| k.as_str() != "limit") {
         return error(StatusCode::BAD_REQUEST, format!("unknown parameter {k:?}"));

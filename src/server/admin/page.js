@@ -94,7 +94,7 @@ function fill(tbody, rows) {
 
 function renderStatus(s) {
   $("sum-seats").textContent = `${s.seats_in_use} / ${s.quantity}`;
-  $("sum-handles").textContent = s.handles;
+  $("sum-handles").textContent = s.handles === null ? "–" : s.handles;
   $("sum-denials").textContent = s.denials;
   $("sum-connections").textContent = s.connections;
   $("sum-licenses").textContent = s.licenses;
