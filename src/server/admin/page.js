@@ -175,7 +175,7 @@ function revokeButton(seat) {
 function renderSeats(seats) {
   $("no-seats").hidden = seats.length > 0;
   fill($("seats").tBodies[0], seats.map((s) => el("tr", { "data-seat-id": s.seat_id },
-    el("td", {}, s.product_name || "?", el("span", { class: "sub mono" }, s.seat_id)),
+    el("td", {}, s.product_name || "?", el("span", { class: "sub mono", title: s.seat_id }, `${s.seat_id.slice(0, 12)}…`)),
     // Which seat of the license this handle counts in: handles with the same one are one seat.
     el("td", { class: "seat", title: `handles sharing this ${s.counting_unit || "unit"} count as one seat` },
       el("span", { class: "mono" }, s.seat || "–"),
@@ -197,6 +197,7 @@ function renderSeats(seats) {
 function renderDenials(d) {
   const list = d.denials.slice(0, 50);
   $("no-denials").hidden = list.length > 0;
+  $("denials").hidden = list.length === 0;
   $("denials-summary").textContent = d.total
     ? `${d.total} since the server started; the latest ${list.length} here (the server keeps ${d.kept})`
     : "";
