@@ -20,7 +20,7 @@ use tessera::util::SystemClock;
 
 mod common;
 use common::http::{self, csrf_token, get, request};
-use common::server::ServerProc;
+use common::server::{ServerProc, read_line_with};
 use common::spec;
 
 const VENDOR: u32 = 0xAD;
@@ -1030,6 +1030,107 @@ fn the_usage_report_downloads_as_csv_or_json() {
         let r = get(admin, bad, &[]);
         assert_eq!(r.status, 400, "{bad}: {r:?}");
     }
+}
+
+/// Child mode: an app on the C ABI holding a network seat (`TESSERA_HOME` and the server
+/// from its parent), calling on it every 50 ms until a call fails, then printing the status
+/// and `tessera_last_error`.
+#[test]
+fn child_c_abi_seat_user() {
+    use tessera::ffi::status::tessera_status::TESSERA_OK;
+    use tessera::ffi::*;
+    let Ok(server) = std::env::var("TESSERA_TEST_SERVER") else {
+        return;
+    };
+    let key_file = std::env::var("TESSERA_TEST_KEY").unwrap();
+    let key = PublisherKey::from_bytes(&std::fs::read(key_file).unwrap()).unwrap();
+    let pk = key.public_key().to_bytes();
+    let servers = std::ffi::CString::new(server).unwrap();
+    let mut o = std::mem::MaybeUninit::<tessera_open_options>::uninit();
+    let size = size_of::<tessera_open_options>();
+    assert_eq!(tessera_open_options_init(o.as_mut_ptr(), size), TESSERA_OK);
+    // SAFETY: initialized by tessera_open_options_init.
+    let mut o = unsafe { o.assume_init() };
+    o.vendor_id = VENDOR;
+    o.publisher_key = pk.as_ptr();
+    o.publisher_key_len = pk.len();
+    o.sources = TESSERA_SOURCE_NETWORK;
+    o.servers = servers.as_ptr();
+    let last_error = || {
+        // SAFETY: tessera_last_error never returns NULL.
+        unsafe { std::ffi::CStr::from_ptr(tessera_last_error()) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    let (mut s, mut seat) = (0, 0);
+    assert_eq!(tessera_open(&o, &mut s), TESSERA_OK, "{}", last_error());
+    assert_eq!(
+        tessera_acquire(s, 1, 0, 0, &mut seat),
+        TESSERA_OK,
+        "{}",
+        last_error()
+    );
+    println!("\nSEAT ok");
+    let data = b"work";
+    let mut out = vec![0u8; data.len() + TESSERA_CIPHERTEXT_OVERHEAD];
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        let mut n = 0;
+        let st = tessera_encrypt(
+            seat,
+            TESSERA_CRYPT_DERIVED,
+            data.as_ptr(),
+            data.len(),
+            out.as_mut_ptr(),
+            out.len(),
+            &mut n,
+        );
+        if st != TESSERA_OK {
+            println!("\nSTATUS {st:?} {}", last_error());
+            tessera_release(seat);
+            tessera_close(s);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("\nSTATUS none");
+}
+
+#[test]
+fn a_c_app_whose_seat_is_revoked_is_told_an_administrator_revoked_it() {
+    let f = fixture(&[spec(1, 1, CountingUnit::Handle)]);
+    let keyfile = f.dir.path().join("publisher.key");
+    f.key.save(&keyfile).unwrap();
+    let home = f.dir.path().join("c-app-home");
+    let mut cmd =
+        common::server::child_command("child_c_abi_seat_user", &f.server.addr, &keyfile, &home);
+    let mut child = common::server::KillOnDrop(cmd.env("TESSERA_HOME", &home).spawn().unwrap());
+    let mut out = std::io::BufReader::new(child.0.stdout.take().unwrap());
+    read_line_with(&mut out, "SEAT ok");
+    let admin = &f.server.admin;
+    let list = seats(admin, &[]);
+    assert_eq!(list.len(), 1, "{list:?}");
+    let id = list[0]["seat_id"].as_str().unwrap().to_string();
+    let csrf = csrf_token(admin);
+    let r = request(
+        admin,
+        "POST",
+        &format!("/api/v1/seats/{id}/revoke"),
+        &[("X-Tessera-CSRF", &csrf)],
+        br#"{"reason": "licence moved to the night shift"}"#,
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let status = read_line_with(&mut out, "STATUS");
+    assert!(
+        status.starts_with("STATUS TESSERA_E_LEASE_LOST "),
+        "the app got {status}"
+    );
+    assert!(
+        status.contains("revoked by an administrator")
+            && status.contains("licence moved to the night shift")
+            && status.contains(&id),
+        "the app got {status}"
+    );
 }
 
 /// Child mode: acquire a network seat, say so, and hold it until killed.

@@ -7,11 +7,11 @@
 //! leaves a screenshot in the system's temporary directory (the path is printed).
 //! `TESSERA_ADMIN_SCREENSHOT=FILE` saves the page with the seat held (docs/admin-page.png).
 
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,7 @@ use tessera::publisher::PublisherKey;
 use tessera::util::SystemClock;
 
 mod common;
-use common::server::ServerProc;
+use common::server::{ServerProc, read_line_with};
 use common::spec;
 
 const VENDOR: u32 = 0xB0;
@@ -323,21 +323,6 @@ fn child_seat_user() {
         std::thread::sleep(Duration::from_millis(100));
     }
     println!("STATUS none");
-}
-
-fn read_line_with(out: &mut BufReader<ChildStdout>, prefix: &str) -> String {
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            out.read_line(&mut line).unwrap() > 0,
-            "the client ended before saying {prefix}"
-        );
-        // The harness may have started the line ("test child_seat_user ... ").
-        if let Some(at) = line.find(prefix) {
-            return line[at..].trim().to_string();
-        }
-    }
 }
 
 #[test]
