@@ -970,6 +970,37 @@ fn refused_requests_are_listed_with_who_what_when_and_why() {
     }
     let st = get(admin, "/api/v1/status", &[]).json();
     assert_eq!(st["denials"], 2, "{st}");
+    // The usage log records them too, and outlives the server's memory.
+    let logged = |admin: &str| {
+        let r = get(admin, "/api/v1/denials?source=log", &[]);
+        assert_eq!(r.status, 200, "{r:?}");
+        r.json()["denials"].as_array().unwrap().clone()
+    };
+    let mut f = f;
+    let start = Instant::now();
+    while logged(&f.server.admin).len() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(10), "never logged");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f.server.restart();
+    let admin = &f.server.admin;
+    let d = get(admin, "/api/v1/denials", &[]).json();
+    assert_eq!(d["total"], 0, "a new start: {d}");
+    let list = logged(admin);
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert_eq!(
+        list[0]["reason"], "feature_missing",
+        "newest first: {list:?}"
+    );
+    assert_eq!(list[1]["reason"], "no_seat");
+    for x in &list {
+        assert_eq!(x["host"], "host-b");
+        assert_eq!(x["user"], "uid 1000");
+        assert_eq!(x["product_name"], "Product 1");
+        assert_eq!(x["count"], 1);
+    }
+    let r = get(admin, "/api/v1/denials?source=disk", &[]);
+    assert_eq!(r.status, 400, "{r:?}");
 }
 
 #[test]

@@ -597,6 +597,27 @@ fn the_admin_page_labels_its_counts_and_shows_users_zones_refusals_and_the_repor
         "{refused}"
     );
     assert!(refused.contains("uid 1000"), "{refused}");
+    // The usage log's refusal records, on demand (once the log has it), and back.
+    let start = Instant::now();
+    while common::http::get(&server.admin, "/api/v1/denials?source=log", &[]).json()["denials"]
+        .as_array()
+        .is_none_or(|l| l.is_empty())
+    {
+        assert!(start.elapsed() < Duration::from_secs(10), "never logged");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    browser.click("#denials-source");
+    browser.wait_text("#denials-summary", "the log's refusals", |t| {
+        t.contains("usage logs record")
+    });
+    let logged = browser.wait_text("#denials tbody tr", "the logged refusal", |t| {
+        t.contains("intruder-pc")
+    });
+    assert!(logged.contains("feature missing"), "{logged}");
+    browser.click("#denials-source");
+    browser.wait_text("#denials-summary", "the refusals since the start", |t| {
+        t.contains("since the server started")
+    });
 
     // Both products' lines are on the chart and look different (dash, marker), though
     // their values are the same; the legend hides and shows one.

@@ -805,11 +805,54 @@ pub async fn report(
         .into_response()
 }
 
-/// `GET /api/v1/denials?limit=N`: the latest refused seat requests (who was refused which
-/// product, when, why), newest first, at most `limit` (default and most: the
+/// One refusal as the denials view lists it.
+struct Refusal<'a> {
+    at_ms: u64,
+    vendor_id: u32,
+    product_code: u32,
+    features: Option<u32>,
+    host: Option<&'a str>,
+    session: Option<&'a str>,
+    pid: Option<u32>,
+    status: u32,
+    message: Option<&'a str>,
+    count: u64,
+}
+
+fn refusal_json(r: &Refusal, names: &HashMap<(u32, u32), String>, this_host: &str) -> Value {
+    let status = crate::status::Status::from_code(i64::from(r.status));
+    let user = match (r.session, r.host) {
+        (Some(s), Some(h)) => users::user_label(s, h, this_host),
+        _ => None,
+    };
+    json!({
+        "at_ms": r.at_ms,
+        "at_iso": iso_ms(r.at_ms),
+        "vendor_id": r.vendor_id,
+        "product_code": r.product_code,
+        "product_name": names.get(&(r.vendor_id, r.product_code)),
+        "features": r.features.map(|f| format!("{f:#010x}")),
+        "host": r.host,
+        "user": user,
+        "uid": r.session.and_then(users::session_uid),
+        "session": r.session,
+        "pid": r.pid,
+        "status": status.map_or_else(|| r.status.to_string(), |s| s.name().to_string()),
+        "reason": status.map_or_else(|| "other".to_string(), crate::server::stats::reason),
+        "message": r.message.map_or_else(
+            || status.map_or("", |s| s.text()).to_string(),
+            str::to_string,
+        ),
+        "count": r.count,
+    })
+}
+
+/// `GET /api/v1/denials?limit=N&source=memory|log`: refused seat requests (who was refused
+/// which product, when, why), newest first, at most `limit` (default and most: the
 /// [`RecentDenials::CAPACITY`](crate::server::stats::RecentDenials::CAPACITY) the server
-/// keeps), and how many there were since the server started. This view is the server's
-/// memory since it started; the usage log (`/api/v1/usage`) records refusals durably.
+/// keeps in memory). `memory` (the default): the server's own, since it started, with the
+/// answer's message and `total`, how many there were. `log`: the usage logs' refusal
+/// records (also from before this start; folded ones with their `count`; no process id).
 pub async fn denials(
     State(st): State<AdminState>,
     q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
@@ -818,7 +861,7 @@ pub async fn denials(
     let Some(q) = query_map(q) else {
         return error(StatusCode::BAD_REQUEST, "malformed query string");
     };
-    if let Some(k) = q.keys().find(|k| k.as_str() != "limit") {
+    if let Some(k) = q.keys().find(|k| !matches!(k.as_str(), "limit" | "source")) {
         return error(StatusCode::BAD_REQUEST, format!("unknown parameter {k:?}"));
     }
     let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
@@ -831,40 +874,70 @@ pub async fn denials(
             );
         }
     };
+    let from_log = match q.get("source").map(String::as_str) {
+        None | Some("memory") => false,
+        Some("log") => true,
+        Some(_) => return error(StatusCode::BAD_REQUEST, "source is memory or log"),
+    };
     let hosting = st.server.hosting();
+    let mut names: HashMap<(u32, u32), String> = HashMap::new();
+    for l in hosting.hosted.containers.iter().flat_map(|c| &c.licenses) {
+        names
+            .entry((l.vendor_id, l.product_code))
+            .or_insert_with(|| l.product_name.clone());
+    }
     let this_host = crate::host::hostname();
+    if from_log {
+        let server = st.server.clone();
+        let logged = match tokio::task::spawn_blocking(move || server.logged_denials(limit)).await {
+            Ok(Ok(l)) => l,
+            Ok(Err(e)) => return internal(e),
+            Err(e) => return internal(e),
+        };
+        let list: Vec<Value> = logged
+            .iter()
+            .rev()
+            .map(|d| {
+                let client = d.seat.client.as_deref();
+                let r = Refusal {
+                    at_ms: d.time_ms,
+                    vendor_id: d.seat.vendor_id,
+                    product_code: d.seat.product_code,
+                    features: None,
+                    host: client.map(|c| c.hostname.as_str()),
+                    session: client.map(|c| c.session.as_str()),
+                    pid: None,
+                    status: d.status,
+                    message: None,
+                    count: d.count,
+                };
+                refusal_json(&r, &names, &this_host)
+            })
+            .collect();
+        return json_ok(json!({ "source": "log", "denials": list }));
+    }
     let (list, total) = st.server.stats().recent_denials.latest();
     let list: Vec<Value> = list
         .iter()
         .take(limit)
         .map(|d| {
-            let name = hosting
-                .hosted
-                .containers
-                .iter()
-                .flat_map(|c| &c.licenses)
-                .find(|l| (l.vendor_id, l.product_code) == (d.vendor_id, d.product_code))
-                .map(|l| l.product_name.clone());
-            let status = crate::status::Status::from_code(i64::from(d.status));
-            json!({
-                "at_ms": d.at_ms,
-                "at_iso": iso_ms(d.at_ms),
-                "vendor_id": d.vendor_id,
-                "product_code": d.product_code,
-                "product_name": name,
-                "features": format!("{:#010x}", d.features),
-                "host": d.host,
-                "user": users::user_label(&d.session, &d.host, &this_host),
-                "uid": users::session_uid(&d.session),
-                "session": d.session,
-                "pid": d.pid,
-                "status": status.map_or_else(|| d.status.to_string(), |s| s.name().to_string()),
-                "reason": status.map_or_else(|| "other".to_string(), crate::server::stats::reason),
-                "message": d.message,
-            })
+            let r = Refusal {
+                at_ms: d.at_ms,
+                vendor_id: d.vendor_id,
+                product_code: d.product_code,
+                features: Some(d.features),
+                host: Some(&d.host),
+                session: Some(&d.session),
+                pid: Some(d.pid),
+                status: d.status,
+                message: Some(&d.message),
+                count: 1,
+            };
+            refusal_json(&r, &names, &this_host)
         })
         .collect();
     json_ok(json!({
+        "source": "memory",
         "denials": list,
         "total": total,
         "kept": RecentDenials::CAPACITY,

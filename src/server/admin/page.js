@@ -194,20 +194,30 @@ function renderSeats(seats) {
   )));
 }
 
+// The refusals shown: the server's own since it started ("memory", refreshed with the
+// page), or the usage logs' records ("log", read once when asked for).
+let denialSource = "memory";
+
 function renderDenials(d) {
   const list = d.denials.slice(0, 50);
   $("no-denials").hidden = list.length > 0;
   $("denials").hidden = list.length === 0;
-  $("denials-summary").textContent = d.total
-    ? `${d.total} since the server started; the latest ${list.length} here (the server keeps ${d.kept})`
-    : "";
+  $("no-denials").textContent = d.source === "log"
+    ? "The usage logs record no refused seat request."
+    : "No seat request was refused since the server started.";
+  $("denials-summary").textContent = d.source === "log"
+    ? `the latest ${list.length} the usage logs record (also from before this start)`
+    : d.total ? `${d.total} since the server started; the latest ${list.length} here (the server keeps ${d.kept})` : "";
+  $("denials-source").textContent = d.source === "log" ? "Show the latest since the start" : "Show the usage log's refusals";
   fill($("denials").tBodies[0], list.map((x) => el("tr", { "data-reason": x.reason },
     whenCell(x.at_ms / 1000),
-    el("td", {}, x.product_name || "?", el("span", { class: "sub mono" }, `${x.vendor_id}:${x.product_code} · features ${x.features}`)),
-    el("td", {}, x.host),
+    el("td", {}, x.product_name || "?", el("span", { class: "sub mono" }, `${x.vendor_id}:${x.product_code}${x.features ? ` · features ${x.features}` : ""}`)),
+    el("td", {}, x.host || "–"),
     el("td", {}, x.user || "–"),
-    el("td", { class: "num" }, x.pid),
-    el("td", { class: "why" }, el("span", { class: "badge bad" }, x.reason.replace(/_/g, " ")), el("span", { class: "sub" }, x.message)),
+    el("td", { class: "num" }, x.pid === null || x.pid === undefined ? "–" : x.pid),
+    el("td", { class: "why" }, el("span", { class: "badge bad" }, x.reason.replace(/_/g, " ")),
+      x.count > 1 ? el("span", { class: "badge" }, `× ${x.count}`) : null,
+      el("span", { class: "sub" }, x.message)),
   )));
 }
 
@@ -354,7 +364,7 @@ async function refresh() {
       api("/api/v1/seats"),
       api("/api/v1/containers"),
       api(`/api/v1/history?minutes=${encodeURIComponent(minutes)}`),
-      api("/api/v1/denials?limit=50"),
+      denialSource === "memory" ? api("/api/v1/denials?limit=50") : null,
     ]);
     $("login").hidden = true;
     renderStatus(status);
@@ -363,7 +373,7 @@ async function refresh() {
     renderSeats(seats.seats);
     renderContainers(containers.containers);
     renderChart(history);
-    renderDenials(denials);
+    if (denials) renderDenials(denials);
     document.body.dataset.loaded = "yes";
   } catch (e) {
     if (e.status === 401 && AUTH === "token") {
@@ -403,6 +413,20 @@ document.addEventListener("DOMContentLoaded", () => {
       }
     });
   }
+  $("denials-source").addEventListener("click", async () => {
+    try {
+      if (denialSource === "memory") {
+        const d = await api("/api/v1/denials?source=log&limit=50");
+        denialSource = "log";
+        renderDenials(d);
+      } else {
+        denialSource = "memory";
+        refresh();
+      }
+    } catch (e) {
+      say(`Could not read the refusals: ${e.message}`, "error");
+    }
+  });
   $("chart-product").addEventListener("change", refresh);
   $("chart-window").addEventListener("change", refresh);
   refresh();

@@ -128,6 +128,12 @@ impl Control {
         self.server.usage.export(vendor)
     }
 
+    /// The latest `limit` refusals the usage logs record (see
+    /// [`usage::UsageLog::logged_denials`]). Blocking: call off the async runtime.
+    pub fn logged_denials(&self, limit: usize) -> Result<Vec<usage::LoggedDenial>> {
+        self.server.usage.logged_denials(limit)
+    }
+
     /// Takes a live seat away from its client, durably. `Ok(false)` when there is no such
     /// live seat. The client's next renewal or call for the seat gets
     /// `TESSERA_E_LEASE_LOST`. A borrowed seat is refused (`InvalidArgument`, saying why):
