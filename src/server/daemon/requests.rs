@@ -74,6 +74,13 @@ impl Server {
         let NetResponse::Renewed { lost, lease_ms } = resp else {
             return resp;
         };
+        if lost.is_empty() {
+            // The common case, on the hot path: no lock to take.
+            return NetResponse::RenewedWhy {
+                lost: Vec::new(),
+                lease_ms,
+            };
+        }
         let held: Vec<bool> = match self.table() {
             Ok(t) => lost.iter().map(|id| t.seat(id).is_some()).collect(),
             Err(_) => vec![false; lost.len()],
