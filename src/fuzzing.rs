@@ -588,7 +588,7 @@ pub fn admin_body(data: &[u8]) {
 }
 
 /// The admin API's query strings, parsed as axum's `Query` extractor does, then checked as
-/// the history and usage endpoints check them.
+/// the history, report and usage endpoints check them.
 #[cfg(feature = "server")]
 pub fn admin_query(data: &[u8]) {
     use axum::extract::Query;
@@ -608,6 +608,10 @@ pub fn admin_query(data: &[u8]) {
     }
     if let Ok(Some(v)) = crate::server::admin::api::usage_query(&q) {
         assert!(q.contains_key("vendor"), "vendor {v} out of nothing");
+    }
+    if let Ok((json, h)) = crate::server::admin::api::report_query(&q) {
+        assert!(!json || q.get("format").is_some_and(|f| f == "json"));
+        assert!((1..=1440).contains(&h.step));
     }
 }
 
@@ -860,6 +864,9 @@ pub fn seeds(home: &std::path::Path) -> Vec<Seed> {
             seat_id: [1; 16],
             key_id: [2; 12],
         },
+        NetRequest::RenewWhy {
+            seat_ids: vec![[1; 16], [2; 16]],
+        },
     ];
     let act = p
         .activate(&seed_request(), &[spec(1)], NOW)
@@ -894,6 +901,21 @@ pub fn seeds(home: &std::path::Path) -> Vec<Seed> {
             message: "no seat".into(),
         },
         NetResponse::SeatKey { key: [9; 32] },
+        NetResponse::RenewedWhy {
+            lost: vec![
+                proto::LostSeat {
+                    seat_id: [1; 16],
+                    reason: proto::LossReason::Revoked {
+                        reason: "left the team".into(),
+                    },
+                },
+                proto::LostSeat {
+                    seat_id: [2; 16],
+                    reason: proto::LossReason::NotHosted,
+                },
+            ],
+            lease_ms: 90_000,
+        },
     ];
     for (i, r) in requests.iter().enumerate() {
         add(
@@ -1116,6 +1138,11 @@ pub fn seeds(home: &std::path::Path) -> Vec<Seed> {
         b"product=1:2&minutes=120&step=5".to_vec(),
     );
     add("admin_query", "usage", b"vendor=0x7E57".to_vec());
+    add(
+        "admin_query",
+        "report",
+        b"format=json&minutes=1440&product=1:2".to_vec(),
+    );
     add(
         "admin_query",
         "escaped",

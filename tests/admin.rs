@@ -9,6 +9,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde_json::json;
 use tessera::Error;
 use tessera::cipher::Mode;
 use tessera::client::{Environment, Seat, Session, SessionOptions, sources};
@@ -19,7 +20,7 @@ use tessera::util::SystemClock;
 
 mod common;
 use common::http::{self, csrf_token, get, request};
-use common::server::ServerProc;
+use common::server::{ServerProc, read_line_with};
 use common::spec;
 
 const VENDOR: u32 = 0xAD;
@@ -213,9 +214,14 @@ fn a_revoked_seat_is_gone_for_good_and_its_client_gets_lease_lost() {
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.json()["revoked"], id.as_str());
     assert!(seats(&admin, &[]).is_empty());
-    // Its client's next call says so, clearly.
+    // Its client's next call says so, clearly: revoked by an administrator, and why.
     let e = wait_for_failure(&seat);
     assert!(matches!(e, Error::LeaseLost(_)), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("revoked by an administrator") && text.ends_with(": test"),
+        "{text}"
+    );
     assert_eq!(
         tessera::ffi::status::from_error(&e),
         tessera::ffi::tessera_status::TESSERA_E_LEASE_LOST
@@ -510,6 +516,8 @@ fn with_a_token_every_api_request_needs_it() {
         "/api/v1/seats",
         "/api/v1/history",
         "/api/v1/usage",
+        "/api/v1/report",
+        "/api/v1/denials",
         "/metrics",
     ] {
         let r = get(admin, path, &[]);
@@ -609,6 +617,9 @@ fn every_answer(f: &Fixture) -> Vec<(String, String)> {
         "/api/v1/seats",
         "/api/v1/history?minutes=60",
         "/api/v1/usage",
+        "/api/v1/report?format=csv",
+        "/api/v1/report?format=json",
+        "/api/v1/denials",
         "/metrics",
         "/api/v1/nothing",
     ] {
@@ -772,6 +783,385 @@ fn metrics_count_grants_denials_renewals_and_latency() {
     }
     drop(seat);
     drop(a);
+}
+
+#[test]
+fn metrics_show_the_process_the_build_and_zero_series_from_the_start() {
+    let f = fixture(&[
+        spec(1, 1, CountingUnit::Station),
+        spec(2, 1, CountingUnit::Handle),
+    ]);
+    let m = get(&f.server.admin, "/metrics", &[]).body;
+    let value = |line_start: &str| -> f64 {
+        m.lines()
+            .find(|l| l.starts_with(line_start))
+            .unwrap_or_else(|| panic!("no {line_start} in\n{m}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    // Process metrics, as the Prometheus clients name them, of the server process.
+    for (name, kind) in [
+        ("process_cpu_seconds_total", "counter"),
+        ("process_resident_memory_bytes", "gauge"),
+        ("process_virtual_memory_bytes", "gauge"),
+        ("process_open_fds", "gauge"),
+        ("process_max_fds", "gauge"),
+        ("process_start_time_seconds", "gauge"),
+    ] {
+        assert!(
+            m.contains(&format!("# TYPE {name} {kind}\n")),
+            "{name}: {m}"
+        );
+    }
+    assert!(value("process_resident_memory_bytes ") > 1e6);
+    assert!(value("process_virtual_memory_bytes ") >= value("process_resident_memory_bytes "));
+    assert!(value("process_open_fds ") >= 3.0);
+    assert!(value("process_max_fds ") >= value("process_open_fds "));
+    // The kernel's clock, not the server's (a test may shift that): after this boot, and
+    // before now as the kernel counts since it.
+    let proc_stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let boot: f64 = proc_stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let up: f64 = std::fs::read_to_string("/proc/uptime")
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let started = value("process_start_time_seconds ");
+    assert!(
+        started >= boot && started <= boot + up + 1.0,
+        "{started} not in [{boot}, {}]",
+        boot + up
+    );
+    // The build.
+    let build = m
+        .lines()
+        .find(|l| l.starts_with("tessera_build_info{"))
+        .unwrap_or_else(|| panic!("{m}"));
+    assert!(
+        build.starts_with(&format!(
+            "tessera_build_info{{version=\"{}\",git=\"",
+            tessera::VERSION
+        )) && build.ends_with("\"} 1"),
+        "{build}"
+    );
+    // Nothing refused yet, and every series is there at 0: per licensing verdict and per
+    // hosted product; the handles too.
+    assert_eq!(value("tessera_denials_total{reason=\"no_seat\"} "), 0.0);
+    assert_eq!(
+        value("tessera_denials_total{reason=\"feature_missing\"} "),
+        0.0
+    );
+    for p in [1, 2] {
+        let labels = format!("vendor=\"{VENDOR}\",product=\"{p}\",product_name=\"Product {p}\"");
+        assert_eq!(
+            value(&format!("tessera_seat_denials_total{{{labels}}} ")),
+            0.0
+        );
+        assert_eq!(value(&format!("tessera_handles{{{labels}}} ")), 0.0);
+    }
+    // One refusal: counted for its product, the other stays 0.
+    let a = session(&f, "host-a");
+    assert!(a.acquire(1, 0x100, false).is_err());
+    let m = get(&f.server.admin, "/metrics", &[]).body;
+    let l1 = format!("vendor=\"{VENDOR}\",product=\"1\",product_name=\"Product 1\"");
+    let l2 = format!("vendor=\"{VENDOR}\",product=\"2\",product_name=\"Product 2\"");
+    assert!(
+        m.contains(&format!("tessera_seat_denials_total{{{l1}}} 1\n")),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!("tessera_seat_denials_total{{{l2}}} 0\n")),
+        "{m}"
+    );
+    assert!(
+        m.contains("tessera_denials_total{reason=\"feature_missing\"} 1\n"),
+        "{m}"
+    );
+}
+
+#[test]
+fn every_count_says_seats_or_handles_and_they_agree() {
+    // Two handles of one station of a per-station license: one seat, two handles.
+    let f = fixture(&[spec(1, 2, CountingUnit::Station)]);
+    let a = session(&f, "host-a");
+    let _h1 = a.acquire(1, 0, false).unwrap();
+    let _h2 = a.acquire(1, 0, false).unwrap();
+    let admin = &f.server.admin;
+    let st = get(admin, "/api/v1/status", &[]).json();
+    assert_eq!(st["seats_in_use"], 1, "{st}");
+    assert_eq!(st["quantity"], 2, "{st}");
+    assert_eq!(st["handles"], 2, "{st}");
+    let lic = &get(admin, "/api/v1/licenses", &[]).json()["licenses"][0];
+    assert_eq!(
+        (&lic["in_use"], &lic["handles"]),
+        (&json!(1), &json!(2)),
+        "{lic}"
+    );
+    let list = seats(admin, &[]);
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0]["seat"], list[1]["seat"], "one seat: {list:?}");
+    assert_eq!(list[0]["handles_in_seat"], 2);
+    // Users keep their uid; a client on another machine gets no name from this one.
+    assert_eq!(list[0]["uid"], 1000);
+    assert_eq!(list[0]["user"], "uid 1000");
+    let since = list[0]["since_iso"].as_str().unwrap();
+    assert!(since.ends_with('Z') && since.contains('T'), "{since}");
+    let m = get(admin, "/metrics", &[]).body;
+    let labels = format!("vendor=\"{VENDOR}\",product=\"1\",product_name=\"Product 1\"");
+    assert!(
+        m.contains(&format!("tessera_seats_in_use{{{labels}}} 1\n")),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!("tessera_handles{{{labels}}} 2\n")),
+        "{m}"
+    );
+}
+
+#[test]
+fn refused_requests_are_listed_with_who_what_when_and_why() {
+    let f = fixture(&[spec(1, 1, CountingUnit::Handle)]);
+    let a = session(&f, "host-a");
+    let _s = a.acquire(1, 0, false).unwrap();
+    let b = session(&f, "host-b");
+    assert!(b.acquire(1, 0, false).is_err());
+    assert!(b.acquire(1, 0x100, false).is_err());
+    let admin = &f.server.admin;
+    let d = get(admin, "/api/v1/denials", &[]);
+    assert_eq!(d.status, 200, "{d:?}");
+    let d = d.json();
+    assert_eq!(d["total"], 2, "{d}");
+    let list = d["denials"].as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    // Newest first.
+    assert_eq!(list[0]["reason"], "feature_missing", "{d}");
+    assert_eq!(list[0]["features"], "0x00000100");
+    assert_eq!(list[1]["reason"], "no_seat", "{d}");
+    assert_eq!(list[1]["status"], "TESSERA_E_NO_SEAT");
+    for x in list {
+        assert_eq!(x["host"], "host-b");
+        assert_eq!(x["user"], "uid 1000");
+        assert_eq!(x["product_code"], 1);
+        assert_eq!(x["product_name"], "Product 1");
+        assert!(x["at_iso"].as_str().unwrap().ends_with('Z'), "{x}");
+        assert!(!x["message"].as_str().unwrap().is_empty());
+    }
+    let one = get(admin, "/api/v1/denials?limit=1", &[]).json();
+    assert_eq!(one["denials"].as_array().unwrap().len(), 1);
+    for bad in [
+        "/api/v1/denials?limit=0",
+        "/api/v1/denials?limit=x",
+        "/api/v1/denials?who=1",
+    ] {
+        let r = get(admin, bad, &[]);
+        assert_eq!(r.status, 400, "{bad}: {r:?}");
+        assert!(!r.error().is_empty());
+    }
+    let st = get(admin, "/api/v1/status", &[]).json();
+    assert_eq!(st["denials"], 2, "{st}");
+    // The usage log records them too, and outlives the server's memory.
+    let logged = |admin: &str| {
+        let r = get(admin, "/api/v1/denials?source=log", &[]);
+        assert_eq!(r.status, 200, "{r:?}");
+        r.json()["denials"].as_array().unwrap().clone()
+    };
+    let mut f = f;
+    let start = Instant::now();
+    while logged(&f.server.admin).len() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(10), "never logged");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f.server.restart();
+    let admin = &f.server.admin;
+    let d = get(admin, "/api/v1/denials", &[]).json();
+    assert_eq!(d["total"], 0, "a new start: {d}");
+    let list = logged(admin);
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert_eq!(
+        list[0]["reason"], "feature_missing",
+        "newest first: {list:?}"
+    );
+    assert_eq!(list[1]["reason"], "no_seat");
+    for x in &list {
+        assert_eq!(x["host"], "host-b");
+        assert_eq!(x["user"], "uid 1000");
+        assert_eq!(x["product_name"], "Product 1");
+        assert_eq!(x["count"], 1);
+    }
+    let r = get(admin, "/api/v1/denials?source=disk", &[]);
+    assert_eq!(r.status, 400, "{r:?}");
+}
+
+#[test]
+fn the_usage_report_downloads_as_csv_or_json() {
+    let mut one = spec(1, 3, CountingUnit::Handle);
+    one.product_name = "Draw, \"Pro\"".into();
+    let f = fixture(&[one, spec(2, 1, CountingUnit::Handle)]);
+    let a = session(&f, "host-a");
+    let _s = a.acquire(1, 0, false).unwrap();
+    let admin = &f.server.admin;
+    let csv = get(admin, "/api/v1/report?format=csv", &[]);
+    assert_eq!(csv.status, 200, "{csv:?}");
+    assert_eq!(csv.header("content-type"), Some("text/csv; charset=utf-8"));
+    let cd = csv.header("content-disposition").unwrap();
+    assert!(
+        cd.starts_with("attachment; filename=\"tessera-report-") && cd.ends_with(".csv\""),
+        "{cd}"
+    );
+    let mut lines = csv.body.split("\r\n");
+    assert_eq!(
+        lines.next(),
+        Some("time,time_iso,vendor_id,product_code,product_name,seats_in_use,quantity")
+    );
+    let row = lines
+        .find(|l| l.contains(&format!(",{VENDOR},1,")))
+        .unwrap_or_else(|| panic!("{}", csv.body));
+    assert!(row.ends_with(",\"Draw, \"\"Pro\"\"\",1,3"), "{row}");
+    let iso = row.split(',').nth(1).unwrap();
+    assert!(iso.ends_with('Z'), "{row}");
+
+    let json = get(admin, "/api/v1/report?format=json&minutes=120", &[]);
+    assert_eq!(json.status, 200, "{json:?}");
+    assert!(
+        json.header("content-disposition")
+            .unwrap()
+            .ends_with(".json\"")
+    );
+    let doc = json.json();
+    let p1 = doc["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["product_code"] == 1)
+        .unwrap()
+        .clone();
+    assert_eq!(p1["product_name"], "Draw, \"Pro\"");
+    assert_eq!(p1["quantity"], 3);
+    assert_eq!(
+        p1["points"].as_array().unwrap().last().unwrap()["seats_in_use"],
+        1
+    );
+    assert!(doc["to"].as_u64().unwrap() - doc["from"].as_u64().unwrap() >= 119 * 60);
+    for bad in [
+        "/api/v1/report?format=xml",
+        "/api/v1/report?minutes=0",
+        "/api/v1/report?x=1",
+    ] {
+        let r = get(admin, bad, &[]);
+        assert_eq!(r.status, 400, "{bad}: {r:?}");
+    }
+}
+
+/// Child mode: an app on the C ABI holding a network seat (`TESSERA_HOME` and the server
+/// from its parent), calling on it every 50 ms until a call fails, then printing the status
+/// and `tessera_last_error`.
+#[test]
+fn child_c_abi_seat_user() {
+    use tessera::ffi::status::tessera_status::TESSERA_OK;
+    use tessera::ffi::*;
+    let Ok(server) = std::env::var("TESSERA_TEST_SERVER") else {
+        return;
+    };
+    let key_file = std::env::var("TESSERA_TEST_KEY").unwrap();
+    let key = PublisherKey::from_bytes(&std::fs::read(key_file).unwrap()).unwrap();
+    let pk = key.public_key().to_bytes();
+    let servers = std::ffi::CString::new(server).unwrap();
+    let mut o = std::mem::MaybeUninit::<tessera_open_options>::uninit();
+    let size = size_of::<tessera_open_options>();
+    assert_eq!(tessera_open_options_init(o.as_mut_ptr(), size), TESSERA_OK);
+    // SAFETY: initialized by tessera_open_options_init.
+    let mut o = unsafe { o.assume_init() };
+    o.vendor_id = VENDOR;
+    o.publisher_key = pk.as_ptr();
+    o.publisher_key_len = pk.len();
+    o.sources = TESSERA_SOURCE_NETWORK;
+    o.servers = servers.as_ptr();
+    let last_error = || {
+        // SAFETY: tessera_last_error never returns NULL.
+        unsafe { std::ffi::CStr::from_ptr(tessera_last_error()) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    let (mut s, mut seat) = (0, 0);
+    assert_eq!(tessera_open(&o, &mut s), TESSERA_OK, "{}", last_error());
+    assert_eq!(
+        tessera_acquire(s, 1, 0, 0, &mut seat),
+        TESSERA_OK,
+        "{}",
+        last_error()
+    );
+    println!("\nSEAT ok");
+    let data = b"work";
+    let mut out = vec![0u8; data.len() + TESSERA_CIPHERTEXT_OVERHEAD];
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        let mut n = 0;
+        let st = tessera_encrypt(
+            seat,
+            TESSERA_CRYPT_DERIVED,
+            data.as_ptr(),
+            data.len(),
+            out.as_mut_ptr(),
+            out.len(),
+            &mut n,
+        );
+        if st != TESSERA_OK {
+            println!("\nSTATUS {st:?} {}", last_error());
+            tessera_release(seat);
+            tessera_close(s);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("\nSTATUS none");
+}
+
+#[test]
+fn a_c_app_whose_seat_is_revoked_is_told_an_administrator_revoked_it() {
+    let f = fixture(&[spec(1, 1, CountingUnit::Handle)]);
+    let keyfile = f.dir.path().join("publisher.key");
+    f.key.save(&keyfile).unwrap();
+    let home = f.dir.path().join("c-app-home");
+    let mut cmd =
+        common::server::child_command("child_c_abi_seat_user", &f.server.addr, &keyfile, &home);
+    let mut child = common::server::KillOnDrop(cmd.env("TESSERA_HOME", &home).spawn().unwrap());
+    let mut out = std::io::BufReader::new(child.0.stdout.take().unwrap());
+    read_line_with(&mut out, "SEAT ok");
+    let admin = &f.server.admin;
+    let list = seats(admin, &[]);
+    assert_eq!(list.len(), 1, "{list:?}");
+    let id = list[0]["seat_id"].as_str().unwrap().to_string();
+    let csrf = csrf_token(admin);
+    let r = request(
+        admin,
+        "POST",
+        &format!("/api/v1/seats/{id}/revoke"),
+        &[("X-Tessera-CSRF", &csrf)],
+        br#"{"reason": "licence moved to the night shift"}"#,
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let status = read_line_with(&mut out, "STATUS");
+    assert!(
+        status.starts_with("STATUS TESSERA_E_LEASE_LOST "),
+        "the app got {status}"
+    );
+    assert!(
+        status.contains("revoked by an administrator")
+            && status.contains("licence moved to the night shift")
+            && status.contains(&id),
+        "the app got {status}"
+    );
 }
 
 /// Child mode: acquire a network seat, say so, and hold it until killed.

@@ -7,11 +7,11 @@
 //! leaves a screenshot in the system's temporary directory (the path is printed).
 //! `TESSERA_ADMIN_SCREENSHOT=FILE` saves the page with the seat held (docs/admin-page.png).
 
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,7 @@ use tessera::publisher::PublisherKey;
 use tessera::util::SystemClock;
 
 mod common;
-use common::server::ServerProc;
+use common::server::{ServerProc, read_line_with};
 use common::spec;
 
 const VENDOR: u32 = 0xB0;
@@ -325,21 +325,6 @@ fn child_seat_user() {
     println!("STATUS none");
 }
 
-fn read_line_with(out: &mut BufReader<ChildStdout>, prefix: &str) -> String {
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            out.read_line(&mut line).unwrap() > 0,
-            "the client ended before saying {prefix}"
-        );
-        // The harness may have started the line ("test child_seat_user ... ").
-        if let Some(at) = line.find(prefix) {
-            return line[at..].trim().to_string();
-        }
-    }
-}
-
 #[test]
 fn the_admin_page_shows_a_held_seat_and_revokes_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -481,6 +466,11 @@ fn the_admin_page_shows_a_held_seat_and_revokes_it() {
         status.starts_with("STATUS TESSERA_E_LEASE_LOST"),
         "the client got {status}"
     );
+    // And why: an administrator took it, with the reason the page gave.
+    assert!(
+        status.contains("revoked by an administrator") && status.contains("admin page"),
+        "the client got {status}"
+    );
     // No script error and no Content-Security-Policy violation on the page.
     let console = browser.console();
     assert!(
@@ -491,6 +481,206 @@ fn the_admin_page_shows_a_held_seat_and_revokes_it() {
     );
     drop(browser);
     drop(child);
+}
+
+/// The page says what it counts, names users, shows time zones, keeps two products with
+/// the same values visible on the chart, lists refused requests and downloads the report.
+#[test]
+fn the_admin_page_labels_its_counts_and_shows_users_zones_refusals_and_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = PublisherKey::generate(VENDOR, "browser test");
+    let home = dir.path().join("server-home");
+    let mut cad = spec(1, 2, CountingUnit::Station);
+    cad.product_name = "Orbit CAD".into();
+    let mut viewer = spec(2, 2, CountingUnit::Station);
+    viewer.product_name = "Orbit Viewer".into();
+    common::activate(&common::env_in(&home), &key, &[cad, viewer]);
+    let server = ServerProc::start(&dir.path().join("server-state"), &home, 0);
+    let session = |name: &str, this_machine: bool| {
+        let mut o = SessionOptions::new(VENDOR, key.public_key());
+        o.sources = sources::NETWORK;
+        o.servers = vec![server.addr.clone()];
+        let mut host = HostIdentity::simulated(name);
+        if this_machine {
+            // A client on the server's own machine, run by root: its user has a name there.
+            host.hostname = tessera::host::hostname();
+            host.session.id = "uid:0/sid:1".into();
+        }
+        Session::open_in(
+            o,
+            Environment {
+                home: dir.path().join(format!("client-{name}")),
+                host,
+                clock: Arc::new(SystemClock),
+            },
+        )
+        .unwrap()
+    };
+    // Two handles of one process on this machine: one seat of the per-station CAD license;
+    // and one viewer seat: both products at 1 seat, the same line on the chart.
+    let local = session("local", true);
+    let _h1 = local.acquire(1, 0, false).unwrap();
+    let _h2 = local.acquire(1, 0, false).unwrap();
+    let _v = local.acquire(2, 0, false).unwrap();
+    // A refusal: a feature the license does not have, from another machine.
+    let other = session("intruder-pc", false);
+    assert!(other.acquire(1, 0x100, false).is_err());
+
+    let browser = Browser::start(&dir.path().join("profile"));
+    browser.goto(&format!("http://{}/", server.admin));
+
+    // Every count says what it counts, and they agree with the API.
+    browser.wait_text("#sum-seats", "seats in use", |t| t == "2 / 4");
+    browser.wait_text("#sum-handles", "the handles", |t| t == "3");
+    browser.wait_text("#sum-denials", "the refusals", |t| t == "1");
+    let st = common::http::get(&server.admin, "/api/v1/status", &[]).json();
+    assert_eq!(
+        (&st["seats_in_use"], &st["quantity"], &st["handles"]),
+        (&json!(2), &json!(4), &json!(3)),
+        "{st}"
+    );
+    let cad_row = browser.wait_text("#licenses tbody tr", "Orbit CAD's seats", |t| {
+        t.contains("Orbit CAD") && t.contains("1 of 2 seats")
+    });
+    assert!(cad_row.contains("2 handles"), "{cad_row}");
+    let metrics = common::http::get(&server.admin, "/metrics", &[]).body;
+    let labels = format!("vendor=\"{VENDOR}\",product=\"1\",product_name=\"Orbit CAD\"");
+    assert!(
+        metrics.contains(&format!("tessera_seats_in_use{{{labels}}} 1\n")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("tessera_handles{{{labels}}} 2\n")),
+        "{metrics}"
+    );
+
+    // The user by name (this machine's user database), keeping the uid; the two CAD
+    // handles are marked as one seat.
+    browser.wait_text("#seats tbody tr", "the CAD handles", |t| {
+        t.contains("Orbit CAD") && t.contains("root (uid 0)") && t.contains("2 handles")
+    });
+    let groups = browser.script(
+        "return [...document.querySelectorAll('#seats tbody tr')].filter(r => r.textContent.includes('Orbit CAD')).map(r => r.querySelector('td.seat .mono').textContent)",
+    );
+    let groups = groups.as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{groups:?}");
+    assert_eq!(groups[0], groups[1], "one seat, two handles: {groups:?}");
+
+    // Times carry their zone: the zone's name on the page, the offset on every time.
+    let zone = browser.script("return Intl.DateTimeFormat().resolvedOptions().timeZone");
+    let tz = browser.wait_text("#tz-name", "the time zone", |t| !t.is_empty());
+    assert!(
+        tz.contains(zone.as_str().unwrap()) && tz.contains("UTC"),
+        "{tz}"
+    );
+    let times = browser
+        .script("return [...document.querySelectorAll('#seats td.time')].map(c => c.textContent)");
+    let offset = |t: &str| {
+        let b = t.as_bytes();
+        b.len() >= 6 && {
+            let o = &b[b.len() - 6..];
+            (o[0] == b'+' || o[0] == b'-') && o[3] == b':'
+        }
+    };
+    let times = times.as_array().unwrap();
+    assert!(!times.is_empty());
+    for t in times {
+        assert!(offset(t.as_str().unwrap()), "no offset in {t}");
+    }
+
+    // The refusal: who, what, when and why.
+    let refused = browser.wait_text("#denials tbody tr", "the refusal", |t| {
+        t.contains("intruder-pc")
+    });
+    assert!(
+        refused.contains("Orbit CAD") && refused.contains("feature missing"),
+        "{refused}"
+    );
+    assert!(refused.contains("uid 1000"), "{refused}");
+    // The usage log's refusal records, on demand (once the log has it), and back.
+    let start = Instant::now();
+    while common::http::get(&server.admin, "/api/v1/denials?source=log", &[]).json()["denials"]
+        .as_array()
+        .is_none_or(|l| l.is_empty())
+    {
+        assert!(start.elapsed() < Duration::from_secs(10), "never logged");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    browser.click("#denials-source");
+    browser.wait_text("#denials-summary", "the log's refusals", |t| {
+        t.contains("usage logs record")
+    });
+    let logged = browser.wait_text("#denials tbody tr", "the logged refusal", |t| {
+        t.contains("intruder-pc")
+    });
+    assert!(logged.contains("feature missing"), "{logged}");
+    browser.click("#denials-source");
+    browser.wait_text("#denials-summary", "the refusals since the start", |t| {
+        t.contains("since the server started")
+    });
+
+    // Both products' lines are on the chart and look different (dash, marker), though
+    // their values are the same; the legend hides and shows one.
+    let look = "return [...document.querySelectorAll('#chart svg path.line')].map(p => [p.dataset.product, getComputedStyle(p).strokeDasharray, p.getAttribute('d')])";
+    let lines = browser.script(look);
+    let lines = lines.as_array().unwrap();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_ne!(lines[0][0], lines[1][0]);
+    assert_ne!(lines[0][1], lines[1][1], "the same dash pattern: {lines:?}");
+    assert_ne!(
+        lines[0][2], lines[1][2],
+        "one line hides the other: {lines:?}"
+    );
+    let markers = browser.script(
+        "return [...new Set([...document.querySelectorAll('#chart svg .marker')].map(m => m.tagName + ' ' + m.dataset.product))]",
+    );
+    assert_eq!(markers.as_array().unwrap().len(), 2, "{markers:?}");
+    let viewer_line = format!("#chart svg path.line[data-product=\"{VENDOR}:2\"]");
+    browser.click(&format!(
+        "#chart-legend li[data-product=\"{VENDOR}:2\"] button"
+    ));
+    browser.wait_gone(&viewer_line, "the hidden viewer line");
+    browser.click(&format!(
+        "#chart-legend li[data-product=\"{VENDOR}:2\"] button"
+    ));
+    browser.wait_text(&viewer_line, "the viewer line back", |_| true);
+
+    // The report, downloaded from the page.
+    browser.click("#export-csv");
+    let msg = browser.wait_text("#message", "the download", |t| t.contains("Report saved"));
+    assert!(
+        msg.contains("tessera-report-") && msg.contains(".csv"),
+        "{msg}"
+    );
+    let csv =
+        browser.script("return fetch('/api/v1/report?format=csv&minutes=60').then(r => r.text())");
+    let csv = csv.as_str().unwrap();
+    assert!(
+        csv.starts_with(
+            "time,time_iso,vendor_id,product_code,product_name,seats_in_use,quantity\r\n"
+        ),
+        "{csv}"
+    );
+    assert!(
+        csv.contains(&format!(",{VENDOR},1,Orbit CAD,1,2\r\n")),
+        "{csv}"
+    );
+    assert!(
+        csv.contains(&format!(",{VENDOR},2,Orbit Viewer,1,2\r\n")),
+        "{csv}"
+    );
+
+    if let Ok(to) = std::env::var("TESSERA_ADMIN_SCREENSHOT_2") {
+        browser.script("document.getElementById('chart').scrollIntoView()");
+        browser.screenshot(Path::new(&to));
+    }
+    let console = browser.console();
+    assert!(
+        console
+            .iter()
+            .all(|l| !l.contains("SEVERE") && !l.contains("Content Security Policy")),
+        "{console:?}"
+    );
 }
 
 /// A pool member's page shows the pool: its members (which are up) and the etcd endpoints

@@ -557,8 +557,12 @@ pub(crate) mod tests {
         /// Requests for a key or for encryption (`SeatKey`, `DeriveKey`, `Encrypt`,
         /// `Decrypt`).
         pub key_calls: usize,
-        /// Answers `SeatKey` as a server from before it does (a decoding error).
+        /// Answers `SeatKey` and `RenewWhy` as a server from before them (a decoding error).
         pub old: bool,
+        /// Seats an admin revoked (`RenewWhy` says so).
+        pub revoked: HashSet<[u8; 16]>,
+        /// `Renew` requests (not `RenewWhy`).
+        pub plain_renews: usize,
     }
 
     /// A tiny blocking license server on 127.0.0.1: one thread accepting, one per
@@ -699,6 +703,7 @@ pub(crate) mod tests {
             }
             NetRequest::Renew { seat_ids } => {
                 st.renews += 1;
+                st.plain_renews += 1;
                 let mut lost = Vec::new();
                 for id in seat_ids {
                     match st.seats.get_mut(&id) {
@@ -710,6 +715,32 @@ pub(crate) mod tests {
                     lost,
                     lease_ms: LEASE_MS,
                 }
+            }
+            // An old mock does not know it (it answers with a decoding error).
+            NetRequest::RenewWhy { seat_ids } if !st.old => {
+                st.renews += 1;
+                let mut lost = Vec::new();
+                for id in seat_ids {
+                    match st.seats.get_mut(&id) {
+                        Some(expiry) => *expiry = now + lease,
+                        None => lost.push(proto::LostSeat {
+                            seat_id: id,
+                            reason: match st.revoked.contains(&id) {
+                                true => proto::LossReason::Revoked {
+                                    reason: "mock".into(),
+                                },
+                                false => proto::LossReason::Unknown,
+                            },
+                        }),
+                    }
+                }
+                NetResponse::RenewedWhy {
+                    lost,
+                    lease_ms: LEASE_MS,
+                }
+            }
+            NetRequest::RenewWhy { .. } => {
+                proto::error_response(&Error::malformed("request", "unknown variant index 12"))
             }
             NetRequest::Release { seat_id } => match st.seats.remove(&seat_id) {
                 Some(_) => {

@@ -23,7 +23,7 @@ use ed25519_dalek::VerifyingKey;
 use zeroize::Zeroizing;
 
 use super::conn::ServerConn;
-use super::proto::{self, ClientHello, NetRequest, NetResponse, SeatGrant};
+use super::proto::{self, ClientHello, LossReason, LostSeat, NetRequest, NetResponse, SeatGrant};
 use super::seat_keys::SeatKeys;
 use crate::{Error, Result};
 
@@ -125,6 +125,9 @@ struct Inner {
     /// for a while).
     server_name: Mutex<Option<String>>,
     seats: Mutex<HashMap<[u8; 16], SeatState>>,
+    /// The server connected to answered `RenewWhy` with a decoding error (it is older than
+    /// that request): renew with `Renew` until the next connection.
+    plain_renew: std::sync::atomic::AtomicBool,
 }
 
 impl Inner {
@@ -151,6 +154,8 @@ impl Inner {
                 self.timeout,
             ) {
                 Ok(c) => {
+                    self.plain_renew
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
                     *lock(&self.current) = Some(i);
                     *lock(&self.server_name) = Some(c.server_name().to_string());
                     *conn = Some(c);
@@ -332,23 +337,50 @@ impl Inner {
             return Ok(());
         }
         let sent = Instant::now();
-        let result = c.call(&NetRequest::Renew {
-            seat_ids: ids.clone(),
-        });
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut result = if self.plain_renew.load(Relaxed) {
+            Err(Error::Unsupported("renew without reasons".into()))
+        } else {
+            c.call(&NetRequest::RenewWhy {
+                seat_ids: ids.clone(),
+            })
+        };
+        // An older server does not know `RenewWhy` (it answers with a decoding error): the
+        // lost seats' reasons are then unknown.
+        if matches!(
+            &result,
+            Err(Error::Malformed { .. } | Error::Unsupported(_))
+        ) && !c.is_broken()
+        {
+            self.plain_renew.store(true, Relaxed);
+            result = c
+                .call(&NetRequest::Renew {
+                    seat_ids: ids.clone(),
+                })
+                .map(|r| match r {
+                    NetResponse::Renewed { lost, lease_ms } => NetResponse::RenewedWhy {
+                        lost: lost
+                            .into_iter()
+                            .map(|seat_id| LostSeat {
+                                seat_id,
+                                reason: LossReason::Unknown,
+                            })
+                            .collect(),
+                        lease_ms,
+                    },
+                    other => other,
+                });
+        }
         let name = c.server_name().to_string();
         match result {
-            Ok(NetResponse::Renewed { lost, lease_ms }) => {
+            Ok(NetResponse::RenewedWhy { lost, lease_ms }) => {
                 let mut seats = lock(&self.seats);
                 for id in ids {
                     let Some(s) = seats.get_mut(&id) else {
                         continue; // released meanwhile
                     };
-                    if lost.contains(&id) {
-                        s.lost = Some(format!(
-                            "the license server {name} no longer holds seat {} (its lease ran \
-                             out or it was released)",
-                            hex::encode(id)
-                        ));
+                    if let Some(l) = lost.iter().find(|l| l.seat_id == id) {
+                        s.lost = Some(l.reason.describe(&name, &id));
                     } else {
                         s.renewed_at = sent;
                         s.grant.lease_ms = lease_ms;
@@ -486,6 +518,7 @@ impl NetSeats {
                 current: Mutex::new(None),
                 server_name: Mutex::new(None),
                 seats: Mutex::new(HashMap::new()),
+                plain_renew: std::sync::atomic::AtomicBool::new(false),
             }),
             keeper: Mutex::new(None),
             owner: crate::util::process::Owner::current(),
@@ -1093,6 +1126,57 @@ mod tests {
             net.call_for_seat(id, info(id)),
             Err(Error::LeaseLost(_))
         ));
+    }
+
+    #[test]
+    fn a_revoked_seat_is_lost_with_the_reason_and_an_older_server_still_renews() {
+        let publisher = SigningKey::from_bytes(&[1; 32]);
+        let mock = Mock::start("alpha", &publisher);
+        let net = seats(&[&mock], &publisher);
+        let (id, _) = net.acquire(VENDOR, 7, 0, false).unwrap();
+        {
+            let mut st = mock.state.lock().unwrap();
+            st.seats.clear();
+            st.revoked.insert(id);
+        }
+        assert!(eventually(Duration::from_secs(2), || net
+            .seat(&id)
+            .unwrap()
+            .lost
+            .is_some()));
+        match net.call_for_seat(id, info(id)) {
+            Err(Error::LeaseLost(why)) => {
+                assert!(why.contains("revoked by an administrator"), "{why}");
+                assert!(
+                    why.contains(&hex::encode(id)) && why.contains("alpha"),
+                    "{why}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(mock.state.lock().unwrap().plain_renews, 0);
+
+        // A server from before `RenewWhy`: renewals go on with `Renew`; a lost seat's reason
+        // is unknown.
+        let old = Mock::start("beta", &publisher);
+        old.state.lock().unwrap().old = true;
+        let net = seats(&[&old], &publisher);
+        let (id, _) = net.acquire(VENDOR, 7, 0, false).unwrap();
+        assert!(eventually(Duration::from_secs(2), || old
+            .state
+            .lock()
+            .unwrap()
+            .plain_renews
+            >= 2));
+        assert!(net.seat(&id).unwrap().lost.is_none(), "renewed all along");
+        old.state.lock().unwrap().seats.clear();
+        assert!(eventually(Duration::from_secs(2), || net
+            .seat(&id)
+            .unwrap()
+            .lost
+            .is_some()));
+        let why = net.seat(&id).unwrap().lost.unwrap();
+        assert!(why.contains("lease ran out or it was released"), "{why}");
     }
 
     #[test]

@@ -285,6 +285,67 @@ pub enum NetRequest {
         /// The key id the seat picked.
         key_id: [u8; 12],
     },
+    /// Renews the leases of these seats, as `Renew`, answered with
+    /// [`NetResponse::RenewedWhy`], which says why each lost seat was lost (an admin revoked
+    /// it, its lease ran out, ...). An older server answers with a decoding error, and the
+    /// client renews with `Renew` from then on. (Variants are numbered on the wire: new
+    /// ones go last.)
+    RenewWhy {
+        /// The seats.
+        seat_ids: Vec<[u8; 16]>,
+    },
+}
+
+/// Why a server no longer holds a seat it was asked to renew.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LossReason {
+    /// Not known to the server: its lease ran out, or it was released.
+    Unknown,
+    /// An administrator revoked it (the reason they gave; may be empty).
+    Revoked {
+        /// The administrator's reason.
+        reason: String,
+    },
+    /// The server no longer hosts the container holding its license.
+    NotHosted,
+}
+
+impl LossReason {
+    /// Says in words that the license server `server` no longer holds `seat_id`, and why.
+    pub fn describe(&self, server: &str, seat_id: &[u8; 16]) -> String {
+        let seat = hex::encode(seat_id);
+        match self {
+            LossReason::Unknown => format!(
+                "the license server {server} no longer holds seat {seat} (its lease ran out or \
+                 it was released)"
+            ),
+            LossReason::Revoked { reason } if reason.trim().is_empty() => format!(
+                "seat {seat} was revoked by an administrator of the license server {server}"
+            ),
+            LossReason::Revoked { reason } => format!(
+                "seat {seat} was revoked by an administrator of the license server {server}: \
+                 {}",
+                reason
+                    .chars()
+                    .take(200)
+                    .map(|c| if c.is_control() { '?' } else { c })
+                    .collect::<String>()
+            ),
+            LossReason::NotHosted => format!(
+                "the license server {server} no longer hosts the container of seat {seat} \
+                 (another server took it)"
+            ),
+        }
+    }
+}
+
+/// A seat a renewal reports lost, with why ([`NetResponse::RenewedWhy`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostSeat {
+    /// The seat.
+    pub seat_id: [u8; 16],
+    /// Why.
+    pub reason: LossReason,
 }
 
 /// One license a server serves, as [`NetRequest::Licenses`] lists it.
@@ -372,6 +433,15 @@ pub enum NetResponse {
     SeatKey {
         /// The seat key.
         key: [u8; 32],
+    },
+    /// The answer to [`NetRequest::RenewWhy`]: `Renewed`, with why each lost seat was lost
+    /// (variants are numbered on the wire: new ones go last; only a client that asked with
+    /// `RenewWhy` gets it).
+    RenewedWhy {
+        /// Seats the server no longer holds, and why.
+        lost: Vec<LostSeat>,
+        /// New lease length.
+        lease_ms: u64,
     },
 }
 
@@ -535,6 +605,53 @@ mod tests {
             Err(Error::UnknownVersion { found: 7, .. })
         ));
         assert!(decode::<NetRequest>(&[1, 0, 99, 99], "request").is_err());
+    }
+
+    #[test]
+    fn renewals_with_reasons_are_new_variants_at_the_end() {
+        // Byte 0 is the version, byte 1 the variant: older peers know 0..=11.
+        let req = encode(&NetRequest::RenewWhy {
+            seat_ids: vec![[1; 16]],
+        })
+        .unwrap();
+        assert_eq!(req[1], 12);
+        let lost = vec![
+            LostSeat {
+                seat_id: [1; 16],
+                reason: LossReason::Revoked {
+                    reason: "left".into(),
+                },
+            },
+            LostSeat {
+                seat_id: [2; 16],
+                reason: LossReason::NotHosted,
+            },
+        ];
+        let resp = NetResponse::RenewedWhy { lost, lease_ms: 9 };
+        let bytes = encode(&resp).unwrap();
+        assert_eq!(bytes[1], 12);
+        assert_eq!(decode::<NetResponse>(&bytes, "answer").unwrap(), resp);
+        // What older clients get is unchanged.
+        let old = encode(&NetResponse::Renewed {
+            lost: vec![[3; 16]],
+            lease_ms: 9,
+        })
+        .unwrap();
+        assert_eq!(old[1], 1);
+        let why = LossReason::Revoked {
+            reason: "left\nthe team".into(),
+        }
+        .describe("srv", &[0xAB; 16]);
+        assert!(why.contains("revoked by an administrator"), "{why}");
+        assert!(
+            why.contains("left?the team") && why.contains("srv"),
+            "{why}"
+        );
+        assert!(
+            LossReason::Unknown
+                .describe("srv", &[0; 16])
+                .contains("lease ran out")
+        );
     }
 
     #[test]

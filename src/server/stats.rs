@@ -4,8 +4,11 @@
 //!
 //! Everything the license protocol's hot path touches is a relaxed atomic: a request costs
 //! two clock reads and a few atomic adds. Seats in use and quantities are read from the seat
-//! table when `/metrics` is scraped, not kept on the side.
+//! table when `/metrics` is scraped, not kept on the side. A refused seat request also goes
+//! into [`RecentDenials`], a bounded ring under a mutex (refusals are not the hot path).
 
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -43,6 +46,10 @@ pub struct Stats {
     pub reloads: AtomicU64,
     /// Error answers, by status.
     pub denials: Denials,
+    /// The latest refused seat requests (who was refused what, when, why).
+    pub recent_denials: RecentDenials,
+    /// Seats revoked lately, and why.
+    pub revoked: Revoked,
     /// License-protocol request latency, by kind.
     pub latency: RequestLatency,
 }
@@ -55,13 +62,8 @@ impl Stats {
             NetResponse::Granted(_) => {
                 self.grants.fetch_add(1, Ordering::Relaxed);
             }
-            NetResponse::Renewed { lost, .. } => {
-                self.renewals.fetch_add(1, Ordering::Relaxed);
-                if !lost.is_empty() {
-                    self.renewals_lost
-                        .fetch_add(lost.len() as u64, Ordering::Relaxed);
-                }
-            }
+            NetResponse::Renewed { lost, .. } => self.count_renewal(lost.len()),
+            NetResponse::RenewedWhy { lost, .. } => self.count_renewal(lost.len()),
             NetResponse::Released => {
                 self.releases.fetch_add(1, Ordering::Relaxed);
             }
@@ -74,6 +76,56 @@ impl Stats {
             NetResponse::Error { status, .. } => self.denials.add(*status),
             _ => {}
         }
+    }
+}
+
+impl Stats {
+    fn count_renewal(&self, lost: usize) {
+        self.renewals.fetch_add(1, Ordering::Relaxed);
+        if lost > 0 {
+            self.renewals_lost.fetch_add(lost as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Seats an admin revoked lately, with the reason given, so that the renewal which reports
+/// one lost (and a call on it) can say it was revoked: at most [`Revoked::CAPACITY`], the
+/// oldest forgotten first (a client learns of a revoke within one renewal interval).
+#[derive(Debug, Default)]
+pub struct Revoked {
+    inner: Mutex<RevokedSeats>,
+}
+
+#[derive(Debug, Default)]
+struct RevokedSeats {
+    reasons: std::collections::HashMap<[u8; 16], String>,
+    /// Oldest first.
+    order: VecDeque<[u8; 16]>,
+}
+
+impl Revoked {
+    /// How many revoked seats are remembered.
+    pub const CAPACITY: usize = 4096;
+
+    /// Remembers that `seat_id` was revoked, and why.
+    pub fn add(&self, seat_id: [u8; 16], reason: &str) {
+        let Ok(mut g) = self.inner.lock() else {
+            return;
+        };
+        let RevokedSeats { reasons, order } = &mut *g;
+        if reasons.insert(seat_id, reason.to_string()).is_none() {
+            if order.len() == Self::CAPACITY
+                && let Some(old) = order.pop_front()
+            {
+                reasons.remove(&old);
+            }
+            order.push_back(seat_id);
+        }
+    }
+
+    /// The reason `seat_id` was revoked, if it was (lately).
+    pub fn reason(&self, seat_id: &[u8; 16]) -> Option<String> {
+        self.inner.lock().ok()?.reasons.get(seat_id).cloned()
     }
 }
 
@@ -130,7 +182,7 @@ impl RequestKind {
     pub fn of(req: &NetRequest) -> RequestKind {
         match req {
             NetRequest::Acquire { .. } => RequestKind::Acquire,
-            NetRequest::Renew { .. } => RequestKind::Renew,
+            NetRequest::Renew { .. } | NetRequest::RenewWhy { .. } => RequestKind::Renew,
             NetRequest::Release { .. } => RequestKind::Release,
             NetRequest::DeriveKey { .. } => RequestKind::DeriveKey,
             NetRequest::Encrypt { .. } => RequestKind::Encrypt,
@@ -275,6 +327,80 @@ impl Denials {
     }
 }
 
+/// One refused seat request (an acquire or a borrow answered with an error), as the admin
+/// API's denials view shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Denial {
+    /// When (Unix milliseconds).
+    pub at_ms: u64,
+    /// The publisher asked for.
+    pub vendor_id: u32,
+    /// The product asked for.
+    pub product_code: u32,
+    /// The feature bits asked for.
+    pub features: u32,
+    /// The client's host name (from its hello).
+    pub host: String,
+    /// Its login session (`uid:<uid>/…`, from its hello).
+    pub session: String,
+    /// The client process.
+    pub pid: u32,
+    /// The status number of the answer.
+    pub status: u32,
+    /// The answer's message.
+    pub message: String,
+}
+
+/// The most recent refused seat requests, at most [`RecentDenials::CAPACITY`] (the oldest
+/// go first), and refusals per product since the start (for `tessera_product_denials_total`).
+#[derive(Debug, Default)]
+pub struct RecentDenials {
+    inner: Mutex<DenialLog>,
+}
+
+#[derive(Debug, Default)]
+struct DenialLog {
+    ring: VecDeque<Denial>,
+    per_product: BTreeMap<(u32, u32), u64>,
+    total: u64,
+}
+
+impl RecentDenials {
+    /// How many refusals the ring keeps.
+    pub const CAPACITY: usize = 500;
+
+    /// Records a refusal.
+    pub fn record(&self, d: Denial) {
+        let Ok(mut log) = self.inner.lock() else {
+            return;
+        };
+        *log.per_product
+            .entry((d.vendor_id, d.product_code))
+            .or_default() += 1;
+        log.total += 1;
+        if log.ring.len() == Self::CAPACITY {
+            log.ring.pop_front();
+        }
+        log.ring.push_back(d);
+    }
+
+    /// The refusals kept, newest first, and how many there were since the start.
+    pub fn latest(&self) -> (Vec<Denial>, u64) {
+        match self.inner.lock() {
+            Ok(log) => (log.ring.iter().rev().cloned().collect(), log.total),
+            Err(_) => (Vec::new(), 0),
+        }
+    }
+
+    /// Refusals per product `(vendor, product)` since the start.
+    pub fn per_product(&self) -> BTreeMap<(u32, u32), u64> {
+        self.inner
+            .lock()
+            .map(|l| l.per_product.clone())
+            .unwrap_or_default()
+    }
+}
+
 /// `TESSERA_E_NO_SEAT` → `no_seat`.
 pub fn reason(s: Status) -> String {
     let name = s.name();
@@ -287,6 +413,51 @@ pub fn reason(s: Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn denial(at_ms: u64, product_code: u32) -> Denial {
+        Denial {
+            at_ms,
+            vendor_id: 7,
+            product_code,
+            features: 0,
+            host: "h".into(),
+            session: "uid:1000/x".into(),
+            pid: 1,
+            status: Status::NoSeat.code(),
+            message: "no seat".into(),
+        }
+    }
+
+    #[test]
+    fn the_denial_ring_keeps_the_latest_and_counts_them_all() {
+        let r = RecentDenials::default();
+        let n = RecentDenials::CAPACITY as u64 + 3;
+        for i in 0..n {
+            r.record(denial(i, if i % 2 == 0 { 1 } else { 2 }));
+        }
+        let (list, total) = r.latest();
+        assert_eq!(total, n);
+        assert_eq!(list.len(), RecentDenials::CAPACITY);
+        assert_eq!(list[0].at_ms, n - 1, "newest first");
+        assert_eq!(list.last().unwrap().at_ms, 3, "the oldest went first");
+        let per = r.per_product();
+        assert_eq!(per[&(7, 1)] + per[&(7, 2)], n);
+        assert_eq!(per[&(7, 1)], n.div_ceil(2));
+    }
+
+    #[test]
+    fn revoked_seats_are_remembered_with_their_reason_and_the_oldest_forgotten() {
+        let r = Revoked::default();
+        r.add([1; 16], "left the company");
+        assert_eq!(r.reason(&[1; 16]).as_deref(), Some("left the company"));
+        assert_eq!(r.reason(&[2; 16]), None);
+        for i in 0..Revoked::CAPACITY as u32 {
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&(i + 10).to_le_bytes());
+            r.add(id, "");
+        }
+        assert_eq!(r.reason(&[1; 16]), None, "the oldest went first");
+    }
 
     #[test]
     fn denials_are_labelled_by_status() {

@@ -794,6 +794,19 @@ pub struct Export {
     pub len: u64,
 }
 
+/// A refusal a usage log records ([`UsageLog::logged_denials`]).
+#[derive(Clone, Debug)]
+pub struct LoggedDenial {
+    /// When (Unix milliseconds; of the first, for folded refusals).
+    pub time_ms: u64,
+    /// What was asked for, and by whom when known.
+    pub seat: SeatEvent,
+    /// The `tessera_status` number the client got.
+    pub status: u32,
+    /// How many refusals the record stands for (folded ones: more than one).
+    pub count: u64,
+}
+
 /// The server's usage logs: opened at start, written by the seat store's committer through
 /// [`UsageLog::journal`], checkpointed by a thread of its own.
 pub struct UsageLog {
@@ -944,6 +957,67 @@ impl UsageLog {
         };
         let file = File::open(&path).map_err(|e| Error::io(path.display().to_string(), e))?;
         Ok(Export { vendor, file, len })
+    }
+
+    /// The latest `limit` refusals the logs record (`Deny` and folded `Denials`), newest
+    /// last, read from the files as they are now (a record being appended is left out).
+    /// Blocking: call off the async runtime.
+    pub fn logged_denials(&self, limit: usize) -> Result<Vec<LoggedDenial>> {
+        let paths: Vec<PathBuf> = {
+            let logs = self
+                .logs
+                .lock()
+                .map_err(|_| Error::Internal("usage log lock poisoned".into()))?;
+            let mut vendors: Vec<u32> = logs.slots.keys().copied().collect();
+            vendors.sort_unstable();
+            vendors
+                .into_iter()
+                .map(|v| log_path(&logs.options, v))
+                .collect()
+        };
+        let mut out: std::collections::VecDeque<LoggedDenial> = Default::default();
+        for path in paths {
+            let Ok(file) = File::open(&path) else {
+                continue; // a refused log moved aside
+            };
+            let scanned = usage::scan(BufReader::new(file), |_, s| {
+                let r = &s.record;
+                let d = match &r.event {
+                    Event::Deny { seat, status } => LoggedDenial {
+                        time_ms: r.time_ms,
+                        seat: seat.clone(),
+                        status: *status,
+                        count: 1,
+                    },
+                    Event::Denials {
+                        seat,
+                        status,
+                        count,
+                        since_ms,
+                    } => LoggedDenial {
+                        time_ms: *since_ms,
+                        seat: seat.clone(),
+                        status: *status,
+                        count: *count,
+                    },
+                    _ => return Ok(()),
+                };
+                if out.len() == limit {
+                    out.pop_front();
+                }
+                if limit > 0 {
+                    out.push_back(d);
+                }
+                Ok(())
+            });
+            if let Err(e) = scanned {
+                warn!(log = %path.display(), error = %e, "usage log not read for its refusals");
+            }
+        }
+        let mut out: Vec<LoggedDenial> = out.into();
+        out.sort_by_key(|d| d.time_ms);
+        let skip = out.len().saturating_sub(limit);
+        Ok(out.split_off(skip))
     }
 
     /// Checkpoints every log with records since its last checkpoint, syncs and closes them:

@@ -297,6 +297,23 @@ pub fn spawn_seat_holder(test: &str, server: &str, key_file: &Path, home: &Path)
     child
 }
 
+/// Reads a child's output up to the line holding `prefix`, and returns that line from the
+/// prefix on (the test harness may have begun the line: "test child_… ... "). A child that
+/// ended first fails the test.
+pub fn read_line_with(out: &mut BufReader<std::process::ChildStdout>, prefix: &str) -> String {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "the child ended before saying {prefix}"
+        );
+        if let Some(at) = line.find(prefix) {
+            return line[at..].trim().to_string();
+        }
+    }
+}
+
 /// A child process killed (and reaped) when this goes out of scope, also on a failed test.
 pub struct KillOnDrop(pub Child);
 

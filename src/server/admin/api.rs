@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::metrics::Exposition;
-use super::{AdminState, error, read_body};
+use super::{AdminState, error, read_body, users};
 use crate::container::protocol::{Request, Response as ContainerResponse};
 use crate::host::MachineKind;
 use crate::server::hosted::HostedKind;
@@ -35,6 +35,48 @@ fn internal(e: impl std::fmt::Display) -> Response {
 }
 
 use crate::util::now_ms;
+
+/// A Unix time (seconds) as ISO 8601 with its offset (UTC: `2026-12-07T01:05:14Z`).
+pub(crate) fn iso(secs: u64) -> Option<String> {
+    let ts = jiff::Timestamp::from_second(i64::try_from(secs).ok()?).ok()?;
+    Some(ts.to_string())
+}
+
+/// A Unix time in milliseconds as ISO 8601 with its offset, to the millisecond.
+pub(crate) fn iso_ms(ms: u64) -> Option<String> {
+    let ts = jiff::Timestamp::from_millisecond(i64::try_from(ms).ok()?).ok()?;
+    Some(format!("{ts:.3}"))
+}
+
+/// Handles per license id.
+type HandlesPerLicense = HashMap<[u8; 16], u32>;
+/// Handles per seat: (license id, unit key).
+type HandlesPerSeat<'a> = HashMap<([u8; 16], &'a str), u32>;
+
+/// Live handles (seat rows: one per acquire) per license, and per seat (license and unit
+/// key): rows sharing a unit key are one seat of the license's counting unit.
+fn handle_counts<'a>(
+    rows: impl Iterator<Item = &'a crate::server::seats::SeatRow>,
+) -> (HandlesPerLicense, HandlesPerSeat<'a>) {
+    let (mut per_license, mut per_seat) = (HashMap::new(), HashMap::new());
+    for r in rows {
+        *per_license.entry(r.license_id).or_default() += 1;
+        *per_seat
+            .entry((r.license_id, r.unit_key.as_str()))
+            .or_default() += 1;
+    }
+    (per_license, per_seat)
+}
+
+/// A short name for the seat (license and unit key) a handle counts in: handles with the
+/// same one are one seat.
+fn seat_group(license_id: &[u8; 16], unit_key: &str) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(license_id);
+    h.update(unit_key.as_bytes());
+    hex::encode(&h.finalize()[..4])
+}
 
 /// `GET /`: the page, with this server start's CSRF token (only when no admin token is
 /// configured: with one, the page asks for the token and sends it instead).
@@ -89,15 +131,23 @@ pub async fn status(State(st): State<AdminState>) -> Response {
     let hosting = s.hosting();
     let usage = s.usage();
     let now = now_ms();
-    let seats = s
-        .with_table(|t| t.rows().filter(|r| r.expires_ms > now).count())
-        .unwrap_or(0);
+    // Pool mode: the pool's handles are in etcd, not in this member's table.
+    let handles = match s.pool() {
+        Some(_) => None,
+        None => Some(
+            s.with_table(|t| t.rows().filter(|r| r.expires_ms > now).count())
+                .unwrap_or(0),
+        ),
+    };
+    let (_, denials_total) = s.stats().recent_denials.latest();
     use std::sync::atomic::Ordering::Relaxed;
     json_ok(json!({
         "name": s.name(),
         "version": crate::VERSION,
         "uptime_s": s.uptime().as_secs(),
         "started_at": s.started_unix(),
+        "started_at_iso": iso(s.started_unix()),
+        "now_iso": iso(now / 1000),
         "listen": bound.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "admin_listen": bound.admin.map(|a| a.to_string()),
         "auth": if s.admin_auth().token.is_some() { "token" } else { "loopback" },
@@ -107,9 +157,15 @@ pub async fn status(State(st): State<AdminState>) -> Response {
         "connections": s.stats().connections.load(Relaxed),
         "connections_total": s.stats().accepted.load(Relaxed),
         "requests": s.stats().requests.load(Relaxed),
-        "seats": seats,
+        // Seats: what counts against the licenses' quantities (one per station, session,
+        // process or handle, as each license's counting unit says). Handles: the acquires
+        // holding them (two handles of one process are one seat of a per-process license).
         "seats_in_use": usage.values().map(|u| u64::from(u.0)).sum::<u64>(),
         "quantity": usage.values().map(|u| u64::from(u.1)).sum::<u64>(),
+        "handles": handles,
+        // The handles under their former name (kept for older `tessera admin status`).
+        "seats": handles,
+        "denials": denials_total,
         "containers": hosting.hosted.containers.len(),
         "licenses": hosting.hosted.containers.iter().map(|c| c.licenses.len()).sum::<usize>(),
         "lease_ms": s.lease_ms(),
@@ -201,6 +257,7 @@ pub async fn licenses(State(st): State<AdminState>) -> Response {
         }
     }
     let list = st.server.with_table(|t| {
+        let (handles, _) = handle_counts(t.rows().filter(|r| r.expires_ms > now));
         let mut out = Vec::new();
         for c in &hosting.hosted.containers {
             for l in &c.licenses {
@@ -216,10 +273,15 @@ pub async fn licenses(State(st): State<AdminState>) -> Response {
                         .get(&l.license_id)
                         .copied()
                         .unwrap_or_else(|| t.in_use(&l.license_id, now)),
+                    // Pool mode: the pool's handles are not in this member's table.
+                    "handles": (!pooled.contains_key(&l.license_id))
+                        .then(|| handles.get(&l.license_id).copied().unwrap_or(0)),
                     "counting_unit": unit_label(l.counting_unit),
                     "exclusive_allowed": l.exclusive_allowed,
                     "issued_at": l.issued_at,
+                    "issued_at_iso": iso(l.issued_at),
                     "expiry": l.expiry,
+                    "expiry_iso": l.expiry.and_then(iso),
                     "expired": l.expiry.is_some_and(|e| e <= now / 1000),
                     "vm_policy": l.vm_policy.to_string(),
                 }));
@@ -293,6 +355,8 @@ pub async fn seats(State(st): State<AdminState>) -> Response {
         };
         (since, r.seat_id)
     });
+    let this_host = crate::host::hostname();
+    let (_, per_seat) = handle_counts(rows.iter());
     let list: Vec<Value> = rows
         .iter()
         .map(|r| {
@@ -305,14 +369,13 @@ pub async fn seats(State(st): State<AdminState>) -> Response {
                 let (s, v) = machine_json(&m.holder.machine);
                 (Some(s), Some(v))
             });
-            let uid = |session: &str| {
-                crate::host::SessionId {
-                    kind: crate::host::SessionKind::Login,
-                    id: session.to_string(),
-                }
-                .uid()
-                .map(|u| format!("uid {u}"))
-            };
+            let user = |session: &str, host: &str| users::user_label(session, host, &this_host);
+            let uid = |session: &str| users::session_uid(session);
+            let group = seat_group(&r.license_id, &r.unit_key);
+            let in_seat = per_seat
+                .get(&(r.license_id, r.unit_key.as_str()))
+                .copied()
+                .unwrap_or(1);
             let member = members.get(&r.seat_id);
             let (lease_expires, lease_expires_ms) = lease_end(r);
             // A borrowed seat: who has it (from its borrow) and until when.
@@ -326,21 +389,29 @@ pub async fn seats(State(st): State<AdminState>) -> Response {
                     "product_name": lic.map(|l| l.product_name.clone()),
                     "counting_unit": lic.map(|l| unit_label(l.counting_unit)),
                     "host": b.hostname,
-                    "user": uid(&b.user),
+                    "user": user(&b.user, &b.hostname),
+                    "uid": uid(&b.user),
                     "session": b.user,
+                    "seat": group,
+                    "handles_in_seat": in_seat,
                     "machine": None::<String>,
                     "vm": None::<String>,
                     "pid": None::<u32>,
                     "since": b.issued_at,
+                    "since_iso": iso(b.issued_at),
                     "lease_expires": lease_expires,
                     "lease_expires_ms": lease_expires_ms,
+                    "lease_expires_iso": lease_expires.and_then(iso),
                     "exclusive": false,
                     "borrowed": true,
                     "borrowed_until": b.until,
+                    "borrowed_until_iso": iso(b.until),
                     "borrower": b.borrower_serial,
                 });
             }
-            let user = m.and_then(|m| uid(&m.holder.session));
+            let uid = m.and_then(|m| uid(&m.holder.session));
+            let user = m.and_then(|m| user(&m.holder.session, &m.holder.hostname));
+            let since = m.map(|m| m.since_ms / 1000);
             json!({
                 "member": member,
                 "seat_id": hex::encode(r.seat_id),
@@ -351,19 +422,24 @@ pub async fn seats(State(st): State<AdminState>) -> Response {
                 "counting_unit": lic.map(|l| unit_label(l.counting_unit)),
                 "host": m.map(|m| m.holder.hostname.clone()),
                 "user": user,
+                "uid": uid,
                 "session": m.map(|m| m.holder.session.clone()),
+                "seat": group,
+                "handles_in_seat": in_seat,
                 "machine": machine,
                 "vm": vm,
                 "pid": m.map(|m| m.holder.pid),
-                "since": m.map(|m| m.since_ms / 1000),
+                "since": since,
+                "since_iso": since.and_then(iso),
                 "lease_expires": lease_expires,
                 "lease_expires_ms": lease_expires_ms,
+                "lease_expires_iso": lease_expires.and_then(iso),
                 "exclusive": r.exclusive,
                 "borrowed": false,
             })
         })
         .collect();
-    json_ok(json!({ "seats": list, "now": now / 1000 }))
+    json_ok(json!({ "seats": list, "now": now / 1000, "now_iso": iso(now / 1000) }))
 }
 
 fn parse_seat_id(s: &str) -> Option<[u8; 16]> {
@@ -418,7 +494,7 @@ pub async fn revoke(
         Ok(r) => r,
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
-    match st.server.revoke(&id).await {
+    match st.server.revoke_because(&id, &reason).await {
         Ok(true) => {
             tracing::info!(seat = %seat_id, reason = %reason, "revoked");
             json_ok(json!({ "revoked": hex::encode(id) }))
@@ -507,33 +583,36 @@ pub(crate) fn history_query(q: &HashMap<String, String>) -> Result<HistoryQuery,
     })
 }
 
-/// `GET /api/v1/history?product=VENDOR:PRODUCT&minutes=N&step=S`: seats in use per product
-/// per minute (or per bucket of `step` minutes, each its peak) over the last `minutes`
-/// (default 60, at most 31 days). Without `step`, buckets are sized to give at most 720
-/// points.
-pub async fn history(
-    State(st): State<AdminState>,
-    q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let Ok(Query(q)) = q else {
-        return error(StatusCode::BAD_REQUEST, "malformed query string");
-    };
+/// A product's seats in use over time, as history and report answer it.
+struct Series {
+    vendor_id: u32,
+    product_code: u32,
+    product_name: String,
+    in_use: u32,
+    quantity: u32,
+    /// (Unix seconds at the bucket's start, peak seats in use).
+    points: Vec<(u64, u32)>,
+}
+
+/// The seat history a query asks for: (from, to, series per hosted product). Errors are
+/// answers.
+async fn history_series(
+    st: &AdminState,
+    q: HistoryQuery,
+) -> Result<(u64, u64, Vec<Series>), Response> {
     let HistoryQuery {
         minutes,
         step,
         product,
-    } = match history_query(&q) {
-        Ok(h) => h,
-        Err(m) => return error(StatusCode::BAD_REQUEST, m),
-    };
+    } = q;
     let now_min = now_ms() / 60_000;
     let since = (now_min + 1).saturating_sub(minutes);
     let server = st.server.clone();
     let points =
         match tokio::task::spawn_blocking(move || server.history(since, product, step)).await {
             Ok(Ok(p)) => p,
-            Ok(Err(e)) => return internal(e),
-            Err(e) => return internal(e),
+            Ok(Err(e)) => return Err(internal(e)),
+            Err(e) => return Err(internal(e)),
         };
     // Every hosted product (of the one asked for), with its points.
     let hosting = st.server.hosting();
@@ -559,31 +638,320 @@ pub async fn history(
     products.retain(|(v, p, _)| product.is_none_or(|k| k == (*v, *p)));
     products.sort();
     let usage = st.server.usage();
-    let series: Vec<Value> = products
+    let series = products
         .into_iter()
         .map(|(v, p, name)| {
-            let pts: Vec<Value> = points
-                .iter()
-                .filter(|x| (x.vendor_id, x.product_code) == (v, p))
-                .map(|x| json!([x.minute * 60, x.in_use]))
-                .collect();
             let (in_use, quantity) = usage.get(&(v, p)).copied().unwrap_or((0, 0));
+            Series {
+                vendor_id: v,
+                product_code: p,
+                product_name: name,
+                in_use,
+                quantity,
+                points: points
+                    .iter()
+                    .filter(|x| (x.vendor_id, x.product_code) == (v, p))
+                    .map(|x| (x.minute * 60, x.in_use))
+                    .collect(),
+            }
+        })
+        .collect();
+    Ok((since * 60, now_min * 60, series))
+}
+
+/// The query's parameters, or `None` for a malformed query string.
+fn query_map(
+    q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Option<HashMap<String, String>> {
+    q.ok().map(|Query(q)| q)
+}
+
+/// `GET /api/v1/history?product=VENDOR:PRODUCT&minutes=N&step=S`: seats in use per product
+/// per minute (or per bucket of `step` minutes, each its peak) over the last `minutes`
+/// (default 60, at most 31 days). Without `step`, buckets are sized to give at most 720
+/// points.
+pub async fn history(
+    State(st): State<AdminState>,
+    q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Some(q) = query_map(q) else {
+        return error(StatusCode::BAD_REQUEST, "malformed query string");
+    };
+    let hq = match history_query(&q) {
+        Ok(h) => h,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
+    let (from, to, series) = match history_series(&st, hq).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let series: Vec<Value> = series
+        .into_iter()
+        .map(|s| {
             json!({
-                "vendor_id": v,
-                "product_code": p,
-                "product_name": name,
-                "in_use": in_use,
-                "quantity": quantity,
-                "points": pts,
+                "vendor_id": s.vendor_id,
+                "product_code": s.product_code,
+                "product_name": s.product_name,
+                "in_use": s.in_use,
+                "quantity": s.quantity,
+                "points": s.points.iter().map(|(t, n)| json!([t, n])).collect::<Vec<_>>(),
             })
         })
         .collect();
     json_ok(json!({
-        "minutes": minutes,
-        "step": step,
-        "from": since * 60,
-        "to": now_min * 60,
+        "minutes": hq.minutes,
+        "step": hq.step,
+        "from": from,
+        "to": to,
         "products": series,
+    }))
+}
+
+/// The format a report query asks for (`csv`, the default, or `json`), and the history
+/// query without it; or the message of a 400.
+pub(crate) fn report_query(q: &HashMap<String, String>) -> Result<(bool, HistoryQuery), String> {
+    let json = match q.get("format").map(String::as_str) {
+        None | Some("csv") => false,
+        Some("json") => true,
+        Some(_) => return Err("format is csv or json".into()),
+    };
+    let mut rest = q.clone();
+    rest.remove("format");
+    Ok((json, history_query(&rest)?))
+}
+
+/// One CSV field (RFC 4180): quoted when it holds a comma, a quote or a line break. A
+/// field a spreadsheet would run as a formula (`=`, `+`, `-`, `@` first) gets a `'` first.
+fn csv_field(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@']) {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    };
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}
+
+/// `GET /api/v1/report?format=csv|json&minutes=N&step=S&product=V:P`: the seat history as
+/// a download (`Content-Disposition: attachment`): per product and bucket, its start (Unix
+/// seconds and ISO 8601 UTC), the peak seats in use and the quantity. Seats are counted as
+/// each license's counting unit counts them.
+pub async fn report(
+    State(st): State<AdminState>,
+    q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Some(q) = query_map(q) else {
+        return error(StatusCode::BAD_REQUEST, "malformed query string");
+    };
+    let (as_json, hq) = match report_query(&q) {
+        Ok(x) => x,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
+    let (from, to, series) = match history_series(&st, hq).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let stamp = iso(to).unwrap_or_default().replace(':', "");
+    let (kind, ext, body) = if as_json {
+        let products: Vec<Value> = series
+            .iter()
+            .map(|s| {
+                json!({
+                    "vendor_id": s.vendor_id,
+                    "product_code": s.product_code,
+                    "product_name": s.product_name,
+                    "quantity": s.quantity,
+                    "seats_in_use_now": s.in_use,
+                    "points": s.points.iter().map(|(t, n)| json!({
+                        "time": t,
+                        "time_iso": iso(*t),
+                        "seats_in_use": n,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let doc = json!({
+            "server": st.server.name(),
+            "from": from,
+            "from_iso": iso(from),
+            "to": to,
+            "to_iso": iso(to),
+            "step_minutes": hq.step,
+            "counts": "seats_in_use: the peak of seats in use in each step, counted as each \
+                       license's counting unit counts them",
+            "products": products,
+        });
+        ("application/json; charset=utf-8", "json", doc.to_string())
+    } else {
+        let mut out = String::from(
+            "time,time_iso,vendor_id,product_code,product_name,seats_in_use,quantity\r\n",
+        );
+        for s in &series {
+            for (t, n) in &s.points {
+                out.push_str(&format!(
+                    "{t},{},{},{},{},{n},{}\r\n",
+                    iso(*t).unwrap_or_default(),
+                    s.vendor_id,
+                    s.product_code,
+                    csv_field(&s.product_name),
+                    s.quantity
+                ));
+            }
+        }
+        ("text/csv; charset=utf-8", "csv", out)
+    };
+    (
+        [
+            (header::CONTENT_TYPE, kind.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"tessera-report-{stamp}.{ext}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// One refusal as the denials view lists it.
+struct Refusal<'a> {
+    at_ms: u64,
+    vendor_id: u32,
+    product_code: u32,
+    features: Option<u32>,
+    host: Option<&'a str>,
+    session: Option<&'a str>,
+    pid: Option<u32>,
+    status: u32,
+    message: Option<&'a str>,
+    count: u64,
+}
+
+fn refusal_json(r: &Refusal, names: &HashMap<(u32, u32), String>, this_host: &str) -> Value {
+    let status = crate::status::Status::from_code(i64::from(r.status));
+    let user = match (r.session, r.host) {
+        (Some(s), Some(h)) => users::user_label(s, h, this_host),
+        _ => None,
+    };
+    json!({
+        "at_ms": r.at_ms,
+        "at_iso": iso_ms(r.at_ms),
+        "vendor_id": r.vendor_id,
+        "product_code": r.product_code,
+        "product_name": names.get(&(r.vendor_id, r.product_code)),
+        "features": r.features.map(|f| format!("{f:#010x}")),
+        "host": r.host,
+        "user": user,
+        "uid": r.session.and_then(users::session_uid),
+        "session": r.session,
+        "pid": r.pid,
+        "status": status.map_or_else(|| r.status.to_string(), |s| s.name().to_string()),
+        "reason": status.map_or_else(|| "other".to_string(), crate::server::stats::reason),
+        "message": r.message.map_or_else(
+            || status.map_or("", |s| s.text()).to_string(),
+            str::to_string,
+        ),
+        "count": r.count,
+    })
+}
+
+/// `GET /api/v1/denials?limit=N&source=memory|log`: refused seat requests (who was refused
+/// which product, when, why), newest first, at most `limit` (default and most: the
+/// [`RecentDenials::CAPACITY`](crate::server::stats::RecentDenials::CAPACITY) the server
+/// keeps in memory). `memory` (the default): the server's own, since it started, with the
+/// answer's message and `total`, how many there were. `log`: the usage logs' refusal
+/// records (also from before this start; folded ones with their `count`; no process id).
+pub async fn denials(
+    State(st): State<AdminState>,
+    q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    use crate::server::stats::RecentDenials;
+    let Some(q) = query_map(q) else {
+        return error(StatusCode::BAD_REQUEST, "malformed query string");
+    };
+    if let Some(k) = q.keys().find(|k| !matches!(k.as_str(), "limit" | "source")) {
+        return error(StatusCode::BAD_REQUEST, format!("unknown parameter {k:?}"));
+    }
+    let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
+        None => RecentDenials::CAPACITY,
+        Some(Ok(n)) if (1..=RecentDenials::CAPACITY).contains(&n) => n,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("limit is a number from 1 to {}", RecentDenials::CAPACITY),
+            );
+        }
+    };
+    let from_log = match q.get("source").map(String::as_str) {
+        None | Some("memory") => false,
+        Some("log") => true,
+        Some(_) => return error(StatusCode::BAD_REQUEST, "source is memory or log"),
+    };
+    let hosting = st.server.hosting();
+    let mut names: HashMap<(u32, u32), String> = HashMap::new();
+    for l in hosting.hosted.containers.iter().flat_map(|c| &c.licenses) {
+        names
+            .entry((l.vendor_id, l.product_code))
+            .or_insert_with(|| l.product_name.clone());
+    }
+    let this_host = crate::host::hostname();
+    if from_log {
+        let server = st.server.clone();
+        let logged = match tokio::task::spawn_blocking(move || server.logged_denials(limit)).await {
+            Ok(Ok(l)) => l,
+            Ok(Err(e)) => return internal(e),
+            Err(e) => return internal(e),
+        };
+        let list: Vec<Value> = logged
+            .iter()
+            .rev()
+            .map(|d| {
+                let client = d.seat.client.as_deref();
+                let r = Refusal {
+                    at_ms: d.time_ms,
+                    vendor_id: d.seat.vendor_id,
+                    product_code: d.seat.product_code,
+                    features: None,
+                    host: client.map(|c| c.hostname.as_str()),
+                    session: client.map(|c| c.session.as_str()),
+                    pid: None,
+                    status: d.status,
+                    message: None,
+                    count: d.count,
+                };
+                refusal_json(&r, &names, &this_host)
+            })
+            .collect();
+        return json_ok(json!({ "source": "log", "denials": list }));
+    }
+    let (list, total) = st.server.stats().recent_denials.latest();
+    let list: Vec<Value> = list
+        .iter()
+        .take(limit)
+        .map(|d| {
+            let r = Refusal {
+                at_ms: d.at_ms,
+                vendor_id: d.vendor_id,
+                product_code: d.product_code,
+                features: Some(d.features),
+                host: Some(&d.host),
+                session: Some(&d.session),
+                pid: Some(d.pid),
+                status: d.status,
+                message: Some(&d.message),
+                count: 1,
+            };
+            refusal_json(&r, &names, &this_host)
+        })
+        .collect();
+    json_ok(json!({
+        "source": "memory",
+        "denials": list,
+        "total": total,
+        "kept": RecentDenials::CAPACITY,
     }))
 }
 
@@ -693,11 +1061,30 @@ pub async fn metrics(State(st): State<AdminState>) -> Response {
         "Seconds since the server started.",
         s.uptime().as_secs_f64(),
     );
+    e.family(
+        "tessera_build_info",
+        "gauge",
+        "1, labelled with the server's version and the git commit it was built from.",
+    );
+    e.sample(
+        "tessera_build_info",
+        &[("version", crate::VERSION), ("git", env!("TESSERA_GIT"))],
+        1.0,
+    );
+    process_metrics(&mut e, &super::process::this_process());
+    let product_labels = |v: u32, p: u32| {
+        (
+            v.to_string(),
+            p.to_string(),
+            names.get(&(v, p)).cloned().unwrap_or_default(),
+        )
+    };
     // (metric, help, whether it is the quantity rather than the seats in use)
     for (metric, help, quantity) in [
         (
             "tessera_seats_in_use",
-            "Seats in use per product (counted by the license's unit).",
+            "Seats in use per product, counted by the license's counting unit (what counts \
+             against the quantity; see tessera_handles for the acquires holding them).",
             false,
         ),
         (
@@ -737,10 +1124,34 @@ pub async fn metrics(State(st): State<AdminState>) -> Response {
     e.family(
         "tessera_denials_total",
         "counter",
-        "Requests answered with an error, by status.",
+        "Requests answered with an error, by status (every licensing verdict has its series \
+         from the start).",
     );
-    for (reason, n) in stats.denials.by_reason() {
-        e.sample("tessera_denials_total", &[("reason", &reason)], n as f64);
+    let seen = stats.denials.by_reason();
+    let mut reasons: std::collections::BTreeMap<String, u64> = crate::status::Status::ALL
+        .iter()
+        .filter(|s| (100..200).contains(&s.code()))
+        .map(|s| (crate::server::stats::reason(*s), 0))
+        .collect();
+    reasons.extend(seen);
+    for (reason, n) in &reasons {
+        e.sample("tessera_denials_total", &[("reason", reason)], *n as f64);
+    }
+    e.family(
+        "tessera_seat_denials_total",
+        "counter",
+        "Seat requests (acquires, borrows) refused, per product asked for.",
+    );
+    let mut refused: std::collections::BTreeMap<(u32, u32), u64> =
+        names.keys().map(|k| (*k, 0)).collect();
+    refused.extend(stats.recent_denials.per_product());
+    for ((v, p), n) in &refused {
+        let (v, p, name) = product_labels(*v, *p);
+        e.sample(
+            "tessera_seat_denials_total",
+            &[("vendor", &v), ("product", &p), ("product_name", &name)],
+            *n as f64,
+        );
     }
     counters(
         &mut e,
@@ -799,6 +1210,33 @@ pub async fn metrics(State(st): State<AdminState>) -> Response {
             }
         }
     });
+    // Handles (acquires holding seats) per product: several may count as one seat.
+    let mut handles: std::collections::BTreeMap<(u32, u32), u32> =
+        names.keys().map(|k| (*k, 0)).collect();
+    if s.pool().is_none() {
+        let _ = s.with_table(|t| {
+            for r in t.rows().filter(|r| r.expires_ms > now) {
+                if let Some((ci, li)) = hosting.hosted.by_license_id(&r.license_id) {
+                    let l = &hosting.hosted.containers[ci].licenses[li];
+                    *handles.entry((l.vendor_id, l.product_code)).or_default() += 1;
+                }
+            }
+        });
+        e.family(
+            "tessera_handles",
+            "gauge",
+            "Handles (acquires) holding seats per product: handles that share a counting \
+             unit (one station, session or process) count as one seat in tessera_seats_in_use.",
+        );
+        for ((v, p), n) in &handles {
+            let (v, p, name) = product_labels(*v, *p);
+            e.sample(
+                "tessera_handles",
+                &[("vendor", &v), ("product", &p), ("product_name", &name)],
+                f64::from(*n),
+            );
+        }
+    }
     e.family(
         "tessera_seats_borrowed",
         "gauge",
@@ -873,6 +1311,54 @@ pub async fn metrics(State(st): State<AdminState>) -> Response {
         e.finish(),
     )
         .into_response()
+}
+
+/// The standard process metrics of the Prometheus client libraries; a value `/proc` did
+/// not give is left out.
+fn process_metrics(e: &mut Exposition, p: &super::process::ProcessStats) {
+    let list: [(&str, &str, &str, Option<f64>); 6] = [
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            p.cpu_seconds,
+        ),
+        (
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            p.resident_bytes.map(|v| v as f64),
+        ),
+        (
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            p.virtual_bytes.map(|v| v as f64),
+        ),
+        (
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            p.open_fds.map(|v| v as f64),
+        ),
+        (
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            p.max_fds.map(|v| v as f64),
+        ),
+        (
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            p.start_time_seconds,
+        ),
+    ];
+    for (name, kind, help, v) in list {
+        if let Some(v) = v {
+            e.single(name, kind, help, v);
+        }
+    }
 }
 
 /// Pool mode: the pool's metrics, each labelled with this member's name.
@@ -966,5 +1452,46 @@ fn pool_metrics(e: &mut Exposition, pool: &crate::server::pool::EtcdSeats) {
         if h.count > 0 {
             e.histogram(name, &[("member", member), ("op", op.label())], &h);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_and_formulas_defused() {
+        assert_eq!(csv_field("Orbit CAD"), "Orbit CAD");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("=1+1"), "'=1+1");
+        assert_eq!(csv_field("-x,y"), "\"'-x,y\"");
+    }
+
+    #[test]
+    fn a_report_query_names_its_format_and_a_history_query() {
+        let q = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let (json, h) = report_query(&q(&[("format", "json"), ("minutes", "120")])).unwrap();
+        assert!(json);
+        assert_eq!(h.minutes, 120);
+        let (json, h) = report_query(&q(&[])).unwrap();
+        assert!(!json, "CSV by default");
+        assert_eq!(h.minutes, 60);
+        assert!(report_query(&q(&[("format", "xml")])).is_err());
+        assert!(report_query(&q(&[("nope", "1")])).is_err());
+    }
+
+    #[test]
+    fn times_are_iso_8601_with_their_offset() {
+        assert_eq!(iso(0).as_deref(), Some("1970-01-01T00:00:00Z"));
+        assert_eq!(
+            iso_ms(1_700_000_000_123).as_deref(),
+            Some("2023-11-14T22:13:20.123Z")
+        );
     }
 }

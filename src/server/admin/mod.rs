@@ -1,7 +1,8 @@
 //! The admin HTTP API and web page of `tessera-server` (TCP 22631 by default): server
 //! status, hosted containers, licenses with their seats in use, the seats and who holds
-//! them, revoking a seat, reloading the configuration, the seat history, Prometheus metrics
-//! (`docs/SERVER.md`, Administration).
+//! them, revoking a seat, reloading the configuration, the seat history and its export
+//! (CSV or JSON), the latest refused seat requests, Prometheus metrics (`docs/SERVER.md`,
+//! Administration).
 //!
 //! It sits on the daemon through a [`Control`] (what the server shows and what an operator
 //! may do), and `server::run` serves it beside the daemon; the daemon never calls it.
@@ -29,6 +30,8 @@
 pub mod api;
 mod idle;
 pub mod metrics;
+pub mod process;
+pub mod users;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -321,6 +324,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/reload", post(api::reload))
         .route("/api/v1/history", get(api::history))
         .route("/api/v1/usage", get(api::usage))
+        .route("/api/v1/report", get(api::report))
+        .route("/api/v1/denials", get(api::denials))
         .route("/metrics", get(api::metrics))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin resource") })
         .method_not_allowed_fallback(

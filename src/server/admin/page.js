@@ -60,13 +60,25 @@ function el(tag, attrs, ...children) {
 }
 
 const pad = (n) => String(n).padStart(2, "0");
-// A time: only the clock for today, the date as well otherwise.
+// The browser's time zone: its name and its offset from UTC now ("+01:00").
+const TZ = Intl.DateTimeFormat().resolvedOptions().timeZone || "local time";
+function offset(d) {
+  const m = -d.getTimezoneOffset();
+  const a = Math.abs(m);
+  return `${m < 0 ? "-" : "+"}${pad(Math.floor(a / 60))}:${pad(a % 60)}`;
+}
+// A time in the browser's zone, with its UTC offset (ISO 8601): only the clock for today,
+// the date as well otherwise. The full date and zone name are in its tooltip.
 function when(unix) {
   if (unix === null || unix === undefined) return "–";
   const d = new Date(unix * 1000);
-  const time = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  const time = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}${offset(d)}`;
   if (d.toDateString() === new Date().toDateString()) return time;
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${time}`;
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${time}`;
+}
+function whenCell(unix, ...rest) {
+  const full = unix === null || unix === undefined ? "" : `${new Date(unix * 1000).toString()} (${TZ})`;
+  return el("td", { class: "time", title: full }, when(unix), ...rest);
 }
 function duration(s) {
   const d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60);
@@ -82,6 +94,8 @@ function fill(tbody, rows) {
 
 function renderStatus(s) {
   $("sum-seats").textContent = `${s.seats_in_use} / ${s.quantity}`;
+  $("sum-handles").textContent = s.handles === null ? "–" : s.handles;
+  $("sum-denials").textContent = s.denials;
   $("sum-connections").textContent = s.connections;
   $("sum-licenses").textContent = s.licenses;
   $("sum-uptime").textContent = duration(s.uptime_s);
@@ -101,7 +115,7 @@ function renderPool(p) {
     el("td", {}, badge(m.up, "up", "down")),
     el("td", { class: "mono" }, m.listen.join(", ")),
     el("td", {}, m.version),
-    el("td", {}, when(m.started_at)),
+    whenCell(m.started_at),
   )));
   fill($("pool-endpoints").tBodies[0], p.endpoints.map((e) => el("tr", { "data-endpoint": e.endpoint, "data-healthy": e.healthy ? "yes" : "no" },
     el("td", { class: "mono" }, e.endpoint),
@@ -112,22 +126,24 @@ function renderPool(p) {
   )));
 }
 
-function usageBar(inUse, quantity) {
+function usageBar(inUse, quantity, handles, unit) {
   const frac = quantity > 0 ? Math.min(1, inUse / quantity) : 0;
   const fillEl = el("span");
   fillEl.style.width = `${(frac * 100).toFixed(1)}%`;
   const cls = frac >= 1 ? "bar full" : frac >= 0.8 ? "bar high" : "bar";
-  const bar = el("div", { class: cls, title: `${inUse} of ${quantity} in use` }, fillEl);
-  return el("div", { class: "usage" }, bar, el("span", { class: "count" }, `${inUse} of ${quantity}`));
+  const bar = el("div", { class: cls, title: `${inUse} of ${quantity} seats in use (one per ${unit})` }, fillEl);
+  const held = handles === null || handles === undefined ? null
+    : el("span", { class: "sub handles" }, `${handles} handle${handles === 1 ? "" : "s"}`);
+  return el("div", { class: "usage" }, bar, el("span", { class: "count" }, `${inUse} of ${quantity} seats`, held));
 }
 
 function renderLicenses(list) {
   fill($("licenses").tBodies[0], list.map((l) => el("tr", { "data-license-id": l.license_id },
     el("td", {}, l.product_name, el("span", { class: "sub mono" }, `${product(l)} · ${l.license_id.slice(0, 12)}…`)),
-    el("td", {}, usageBar(l.in_use, l.quantity)),
+    el("td", {}, usageBar(l.in_use, l.quantity, l.handles, l.counting_unit)),
     el("td", {}, l.counting_unit, l.exclusive_allowed ? el("span", { class: "sub" }, "exclusive allowed") : null),
     el("td", { class: "mono" }, l.features),
-    el("td", {}, l.expiry === null ? "perpetual" : when(l.expiry), l.expired ? el("span", { class: "badge bad" }, "expired") : null),
+    l.expiry === null ? el("td", {}, "perpetual") : whenCell(l.expiry, l.expired ? el("span", { class: "badge bad" }, "expired") : null),
     el("td", {}, l.vm_policy),
     el("td", { class: "mono" }, l.container),
   )));
@@ -159,20 +175,73 @@ function revokeButton(seat) {
 function renderSeats(seats) {
   $("no-seats").hidden = seats.length > 0;
   fill($("seats").tBodies[0], seats.map((s) => el("tr", { "data-seat-id": s.seat_id },
-    el("td", {}, s.product_name || "?", el("span", { class: "sub mono" }, s.seat_id)),
+    el("td", {}, s.product_name || "?", el("span", { class: "sub mono", title: s.seat_id }, `${s.seat_id.slice(0, 12)}…`)),
+    // Which seat of the license this handle counts in: handles with the same one are one seat.
+    el("td", { class: "seat", title: `handles sharing this ${s.counting_unit || "unit"} count as one seat` },
+      el("span", { class: "mono" }, s.seat || "–"),
+      el("span", { class: "sub" }, `${s.counting_unit || "?"} · ${s.handles_in_seat || 1} handle${s.handles_in_seat > 1 ? "s" : ""}`)),
     el("td", {}, s.host || "(re-attaching)"),
-    el("td", {}, s.user || "–"),
-    el("td", { class: "mono" }, s.session || "–"),
+    el("td", {}, s.user || "–", el("span", { class: "sub mono" }, s.session || "")),
     s.borrowed
       // A borrowed seat: another machine's container has it until its end (or its return);
       // it cannot be revoked (that machine may be offline).
       ? el("td", {}, el("span", { class: "badge borrowed" }, "borrowed"), el("span", { class: "sub mono" }, s.borrower))
       : el("td", {}, s.machine || "–", s.vm ? el("span", { class: "badge" }, "VM") : null),
     el("td", { class: "num" }, s.pid === null || s.pid === undefined ? "–" : s.pid),
-    el("td", {}, when(s.since)),
-    el("td", {}, when(s.lease_expires), s.borrowed ? el("span", { class: "sub" }, "borrowed until") : null),
+    whenCell(s.since),
+    whenCell(s.lease_expires, s.borrowed ? el("span", { class: "sub" }, "borrowed until") : null),
     el("td", {}, s.borrowed ? el("span", { class: "sub", title: "a borrowed seat ends at its time or when it is returned" }, "not revocable") : revokeButton(s)),
   )));
+}
+
+// The refusals shown: the server's own since it started ("memory", refreshed with the
+// page), or the usage logs' records ("log", read once when asked for).
+let denialSource = "memory";
+
+function renderDenials(d) {
+  const list = d.denials.slice(0, 50);
+  $("no-denials").hidden = list.length > 0;
+  $("denials").hidden = list.length === 0;
+  $("no-denials").textContent = d.source === "log"
+    ? "The usage logs record no refused seat request."
+    : "No seat request was refused since the server started.";
+  $("denials-summary").textContent = d.source === "log"
+    ? `the latest ${list.length} the usage logs record (also from before this start)`
+    : d.total ? `${d.total} since the server started; the latest ${list.length} here (the server keeps ${d.kept})` : "";
+  $("denials-source").textContent = d.source === "log" ? "Show the latest since the start" : "Show the usage log's refusals";
+  fill($("denials").tBodies[0], list.map((x) => el("tr", { "data-reason": x.reason },
+    whenCell(x.at_ms / 1000),
+    el("td", {}, x.product_name || "?", el("span", { class: "sub mono" }, `${x.vendor_id}:${x.product_code}${x.features ? ` · features ${x.features}` : ""}`)),
+    el("td", {}, x.host || "–"),
+    el("td", {}, x.user || "–"),
+    el("td", { class: "num" }, x.pid === null || x.pid === undefined ? "–" : x.pid),
+    el("td", { class: "why" }, el("span", { class: "badge bad" }, x.reason.replace(/_/g, " ")),
+      x.count > 1 ? el("span", { class: "badge" }, `× ${x.count}`) : null,
+      el("span", { class: "sub" }, x.message)),
+  )));
+}
+
+// The report of the window shown, as a file: fetched with the page's credentials (a plain
+// link would not carry the admin token), saved through a temporary object URL.
+async function download(format) {
+  const minutes = $("chart-window").value;
+  const r = await fetch(`/api/v1/report?format=${format}&minutes=${encodeURIComponent(minutes)}`,
+    { credentials: "same-origin", cache: "no-store", headers: headers({ Accept: "*/*" }) });
+  if (!r.ok) {
+    let m = `HTTP ${r.status}`;
+    try { m = (await r.json()).error || m; } catch (_) { /* not JSON */ }
+    throw new ApiError(r.status, m);
+  }
+  const name = (/filename="([^"]+)"/.exec(r.headers.get("Content-Disposition") || "") || [])[1] || `tessera-report.${format}`;
+  const blob = await r.blob();
+  const url = URL.createObjectURL(blob);
+  const a = el("a", { href: url, download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+  document.body.dataset.lastDownload = name;
+  say(`Report saved as ${name} (${blob.size} bytes).`, "ok");
 }
 
 function renderContainers(list) {
@@ -183,7 +252,7 @@ function renderContainers(list) {
     el("td", { class: "num" }, c.vendor_id),
     el("td", {}, el("span", { class: c.access === "exclusive" ? "badge good" : "badge bad", title: c.access_error || "" }, c.access)),
     el("td", { class: "num" }, c.licenses),
-    el("td", {}, when(c.delegation_expiry)),
+    whenCell(c.delegation_expiry),
   )));
 }
 
@@ -229,34 +298,73 @@ function renderChart(h) {
   root.append(svg("line", { x1: L, x2: L, y1: T, y2: H - B, class: "axis" }));
   root.append(svg("line", { x1: L, x2: W - R, y1: H - B, y2: H - B, class: "axis" }));
   const legend = [];
+  // Products with the same values would draw one line over another: each gets its own
+  // dash pattern and marker shape, and a small vertical offset, so every one stays visible.
   shown.forEach((p, i) => {
     const cls = `c${i % 6}`;
+    const off = hidden.has(product(p)) ? null : (i % 6) * 2.5;
+    const item = el("li", { class: hidden.has(product(p)) ? `${cls} off` : cls, "data-product": product(p) },
+      el("button", { type: "button", title: "hide or show this product" }, legendSwatch(cls, i),
+        `${p.product_name || "?"}: ${p.in_use} of ${p.quantity} seats now`));
+    item.addEventListener("click", () => {
+      if (hidden.has(product(p))) hidden.delete(product(p)); else hidden.add(product(p));
+      renderChart(h);
+    });
+    legend.push(item);
+    if (off === null) return;
     root.append(svg("line", { x1: L, x2: W - R, y1: y(p.quantity), y2: y(p.quantity), class: `quota ${cls}` }));
     // Step line; a gap (no sample) breaks it.
     let d = "", prev = null;
+    const marks = [];
     for (const [t, n] of p.points) {
-      if (prev === null || t - prev > h.step * 60) d += `M${x(t).toFixed(1)},${y(n).toFixed(1)}`;
-      else d += `V${y(n).toFixed(1)}`;
+      const yy = (y(n) - off).toFixed(1);
+      if (prev === null || t - prev > h.step * 60) d += `M${x(t).toFixed(1)},${yy}`;
+      else d += `V${yy}`;
       d += `H${x(Math.min(to, t + h.step * 60)).toFixed(1)}`;
+      if (prev === null || marks.length === 0 || marks[marks.length - 1][1] !== n) marks.push([t, n]);
       prev = t;
     }
     if (d) root.append(svg("path", { d, class: `line ${cls}`, "data-product": product(p) }));
-    legend.push(el("li", { class: cls }, `${p.product_name || "?"}: ${p.in_use} of ${p.quantity} now`));
+    // A marker where the count changes (at most 40 per line).
+    for (const [t, n] of marks.slice(-40)) root.append(marker(i, x(t), y(n) - off, cls, product(p)));
   });
   $("chart").replaceChildren(root);
   fill($("chart-legend"), legend);
+}
+
+const hidden = new Set();
+
+// Marker shapes by product index: circle, square, triangle, diamond, cross, ring.
+function marker(i, cx, cy, cls, prod) {
+  const a = { class: `marker ${cls}`, "data-product": prod };
+  switch (i % 6) {
+    case 1: return svg("rect", Object.assign(a, { x: cx - 3.5, y: cy - 3.5, width: 7, height: 7 }));
+    case 2: return svg("path", Object.assign(a, { d: `M${cx},${cy - 4.5}L${cx + 4.5},${cy + 3.5}L${cx - 4.5},${cy + 3.5}Z` }));
+    case 3: return svg("path", Object.assign(a, { d: `M${cx},${cy - 5}L${cx + 5},${cy}L${cx},${cy + 5}L${cx - 5},${cy}Z` }));
+    case 4: return svg("path", Object.assign(a, { d: `M${cx - 4},${cy - 4}L${cx + 4},${cy + 4}M${cx + 4},${cy - 4}L${cx - 4},${cy + 4}` }));
+    case 5: return svg("circle", Object.assign(a, { cx, cy, r: 5 }));
+    default: return svg("circle", Object.assign(a, { cx, cy, r: 3.5 }));
+  }
+}
+
+function legendSwatch(cls, i) {
+  const s = svg("svg", { width: 34, height: 12, viewBox: "0 0 34 12", class: "swatch" });
+  s.append(svg("path", { d: "M1,6H33", class: `line ${cls}` }));
+  s.append(marker(i, 17, 6, cls, ""));
+  return s;
 }
 
 async function refresh() {
   clearTimeout(timer);
   try {
     const minutes = $("chart-window").value;
-    const [status, licenses, seats, containers, history] = await Promise.all([
+    const [status, licenses, seats, containers, history, denials] = await Promise.all([
       api("/api/v1/status"),
       api("/api/v1/licenses"),
       api("/api/v1/seats"),
       api("/api/v1/containers"),
       api(`/api/v1/history?minutes=${encodeURIComponent(minutes)}`),
+      denialSource === "memory" ? api("/api/v1/denials?limit=50") : null,
     ]);
     $("login").hidden = true;
     renderStatus(status);
@@ -265,6 +373,7 @@ async function refresh() {
     renderSeats(seats.seats);
     renderContainers(containers.containers);
     renderChart(history);
+    if (denials) renderDenials(denials);
     document.body.dataset.loaded = "yes";
   } catch (e) {
     if (e.status === 401 && AUTH === "token") {
@@ -293,6 +402,30 @@ document.addEventListener("DOMContentLoaded", () => {
       say(`Reload failed: ${e.message}`, "error");
     }
     refresh();
+  });
+  $("tz-name").textContent = `${TZ} (UTC${offset(new Date())})`;
+  for (const b of document.querySelectorAll("button.export")) {
+    b.addEventListener("click", async () => {
+      try {
+        await download(b.dataset.format);
+      } catch (e) {
+        say(`Download failed: ${e.message}`, "error");
+      }
+    });
+  }
+  $("denials-source").addEventListener("click", async () => {
+    try {
+      if (denialSource === "memory") {
+        const d = await api("/api/v1/denials?source=log&limit=50");
+        denialSource = "log";
+        renderDenials(d);
+      } else {
+        denialSource = "memory";
+        refresh();
+      }
+    } catch (e) {
+      say(`Could not read the refusals: ${e.message}`, "error");
+    }
   });
   $("chart-product").addEventListener("change", refresh);
   $("chart-window").addEventListener("change", refresh);

@@ -139,15 +139,32 @@ impl Control {
         self.server.usage.export(vendor)
     }
 
+    /// The latest `limit` refusals the usage logs record (see
+    /// [`usage::UsageLog::logged_denials`]). Blocking: call off the async runtime.
+    pub fn logged_denials(&self, limit: usize) -> Result<Vec<usage::LoggedDenial>> {
+        self.server.usage.logged_denials(limit)
+    }
+
     /// Takes a live seat away from its client, durably. `Ok(false)` when there is no such
     /// live seat. The client's next renewal or call for the seat gets
     /// `TESSERA_E_LEASE_LOST`. A borrowed seat is refused (`InvalidArgument`, saying why):
     /// the machine that has it may be offline and keeps using it; it ends at its time or
     /// when it is returned.
     pub async fn revoke(&self, seat_id: &SeatId) -> Result<bool> {
+        self.revoke_because(seat_id, "").await
+    }
+
+    /// [`Control::revoke`] with the administrator's reason, which the client's renewal (and
+    /// any call it makes on the seat) reports with `TESSERA_E_LEASE_LOST`: "revoked by an
+    /// administrator".
+    pub async fn revoke_because(&self, seat_id: &SeatId, reason: &str) -> Result<bool> {
         let server = &self.server;
         if let Some(pool) = &server.pool {
-            return server.pool_revoke(pool, seat_id).await;
+            let revoked = server.pool_revoke(pool, seat_id).await?;
+            if revoked {
+                server.stats.revoked.add(*seat_id, reason);
+            }
+            return Ok(revoked);
         }
         // Submitted under the table's lock, with its usage-log record: the log keeps the
         // table's order.
@@ -172,6 +189,8 @@ impl Control {
             let Some(change) = t.revoke(seat_id, now_ms()) else {
                 return Ok(false);
             };
+            // Under the table's lock: a renewal that finds the seat gone finds the reason.
+            server.stats.revoked.add(*seat_id, reason);
             let events = usage::revoked(&server.hosting().hosted, &row)
                 .into_iter()
                 .collect();

@@ -21,7 +21,7 @@ use super::Server;
 use super::requests::Peer;
 use crate::net::conn::{NetChannel, ServerHandshake};
 use crate::net::proto::{self, ClientHello, DiscoveryAnswer, MAX_FRAME, NetRequest, NetResponse};
-use crate::server::stats::RequestKind;
+use crate::server::stats::{Denial, RequestKind};
 use crate::{Error, Result};
 
 /// Binds the license protocol's listeners (and the discovery socket, when discovery is on)
@@ -314,17 +314,39 @@ async fn serve_connection(server: Arc<Server>, s: TcpStream, peer: SocketAddr) {
         };
         let started = Instant::now();
         last_request = started;
+        let mut asked = None;
         let (kind, resp) = match proto::decode::<NetRequest>(&plain, "request") {
-            Ok(req) => (
-                RequestKind::of(&req),
-                server
-                    .dispatch(&client, &who, req)
-                    .await
-                    .unwrap_or_else(|e| proto::error_response(&e)),
-            ),
+            Ok(req) => {
+                asked = seat_asked(&req);
+                (
+                    RequestKind::of(&req),
+                    server
+                        .dispatch(&client, &who, req)
+                        .await
+                        .unwrap_or_else(|e| proto::error_response(&e)),
+                )
+            }
             Err(e) => (RequestKind::Malformed, proto::error_response(&e)),
         };
-        if matches!(resp, NetResponse::Granted(_) | NetResponse::Renewed { .. }) {
+        if let (Some((vendor_id, product_code, features)), NetResponse::Error { status, message }) =
+            (asked, &resp)
+        {
+            server.stats.recent_denials.record(Denial {
+                at_ms: crate::util::now_ms(),
+                vendor_id,
+                product_code,
+                features,
+                host: who.holder.hostname.clone(),
+                session: who.holder.session.clone(),
+                pid: who.holder.pid,
+                status: *status,
+                message: message.clone(),
+            });
+        }
+        if matches!(
+            resp,
+            NetResponse::Granted(_) | NetResponse::Renewed { .. } | NetResponse::RenewedWhy { .. }
+        ) {
             idle = seat_idle;
         }
         server.stats.requests.fetch_add(1, Ordering::Relaxed);
@@ -344,6 +366,25 @@ async fn serve_connection(server: Arc<Server>, s: TcpStream, peer: SocketAddr) {
         if wr.write_all(&wire).await.is_err() {
             return;
         }
+    }
+}
+
+/// The product a seat request (acquire or borrow) asks for: `(vendor, product, features)`.
+fn seat_asked(req: &NetRequest) -> Option<(u32, u32, u32)> {
+    match req {
+        NetRequest::Acquire {
+            vendor_id,
+            product_code,
+            features,
+            ..
+        }
+        | NetRequest::Borrow {
+            vendor_id,
+            product_code,
+            features,
+            ..
+        } => Some((*vendor_id, *product_code, *features)),
+        _ => None,
     }
 }
 

@@ -14,7 +14,9 @@ use tracing::debug;
 use super::{Hosting, SeatHolder, SeatMeta, Server};
 use crate::container::protocol::{Request, Response};
 use crate::license::borrow::{self, BorrowGrant};
-use crate::net::proto::{ClientHello, NetRequest, NetResponse, SeatGrant, ServedLicense};
+use crate::net::proto::{
+    ClientHello, LossReason, LostSeat, NetRequest, NetResponse, SeatGrant, ServedLicense,
+};
 use crate::server::seats::{AcquireSpec, BorrowSpec, Borrowed, Change, SeatId};
 use crate::server::usage;
 use crate::util::now_ms;
@@ -66,6 +68,39 @@ pub(super) struct Lend {
 }
 
 impl Server {
+    /// A `Renewed` answer as `RenewedWhy` (the answer to `RenewWhy`): why each lost seat was
+    /// lost. Other answers pass as they are.
+    pub(super) fn explain_lost(&self, resp: NetResponse) -> NetResponse {
+        let NetResponse::Renewed { lost, lease_ms } = resp else {
+            return resp;
+        };
+        if lost.is_empty() {
+            // The common case, on the hot path: no lock to take.
+            return NetResponse::RenewedWhy {
+                lost: Vec::new(),
+                lease_ms,
+            };
+        }
+        let held: Vec<bool> = match self.table() {
+            Ok(t) => lost.iter().map(|id| t.seat(id).is_some()).collect(),
+            Err(_) => vec![false; lost.len()],
+        };
+        let lost = lost
+            .into_iter()
+            .zip(held)
+            .map(|(seat_id, held)| {
+                let reason = match self.stats.revoked.reason(&seat_id) {
+                    Some(reason) => LossReason::Revoked { reason },
+                    // Still in the table, yet lost: its container is no longer hosted here.
+                    None if held => LossReason::NotHosted,
+                    None => LossReason::Unknown,
+                };
+                LostSeat { seat_id, reason }
+            })
+            .collect();
+        NetResponse::RenewedWhy { lost, lease_ms }
+    }
+
     /// Answers one decoded request of a client that proved the key `client` and said `hello`,
     /// as a connection answers it (for the fuzz target of the request handler,
     /// `crate::fuzzing::ServerHarness`).
@@ -492,12 +527,15 @@ impl Server {
         let row = t
             .seat(seat_id)
             .filter(|r| r.client == *client && r.expires_ms > now_ms())
-            .ok_or_else(|| {
-                Error::LeaseLost(format!(
+            .ok_or_else(|| match self.stats.revoked.reason(seat_id) {
+                Some(reason) => Error::LeaseLost(
+                    LossReason::Revoked { reason }.describe(&self.config.name, seat_id),
+                ),
+                None => Error::LeaseLost(format!(
                     "server {} holds no seat {}",
                     self.config.name,
                     hex::encode(seat_id)
-                ))
+                )),
             })?;
         let (ci, _) = hosting
             .hosted
@@ -532,6 +570,11 @@ impl Server {
         peer: &Peer,
         req: NetRequest,
     ) -> Result<NetResponse> {
+        // `RenewWhy` is `Renew` with the reasons of the seats lost added.
+        if let NetRequest::RenewWhy { seat_ids } = req {
+            let renewed = Box::pin(self.dispatch(client, peer, NetRequest::Renew { seat_ids }));
+            return Ok(self.explain_lost(renewed.await?));
+        }
         // Pool mode: the seat requests go to the pool's seat table in etcd.
         let req = match (&self.pool, req) {
             (Some(pool), NetRequest::Renew { seat_ids }) => {
@@ -565,7 +608,7 @@ impl Server {
                 };
                 self.acquire(client, peer, want).await
             }
-            NetRequest::Renew { seat_ids } => {
+            NetRequest::Renew { seat_ids } | NetRequest::RenewWhy { seat_ids } => {
                 let lease_ms = self.lease_ms();
                 // A seat of a container this server no longer hosts (another server took it)
                 // is not renewed: it is lost. A network seat encrypts by itself between
