@@ -677,3 +677,92 @@ fn after_everything_restarts_clients_keep_their_seats_and_nothing_is_granted_twi
     assert!(works(&seat), "still held a lease later");
     assert_eq!(seats_in_etcd(&p).len(), 1);
 }
+
+/// A released seat's lease is kept alive and stocked for the next grant: a member taking and
+/// releasing seats one after the other grants leases only to fill its stock, not one per
+/// seat (each grant is a write through etcd's log beside the seat's own transaction).
+#[test]
+fn a_member_reuses_released_leases_instead_of_granting_one_per_seat() {
+    use tessera::host::MachineKind;
+    use tessera::license::{Binding, License, VmPolicy};
+    use tessera::net::proto::HostInfo;
+    use tessera::server::config::PoolConfig;
+    use tessera::server::pool::EtcdSeats;
+    use tessera::server::pool_status::EtcdOp;
+    use tessera::server::seats::AcquireSpec;
+
+    let etcd = Etcd::single();
+    let config = PoolConfig {
+        endpoints: etcd.endpoints(),
+        prefix: Some("/reuse/".into()),
+        name: None,
+    };
+    let lic = License {
+        license_id: [0x3C; 16],
+        vendor_id: VENDOR,
+        product_code: 1,
+        product_name: "Reuse".into(),
+        features: 0xFF,
+        quantity: 2,
+        counting_unit: CountingUnit::Handle,
+        exclusive_allowed: false,
+        borrow_days: 0,
+        issued_at: 0,
+        expiry: None,
+        vm_policy: VmPolicy::Allow,
+        binding: Binding::Container {
+            serial: "SW-REUSE".into(),
+            key: [1; 32],
+        },
+    };
+    let member = Arc::new(EtcdSeats::new(&config, "r0").unwrap());
+    let host = HostInfo {
+        machine: MachineKind::Physical,
+        hostname: "h".into(),
+        station: [0; 32],
+        session: "s".into(),
+        pid: 1,
+        pid_namespace: 1,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    const CYCLES: u8 = 40;
+    rt.block_on(async {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let follow = tokio::spawn(Arc::clone(&member).follow(async {
+            let _ = stopped.await;
+        }));
+        for i in 0..CYCLES {
+            let spec = AcquireSpec {
+                seat_id: [i; 16],
+                license: &lic,
+                host: &host,
+                client: [7; 32],
+                exclusive: false,
+                features: 0,
+                now_ms: tessera::util::now_ms(),
+                lease_ms: 30_000,
+            };
+            let c = member.acquire(&spec, b"").await.unwrap();
+            assert!(!c.held);
+            let row = member.release(&[i; 16], &[7; 32]).await.unwrap();
+            assert!(row.is_some(), "released");
+            // The freed lease's keep-alive runs in the background: let it land.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            member.rows().await.unwrap().is_empty(),
+            "every seat released"
+        );
+        let _ = stop.send(());
+        follow.await.unwrap();
+    });
+    let grants = member.stats().counts(EtcdOp::Lease).count;
+    assert!(
+        grants <= 8,
+        "{grants} lease grants for {CYCLES} seats taken and released one after the other"
+    );
+}

@@ -301,8 +301,13 @@ impl Stocked {
 /// lease from before it sent its acquire, so etcd holds the row at least as long.
 const STOCK_MARGIN: Duration = Duration::from_millis(500);
 
-/// How many leases a member grants ahead.
+/// How many leases a member keeps ready (granted ahead, or freed by releases).
 const STOCK: usize = 4;
+
+/// Below how many the stock is refilled with new grants. Not at every take: a release
+/// gives its lease back, and a member that takes and releases seats in turn then grants
+/// none.
+const STOCK_LOW: usize = 2;
 
 /// How much longer than the lease a stocked lease is granted for, and so how long it may
 /// wait in the stock (less a margin). A seat on a stocked lease whose client dies lives up to
@@ -679,7 +684,7 @@ impl EtcdSeats {
                     async move { c.txn(txn).await }
                 })
                 .await;
-            if stocked {
+            if stocked && lock(&self.stock).len() < STOCK_LOW {
                 // Refilled once the seat's transaction is done, not beside it: a lease grant
                 // is a write of its own through etcd's log, and would delay this one.
                 self.refill.notify_one();
