@@ -16,14 +16,20 @@ REL=$(cd "${1:-target/release}" && pwd)
 OUT=$(mkdir -p "${2:-target/deb}" && cd "${2:-target/deb}" && pwd)
 cd "$ROOT"
 
-VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+VERSION=$(awk -F'"' '/^version = / { print $2; exit }' Cargo.toml)
 DEBVERSION="$VERSION-1"
 ARCH=$(dpkg-architecture -qDEB_HOST_ARCH)
 MULTIARCH=$(dpkg-architecture -qDEB_HOST_MULTIARCH)
 MAINTAINER=${DEB_MAINTAINER:-Tessera maintainers <maintainers@tessera.invalid>}
 HOMEPAGE=${DEB_HOMEPAGE:-https://github.com/tessera-licensing/tessera}
+# dpkg-deb's compression (xz, as Debian's archive has it; tests take gzip: faster to build).
+COMPRESS=${DEB_COMPRESS:--Zxz}
 # Reproducible: the dates in the packages are the last commit's.
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
+
+first=$(git log --reverse --format=%cd --date=format:%Y 2>/dev/null | sed -n 1p)
+last=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y)
+YEARS=${first:-$last}; [ "$YEARS" = "$last" ] || YEARS="$YEARS-$last"
 
 WORK=$(mktemp -d -t tessera-deb.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
@@ -68,7 +74,7 @@ Upstream-Name: tessera
 Source: $HOMEPAGE
 
 Files: *
-Copyright: the Tessera authors
+Copyright: $YEARS the Tessera authors
 License: Apache-2.0
  On Debian systems, the full text of the Apache License, Version 2.0 is in
  /usr/share/common-licenses/Apache-2.0.
@@ -101,7 +107,7 @@ control() {
 
 build() {
     find "$WORK/$1" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
-    dpkg-deb --root-owner-group -Zxz --build "$WORK/$1" "$OUT/${1}_${DEBVERSION}_$ARCH.deb" >/dev/null
+    dpkg-deb --root-owner-group $COMPRESS --build "$WORK/$1" "$OUT/${1}_${DEBVERSION}_$ARCH.deb" >/dev/null
     echo "make-deb: $OUT/${1}_${DEBVERSION}_$ARCH.deb"
 }
 
@@ -109,6 +115,7 @@ rm -f "$OUT"/*.deb
 
 # libtessera0
 move libtessera0 "$LIB/libtessera.so.$VERSION" "$LIB/libtessera.so.0"
+chmod 0644 "$WORK/libtessera0/$LIB/libtessera.so.$VERSION"   # Debian policy 8.1
 docs libtessera0
 deps=$(shlibdeps "$WORK/libtessera0/$LIB/libtessera.so.$VERSION")
 control libtessera0 libs "$deps" \
@@ -148,7 +155,7 @@ docs tessera
 deps=$(shlibdeps "$WORK"/tessera/usr/bin/*)
 control tessera utils "$deps" \
     "Recommends: fuse3" <<'EOF'
-Description: Tessera licensing runtime (command-line tools)
+Description: command-line tools of the Tessera licensing runtime
  Tessera is a licensing runtime for software publishers.
  .
  tessera: host identity, activation, the containers and licenses on this

@@ -17,14 +17,23 @@ set -euo pipefail
 # On the real clock: under libfaketime moved ahead apt finds the package lists expired.
 case "${LD_PRELOAD:-}" in *faketime*) exec "$(dirname "$0")/real-clock" "$0" "$@" ;; esac
 
-# In the namespaces (the script calls itself): mount what a root needs, then run STEP there.
+# In the namespaces (the script calls itself): the root becomes the namespace's "/" by
+# pivot_root (not a chroot, which the runtime refuses: a process root that is not a mount
+# could hide a faked fingerprint, src/host/mounts.rs), with a proc, a sysfs, the device
+# nodes, and a /dev/shm and /dev/pts of its own; then STEP runs there.
 if [ "${1:-}" = --inside ]; then
     R=$2 STEP=$3
-    ip link set lo up 2>/dev/null || true
+    [ "${4:-}" = --own-net ] && ip link set lo up
+    mount --bind "$R" "$R"
     mount -t proc proc "$R/proc"
     mount -t sysfs sysfs "$R/sys"
     mount --bind /dev "$R/dev"
-    exec chroot "$R" /bin/bash -euo pipefail "$STEP"
+    mount -t tmpfs -o mode=1777 tmpfs "$R/dev/shm"
+    mount -t devpts -o newinstance,ptmxmode=0666 devpts "$R/dev/pts"
+    mkdir -p "$R/.old-root"
+    cd "$R"
+    pivot_root . .old-root
+    exec chroot . /bin/sh -c 'umount -l /.old-root && rmdir /.old-root && exec /bin/bash -euo pipefail "$0"' "$STEP"
 fi
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -52,13 +61,15 @@ trap 'rm -rf --one-file-system "$WORK"' EXIT
 # run [--net] STEP: STEP (a script inside the root) in fresh namespaces; with --net on this
 # machine's network (apt), else on a loopback of its own.
 run() {
-    local net=--net
-    if [ "$1" = --net ]; then net=; shift; fi
-    unshare --fork --pid --mount --propagation private $net -- "$SELF" --inside "$R" "$1"
+    if [ "$1" = --net ]; then
+        unshare --fork --pid --mount --propagation private -- "$SELF" --inside "$R" "$2"
+    else
+        unshare --fork --pid --mount --net --propagation private -- "$SELF" --inside "$R" "$1" --own-net
+    fi
 }
 
 log "building the packages from $REL"
-"$ROOT/scripts/make-deb.sh" "$REL" "$WORK/debs"
+DEB_COMPRESS="-Zgzip -z1" "$ROOT/scripts/make-deb.sh" "$REL" "$WORK/debs"
 DEBS=("$WORK"/debs/*.deb)
 ((${#DEBS[@]} == 4)) || { echo "test-packages: expected 4 packages, got ${DEBS[*]}" >&2; exit 1; }
 
@@ -67,7 +78,7 @@ deps=$(for d in "${DEBS[@]}"; do dpkg-deb -f "$d" Depends; done | tr ',' '\n' \
     | sed 's/|.*//; s/(.*//; s/ //g' | grep -v -e '^$' -e '^libtessera' -e '^tessera' | sort -u | tr '\n' ' ')
 EXTRA="gcc libc6-dev pkg-config $deps"
 MIRROR=${DEBOOTSTRAP_MIRROR:-$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null \
-    | grep -v security | head -1)}
+    | grep -v security | sed -n 1p)}
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 key=$(printf '%s\n' "$SUITE" "$MIRROR" "$EXTRA" | sha256sum | cut -c1-12)
 TARBALL=${TESSERA_DEB_ROOT_TARBALL:-$CACHE/$SUITE-minbase-$key.tar.gz}
@@ -89,7 +100,7 @@ EOF
     run --net /root/prepare.sh
     mkdir -p "$CACHE"
     rm -f "$CACHE/$SUITE"-minbase-*.tar.gz   # roots for other package lists
-    tar -C "$R" --numeric-owner -czf "$TARBALL.tmp" .
+    tar -C "$R" --numeric-owner -I 'gzip -1' -cf "$TARBALL.tmp" .
     mv "$TARBALL.tmp" "$TARBALL"
     log "root cached in $TARBALL ($(du -h "$TARBALL" | cut -f1))"
 else
