@@ -26,7 +26,7 @@ export TESSERA_DISCOVERY := off
 # test`): rustc cannot run under it; the test binaries still get the moved clock.
 RCARGO  := scripts/real-clock $(CARGO)
 
-.PHONY: all build demo test test-shifted-clock test-bindings test-packages model-check deps lint miri bench fuzz header install install-files deb deb-files clean
+.PHONY: all build demo test test-shifted-clock test-bindings test-packages model-check deps lint miri bench fuzz header install install-files install-lib install-tools install-server deb deb-files clean
 
 all: build
 
@@ -112,7 +112,8 @@ header:
 ## install: library (with its soname links), headers, pkg-config file and CMake package
 ## config, the tools (tessera, tessera-vendor, tessera-server, tessera-dongle), the server's
 ## systemd unit and configuration, under PREFIX (DESTDIR for staging), stripped.
-## install-files installs what REL holds already.
+## install-files installs what REL holds already (in three parts: install-lib, install-tools,
+## install-server).
 CMAKEDIR ?= $(LIBDIR)/cmake/Tessera
 MINOR   := $(word 2,$(subst ., ,$(VERSION)))
 PTR_BYTES := $(shell echo $$(( $$(getconf LONG_BIT) / 8 )))
@@ -132,23 +133,32 @@ SUBST   := -e 's|@PREFIX@|$(PREFIX)|g; s|@LIBDIR@|$(LIBDIR)|g; s|@INCDIR@|$(INCD
 
 install: build install-files
 
-install-files:
+install-files: install-lib install-tools install-server
+	@echo "installed libtessera $(VERSION) and the tools under $(DESTDIR)$(PREFIX)"
+
+install-lib:
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(CMAKEDIR)
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(SYSCONFDIR)/tessera $(DESTDIR)$(DOCDIR)
 	install -m 0755 $(REL)/libtessera.so $(DESTDIR)$(LIBDIR)/libtessera.so.$(VERSION)
 	$(STRIP) --strip-unneeded $(DESTDIR)$(LIBDIR)/libtessera.so.$(VERSION)
 	ln -sf libtessera.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libtessera.so.$(MAJOR)
 	ln -sf libtessera.so.$(MAJOR) $(DESTDIR)$(LIBDIR)/libtessera.so
 	install -m 0644 $(REL)/libtessera.a $(DESTDIR)$(LIBDIR)/libtessera.a
 	$(STRIP) --strip-debug $(DESTDIR)$(LIBDIR)/libtessera.a
-	for t in $(TOOLS); do \
-		install -m 0755 $(REL)/$$t $(DESTDIR)$(BINDIR)/$$t && $(STRIP) $(DESTDIR)$(BINDIR)/$$t || exit 1; \
-	done
 	install -m 0644 include/tessera.h $(DESTDIR)$(INCDIR)/tessera.h
 	install -m 0644 include/tessera.hpp $(DESTDIR)$(INCDIR)/tessera.hpp
 	sed $(SUBST) tessera.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/tessera.pc
 	sed $(SUBST) cmake/TesseraConfig.cmake.in > $(DESTDIR)$(CMAKEDIR)/TesseraConfig.cmake
 	sed $(SUBST) cmake/TesseraConfigVersion.cmake.in > $(DESTDIR)$(CMAKEDIR)/TesseraConfigVersion.cmake
+
+install-tools:
+	install -d $(DESTDIR)$(BINDIR)
+	for t in $(TOOLS); do \
+		install -m 0755 $(REL)/$$t $(DESTDIR)$(BINDIR)/$$t && $(STRIP) $(DESTDIR)$(BINDIR)/$$t || exit 1; \
+	done
+
+# The server's unit, configuration and documentation (its program: install-tools).
+install-server:
+	install -d $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(SYSCONFDIR)/tessera $(DESTDIR)$(DOCDIR)
 	sed $(SUBST) systemd/tessera-server.service.in > $(DESTDIR)$(SYSTEMDUNITDIR)/tessera-server.service
 	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/tessera-server.service
 	@# An existing configuration is the admin's: never overwritten (the new one goes beside it).
@@ -158,7 +168,6 @@ install-files:
 		install -m 0644 systemd/server.toml $(DESTDIR)$(SYSCONFDIR)/tessera/server.toml; \
 	fi
 	install -m 0644 docs/SERVER.md $(DESTDIR)$(DOCDIR)/SERVER.md
-	@echo "installed libtessera $(VERSION) and the tools under $(DESTDIR)$(PREFIX)"
 
 ## deb: Debian packages (libtessera0, libtessera-dev, tessera, tessera-server) in target/deb,
 ## built with dpkg-deb from trees staged by `make install-files` (scripts/make-deb.sh)

@@ -22,14 +22,19 @@ fn sh(cmd: &mut Command) -> String {
 
 /// `make install-files` of the library and tools this test run built into `prefix`.
 fn install(prefix: &Path) {
-    install_staged(None, prefix);
+    make_install("install-files", None, prefix);
 }
 
-/// `make install-files DESTDIR=destdir PREFIX=prefix`.
-fn install_staged(destdir: Option<&Path>, prefix: &Path) {
+/// `make install-lib` (library, headers, package files) into `prefix`.
+fn install_lib(prefix: &Path) {
+    make_install("install-lib", None, prefix);
+}
+
+/// `make TARGET DESTDIR=destdir PREFIX=prefix` (TARGET: install-files or one of its parts).
+fn make_install(target: &str, destdir: Option<&Path>, prefix: &Path) {
     cdylib(); // builds libtessera.so and libtessera.a; cargo built the tools for this test
     let mut make = Command::new("make");
-    make.args(["-s", "install-files"])
+    make.args(["-s", target])
         .arg(format!("REL={}", profile_dir().display()))
         .arg(format!("PREFIX={}", prefix.display()))
         .current_dir(root());
@@ -54,8 +59,16 @@ fn has_debug_info(file: &Path) -> bool {
         sections += usize::from(line.contains("] ."));
         debug |= line.contains(".debug_info");
     }
-    assert!(child.wait().unwrap().success(), "readelf -S {}", file.display());
-    assert!(sections > 0, "readelf listed no section of {}", file.display());
+    assert!(
+        child.wait().unwrap().success(),
+        "readelf -S {}",
+        file.display()
+    );
+    assert!(
+        sections > 0,
+        "readelf listed no section of {}",
+        file.display()
+    );
     debug
 }
 
@@ -119,7 +132,10 @@ fn the_installed_tree_has_the_library_with_its_soname_links_headers_and_package_
         has_debug_info(&profile_dir().join("libtessera.so")),
         "the built library has no debug information to strip: the check below proves nothing"
     );
-    assert!(!has_debug_info(&lib.join(&real)), "libtessera.so is not stripped");
+    assert!(
+        !has_debug_info(&lib.join(&real)),
+        "libtessera.so is not stripped"
+    );
     assert!(
         !has_debug_info(&lib.join("libtessera.a")),
         "libtessera.a keeps its debug information"
@@ -142,8 +158,12 @@ fn the_installed_tree_has_the_library_with_its_soname_links_headers_and_package_
     assert!(prefix.join("share/doc/tessera/SERVER.md").is_file());
 
     // A second install keeps the admin's configuration and puts the new one beside it.
-    std::fs::write(prefix.join("etc/tessera/server.toml"), "name = \"edited\"\n").unwrap();
-    install(&prefix);
+    std::fs::write(
+        prefix.join("etc/tessera/server.toml"),
+        "name = \"edited\"\n",
+    )
+    .unwrap();
+    make_install("install-server", None, &prefix);
     assert_eq!(
         std::fs::read_to_string(prefix.join("etc/tessera/server.toml")).unwrap(),
         "name = \"edited\"\n"
@@ -155,7 +175,7 @@ fn the_installed_tree_has_the_library_with_its_soname_links_headers_and_package_
 fn prefix_usr_keeps_its_configuration_in_etc_and_destdir_stages_it() {
     let dir = tempfile::tempdir().unwrap();
     let stage = dir.path().join("stage");
-    install_staged(Some(&stage), Path::new("/usr"));
+    make_install("install-server", Some(&stage), Path::new("/usr"));
     let unit = std::fs::read_to_string(stage.join("usr/lib/systemd/system/tessera-server.service"))
         .unwrap();
     assert!(
@@ -163,7 +183,6 @@ fn prefix_usr_keeps_its_configuration_in_etc_and_destdir_stages_it() {
         "{unit}"
     );
     assert!(stage.join("etc/tessera/server.toml").is_file());
-    assert!(stage.join("usr/bin/tessera-server").is_file());
     assert!(!stage.join("usr/etc").exists());
 }
 
@@ -173,7 +192,7 @@ fn the_c_quickstart_builds_with_pkg_config_against_a_moved_prefix_and_finds_its_
     // Staged (DESTDIR) for /usr, then moved elsewhere as a whole: tessera.pc finds the
     // library and headers relative to itself.
     let stage = dir.path().join("stage");
-    install_staged(Some(&stage), Path::new("/usr"));
+    make_install("install-lib", Some(&stage), Path::new("/usr"));
     let prefix = dir.path().join("moved");
     std::fs::rename(stage.join("usr"), &prefix).unwrap();
     let pkg = |args: &[&str]| {
@@ -278,7 +297,7 @@ fn the_examples_build_against_the_installed_prefix_with_cmake_find_package() {
     // Installed in one place, then moved: the package config finds its files relative to
     // itself.
     let first = dir.path().join("first");
-    install(&first);
+    install_lib(&first);
     let prefix = dir.path().join("moved");
     std::fs::rename(&first, &prefix).unwrap();
 
