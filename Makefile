@@ -68,7 +68,8 @@ test-bindings:
 ## (debootstrap, cached under target/debootstrap/): the C quickstart built there against the
 ## installed -dev package, a demo publisher's container, and the installed server started
 ## from its unit's ExecStart line and answering. `make test` runs it on the debug build.
-test-packages: deps build
+test-packages: deps
+	$(MAKE) --no-print-directory build
 	scripts/test-packages.sh $(REL)
 
 ## model-check: the nightly model check of seat counting (tests/model.rs): 100,000 cases
@@ -131,7 +132,9 @@ SUBST   := -e 's|@PREFIX@|$(PREFIX)|g; s|@LIBDIR@|$(LIBDIR)|g; s|@INCDIR@|$(INCD
            -e 's|@PC_PREFIX_REL@|$(PC_PREFIX_REL)|g; s|@PC_LIB_REL@|$(PC_LIB_REL)|g; s|@PC_INC_REL@|$(PC_INC_REL)|g' \
            -e 's|@LIB_REL@|$(LIB_REL)|g; s|@INC_REL@|$(INC_REL)|g; s|@SIZEOF_VOID_P@|$(PTR_BYTES)|g'
 
-install: build install-files
+# Built first, then installed (also under make -j).
+install: build
+	$(MAKE) --no-print-directory install-files
 
 install-files: install-lib install-tools install-server
 	@echo "installed libtessera $(VERSION) and the tools under $(DESTDIR)$(PREFIX)"
@@ -171,7 +174,8 @@ install-server:
 
 ## deb: Debian packages (libtessera0, libtessera-dev, tessera, tessera-server) in target/deb,
 ## built with dpkg-deb from trees staged by `make install-files` (scripts/make-deb.sh)
-deb: build deb-files
+deb: build
+	$(MAKE) --no-print-directory deb-files
 
 deb-files:
 	scripts/make-deb.sh $(REL) target/deb
