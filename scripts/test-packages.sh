@@ -77,8 +77,10 @@ DEBS=("$WORK"/debs/*.deb)
 deps=$(for d in "${DEBS[@]}"; do dpkg-deb -f "$d" Depends; done | tr ',' '\n' \
     | sed 's/|.*//; s/(.*//; s/ //g' | grep -v -e '^$' -e '^libtessera' -e '^tessera' | sort -u | tr '\n' ' ')
 EXTRA="gcc libc6-dev pkg-config $deps"
-MIRROR=${DEBOOTSTRAP_MIRROR:-$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null \
-    | grep -v security | sed -n 1p)}
+# The mirror apt uses here (deb822 sources, else sources.list), else Debian's own.
+MIRROR=${DEBOOTSTRAP_MIRROR:-$( { sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/*.sources
+    sed -n 's/^deb \(\[[^]]*\] \)\{0,1\}\([^ ]*\) .*/\2/p' /etc/apt/sources.list; } 2>/dev/null \
+    | grep -v security | sed -n 1p || true)}
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 key=$(printf '%s\n' "$SUITE" "$MIRROR" "$EXTRA" | sha256sum | cut -c1-12)
 TARBALL=${TESSERA_DEB_ROOT_TARBALL:-$CACHE/$SUITE-minbase-$key.tar.gz}
