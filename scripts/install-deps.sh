@@ -34,6 +34,9 @@ have protoc || need+=(protobuf-compiler)   # etcd-client compiles etcd's gRPC pr
 [ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)   # which import these
 have etcd || need+=(etcd-server)           # the license-server pool's tests start their own etcd
 have etcdctl || need+=(etcd-client)
+have dpkg-shlibdeps || need+=(dpkg-dev)   # make deb: the packages' Depends
+have debootstrap || need+=(debootstrap)   # the packages' test installs them in a fresh root
+have unshare || need+=(util-linux)         # ... run in namespaces of its own
 
 if ((${#need[@]})); then
     echo "install-deps: installing ${need[*]}"
