@@ -1355,6 +1355,7 @@ fn tessera_admin_commands_talk_to_the_api() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("server:       test-server"), "{out}");
     assert!(out.contains("seats in use: 1 of 2"), "{out}");
+    assert!(out.contains("1 handle(s) hold them"), "{out}");
 
     let (code, out, _) = tessera_admin(&[&srv[..], &["licenses"]].concat(), tok);
     assert_eq!(code, 0);

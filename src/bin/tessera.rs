@@ -318,11 +318,16 @@ fn admin(a: AdminArgs, json: bool) -> Result<()> {
                 field(&s, "admin_listen"),
                 field(&s, "auth")
             );
+            // Handles: the acquires holding those seats (not known in a pool).
+            let handles = s
+                .get("handles")
+                .and_then(serde_json::Value::as_u64)
+                .map(|h| format!("; {h} handle(s) hold them"))
+                .unwrap_or_default();
             println!(
-                "seats in use: {} of {} ({} seats held)",
+                "seats in use: {} of {} (counted by each license's unit{handles})",
                 n("seats_in_use"),
                 n("quantity"),
-                n("seats")
             );
             println!(
                 "connections:  {} open, {} since the start",
