@@ -1444,7 +1444,7 @@ fn tessera_admin_commands_talk_to_the_api() {
     );
     assert_eq!(code, 1);
     assert!(
-        err.contains("404") && err.contains("no usage log of vendor 4660"),
+        err.contains("404") && err.contains("no usage log of vendor 0x1234"),
         "{err}"
     );
     assert!(!other.exists());

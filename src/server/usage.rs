@@ -70,7 +70,7 @@ impl CheckpointSigner for Hosted {
             }
         }
         Err(why.unwrap_or_else(|| {
-            Error::NoLicense(format!("no container of vendor {vendor_id} is hosted"))
+            Error::NoLicense(format!("no container of vendor {vendor_id:#x} is hosted"))
         }))
     }
 }
@@ -212,7 +212,7 @@ impl LogFile {
             })?;
             if end.chain.header.vendor_id != vendor_id {
                 return Err(Error::Tampered(format!(
-                    "usage log {}: header: it is the log of vendor {}, not {vendor_id}",
+                    "usage log {}: header: it is the log of vendor {:#x}, not {vendor_id:#x}",
                     path.display(),
                     end.chain.header.vendor_id
                 )));
@@ -597,7 +597,7 @@ fn open_slot(options: &UsageOptions, vendor_id: u32) -> Slot {
         }
         Err(e) => {
             let why = format!(
-                "{e}; nothing is appended to it and no seats of vendor {vendor_id} are granted \
+                "{e}; nothing is appended to it and no seats of vendor {vendor_id:#x} are granted \
                  until it is moved aside (keep it: the publisher may ask for it)"
             );
             error!(log = %path.display(), "usage log refused: {why}");
@@ -924,8 +924,12 @@ impl UsageLog {
                         [] => return Err(Error::NoLicense("no usage log on this server".into())),
                         _ => {
                             return Err(Error::InvalidArgument(format!(
-                                "this server keeps the usage logs of vendors {vs:?}: name one \
-                                 (vendor=ID)"
+                                "this server keeps the usage logs of vendors {}: name one \
+                                 (vendor=ID)",
+                                vs.iter()
+                                    .map(|v| crate::publisher::vendor_hex(*v))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
                             )));
                         }
                     }
@@ -934,12 +938,12 @@ impl UsageLog {
             match logs.slots.get(&vendor) {
                 None => {
                     return Err(Error::NoLicense(format!(
-                        "no usage log of vendor {vendor} on this server"
+                        "no usage log of vendor {vendor:#x} on this server"
                     )));
                 }
                 Some(Slot::Refused(why)) => {
                     return Err(Error::Tampered(format!(
-                        "the usage log of vendor {vendor} is refused: {why}"
+                        "the usage log of vendor {vendor:#x} is refused: {why}"
                     )));
                 }
                 Some(Slot::Open(_)) => {}
@@ -1110,7 +1114,7 @@ mod tests {
             let mut e = self.0.lock().unwrap();
             if vendor_id != e.state().vendor_id {
                 return Err(Error::NoLicense(format!(
-                    "no container of vendor {vendor_id}"
+                    "no container of vendor {vendor_id:#x}"
                 )));
             }
             let ctx = RequestContext {
@@ -1344,7 +1348,10 @@ mod tests {
         bytes[at] ^= 0x40;
         std::fs::write(&path, &bytes).unwrap();
         let e = LogFile::open(&path, 78, [5; 32], "s").err().unwrap();
-        assert!(e.to_string().contains("the log of vendor 77"), "{e}");
+        assert!(
+            e.to_string().contains("the log of vendor 0x4d, not 0x4e"),
+            "{e}"
+        );
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
         // Not a log at all.
         std::fs::write(&path, b"something else entirely, longer than a header").unwrap();

@@ -179,7 +179,7 @@ impl Server {
             warn!(problem = %p, "container not hosted");
         }
         for c in &hosted.containers {
-            info!(serial = %c.serial, vendor = c.vendor_id, licenses = c.licenses.len(), "hosting container");
+            info!(serial = %c.serial, vendor = %crate::publisher::vendor_hex(c.vendor_id), licenses = c.licenses.len(), "hosting container");
         }
         let durability = if config.fsync {
             Durability::PowerLoss

@@ -142,7 +142,9 @@ impl Server {
         if candidates.is_empty() {
             return Err(Error::NoLicense(format!(
                 "server {} hosts no license for vendor {} product {}",
-                self.config.name, want.vendor_id, want.product_code
+                self.config.name,
+                crate::publisher::vendor_hex(want.vendor_id),
+                want.product_code
             )));
         }
         let mut best: Option<(Error, &crate::license::License)> = None;
@@ -378,7 +380,7 @@ impl Server {
         let candidates = hosting.hosted.find(vendor_id, product_code);
         if candidates.is_empty() {
             return Err(Error::NoLicense(format!(
-                "server {} hosts no license for vendor {vendor_id} product {product_code}",
+                "server {} hosts no license for vendor {vendor_id:#x} product {product_code}",
                 self.config.name
             )));
         }

@@ -132,7 +132,7 @@ impl Server {
         let candidates = hosting.hosted.find(vendor_id, product_code);
         if candidates.is_empty() {
             return Err(Error::NoLicense(format!(
-                "server {} hosts no license for vendor {vendor_id} product {product_code}",
+                "server {} hosts no license for vendor {vendor_id:#x} product {product_code}",
                 self.config.name
             )));
         }
@@ -295,7 +295,7 @@ impl Server {
         let candidates = hosting.hosted.find(vendor_id, product_code);
         if candidates.is_empty() {
             return Err(Error::NoLicense(format!(
-                "server {} hosts no license for vendor {vendor_id} product {product_code}",
+                "server {} hosts no license for vendor {vendor_id:#x} product {product_code}",
                 self.config.name
             )));
         }
