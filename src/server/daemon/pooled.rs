@@ -8,15 +8,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::requests::{Lend, Peer, Want};
+use super::requests::{Closest, Lend, Peer, Want};
 use super::{Hosting, Server};
 use crate::container::protocol::{Request, Response};
 use crate::license::License;
-use crate::license::borrow::{self, BorrowGrant};
+use crate::license::borrow;
 use crate::net::proto::{NetResponse, SeatGrant, ServedLicense};
 use crate::server::pool::EtcdSeats;
 use crate::server::pool::members::{Members, Served, Signer};
-use crate::server::seats::{AcquireSpec, BorrowSpec, Borrowed, SeatId};
+use crate::server::seats::{AcquireSpec, BorrowSpec, SeatId};
 use crate::server::usage;
 use crate::util::now_ms;
 use crate::{Error, Result};
@@ -140,22 +140,9 @@ impl Server {
         let hosting = self.hosting();
         let candidates = hosting.hosted.find(want.vendor_id, want.product_code);
         if candidates.is_empty() {
-            return Err(Error::NoLicense(format!(
-                "server {} hosts no license for vendor {} product {}",
-                self.config.name,
-                crate::publisher::vendor_hex(want.vendor_id),
-                want.product_code
-            )));
+            return Err(self.no_license_here(want.vendor_id, want.product_code));
         }
-        let mut best: Option<(Error, &crate::license::License)> = None;
-        let mut keep = |e: Error, lic| {
-            if best
-                .as_ref()
-                .is_none_or(|(b, _)| e.specificity() > b.specificity())
-            {
-                best = Some((e, lic));
-            }
-        };
+        let mut closest = Closest::new();
         for (ci, li) in candidates {
             let c = &hosting.hosted.containers[ci];
             let lic = &c.licenses[li];
@@ -164,7 +151,7 @@ impl Server {
                 .and_then(|()| c.keep_hosting())
                 .and_then(|()| self.pool_quorum(lic))
             {
-                keep(e, lic);
+                closest.keep(e, lic);
                 continue;
             }
             let spec = AcquireSpec {
@@ -199,24 +186,10 @@ impl Server {
                 }
                 // etcd unreachable: a transient error, never a refusal.
                 Err(e @ Error::Timeout(_)) => return Err(e),
-                Err(e) => keep(e, lic),
+                Err(e) => closest.keep(e, lic),
             }
         }
-        match best {
-            Some((e, lic)) => {
-                let denied = usage::denied(
-                    lic,
-                    &want.seat_id,
-                    client,
-                    &hello.host,
-                    &peer.client_info,
-                    &e,
-                );
-                self.committer.submit_lazy_with(Vec::new(), vec![denied]);
-                Err(e)
-            }
-            None => Err(Error::NoLicense("no license fits".into())),
-        }
+        Err(closest.refuse(self, &want.seat_id, client, peer))
     }
 
     /// `Renew` on the pool: the seats' etcd leases kept alive.
@@ -379,20 +352,9 @@ impl Server {
         let hosting = self.hosting();
         let candidates = hosting.hosted.find(vendor_id, product_code);
         if candidates.is_empty() {
-            return Err(Error::NoLicense(format!(
-                "server {} hosts no license for vendor {vendor_id:#x} product {product_code}",
-                self.config.name
-            )));
+            return Err(self.no_license_here(vendor_id, product_code));
         }
-        let mut best: Option<(Error, &crate::license::License)> = None;
-        let mut keep = |e: Error, lic| {
-            if best
-                .as_ref()
-                .is_none_or(|(b, _)| e.specificity() > b.specificity())
-            {
-                best = Some((e, lic));
-            }
-        };
+        let mut closest = Closest::new();
         for (ci, li) in candidates {
             let c = &hosting.hosted.containers[ci];
             let lic = &c.licenses[li];
@@ -417,41 +379,20 @@ impl Server {
                 Ok(()) => {}
                 Err(e @ Error::Timeout(_)) => return Err(e),
                 Err(e) => {
-                    keep(e, lic);
+                    closest.keep(e, lic);
                     continue;
                 }
             }
-            let container = c.clone();
-            let request = Request::Lend {
-                license_id: lic.license_id,
-                seat_id,
-                borrower: borrower.clone(),
-                days,
-            };
-            let lent = tokio::task::spawn_blocking(move || container.call(request))
-                .await
-                .map_err(|e| Error::Internal(format!("container task: {e}")))?;
-            let (grant, certificate) = match lent {
-                Ok(Response::Lent { grant, certificate }) => (grant, certificate),
-                Ok(other) => {
-                    return Err(Error::malformed("container answer", format!("{other:?}")));
-                }
+            let record = match self
+                .lend_in(c, lic, seat_id, &borrower, days, &req, peer)
+                .await?
+            {
+                Ok(r) => r,
                 Err(e) => {
-                    keep(e, lic);
+                    closest.keep(e, lic);
                     continue;
                 }
             };
-            let g = BorrowGrant::parse_unverified(&grant)?;
-            let record = Arc::new(Borrowed {
-                borrower_key: req.sign_key,
-                borrower_serial: req.serial.clone(),
-                hostname: peer.holder.hostname.clone(),
-                user: peer.holder.session.clone(),
-                issued_at: g.issued_at,
-                until: g.until,
-                grant,
-                certificate,
-            });
             let spec = BorrowSpec {
                 now_ms: now_ms(),
                 ..spec
@@ -474,25 +415,11 @@ impl Server {
                     {
                         return Ok(again);
                     }
-                    keep(e, lic)
+                    closest.keep(e, lic)
                 }
             }
         }
-        match best {
-            Some((e, lic)) => {
-                let denied = usage::denied(
-                    lic,
-                    &seat_id,
-                    client,
-                    &peer.hello.host,
-                    &peer.client_info,
-                    &e,
-                );
-                self.committer.submit_lazy_with(Vec::new(), vec![denied]);
-                Err(e)
-            }
-            None => Err(Error::NoLicense("no license fits".into())),
-        }
+        Err(closest.refuse(self, &seat_id, client, peer))
     }
 
     /// `Return` on the pool: signed by the borrowing container; freed at once.

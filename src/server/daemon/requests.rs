@@ -131,12 +131,9 @@ impl Server {
         let hosting = self.hosting();
         let candidates = hosting.hosted.find(vendor_id, product_code);
         if candidates.is_empty() {
-            return Err(Error::NoLicense(format!(
-                "server {} hosts no license for vendor {vendor_id:#x} product {product_code}",
-                self.config.name
-            )));
+            return Err(self.no_license_here(vendor_id, product_code));
         }
-        let mut best: Option<(Error, &crate::license::License)> = None;
+        let mut closest = Closest::new();
         let now = now_ms();
         for (ci, li) in candidates {
             let c = &hosting.hosted.containers[ci];
@@ -148,12 +145,7 @@ impl Server {
                 .and_then(|()| c.keep_hosting())
                 .and_then(|()| self.pool_quorum(lic))
             {
-                if best
-                    .as_ref()
-                    .is_none_or(|(b, _)| e.specificity() > b.specificity())
-                {
-                    best = Some((e, lic));
-                }
+                closest.keep(e, lic);
                 continue;
             }
             let spec = AcquireSpec {
@@ -234,24 +226,11 @@ impl Server {
                     }));
                 }
                 Err(e) => {
-                    if best
-                        .as_ref()
-                        .is_none_or(|(b, _)| e.specificity() > b.specificity())
-                    {
-                        best = Some((e, lic));
-                    }
+                    closest.keep(e, lic);
                 }
             }
         }
-        match best {
-            Some((e, lic)) => {
-                let denied =
-                    usage::denied(lic, &seat_id, client, &hello.host, &peer.client_info, &e);
-                self.committer.submit_lazy_with(Vec::new(), vec![denied]);
-                Err(e)
-            }
-            None => Err(Error::NoLicense("no license fits".into())),
-        }
+        Err(closest.refuse(self, &seat_id, client, peer))
     }
 
     /// Lends a seat (`license::borrow`): the license as an acquire finds it, which must
@@ -294,20 +273,9 @@ impl Server {
         let hosting = self.hosting();
         let candidates = hosting.hosted.find(vendor_id, product_code);
         if candidates.is_empty() {
-            return Err(Error::NoLicense(format!(
-                "server {} hosts no license for vendor {vendor_id:#x} product {product_code}",
-                self.config.name
-            )));
+            return Err(self.no_license_here(vendor_id, product_code));
         }
-        let mut best: Option<(Error, &crate::license::License)> = None;
-        let mut keep = |e: Error, lic| {
-            if best
-                .as_ref()
-                .is_none_or(|(b, _)| e.specificity() > b.specificity())
-            {
-                best = Some((e, lic));
-            }
-        };
+        let mut closest = Closest::new();
         for (ci, li) in candidates {
             let c = &hosting.hosted.containers[ci];
             let lic = &c.licenses[li];
@@ -328,43 +296,22 @@ impl Server {
                 .and_then(|()| borrow::borrow_until(lic, days, spec.now_ms / 1000).map(drop))
                 .and_then(|()| self.table()?.check_borrow(&spec));
             if let Err(e) = fits {
-                keep(e, lic);
+                closest.keep(e, lic);
                 continue;
             }
             // The container lends (signs); the table counts. The table is not held while
             // the container works: it checks the quantity again when the seat goes in, and a
             // grant refused then is never answered, so it is worth nothing.
-            let container = c.clone();
-            let request = Request::Lend {
-                license_id: lic.license_id,
-                seat_id,
-                borrower: borrower.clone(),
-                days,
-            };
-            let lent = tokio::task::spawn_blocking(move || container.call(request))
-                .await
-                .map_err(|e| Error::Internal(format!("container task: {e}")))?;
-            let (grant, certificate) = match lent {
-                Ok(Response::Lent { grant, certificate }) => (grant, certificate),
-                Ok(other) => {
-                    return Err(Error::malformed("container answer", format!("{other:?}")));
-                }
+            let record = match self
+                .lend_in(c, lic, seat_id, &borrower, days, &req, peer)
+                .await?
+            {
+                Ok(r) => r,
                 Err(e) => {
-                    keep(e, lic);
+                    closest.keep(e, lic);
                     continue;
                 }
             };
-            let g = BorrowGrant::parse_unverified(&grant)?;
-            let record = Arc::new(Borrowed {
-                borrower_key: req.sign_key,
-                borrower_serial: req.serial.clone(),
-                hostname: peer.holder.hostname.clone(),
-                user: peer.holder.session.clone(),
-                issued_at: g.issued_at,
-                until: g.until,
-                grant,
-                certificate,
-            });
             let spec = BorrowSpec {
                 now_ms: now_ms(),
                 ..spec
@@ -412,25 +359,11 @@ impl Server {
                     if let Some(again) = self.lent_again(&seat_id, &req.sign_key).await? {
                         return Ok(again);
                     }
-                    keep(e, lic)
+                    closest.keep(e, lic)
                 }
             }
         }
-        match best {
-            Some((e, lic)) => {
-                let denied = usage::denied(
-                    lic,
-                    &seat_id,
-                    client,
-                    &peer.hello.host,
-                    &peer.client_info,
-                    &e,
-                );
-                self.committer.submit_lazy_with(Vec::new(), vec![denied]);
-                Err(e)
-            }
-            None => Err(Error::NoLicense("no license fits".into())),
-        }
+        Err(closest.refuse(self, &seat_id, client, peer))
     }
 
     /// The grant of seat `seat_id` when it is lent to the container with key `borrower`, once
@@ -819,4 +752,106 @@ fn printable(s: &str) -> String {
         .take(256)
         .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
         .collect()
+}
+
+/// The license that came closest to granting a request, and why it did not: the most
+/// specific refusal among the candidates (`Error::specificity`).
+pub(super) struct Closest<'a> {
+    best: Option<(Error, &'a crate::license::License)>,
+}
+
+impl<'a> Closest<'a> {
+    pub(super) fn new() -> Closest<'a> {
+        Closest { best: None }
+    }
+
+    /// Keeps `e`, the refusal of `lic`, if it says more than the one kept.
+    pub(super) fn keep(&mut self, e: Error, lic: &'a crate::license::License) {
+        if self
+            .best
+            .as_ref()
+            .is_none_or(|(b, _)| e.specificity() > b.specificity())
+        {
+            self.best = Some((e, lic));
+        }
+    }
+
+    /// The refusal the client gets, written to the usage log as a denial of `seat_id`.
+    pub(super) fn refuse(
+        self,
+        server: &Server,
+        seat_id: &SeatId,
+        client: &[u8; 32],
+        peer: &Peer,
+    ) -> Error {
+        match self.best {
+            Some((e, lic)) => {
+                let denied = usage::denied(
+                    lic,
+                    seat_id,
+                    client,
+                    &peer.hello.host,
+                    &peer.client_info,
+                    &e,
+                );
+                server.committer.submit_lazy_with(Vec::new(), vec![denied]);
+                e
+            }
+            None => Error::NoLicense("no license fits".into()),
+        }
+    }
+}
+
+impl Server {
+    /// The refusal of a request for a product this server hosts no license of.
+    pub(super) fn no_license_here(&self, vendor_id: u32, product_code: u32) -> Error {
+        Error::NoLicense(format!(
+            "server {} hosts no license for vendor {vendor_id:#x} product {product_code}",
+            self.config.name
+        ))
+    }
+
+    /// Has the container `c` lend a seat of `lic` to the borrowing container `req`
+    /// (`borrower`: its request as sent) and makes the seat's record. `Ok(Err(e))`: the
+    /// container refused (the next candidate may lend); `Err`: the request fails.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn lend_in(
+        &self,
+        c: &Arc<crate::server::hosted::HostedContainer>,
+        lic: &crate::license::License,
+        seat_id: SeatId,
+        borrower: &[u8],
+        days: u32,
+        req: &crate::license::activation::ActivationRequest,
+        peer: &Peer,
+    ) -> Result<std::result::Result<Arc<Borrowed>, Error>> {
+        let container = Arc::clone(c);
+        let request = Request::Lend {
+            license_id: lic.license_id,
+            seat_id,
+            borrower: borrower.to_vec(),
+            days,
+        };
+        let lent = tokio::task::spawn_blocking(move || container.call(request))
+            .await
+            .map_err(|e| Error::Internal(format!("container task: {e}")))?;
+        let (grant, certificate) = match lent {
+            Ok(Response::Lent { grant, certificate }) => (grant, certificate),
+            Ok(other) => {
+                return Err(Error::malformed("container answer", format!("{other:?}")));
+            }
+            Err(e) => return Ok(Err(e)),
+        };
+        let g = BorrowGrant::parse_unverified(&grant)?;
+        Ok(Ok(Arc::new(Borrowed {
+            borrower_key: req.sign_key,
+            borrower_serial: req.serial.clone(),
+            hostname: peer.holder.hostname.clone(),
+            user: peer.holder.session.clone(),
+            issued_at: g.issued_at,
+            until: g.until,
+            grant,
+            certificate,
+        })))
+    }
 }
