@@ -100,10 +100,12 @@ enum AdminCommand {
     },
     /// Re-read the server's configuration (lease times, admin token, containers).
     Reload,
-    /// Print the admin page's link for a browser on this machine. Without an admin token
-    /// on the server it carries the local admin token (`#token=...`), which lets the page
-    /// revoke and reload: run it as root or the server's user (sudo). With one, the plain
-    /// address: the page asks for the admin token.
+    /// Print the admin page's link for a browser on this machine (with the local admin
+    /// token, which lets the page revoke and reload).
+    ///
+    /// Without an admin token on the server the link carries it in its fragment
+    /// (`#token=...`): run this as root or the server's user (sudo). With an admin token,
+    /// the plain address: the page asks for it.
     Page,
     /// Download the server's usage log, to prove usage to the publisher.
     ExportUsage {

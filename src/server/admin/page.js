@@ -58,7 +58,7 @@ function refusedToken(e) {
   if (!(e.status === 401 || e.status === 403) || !token) return "";
   keepToken("");
   return AUTH === "local"
-    ? " The local admin token was refused and is forgotten: run `sudo tessera admin page` again and open the new link, or paste the current token."
+    ? " The local admin token was refused and is forgotten: run sudo tessera admin page again and open the new link, or paste the current token."
     : " The admin token was refused and is forgotten.";
 }
 
@@ -435,7 +435,7 @@ async function refresh() {
     if (e.status === 401 && AUTH === "local" && token) {
       // A wrong local token is refused even for reading: forget it, read without it.
       keepToken("");
-      say("The local admin token was refused and is forgotten (the server makes a new one at each start): run `sudo tessera admin page` again, or paste the current token. Until then the page is read-only.", "error");
+      say("The local admin token was refused and is forgotten (the server makes a new one at each start): run sudo tessera admin page again, or paste the current token. Until then the page is read-only.", "error");
       timer = setTimeout(refresh, 0);
       return;
     }
@@ -453,7 +453,8 @@ document.addEventListener("DOMContentLoaded", () => {
     refresh();
   });
   if (AUTH === "local") {
-    $("login-why").textContent = "Revoke and reload need this server's local admin token: run `sudo tessera admin page` on this machine and open the link it prints, or paste the token.";
+    $("login-why").replaceChildren("Revoke and reload need this server's local admin token: run ",
+      el("code", { class: "mono" }, "sudo tessera admin page"), " on this machine and open the link it prints, or paste the token.");
     $("login-label").textContent = "Local admin token";
     $("login").querySelector("button").textContent = "Unlock";
     $("lock").addEventListener("click", () => keepToken(""));
