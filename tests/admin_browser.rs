@@ -218,31 +218,27 @@ impl Browser {
         }
     }
 
-    fn click(&self, css: &str) {
+    /// A WebDriver action (`click`, `value`) on the first element at `css`.
+    fn act(&self, css: &str, action: &str, body: Value) {
         let e = self
             .find_all(css)
             .into_iter()
             .next()
-            .unwrap_or_else(|| panic!("nothing to click at {css}"));
+            .unwrap_or_else(|| panic!("no element at {css} to {action}"));
         self.call(
             "POST",
-            &self.s(&format!("/element/{e}/click")),
-            Some(json!({})),
+            &self.s(&format!("/element/{e}/{action}")),
+            Some(body),
         );
+    }
+
+    fn click(&self, css: &str) {
+        self.act(css, "click", json!({}));
     }
 
     /// Types `text` into the field at `css`.
     fn type_into(&self, css: &str, text: &str) {
-        let e = self
-            .find_all(css)
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| panic!("no field at {css}"));
-        self.call(
-            "POST",
-            &self.s(&format!("/element/{e}/value")),
-            Some(json!({ "text": text })),
-        );
+        self.act(css, "value", json!({ "text": text }));
     }
 
     /// Runs `js` as an async script: it ends by calling its last argument with the result.
