@@ -610,6 +610,26 @@ fn the_admin_page_shows_a_held_seat_and_revokes_it() {
         status.contains("revoked by an administrator") && status.contains("admin page"),
         "the client got {status}"
     );
+    // Locked again, then the link opened in the same tab (only the fragment changes, the
+    // page does not load again): it takes the token all the same, and the address is clean.
+    browser.click("#lock");
+    browser.wait_true(
+        &format!("!document.getElementById('login').hidden && {locked}.every(d => d)"),
+        "the page locked",
+    );
+    assert_eq!(
+        browser.script("return sessionStorage.getItem('tessera-admin-token')"),
+        Value::Null
+    );
+    browser.goto(&link);
+    browser.wait_true(
+        &format!("document.getElementById('login').hidden && location.hash === '' && {locked}.every(d => !d)"),
+        "the page unlocked from the fragment",
+    );
+    assert_eq!(
+        browser.script("return sessionStorage.getItem('tessera-admin-token')"),
+        json!(token)
+    );
     // No script error and no Content-Security-Policy violation on the page.
     let console = browser.console();
     assert!(
