@@ -69,6 +69,16 @@ pub fn parse_local_token(text: &str) -> Option<(std::net::SocketAddr, String)> {
     }
 }
 
+/// The admin page's address, as [`AdminClient::page_link`] makes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageLink {
+    /// The address to open: with `#token=<local admin token>` when the server has no admin
+    /// token.
+    pub url: String,
+    /// The server has an admin token: the page asks for it.
+    pub needs_admin_token: bool,
+}
+
 /// An admin API at a base URL, with an optional token.
 pub struct AdminClient {
     base: String,
@@ -120,18 +130,41 @@ impl AdminClient {
     /// written for this very address, so a stranger listening on the admin port can
     /// neither make this read another file nor learn another server's token.
     pub fn local_token(&self) -> Result<String> {
-        let has_token = || {
+        self.local_token_if_any()?.ok_or_else(|| {
             AdminError::LocalToken(
                 "this server has an admin token: give it with --token or TESSERA_ADMIN_TOKEN"
                     .into(),
             )
-        };
+        })
+    }
+
+    /// The admin page's address for a browser on this machine (`tessera admin page`). On a
+    /// server without an admin token it carries the local admin token (read as
+    /// [`local_token`](Self::local_token) reads it) in its fragment, `#token=...`, which
+    /// the browser does not send and the page takes out of its address bar; on a server with
+    /// one it is the plain address, and the page asks for the admin token.
+    pub fn page_link(&self) -> Result<PageLink> {
+        let url = format!("{}/", self.base);
+        Ok(match self.local_token_if_any()? {
+            Some(token) => PageLink {
+                url: format!("{url}#token={token}"),
+                needs_admin_token: false,
+            },
+            None => PageLink {
+                url,
+                needs_admin_token: true,
+            },
+        })
+    }
+
+    /// [`local_token`](Self::local_token), or `None` when the server has an admin token.
+    fn local_token_if_any(&self) -> Result<Option<String>> {
         let status = match self.get("/api/v1/status") {
-            Err(AdminError::Refused { status: 401, .. }) => return Err(has_token()),
+            Err(AdminError::Refused { status: 401, .. }) => return Ok(None),
             r => r?,
         };
         if status.get("auth").and_then(Value::as_str) == Some("token") {
-            return Err(has_token());
+            return Ok(None);
         }
         let Some(path) = status.get("local_token_file").and_then(Value::as_str) else {
             return Err(AdminError::LocalToken(
@@ -173,7 +206,7 @@ impl AdminClient {
                 self.base
             )));
         }
-        Ok(token)
+        Ok(Some(token))
     }
 
     /// Whether the base URL names `addr` (`localhost` names the loopback addresses).

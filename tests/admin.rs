@@ -1,7 +1,8 @@
 //! The admin API of a real `tessera-server` process (`docs/SERVER.md`, Administration):
 //! what it lists, revoking a seat (and the client seeing it), reload, history, metrics, the
 //! `tessera admin` commands, and every refusal of its security model: Host and Origin
-//! checks, no CORS, POST with a token or CSRF token only, the token when one is set, body
+//! checks, no CORS, POST with a token only (on a token-less server the local admin token,
+//! never anything the page hands out), the token when one is set, body
 //! limits, malformed input, and no secret material in any answer.
 
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ use tessera::publisher::{LicenseSpec, PublisherKey};
 use tessera::util::SystemClock;
 
 mod common;
-use common::http::{self, csrf_token, get, request};
+use common::http::{self, get, local_bearer, request};
 use common::server::{ServerProc, read_line_with};
 use common::spec;
 
@@ -197,7 +198,7 @@ fn a_revoked_seat_is_gone_for_good_and_its_client_gets_lease_lost() {
         .as_str()
         .unwrap()
         .to_string();
-    let csrf = csrf_token(&admin);
+    let bearer = local_bearer(&admin);
     let b = session(&f, "host-b");
     assert!(matches!(b.acquire(1, 0, false), Err(Error::NoSeat { .. })));
 
@@ -206,7 +207,7 @@ fn a_revoked_seat_is_gone_for_good_and_its_client_gets_lease_lost() {
         "POST",
         &format!("/api/v1/seats/{id}/revoke"),
         &[
-            ("X-Tessera-CSRF", &csrf),
+            ("Authorization", &bearer),
             ("Content-Type", "application/json"),
         ],
         br#"{"reason": "test"}"#,
@@ -231,7 +232,7 @@ fn a_revoked_seat_is_gone_for_good_and_its_client_gets_lease_lost() {
         &admin,
         "POST",
         &format!("/api/v1/seats/{id}/revoke"),
-        &[("X-Tessera-CSRF", &csrf)],
+        &[("Authorization", &bearer)],
         b"",
     );
     assert_eq!(again.status, 404, "{again:?}");
@@ -253,9 +254,9 @@ fn unknown_and_malformed_seat_ids_are_refused_and_nothing_changes() {
     let a = session(&f, "host-a");
     let _seat = a.acquire(1, 0, false).unwrap();
     let admin = &f.server.admin;
-    let csrf = csrf_token(admin);
+    let bearer = local_bearer(admin);
     let post =
-        |path: &str, body: &[u8]| request(admin, "POST", path, &[("X-Tessera-CSRF", &csrf)], body);
+        |path: &str, body: &[u8]| request(admin, "POST", path, &[("Authorization", &bearer)], body);
     let r = post(&format!("/api/v1/seats/{}/revoke", "ab".repeat(16)), b"");
     assert_eq!(
         (r.status, r.error().contains("no live seat")),
@@ -294,7 +295,7 @@ fn unknown_and_malformed_seat_ids_are_refused_and_nothing_changes() {
         admin,
         "POST",
         &path,
-        &[("X-Tessera-CSRF", &csrf), ("Content-Length", "10485760")],
+        &[("Authorization", &bearer), ("Content-Length", "10485760")],
         b"{",
     );
     assert_eq!(r.status, 413, "{r:?}");
@@ -305,7 +306,7 @@ fn unknown_and_malformed_seat_ids_are_refused_and_nothing_changes() {
         admin,
         "POST",
         &path,
-        &[("X-Tessera-CSRF", &csrf), ("Transfer-Encoding", "chunked")],
+        &[("Authorization", &bearer), ("Transfer-Encoding", "chunked")],
         &chunked,
     );
     assert_eq!(r.status, 413, "{r:?}");
@@ -332,8 +333,12 @@ fn unknown_and_malformed_seat_ids_are_refused_and_nothing_changes() {
     assert!(m.contains("tessera_revocations_total 0\n"), "{m}");
 }
 
+/// Issue 18, point 7: on a server without an admin token, anyone on its machine may load
+/// the page and read, but what the page hands out (the page itself, its headers, anything in
+/// it) changes nothing: a change needs the local admin token, which only root and the
+/// server's user can read. Only POST changes state, and there is no CORS.
 #[test]
-fn state_changes_need_post_and_the_csrf_token_and_there_is_no_cors() {
+fn a_change_needs_the_local_admin_token_not_what_the_page_hands_out_and_there_is_no_cors() {
     let f = fixture(&[spec(1, 5, CountingUnit::Handle)]);
     let a = session(&f, "host-a");
     let _seat = a.acquire(1, 0, false).unwrap();
@@ -343,34 +348,87 @@ fn state_changes_need_post_and_the_csrf_token_and_there_is_no_cors() {
         .unwrap()
         .to_string();
     let path = format!("/api/v1/seats/{id}/revoke");
-    let csrf = csrf_token(admin);
-    assert_eq!(csrf.len(), 64, "a 256-bit token: {csrf}");
+    let bearer = local_bearer(admin);
+    let local = bearer.trim_start_matches("Bearer ").to_string();
+    assert_eq!(local.len(), 64, "a 256-bit token: {local}");
 
-    // No token, a wrong one, one of the wrong length, the right one in the wrong header.
-    for headers in [
-        vec![],
-        vec![("X-Tessera-CSRF", "0".repeat(64))],
-        vec![("X-Tessera-CSRF", csrf[..32].to_string())],
-        vec![("X-CSRF-Token", csrf.clone())],
-        vec![("Cookie", format!("csrf={csrf}"))],
-    ] {
-        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let r = request(admin, "POST", &path, &h, b"");
-        assert_eq!(r.status, 403, "{headers:?}: {r:?}");
-        assert!(r.error().contains("CSRF"), "{r:?}");
-    }
-    // A bearer token on a server without one is wrong, whatever it is.
-    let r = request(
-        admin,
-        "POST",
-        &path,
-        &[("Authorization", "Bearer anything-at-all-here")],
-        b"",
+    // What any local user gets from the page: its body, its headers, its script.
+    let page = get(admin, "/", &[]);
+    assert_eq!(page.status, 200, "{page:?}");
+    assert!(
+        page.body
+            .contains("name=\"tessera-auth\" content=\"local\""),
+        "{}",
+        page.body
     );
-    assert_eq!(r.status, 401, "{r:?}");
+    let script = get(admin, "/admin.js", &[]);
+    for answer in [&page, &script] {
+        assert!(
+            !answer.body.contains(&local),
+            "the page hands out the token"
+        );
+        assert!(!answer.body.contains("tessera-csrf"), "{}", answer.body);
+        assert!(answer.header("set-cookie").is_none(), "{answer:?}");
+    }
+    // Every value the page's meta tags carry, in every header a page could send it in.
+    let metas: Vec<String> = page
+        .body
+        .split("<meta ")
+        .skip(1)
+        .filter_map(|m| m.split("content=\"").nth(1))
+        .filter_map(|c| c.split('"').next())
+        .map(str::to_string)
+        .collect();
+    assert!(!metas.is_empty(), "{}", page.body);
+    let mut attempts: Vec<Vec<(String, String)>> = vec![vec![]];
+    for v in &metas {
+        attempts.push(vec![("X-Tessera-CSRF".into(), v.clone())]);
+        attempts.push(vec![("Cookie".into(), format!("csrf={v}"))]);
+    }
+    attempts.push(vec![("X-Tessera-CSRF".into(), local.clone())]);
+    for headers in &attempts {
+        let h: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        for target in [path.as_str(), "/api/v1/reload"] {
+            let r = request(admin, "POST", target, &h, b"");
+            assert_eq!(r.status, 403, "{target} {headers:?}: {r:?}");
+            assert!(
+                r.header("content-type")
+                    .is_some_and(|c| c.starts_with("application/json")),
+                "{r:?}"
+            );
+            let e = r.error();
+            assert!(
+                e.contains("local admin token") && e.contains("sudo tessera admin page"),
+                "{e}"
+            );
+        }
+    }
+    // Reading needs nothing on this machine.
+    for read in [
+        "/api/v1/status",
+        "/api/v1/seats",
+        "/api/v1/licenses",
+        "/metrics",
+    ] {
+        assert_eq!(get(admin, read, &[]).status, 200, "{read}");
+    }
+    // A bearer token that is not the local one is wrong, whatever it is (also for reading).
+    for wrong in [
+        "Bearer anything-at-all-here".to_string(),
+        format!("Bearer {}", "0".repeat(64)),
+        format!("Bearer {}", &local[..32]),
+    ] {
+        let r = request(admin, "POST", &path, &[("Authorization", &wrong)], b"");
+        assert_eq!(r.status, 401, "{r:?}");
+        let r = get(admin, "/api/v1/seats", &[("Authorization", &wrong)]);
+        assert_eq!(r.status, 401, "{r:?}");
+    }
     // Only POST changes state: GET, PUT, DELETE on the revoke path are 405.
     for method in ["GET", "PUT", "DELETE", "PATCH"] {
-        let r = request(admin, method, &path, &[("X-Tessera-CSRF", &csrf)], b"");
+        let r = request(admin, method, &path, &[("Authorization", &bearer)], b"");
         assert_eq!(r.status, 405, "{method}: {r:?}");
         assert!(r.error().contains("not allowed"), "{r:?}");
     }
@@ -382,7 +440,7 @@ fn state_changes_need_post_and_the_csrf_token_and_there_is_no_cors() {
         &[
             ("Origin", "http://evil.example"),
             ("Access-Control-Request-Method", "POST"),
-            ("Access-Control-Request-Headers", "x-tessera-csrf"),
+            ("Access-Control-Request-Headers", "authorization"),
         ],
         b"",
     );
@@ -402,8 +460,18 @@ fn state_changes_need_post_and_the_csrf_token_and_there_is_no_cors() {
         1,
         "every refusal left the seat alone"
     );
-    // The same request with the page's token goes through.
-    let r = request(admin, "POST", &path, &[("X-Tessera-CSRF", &csrf)], b"");
+    let m = get(admin, "/metrics", &[]).body;
+    assert!(m.contains("tessera_reloads_total 0\n"), "{m}");
+    // The same requests with the local admin token go through.
+    let r = request(
+        admin,
+        "POST",
+        "/api/v1/reload",
+        &[("Authorization", &bearer)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = request(admin, "POST", &path, &[("Authorization", &bearer)], b"");
     assert_eq!(r.status, 200, "{r:?}");
     assert!(seats(admin, &[]).is_empty());
 }
@@ -415,7 +483,7 @@ fn foreign_hosts_and_origins_are_refused() {
     let _seat = a.acquire(1, 0, false).unwrap();
     let admin = &f.server.admin;
     let port = admin.rsplit(':').next().unwrap();
-    let csrf = csrf_token(admin);
+    let bearer = local_bearer(admin);
     // DNS rebinding: a name that resolves to 127.0.0.1 but is not this server's.
     for host in [
         format!("evil.example:{port}"),
@@ -455,12 +523,12 @@ fn foreign_hosts_and_origins_are_refused() {
         format!("https://127.0.0.1:{port}"),
         format!("http://127.0.0.1:{port}.evil.example"),
     ] {
-        let r = reload(&[("Origin", &origin), ("X-Tessera-CSRF", &csrf)]);
+        let r = reload(&[("Origin", &origin), ("Authorization", &bearer)]);
         assert_eq!(r.status, 403, "{origin}: {r:?}");
         let r = get(admin, "/api/v1/seats", &[("Origin", &origin)]);
         assert_eq!(r.status, 403, "{origin}: {r:?}");
     }
-    let r = reload(&[("Sec-Fetch-Site", "cross-site"), ("X-Tessera-CSRF", &csrf)]);
+    let r = reload(&[("Sec-Fetch-Site", "cross-site"), ("Authorization", &bearer)]);
     assert_eq!(r.status, 403, "{r:?}");
     let m = get(admin, "/metrics", &[]).body;
     assert!(
@@ -471,7 +539,7 @@ fn foreign_hosts_and_origins_are_refused() {
     let own = format!("http://{admin}");
     let r = reload(&[
         ("Origin", &own),
-        ("X-Tessera-CSRF", &csrf),
+        ("Authorization", &bearer),
         ("Sec-Fetch-Site", "same-origin"),
     ]);
     assert_eq!(r.status, 200, "{r:?}");
@@ -536,20 +604,16 @@ fn with_a_token_every_api_request_needs_it() {
         let ok = get(admin, path, &[("Authorization", &auth)]);
         assert_eq!(ok.status, 200, "{path}: {ok:?}");
     }
-    // The page holds no data and no CSRF token: it asks for the token.
+    // The page holds no data and no token: it asks for the token.
     let page = get(admin, "/", &[]);
     assert_eq!(page.status, 200);
-    assert!(
-        page.body.contains("name=\"tessera-csrf\" content=\"\""),
-        "{}",
-        page.body
-    );
+    assert!(!page.body.contains("tessera-csrf"), "{}", page.body);
     assert!(
         page.body
             .contains("name=\"tessera-auth\" content=\"token\"")
     );
     assert_eq!(get(admin, "/admin.js", &[]).status, 200);
-    // State changes: a CSRF header is no substitute for the token.
+    // State changes: the retired page-token header is no substitute for the token.
     let id = seats(admin, &[("Authorization", &auth)])[0]["seat_id"]
         .as_str()
         .unwrap()
@@ -1142,12 +1206,12 @@ fn a_c_app_whose_seat_is_revoked_is_told_an_administrator_revoked_it() {
     let list = seats(admin, &[]);
     assert_eq!(list.len(), 1, "{list:?}");
     let id = list[0]["seat_id"].as_str().unwrap().to_string();
-    let csrf = csrf_token(admin);
+    let bearer = local_bearer(admin);
     let r = request(
         admin,
         "POST",
         &format!("/api/v1/seats/{id}/revoke"),
-        &[("X-Tessera-CSRF", &csrf)],
+        &[("Authorization", &bearer)],
         br#"{"reason": "licence moved to the night shift"}"#,
     );
     assert_eq!(r.status, 200, "{r:?}");
@@ -1239,7 +1303,7 @@ fn reload_rescans_containers_and_applies_what_it_can() {
     let mut server =
         ServerProc::start_with(&dir.path().join("state"), &home, 0, &["--config", cfg]);
     let admin = server.admin.clone();
-    let csrf = csrf_token(&admin);
+    let bearer = local_bearer(&admin);
     let licenses = |admin: &str| {
         get(admin, "/api/v1/licenses", &[]).json()["licenses"]
             .as_array()
@@ -1258,7 +1322,7 @@ fn reload_rescans_containers_and_applies_what_it_can() {
         &admin,
         "POST",
         "/api/v1/reload",
-        &[("X-Tessera-CSRF", &csrf)],
+        &[("Authorization", &bearer)],
         b"",
     );
     assert_eq!(r.status, 200, "{r:?}");
@@ -1289,7 +1353,7 @@ fn reload_rescans_containers_and_applies_what_it_can() {
         &admin,
         "POST",
         "/api/v1/reload",
-        &[("X-Tessera-CSRF", &csrf)],
+        &[("Authorization", &bearer)],
         b"",
     );
     assert_eq!(r.status, 422, "{r:?}");

@@ -1,11 +1,14 @@
 //! The admin page in a real browser: headless Chromium (Debian's chromium and
 //! chromium-driver, installed by `make test`) driven through chromedriver's W3C WebDriver
-//! API. The page loads from the server alone, shows a seat a running client holds, revokes
-//! it with its button, and the client's next call gets `TESSERA_E_LEASE_LOST`.
+//! API. The page loads from the server alone, shows a seat a running client holds, refuses
+//! to change anything until it has the local admin token (issue 18, point 7), revokes the
+//! seat with its button once opened from `tessera admin page`'s link, and the client's next
+//! call gets `TESSERA_E_LEASE_LOST`.
 //!
 //! The test starts and stops chromedriver, the server and the client itself; on failure it
 //! leaves a screenshot in the system's temporary directory (the path is printed).
-//! `TESSERA_ADMIN_SCREENSHOT=FILE` saves the page with the seat held (docs/admin-page.png).
+//! `TESSERA_ADMIN_SCREENSHOT=FILE` saves the page with the seat held (docs/admin-page.png),
+//! `TESSERA_ADMIN_LOCKED_SCREENSHOT=FILE` the same page before it has the local admin token.
 
 use std::io::BufReader;
 use std::net::TcpListener;
@@ -215,17 +218,48 @@ impl Browser {
         }
     }
 
-    fn click(&self, css: &str) {
+    /// A WebDriver action (`click`, `value`) on the first element at `css`.
+    fn act(&self, css: &str, action: &str, body: Value) {
         let e = self
             .find_all(css)
             .into_iter()
             .next()
-            .unwrap_or_else(|| panic!("nothing to click at {css}"));
+            .unwrap_or_else(|| panic!("no element at {css} to {action}"));
         self.call(
             "POST",
-            &self.s(&format!("/element/{e}/click")),
-            Some(json!({})),
+            &self.s(&format!("/element/{e}/{action}")),
+            Some(body),
         );
+    }
+
+    fn click(&self, css: &str) {
+        self.act(css, "click", json!({}));
+    }
+
+    /// Types `text` into the field at `css`.
+    fn type_into(&self, css: &str, text: &str) {
+        self.act(css, "value", json!({ "text": text }));
+    }
+
+    /// Runs `js` as an async script: it ends by calling its last argument with the result.
+    fn script_async(&self, js: &str) -> Value {
+        self.call(
+            "POST",
+            &self.s("/execute/async"),
+            Some(json!({ "script": js, "args": [] })),
+        )
+    }
+
+    /// Waits until `js` (an expression) is true on the page.
+    fn wait_true(&self, js: &str, what: &str) {
+        let start = Instant::now();
+        while self.script(&format!("return !!({js})")) != json!(true) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the page never showed {what} ({js})"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn script(&self, js: &str) -> Value {
@@ -428,17 +462,122 @@ fn the_admin_page_shows_a_held_seat_and_revokes_it() {
             "{r} is not from the server"
         );
     }
-    if let Ok(to) = std::env::var("TESSERA_ADMIN_SCREENSHOT") {
-        browser.screenshot(Path::new(&to));
-    }
 
-    // Revoke: the button asks to be pressed again, then the seat goes.
+    // Opened without the local admin token (as any user of this machine could): read-only,
+    // with the notice saying how to unlock it, and the buttons that change things disabled.
+    let notice = browser.wait_text("#login", "the notice", |t| t.contains("local admin token"));
+    assert!(
+        notice.contains("Revoke and reload need this server's local admin token")
+            && notice.contains("sudo tessera admin page"),
+        "{notice}"
+    );
     let seat_id = browser.script(
         "return [...document.querySelectorAll('#seats tbody tr')].find(r => r.textContent.includes('workstation-7')).dataset.seatId",
     );
     let seat_id = seat_id.as_str().unwrap().to_string();
     assert_eq!(seat_id.len(), 32);
     let button = format!("button.revoke[data-seat-id=\"{seat_id}\"]");
+    let locked = "[...document.querySelectorAll('button.revoke, #reload')].map(b => b.disabled)";
+    let disabled = browser.script(&format!("return {locked}"));
+    assert!(
+        disabled.as_array().unwrap().len() >= 4
+            && disabled.as_array().unwrap().iter().all(|d| d == true),
+        "{disabled}"
+    );
+    if let Ok(to) = std::env::var("TESSERA_ADMIN_LOCKED_SCREENSHOT") {
+        browser.screenshot(Path::new(&to));
+    }
+    // A click on the disabled button does nothing, and a script on the page that posts
+    // anyway (all the page has) is refused by the server, with a message.
+    browser.click(&button);
+    let refused = browser.script_async(&format!(
+        "const done = arguments[arguments.length - 1];
+         fetch('/api/v1/seats/{seat_id}/revoke', {{ method: 'POST',
+             headers: {{ 'Content-Type': 'application/json' }}, body: '{{}}' }})
+           .then(r => r.json().then(j => done([r.status, j.error])));"
+    ));
+    assert_eq!(refused[0], 403, "{refused}");
+    assert!(
+        refused[1].as_str().unwrap().contains("local admin token"),
+        "{refused}"
+    );
+    // A wrong token typed in is refused, forgotten and said so; the page stays read-only.
+    browser.type_into("#login-token", &"ab".repeat(32));
+    browser.click("#login button[type=submit]");
+    let msg = browser.wait_text("#message", "the wrong token refused", |t| {
+        t.contains("refused")
+    });
+    assert!(msg.contains("forgotten"), "{msg}");
+    browser.wait_true(
+        "!document.getElementById('login').hidden && !sessionStorage.getItem('tessera-admin-token')",
+        "the notice again, with no token kept",
+    );
+    browser.wait_text("#seats tbody tr", "the seats, read without a token", |t| {
+        t.contains("workstation-7")
+    });
+    assert_eq!(
+        browser.script(&format!("return {locked}.every(d => d)")),
+        json!(true)
+    );
+    assert_eq!(
+        browser.find_all("#seats tbody tr").len(),
+        4,
+        "nothing revoked"
+    );
+    // The console so far (read once, which empties it): only those refusals.
+    let console = browser.console();
+    assert!(
+        console.iter().any(|l| l.contains("status of 403")),
+        "{console:?}"
+    );
+    assert!(
+        console
+            .iter()
+            .all(|l| l.contains("status of 403") || l.contains("status of 401")),
+        "{console:?}"
+    );
+
+    // Opened with the link `sudo tessera admin page` prints: the token is taken from the
+    // fragment, kept for the tab, gone from the address bar, and the buttons work.
+    let printed = Command::new(common::bin("tessera"))
+        .args([
+            "admin",
+            "--server",
+            &format!("http://{}", server.admin),
+            "page",
+        ])
+        .env_remove("TESSERA_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(printed.status.success(), "{printed:?}");
+    let link = String::from_utf8(printed.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(link.starts_with(&format!("{url}#token=")), "{link}");
+    let token = link.rsplit('=').next().unwrap().to_string();
+    browser.goto("about:blank");
+    browser.goto(&link);
+    browser.wait_text("#seats tbody tr", "the seats", |t| {
+        t.contains("workstation-7")
+    });
+    browser.wait_true(
+        "document.getElementById('login').hidden && !document.getElementById('unlocked').hidden",
+        "the page unlocked",
+    );
+    let address = browser.script("return [location.hash, location.href, history.length]");
+    assert_eq!(address[0], "", "{address}");
+    assert_eq!(address[1], url.as_str(), "{address}");
+    assert_eq!(
+        browser.script("return sessionStorage.getItem('tessera-admin-token')"),
+        json!(token)
+    );
+    browser.wait_true(&format!("{locked}.every(d => !d)"), "the buttons enabled");
+    if let Ok(to) = std::env::var("TESSERA_ADMIN_SCREENSHOT") {
+        browser.screenshot(Path::new(&to));
+    }
+
+    // Revoke: the button asks to be pressed again, then the seat goes.
     browser.click(&button);
     browser.wait_text(&button, "the confirmation", |t| t.contains("Confirm"));
     assert_eq!(
@@ -470,6 +609,26 @@ fn the_admin_page_shows_a_held_seat_and_revokes_it() {
     assert!(
         status.contains("revoked by an administrator") && status.contains("admin page"),
         "the client got {status}"
+    );
+    // Locked again, then the link opened in the same tab (only the fragment changes, the
+    // page does not load again): it takes the token all the same, and the address is clean.
+    browser.click("#lock");
+    browser.wait_true(
+        &format!("!document.getElementById('login').hidden && {locked}.every(d => d)"),
+        "the page locked",
+    );
+    assert_eq!(
+        browser.script("return sessionStorage.getItem('tessera-admin-token')"),
+        Value::Null
+    );
+    browser.goto(&link);
+    browser.wait_true(
+        &format!("document.getElementById('login').hidden && location.hash === '' && {locked}.every(d => !d)"),
+        "the page unlocked from the fragment",
+    );
+    assert_eq!(
+        browser.script("return sessionStorage.getItem('tessera-admin-token')"),
+        json!(token)
     );
     // No script error and no Content-Security-Policy violation on the page.
     let console = browser.console();

@@ -1383,7 +1383,9 @@ impl Drop for OtherAddress {
 /// Issue 18, point 7: on a default server (no admin token), `tessera admin revoke` and
 /// `reload` work from the server's machine for root and the server's user (through the
 /// local admin token the server writes for them), are refused with a clear message for
-/// another user, and a server reached from another address still needs its token.
+/// another user, and a server reached from another address still needs its token. The same
+/// for the admin page: `tessera admin page` gives root a link whose `#token=` makes
+/// changes, and refuses another user.
 #[test]
 fn admin_changes_on_the_servers_machine_need_root_or_the_servers_user() {
     use std::os::unix::process::CommandExt;
@@ -1468,6 +1470,45 @@ fn admin_changes_on_the_servers_machine_need_root_or_the_servers_user() {
     let after = admin(&["--server", &url, "seats"], false).ok();
     assert!(after.stdout.contains("no seat is held"), "{}", after.stdout);
 
+    // The page's link: refused for another user, with the same message.
+    let seat2 = session.acquire(1, 0, false).unwrap();
+    let seats = admin(&["--server", &url, "--json", "seats"], false).ok();
+    let seats: serde_json::Value = serde_json::from_str(&seats.stdout).unwrap();
+    let id2 = seats["seats"][0]["seat_id"].as_str().unwrap().to_string();
+    let r = admin(&["--server", &url, "page"], true).fails("tessera");
+    assert!(
+        r.stderr
+            .contains(&state.join("local-admin.token").display().to_string())
+            && r.stderr.contains("only root and the server's user"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stdout.is_empty(), "{}", r.stdout);
+    // For root: the page's address with the local token in its fragment, which works as the
+    // bearer token of a revoke.
+    let link = admin(&["--server", &url, "page"], false).ok();
+    let link = link.stdout.trim().to_string();
+    let prefix = format!("{url}/#token=");
+    assert!(link.starts_with(&prefix), "{link}");
+    let json = admin(&["--server", &url, "--json", "page"], false).ok();
+    let json: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(json["url"], link.as_str());
+    let fragment_token = &link[prefix.len()..];
+    let revoke = format!("/api/v1/seats/{id2}/revoke");
+    let r = common::http::request(&server.admin, "POST", &revoke, &[], b"");
+    assert_eq!(r.status, 403, "the page alone changes nothing: {r:?}");
+    let bearer = format!("Bearer {fragment_token}");
+    let r = common::http::request(
+        &server.admin,
+        "POST",
+        &revoke,
+        &[("Authorization", &bearer)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["revoked"], id2.as_str());
+    drop(seat2);
+
     // A token presented that is neither the server's token nor its local one: refused.
     let r = admin(
         &["--server", &url, "--token", &"ab".repeat(32), "reload"],
@@ -1501,6 +1542,10 @@ fn admin_changes_on_the_servers_machine_need_root_or_the_servers_user() {
         "{}",
         r.stderr
     );
+    // Its page's link is the plain address: the page asks for the admin token.
+    let r = admin(&["--server", &url2, "page"], false).ok();
+    assert_eq!(r.stdout.trim(), format!("{url2}/"));
+    assert!(r.stderr.contains("asks for it"), "{}", r.stderr);
     let local = fs::read_to_string(state2.join("local-admin.token")).unwrap();
     let local = local.split_whitespace().last().unwrap().to_string();
     let r = admin(&["--server", &url2, "--token", &local, "reload"], false).fails("tessera");

@@ -244,7 +244,7 @@ fn failure_of(seat: &tessera::client::Seat) -> Error {
 
 #[test]
 fn a_revoke_from_any_member_frees_the_seat_and_its_holder_learns_it() {
-    use common::http::{csrf_token, request};
+    use common::http::{local_bearer, request};
     let p = pool(Etcd::single(), &[spec(1, 1, CountingUnit::Handle)], 3);
     let a = session(&p, "host-a", &[0]);
     let seat = a.acquire(1, 0, false).unwrap();
@@ -256,9 +256,9 @@ fn a_revoke_from_any_member_frees_the_seat_and_its_holder_learns_it() {
 
     // Revoked through a member that never served it.
     let admin = p.members[2].admin.clone();
-    let csrf = csrf_token(&admin);
+    let bearer = local_bearer(&admin);
     let path = format!("/api/v1/seats/{id}/revoke");
-    let r = request(&admin, "POST", &path, &[("X-Tessera-CSRF", &csrf)], b"");
+    let r = request(&admin, "POST", &path, &[("Authorization", &bearer)], b"");
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.json()["revoked"], id.as_str());
     assert!(seats_in_etcd(&p).is_empty());
@@ -269,7 +269,7 @@ fn a_revoke_from_any_member_frees_the_seat_and_its_holder_learns_it() {
     let seat_b = b.acquire(1, 0, false).expect("the revoked seat's slot");
     assert_eq!(seat_b.info().unwrap().server.as_deref(), Some("m1"));
     // Revoked once: a second revoke finds nothing.
-    let again = request(&admin, "POST", &path, &[("X-Tessera-CSRF", &csrf)], b"");
+    let again = request(&admin, "POST", &path, &[("Authorization", &bearer)], b"");
     assert_eq!(again.status, 404, "{again:?}");
 }
 

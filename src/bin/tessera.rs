@@ -61,7 +61,7 @@ enum Command {
     /// Give a borrowed seat back to the license server before it ends.
     Return(ReturnArgs),
     /// Administer a license server through its admin API (status, licenses, seats, revoke,
-    /// reload, export usage).
+    /// reload, export usage, the admin page's link).
     Admin(AdminArgs),
 }
 
@@ -74,7 +74,8 @@ struct AdminArgs {
     /// on the server's own machine unless the server has one: without one, `revoke` and
     /// `reload` use the local admin token the server writes at each start in
     /// `<state_dir>/local-admin.token`, which only root and the server's user can read (run
-    /// them as one of those, e.g. with sudo). Reading needs no token on that machine.
+    /// them as one of those, e.g. with sudo), and so does the admin page: `sudo tessera
+    /// admin page` prints its link with that token. Reading needs no token on that machine.
     #[arg(long, global = true)]
     token: Option<String>,
     #[command(subcommand)]
@@ -99,6 +100,13 @@ enum AdminCommand {
     },
     /// Re-read the server's configuration (lease times, admin token, containers).
     Reload,
+    /// Print the admin page's link for a browser on this machine (with the local admin
+    /// token, which lets the page revoke and reload).
+    ///
+    /// Without an admin token on the server the link carries it in its fragment
+    /// (`#token=...`): run this as root or the server's user (sudo). With an admin token,
+    /// the plain address: the page asks for it.
+    Page,
     /// Download the server's usage log, to prove usage to the publisher.
     ExportUsage {
         /// Write it here instead of standard output.
@@ -291,6 +299,21 @@ fn admin(a: AdminArgs, json: bool) -> Result<()> {
         api.set_token(api.local_token()?);
     }
     match a.command {
+        AdminCommand::Page => {
+            let link = api.page_link()?;
+            if json {
+                return print_json(&serde_json::json!({ "url": link.url }));
+            }
+            println!("{}", link.url);
+            if link.needs_admin_token {
+                eprintln!("this server has an admin token: the page asks for it");
+            } else {
+                eprintln!(
+                    "open it in a browser on this machine: the link holds this server start's \
+                     local admin token, which lets the page revoke seats and reload"
+                );
+            }
+        }
         AdminCommand::Status => {
             let s = api.get("/api/v1/status")?;
             if json {

@@ -140,12 +140,16 @@ pub fn get(addr: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
     request(addr, "GET", path, headers, b"")
 }
 
-/// The CSRF token the admin page of `addr` carries.
-pub fn csrf_token(addr: &str) -> String {
-    let page = get(addr, "/", &[]);
-    assert_eq!(page.status, 200, "{page:?}");
-    let marker = "name=\"tessera-csrf\" content=\"";
-    let at = page.body.find(marker).expect("a CSRF meta tag") + marker.len();
-    let end = page.body[at..].find('"').unwrap() + at;
-    page.body[at..end].to_string()
+/// `Authorization: Bearer` with the local admin token of the token-less server whose admin
+/// API is at `addr` (what `tessera admin` reads for a change): the file its status names.
+pub fn local_bearer(addr: &str) -> String {
+    let status = get(addr, "/api/v1/status", &[]);
+    assert_eq!(status.status, 200, "{status:?}");
+    let file = status.json()["local_token_file"]
+        .as_str()
+        .expect("a server without an admin token names its local token file")
+        .to_string();
+    let text = std::fs::read_to_string(&file).unwrap();
+    let (_, token) = tessera::admin_client::parse_local_token(&text).expect("a local token");
+    format!("Bearer {token}")
 }

@@ -268,13 +268,13 @@ fn revoke_the_seat(admin: &str) {
     let seats = list.json()["seats"].as_array().unwrap().clone();
     assert_eq!(seats.len(), 1, "{seats:?}");
     let id = seats[0]["seat_id"].as_str().unwrap().to_string();
-    let csrf = http::csrf_token(admin);
+    let bearer = http::local_bearer(admin);
     let r = http::request(
         admin,
         "POST",
         &format!("/api/v1/seats/{id}/revoke"),
         &[
-            ("X-Tessera-CSRF", &csrf),
+            ("Authorization", &bearer),
             ("Content-Type", "application/json"),
         ],
         br#"{"reason": "hostile test"}"#,

@@ -78,14 +78,13 @@ fn seat_group(license_id: &[u8; 16], unit_key: &str) -> String {
     hex::encode(&h.finalize()[..4])
 }
 
-/// `GET /`: the page, with this server start's CSRF token (only when no admin token is
-/// configured: with one, the page asks for the token and sends it instead).
+/// `GET /`: the page. It carries no token: with an admin token configured (`token`) it asks
+/// for it before anything; without one (`local`) it reads, and asks for the local admin
+/// token (or takes it from its address's `#token=`) before a change.
 pub async fn page(State(st): State<AdminState>) -> Response {
     let token_mode = st.server.admin_auth().token.is_some();
-    let csrf = if token_mode { "" } else { st.csrf.as_str() };
     let html = PAGE
-        .replace("{{CSRF}}", csrf)
-        .replace("{{AUTH}}", if token_mode { "token" } else { "csrf" })
+        .replace("{{AUTH}}", if token_mode { "token" } else { "local" })
         .replace("{{NAME}}", &html_escape(st.server.name()));
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
 }

@@ -16,11 +16,15 @@
 //!   no `Access-Control-Allow-*` header is ever sent; `OPTIONS` is not answered (405);
 //! - with an admin token configured, every API request needs `Authorization: Bearer` with it
 //!   (401); without one the API is on a loopback address and answers loopback peers only;
-//! - state changes are `POST` only and need the token or the page's per-start CSRF token in
-//!   `X-Tessera-CSRF` (403); both are compared in constant time;
+//! - state changes are `POST` only and need a token as `Authorization: Bearer` (403): the
+//!   admin token, or, on a server without one, the local admin token below; both are
+//!   compared in constant time. The page grants nothing: anyone on this machine may load it
+//!   and read, and it carries no token;
 //! - without an admin token, a per-start local token in `<state_dir>/local-admin.token`
 //!   (mode 0600: root and the server's user) is accepted as the token from loopback peers:
-//!   `tessera admin` on the server's machine reads it for revoke and reload;
+//!   `tessera admin` on the server's machine reads it for revoke and reload, and
+//!   `tessera admin page` prints the page's address with it in the fragment (`#token=`),
+//!   which the page keeps for its tab and sends like the admin token;
 //! - bodies are limited to [`BODY_LIMIT`] (413); malformed JSON is a 400 with
 //!   `{"error": …}`; every error is such a JSON body;
 //! - responses carry a strict Content-Security-Policy (no inline script: the page's script
@@ -53,16 +57,11 @@ use crate::server::daemon::{Control, tcp_listener};
 /// The largest request body accepted.
 pub const BODY_LIMIT: usize = 16 * 1024;
 
-/// The header the page sends its CSRF token in.
-pub const CSRF_HEADER: &str = "x-tessera-csrf";
-
 /// The admin API's shared state.
 #[derive(Clone)]
 pub struct AdminState {
     /// The server, as the admin API sees it.
     pub server: Control,
-    /// The CSRF token of this server start (random, in the page it serves).
-    csrf: Arc<String>,
     /// The local admin token of this server start: in `<state_dir>/local-admin.token`
     /// (mode 0600), accepted as a bearer token from loopback peers while no admin token is
     /// configured. `tessera admin` reads it to make changes on the server's own machine.
@@ -73,7 +72,6 @@ pub struct AdminState {
 
 impl AdminState {
     fn new(server: Control, local: SocketAddr) -> AdminState {
-        let csrf: [u8; 32] = crate::util::random();
         let local_token = hex::encode(crate::util::random::<32>());
         let file = server.local_token_file();
         let text = crate::admin_client::local_token_text(local, &local_token);
@@ -84,7 +82,6 @@ impl AdminState {
         }
         AdminState {
             server,
-            csrf: Arc::new(hex::encode(csrf)),
             local_token: Arc::new(local_token),
             local,
         }
@@ -231,14 +228,14 @@ fn check(st: &AdminState, peer: SocketAddr, req: &Request) -> Option<Response> {
         ));
     }
     if *method == Method::POST {
-        let csrf_ok = headers
-            .get(CSRF_HEADER)
-            .is_some_and(|v| eq_ct(v.as_bytes(), st.csrf.as_bytes()));
-        if !token_ok && !csrf_ok {
+        // Reading is open to this machine; a change needs a token, whoever loaded the page.
+        if !token_ok {
             return Some(error(
                 StatusCode::FORBIDDEN,
-                "a state change needs the admin token (Authorization: Bearer) or the admin \
-                 page's CSRF token (X-Tessera-CSRF)",
+                "a change needs this server's local admin token (Authorization: Bearer), \
+                 which only root and the server's user can read: run `sudo tessera admin \
+                 page` on this machine and open the link it prints, or use `sudo tessera \
+                 admin`",
             ));
         }
         let declared = headers

@@ -1,17 +1,66 @@
 // The admin page of tessera-server: plain JavaScript, no library, nothing fetched from
 // outside this server. Every value from the server goes into the page as text
-// (textContent), never as HTML. State changes are POSTs carrying the page's CSRF token or,
-// on a server with an admin token, the token the admin typed (kept for this tab only).
+// (textContent), never as HTML. The page itself carries no token. On a server with an admin
+// token (AUTH "token") every call sends the token the admin typed; on one without (AUTH
+// "local") the page reads freely and a change (a POST) sends this server's local admin token:
+// typed in, or taken from the address's fragment (`#token=...`, which `sudo tessera admin
+// page` prints) and removed from the address bar. Either token is kept for this tab only.
 "use strict";
 
 const meta = (name) => document.querySelector(`meta[name="${name}"]`).content;
-const CSRF = meta("tessera-csrf");
 const AUTH = meta("tessera-auth");
 const REFRESH_MS = 3000;
+const TOKEN_KEY = "tessera-admin-token";
 const $ = (id) => document.getElementById(id);
 
-let token = sessionStorage.getItem("tessera-admin-token") || "";
+let token = sessionStorage.getItem(TOKEN_KEY) || "";
 let timer = null;
+
+function keepToken(t) {
+  token = (t || "").trim();
+  if (token) sessionStorage.setItem(TOKEN_KEY, token);
+  else sessionStorage.removeItem(TOKEN_KEY);
+  showLock();
+}
+
+// `#token=...` in the address: kept for this tab, then taken out of the address bar (and
+// of the history entry) so it does not stay on the screen.
+function takeFragmentToken() {
+  const m = /^#token=([^&]*)$/.exec(location.hash);
+  if (!m) return false;
+  let t = "";
+  try { t = decodeURIComponent(m[1]); } catch (_) { t = ""; }
+  history.replaceState(null, "", location.pathname + location.search);
+  keepToken(t);
+  return true;
+}
+
+// Whether a change may be tried: with an admin token the page shows nothing without it;
+// without one, only with the local admin token.
+const canChange = () => AUTH === "token" || token !== "";
+const LOCKED_TITLE = "needs this server's local admin token: see the notice at the top";
+
+// On a server without an admin token: the notice and its field while no local token is
+// held, the buttons that change something enabled only with one.
+function showLock() {
+  if (AUTH !== "local" || !$("login")) return;
+  $("login").hidden = token !== "";
+  $("unlocked").hidden = token === "";
+  for (const b of document.querySelectorAll("button.revoke, #reload")) {
+    b.disabled = !canChange();
+    b.title = canChange() ? "" : LOCKED_TITLE;
+  }
+}
+
+// A change refused for its token (401, 403): the token is wrong (the server made a new one
+// at a restart, or it was mistyped); it is forgotten, and the message says so.
+function refusedToken(e) {
+  if (!(e.status === 401 || e.status === 403) || !token) return "";
+  keepToken("");
+  return AUTH === "local"
+    ? " The local admin token was refused and is forgotten: run sudo tessera admin page again and open the new link, or paste the current token."
+    : " The admin token was refused and is forgotten.";
+}
 
 function headers(extra) {
   const h = Object.assign({ Accept: "application/json" }, extra || {});
@@ -34,7 +83,7 @@ async function api(path, options) {
 function post(path, body) {
   return api(path, {
     method: "POST",
-    headers: { "Content-Type": "application/json", "X-Tessera-CSRF": CSRF },
+    headers: { "Content-Type": "application/json" },
     body: JSON.stringify(body || {}),
   });
 }
@@ -151,6 +200,8 @@ function renderLicenses(list) {
 
 function revokeButton(seat) {
   const b = el("button", { type: "button", class: "revoke", "data-seat-id": seat.seat_id }, "Revoke");
+  b.disabled = !canChange();
+  b.title = canChange() ? "" : LOCKED_TITLE;
   let armed = null;
   b.addEventListener("click", async () => {
     if (!armed) {
@@ -165,7 +216,7 @@ function revokeButton(seat) {
       await post(`/api/v1/seats/${encodeURIComponent(seat.seat_id)}/revoke`, { reason: "revoked on the admin page" });
       say(`Seat ${seat.seat_id} of ${seat.product_name || "?"} on ${seat.host || "?"} revoked.`, "ok");
     } catch (e) {
-      say(`Revoke failed: ${e.message}`, "error");
+      say(`Revoke failed: ${e.message}.${refusedToken(e)}`, "error");
     }
     refresh();
   });
@@ -366,7 +417,7 @@ async function refresh() {
       api(`/api/v1/history?minutes=${encodeURIComponent(minutes)}`),
       denialSource === "memory" ? api("/api/v1/denials?limit=50") : null,
     ]);
-    $("login").hidden = true;
+    if (AUTH === "token") $("login").hidden = true;
     renderStatus(status);
     renderPool(status.pool);
     renderLicenses(licenses.licenses);
@@ -381,6 +432,13 @@ async function refresh() {
       say(token ? "The token was refused." : "", token ? "error" : "");
       return;
     }
+    if (e.status === 401 && AUTH === "local" && token) {
+      // A wrong local token is refused even for reading: forget it, read without it.
+      keepToken("");
+      say("The local admin token was refused and is forgotten (the server makes a new one at each start): run sudo tessera admin page again, or paste the current token. Until then the page is read-only.", "error");
+      timer = setTimeout(refresh, 0);
+      return;
+    }
     say(`Could not read the server: ${e.message}`, "error");
   }
   timer = setTimeout(refresh, REFRESH_MS);
@@ -389,17 +447,28 @@ async function refresh() {
 document.addEventListener("DOMContentLoaded", () => {
   $("login").addEventListener("submit", (ev) => {
     ev.preventDefault();
-    token = $("login-token").value.trim();
-    sessionStorage.setItem("tessera-admin-token", token);
+    keepToken($("login-token").value);
+    $("login-token").value = "";
+    say("", "");
     refresh();
   });
+  if (AUTH === "local") {
+    $("login-why").replaceChildren("Revoke and reload need this server's local admin token: run ",
+      el("code", { class: "mono" }, "sudo tessera admin page"), " on this machine and open the link it prints, or paste the token.");
+    $("login-label").textContent = "Local admin token";
+    $("login").querySelector("button").textContent = "Unlock";
+    $("lock").addEventListener("click", () => keepToken(""));
+    window.addEventListener("hashchange", () => { if (takeFragmentToken()) refresh(); });
+  }
+  takeFragmentToken();
+  showLock();
   $("reload").addEventListener("click", async () => {
     try {
       const r = await post("/api/v1/reload");
       const restart = r.restart_needed.length ? ` Needs a restart: ${r.restart_needed.join(", ")}.` : "";
       say(`Configuration reloaded: ${r.containers} container(s), ${r.licenses} license(s).${restart}`, "ok");
     } catch (e) {
-      say(`Reload failed: ${e.message}`, "error");
+      say(`Reload failed: ${e.message}.${refusedToken(e)}`, "error");
     }
     refresh();
   });
