@@ -20,10 +20,10 @@ const LAYERS: &[&[&str]] = &[
     &["host", "cipher"],
     &["license"],
     &["channel", "container"],
-    &["publisher"],
+    &["publisher", "view"],
     &["dongle", "net"],
-    &["client"],
-    &["server", "ffi", "admin_client"],
+    &["client", "admin_client"],
+    &["server", "ffi"],
     &["fuzzing"],
 ];
 
