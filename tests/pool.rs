@@ -179,7 +179,22 @@ fn clients_racing_through_three_members_never_get_more_than_the_quantity() {
         .into_iter()
         .filter_map(|t| t.join().unwrap())
         .collect();
-    assert_eq!(granted.load(Ordering::SeqCst), 5, "exactly the quantity");
+    // On a failure: each granted seat as its holder sees it now (a seat whose etcd lease
+    // lapsed under load says LEASE_LOST) and the seats etcd holds, to tell an over-grant
+    // from a lapse.
+    let report = || {
+        let seats: Vec<String> = held
+            .iter()
+            .map(|(_, seat)| format!("{:?}", seat.info().map(|i| (i.server, i.in_use))))
+            .collect();
+        format!("held: {seats:?}; in etcd: {:?}", seats_in_etcd(&p))
+    };
+    assert_eq!(
+        granted.load(Ordering::SeqCst),
+        5,
+        "exactly the quantity: {}",
+        report()
+    );
     assert_eq!(held.len(), 5);
     assert_eq!(seats_in_etcd(&p).len(), 5);
     // Every member counts the pool's seats, and names itself.
