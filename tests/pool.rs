@@ -535,6 +535,45 @@ fn a_seat_gone_from_etcd_is_lost_for_its_holder_and_free_for_others() {
     assert!(b.acquire(1, 0, false).is_ok());
 }
 
+/// A pool seat table on `etcd` under `prefix` and a license of `quantity` seats counted by
+/// `unit`, for the tests that drive [`EtcdSeats`](tessera::server::pool::EtcdSeats) directly.
+fn etcd_table(
+    etcd: &Etcd,
+    prefix: &str,
+    license_id: [u8; 16],
+    quantity: u32,
+    unit: CountingUnit,
+) -> (
+    tessera::server::config::PoolConfig,
+    tessera::license::License,
+) {
+    use tessera::license::{Binding, License, VmPolicy};
+    let config = tessera::server::config::PoolConfig {
+        endpoints: etcd.endpoints(),
+        prefix: Some(prefix.into()),
+        name: None,
+    };
+    let lic = License {
+        license_id,
+        vendor_id: VENDOR,
+        product_code: 1,
+        product_name: "Pool".into(),
+        features: 0xFF,
+        quantity,
+        counting_unit: unit,
+        exclusive_allowed: false,
+        borrow_days: 0,
+        issued_at: 0,
+        expiry: None,
+        vm_policy: VmPolicy::Allow,
+        binding: Binding::Container {
+            serial: "SW-POOL".into(),
+            key: [1; 32],
+        },
+    };
+    (config, lic)
+}
+
 /// The etcd seat table itself, without processes: three members' `EtcdSeats` in one
 /// runtime, many tasks acquiring (some re-attaching their seat through another member),
 /// holding and releasing, with station keys shared by some. A checker counts the stations
@@ -545,37 +584,13 @@ fn racing_members_of_the_etcd_seat_table_never_exceed_the_quantity() {
     use std::collections::HashMap;
     use std::sync::Mutex;
     use tessera::host::MachineKind;
-    use tessera::license::{Binding, License, VmPolicy};
     use tessera::net::proto::HostInfo;
-    use tessera::server::config::PoolConfig;
     use tessera::server::pool::EtcdSeats;
     use tessera::server::seats::AcquireSpec;
 
     const QUANTITY: u32 = 3;
     let etcd = Etcd::single();
-    let config = PoolConfig {
-        endpoints: etcd.endpoints(),
-        prefix: Some("/race/".into()),
-        name: None,
-    };
-    let lic = License {
-        license_id: [0x5A; 16],
-        vendor_id: VENDOR,
-        product_code: 1,
-        product_name: "Race".into(),
-        features: 0xFF,
-        quantity: QUANTITY,
-        counting_unit: CountingUnit::Station,
-        exclusive_allowed: false,
-        borrow_days: 0,
-        issued_at: 0,
-        expiry: None,
-        vm_policy: VmPolicy::Allow,
-        binding: Binding::Container {
-            serial: "SW-RACE".into(),
-            key: [1; 32],
-        },
-    };
+    let (config, lic) = etcd_table(&etcd, "/race/", [0x5A; 16], QUANTITY, CountingUnit::Station);
     let members: Vec<Arc<EtcdSeats>> = (0..3)
         .map(|i| Arc::new(EtcdSeats::new(&config, &format!("r{i}")).unwrap()))
         .collect();
@@ -699,37 +714,13 @@ fn after_everything_restarts_clients_keep_their_seats_and_nothing_is_granted_twi
 #[test]
 fn a_member_reuses_released_leases_instead_of_granting_one_per_seat() {
     use tessera::host::MachineKind;
-    use tessera::license::{Binding, License, VmPolicy};
     use tessera::net::proto::HostInfo;
-    use tessera::server::config::PoolConfig;
     use tessera::server::pool::EtcdSeats;
     use tessera::server::pool_status::EtcdOp;
     use tessera::server::seats::AcquireSpec;
 
     let etcd = Etcd::single();
-    let config = PoolConfig {
-        endpoints: etcd.endpoints(),
-        prefix: Some("/reuse/".into()),
-        name: None,
-    };
-    let lic = License {
-        license_id: [0x3C; 16],
-        vendor_id: VENDOR,
-        product_code: 1,
-        product_name: "Reuse".into(),
-        features: 0xFF,
-        quantity: 2,
-        counting_unit: CountingUnit::Handle,
-        exclusive_allowed: false,
-        borrow_days: 0,
-        issued_at: 0,
-        expiry: None,
-        vm_policy: VmPolicy::Allow,
-        binding: Binding::Container {
-            serial: "SW-REUSE".into(),
-            key: [1; 32],
-        },
-    };
+    let (config, lic) = etcd_table(&etcd, "/reuse/", [0x3C; 16], 2, CountingUnit::Handle);
     let member = Arc::new(EtcdSeats::new(&config, "r0").unwrap());
     let host = HostInfo {
         machine: MachineKind::Physical,
