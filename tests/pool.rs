@@ -20,7 +20,7 @@ use tessera::util::SystemClock;
 
 mod common;
 use common::etcd::Etcd;
-use common::server::{LEASE_MS, PRIVATE_SHM, RENEW_MS, ServerProc};
+use common::server::{LEASE_MS, RENEW_MS, ServerProc, copy_dir, pool_member};
 use common::spec;
 
 const VENDOR: u32 = 0x71;
@@ -30,17 +30,6 @@ struct Pool {
     key: PublisherKey,
     members: Vec<ServerProc>,
     etcd: Etcd,
-}
-
-/// A copy of the folder `from` at `to`.
-fn copy_dir(from: &Path, to: &Path) {
-    let st = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .unwrap();
-    assert!(st.success());
 }
 
 /// `n` members named `m0`, `m1`, ... on `etcd`, each hosting a copy of one container with
@@ -75,7 +64,8 @@ fn member(dir: &Path, etcd: &Etcd, i: usize, home: &Path, lease: (u64, u64)) -> 
     member_on(dir, &etcd.endpoints(), i, home, lease)
 }
 
-/// Member `m<i>` on the etcd endpoints `endpoints`.
+/// Member `m<i>` on the etcd endpoints `endpoints`, on a port of its own (kept across a
+/// restart).
 fn member_on(
     dir: &Path,
     endpoints: &[String],
@@ -84,25 +74,14 @@ fn member_on(
     lease: (u64, u64),
 ) -> ServerProc {
     let (lease_ms, renew_ms) = lease;
-    // A port of its own, kept across a restart.
-    let port = common::etcd::free_port();
-    let state = dir.join(format!("state-{i}"));
-    let endpoints: Vec<String> = endpoints.iter().map(|e| format!("{e:?}")).collect();
-    let config = format!(
-        "name = \"m{i}\"\nlisten = [\"127.0.0.1:{port}\"]\ndiscovery = false\ndongles = false\n\
-         state_dir = {state:?}\nhome = {home:?}\nlease_ms = {lease_ms}\nrenew_ms = {renew_ms}\n\
-         fsync = false\nadmin_listen = \"127.0.0.1:0\"\n\
-         [pool]\nendpoints = [{}]\nname = \"test\"\n",
-        endpoints.join(", ")
-    );
-    let file = dir.join(format!("member-{i}.toml"));
-    std::fs::write(&file, config).unwrap();
-    ServerProc::start_wrapped(
-        &state,
+    pool_member(
+        dir,
+        endpoints,
+        "test",
+        &format!("m{i}"),
         home,
-        0,
-        &["--config", file.to_str().unwrap()],
-        PRIVATE_SHM,
+        common::etcd::free_port(),
+        &format!("lease_ms = {lease_ms}\nrenew_ms = {renew_ms}"),
     )
 }
 

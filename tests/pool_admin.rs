@@ -19,30 +19,21 @@ use tessera::util::SystemClock;
 mod common;
 use common::etcd::Etcd;
 use common::http::get;
-use common::server::{LEASE_MS, PRIVATE_SHM, RENEW_MS, ServerProc};
+use common::server::{LEASE_MS, RENEW_MS, ServerProc, copy_dir, pool_member};
 use common::spec;
 
 const VENDOR: u32 = 0x72;
 
 /// A member named `name` of the pool `ops` on `etcd`, hosting the container in `home`.
 fn member(dir: &Path, etcd: &Etcd, name: &str, home: &Path) -> ServerProc {
-    let state = dir.join(format!("state-{name}"));
-    let endpoints: Vec<String> = etcd.endpoints().iter().map(|e| format!("{e:?}")).collect();
-    let config = format!(
-        "name = \"{name}\"\nlisten = [\"127.0.0.1:0\"]\ndiscovery = false\ndongles = false\n\
-         state_dir = {state:?}\nhome = {home:?}\nlease_ms = {LEASE_MS}\nrenew_ms = {RENEW_MS}\n\
-         fsync = false\nadmin_listen = \"127.0.0.1:0\"\n\
-         [pool]\nendpoints = [{}]\nname = \"ops\"\n",
-        endpoints.join(", ")
-    );
-    let file = dir.join(format!("{name}.toml"));
-    std::fs::write(&file, config).unwrap();
-    ServerProc::start_wrapped(
-        &state,
+    pool_member(
+        dir,
+        &etcd.endpoints(),
+        "ops",
+        name,
         home,
         0,
-        &["--config", file.to_str().unwrap()],
-        PRIVATE_SHM,
+        &format!("lease_ms = {LEASE_MS}\nrenew_ms = {RENEW_MS}"),
     )
 }
 
@@ -104,15 +95,7 @@ fn any_member_shows_the_pool_its_members_endpoints_seats_and_numbers() {
         &[spec(1, 3, CountingUnit::Handle)],
     );
     let home1 = dir.path().join("home-m1");
-    assert!(
-        Command::new("cp")
-            .arg("-a")
-            .arg(&home0)
-            .arg(&home1)
-            .status()
-            .unwrap()
-            .success()
-    );
+    copy_dir(&home0, &home1);
     let mut m0 = member(dir.path(), &etcd, "m0", &home0);
     let m1 = member(dir.path(), &etcd, "m1", &home1);
 

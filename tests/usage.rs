@@ -671,25 +671,19 @@ fn the_logs_of_a_pools_members_sum_up_with_a_moved_seat_counted_once() {
 }
 
 /// A pool member `name` on the one-node `etcd` (pool `usage`), hosting the container in
-/// `home` (each member in a mount namespace of its own: copies of one container).
+/// `home`, checkpointing its usage log every second.
 fn pool_member(dir: &Path, etcd: &common::etcd::Etcd, name: &str, home: &Path) -> ServerProc {
-    let state = dir.join(format!("state-{name}"));
-    let config = format!(
-        "name = \"{name}\"\nlisten = [\"127.0.0.1:0\"]\ndiscovery = false\n\
-         dongles = false\nstate_dir = {state:?}\nhome = {home:?}\nlease_ms = {LEASE_MS}\n\
-         renew_ms = {}\nfsync = false\nadmin = false\nusage_checkpoint_s = 1\n\
-         [pool]\nendpoints = [{:?}]\nname = \"usage\"\n",
-        common::server::RENEW_MS,
-        etcd.endpoints()[0]
-    );
-    let file = dir.join(format!("{name}.toml"));
-    std::fs::write(&file, config).unwrap();
-    ServerProc::start_wrapped(
-        &state,
+    common::server::pool_member(
+        dir,
+        &etcd.endpoints()[..1],
+        "usage",
+        name,
         home,
         0,
-        &["--config", file.to_str().unwrap(), "--no-admin"],
-        common::server::PRIVATE_SHM,
+        &format!(
+            "lease_ms = {LEASE_MS}\nrenew_ms = {}\nusage_checkpoint_s = 1",
+            common::server::RENEW_MS
+        ),
     )
 }
 
@@ -790,15 +784,7 @@ fn a_seat_that_moves_between_pool_members_counts_once_in_their_logs() {
         &[spec(1, 2, CountingUnit::Handle)],
     );
     let home1 = dir.path().join("home-m1");
-    assert!(
-        Command::new("cp")
-            .arg("-a")
-            .arg(&home0)
-            .arg(&home1)
-            .status()
-            .unwrap()
-            .success()
-    );
+    common::server::copy_dir(&home0, &home1);
     let mut m0 = pool_member(dir.path(), &etcd, "m0", &home0);
     let mut m1 = pool_member(dir.path(), &etcd, "m1", &home1);
     let mut o = SessionOptions::new(VENDOR, key.public_key());

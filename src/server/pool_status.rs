@@ -52,18 +52,11 @@ pub struct MemberAnnounce {
 /// A member as the pool's state shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct MemberView {
-    /// Its name.
-    pub name: String,
+    /// What it said about itself (the heartbeat's word when there is one).
+    #[serde(flatten)]
+    pub announce: MemberAnnounce,
     /// Whether its heartbeat is there.
     pub up: bool,
-    /// What it said about itself.
-    pub version: String,
-    /// Its license-protocol addresses.
-    pub listen: Vec<String>,
-    /// Its admin address.
-    pub admin: Option<String>,
-    /// When it started (Unix seconds).
-    pub started_at: u64,
     /// Whether this is the member answering.
     pub this: bool,
 }
@@ -430,23 +423,18 @@ impl PoolMonitor {
             let Ok(a) = serde_json::from_slice::<MemberAnnounce>(value) else {
                 return;
             };
-            if let Some(m) = members.iter_mut().find(|m| m.name == a.name) {
+            if let Some(m) = members.iter_mut().find(|m| m.announce.name == a.name) {
                 m.up |= up;
                 if up {
                     // The heartbeat is the newer word (a member restarted since).
-                    (m.version, m.listen, m.admin, m.started_at) =
-                        (a.version, a.listen, a.admin, a.started_at);
+                    m.announce = a;
                 }
                 return;
             }
             members.push(MemberView {
                 this: a.name == self.me.name,
-                name: a.name,
+                announce: a,
                 up,
-                version: a.version,
-                listen: a.listen,
-                admin: a.admin,
-                started_at: a.started_at,
             });
         };
         for (_, v) in &infos {
@@ -455,7 +443,7 @@ impl PoolMonitor {
         for (_, v) in &beats {
             add(v, true);
         }
-        members.sort_by(|a, b| a.name.cmp(&b.name));
+        members.sort_by(|a, b| a.announce.name.cmp(&b.announce.name));
         let mut v = self.view.lock().unwrap_or_else(|e| e.into_inner());
         v.members = members;
         v.registrations = regs.into_iter().map(|(k, _)| k).collect();
@@ -560,12 +548,14 @@ mod tests {
     #[test]
     fn a_view_counts_members_up_and_healthy_endpoints() {
         let m = |name: &str, up| MemberView {
-            name: name.into(),
+            announce: MemberAnnounce {
+                name: name.into(),
+                version: "0".into(),
+                listen: vec![],
+                admin: None,
+                started_at: 0,
+            },
             up,
-            version: "0".into(),
-            listen: vec![],
-            admin: None,
-            started_at: 0,
             this: false,
         };
         let mut v = PoolView {

@@ -347,3 +347,47 @@ impl ServerProc {
         sigterm(&mut self.child.take().expect("the server is running"))
     }
 }
+
+/// A `tessera-server` pool member named `name` of the pool `pool` on the etcd `endpoints`,
+/// hosting the container in `home` (in a mount namespace of its own: members on one machine
+/// host copies of one container), configured by a TOML file in `dir` with its state there
+/// too, its admin API on a free loopback port; `port` 0 for any; `more`: further top-level
+/// TOML lines (lease settings, ...).
+pub fn pool_member(
+    dir: &Path,
+    endpoints: &[String],
+    pool: &str,
+    name: &str,
+    home: &Path,
+    port: u16,
+    more: &str,
+) -> ServerProc {
+    let state = dir.join(format!("state-{name}"));
+    let endpoints: Vec<String> = endpoints.iter().map(|e| format!("{e:?}")).collect();
+    let config = format!(
+        "name = \"{name}\"\nlisten = [\"127.0.0.1:{port}\"]\ndiscovery = false\n\
+         dongles = false\nstate_dir = {state:?}\nhome = {home:?}\nfsync = false\n\
+         admin_listen = \"127.0.0.1:0\"\n{more}\n[pool]\nendpoints = [{}]\nname = \"{pool}\"\n",
+        endpoints.join(", ")
+    );
+    let file = dir.join(format!("{name}.toml"));
+    std::fs::write(&file, config).unwrap();
+    ServerProc::start_wrapped(
+        &state,
+        home,
+        0,
+        &["--config", file.to_str().unwrap()],
+        PRIVATE_SHM,
+    )
+}
+
+/// A copy of the folder `from` at `to` (a container's home, for another pool member).
+pub fn copy_dir(from: &Path, to: &Path) {
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success(), "cp -a {} {}", from.display(), to.display());
+}

@@ -146,11 +146,7 @@ impl Server {
         for (ci, li) in candidates {
             let c = &hosting.hosted.containers[ci];
             let lic = &c.licenses[li];
-            if let Err(e) = lic
-                .check_binding(&c.serial, c.sign_key.as_ref())
-                .and_then(|()| c.keep_hosting())
-                .and_then(|()| self.pool_quorum(lic))
-            {
+            if let Err(e) = self.may_grant(c, lic) {
                 closest.keep(e, lic);
                 continue;
             }
@@ -366,10 +362,8 @@ impl Server {
                 features,
                 now_ms: now_ms(),
             };
-            let fits = lic
-                .check_binding(&c.serial, c.sign_key.as_ref())
-                .and_then(|()| c.keep_hosting())
-                .and_then(|()| self.pool_quorum(lic))
+            let fits = self
+                .may_grant(c, lic)
                 .and_then(|()| borrow::borrow_until(lic, days, spec.now_ms / 1000).map(drop));
             let fits = match fits {
                 Ok(()) => pool.check_borrow(&spec).await,

@@ -140,11 +140,7 @@ impl Server {
             let lic = &c.licenses[li];
             // A license taken from another container and put into a hosted one is not served,
             // nor one of a container another server on this machine has taken meanwhile.
-            if let Err(e) = lic
-                .check_binding(&c.serial, c.sign_key.as_ref())
-                .and_then(|()| c.keep_hosting())
-                .and_then(|()| self.pool_quorum(lic))
-            {
+            if let Err(e) = self.may_grant(c, lic) {
                 closest.keep(e, lic);
                 continue;
             }
@@ -289,10 +285,8 @@ impl Server {
             };
             // What can be refused without the container: the license's own rules, its
             // borrowing, and whether a slot is free now.
-            let fits = lic
-                .check_binding(&c.serial, c.sign_key.as_ref())
-                .and_then(|()| c.keep_hosting())
-                .and_then(|()| self.pool_quorum(lic))
+            let fits = self
+                .may_grant(c, lic)
                 .and_then(|()| borrow::borrow_until(lic, days, spec.now_ms / 1000).map(drop))
                 .and_then(|()| self.table()?.check_borrow(&spec));
             if let Err(e) = fits {
@@ -664,13 +658,7 @@ impl Server {
                 for c in &hosting.hosted.containers {
                     for (li, lic) in c.licenses.iter().enumerate() {
                         // Only what an acquire could be served from.
-                        if lic.vendor_id != vendor_id
-                            || lic
-                                .check_binding(&c.serial, c.sign_key.as_ref())
-                                .and_then(|()| c.keep_hosting())
-                                .and_then(|()| self.pool_quorum(lic))
-                                .is_err()
-                        {
+                        if lic.vendor_id != vendor_id || self.may_grant(c, lic).is_err() {
                             continue;
                         }
                         out.push(ServedLicense {
@@ -803,6 +791,19 @@ impl<'a> Closest<'a> {
 }
 
 impl Server {
+    /// Whether this server may grant a seat of `lic`, held by the container `c`, now: the
+    /// license is bound to that container, the container is still hosted here (no other
+    /// server on this machine took it), and a pool license has its pool's majority.
+    pub(super) fn may_grant(
+        &self,
+        c: &crate::server::hosted::HostedContainer,
+        lic: &crate::license::License,
+    ) -> Result<()> {
+        lic.check_binding(&c.serial, c.sign_key.as_ref())
+            .and_then(|()| c.keep_hosting())
+            .and_then(|()| self.pool_quorum(lic))
+    }
+
     /// The refusal of a request for a product this server hosts no license of.
     pub(super) fn no_license_here(&self, vendor_id: u32, product_code: u32) -> Error {
         Error::NoLicense(format!(

@@ -809,15 +809,9 @@ impl EtcdSeats {
     /// now and the stock has room; else revokes it.
     fn put_back(&self, s: Stocked) {
         let ttl = self.stock_ttl.load(Ordering::Relaxed);
-        let lease = s.lease;
-        {
-            let mut stock = lock(&self.stock);
-            if s.fit(ttl) && stock.len() < STOCK {
-                stock.push(s);
-                return;
-            }
+        if let Some(lease) = restock(&self.stock, s, ttl) {
+            self.drop_lease(lease);
         }
-        self.drop_lease(lease);
     }
 
     /// A released seat's lease (it holds nothing now) kept alive once more and put in the
@@ -845,14 +839,9 @@ impl EtcdSeats {
                 granted,
                 full,
             };
-            if alive {
-                let mut stock = lock(&stock);
-                if s.fit(ttl) && stock.len() < STOCK {
-                    stock.push(s);
-                    return;
-                }
+            if !alive || restock(&stock, s, ttl).is_some() {
+                let _ = c.lease_revoke(lease).await;
             }
-            let _ = c.lease_revoke(lease).await;
         });
     }
 
@@ -1316,6 +1305,18 @@ impl EtcdSeats {
             .iter()
             .filter_map(|kv| PoolRow::decode(kv.value()).ok())
             .collect())
+    }
+}
+
+/// Puts `s` in the stock if it is fit for seats of `ttl` seconds and the stock has room;
+/// else gives its lease back (to revoke).
+fn restock(stock: &Mutex<Vec<Stocked>>, s: Stocked, ttl: i64) -> Option<i64> {
+    let mut stock = lock(stock);
+    if s.fit(ttl) && stock.len() < STOCK {
+        stock.push(s);
+        None
+    } else {
+        Some(s.lease)
     }
 }
 
