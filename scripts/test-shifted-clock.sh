@@ -92,7 +92,13 @@ else
 fi
 export TESSERA_DISCOVERY=off FAKETIME_DONT_FAKE_MONOTONIC=1
 logs=$(mktemp -d -t tessera-shifted.XXXXXX)
-trap 'rm -rf "$logs"' EXIT
+# libfaketime gives every process that inherits no FAKETIME_SHARED a semaphore and a shared
+# memory object named by its pid, and a process that exec()s (env, the test binaries) never
+# removes them. Those the passes leave are removed at the end; a stale one whose pid comes
+# round again is why tests drop privileges with tests/common::as_nobody.
+stamp="$logs/stamp"
+touch "$stamp"
+trap 'find /dev/shm -maxdepth 1 \( -name "sem.faketime_sem_*" -o -name "faketime_shm_*" \) -user "$(id -u)" -newer "$stamp" -delete 2>/dev/null; rm -rf "$logs"' EXIT
 status=0
 for spec in "${shifts[@]}"; do
     # Each shift becomes one offset from the real clock, taken when the pass begins: with an

@@ -1388,7 +1388,6 @@ impl Drop for OtherAddress {
 /// changes, and refuses another user.
 #[test]
 fn admin_changes_on_the_servers_machine_need_root_or_the_servers_user() {
-    use std::os::unix::process::CommandExt;
     use tessera::client::{Environment, Session, SessionOptions, sources};
     use tessera::license::CountingUnit;
     use tessera::publisher::PublisherKey;
@@ -1429,7 +1428,7 @@ fn admin_changes_on_the_servers_machine_need_root_or_the_servers_user() {
         let mut c = Command::new(&tool);
         c.arg("admin").args(args).env_remove("TESSERA_ADMIN_TOKEN");
         if nobody {
-            c.uid(65534).gid(65534).current_dir("/");
+            common::as_nobody(&mut c).current_dir("/");
         }
         Run::from(c.output().unwrap())
     };

@@ -190,16 +190,8 @@ fn list_in_namespace(home: &Path, setup: &[String], unprivileged: bool) -> Outpu
         bin("tessera").display()
     );
     let mut cmd = if unprivileged {
-        let mut c = Command::new("setpriv");
-        c.args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--",
-            "unshare",
-            "-Urm",
-            "--",
-        ]);
+        let mut c = Command::new("unshare");
+        crate::common::as_nobody(&mut c).args(["-Urm", "--"]);
         c
     } else {
         let mut c = Command::new("unshare");

@@ -58,6 +58,18 @@ pub fn cdylib() -> PathBuf {
         .clone()
 }
 
+/// Makes `cmd` run as `nobody` (uid and gid 65534, no supplementary groups).
+///
+/// Under scripts/test-shifted-clock.sh every process inherits, through FAKETIME_SHARED, a
+/// libfaketime semaphore the root test binary created with mode 0600. `nobody` cannot open
+/// it, and libfaketime 0.9.10 then tries `/faketime_sem_<its pid>`, which a process of the
+/// same pid may have left behind earlier in the run: the child exits 1 before `main`.
+/// Without FAKETIME_SHARED it makes its own or goes without; a relative offset needs none.
+pub fn as_nobody(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    cmd.uid(65534).gid(65534).env_remove("FAKETIME_SHARED")
+}
+
 use tessera::client::{Environment, install_activation, request_activation};
 use tessera::license::{CountingUnit, VmPolicy};
 use tessera::publisher::{LicenseSpec, PublisherKey};
