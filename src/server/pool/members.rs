@@ -15,8 +15,10 @@
 //! into another names the first cluster's id and does not count in the second.
 //!
 //! The check reads the watched state, never etcd: an acquire costs no extra round trip.
-//! When the keep-alive or the watch fails, the member refuses grants until it has
-//! registered again and re-read the registrations.
+//! When the keep-alive or the watch fails, the member registers again at once, through
+//! the next endpoint that answers, on the same lease while etcd still keeps it; meanwhile
+//! it trusts what it saw as long as that lease surely lives (a lease at most), then refuses
+//! grants until it has registered again and re-read the registrations.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -69,14 +71,39 @@ impl Quorum {
 struct View {
     /// The etcd cluster the member is registered in, once known.
     cluster_id: Option<u64>,
-    /// Whether the lease is alive and the watch in step with etcd.
-    current: bool,
+    /// Whether the view may be trusted: in step with etcd, or just out of it.
+    step: Step,
     /// Valid registrations by etcd key: the license and the member's index in its binding.
     valid: HashMap<Vec<u8>, ([u8; 16], usize)>,
     /// Why the member last fell out of step (for the refusal message).
     last_error: Option<String>,
     /// The etcd revision the view reflects.
     revision: i64,
+}
+
+/// How far the watched registrations may be trusted.
+#[derive(Clone, Copy, Debug, Default)]
+enum Step {
+    /// Not registered, or out of step for too long: grants wait.
+    #[default]
+    Out,
+    /// The lease is kept alive and the watch follows etcd.
+    In,
+    /// The connection to etcd broke and is being made again; the view stays good until
+    /// then. Registrations change only through the etcd leader, so while there is none
+    /// (an election) nothing was missed; otherwise the next round re-reads them. A member
+    /// that left still counts here at most as long as its own lease would have kept it.
+    Until(Instant),
+}
+
+impl Step {
+    fn trusted(self) -> bool {
+        match self {
+            Step::Out => false,
+            Step::In => true,
+            Step::Until(t) => Instant::now() < t,
+        }
+    }
 }
 
 /// The member's registrations and its watch of everyone's; the background task stops when
@@ -207,7 +234,11 @@ impl Members {
 
     /// Whether the member is registered and its watch in step with etcd.
     pub fn is_current(&self) -> bool {
-        self.view.read().unwrap_or_else(|e| e.into_inner()).current
+        self.view
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .step
+            .trusted()
     }
 
     /// The etcd revision the watched registrations reflect (0 before the first read).
@@ -239,7 +270,7 @@ impl Members {
             )));
         };
         let view = self.view.read().unwrap_or_else(|e| e.into_inner());
-        if !view.current {
+        if !view.step.trusted() {
             // Transient, as a member cut off from etcd answers: a client moves on to the
             // next member of its list.
             return Err(Error::Timeout(format!(
@@ -291,6 +322,22 @@ fn admit(
     }
 }
 
+/// What one registration round leaves to the next: the lease to keep alive again instead of
+/// granting another, and the registrations already signed for that cluster.
+#[derive(Default)]
+struct Carry {
+    /// The etcd cluster the lease and the signatures are for.
+    cluster_id: Option<u64>,
+    /// The registration's lease, and until when it is surely alive (when the last
+    /// keep-alive that etcd answered was sent, plus the TTL it answered).
+    lease: Option<(i64, Instant)>,
+    /// Each served license's key and signed registration.
+    signed: Vec<(String, Vec<u8>)>,
+    /// The endpoint the next round tries first: the first at the start, then the one after
+    /// the endpoint the last round went through.
+    endpoint: usize,
+}
+
 async fn register_loop(
     endpoints: Vec<String>,
     prefix: String,
@@ -302,15 +349,40 @@ async fn register_loop(
     if served.is_empty() {
         return;
     }
-    let retry = (ttl / 4).max(Duration::from_millis(200));
+    let mut carry = Carry::default();
+    let mut retry = Duration::ZERO;
     loop {
-        let Err(e) = register_and_watch(&endpoints, &prefix, &served, &signer, ttl, &view).await;
-        {
+        let Err(e) = register_and_watch(
+            &endpoints, &prefix, &served, &signer, ttl, &view, &mut carry,
+        )
+        .await;
+        let was_in = {
             let mut v = view.write().unwrap_or_else(|e| e.into_inner());
-            v.current = false;
+            let was_in = matches!(v.step, Step::In);
+            v.step = match (v.step, &e) {
+                // A round that was in step falls out of it; the view stays good while the
+                // lease is surely alive, a lease at most, and only then.
+                (Step::In, Error::Timeout(_)) => match carry.lease {
+                    Some((_, alive)) => Step::Until(alive.min(Instant::now() + ttl)),
+                    None => Step::Out,
+                },
+                (Step::Until(t), Error::Timeout(_)) => Step::Until(t),
+                // Another cluster, or the lease gone: nothing seen before holds.
+                _ => Step::Out,
+            };
             v.last_error = Some(e.to_string());
-        }
+            was_in
+        };
         tracing::warn!("pool registration: {e}; registering again");
+        // The first retry at once (another endpoint may answer), then backing off: to an
+        // eighth of the lease while the lease is alive, else to a quarter.
+        retry = if was_in {
+            Duration::ZERO
+        } else if carry.lease.is_some_and(|(_, alive)| alive > Instant::now()) {
+            (retry * 2).clamp(Duration::from_millis(50), ttl / 8)
+        } else {
+            (retry * 2).clamp(Duration::from_millis(200), ttl / 4)
+        };
         tokio::time::sleep(retry).await;
     }
 }
@@ -360,8 +432,25 @@ async fn one_cluster(
     }
 }
 
-/// Registers, reads every registration, then keeps the lease alive and follows the watch
-/// until something fails, and says why.
+/// `call` within `limit`: an etcd call that hangs (a node cut off answers nothing) ends
+/// the round instead of holding it past the lease.
+async fn within<T>(
+    what: &str,
+    limit: Duration,
+    call: impl std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+) -> Result<T> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(r) => r.map_err(|e| etcd(what, e)),
+        Err(_) => Err(Error::Timeout(format!(
+            "etcd {what}: no answer within {} ms",
+            limit.as_millis()
+        ))),
+    }
+}
+
+/// Registers (keeping the lease `carry` holds alive, when it still is), reads every
+/// registration, then keeps the lease alive and follows the watch until something fails,
+/// and says why.
 async fn register_and_watch(
     endpoints: &[String],
     prefix: &str,
@@ -369,6 +458,7 @@ async fn register_and_watch(
     signer: &Signer,
     ttl: Duration,
     view: &RwLock<View>,
+    carry: &mut Carry,
 ) -> Result<Infallible> {
     {
         // With a leader required, a node cut off from its cluster's majority answers
@@ -377,65 +467,95 @@ async fn register_and_watch(
             .with_connect_timeout(ttl)
             .with_keep_alive(ttl / 2, ttl)
             .with_require_leader(true);
+        let call = ttl / 3;
         let mut each: Vec<Option<Client>> = vec![None; endpoints.len()];
         let cluster_id = one_cluster(endpoints, &mut each, &options, ttl).await?;
-        // Registers through one endpoint that just answered for the cluster. A client over
-        // every endpoint sent some calls to a dead node, and each such call failed the whole
-        // registration: with one etcd node down, every member kept falling out of step and
-        // the pool refused everyone for longer than a lease (tests/pool_chaos.rs, the etcd
-        // leader killed). When this endpoint dies, the stream ends and the next round
-        // registers through another.
-        let mut client = each
-            .iter()
-            .flatten()
-            .next()
-            .cloned()
+        if carry.cluster_id != Some(cluster_id) {
+            *carry = Carry {
+                cluster_id: Some(cluster_id),
+                ..Carry::default()
+            };
+        }
+        // Registers through one endpoint that just answered for the cluster, the first at
+        // the start, then the next after the last round's. A client over every endpoint sent some calls to a dead
+        // node, and each such call failed the whole registration: with one etcd node down,
+        // every member kept falling out of step (tests/pool_chaos.rs, the etcd leader
+        // killed). When this endpoint dies, the stream ends and the next round registers
+        // through another.
+        let n = endpoints.len().max(1);
+        let (at, mut client) = (0..n)
+            .map(|k| (carry.endpoint + k) % n)
+            .find_map(|i| each.get(i)?.clone().map(|c| (i, c)))
             .ok_or_else(|| Error::Timeout("no etcd endpoint answered".into()))?;
-        let mut signed = Vec::new();
-        for s in served {
-            let signer = signer.clone();
-            let (serial, id) = (s.serial.clone(), s.license.license_id);
-            let bytes = tokio::task::spawn_blocking(move || signer(&serial, &id, cluster_id))
-                .await
-                .map_err(|e| Error::Internal(format!("signing the registration: {e}")))??;
-            signed.push((member_key(prefix, &s.serial, &id), bytes));
+        carry.endpoint = (at + 1) % n;
+        if carry.signed.is_empty() {
+            for s in served {
+                let signer = signer.clone();
+                let (serial, id) = (s.serial.clone(), s.license.license_id);
+                let bytes = tokio::task::spawn_blocking(move || signer(&serial, &id, cluster_id))
+                    .await
+                    .map_err(|e| Error::Internal(format!("signing the registration: {e}")))??;
+                carry
+                    .signed
+                    .push((member_key(prefix, &s.serial, &id), bytes));
+            }
         }
-        let lease = client
-            // Whole seconds, rounded up (etcd raises a TTL below its minimum itself).
-            .lease_grant(ttl.as_millis().div_ceil(1000).max(1) as i64, None)
-            .await
-            .map_err(|e| etcd("lease grant", e))?;
-        for (key, bytes) in &signed {
-            client
-                .put(
-                    key.as_str(),
-                    bytes.clone(),
-                    Some(PutOptions::new().with_lease(lease.id())),
-                )
-                .await
-                .map_err(|e| etcd("put", e))?;
+        // The last round's lease, when etcd still has it: the registrations on it stay
+        // where they are, and no member sees this one leave and come back.
+        let (mut keeper, mut alive) = match carry.lease {
+            Some((id, until)) if until > Instant::now() => {
+                let sent = Instant::now();
+                let (mut keeper, mut alive) =
+                    within("keep-alive", call, client.lease_keep_alive(id)).await?;
+                within("keep-alive", call, keeper.keep_alive()).await?;
+                match within("keep-alive", call, alive.message()).await? {
+                    Some(r) if r.ttl() > 0 => {
+                        carry.lease = Some((id, sent + Duration::from_secs(r.ttl() as u64)));
+                        (keeper, alive)
+                    }
+                    _ => {
+                        carry.lease = None;
+                        return Err(Error::LeaseLost(
+                            "the registration's etcd lease expired".into(),
+                        ));
+                    }
+                }
+            }
+            _ => {
+                // Whole seconds, rounded up (etcd raises a TTL below its minimum itself).
+                let secs = ttl.as_millis().div_ceil(1000).max(1) as i64;
+                let sent = Instant::now();
+                let lease = within("lease grant", call, client.lease_grant(secs, None)).await?;
+                carry.lease = Some((
+                    lease.id(),
+                    sent + Duration::from_secs(lease.ttl().max(0) as u64),
+                ));
+                within("keep-alive", call, client.lease_keep_alive(lease.id())).await?
+            }
+        };
+        let Some((lease, _)) = carry.lease else {
+            return Err(Error::LeaseLost("no registration lease".into()));
+        };
+        for (key, bytes) in &carry.signed {
+            let put = client.put(
+                key.as_str(),
+                bytes.clone(),
+                Some(PutOptions::new().with_lease(lease)),
+            );
+            within("put", call, put).await?;
         }
-        let (mut keeper, mut alive) = client
-            .lease_keep_alive(lease.id())
-            .await
-            .map_err(|e| etcd("keep-alive", e))?;
         let members = format!("{prefix}members/");
-        let all = client
-            .get(members.as_str(), Some(GetOptions::new().with_prefix()))
-            .await
-            .map_err(|e| etcd("range", e))?;
+        let all = within(
+            "range",
+            call,
+            client.get(members.as_str(), Some(GetOptions::new().with_prefix())),
+        )
+        .await?;
         let revision = all.header().map_or(0, |h| h.revision());
-        let mut watch = client
-            .watch(
-                members.as_str(),
-                Some(
-                    WatchOptions::new()
-                        .with_prefix()
-                        .with_start_revision(revision + 1),
-                ),
-            )
-            .await
-            .map_err(|e| etcd("watch", e))?;
+        let from = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(revision + 1);
+        let mut watch = within("watch", call, client.watch(members.as_str(), Some(from))).await?;
         {
             let mut v = view.write().unwrap_or_else(|e| e.into_inner());
             v.cluster_id = Some(cluster_id);
@@ -447,27 +567,34 @@ async fn register_and_watch(
                         .map(|a| (kv.key().to_vec(), a))
                 })
                 .collect();
-            v.current = true;
+            v.step = Step::In;
             v.last_error = None;
             v.revision = revision;
         }
         tracing::info!(
-            "pool member registered {} license(s) in etcd cluster {cluster_id:x} (lease {:x})",
+            "pool member registered {} license(s) in etcd cluster {cluster_id:x} through {} (lease {lease:x})",
             served.len(),
-            lease.id()
+            endpoints[at],
         );
         let mut tick = tokio::time::interval(ttl / 3);
         let mut ticks = 0u64;
-        let mut last_alive = Instant::now();
+        tick.tick().await;
+        // When the keep-alive in flight was sent; it must be answered before the next.
+        let mut sent: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    if last_alive.elapsed() > ttl {
+                    // A stream that stalls (a node cut off, its connection not yet timed
+                    // out) is left one tick after it stopped answering: the lease has
+                    // two thirds left for the next round to keep it alive elsewhere.
+                    if sent.is_some() {
                         return Err(Error::Timeout(format!(
-                            "no keep-alive answer from etcd for {} ms",
-                            last_alive.elapsed().as_millis()
+                            "no keep-alive answer from etcd through {} within {} ms",
+                            endpoints[at],
+                            (ttl / 3).as_millis()
                         )));
                     }
+                    sent = Some(Instant::now());
                     keeper.keep_alive().await.map_err(|e| etcd("keep-alive", e))?;
                     // Every endpoint must stay in this cluster: a member whose endpoints
                     // reach two clusters could count a majority in one and write seats in
@@ -483,8 +610,15 @@ async fn register_and_watch(
                     }
                 }
                 m = alive.message() => match m.map_err(|e| etcd("keep-alive", e))? {
-                    Some(r) if r.ttl() > 0 => last_alive = Instant::now(),
-                    _ => return Err(Error::LeaseLost("the registration's etcd lease expired".into())),
+                    Some(r) if r.ttl() > 0 => {
+                        if let Some(at) = sent.take() {
+                            carry.lease = Some((lease, at + Duration::from_secs(r.ttl() as u64)));
+                        }
+                    }
+                    _ => {
+                        carry.lease = None;
+                        return Err(Error::LeaseLost("the registration's etcd lease expired".into()));
+                    }
                 },
                 w = watch.message() => {
                     let Some(w) = w.map_err(|e| etcd("watch", e))? else {
