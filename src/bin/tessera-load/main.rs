@@ -93,6 +93,14 @@ struct PoolArgs {
     /// Seats of the license.
     #[arg(long, default_value_t = 100_000)]
     quantity: u32,
+    /// Seats held on the pool at once for the last phase (0: skip it): spread over the
+    /// members, renewed at the members' interval, while one client measures acquire+release.
+    #[arg(long, default_value_t = 10_000)]
+    held: usize,
+    /// Seconds the held seats are kept (after all are acquired): long enough for a few
+    /// renewal rounds at the members' default interval (30 s).
+    #[arg(long, default_value_t = 65)]
+    held_s: u64,
     /// Servers without fsync (the single server's SQLite; the members write no seats).
     #[arg(long)]
     no_fsync: bool,

@@ -7,8 +7,8 @@
 //! private `/dev/shm`, where the machine-wide hosting lock lives: needs root), and measures:
 //!
 //! 1. the floor: etcd's own round trips from this process, sequential: a put, and a
-//!    transaction of the seat's shape (compare the mod revision over a license's prefix, put
-//!    a row with a lease);
+//!    transaction of the seat's shape (compare the mod revision of the license's gate key,
+//!    put a row with a lease and the gate);
 //! 2. acquire+release latency, one client, sequential: on the single server, on a member;
 //! 3. seat ops/s with `--clients` clients: on the single server, on one member, and spread
 //!    over the three members at once (each its share of the clients);
@@ -16,6 +16,12 @@
 //!    SIGKILLed; the time until the client's next acquire is served (by another member),
 //!    and until its held seat is re-attached to another member (by its lease keeper, at its
 //!    next renewal at the latest). Once per member, with the server's default lease settings.
+//!
+//! 5. (before 4, which restarts members) `--held` seats held at once over the members
+//!    and renewed at the members' interval by `tessera-load --mode hold` children; meanwhile
+//!    acquire+release with one client, the seat's transaction on a license of as many rows
+//!    in both shapes (the gate's, and comparing every row as before), the members' and etcd's
+//!    memory and CPU, and etcd's database size.
 //!
 //! Phases 2 and 3 run this binary's own load mode (`tessera-load --server ...`) as child
 //! processes and print the lines of their reports that carry the figures.
@@ -131,43 +137,264 @@ impl Etcd {
 
 /// The floor: sequential puts and seat-shaped transactions from this process.
 fn etcd_floor(endpoints: &[String], n: usize) -> Result<(Vec<u64>, Vec<u64>)> {
-    use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp};
+    use etcd_client::Client;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
         let mut c = Client::connect([format!("http://{}", endpoints[0])], None).await?;
-        let (mut puts, mut txns) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let mut puts = Vec::with_capacity(n);
         for i in 0..n {
             let t = Instant::now();
             c.put(format!("/floor/put/{}", i % 16), vec![0u8; 120], None)
                 .await?;
             puts.push(t.elapsed().as_nanos() as u64);
         }
-        let lease = c.lease_grant(60, None).await?.id();
-        let prefix = "/floor/seats/lic/";
-        for i in 0..n {
-            let rev = c.get("/floor/none", None).await?;
-            let rev = rev.header().map_or(0, |h| h.revision());
-            let t = Instant::now();
-            let txn = Txn::new()
-                .when([Compare::mod_revision(prefix, CompareOp::Less, rev + 1)
-                    .with_range("/floor/seats/lic0")])
-                .and_then([TxnOp::put(
-                    format!("{prefix}{}", i % 16),
-                    vec![0u8; 120],
-                    Some(PutOptions::new().with_lease(lease)),
-                )]);
-            let r = c.txn(txn).await?;
-            txns.push(t.elapsed().as_nanos() as u64);
-            if !r.succeeded() {
-                bail!("the floor's transaction failed its compare (nothing else writes there)");
-            }
-        }
+        let txns = seat_txns(&mut c, "/floor/seats/lic/", Shape::Gate, n).await?;
         puts.sort_unstable();
-        txns.sort_unstable();
         Ok((puts, txns))
     })
+}
+
+/// How a seat's transaction makes sure no other grant came first.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// What a member does: compare the mod revision of the license's gate key, put the row
+    /// with a lease and the gate.
+    Gate,
+    /// What it did before: compare the mod revision of every key under the license's prefix
+    /// (etcd evaluates it key by key), put the row with a lease.
+    Range,
+}
+
+/// `n` transactions of the seat's shape, sequential, on the license `prefix` (ends in `/`).
+/// Sorted, in ns.
+async fn seat_txns(
+    c: &mut etcd_client::Client,
+    prefix: &str,
+    shape: Shape,
+    n: usize,
+) -> Result<Vec<u64>> {
+    use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
+    let lease = c.lease_grant(60, None).await?.id();
+    let end = format!("{}0", prefix.trim_end_matches('/'));
+    let gate = format!("{}.gate", prefix.trim_end_matches('/'));
+    let mut txns = Vec::with_capacity(n);
+    for i in 0..n {
+        let rev = c.get("/floor/none", None).await?;
+        let rev = rev.header().map_or(0, |h| h.revision());
+        let row = TxnOp::put(
+            format!("{prefix}{}", i % 16),
+            vec![0u8; 120],
+            Some(PutOptions::new().with_lease(lease)),
+        );
+        let txn = match shape {
+            Shape::Gate => Txn::new()
+                .when([Compare::mod_revision(
+                    gate.as_str(),
+                    CompareOp::Less,
+                    rev + 1,
+                )])
+                .and_then([row, TxnOp::put(gate.as_str(), "m0", None)]),
+            Shape::Range => Txn::new()
+                .when([Compare::mod_revision(prefix, CompareOp::Less, rev + 1)
+                    .with_range(end.as_str())])
+                .and_then([row]),
+        };
+        let t = Instant::now();
+        let r = c.txn(txn).await?;
+        txns.push(t.elapsed().as_nanos() as u64);
+        if !r.succeeded() {
+            bail!("the floor's transaction failed its compare (nothing else writes there)");
+        }
+    }
+    txns.sort_unstable();
+    Ok(txns)
+}
+
+/// The seat's transaction, both shapes, on a license prefix that holds `rows` rows (put
+/// first, 100 to a transaction).
+fn txns_beside_rows(endpoints: &[String], rows: usize, n: usize) -> Result<[Vec<u64>; 2]> {
+    use etcd_client::{Client, Txn, TxnOp};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut c = Client::connect([format!("http://{}", endpoints[0])], None).await?;
+        let prefix = format!("/floor/held-{rows}/lic/");
+        for chunk in (0..rows).collect::<Vec<_>>().chunks(100) {
+            let puts: Vec<TxnOp> = chunk
+                .iter()
+                .map(|i| TxnOp::put(format!("{prefix}row-{i}"), vec![0u8; 120], None))
+                .collect();
+            c.txn(Txn::new().and_then(puts)).await?;
+        }
+        Ok([
+            seat_txns(&mut c, &prefix, Shape::Gate, n).await?,
+            seat_txns(&mut c, &prefix, Shape::Range, n).await?,
+        ])
+    })
+}
+
+/// etcdctl on `endpoints` (v3 API).
+fn etcdctl(endpoints: &[String], args: &[&str]) -> Result<std::process::Output> {
+    Ok(Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", endpoints.join(",")))
+        .args(args)
+        .output()?)
+}
+
+/// The seat rows the pool holds in etcd now (pool `load`).
+fn seat_rows(endpoints: &[String]) -> Result<u64> {
+    // The answer's count is the range's, whatever the limit (etcdctl 3.4 has no
+    // --count-only).
+    let out = etcdctl(
+        endpoints,
+        &[
+            "get",
+            "/tessera/load/seats/",
+            "--prefix",
+            "--keys-only",
+            "--limit=1",
+            "-w",
+            "json",
+        ],
+    )?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("etcdctl get: {}", String::from_utf8_lossy(&out.stderr)))?;
+    Ok(v["count"].as_u64().unwrap_or(0))
+}
+
+/// Phase 5: `a.held` seats held on the pool at once, spread over the members and renewed at
+/// their default interval by `tessera-load --mode hold` children; meanwhile one client
+/// measures acquire+release on a member, and etcd's own seat transaction is timed, in both
+/// shapes, on a license as full. Reports the members' and etcd's memory and CPU.
+fn held(a: &PoolArgs, key: &Path, members: &[Server], etcd: &Etcd) -> Result<()> {
+    use crate::server_proc::{Proc, sample};
+    const CLIENTS_PER_MEMBER: usize = 32;
+    // The members run with the server's defaults: 90 s leases, renewed every 30 s.
+    const RENEW_MS: u64 = 30_000;
+    let clients = CLIENTS_PER_MEMBER * members.len();
+    let per = a.held.div_ceil(clients);
+    let total = per * clients;
+    println!(
+        "{total} seats held over {} members ({clients} clients holding {per} each, renewed every {} s), {} s after the last is acquired:",
+        members.len(),
+        RENEW_MS / 1000,
+        a.held_s
+    );
+    let me = std::env::current_exe()?;
+    let start = Instant::now();
+    let children: Vec<Child> = members
+        .iter()
+        .map(|m| {
+            let mut c = Command::new(&me);
+            c.args(["--server", &m.addr, "--key"])
+                .arg(key)
+                .args(["--mode", "hold", "--threads", "1", "--timeout-ms", "60000"])
+                .args(["--clients", &CLIENTS_PER_MEMBER.to_string()])
+                .args(["--seats-per-client", &per.to_string()])
+                .args(["--renew-ms", &RENEW_MS.to_string()])
+                .args(["--duration-s", &a.held_s.to_string()])
+                .args(["--product", &PRODUCT.to_string()]);
+            if let Some(pid) = m.pid() {
+                c.args(["--server-pid", &pid.to_string()]);
+            }
+            c.stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .context("starting tessera-load --mode hold")
+        })
+        .collect::<Result<_>>()?;
+    loop {
+        let rows = seat_rows(&etcd.endpoints)?;
+        if rows >= total as u64 {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(900) {
+            bail!("only {rows} of {total} seats held after 900 s");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let fill = start.elapsed().as_secs_f64();
+    println!(
+        "held: {total} seats acquired in {fill:.1} s ({:.0} acquires/s over the pool)",
+        total as f64 / fill
+    );
+    load(
+        &format!("pool member, {total} seats held"),
+        key,
+        &[&members[0].addr],
+        1,
+        a.duration_s,
+    )?;
+    let [gate, range] = txns_beside_rows(&etcd.endpoints, total, a.floor_ops.min(500))?;
+    print_latency(
+        &format!("etcd seat-shaped txn, a license of {total} rows (floor)"),
+        &gate,
+    );
+    print_latency(
+        &format!("etcd txn comparing all {total} rows of a license (the former shape)"),
+        &range,
+    );
+    let rss = |pid: u32| Proc { pid }.kib("VmRSS").unwrap_or(0) as f64 / 1024.0;
+    for (i, m) in members.iter().enumerate() {
+        if let Some(pid) = m.pid() {
+            println!("held: member m{i} RSS {:.1} MiB", rss(pid));
+        }
+    }
+    let etcd_cpu: Vec<(u32, f64)> = etcd
+        .children
+        .iter()
+        .map(|c| (c.id(), sample(&Proc { pid: c.id() }).cpu_s))
+        .collect();
+    let t0 = Instant::now();
+    let mut lines = Vec::new();
+    for (i, c) in children.into_iter().enumerate() {
+        let out = c.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "held: tessera-load --mode hold failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        for line in out.stdout.lines() {
+            let line = line?;
+            let keep = line.starts_with("acquired ")
+                || line.starts_with("Renew:")
+                || line.starts_with("renewals in")
+                || line.starts_with("errors:")
+                || line.starts_with("server over");
+            if keep {
+                lines.push(format!("  held [m{i}]: {line}"));
+            }
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64().max(1e-9);
+    for l in lines {
+        println!("{l}");
+    }
+    for (i, (pid, cpu0)) in etcd_cpu.iter().enumerate() {
+        let s = sample(&Proc { pid: *pid });
+        println!(
+            "held: etcd node {i} RSS {:.1} MiB, CPU {:.1}% of one core over the last {secs:.0} s",
+            s.rss_kib as f64 / 1024.0,
+            (s.cpu_s - cpu0) / secs * 100.0
+        );
+    }
+    let status = etcdctl(&etcd.endpoints, &["endpoint", "status", "-w", "json"])?;
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&status.stdout) {
+        let sizes: Vec<String> = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["Status"]["dbSize"].as_u64())
+            .map(|b| format!("{:.1} MiB", b as f64 / 1048576.0))
+            .collect();
+        println!("held: etcd db size {}", sizes.join(", "));
+    }
+    Ok(())
 }
 
 /// Runs this binary's load mode against `servers` (each its share of `clients`) at once and
@@ -388,6 +615,11 @@ pub(crate) fn pool(a: &PoolArgs) -> Result<()> {
         a.clients,
         a.duration_s,
     )?;
+
+    // 5 (before the fail-over restarts members). Many seats held at once.
+    if a.held > 0 {
+        held(a, &key_file, &members, &etcd)?;
+    }
 
     // 4. Fail-over: each member killed once under a client that holds a seat there.
     let (mut took, mut reattached) = (Vec::new(), Vec::new());

@@ -314,6 +314,11 @@ impl Server {
         Ok(())
     }
 
+    /// The running server's pid.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub(crate) fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
