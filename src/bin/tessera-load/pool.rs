@@ -26,7 +26,6 @@
 //! Phases 2 and 3 run this binary's own load mode (`tessera-load --server ...`) as child
 //! processes and print the lines of their reports that carry the figures.
 
-use std::io::BufRead;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -352,23 +351,15 @@ fn held(a: &PoolArgs, key: &Path, members: &[Server], etcd: &Etcd) -> Result<()>
     let t0 = Instant::now();
     let mut lines = Vec::new();
     for (i, c) in children.into_iter().enumerate() {
-        let out = c.wait_with_output()?;
-        if !out.status.success() {
-            bail!(
-                "held: tessera-load --mode hold failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        for line in out.stdout.lines() {
-            let line = line?;
-            let keep = line.starts_with("acquired ")
-                || line.starts_with("Renew:")
-                || line.starts_with("renewals in")
-                || line.starts_with("errors:")
-                || line.starts_with("server over");
-            if keep {
-                lines.push(format!("  held [m{i}]: {line}"));
-            }
+        let keep = [
+            "acquired ",
+            "Renew:",
+            "renewals in",
+            "errors:",
+            "server over",
+        ];
+        for line in report_lines("held", c, &keep)? {
+            lines.push(format!("  held [m{i}]: {line}"));
         }
     }
     let secs = t0.elapsed().as_secs_f64().max(1e-9);
@@ -395,6 +386,23 @@ fn held(a: &PoolArgs, key: &Path, members: &[Server], etcd: &Etcd) -> Result<()>
         println!("held: etcd db size {}", sizes.join(", "));
     }
     Ok(())
+}
+
+/// Waits for a `tessera-load` child and returns the lines of its report that begin with one
+/// of `keep`; an error with what it said when it failed.
+fn report_lines(label: &str, child: Child, keep: &[&str]) -> Result<Vec<String>> {
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "{label}: tessera-load failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| keep.iter().any(|k| l.starts_with(k)))
+        .map(str::to_string)
+        .collect())
 }
 
 /// Runs this binary's load mode against `servers` (each its share of `clients`) at once and
@@ -426,22 +434,9 @@ fn load(label: &str, key: &Path, servers: &[&str], clients: usize, secs: u64) ->
         .collect::<Result<_>>()?;
     let mut total_ops = 0.0;
     for (i, c) in children.into_iter().enumerate() {
-        let out = c.wait_with_output()?;
-        if !out.status.success() {
-            bail!(
-                "{label}: tessera-load failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        for line in out.stdout.lines() {
-            let line = line?;
-            let keep = line.starts_with("Acquire:")
-                || line.starts_with("Release:")
-                || line.starts_with("seat ops")
-                || line.starts_with("errors:");
-            if keep {
-                println!("  {label} [{}]: {line}", servers[i]);
-            }
+        let keep = ["Acquire:", "Release:", "seat ops", "errors:"];
+        for line in report_lines(label, c, &keep)? {
+            println!("  {label} [{}]: {line}", servers[i]);
             if let Some(rate) = line
                 .strip_suffix(" ops/s")
                 .and_then(|l| l.rsplit(' ').next())
