@@ -890,6 +890,10 @@ fn a_pool_members_page_shows_the_members_and_the_etcd_endpoints() {
     });
     assert!(endpoint.contains(&etcd.endpoints()[0]), "{endpoint}");
     assert!(endpoint.contains("leader"), "{endpoint}");
+    assert!(
+        endpoint.contains(" MiB"),
+        "the node's database size: {endpoint}"
+    );
     browser.wait_text("#seats tbody tr", "the pool's seat", |t| {
         t.contains("pool-pc-1")
     });

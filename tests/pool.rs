@@ -20,7 +20,7 @@ use tessera::util::SystemClock;
 
 mod common;
 use common::etcd::Etcd;
-use common::server::{LEASE_MS, RENEW_MS, ServerProc, copy_dir, pool_member};
+use common::server::{LEASE_MS, RENEW_MS, ServerProc, copy_dir, pool_member, pool_member_with};
 use common::spec;
 
 const VENDOR: u32 = 0x71;
@@ -531,6 +531,7 @@ fn etcd_table(
         endpoints: etcd.endpoints(),
         prefix: Some(prefix.into()),
         name: None,
+        compact_s: None,
     };
     let lic = License {
         license_id,
@@ -750,4 +751,69 @@ fn a_member_reuses_released_leases_instead_of_granting_one_per_seat() {
         grants <= 8,
         "{grants} lease grants for {CYCLES} seats taken and released one after the other"
     );
+}
+
+/// Whether etcd still holds its history at revision `rev` (a read at it answers).
+fn history_at(etcd: &Etcd, rev: i64) -> Result<(), String> {
+    let out = etcd.etcdctl(&[
+        "get",
+        "/",
+        "--prefix",
+        "--keys-only",
+        &format!("--rev={rev}"),
+    ]);
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// etcd 3.4 keeps every revision until told otherwise: without compaction each grant and
+/// release stays in its history until its database reaches its quota and it refuses every
+/// write (the whole pool then refuses). A member compacts it every `compact_s`, keeping
+/// that much; the pool grants on after its history was cut.
+#[test]
+fn a_member_compacts_the_etcd_history_and_the_pool_grants_on() {
+    let etcd = Etcd::single();
+    let dir = tempfile::tempdir().unwrap();
+    let key = PublisherKey::generate(VENDOR, "pool tests");
+    let home = dir.path().join("home-0");
+    common::activate(
+        &common::env_in(&home),
+        &key,
+        &[spec(1, 5, CountingUnit::Handle)],
+    );
+    let m = pool_member_with(
+        dir.path(),
+        &etcd.endpoints(),
+        ("test", "compact_s = 1"),
+        "m0",
+        &home,
+        0,
+        &format!("lease_ms = {LEASE_MS}\nrenew_ms = {RENEW_MS}"),
+    );
+    let p = Pool {
+        dir,
+        key,
+        members: vec![m],
+        etcd,
+    };
+    let s = session(&p, "churn", &[0]);
+    for _ in 0..5 {
+        drop(s.acquire(1, 0, false).unwrap());
+    }
+    history_at(&p.etcd, 2).expect("the history before the member's first compaction");
+    let cut = eventually(Duration::from_secs(20), || history_at(&p.etcd, 2).is_err());
+    assert!(cut, "the history at revision 2 is still there after 20 s");
+    let why = history_at(&p.etcd, 2).unwrap_err();
+    assert!(why.contains("compacted"), "{why}");
+    // The member's watch and caches follow the present: seats are granted and freed as before.
+    let seats: Vec<_> = (0..5).map(|_| s.acquire(1, 0, false).unwrap()).collect();
+    assert!(matches!(
+        s.acquire(1, 0, false),
+        Err(Error::NoSeat { quantity: 5 })
+    ));
+    drop(seats);
+    s.acquire(1, 0, false).unwrap();
 }

@@ -196,6 +196,7 @@ fn any_member_shows_the_pool_its_members_endpoints_seats_and_numbers() {
         "{text}"
     );
     assert!(text.contains(", leader,"), "{text}");
+    assert!(text.contains(" MiB, "), "each node's database size: {text}");
 
     // m0 killed: m1 shows it down once its heartbeat's lease ran out; the seat stays in the
     // pool (its client re-attaches or its lease runs out).

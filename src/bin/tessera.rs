@@ -1147,10 +1147,11 @@ fn print_pool(p: &serde_json::Value) {
         let leader = e.get("leader").and_then(Value::as_bool).unwrap_or(false);
         let detail = if healthy {
             format!(
-                "etcd {}, member {}{}, {:.1} ms",
+                "etcd {}, member {}{}, database {:.1} MiB, {:.1} ms",
                 field(e, "version"),
                 field(e, "member_id"),
                 if leader { ", leader" } else { "" },
+                e.get("db_size").and_then(Value::as_f64).unwrap_or(0.0) / 1048576.0,
                 e.get("round_trip_ms")
                     .and_then(Value::as_f64)
                     .unwrap_or(0.0)

@@ -124,6 +124,12 @@ pub struct PoolConfig {
     /// The pool's name (default `default`).
     #[serde(default)]
     pub name: Option<String>,
+    /// How often a member compacts etcd's history, keeping at least that much of it, in
+    /// seconds (default 300; 0: never, for an etcd that compacts itself with
+    /// `--auto-compaction-retention`). Without compaction every grant and release stays in
+    /// etcd's history until its database reaches its quota and refuses all writes.
+    #[serde(default)]
+    pub compact_s: Option<u64>,
 }
 
 impl PoolConfig {
@@ -147,9 +153,15 @@ impl PoolConfig {
             endpoints,
             prefix: None,
             name: None,
+            compact_s: None,
         };
         c.check().map_err(|e| bad(&e.to_string()))?;
         Ok(c)
+    }
+
+    /// How often a member compacts etcd's history (zero: never).
+    pub fn compact_every(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.compact_s.unwrap_or(300))
     }
 
     /// The pool's name.

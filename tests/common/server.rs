@@ -362,12 +362,27 @@ pub fn pool_member(
     port: u16,
     more: &str,
 ) -> ServerProc {
+    pool_member_with(dir, endpoints, (pool, ""), name, home, port, more)
+}
+
+/// [`pool_member`] with further lines of its `[pool]` table (`pool.1`).
+pub fn pool_member_with(
+    dir: &Path,
+    endpoints: &[String],
+    pool: (&str, &str),
+    name: &str,
+    home: &Path,
+    port: u16,
+    more: &str,
+) -> ServerProc {
+    let (pool, pool_more) = pool;
     let state = dir.join(format!("state-{name}"));
     let endpoints: Vec<String> = endpoints.iter().map(|e| format!("{e:?}")).collect();
     let config = format!(
         "name = \"{name}\"\nlisten = [\"127.0.0.1:{port}\"]\ndiscovery = false\n\
          dongles = false\nstate_dir = {state:?}\nhome = {home:?}\nfsync = false\n\
-         admin_listen = \"127.0.0.1:0\"\n{more}\n[pool]\nendpoints = [{}]\nname = \"{pool}\"\n",
+         admin_listen = \"127.0.0.1:0\"\n{more}\n[pool]\nendpoints = [{}]\nname = \"{pool}\"\n\
+         {pool_more}\n",
         endpoints.join(", ")
     );
     let file = dir.join(format!("{name}.toml"));

@@ -171,6 +171,7 @@ function renderPool(p) {
     el("td", {}, badge(e.healthy, "healthy", "down"), e.healthy ? null : el("span", { class: "sub" }, e.error || "")),
     el("td", {}, e.healthy ? (e.leader ? "leader" : "follower") : "–"),
     el("td", {}, e.version || "–"),
+    el("td", { class: "db-size" }, e.db_size === null ? "–" : `${(e.db_size / 1048576).toFixed(1)} MiB`),
     el("td", {}, e.round_trip_ms === null ? "–" : `${e.round_trip_ms.toFixed(1)} ms`),
   )));
 }

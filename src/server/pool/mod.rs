@@ -272,6 +272,8 @@ pub struct EtcdSeats {
     /// The endpoint to connect to next.
     next: AtomicUsize,
     cache: Mutex<HashMap<[u8; 16], Cached>>,
+    /// How often this member compacts etcd's history (zero: never).
+    compact_every: Duration,
     /// What a read of a license's rows must be at least as new as to become its cache
     /// (locked after `cache`): the running watch's start (the watch reports what came after
     /// it), and per license not cached, the newest change the watch reported and nobody
@@ -379,6 +381,7 @@ impl EtcdSeats {
             stock: Arc::default(),
             stock_ttl: AtomicI64::new(0),
             refill: tokio::sync::Notify::new(),
+            compact_every: config.compact_every(),
         })
     }
 
@@ -945,6 +948,47 @@ impl EtcdSeats {
         }
     }
 
+    /// Compacts etcd's history every `compact_every`, up to the revision the previous round
+    /// saw: at least that much history is kept, and etcd's database does not grow with every
+    /// grant and release until its quota stops all writes (etcd 3.4 compacts nothing by
+    /// default). Every member does it; a compaction another member already made is refused
+    /// by etcd and ignored. Watches follow the present, so none of this member's is cut.
+    async fn compact_history(weak: std::sync::Weak<EtcdSeats>) {
+        let every = weak.upgrade().map_or(Duration::ZERO, |me| me.compact_every);
+        if every.is_zero() {
+            return;
+        }
+        let mut seen: Option<i64> = None;
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(me) = weak.upgrade() else { return };
+            let Ok(mut c) = me.client().await else {
+                continue;
+            };
+            if let Some(rev) = seen.filter(|r| *r > 1) {
+                match tokio::time::timeout(CALL_TIMEOUT, c.compact(rev, None)).await {
+                    Ok(Ok(_)) => debug!(revision = rev, "pool: etcd history compacted"),
+                    Ok(Err(e)) => {
+                        debug!(revision = rev, error = %e, "pool: etcd history not compacted")
+                    }
+                    Err(_) => debug!(revision = rev, "pool: etcd compaction unanswered"),
+                }
+            }
+            let now = tokio::time::timeout(
+                CALL_TIMEOUT,
+                c.get(
+                    me.prefix.as_str(),
+                    Some(GetOptions::new().with_keys_only().with_limit(1)),
+                ),
+            )
+            .await;
+            seen = match now {
+                Ok(Ok(r)) => r.header().map(|h| h.revision()),
+                _ => None,
+            };
+        }
+    }
+
     /// Revokes a lease nobody uses (in the background).
     fn drop_lease(&self, lease: i64) {
         debug!(lease, "pool: revoking a lease");
@@ -1191,6 +1235,7 @@ impl EtcdSeats {
         let weak = Arc::downgrade(&self);
         drop(self);
         let stock = Self::refill_stock(weak.clone());
+        let compact = Self::compact_history(weak.clone());
         let run = async move {
             loop {
                 let Some(me) = weak.upgrade() else { return };
@@ -1202,7 +1247,7 @@ impl EtcdSeats {
             }
         };
         tokio::select! {
-            _ = async { tokio::join!(run, stock) } => {},
+            _ = async { tokio::join!(run, stock, compact) } => {},
             () = stop => {},
         }
     }
