@@ -34,6 +34,7 @@ have protoc || need+=(protobuf-compiler)   # etcd-client compiles etcd's gRPC pr
 [ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)   # which import these
 have etcd || need+=(etcd-server)           # the license-server pool's tests start their own etcd
 have etcdctl || need+=(etcd-client)
+have openssl || need+=(openssl)          # the pool's TLS test makes its CA and certificates
 have dpkg-shlibdeps || need+=(dpkg-dev)   # make deb: the packages' Depends
 have debootstrap || need+=(debootstrap)   # the packages' test installs them in a fresh root
 have unshare || need+=(util-linux)         # ... run in namespaces of its own

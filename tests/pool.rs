@@ -19,7 +19,7 @@ use tessera::publisher::{LicenseSpec, PublisherKey};
 use tessera::util::SystemClock;
 
 mod common;
-use common::etcd::Etcd;
+use common::etcd::{Certs, Etcd};
 use common::server::{LEASE_MS, RENEW_MS, ServerProc, copy_dir, pool_member, pool_member_with};
 use common::spec;
 
@@ -532,6 +532,11 @@ fn etcd_table(
         prefix: Some(prefix.into()),
         name: None,
         compact_s: None,
+        ca_file: None,
+        cert_file: None,
+        key_file: None,
+        user: None,
+        password_file: None,
     };
     let lic = License {
         license_id,
@@ -816,4 +821,81 @@ fn a_member_compacts_the_etcd_history_and_the_pool_grants_on() {
     ));
     drop(seats);
     s.acquire(1, 0, false).unwrap();
+}
+
+/// etcd as production runs it: https, with a client certificate of its CA asked of every
+/// client. A member given the CA, its certificate and key grants; a member with a
+/// certificate of another CA gets nothing from etcd and grants nothing; a member whose
+/// `ca_file` is missing does not start, and says why.
+#[test]
+fn a_member_reaches_an_etcd_that_asks_for_client_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = Certs::make(&dir.path().join("certs"));
+    let etcd = Etcd::single_tls(&certs);
+    let key = PublisherKey::generate(VENDOR, "pool tests");
+    let homes = [dir.path().join("home-0"), dir.path().join("home-1")];
+    common::activate(
+        &common::env_in(&homes[0]),
+        &key,
+        &[spec(1, 5, CountingUnit::Handle)],
+    );
+    copy_dir(&homes[0], &homes[1]);
+    let tls = |cert: &Path, key: &Path| {
+        format!(
+            "ca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}",
+            certs.ca, cert, key
+        )
+    };
+    let leases = format!("lease_ms = {LEASE_MS}\nrenew_ms = {RENEW_MS}");
+    let member = |i: usize, pool_more: &str| {
+        pool_member_with(
+            dir.path(),
+            &etcd.endpoints(),
+            ("test", pool_more),
+            &format!("m{i}"),
+            &homes[i],
+            0,
+            &leases,
+        )
+    };
+    let good = member(0, &tls(&certs.client_cert, &certs.client_key));
+    let rogue = member(1, &tls(&certs.rogue_cert, &certs.rogue_key));
+
+    // The missing CA file: refused at start, naming it.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!(
+            "name = \"m2\"\nlisten = [\"127.0.0.1:0\"]\ndiscovery = false\ndongles = false\n\
+             state_dir = {:?}\nhome = {:?}\n[pool]\nendpoints = [{:?}]\n\
+             ca_file = \"/nonexistent/ca.pem\"\n",
+            dir.path().join("state-m2"),
+            homes[0],
+            etcd.endpoints()[0]
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::bin("tessera-server"))
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("ca_file /nonexistent/ca.pem"), "{said}");
+
+    let p = Pool {
+        dir,
+        key,
+        members: vec![good, rogue],
+        etcd,
+    };
+    let s = session(&p, "tls", &[0]);
+    let seat = s.acquire(1, 0, false).unwrap();
+    assert_eq!(seats_in_etcd(&p).len(), 1, "the seat's row, read over TLS");
+    let r = session(&p, "rogue", &[1]);
+    let refused = r.acquire(1, 0, false);
+    assert!(refused.is_err(), "the member etcd does not let in granted");
+    assert_eq!(seats_in_etcd(&p).len(), 1);
+    drop(seat);
 }

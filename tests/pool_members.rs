@@ -17,6 +17,7 @@ use tessera::container::protocol::{Request, Response};
 use tessera::host::{Fingerprint, MachineKind};
 use tessera::license::{License, PoolRegistration};
 use tessera::publisher::{LicenseSpec, PublisherKey};
+use tessera::server::config::EtcdAccess;
 use tessera::server::pool::members::{Members, Quorum, Served, Signer, member_key};
 use tessera::{Error, license};
 
@@ -118,6 +119,7 @@ impl Member {
     ) -> Members {
         Members::start(
             endpoints.iter().map(|e| format!("http://{e}")).collect(),
+            EtcdAccess::default(),
             prefix,
             vec![Served {
                 serial: self.serial.clone(),

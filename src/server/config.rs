@@ -130,6 +130,55 @@ pub struct PoolConfig {
     /// etcd's history until its database reaches its quota and refuses all writes.
     #[serde(default)]
     pub compact_s: Option<u64>,
+    /// TLS towards etcd: the CA certificate (PEM) that signed the etcd nodes' server
+    /// certificates. With it, endpoints without a scheme are reached over `https://`.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// This member's client certificate (PEM), for etcd run with `--client-cert-auth`.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// The key of `cert_file` (PEM).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// An etcd user, for etcd with authentication enabled.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The file holding `user`'s password (its first line).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+/// How a member reaches etcd: TLS and a user, read from the files [`PoolConfig`] names.
+#[derive(Clone, Debug, Default)]
+pub struct EtcdAccess {
+    tls: Option<etcd_client::TlsOptions>,
+    user: Option<(String, String)>,
+}
+
+impl EtcdAccess {
+    /// `base` with this TLS configuration and user.
+    pub fn options(&self, base: etcd_client::ConnectOptions) -> etcd_client::ConnectOptions {
+        let mut o = base;
+        if let Some(t) = &self.tls {
+            o = o.with_tls(t.clone());
+        }
+        if let Some((u, p)) = &self.user {
+            o = o.with_user(u.clone(), p.clone());
+        }
+        o
+    }
+
+    /// An endpoint as the etcd client takes it: `endpoint` when it has a scheme, else
+    /// `https://endpoint` with TLS and `http://endpoint` without.
+    pub fn url(&self, endpoint: &str) -> String {
+        if endpoint.contains("://") {
+            endpoint.to_string()
+        } else if self.tls.is_some() {
+            format!("https://{endpoint}")
+        } else {
+            format!("http://{endpoint}")
+        }
+    }
 }
 
 impl PoolConfig {
@@ -154,6 +203,11 @@ impl PoolConfig {
             prefix: None,
             name: None,
             compact_s: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            user: None,
+            password_file: None,
         };
         c.check().map_err(|e| bad(&e.to_string()))?;
         Ok(c)
@@ -181,18 +235,57 @@ impl PoolConfig {
         p
     }
 
-    /// The endpoints as URLs the etcd client takes (`http://host:port`).
+    /// The endpoints as URLs the etcd client takes (`http://host:port`, or `https://` with
+    /// `ca_file`).
     pub fn urls(&self) -> Vec<String> {
+        let tls = self.ca_file.is_some();
         self.endpoints
             .iter()
             .map(|e| {
                 if e.starts_with("http://") || e.starts_with("https://") {
                     e.clone()
+                } else if tls {
+                    format!("https://{e}")
                 } else {
                     format!("http://{e}")
                 }
             })
             .collect()
+    }
+
+    /// Reads the TLS files and the password file this names.
+    pub fn access(&self) -> Result<EtcdAccess> {
+        let read = |what: &str, p: &Path| {
+            std::fs::read(p)
+                .map_err(|e| Error::InvalidArgument(format!("pool: {what} {}: {e}", p.display())))
+        };
+        let tls = match &self.ca_file {
+            None => None,
+            Some(ca) => {
+                let mut t = etcd_client::TlsOptions::new()
+                    .ca_certificate(etcd_client::Certificate::from_pem(read("ca_file", ca)?));
+                if let (Some(c), Some(k)) = (&self.cert_file, &self.key_file) {
+                    t = t.identity(etcd_client::Identity::from_pem(
+                        read("cert_file", c)?,
+                        read("key_file", k)?,
+                    ));
+                }
+                Some(t)
+            }
+        };
+        let user = match (&self.user, &self.password_file) {
+            (Some(u), Some(p)) => {
+                let text = String::from_utf8(read("password_file", p)?).map_err(|_| {
+                    Error::InvalidArgument(format!(
+                        "pool: password_file {} is not text",
+                        p.display()
+                    ))
+                })?;
+                Some((u.clone(), text.lines().next().unwrap_or("").to_string()))
+            }
+            _ => None,
+        };
+        Ok(EtcdAccess { tls, user })
     }
 
     /// Checks the endpoints (`host:port` each), the name and the prefix.
@@ -237,6 +330,26 @@ impl PoolConfig {
             return Err(Error::InvalidArgument(format!(
                 "pool: prefix {p:?} must start with '/' (at most 256 characters)"
             )));
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err(Error::InvalidArgument(
+                "pool: cert_file and key_file go together".into(),
+            ));
+        }
+        if self.cert_file.is_some() && self.ca_file.is_none() {
+            return Err(Error::InvalidArgument(
+                "pool: cert_file needs ca_file (the CA of etcd's server certificates)".into(),
+            ));
+        }
+        if self.user.is_some() != self.password_file.is_some() {
+            return Err(Error::InvalidArgument(
+                "pool: user and password_file go together".into(),
+            ));
+        }
+        if self.ca_file.is_some() && self.endpoints.iter().any(|e| e.starts_with("http://")) {
+            return Err(Error::InvalidArgument(
+                "pool: ca_file is set but an endpoint says http://".into(),
+            ));
         }
         Ok(())
     }
@@ -558,5 +671,38 @@ mod tests {
         );
         assert!(ServerConfig::from_toml("[pool]\nendpoints = [\"a:1\"]\nfoo = 1\n").is_err());
         assert!(ServerConfig::from_toml("").unwrap().pool.is_none());
+    }
+
+    #[test]
+    fn the_pool_s_tls_and_user_settings_go_together() {
+        let pool = |more: &str| {
+            ServerConfig::from_toml(&format!("[pool]\nendpoints = [\"a:1\"]\n{more}\n"))
+                .map(|c| c.pool.unwrap())
+        };
+        let p = pool("ca_file = \"/c\"").unwrap();
+        assert_eq!(p.urls(), vec!["https://a:1"], "TLS: https");
+        assert_eq!(pool("compact_s = 0").unwrap().compact_every().as_secs(), 0);
+        assert_eq!(pool("").unwrap().compact_every().as_secs(), 300);
+        for (bad, says) in [
+            (
+                "ca_file = \"/c\"\ncert_file = \"/x\"",
+                "cert_file and key_file",
+            ),
+            ("cert_file = \"/x\"\nkey_file = \"/k\"", "needs ca_file"),
+            ("user = \"u\"", "user and password_file"),
+        ] {
+            let e = pool(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        let e = ServerConfig::from_toml("[pool]\nendpoints = [\"http://a:1\"]\nca_file = \"/c\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http://"), "{e}");
+        // Files are read when the server starts: a missing one is named.
+        let e = pool("ca_file = \"/nonexistent/ca.pem\"")
+            .unwrap()
+            .access()
+            .unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
     }
 }

@@ -63,6 +63,7 @@ pub async fn run(
                 .pool
                 .as_ref()
                 .map_or_else(Vec::new, |p| p.endpoints.clone()),
+            pool.access().clone(),
             pool.prefix().to_string(),
             pool_status::MemberAnnounce {
                 name: server.config().name.clone(),

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{Client, ConnectOptions, GetOptions, PutOptions};
 use serde::{Deserialize, Serialize};
 
+use super::config::EtcdAccess;
 use super::stats::{Histogram, LatencyCounts};
 
 /// How often a member renews its heartbeat and re-reads the pool's state.
@@ -207,6 +208,8 @@ impl PoolStats {
 /// Keeps this member's heartbeat and the last [`PoolView`].
 pub struct PoolMonitor {
     endpoints: Vec<String>,
+    /// TLS and user towards etcd.
+    access: EtcdAccess,
     prefix: String,
     me: MemberAnnounce,
     view: Mutex<PoolView>,
@@ -223,25 +226,19 @@ pub fn heartbeat_key(prefix: &str, name: &str) -> String {
     format!("{prefix}heartbeat/{name}")
 }
 
-fn connect_options() -> ConnectOptions {
-    ConnectOptions::new()
-        .with_connect_timeout(STATUS_TIMEOUT)
-        .with_timeout(STATUS_TIMEOUT)
-}
-
-/// An endpoint as etcd-client wants it: `http://host:port` unless a scheme is given.
-pub fn endpoint_url(e: &str) -> String {
-    if e.contains("://") {
-        e.to_string()
-    } else {
-        format!("http://{e}")
-    }
+fn connect_options(access: &EtcdAccess) -> ConnectOptions {
+    access.options(
+        ConnectOptions::new()
+            .with_connect_timeout(STATUS_TIMEOUT)
+            .with_timeout(STATUS_TIMEOUT),
+    )
 }
 
 impl PoolMonitor {
     /// A monitor of the pool at `endpoints` under `prefix`, for the member `me`.
     pub fn new(
         endpoints: Vec<String>,
+        access: EtcdAccess,
         prefix: String,
         me: MemberAnnounce,
         stats: Arc<PoolStats>,
@@ -267,6 +264,7 @@ impl PoolMonitor {
         };
         Arc::new(PoolMonitor {
             endpoints,
+            access,
             prefix,
             me,
             view: Mutex::new(view),
@@ -337,8 +335,8 @@ impl PoolMonitor {
         let c = match client {
             Some(c) => c,
             None => {
-                let urls: Vec<String> = self.endpoints.iter().map(|e| endpoint_url(e)).collect();
-                let c = Client::connect(urls, Some(connect_options()))
+                let urls: Vec<String> = self.endpoints.iter().map(|e| self.access.url(e)).collect();
+                let c = Client::connect(urls, Some(connect_options(&self.access)))
                     .await
                     .map_err(|e| format!("connecting to etcd: {e}"))?;
                 client.insert(c)
@@ -476,8 +474,13 @@ impl PoolMonitor {
         let t = Instant::now();
         let answer = tokio::time::timeout(STATUS_TIMEOUT, async {
             if client.is_none() {
-                *client =
-                    Some(Client::connect([endpoint_url(endpoint)], Some(connect_options())).await?);
+                *client = Some(
+                    Client::connect(
+                        [self.access.url(endpoint)],
+                        Some(connect_options(&self.access)),
+                    )
+                    .await?,
+                );
             }
             match client.as_mut() {
                 Some(c) => self.stats.timed(EtcdOp::Status, c.status()).await,
@@ -580,8 +583,9 @@ mod tests {
             })
             .collect();
         assert_eq!(v.endpoints_healthy(), 1);
-        assert_eq!(endpoint_url("h:2379"), "http://h:2379");
-        assert_eq!(endpoint_url("https://h:2379"), "https://h:2379");
+        let plain = EtcdAccess::default();
+        assert_eq!(plain.url("h:2379"), "http://h:2379");
+        assert_eq!(plain.url("https://h:2379"), "https://h:2379");
         assert_eq!(heartbeat_key("/t/p/", "m1"), "/t/p/heartbeat/m1");
         assert_eq!(info_key("/t/p/", "m1"), "/t/p/member-info/m1");
     }

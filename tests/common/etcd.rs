@@ -55,6 +55,78 @@ pub struct Etcd {
     children: Vec<Option<Child>>,
     dir: tempfile::TempDir,
     token: String,
+    /// Client TLS: the nodes serve https and ask for a client certificate of this CA.
+    tls: Option<Certs>,
+}
+
+/// A test CA, a server certificate for 127.0.0.1, a client certificate it signed, and a
+/// client certificate of another CA (made with `openssl`; PEM files).
+#[derive(Clone, Debug)]
+pub struct Certs {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    pub rogue_cert: PathBuf,
+    pub rogue_key: PathBuf,
+}
+
+impl Certs {
+    /// Makes them in `dir`.
+    pub fn make(dir: &std::path::Path) -> Certs {
+        std::fs::create_dir_all(dir).unwrap();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl (scripts/install-deps.sh)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let run = |args: Vec<String>| openssl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+        let words = |s: &str| -> Vec<String> { s.split(' ').map(str::to_string).collect() };
+        for ca in ["ca", "rogue-ca"] {
+            let mut a = words(&format!(
+                "req -x509 {ec} -keyout {ca}.key -out {ca}.pem -days 3650 -subj"
+            ));
+            a.push(format!("/CN=tessera test {ca}"));
+            run(a);
+        }
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+        for (name, ca, ext) in [
+            ("server", "ca", "server.ext"),
+            ("client", "ca", "client.ext"),
+            ("rogue", "rogue-ca", "client.ext"),
+        ] {
+            run(words(&format!(
+                "req {ec} -keyout {name}.key -out {name}.csr -subj /CN=tessera-test-{name}"
+            )));
+            run(words(&format!(
+                "x509 -req -in {name}.csr -CA {ca}.pem -CAkey {ca}.key -CAcreateserial \
+                 -out {name}.pem -days 3650 -extfile {ext}"
+            )));
+        }
+        Certs {
+            ca: dir.join("ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client.key"),
+            rogue_cert: dir.join("rogue.pem"),
+            rogue_key: dir.join("rogue.key"),
+        }
+    }
 }
 
 impl Etcd {
@@ -68,8 +140,18 @@ impl Etcd {
         Self::start((0..n).map(|_| EtcdNode::at("127.0.0.1")).collect())
     }
 
+    /// One node on loopback serving https with `certs`' server certificate, and asking
+    /// every client for a certificate of `certs`' CA; healthy.
+    pub fn single_tls(certs: &Certs) -> Etcd {
+        Self::start_with(vec![EtcdNode::at("127.0.0.1")], Some(certs.clone()))
+    }
+
     /// The nodes `nodes`, started and healthy (panics after 30 s).
     pub fn start(nodes: Vec<EtcdNode>) -> Etcd {
+        Self::start_with(nodes, None)
+    }
+
+    fn start_with(nodes: Vec<EtcdNode>, tls: Option<Certs>) -> Etcd {
         let dir = tempfile::tempdir().unwrap();
         let token = format!("tessera-test-{}", std::process::id());
         let mut e = Etcd {
@@ -77,6 +159,7 @@ impl Etcd {
             nodes,
             dir,
             token,
+            tls,
         };
         for i in 0..e.nodes.len() {
             e.spawn(i, "new");
@@ -95,6 +178,7 @@ impl Etcd {
 
     fn spawn(&mut self, i: usize, state: &str) {
         let n = &self.nodes[i];
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         let cluster = self
             .nodes
             .iter()
@@ -117,9 +201,9 @@ impl Etcd {
             .arg("--data-dir")
             .arg(self.data_dir(i))
             .arg("--listen-client-urls")
-            .arg(format!("http://{}:{}", n.ip, n.client_port))
+            .arg(format!("{scheme}://{}:{}", n.ip, n.client_port))
             .arg("--advertise-client-urls")
-            .arg(format!("http://{}:{}", n.ip, n.client_port))
+            .arg(format!("{scheme}://{}:{}", n.ip, n.client_port))
             .arg("--listen-peer-urls")
             .arg(format!("http://{}:{}", n.ip, n.peer_port))
             .arg("--initial-advertise-peer-urls")
@@ -132,6 +216,15 @@ impl Etcd {
             .arg(&self.token)
             .stdout(Stdio::null())
             .stderr(log);
+        if let Some(t) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&t.server_cert)
+                .arg("--key-file")
+                .arg(&t.server_key)
+                .arg("--client-cert-auth")
+                .arg("--trusted-ca-file")
+                .arg(&t.ca);
+        }
         if std::env::consts::ARCH != "x86_64" {
             cmd.env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH);
         }
@@ -154,19 +247,25 @@ impl Etcd {
             .iter()
             .zip(&self.children)
             .filter(|(_, c)| c.is_some())
-            .map(|(n, _)| n.endpoint())
+            .map(|(n, _)| match self.tls {
+                Some(_) => format!("https://{}", n.endpoint()),
+                None => n.endpoint(),
+            })
             .collect()
     }
 
     /// `etcdctl` on the live nodes.
     pub fn etcdctl(&self, args: &[&str]) -> std::process::Output {
-        Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
+        let mut cmd = Command::new("etcdctl");
+        cmd.env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", self.live_endpoints().join(",")))
-            .arg("--command-timeout=2s")
-            .args(args)
-            .output()
-            .expect("etcdctl")
+            .arg("--command-timeout=2s");
+        if let Some(t) = &self.tls {
+            cmd.arg(format!("--cacert={}", t.ca.display()))
+                .arg(format!("--cert={}", t.client_cert.display()))
+                .arg(format!("--key={}", t.client_key.display()));
+        }
+        cmd.args(args).output().expect("etcdctl")
     }
 
     /// Waits until every live node says it is healthy (a leader is elected).

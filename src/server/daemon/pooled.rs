@@ -76,6 +76,7 @@ impl Server {
         let ttl = Duration::from_millis(self.lease_ms().max(1000));
         *members = Some(Arc::new(Members::start(
             pool.endpoints().to_vec(),
+            pool.access().clone(),
             pool.prefix(),
             served,
             signer,

@@ -30,6 +30,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::license::{License, PoolRegistration};
+use crate::server::config::EtcdAccess;
 use crate::{Error, Result};
 
 /// Signs the registration of the hosted container `serial` for a pool license (by id) in an
@@ -142,6 +143,7 @@ impl Members {
     /// registrations. Needs a tokio runtime.
     pub fn start(
         endpoints: Vec<String>,
+        access: EtcdAccess,
         prefix: &str,
         served: Vec<Served>,
         signer: Signer,
@@ -156,6 +158,7 @@ impl Members {
         let view = Arc::new(RwLock::new(View::default()));
         let task = tokio::spawn(register_loop(
             endpoints,
+            access,
             prefix.to_string(),
             served.clone(),
             signer,
@@ -340,6 +343,7 @@ struct Carry {
 
 async fn register_loop(
     endpoints: Vec<String>,
+    access: EtcdAccess,
     prefix: String,
     served: Arc<Vec<Served>>,
     signer: Signer,
@@ -353,7 +357,7 @@ async fn register_loop(
     let mut retry = Duration::ZERO;
     loop {
         let Err(e) = register_and_watch(
-            &endpoints, &prefix, &served, &signer, ttl, &view, &mut carry,
+            &endpoints, &access, &prefix, &served, &signer, ttl, &view, &mut carry,
         )
         .await;
         let was_in = {
@@ -451,8 +455,10 @@ async fn within<T>(
 /// Registers (keeping the lease `carry` holds alive, when it still is), reads every
 /// registration, then keeps the lease alive and follows the watch until something fails,
 /// and says why.
+#[allow(clippy::too_many_arguments)]
 async fn register_and_watch(
     endpoints: &[String],
+    access: &EtcdAccess,
     prefix: &str,
     served: &[Served],
     signer: &Signer,
@@ -463,10 +469,12 @@ async fn register_and_watch(
     {
         // With a leader required, a node cut off from its cluster's majority answers
         // nothing (and ends the watch) rather than stale registrations.
-        let options = ConnectOptions::new()
-            .with_connect_timeout(ttl)
-            .with_keep_alive(ttl / 2, ttl)
-            .with_require_leader(true);
+        let options = access.options(
+            ConnectOptions::new()
+                .with_connect_timeout(ttl)
+                .with_keep_alive(ttl / 2, ttl)
+                .with_require_leader(true),
+        );
         let call = ttl / 3;
         let mut each: Vec<Option<Client>> = vec![None; endpoints.len()];
         let cluster_id = one_cluster(endpoints, &mut each, &options, ttl).await?;

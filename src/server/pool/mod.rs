@@ -55,7 +55,7 @@ use etcd_client::{
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
-use crate::server::config::PoolConfig;
+use crate::server::config::{EtcdAccess, PoolConfig};
 use crate::server::pool_status::{EtcdOp, PoolMonitor, PoolStats};
 use crate::server::seats::{AcquireSpec, BorrowSpec, Borrowed, SeatId, SeatRow, SeatTable};
 use crate::server::store::SeatStore;
@@ -264,6 +264,8 @@ impl FreshFrom {
 
 /// One member's view of the pool's seat table in etcd.
 pub struct EtcdSeats {
+    /// TLS and user towards etcd.
+    access: EtcdAccess,
     urls: Vec<String>,
     prefix: String,
     member: String,
@@ -364,6 +366,7 @@ impl EtcdSeats {
     pub fn new(config: &PoolConfig, member: &str) -> Result<EtcdSeats> {
         config.check()?;
         Ok(EtcdSeats {
+            access: config.access()?,
             urls: config.urls(),
             prefix: config.key_prefix(),
             member: member.to_string(),
@@ -395,6 +398,11 @@ impl EtcdSeats {
         &self.urls
     }
 
+    /// TLS and user towards etcd (for the member's other etcd clients).
+    pub fn access(&self) -> &EtcdAccess {
+        &self.access
+    }
+
     /// This member's name (written into the rows it writes).
     pub fn member(&self) -> &str {
         &self.member
@@ -424,11 +432,13 @@ impl EtcdSeats {
         }
         let i = self.next.load(Ordering::Relaxed) % self.urls.len();
         let url = &self.urls[i];
-        let options = ConnectOptions::new()
-            .with_connect_timeout(CALL_TIMEOUT)
-            .with_timeout(CALL_TIMEOUT)
-            .with_keep_alive(Duration::from_secs(2), CALL_TIMEOUT)
-            .with_require_leader(true);
+        let options = self.access.options(
+            ConnectOptions::new()
+                .with_connect_timeout(CALL_TIMEOUT)
+                .with_timeout(CALL_TIMEOUT)
+                .with_keep_alive(Duration::from_secs(2), CALL_TIMEOUT)
+                .with_require_leader(true),
+        );
         match tokio::time::timeout(CALL_TIMEOUT, Client::connect([url.as_str()], Some(options)))
             .await
         {
