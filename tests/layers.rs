@@ -32,7 +32,8 @@ const LAYERS: &[&[&str]] = &[
 const SERVER_LAYERS: &[&[&str]] = &[
     &["seats", "hosted", "stats"],
     &["store"],
-    &["config", "usage", "history", "pool_status"],
+    &["config", "usage", "history"],
+    &["pool_status"],
     &["pool"],
     &["daemon"],
     &["admin"],
