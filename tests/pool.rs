@@ -530,13 +530,7 @@ fn etcd_table(
     let config = tessera::server::config::PoolConfig {
         endpoints: etcd.endpoints(),
         prefix: Some(prefix.into()),
-        name: None,
-        compact_s: None,
-        ca_file: None,
-        cert_file: None,
-        key_file: None,
-        user: None,
-        password_file: None,
+        ..Default::default()
     };
     let lic = License {
         license_id,

@@ -113,7 +113,7 @@ pub struct ServerConfig {
 }
 
 /// The `[pool]` section: where the pool's shared seat table lives in etcd.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
     /// The etcd cluster's client endpoints (`host:port`, `http://host:port`).
@@ -200,14 +200,7 @@ impl PoolConfig {
             .collect();
         let c = PoolConfig {
             endpoints,
-            prefix: None,
-            name: None,
-            compact_s: None,
-            ca_file: None,
-            cert_file: None,
-            key_file: None,
-            user: None,
-            password_file: None,
+            ..PoolConfig::default()
         };
         c.check().map_err(|e| bad(&e.to_string()))?;
         Ok(c)
