@@ -252,13 +252,21 @@ fn a_revoke_from_any_member_frees_the_seat_and_its_holder_learns_it() {
     let admin = p.members[2].admin.clone();
     let bearer = local_bearer(&admin);
     let path = format!("/api/v1/seats/{id}/revoke");
-    let r = request(&admin, "POST", &path, &[("Authorization", &bearer)], b"");
+    let body = br#"{"reason": "moved to the night shift"}"#;
+    let r = request(&admin, "POST", &path, &[("Authorization", &bearer)], body);
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.json()["revoked"], id.as_str());
     assert!(seats_in_etcd(&p).is_empty());
-    // The holder learns it at its next renewal, clearly.
+    // The holder learns it at its next renewal, from the member that serves it, with the
+    // reason the administrator gave on another member.
     let e = failure_of(&seat);
     assert!(matches!(e, Error::LeaseLost(_)), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("revoked by an administrator")
+            && text.ends_with(": moved to the night shift"),
+        "{text}"
+    );
     // Its slot is free for a client of another member.
     let seat_b = b.acquire(1, 0, false).expect("the revoked seat's slot");
     assert_eq!(seat_b.info().unwrap().server.as_deref(), Some("m1"));

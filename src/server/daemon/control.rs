@@ -160,7 +160,7 @@ impl Control {
     pub async fn revoke_because(&self, seat_id: &SeatId, reason: &str) -> Result<bool> {
         let server = &self.server;
         if let Some(pool) = &server.pool {
-            let revoked = server.pool_revoke(pool, seat_id).await?;
+            let revoked = server.pool_revoke(pool, seat_id, reason).await?;
             if revoked {
                 server.stats.revoked.add(*seat_id, reason);
             }

@@ -198,11 +198,30 @@ impl Server {
     ) -> Result<NetResponse> {
         let lease_ms = self.lease_ms();
         let lost = pool.renew(seat_ids, client).await?;
-        if !lost.is_empty()
-            && let Ok(mut m) = self.seat_meta.lock()
-        {
+        if lost.is_empty() {
+            return Ok(NetResponse::Renewed { lost, lease_ms });
+        }
+        if let Ok(mut m) = self.seat_meta.lock() {
             for id in &lost {
                 m.remove(id);
+            }
+        }
+        // Seats an administrator revoked through another member: why, from etcd, for the
+        // answer to `RenewWhy` and the calls on them. Without an answer they are lost all
+        // the same, without the reason.
+        let unexplained: Vec<SeatId> = lost
+            .iter()
+            .filter(|id| self.stats.revoked.reason(id).is_none())
+            .copied()
+            .collect();
+        if !unexplained.is_empty() {
+            match pool.revoked_reasons(&unexplained).await {
+                Ok(found) => {
+                    for (id, reason) in found {
+                        self.stats.revoked.add(id, &reason);
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "pool: why seats were revoked, unread"),
             }
         }
         Ok(NetResponse::Renewed { lost, lease_ms })
@@ -240,13 +259,9 @@ impl Server {
         client: &[u8; 32],
         seat_id: &SeatId,
     ) -> Result<(usize, [u8; 16])> {
-        let license_id = pool.served(seat_id, client).ok_or_else(|| {
-            Error::LeaseLost(format!(
-                "pool member {} serves no seat {}",
-                self.config.name,
-                hex::encode(seat_id)
-            ))
-        })?;
+        let license_id = pool
+            .served(seat_id, client)
+            .ok_or_else(|| self.seat_gone(seat_id, "pool member"))?;
         let (ci, _) = hosting
             .hosted
             .by_license_id(&license_id)
@@ -454,8 +469,14 @@ impl Server {
 
     /// An admin's revoke on the pool, from any member: the row deleted and its lease
     /// revoked; the holder learns at its next renewal. `Ok(false)` when the pool has no
-    /// such seat.
-    pub(super) async fn pool_revoke(&self, pool: &EtcdSeats, seat_id: &SeatId) -> Result<bool> {
+    /// such seat. The reason goes into etcd with the deletion, for the member that serves
+    /// the holder.
+    pub(super) async fn pool_revoke(
+        &self,
+        pool: &EtcdSeats,
+        seat_id: &SeatId,
+        reason: &str,
+    ) -> Result<bool> {
         let Some(row) = pool.seat(seat_id).await? else {
             return Ok(false);
         };
@@ -473,7 +494,7 @@ impl Server {
                 crate::util::format_time(b.until)
             )));
         }
-        let Some(row) = pool.revoke(seat_id).await? else {
+        let Some(row) = pool.revoke(seat_id, reason).await? else {
             return Ok(false);
         };
         let events = usage::revoked(&self.hosting().hosted, &row)

@@ -441,6 +441,19 @@ impl Server {
         }
     }
 
+    /// A call on a seat this server does not serve (now): `LEASE_LOST`, saying so, or that
+    /// an administrator revoked it and why. `who` names this server ("server", "pool member").
+    pub(super) fn seat_gone(&self, seat_id: &[u8; 16], who: &str) -> Error {
+        Error::LeaseLost(match self.stats.revoked.reason(seat_id) {
+            Some(reason) => LossReason::Revoked { reason }.describe(&self.config.name, seat_id),
+            None => format!(
+                "{who} {} holds no seat {}",
+                self.config.name,
+                hex::encode(seat_id)
+            ),
+        })
+    }
+
     fn seat_container(
         &self,
         hosting: &Hosting,
@@ -454,16 +467,7 @@ impl Server {
         let row = t
             .seat(seat_id)
             .filter(|r| r.client == *client && r.expires_ms > now_ms())
-            .ok_or_else(|| match self.stats.revoked.reason(seat_id) {
-                Some(reason) => Error::LeaseLost(
-                    LossReason::Revoked { reason }.describe(&self.config.name, seat_id),
-                ),
-                None => Error::LeaseLost(format!(
-                    "server {} holds no seat {}",
-                    self.config.name,
-                    hex::encode(seat_id)
-                )),
-            })?;
+            .ok_or_else(|| self.seat_gone(seat_id, "server"))?;
         let (ci, _) = hosting
             .hosted
             .by_license_id(&row.license_id)

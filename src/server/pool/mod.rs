@@ -85,6 +85,11 @@ const DOWN_FOR: Duration = Duration::from_secs(1);
 /// it reads the license's rows itself.
 const CATCH_UP: Duration = Duration::from_millis(250);
 
+/// How long the pool keeps why an administrator revoked a seat (`revoked/<seat>`, on a
+/// lease of its own), for the member that serves the seat's holder: its holder learns at
+/// its next renewal, within a renewal interval, or on re-attaching after a member's death.
+const REVOKED_NOTE_TTL_S: i64 = 3600;
+
 /// The expiry of every row in a member's cache: live for as long as etcd holds it.
 const IN_ETCD: u64 = u64::MAX;
 
@@ -525,6 +530,11 @@ impl EtcdSeats {
     /// no reader of rows sees it). Its mod revision is the license's last grant.
     fn gate_key(&self, license_id: &[u8; 16]) -> String {
         format!("{}gates/{}", self.prefix, hex::encode(license_id))
+    }
+
+    /// The key that keeps why a seat was revoked (outside the rows' prefix).
+    fn revoked_key(&self, seat_id: &SeatId) -> String {
+        format!("{}revoked/{}", self.prefix, hex::encode(seat_id))
     }
 
     /// Waits (a little) until the watch has brought the license's cache to revision `rev`;
@@ -1109,10 +1119,21 @@ impl EtcdSeats {
     }
 
     /// Deletes the row if it is still the one read (at `rev`), and revokes its lease.
-    async fn delete(&self, key: &str, rev: i64, row: &PoolRow) -> Result<bool> {
+    /// Deletes a seat's row if unchanged since `rev` (with `also` in the same transaction),
+    /// and revokes its lease.
+    async fn delete(
+        &self,
+        key: &str,
+        rev: i64,
+        row: &PoolRow,
+        also: Option<TxnOp>,
+    ) -> Result<bool> {
+        let ops: Vec<TxnOp> = std::iter::once(TxnOp::delete(key, None))
+            .chain(also)
+            .collect();
         let txn = Txn::new()
             .when([Compare::mod_revision(key, CompareOp::Equal, rev)])
-            .and_then([TxnOp::delete(key, None)]);
+            .and_then(ops);
         let resp = self
             .ending(&row.seat_id, async {
                 let resp = self
@@ -1192,7 +1213,7 @@ impl EtcdSeats {
         if row.client != *client || !row.borrow.is_empty() {
             return Ok(None);
         }
-        if self.delete(&key, rev, &row).await? {
+        if self.delete(&key, rev, &row, None).await? {
             Ok(Some(row.seat_row()?))
         } else {
             Ok(None)
@@ -1201,11 +1222,24 @@ impl EtcdSeats {
 
     /// Takes a live seat away from whichever client holds it, from any member (an admin's
     /// revoke). A borrowed seat is refused by the caller before (`seat` says what it is).
-    pub async fn revoke(&self, seat_id: &SeatId) -> Result<Option<SeatRow>> {
+    /// `reason` is kept in etcd with the deletion (for an hour), so that whichever member
+    /// serves the holder tells it why ([`EtcdSeats::revoked_reasons`]).
+    pub async fn revoke(&self, seat_id: &SeatId, reason: &str) -> Result<Option<SeatRow>> {
         let Some((row, key, rev)) = self.find(seat_id, None).await? else {
             return Ok(None);
         };
-        if self.delete(&key, rev, &row).await? {
+        let note = self
+            .call("grant a revoke note lease", |mut c| async move {
+                c.lease_grant(REVOKED_NOTE_TTL_S, None).await
+            })
+            .await?
+            .id();
+        let why = TxnOp::put(
+            self.revoked_key(seat_id),
+            reason,
+            Some(PutOptions::new().with_lease(note)),
+        );
+        if self.delete(&key, rev, &row, Some(why)).await? {
             Ok(Some(row.seat_row()?))
         } else {
             Ok(None)
@@ -1221,11 +1255,38 @@ impl EtcdSeats {
         if row.borrow.is_empty() {
             return Ok(None);
         }
-        if self.delete(&key, rev, &row).await? {
+        if self.delete(&key, rev, &row, None).await? {
             Ok(Some(row.seat_row()?))
         } else {
             Ok(None)
         }
+    }
+
+    /// Why an administrator revoked each of `seat_ids`, for those the pool still keeps a
+    /// reason of (any member's revoke; see [`EtcdSeats::revoke`]). One read, on the path
+    /// of a renewal that lost seats.
+    pub async fn revoked_reasons(&self, seat_ids: &[SeatId]) -> Result<Vec<(SeatId, String)>> {
+        let keys: Vec<String> = seat_ids.iter().map(|id| self.revoked_key(id)).collect();
+        let txn = Txn::new().and_then(
+            keys.iter()
+                .map(|k| TxnOp::get(k.as_str(), None))
+                .collect::<Vec<_>>(),
+        );
+        let resp = self
+            .call("read why seats were revoked", |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
+        let mut found = Vec::new();
+        for (id, op) in seat_ids.iter().zip(resp.op_responses()) {
+            if let etcd_client::TxnOpResponse::Get(g) = op
+                && let Some(kv) = g.kvs().first()
+            {
+                found.push((*id, String::from_utf8_lossy(kv.value()).into_owned()));
+            }
+        }
+        Ok(found)
     }
 
     /// The license a seat this member serves for `client` is of (for the calls that run in
